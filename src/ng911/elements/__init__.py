@@ -1,0 +1,1 @@
+"""The call chain's elements: caller UA, VSP proxy, ESRP, PSAP server, call taker."""

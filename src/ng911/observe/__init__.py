@@ -1,0 +1,1 @@
+"""Observation: per-hop message traces, pcaps with TLS key logs, the dashboard."""

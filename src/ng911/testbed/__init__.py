@@ -1,0 +1,1 @@
+"""The testbed: topology, scenarios, launcher, measurement and report."""
