@@ -18,6 +18,7 @@ from ng911 import __version__
 # a registered command sets `func` (taking the parsed namespace, returning an exit code).
 COMMAND_MODULES: tuple[str, ...] = (
     "ng911.demo",
+    "ng911.pki.commands",
 )
 
 

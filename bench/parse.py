@@ -1,0 +1,115 @@
+"""SIP parse and serialise throughput on one core.
+
+Messages: the sample ~1.7 KB emergency INVITE (multipart/mixed: SDP + PIDF-LO), a 180 and a
+200 with SDP (`ng911.sip.samples`). Variants:
+  parse           parse_message() only (first line, header split, CSeq/Content-Length checks)
+  proxy access    parse + what a stateful proxy reads: top Via branch, Route, Max-Forwards,
+                  Call-ID (everything else stays text)
+  full access     parse + validate() (every structured header) + every header value
+                  + the multipart body split (INVITE)
+  serialise       to_bytes() of a parsed message
+Each figure is the best of 5 runs of N operations. Writes bench/results/parse.json.
+
+    .venv/bin/python bench/parse.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ng911.sip.body import parse_multipart
+from ng911.sip.message import Request, Response
+from ng911.sip.parse import parse_message
+from ng911.sip.samples import emergency_invite, ok_with_sdp, ringing
+
+Message = Request | Response
+
+
+def rate(fn: Callable[[], object], n: int, repeats: int = 5) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, time.perf_counter() - t0)
+    return n / best
+
+
+def proxy_access(data: bytes) -> None:
+    m = parse_message(data)
+    _ = m.top_via.branch
+    _ = m.headers.get_all("Route")
+    _ = m.max_forwards
+    _ = m.call_id
+
+
+def full_access(data: bytes) -> None:
+    m = parse_message(data)
+    m.validate()
+    for name, _value in m.headers:
+        m.headers.get_all(name)
+    ctype = m.content_type
+    if ctype and ctype.startswith("multipart/"):
+        parse_multipart(ctype, m.body)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
+    args = ap.parse_args()
+    n = 2_000 if args.quick else 20_000
+    samples = {
+        "INVITE (emergency, multipart)": emergency_invite(),
+        "180 Ringing": ringing(),
+        "200 OK (SDP)": ok_with_sdp(),
+    }
+    rows = []
+    for label, data in samples.items():
+        parsed = parse_message(data)
+        row = {
+            "message": label,
+            "bytes": len(data),
+            "parse_per_s": rate(lambda d=data: parse_message(d), n),
+            "proxy_access_per_s": rate(lambda d=data: proxy_access(d), n),
+            "full_access_per_s": rate(lambda d=data: full_access(d), n),
+            "serialise_per_s": rate(parsed.to_bytes, n),
+        }
+        rows.append(row)
+
+    cols = ("parse_per_s", "proxy_access_per_s", "full_access_per_s", "serialise_per_s")
+    heads = ("parse/s", "proxy access/s", "full access/s", "serialise/s")
+    print(f"{'message':<32}{'bytes':>7}" + "".join(f"{h:>16}" for h in heads))
+    for r in rows:
+        line = f"{r['message']:<32}{r['bytes']:>7}"
+        line += "".join(f"{r[c]:>16,.0f}" for c in cols)
+        print(line)
+    inv = rows[0]
+    print(
+        f"\nemergency INVITE: {1e6 / inv['parse_per_s']:.1f} µs per parse, "
+        f"{1e6 / inv['proxy_access_per_s']:.1f} µs with proxy access, "
+        f"{1e6 / inv['full_access_per_s']:.1f} µs with full access (target: >= 30,000 parses/s)"
+    )
+    out = {
+        "benchmark": "parse",
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "machine": platform.machine(),
+        "iterations": n,
+        "repeats": 5,
+        "results": rows,
+    }
+    path = Path(__file__).parent / "results" / "parse.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Transport addresses and the source of a received message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TRANSPORTS: tuple[str, ...] = ("udp", "tcp", "tls")
+DEFAULT_PORTS: dict[str, int] = {"udp": 5060, "tcp": 5060, "tls": 5061}  # RFC 3261 §19.1.2
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """Where to send: transport ("udp" | "tcp" | "tls"), host (IP or name), port."""
+
+    transport: str
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"unknown transport {self.transport!r} (one of {TRANSPORTS})")
+
+    @property
+    def reliable(self) -> bool:
+        """TCP and TLS are reliable: no retransmission timers (RFC 3261 §17.1.1.2)."""
+        return self.transport != "udp"
+
+    @property
+    def hostport(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a message came from: remote and local address, the connection it arrived on
+    (None for UDP), and the SIP identities the peer proved with its certificate (TLS, mutual
+    or not; empty when it presented none). Responses go back over `connection_id`
+    (RFC 3261 §18.2.2)."""
+
+    address: Address
+    local: Address
+    peer_identities: frozenset[str] = frozenset()
+    connection_id: int | None = None
+
+    @property
+    def transport(self) -> str:
+        return self.address.transport
+
+    @property
+    def secure(self) -> bool:
+        return self.address.transport == "tls"

@@ -1,0 +1,618 @@
+"""`SipTransportLayer`: one per element; listens, sends, reuses connections, reports events.
+
+Connection reuse (RFC 5923 style, RFC 3261 §18): open TCP/TLS connections are indexed by
+remote address AND, for TLS, by the SIP identities the peer proved with its certificate. A
+request to a peer domain reuses any live connection authenticated as that domain, including
+one the peer opened to us; a response goes back over the connection its request came on
+(RFC 3261 §18.2.2), found by the top Via branch or the connection id. A TCP peer that puts
+`alias` in its Via (RFC 5923 §5) has its connection indexed under its Via sent-by too.
+
+Server transport duties done here (RFC 3261 §18.2.1, RFC 3581 §4): a received request's
+top Via gets `received` when the sent-by host differs from the source address, and `rport`
+filled in when the client asked for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ng911.net.address import Address, Source
+from ng911.net.errors import ConnectionLimit, MessageTooLarge, TlsError, TransportError
+from ng911.net.events import ConnectionEvent, MessageEvent, NetEvent
+from ng911.net.log import log_event
+from ng911.net.sips import check_secure
+from ng911.net.stream import StreamConnection
+from ng911.net.udp import MAX_DATAGRAM, UdpEndpoint, make_udp_socket
+from ng911.pki.profile import TlsProfiles
+from ng911.sip.errors import SipParseError
+from ng911.sip.message import Request, Response
+from ng911.sip.parse import DEFAULT_MAX_SIZE
+
+OnMessage = Callable[[Request | Response, Source], None]
+Observer = Callable[[NetEvent], None]
+
+
+@dataclass
+class TransportStats:
+    messages_in: int = 0
+    messages_out: int = 0
+    parse_errors: int = 0
+    tls_refused: int = 0
+    connections_refused: int = 0
+    connections_opened: int = 0
+    idle_closed: int = 0
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class _Listener:
+    address: Address
+    server: asyncio.Server | None = None
+    udp: UdpEndpoint | None = None
+    tls: ssl.SSLContext | None = None
+
+
+@dataclass
+class SipTransportLayer:
+    """All transports of one element.
+
+    `client_tls`: an `ssl.SSLContext` for every TLS peer, or `TlsProfiles` (CA and identity
+    per peer domain). `verify_identity`: check the server certificate names the domain we
+    meant to reach (RFC 5922 §7.2) - the domain is `server_name` of `send`, else the
+    destination host when it is a name; with only an IP to go by, the chain alone is checked.
+    """
+
+    element: str = "ng911"
+    client_tls: ssl.SSLContext | TlsProfiles | None = None
+    max_connections: int = 1024
+    idle_timeout: float = 300.0
+    connect_timeout: float = 5.0
+    max_message_size: int = DEFAULT_MAX_SIZE
+    udp_rcvbuf: int = 4 * 1024 * 1024
+    verify_identity: bool = True
+    tls_resumption: bool = True  # client side: offer the last session to the same peer
+    on_message: OnMessage | None = None
+    observers: list[Observer] = field(default_factory=list)
+    stats: TransportStats = field(default_factory=TransportStats)
+
+    def __post_init__(self) -> None:
+        self._listeners: list[_Listener] = []
+        self._conns: dict[int, StreamConnection] = {}
+        self._by_addr: dict[tuple[str, str, int], StreamConnection] = {}
+        self._by_identity: dict[str, dict[int, StreamConnection]] = {}
+        self._by_branch: OrderedDict[str, int] = OrderedDict()
+        self._connecting: dict[tuple[str, str, int], asyncio.Future[StreamConnection]] = {}
+        self._sessions: OrderedDict[tuple[str, int, str | None], ssl.SSLSession] = OrderedDict()
+        self._udp_client: UdpEndpoint | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # ================================================================= listening
+    async def listen(
+        self, transport: str, host: str, port: int, *, tls: ssl.SSLContext | None = None
+    ) -> Address:
+        """Start listening; port 0 picks a free one. Returns the bound address."""
+        loop = asyncio.get_running_loop()
+        transport = transport.lower()
+        if transport == "udp":
+            sock = make_udp_socket(host, port, self.udp_rcvbuf)
+            _, ep = await loop.create_datagram_endpoint(lambda: UdpEndpoint(self), sock=sock)
+            self._listeners.append(_Listener(ep.local, udp=ep))
+            return ep.local
+        if transport not in ("tcp", "tls"):
+            raise TransportError(f"unknown transport {transport!r}")
+        if transport == "tls" and tls is None:
+            raise TlsError("listening on TLS needs a server SSLContext (ng911.pki.tls)")
+
+        def factory() -> StreamConnection:
+            return StreamConnection(self, kind=transport, role="server", ssl_context=tls)
+
+        server = await loop.create_server(factory, host, port, reuse_address=True, backlog=1024)
+        sockname = server.sockets[0].getsockname()
+        addr = Address(transport, sockname[0], sockname[1])
+        self._listeners.append(_Listener(addr, server=server, tls=tls))
+        self._start_sweeper()
+        return addr
+
+    def local_address(self, transport: str) -> Address | None:
+        for lst in self._listeners:
+            if lst.address.transport == transport:
+                return lst.address
+        return None
+
+    @property
+    def addresses(self) -> list[Address]:
+        return [lst.address for lst in self._listeners]
+
+    def udp_kernel_drops(self) -> int:
+        """Datagrams the kernel dropped on our UDP sockets (receive buffer full)."""
+        total = 0
+        for lst in self._listeners:
+            if lst.udp is not None:
+                total += lst.udp.kernel_drops() or 0
+        return total
+
+    def connections(self) -> list[dict[str, object]]:
+        return [c.describe() for c in self._conns.values()]
+
+    def close_connection(self, connection_id: int) -> bool:
+        """Close one connection (TLS sessions stay cached for resumption)."""
+        conn = self._conns.get(connection_id)
+        if conn is None:
+            return False
+        conn.close()
+        return True
+
+    # ================================================================= sending
+    async def send(
+        self,
+        message: Request | Response,
+        dest: Address,
+        *,
+        server_name: str | None = None,
+        connection_id: int | None = None,
+    ) -> None:
+        """Send `message` to `dest`.
+
+        Raises `InsecureTransportError` for a sips request over UDP/TCP, `MessageTooLarge`,
+        `TlsError`/`IdentityMismatch` when the TLS peer is refused, `TransportError` otherwise.
+        """
+        check_secure(message, dest)
+        data = message.to_bytes()
+        if len(data) > self.max_message_size:
+            raise MessageTooLarge(
+                f"{len(data)}-byte message exceeds the limit of {self.max_message_size}",
+                peer=str(dest),
+            )
+        if dest.transport == "udp":
+            await self._send_udp(message, data, dest)
+            return
+        conn = self._find_connection(message, dest, server_name, connection_id)
+        if conn is None:
+            conn = await self._connect(dest, server_name)
+        wire = conn.write(data)
+        self.stats.messages_out += 1
+        if self.observers:
+            self._emit_message(
+                "out", conn.kind, conn.local, conn.remote, data, wire, message, conn.id
+            )
+        await conn.drained()  # back-pressure: a slow peer slows its senders, not our memory
+
+    async def _send_udp(self, message: Request | Response, data: bytes, dest: Address) -> None:
+        if len(data) > MAX_DATAGRAM:
+            raise MessageTooLarge(f"{len(data)} bytes do not fit a UDP datagram", peer=str(dest))
+        ep = self._udp_for(dest)
+        if ep is None:
+            ep = await self._udp_client_endpoint(dest)
+        assert ep.transport is not None
+        try:
+            ep.transport.sendto(data, (dest.host, dest.port))
+        except OSError as exc:
+            raise TransportError(f"UDP send to {dest} failed: {exc}", peer=str(dest)) from exc
+        self.stats.messages_out += 1
+        if self.observers:
+            self._emit_message("out", "udp", ep.local, dest, data, len(data), message, None)
+
+    def _udp_for(self, dest: Address) -> UdpEndpoint | None:
+        fam6 = ":" in dest.host
+        for lst in self._listeners:
+            if lst.udp is not None and (":" in lst.address.host) == fam6:
+                return lst.udp
+        return self._udp_client
+
+    async def _udp_client_endpoint(self, dest: Address) -> UdpEndpoint:
+        loop = asyncio.get_running_loop()
+        host = "::" if ":" in dest.host else "0.0.0.0"
+        sock = make_udp_socket(host, 0, self.udp_rcvbuf)
+        _, ep = await loop.create_datagram_endpoint(lambda: UdpEndpoint(self), sock=sock)
+        self._udp_client = ep
+        return ep
+
+    def _find_connection(
+        self,
+        message: Request | Response,
+        dest: Address,
+        server_name: str | None,
+        connection_id: int | None,
+    ) -> StreamConnection | None:
+        def alive(c: StreamConnection | None) -> StreamConnection | None:
+            return c if c is not None and not c.closed and c.handshake_done else None
+
+        if connection_id is not None and (c := alive(self._conns.get(connection_id))):
+            return c
+        if isinstance(message, Response):
+            # RFC 3261 §18.2.2: the connection the request arrived on
+            branch = message.headers.cached("top_via_branch", lambda: _branch_of(message))
+            if branch is not None:
+                cid = self._by_branch.get(branch)
+                if cid is not None and (c := alive(self._conns.get(cid))):
+                    return c
+        c = alive(self._by_addr.get((dest.transport, dest.host, dest.port)))
+        if c is not None:
+            if (
+                dest.transport == "tls"
+                and isinstance(message, Request)
+                and server_name
+                and self.verify_identity
+                and not self._identity_ok(c, server_name)
+            ):
+                c = None  # a connection authenticated as someone else: do not reuse
+            else:
+                return c
+        if dest.transport == "tls" and server_name and isinstance(message, Request):
+            # RFC 5923: reuse a connection authenticated as that domain, whichever side opened it
+            want = self._expected_identity(server_name, dest)
+            if want is not None:
+                for c2 in self._by_identity.get(want, {}).values():
+                    if alive(c2) is not None:
+                        return c2
+        return None
+
+    def _identity_ok(self, conn: StreamConnection, server_name: str) -> bool:
+        from ng911.pki.tls import matches_domain
+
+        want = self._expected_identity(server_name, conn.remote)
+        return want is None or matches_domain(conn.identities, want)
+
+    def _expected_identity(self, server_name: str | None, dest: Address) -> str | None:
+        if not self.verify_identity:
+            return None
+        name = server_name or (None if _is_ip(dest.host) else dest.host)
+        if name is None:
+            return None
+        if isinstance(self.client_tls, TlsProfiles):
+            return self.client_tls.for_domain(name).identity_for(name)
+        return name.lower()
+
+    async def _connect(self, dest: Address, server_name: str | None) -> StreamConnection:
+        key = (dest.transport, dest.host, dest.port)
+        pending = self._connecting.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[StreamConnection] = asyncio.get_running_loop().create_future()
+        self._connecting[key] = fut
+        try:
+            conn = await self._open(dest, server_name)
+        except BaseException as exc:
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()
+            raise
+        else:
+            fut.set_result(conn)
+            return conn
+        finally:
+            self._connecting.pop(key, None)
+
+    async def _open(self, dest: Address, server_name: str | None) -> StreamConnection:
+        if self._closing:
+            raise TransportError("transport layer is closed")
+        if len(self._conns) >= self.max_connections:
+            self.stats.connections_refused += 1
+            raise ConnectionLimit(
+                f"connection limit {self.max_connections} reached; not connecting to {dest}",
+                peer=str(dest),
+            )
+        loop = asyncio.get_running_loop()
+        ctx: ssl.SSLContext | None = None
+        wildcards = False
+        expected = None
+        session = None
+        sni = None
+        skey = None
+        if dest.transport == "tls":
+            if self.client_tls is None:
+                raise TlsError("no client TLS context configured", peer=str(dest))
+            if isinstance(self.client_tls, TlsProfiles):
+                ctx, profile = self.client_tls.client_context_for(server_name or dest.host)
+                wildcards = profile.wildcards
+            else:
+                ctx = self.client_tls
+            expected = self._expected_identity(server_name, dest)
+            skey = (dest.host, dest.port, server_name)
+            session = self._sessions.get(skey) if self.tls_resumption else None
+            sni = server_name if server_name and not _is_ip(server_name) else None
+
+        def factory() -> StreamConnection:
+            return StreamConnection(
+                self,
+                kind=dest.transport,
+                role="client",
+                ssl_context=ctx,
+                server_hostname=sni,
+                session=session,
+                expected_identity=expected,
+                wildcards=wildcards,
+                session_key=skey,
+            )
+
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(factory, dest.host, dest.port), self.connect_timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            log_event(
+                logging.WARNING,
+                "connect_failed",
+                element=self.element,
+                peer=str(dest),
+                reason=str(exc) or type(exc).__name__,
+            )
+            raise TransportError(f"cannot connect to {dest}: {exc}", peer=str(dest)) from exc
+        try:
+            await asyncio.wait_for(asyncio.shield(conn.ready), self.connect_timeout)
+        except TimeoutError as exc:
+            conn.abort("handshake timeout")
+            raise TlsError(f"TLS handshake with {dest} timed out", peer=str(dest)) from exc
+        self._by_addr[(dest.transport, dest.host, dest.port)] = conn
+        conn.aliases.add((dest.transport, dest.host, dest.port))
+        self._start_sweeper()
+        return conn
+
+    # ================================================================= callbacks from connections
+    def _admit(self, conn: StreamConnection) -> bool:
+        if self._closing or (len(self._conns) >= self.max_connections and conn.role == "server"):
+            self.stats.connections_refused += 1
+            log_event(
+                logging.WARNING,
+                "connection_refused",
+                element=self.element,
+                peer=str(conn.remote),
+                reason="closing" if self._closing else f"limit {self.max_connections} reached",
+            )
+            self._emit_conn(conn, "refused", "connection limit")
+            conn.abort("connection limit")
+            return False
+        self._conns[conn.id] = conn
+        self.stats.connections_opened += 1
+        key = (conn.kind, conn.remote.host, conn.remote.port)
+        self._by_addr[key] = conn
+        conn.aliases.add(key)
+        self._emit_conn(conn, "open", None)
+        return True
+
+    def _connection_ready(self, conn: StreamConnection) -> None:
+        for ident in conn.identities:
+            self._by_identity.setdefault(ident, {})[conn.id] = conn
+
+    def _connection_lost(self, conn: StreamConnection, reason: str | None) -> None:
+        if self._conns.pop(conn.id, None) is None:
+            return
+        for key in conn.aliases:
+            if self._by_addr.get(key) is conn:
+                del self._by_addr[key]
+        for ident in conn.identities:
+            d = self._by_identity.get(ident)
+            if d is not None:
+                d.pop(conn.id, None)
+                if not d:
+                    del self._by_identity[ident]
+        self._emit_conn(conn, "close", reason)
+
+    def _remember_session(self, conn: StreamConnection) -> bool:
+        """Keep the client session of `conn` for resuming the next connection to that peer;
+        True once a resumable one (TLS 1.2 session, or TLS 1.3 ticket) is kept."""
+        if not self.tls_resumption or conn.session_key is None or conn._sslobj is None:
+            return True  # nothing to keep: stop asking
+        sess = conn._sslobj.session
+        if sess is None:
+            return False
+        if sess.has_ticket or conn._sslobj.version() == "TLSv1.2":
+            self._sessions[conn.session_key] = sess
+            self._sessions.move_to_end(conn.session_key)
+            while len(self._sessions) > 4096:
+                self._sessions.popitem(last=False)
+            return True
+        return False
+
+    def _received(
+        self,
+        conn: StreamConnection,
+        msg: Request | Response,
+        acct: tuple[bytes, int, int] | None,
+    ) -> None:
+        self.stats.messages_in += 1
+        if isinstance(msg, Request) and not self._server_via(msg, conn.remote, conn):
+            return
+        if acct is not None:
+            raw, sip_bytes, wire = acct
+            self._emit_message(
+                "in", conn.kind, conn.local, conn.remote, raw, wire, msg, conn.id, sip_bytes
+            )
+        src = Source(conn.remote, conn.local, conn.identities, conn.id)
+        self._dispatch(msg, src)
+
+    def _received_udp(
+        self, ep: UdpEndpoint, msg: Request | Response, data: bytes, addr: tuple[str, int]
+    ) -> None:
+        self.stats.messages_in += 1
+        remote = Address("udp", addr[0], addr[1])
+        if isinstance(msg, Request) and not self._server_via(msg, remote, None, ep):
+            return
+        if self.observers:
+            self._emit_message("in", "udp", ep.local, remote, data, len(data), msg, None)
+        self._dispatch(msg, Source(remote, ep.local))
+
+    def _server_via(
+        self,
+        msg: Request,
+        remote: Address,
+        conn: StreamConnection | None,
+        ep: UdpEndpoint | None = None,
+    ) -> bool:
+        """RFC 3261 §18.2.1 + RFC 3581 §4: stamp received/rport; remember the connection."""
+        try:
+            via = msg.top_via
+        except SipParseError as exc:
+            self.stats.parse_errors += 1
+            log_event(
+                logging.WARNING,
+                "sip_parse_error",
+                element=self.element,
+                peer=str(remote),
+                transport=remote.transport,
+                status=exc.status,
+                reason=exc.reason,
+                action="dropped",
+            )
+            return False
+        src_host = remote.host
+        params: dict[str, str | None] = {}
+        if via.host.strip("[]") != src_host:
+            params["received"] = src_host
+        if via.rport is not None:
+            params["rport"] = str(remote.port)
+            params["received"] = src_host
+        if params:
+            new = via.with_params(**params)
+            msg.headers.remove_first("Via")
+            msg.headers.prepend("Via", str(new))
+        if conn is not None:
+            if via.branch:
+                self._by_branch[via.branch] = conn.id
+                if len(self._by_branch) > 65536:
+                    self._by_branch.popitem(last=False)
+            if via.param("alias") is not None and via.port is not None:
+                # RFC 5923 §5: the peer offers this connection for requests to its sent-by
+                key = (conn.kind, via.host, via.port)
+                if key not in self._by_addr:
+                    self._by_addr[key] = conn
+                    conn.aliases.add(key)
+        return True
+
+    def _dispatch(self, msg: Request | Response, src: Source) -> None:
+        if self.on_message is None:
+            return
+        try:
+            self.on_message(msg, src)
+        except Exception:
+            logging.getLogger("ng911.net").exception(
+                "on_message handler of %s failed for %s", self.element, msg.first_line
+            )
+
+    # ================================================================= events
+    def _emit(self, event: NetEvent) -> None:
+        for obs in list(self.observers):
+            try:
+                obs(event)
+            except Exception:
+                logging.getLogger("ng911.net").exception("observer failed")
+
+    def _emit_message(
+        self,
+        direction: str,
+        transport: str,
+        local: Address,
+        remote: Address,
+        data: bytes,
+        wire: int,
+        msg: Request | Response,
+        conn_id: int | None,
+        sip_bytes: int | None = None,
+    ) -> None:
+        try:
+            call_id: str | None = msg.headers.get("Call-ID")
+        except Exception:
+            call_id = None
+        self._emit(
+            MessageEvent(
+                ts=time.time(),
+                mono=time.perf_counter(),
+                element=self.element,
+                direction=direction,
+                transport=transport,
+                local=local.hostport,
+                remote=remote.hostport,
+                sip_bytes=len(data) if sip_bytes is None else sip_bytes,
+                wire_bytes=wire,
+                data=data,
+                call_id=call_id,
+                first_line=msg.first_line,
+                connection_id=conn_id,
+            )
+        )
+
+    def _emit_conn(self, conn: StreamConnection, what: str, reason: str | None) -> None:
+        if self.observers:
+            self._emit(
+                ConnectionEvent(
+                    ts=time.time(),
+                    mono=time.perf_counter(),
+                    element=self.element,
+                    transport=conn.kind,
+                    local=conn.local.hostport,
+                    remote=conn.remote.hostport,
+                    what=what,
+                    reason=reason,
+                    connection_id=conn.id,
+                )
+            )
+
+    # ================================================================= housekeeping
+    def _start_sweeper(self) -> None:
+        if self._sweeper is None and self.idle_timeout > 0 and not self._closing:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        period = max(0.05, min(self.idle_timeout / 2, 5.0))
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for conn in list(self._conns.values()):
+                if now - conn.last_used > self.idle_timeout:
+                    self.stats.idle_closed += 1
+                    log_event(
+                        logging.INFO,
+                        "connection_idle_closed",
+                        element=self.element,
+                        peer=str(conn.remote),
+                        connection_id=conn.id,
+                        idle=round(now - conn.last_used, 3),
+                    )
+                    conn.close()
+
+    async def close(self) -> None:
+        """Close listeners and every connection (TLS close_notify first)."""
+        self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        for lst in self._listeners:
+            if lst.server is not None:
+                lst.server.close()
+            if lst.udp is not None and lst.udp.transport is not None:
+                lst.udp.transport.close()
+        if self._udp_client is not None and self._udp_client.transport is not None:
+            self._udp_client.transport.close()
+        for conn in list(self._conns.values()):
+            conn.close()
+        for lst in self._listeners:
+            if lst.server is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(lst.server.wait_closed(), 1.0)
+        await asyncio.sleep(0)
+        self._listeners.clear()
+
+
+def _branch_of(message: Request | Response) -> str | None:
+    try:
+        return message.top_via.branch
+    except SipParseError:
+        return None

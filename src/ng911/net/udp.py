@@ -1,0 +1,112 @@
+"""SIP over UDP (RFC 3261 §18.1.1, §18.2.1): one datagram, one message.
+
+The socket asks for a large receive buffer (4 MB by default): the kernel's default (~208 KB)
+overflows in bursts above a few thousand calls per second (ANCHORS.md). Datagrams the kernel
+dropped for lack of buffer are read from /proc/net/udp (the `drops` column of our socket);
+datagrams we dropped ourselves (unparseable) are counted in `SipTransportLayer.stats`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING, cast
+
+from ng911.net.address import Address
+from ng911.net.log import log_event
+from ng911.sip.errors import SipParseError
+from ng911.sip.message import make_response
+from ng911.sip.parse import parse_message
+
+if TYPE_CHECKING:
+    from ng911.net.transport import SipTransportLayer
+
+MAX_DATAGRAM = 65507  # IPv4 UDP payload limit
+
+
+def make_udp_socket(host: str, port: int, rcvbuf: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, min(rcvbuf, 1 << 20))
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def kernel_drops(sock: socket.socket) -> int | None:
+    """Datagrams the kernel dropped on this socket (Linux /proc/net/udp `drops`), or None."""
+    try:
+        inode = os.fstat(sock.fileno()).st_ino
+    except OSError:
+        return None
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if len(cols) >= 13 and cols[9] == str(inode):
+                        return int(cols[12])
+        except (OSError, StopIteration, ValueError):
+            continue
+    return None
+
+
+class UdpEndpoint(asyncio.DatagramProtocol):
+    def __init__(self, layer: SipTransportLayer) -> None:
+        self.layer = layer
+        self.transport: asyncio.DatagramTransport | None = None
+        self.local = Address("udp", "?", 0)
+        self.rcvbuf = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        sockname = self.transport.get_extra_info("sockname")
+        self.local = Address("udp", sockname[0], sockname[1])
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self.rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+    def kernel_drops(self) -> int | None:
+        sock = self.transport.get_extra_info("socket") if self.transport else None
+        return kernel_drops(sock) if sock is not None else None
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not data.strip(b"\r\n\x00"):
+            return  # keep-alive (RFC 5626 §3.5.1 CRLF, or empty)
+        try:
+            msg = parse_message(data, max_size=self.layer.max_message_size)
+        except SipParseError as exc:
+            self.layer.stats.parse_errors += 1
+            answered = False
+            if exc.partial is not None and self.transport is not None:
+                # RFC 3261 §21.4 / §18.2.1: answer a bad request if we can; never a response
+                try:
+                    resp = make_response(exc.partial, exc.status, exc.reason[:100] or None)
+                    self.transport.sendto(resp.to_bytes(), addr)
+                    answered = True
+                except Exception as inner:
+                    log_event(logging.DEBUG, "parse_error_no_answer", reason=str(inner))
+            log_event(
+                logging.WARNING,
+                "sip_parse_error",
+                element=self.layer.element,
+                peer=f"udp:{addr[0]}:{addr[1]}",
+                transport="udp",
+                status=exc.status,
+                reason=exc.reason,
+                action=f"answered {exc.status}" if answered else "dropped",
+            )
+            return
+        self.layer._received_udp(self, msg, data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable etc.: UDP has no connection to fail; log it
+        log_event(logging.INFO, "udp_error", element=self.layer.element, reason=str(exc))

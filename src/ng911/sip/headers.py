@@ -1,0 +1,151 @@
+"""Structured header values: Via and CSeq, and the generators of branches, tags and Call-IDs.
+
+Parsed only when asked (see `message.Headers`): a proxy reads its top Via and leaves the
+rest as text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from dataclasses import dataclass
+
+from ng911.sip.errors import SipParseError
+from ng911.sip.uri import (
+    Params,
+    _format_params,
+    _get_param,
+    _parse_host,
+    _set_params,
+    parse_header_params,
+    split_quoted,
+)
+
+# RFC 3261 §8.1.1.7: a branch starting with this cookie was made by an RFC 3261 element,
+# and is unique across space and time, so it alone identifies the transaction.
+MAGIC_COOKIE = "z9hG4bK"
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    """One Via value (RFC 3261 §20.42): `SIP/2.0/UDP host:port;branch=z9hG4bK...`."""
+
+    transport: str
+    host: str
+    port: int | None = None
+    params: Params = ()
+
+    def param(self, name: str) -> str | None:
+        return _get_param(self.params, name)
+
+    @property
+    def branch(self) -> str | None:
+        return _get_param(self.params, "branch")
+
+    @property
+    def received(self) -> str | None:
+        return _get_param(self.params, "received")
+
+    @property
+    def rport(self) -> str | None:
+        """`""` when the flag is present without value (RFC 3581 §3), None when absent."""
+        return _get_param(self.params, "rport")
+
+    @property
+    def maddr(self) -> str | None:
+        return _get_param(self.params, "maddr")
+
+    @property
+    def sent_by(self) -> str:
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+    def with_params(self, **kw: str | None) -> Via:
+        return dataclasses.replace(self, params=_set_params(self.params, kw))
+
+    def __str__(self) -> str:
+        return f"SIP/2.0/{self.transport} {self.sent_by}{_format_params(self.params)}"
+
+
+def parse_via(value: str) -> Via:
+    """One Via value; LWS around `/` and `;` is tolerated (RFC 3261 §7.3.1)."""
+    s = value.strip()
+    # sent-protocol = protocol-name SLASH protocol-version SLASH transport
+    parts = s.split("/", 2)
+    if len(parts) != 3 or parts[0].strip().upper() != "SIP":
+        raise SipParseError(f"bad Via: {value[:80]!r}", 400)
+    rest = parts[2].lstrip()
+    i = 0
+    n = len(rest)
+    while i < n and rest[i] not in " \t":
+        i += 1
+    transport = rest[:i].upper()
+    sent_by = rest[i:].strip()
+    if not transport or not sent_by:
+        raise SipParseError(f"bad Via: {value[:80]!r}", 400)
+    semi = sent_by.find(";")
+    if semi >= 0:
+        params = parse_header_params(sent_by[semi + 1 :])
+        sent_by = sent_by[:semi].strip()
+    else:
+        params = ()
+    # LWS may appear around the ":" of sent-by too.
+    if " " in sent_by or "\t" in sent_by:
+        sent_by = "".join(sent_by.split())
+    host, port = _parse_host(sent_by, value)
+    return Via(transport, host, port, params)
+
+
+def parse_via_list(value: str) -> list[Via]:
+    """Every Via in a (possibly comma-separated) header value."""
+    return [parse_via(v) for v in split_quoted(value, ",") if v.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class CSeq:
+    """RFC 3261 §20.16: a sequence number (< 2**31) and the method."""
+
+    seq: int
+    method: str
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.method}"
+
+
+def parse_cseq(value: str) -> CSeq:
+    num, _, method = value.strip().partition(" ")
+    method = method.strip()
+    if not num.isascii() or not num.isdigit() or not method or " " in method:
+        raise SipParseError(f"bad CSeq: {value[:80]!r}", 400)
+    seq = int(num)
+    if seq >= 2**31:
+        raise SipParseError(f"CSeq number too large: {value[:80]!r}", 400)
+    return CSeq(seq, method)
+
+
+def new_branch() -> str:
+    """A fresh RFC 3261 branch (§8.1.1.7): magic cookie + 64 random bits."""
+    return MAGIC_COOKIE + secrets.token_hex(8)
+
+
+def new_tag() -> str:
+    """A From/To tag (§19.3): 48 random bits, hex."""
+    return secrets.token_hex(6)
+
+
+def new_call_id(host: str) -> str:
+    """A Call-ID (§8.1.1.4): 96 random bits @ host."""
+    return f"{secrets.token_hex(12)}@{host}"
+
+
+__all__ = [
+    "MAGIC_COOKIE",
+    "CSeq",
+    "Via",
+    "new_branch",
+    "new_call_id",
+    "new_tag",
+    "parse_cseq",
+    "parse_via",
+    "parse_via_list",
+    "split_quoted",
+]

@@ -1,0 +1,595 @@
+"""SIP requests and responses, and their header multimap.
+
+Headers are kept as (name, raw value) pairs in wire order and parsed only when asked
+(`Message.top_via`, `Message.from_addr`...), with the result cached until the headers change.
+A proxy that reads the top Via, Route, Max-Forwards and Call-ID pays for nothing else, and
+forwards every other header value byte-identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Self, TypeVar
+
+from ng911.sip.errors import SipParseError
+from ng911.sip.headers import CSeq, Via, parse_cseq, parse_via
+from ng911.sip.uri import URI, NameAddr, parse_name_addr, parse_name_addr_list, split_quoted
+
+T = TypeVar("T")
+
+# Canonical spellings of the headers we know; anything else is kept as received.
+_CANONICAL = (
+    "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
+    "Allow-Events", "Authentication-Info", "Authorization", "Call-ID", "Call-Info", "Contact",
+    "Content-Disposition", "Content-Encoding", "Content-ID", "Content-Language",
+    "Content-Length", "Content-Type", "CSeq", "Date", "Error-Info", "Event", "Expires",
+    "From", "Geolocation", "Geolocation-Error", "Geolocation-Routing", "History-Info",
+    "Identity", "Identity-Info", "In-Reply-To", "Max-Forwards", "MIME-Version",
+    "Min-Expires", "Min-SE", "Organization", "P-Asserted-Identity", "P-Preferred-Identity",
+    "Path", "Priority", "Privacy", "Proxy-Authenticate", "Proxy-Authorization",
+    "Proxy-Require", "RAck", "Reason", "Record-Route", "Refer-To", "Referred-By",
+    "Reject-Contact", "Replaces", "Reply-To", "Request-Disposition", "Require",
+    "Resource-Priority", "Retry-After", "Route", "RSeq", "Server", "Service-Route",
+    "Session-Expires", "SIP-ETag", "SIP-If-Match", "Subject", "Subscription-State",
+    "Supported", "Timestamp", "To", "Unsupported", "User-Agent", "Via", "Warning",
+    "WWW-Authenticate",
+)  # fmt: skip
+
+# RFC 3261 §7.3.3 and later RFCs: compact forms.
+_COMPACT = {
+    "a": "Accept-Contact", "b": "Referred-By", "c": "Content-Type", "d": "Request-Disposition",
+    "e": "Content-Encoding", "f": "From", "i": "Call-ID", "j": "Reject-Contact",
+    "k": "Supported", "l": "Content-Length", "m": "Contact", "n": "Identity-Info",
+    "o": "Event", "r": "Refer-To", "s": "Subject", "t": "To", "u": "Allow-Events",
+    "v": "Via", "x": "Session-Expires", "y": "Identity",
+}  # fmt: skip
+
+# name as written (any case seen so far) -> (key, canonical name). Interning the common
+# spellings makes header lookup one dict hit per line on the parse path.
+_NAMES: dict[str, tuple[str, str]] = {}
+for _n in _CANONICAL:
+    for _spelling in (_n, _n.lower(), _n.upper()):
+        _NAMES[_spelling] = (_n.lower(), _n)
+for _c, _n in _COMPACT.items():
+    _NAMES[_c] = _NAMES[_c.upper()] = (_n.lower(), _n)
+del _n, _c, _spelling
+
+# Headers whose values are comma-separated lists (RFC 3261 §7.3.1): `get_all` splits them.
+# Not Authorization & co. (commas inside), not Date, not From/To/Call-ID/CSeq.
+COMMA_LISTS = frozenset(
+    {
+        "via", "route", "record-route", "contact", "allow", "supported", "require",
+        "proxy-require", "unsupported", "accept", "accept-encoding", "accept-language",
+        "allow-events", "call-info", "alert-info", "error-info", "in-reply-to",
+        "content-encoding", "content-language", "warning", "path", "service-route",
+        "geolocation", "resource-priority", "reason", "accept-contact", "reject-contact",
+        "p-asserted-identity", "p-preferred-identity", "history-info", "security-client",
+        "security-server", "security-verify", "p-associated-uri", "request-disposition",
+    }
+)  # fmt: skip
+
+
+def header_key(name: str) -> tuple[str, str]:
+    """(lookup key, output name) of a header name in any case or compact form."""
+    hit = _NAMES.get(name)
+    if hit is not None:
+        return hit
+    name = name.strip()
+    hit = _NAMES.get(name.lower())
+    if hit is not None:
+        return hit
+    return name.lower(), name
+
+
+def _split(key: str, value: str) -> list[str]:
+    if key in COMMA_LISTS:
+        if "," not in value:
+            return [value]
+        return [p.strip() for p in split_quoted(value, ",") if p.strip()]
+    return [value]
+
+
+class Headers:
+    """Ordered multimap of header fields, case-insensitive, compact forms normalised.
+
+    Each field is a line of the message (`Via: a, b` is one field with two values); values
+    are strings exactly as received (line folding replaced by a space).
+    """
+
+    __slots__ = ("_cache", "_items")
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str, str]] = []
+        self._cache: dict[str, Any] = {}
+        for name, value in items:
+            key, out = header_key(name)
+            self._items.append((key, out, value))
+
+    @classmethod
+    def _from_parsed(cls, items: list[tuple[str, str, str]]) -> Headers:
+        h = cls.__new__(cls)
+        h._items = items
+        h._cache = {}
+        return h
+
+    def cached(self, slot: str, fn: Callable[[], T]) -> T:
+        """`fn()`, computed once until the headers change (the lazy-parse cache)."""
+        try:
+            return self._cache[slot]  # type: ignore[no-any-return]
+        except KeyError:
+            value = self._cache[slot] = fn()
+            return value
+
+    def get(self, name: str) -> str | None:
+        """The first value (the first element of a comma list), or None."""
+        key = header_key(name)[0]
+        for k, _, v in self._items:
+            if k == key:
+                if key in COMMA_LISTS and "," in v:
+                    parts = _split(key, v)
+                    return parts[0] if parts else v
+                return v
+        return None
+
+    def get_field(self, name: str) -> str | None:
+        """The first field's whole value, without splitting."""
+        key = header_key(name)[0]
+        for k, _, v in self._items:
+            if k == key:
+                return v
+        return None
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of `name`, comma lists split outside quotes and <>."""
+        key = header_key(name)[0]
+        out: list[str] = []
+        for k, _, v in self._items:
+            if k == key:
+                out.extend(_split(key, v))
+        return out
+
+    def add(self, name: str, value: str) -> None:
+        key, out = header_key(name)
+        self._items.append((key, out, value))
+        self._cache.clear()
+
+    def prepend(self, name: str, value: str) -> None:
+        """Insert before the first field of `name` (a proxy's Via, Route, Record-Route),
+        or at the top when there is none."""
+        key, out = header_key(name)
+        pos = 0
+        for i, (k, _, _) in enumerate(self._items):
+            if k == key:
+                pos = i
+                break
+        self._items.insert(pos, (key, out, value))
+        self._cache.clear()
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every field of `name` by one, at the position of the first (else at the end)."""
+        key, out = header_key(name)
+        pos = -1
+        items: list[tuple[str, str, str]] = []
+        for item in self._items:
+            if item[0] == key:
+                if pos < 0:
+                    pos = len(items)
+                    items.append((key, out, value))
+            else:
+                items.append(item)
+        if pos < 0:
+            items.append((key, out, value))
+        self._items = items
+        self._cache.clear()
+
+    def remove(self, name: str) -> int:
+        """Remove every field of `name`; returns how many fields were removed."""
+        key = header_key(name)[0]
+        before = len(self._items)
+        self._items = [it for it in self._items if it[0] != key]
+        self._cache.clear()
+        return before - len(self._items)
+
+    def remove_first(self, name: str) -> str | None:
+        """Pop the first VALUE of `name` (the top Via, the top Route), splitting a comma list."""
+        key = header_key(name)[0]
+        for i, (k, out, v) in enumerate(self._items):
+            if k != key:
+                continue
+            self._cache.clear()
+            if key not in COMMA_LISTS or "," not in v:
+                del self._items[i]
+                return v
+            pieces = split_quoted(v, ",")
+            first_at = next((j for j, p in enumerate(pieces) if p.strip()), None)
+            if first_at is None:
+                del self._items[i]
+                return v
+            rest = pieces[first_at + 1 :]
+            if not any(p.strip() for p in rest):
+                del self._items[i]
+            else:
+                # Keep the rest of the field exactly as written.
+                self._items[i] = (k, out, ",".join(rest).lstrip())
+            return pieces[first_at].strip()
+        return None
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = header_key(name)[0]
+        return any(k == key for k, _, _ in self._items)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        """(name, value) per field, in wire order, names in their long canonical form."""
+        return ((out, v) for _, out, v in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return [(k, v) for k, _, v in self._items] == [(k, v) for k, _, v in other._items]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self)!r})"
+
+    def copy(self) -> Headers:
+        return Headers._from_parsed(list(self._items))
+
+    def same_fields(self, other: Headers) -> bool:
+        """Equal apart from Content-Length, which `to_bytes` derives from the body: what
+        message equality (and so parse -> serialise -> parse) compares."""
+        return [(k, v) for k, _, v in self._items if k != "content-length"] == [
+            (k, v) for k, _, v in other._items if k != "content-length"
+        ]
+
+
+def _required(msg: Message, name: str) -> str:
+    v = msg.headers.get(name)
+    if v is None:
+        raise SipParseError(f"missing {name}", 400, msg._partial())
+    return v
+
+
+def _guard(msg: Message, fn: Callable[[], T]) -> T:
+    """Attach the request to a lazily raised parse error, so it can still be answered."""
+    try:
+        return fn()
+    except SipParseError as e:
+        if e.partial is None:
+            e.partial = msg._partial()
+        raise
+
+
+class Message:
+    """What requests and responses share: headers, body, lazily parsed convenience views."""
+
+    __slots__ = ("body", "headers")
+
+    def __init__(
+        self, headers: Headers | Iterable[tuple[str, str]] | None = None, body: bytes = b""
+    ) -> None:
+        if headers is None:
+            headers = Headers()
+        elif not isinstance(headers, Headers):
+            headers = Headers(headers)
+        self.headers: Headers = headers
+        self.body: bytes = body
+
+    def _partial(self) -> Request | None:
+        return None
+
+    @property
+    def first_line(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def call_id(self) -> str:
+        return _required(self, "Call-ID")
+
+    @property
+    def cseq(self) -> CSeq:
+        return self.headers.cached(
+            "cseq", lambda: _guard(self, lambda: parse_cseq(_required(self, "CSeq")))
+        )
+
+    @property
+    def from_addr(self) -> NameAddr:
+        return self.headers.cached(
+            "from", lambda: _guard(self, lambda: parse_name_addr(_required(self, "From")))
+        )
+
+    @property
+    def to_addr(self) -> NameAddr:
+        return self.headers.cached(
+            "to", lambda: _guard(self, lambda: parse_name_addr(_required(self, "To")))
+        )
+
+    @property
+    def vias(self) -> list[Via]:
+        def all_vias() -> list[Via]:
+            out: list[Via] = []
+            for v in self.headers.get_all("Via"):
+                out.append(parse_via(v))
+            if not out:
+                raise SipParseError("missing Via", 400)
+            return out
+
+        return list(self.headers.cached("vias", lambda: _guard(self, all_vias)))
+
+    @property
+    def top_via(self) -> Via:
+        return self.headers.cached(
+            "top_via", lambda: _guard(self, lambda: parse_via(_required(self, "Via")))
+        )
+
+    @property
+    def branch(self) -> str | None:
+        return self.top_via.branch
+
+    @property
+    def max_forwards(self) -> int | None:
+        v = self.headers.get("Max-Forwards")
+        if v is None:
+            return None
+        v = v.strip()
+        # RFC 3261 §20.22: 0-255 (RFC 4475 §3.1.2.4: larger values are a 400).
+        if not v.isascii() or not v.isdigit() or int(v) > 255:
+            raise SipParseError(f"bad Max-Forwards: {v[:20]!r}", 400, self._partial())
+        return int(v)
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("Content-Type")
+
+    def _name_addrs(self, name: str) -> list[NameAddr]:
+        out: list[NameAddr] = []
+        for v in self.headers.get_all(name):
+            try:
+                out.append(parse_name_addr(v))
+            except SipParseError as e:
+                e.partial = self._partial()
+                raise
+        return out
+
+    @property
+    def routes(self) -> list[NameAddr]:
+        """Route values, top first (parsed on each call)."""
+        return self._name_addrs("Route")
+
+    @property
+    def record_routes(self) -> list[NameAddr]:
+        return self._name_addrs("Record-Route")
+
+    @property
+    def contacts(self) -> list[NameAddr]:
+        """Contact values; `Contact: *` (REGISTER, §10.2.2) is not a name-addr: check
+        `headers.get("Contact") == "*"` first."""
+        return self._name_addrs("Contact")
+
+    def validate(self) -> None:
+        """Parse every structured header we know, raising `SipParseError(400)` on the first
+        bad one. Parsing is lazy; call this where a full check is wanted (a UAS)."""
+        self.vias  # noqa: B018
+        self.from_addr  # noqa: B018
+        self.to_addr  # noqa: B018
+        self.cseq  # noqa: B018
+        self.call_id  # noqa: B018
+        self.max_forwards  # noqa: B018
+        self.routes  # noqa: B018
+        self.record_routes  # noqa: B018
+        if self.headers.get("Contact") != "*":
+            self.contacts  # noqa: B018
+
+    def to_bytes(self) -> bytes:
+        """Wire form. Content-Length is set from the body (kept where it was, else last)."""
+        lines = [self.first_line]
+        length = str(len(self.body))
+        seen = False
+        for key, out, v in self.headers._items:
+            if key == "content-length":
+                if not seen:
+                    lines.append("Content-Length: " + length)
+                    seen = True
+            else:
+                lines.append(f"{out}: {v}")
+        if not seen:
+            lines.append("Content-Length: " + length)
+        lines.append("")
+        lines.append("")
+        head = "\r\n".join(lines).encode()
+        return head + self.body if self.body else head
+
+    def __bytes__(self) -> bytes:
+        return self.to_bytes()
+
+    def copy(self) -> Self:
+        raise NotImplementedError
+
+
+class Request(Message):
+    """A SIP request (RFC 3261 §7.1)."""
+
+    __slots__ = ("method", "uri")
+
+    def __init__(
+        self,
+        method: str,
+        uri: URI,
+        headers: Headers | Iterable[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(headers, body)
+        self.method: str = method
+        self.uri: URI = uri
+
+    def _partial(self) -> Request | None:
+        return self
+
+    @property
+    def first_line(self) -> str:
+        return f"{self.method} {self.uri} SIP/2.0"
+
+    def copy(self) -> Self:
+        return type(self)(self.method, self.uri, self.headers.copy(), self.body)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Request):
+            return NotImplemented
+        return (
+            self.method == other.method
+            and self.uri == other.uri
+            and self.headers.same_fields(other.headers)
+            and self.body == other.body
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri}>"
+
+
+class Response(Message):
+    """A SIP response (RFC 3261 §7.2)."""
+
+    __slots__ = ("reason", "status")
+
+    def __init__(
+        self,
+        status: int,
+        reason: str | None = None,
+        headers: Headers | Iterable[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(headers, body)
+        self.status: int = status
+        self.reason: str = REASONS.get(status, "") if reason is None else reason
+
+    @property
+    def first_line(self) -> str:
+        return f"SIP/2.0 {self.status} {self.reason}"
+
+    @property
+    def is_provisional(self) -> bool:
+        return 100 <= self.status < 200
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def is_final(self) -> bool:
+        return self.status >= 200
+
+    def copy(self) -> Self:
+        return type(self)(self.status, self.reason, self.headers.copy(), self.body)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Response):
+            return NotImplemented
+        return (
+            self.status == other.status
+            and self.reason == other.reason
+            and self.headers.same_fields(other.headers)
+            and self.body == other.body
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+# RFC 3261 §21 and later RFCs: default reason phrases.
+REASONS: dict[int, str] = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 199: "Early Dialog Terminated",
+    200: "OK", 202: "Accepted", 204: "No Notification",
+    300: "Multiple Choices", 301: "Moved Permanently", 302: "Moved Temporarily",
+    305: "Use Proxy", 380: "Alternative Service",
+    400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
+    407: "Proxy Authentication Required", 408: "Request Timeout", 410: "Gone",
+    412: "Conditional Request Failed", 413: "Request Entity Too Large",
+    414: "Request-URI Too Long", 415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme", 417: "Unknown Resource-Priority", 420: "Bad Extension",
+    421: "Extension Required", 422: "Session Interval Too Small", 423: "Interval Too Brief",
+    424: "Bad Location Information", 428: "Use Identity Header", 429: "Provide Referrer Identity",
+    433: "Anonymity Disallowed", 436: "Bad Identity-Info", 437: "Unsupported Certificate",
+    438: "Invalid Identity Header", 439: "First Hop Lacks Outbound Support",
+    470: "Consent Needed", 480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 483: "Too Many Hops",
+    484: "Address Incomplete", 485: "Ambiguous", 486: "Busy Here", 487: "Request Terminated",
+    488: "Not Acceptable Here", 489: "Bad Event", 491: "Request Pending",
+    493: "Undecipherable", 494: "Security Agreement Required",
+    500: "Server Internal Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
+    513: "Message Too Large", 580: "Precondition Failure",
+    600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere",
+    606: "Not Acceptable", 607: "Unwanted",
+}  # fmt: skip
+
+# Requests that create a dialog: their 1xx/2xx answers carry Record-Route (§12.1.1).
+DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+
+
+def make_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    extra: Iterable[tuple[str, str]] = (),
+) -> Response:
+    """A response to `request` built as RFC 3261 §8.2.6 says.
+
+    Via (every value, in order), From, Call-ID and CSeq are copied as written; To too, with
+    `to_tag` added when given and To has no tag yet (§8.2.6.2). Record-Route is copied into
+    101-299 answers to dialog-creating requests (§12.1.1), Timestamp into a 100 (§8.2.6.1).
+    Works on a `SipParseError.partial` request: nothing but To is parsed.
+    """
+    items: list[tuple[str, str, str]] = []
+    req_items = request.headers._items
+    for key in ("via", "from", "to", "call-id", "cseq"):
+        for k, out, v in req_items:
+            if k != key:
+                continue
+            if key == "to" and to_tag is not None:
+                try:
+                    to = parse_name_addr(v)
+                except SipParseError:
+                    to = None
+                if to is not None and to.tag is None:
+                    v = f"{v};tag={to_tag}"
+            items.append((k, out, v))
+    if status == 100:
+        items.extend(it for it in req_items if it[0] == "timestamp")
+    elif 100 < status < 300 and request.method in DIALOG_CREATING:
+        items.extend(it for it in req_items if it[0] == "record-route")
+    resp = Response(status, reason, Headers._from_parsed(items))
+    for name, value in extra:
+        resp.headers.add(name, value)
+    return resp
+
+
+def parse_comma_list(value: str) -> list[str]:
+    """Split a comma-separated header value outside quotes and <> (Allow, Supported...)."""
+    return [p.strip() for p in split_quoted(value, ",") if p.strip()]
+
+
+__all__ = [
+    "COMMA_LISTS",
+    "REASONS",
+    "Headers",
+    "Message",
+    "Request",
+    "Response",
+    "header_key",
+    "make_response",
+    "parse_comma_list",
+    "parse_name_addr_list",
+]

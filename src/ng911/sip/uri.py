@@ -1,0 +1,500 @@
+"""SIP, SIPS, TEL and URN URIs, and name-addr values.
+
+Value types are immutable; `parse_uri(str(u)) == u` holds for every URI this module
+produces (property-tested). The user and password parts are stored unescaped and escaped
+again on output (RFC 3261 §19.1.2), so `sip:%61lice@x` and `sip:alice@x` parse to equal
+objects. URI parameter and header values are stored as written: they are compared
+escape- and case-insensitively by `equivalent` (RFC 3261 §19.1.4), never rewritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote
+
+from ng911.sip.errors import SipParseError
+
+Params = tuple[tuple[str, str | None], ...]
+
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_TOKEN = _ALNUM | frozenset("-.!%*_+`'~")
+_HOST = _ALNUM | frozenset("-._")
+_IPV6 = frozenset("0123456789abcdefABCDEF:.")
+_SCHEME = _ALNUM | frozenset("+-.")
+_TEL_CHARS = frozenset("0123456789abcdefABCDEF*#-.()")
+_NOT_IN_URI = frozenset(' \t\r\n<>"')
+# RFC 3261 §25.1: user = 1*( unreserved / escaped / user-unreserved ); alphanumerics are
+# always safe for `quote`, these are the other characters left as they are ("?" is legal
+# in a user but escaped on output, so no reading of the output is ambiguous).
+_USER_SAFE = "-_.!~*'()&=+$,;/"
+_PASSWORD_SAFE = "-_.!~*'()&=+$,"
+# RFC 3261 §19.1.4: these parameters, when present in either URI, must be in both.
+_MUST_MATCH = ("user", "ttl", "method", "maddr", "transport")
+
+
+def _unescape(s: str) -> str:
+    return unquote(s) if "%" in s else s
+
+
+def _bad(what: str, text: str) -> SipParseError:
+    return SipParseError(f"bad {what}: {text[:80]!r}", 400)
+
+
+def _is_token(s: str) -> bool:
+    return bool(s) and _TOKEN.issuperset(s)
+
+
+def _parse_params(text: str, what: str) -> Params:
+    """`;a=1;b` (text without the leading `;`) -> (("a", "1"), ("b", None)); names lower-cased."""
+    out: list[tuple[str, str | None]] = []
+    for item in text.split(";"):
+        name, eq, value = item.partition("=")
+        name = name.strip().lower()
+        if not name:
+            raise _bad(what, text)
+        out.append((name, value.strip() if eq else None))
+    return tuple(out)
+
+
+def _format_params(params: Params) -> str:
+    return "".join(f";{n}" if v is None else f";{n}={v}" for n, v in params)
+
+
+def _get_param(params: Params, name: str) -> str | None:
+    name = name.lower()
+    for n, v in params:
+        if n == name:
+            return "" if v is None else v
+    return None
+
+
+def _set_params(params: Params, kw: dict[str, str | None]) -> Params:
+    """Replace (in place) or append each keyword; a `_` in a keyword name stands for `-`."""
+    updates = {k.replace("_", "-").lower(): v for k, v in kw.items()}
+    out = [(n, updates.pop(n)) if n in updates else (n, v) for n, v in params]
+    out.extend(updates.items())
+    return tuple(out)
+
+
+def _parse_host(hostport: str, text: str) -> tuple[str, int | None]:
+    """`host[:port]` -> (lower-cased host, port). IPv6 references keep their brackets."""
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end < 0:
+            raise _bad("IPv6 reference", text)
+        host = hostport[: end + 1].lower()
+        if not _IPV6.issuperset(host[1:-1]) or ":" not in host:
+            raise _bad("IPv6 reference", text)
+        rest = hostport[end + 1 :]
+        if not rest:
+            return host, None
+        if not rest.startswith(":"):
+            raise _bad("host", text)
+        port_text = rest[1:]
+    else:
+        host, colon, port_text = hostport.partition(":")
+        host = host.lower()
+        if not host or not _HOST.issuperset(host):
+            raise _bad("host", text)
+        if not colon:
+            return host, None
+    if not port_text.isascii() or not port_text.isdigit() or int(port_text) > 65535:
+        raise _bad("port", text)
+    return host, int(port_text)
+
+
+def format_host(host: str, port: int | None) -> str:
+    """`host[:port]`; used by Via and by transports."""
+    return host if port is None else f"{host}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class SipURI:
+    """A `sip:` or `sips:` URI (RFC 3261 §19.1)."""
+
+    scheme: str
+    user: str | None
+    password: str | None
+    host: str
+    port: int | None = None
+    params: Params = ()
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def param(self, name: str) -> str | None:
+        """The parameter's value, `""` for a flag parameter, None when absent."""
+        return _get_param(self.params, name)
+
+    def has_param(self, name: str) -> bool:
+        return _get_param(self.params, name) is not None
+
+    def with_params(self, **kw: str | None) -> SipURI:
+        """Set or replace parameters (`None` makes a flag: `with_params(lr=None)`)."""
+        return dataclasses.replace(self, params=_set_params(self.params, kw))
+
+    def without_params(self, *names: str) -> SipURI:
+        drop = {n.lower() for n in names}
+        return dataclasses.replace(self, params=tuple(p for p in self.params if p[0] not in drop))
+
+    def replace(self, **fields: Any) -> SipURI:
+        return dataclasses.replace(self, **fields)
+
+    @property
+    def transport(self) -> str | None:
+        t = _get_param(self.params, "transport")
+        return t.lower() if t else None
+
+    @property
+    def secure(self) -> bool:
+        return self.scheme == "sips"
+
+    @property
+    def hostport(self) -> str:
+        return format_host(self.host, self.port)
+
+    def __str__(self) -> str:
+        parts = [self.scheme, ":"]
+        if self.user is not None:
+            parts.append(quote(self.user, safe=_USER_SAFE))
+            if self.password is not None:
+                parts.append(":" + quote(self.password, safe=_PASSWORD_SAFE))
+            parts.append("@")
+        parts.append(self.host if self.port is None else f"{self.host}:{self.port}")
+        if self.params:
+            parts.append(_format_params(self.params))
+        if self.headers:
+            parts.append("?" + "&".join(f"{n}={v}" for n, v in self.headers))
+        return "".join(parts)
+
+    def equivalent(self, other: object) -> bool:
+        """RFC 3261 §19.1.4 comparison (not `==`, which is structural)."""
+        if not isinstance(other, SipURI):
+            return False
+        if (self.scheme, self.user, self.password, self.host, self.port) != (
+            other.scheme,
+            other.user,
+            other.password,
+            other.host,
+            other.port,
+        ):
+            return False
+        mine = {n: _unescape(v).lower() if v is not None else "" for n, v in self.params}
+        theirs = {n: _unescape(v).lower() if v is not None else "" for n, v in other.params}
+        for name in _MUST_MATCH:
+            if (name in mine) != (name in theirs):
+                return False
+        for name, value in mine.items():
+            if name in theirs and theirs[name] != value:
+                return False
+        hdrs = {(_unescape(n).lower(), _unescape(v)) for n, v in self.headers}
+        return hdrs == {(_unescape(n).lower(), _unescape(v)) for n, v in other.headers}
+
+
+@dataclass(frozen=True, slots=True)
+class TelURI:
+    """A `tel:` URI (RFC 3966): global (`+1-212-555-0100`) or local with phone-context."""
+
+    number: str
+    params: Params = ()
+
+    def param(self, name: str) -> str | None:
+        return _get_param(self.params, name)
+
+    def with_params(self, **kw: str | None) -> TelURI:
+        return dataclasses.replace(self, params=_set_params(self.params, kw))
+
+    @property
+    def is_global(self) -> bool:
+        return self.number.startswith("+")
+
+    @property
+    def digits(self) -> str:
+        """The number without visual separators (RFC 3966 §5.1.1), lower-cased."""
+        return "".join(c for c in self.number if c not in "-.()").lower()
+
+    def __str__(self) -> str:
+        return f"tel:{self.number}{_format_params(self.params)}"
+
+    def equivalent(self, other: object) -> bool:
+        """RFC 3966 §4: separators ignored, parameters compared in any order."""
+        if not isinstance(other, TelURI):
+            return False
+
+        def norm(p: Params) -> set[tuple[str, str]]:
+            return {(n, (v or "").lower()) for n, v in p}
+
+        return self.digits == other.digits and norm(self.params) == norm(other.params)
+
+
+@dataclass(frozen=True, slots=True)
+class URN:
+    """A URN (RFC 8141), notably service URNs (RFC 5031): `URN("service", "sos")`."""
+
+    nid: str
+    nss: str
+
+    @property
+    def is_emergency(self) -> bool:
+        """`urn:service:sos` and its sub-services `urn:service:sos.*` (RFC 5031 §4.2)."""
+        if self.nid != "service":
+            return False
+        nss = self.nss.lower()
+        return nss == "sos" or nss.startswith("sos.")
+
+    @property
+    def service(self) -> str | None:
+        """The service name of a service URN (`sos.fire`), lower-cased; None otherwise."""
+        return self.nss.lower() if self.nid == "service" else None
+
+    def __str__(self) -> str:
+        return f"urn:{self.nid}:{self.nss}"
+
+    def equivalent(self, other: object) -> bool:
+        # RFC 5031 §3: service URNs compare case-insensitively.
+        if not isinstance(other, URN) or self.nid != other.nid:
+            return False
+        if self.nid == "service":
+            return self.nss.lower() == other.nss.lower()
+        return self.nss == other.nss
+
+
+@dataclass(frozen=True, slots=True)
+class AbsoluteURI:
+    """Any other scheme (`cid:`, `http:`, `xmpp:`, `mailto:` ...), kept as written."""
+
+    scheme: str
+    rest: str
+
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.rest}"
+
+    def equivalent(self, other: object) -> bool:
+        return self == other
+
+
+URI = SipURI | TelURI | URN | AbsoluteURI
+
+
+def _parse_sip(scheme: str, rest: str, text: str) -> SipURI:
+    # RFC 3261 §25.1: "@" never appears unescaped after the userinfo, while "?" may appear
+    # in a user part (RFC 4475 §3.1.1.2), so the first "@" ends the userinfo. Sloppy URIs put
+    # an unescaped "@" in a header of a URI without user (`sip:host?Replaces=a@b`): when the
+    # first reading fails and a "?" came before that "@", read it as having no userinfo.
+    at = rest.find("@")
+    if at >= 0:
+        try:
+            return _parse_sip_parts(scheme, rest[:at], rest[at + 1 :], text)
+        except SipParseError:
+            q = rest.find("?")
+            if not 0 <= q < at:
+                raise
+    return _parse_sip_parts(scheme, None, rest, text)
+
+
+def _parse_sip_parts(scheme: str, userinfo: str | None, hostpart: str, text: str) -> SipURI:
+    headers: tuple[tuple[str, str], ...] = ()
+    q = hostpart.find("?")
+    if q >= 0:
+        hostpart, htext = hostpart[:q], hostpart[q + 1 :]
+        hl: list[tuple[str, str]] = []
+        for item in htext.split("&"):
+            name, eq, value = item.partition("=")
+            if not name or not eq:
+                raise _bad("URI header", text)
+            hl.append((name, value))
+        headers = tuple(hl)
+    user = password = None
+    if userinfo is not None:
+        u, colon, p = userinfo.partition(":")
+        if not u:
+            raise _bad("user", text)
+        user = _unescape(u)
+        password = _unescape(p) if colon else None
+    semi = hostpart.find(";")
+    if semi >= 0:
+        params = _parse_params(hostpart[semi + 1 :], "URI parameter")
+        hostpart = hostpart[:semi]
+    else:
+        params = ()
+    host, port = _parse_host(hostpart, text)
+    return SipURI(scheme, user, password, host, port, params, headers)
+
+
+def _parse_tel(rest: str, text: str) -> TelURI:
+    number, semi, ptext = rest.partition(";")
+    # RFC 3966 §3: global numbers are "+" digits; local numbers may have hex digits, * and #.
+    body = number[1:] if number.startswith("+") else number
+    if not body or not any(c.isdigit() for c in body) or not _TEL_CHARS.issuperset(body):
+        raise _bad("telephone number", text)
+    return TelURI(number, _parse_params(ptext, "tel parameter") if semi else ())
+
+
+def parse_uri(text: str) -> URI:
+    """Parse any URI; raises `SipParseError(400)` when it is not one."""
+    text = text.strip()
+    colon = text.find(":")
+    if colon <= 0:
+        raise _bad("URI", text)
+    scheme = text[:colon].lower()
+    rest = text[colon + 1 :]
+    if not _SCHEME.issuperset(scheme) or not scheme[0].isalpha() or not rest:
+        raise _bad("URI", text)
+    if not _NOT_IN_URI.isdisjoint(rest):
+        raise _bad("URI", text)
+    if scheme == "sip" or scheme == "sips":
+        return _parse_sip(scheme, rest, text)
+    if scheme == "tel":
+        return _parse_tel(rest, text)
+    if scheme == "urn":
+        nid, c2, nss = rest.partition(":")
+        if not c2 or not nss or not nid or len(nid) > 32 or not _HOST.issuperset(nid):
+            raise _bad("URN", text)
+        return URN(nid.lower(), nss)
+    return AbsoluteURI(scheme, rest)
+
+
+# --- name-addr (RFC 3261 §20.10, §25.1) -------------------------------------------------
+
+
+def split_quoted(text: str, sep: str) -> list[str]:
+    """Split on `sep` outside double quotes and angle brackets (quoted-pair aware)."""
+    if '"' not in text:
+        pieces = text.split(sep)
+        if "<" not in text or len(pieces) == 1:
+            return pieces
+        # Angle brackets only: re-join pieces cut inside <...> (C-speed splits, no char loop).
+        joined: list[str] = []
+        depth = 0
+        for piece in pieces:
+            if depth > 0:
+                joined[-1] = joined[-1] + sep + piece
+            else:
+                joined.append(piece)
+            depth = max(0, depth + piece.count("<") - piece.count(">"))
+        return joined
+    out: list[str] = []
+    start = 0
+    in_quote = False
+    in_angle = False
+    i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if in_quote:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_quote = False
+        elif c == '"':
+            in_quote = True
+        elif c == "<":
+            in_angle = True
+        elif c == ">":
+            in_angle = False
+        elif c == sep and not in_angle:
+            out.append(text[start:i])
+            start = i + 1
+        i += 1
+    out.append(text[start:])
+    return out
+
+
+def parse_header_params(text: str) -> Params:
+    """Header parameters after the value (`;tag=x;lr`): quoted values kept with their quotes."""
+    out: list[tuple[str, str | None]] = []
+    for item in split_quoted(text, ";"):
+        if not item.strip():
+            raise _bad("header parameter", text)
+        name, eq, value = item.partition("=")
+        name = name.strip().lower()
+        if not _is_token(name):
+            raise _bad("header parameter", text)
+        out.append((name, value.strip() if eq else None))
+    return tuple(out)
+
+
+def _quote_display(display: str) -> str:
+    return '"' + display.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class NameAddr:
+    """`"Display" <uri>;param=value` (From, To, Contact, Route, Record-Route, Refer-To...)."""
+
+    uri: URI
+    display: str | None = None
+    params: Params = ()
+
+    def param(self, name: str) -> str | None:
+        return _get_param(self.params, name)
+
+    @property
+    def tag(self) -> str | None:
+        return _get_param(self.params, "tag")
+
+    def with_params(self, **kw: str | None) -> NameAddr:
+        return dataclasses.replace(self, params=_set_params(self.params, kw))
+
+    def without_params(self, *names: str) -> NameAddr:
+        drop = {n.lower() for n in names}
+        return dataclasses.replace(self, params=tuple(p for p in self.params if p[0] not in drop))
+
+    def replace(self, **fields: Any) -> NameAddr:
+        return dataclasses.replace(self, **fields)
+
+    def __str__(self) -> str:
+        head = (
+            f"<{self.uri}>"
+            if self.display is None
+            else f"{_quote_display(self.display)} <{self.uri}>"
+        )
+        return head + _format_params(self.params) if self.params else head
+
+
+def parse_name_addr(text: str) -> NameAddr:
+    """Parse a name-addr or a bare addr-spec (whose `;params` are then header params)."""
+    s = text.strip()
+    display: str | None = None
+    if s.startswith('"'):
+        i = 1
+        chars: list[str] = []
+        n = len(s)
+        while i < n and s[i] != '"':
+            if s[i] == "\\" and i + 1 < n:
+                i += 1
+            chars.append(s[i])
+            i += 1
+        if i >= n:
+            raise _bad("display name", text)
+        display = "".join(chars)
+        s = s[i + 1 :].lstrip()
+        if not s.startswith("<"):
+            raise _bad("name-addr", text)
+    lt = s.find("<")
+    if lt >= 0:
+        if display is None and lt > 0:
+            display = s[:lt].strip() or None
+        gt = s.find(">", lt)
+        if gt < 0:
+            raise _bad("name-addr", text)
+        uri = parse_uri(s[lt + 1 : gt])
+        rest = s[gt + 1 :].strip()
+    else:
+        if not s:
+            raise _bad("name-addr", text)
+        uri_text, _, rest = s.partition(";")
+        rest = ";" + rest if rest else ""
+        uri = parse_uri(uri_text)
+    if rest:
+        if not rest.startswith(";"):
+            raise _bad("name-addr", text)
+        params = parse_header_params(rest[1:])
+    else:
+        params = ()
+    return NameAddr(uri, display, params)
+
+
+def parse_name_addr_list(text: str) -> list[NameAddr]:
+    """A comma-separated list (Route, Record-Route, Contact); commas in quotes or <> are kept."""
+    return [parse_name_addr(part) for part in split_quoted(text, ",") if part.strip()]

@@ -1,0 +1,117 @@
+import asyncio
+import json
+import logging
+import socket
+
+from nethelpers import options
+
+from ng911.net import MessageEvent
+from ng911.net.udp import kernel_drops
+from ng911.sip.message import Request, Response
+
+
+async def test_udp_request_and_response(make_element):
+    server = make_element("server")
+    client = make_element("client", answer=False)
+    addr = await server.layer.listen("udp", "127.0.0.1", 0)
+    caddr = await client.layer.listen("udp", "127.0.0.1", 0)
+    req = options()
+    await client.layer.send(req, addr)
+    got, src = await server.next()
+    assert isinstance(got, Request) and got.call_id == req.call_id
+    assert src.address.transport == "udp" and src.address.port == caddr.port
+    assert src.connection_id is None and src.peer_identities == frozenset()
+    # RFC 3261 §18.2.1 / RFC 3581: received and rport stamped on the top Via
+    assert got.top_via.received == "127.0.0.1" and got.top_via.rport == str(caddr.port)
+    resp, _ = await client.next()
+    assert isinstance(resp, Response) and resp.status == 200
+    out = next(e for e in client.of(MessageEvent) if e.direction == "out")
+    assert out.transport == "udp" and out.wire_bytes == out.sip_bytes == len(req.to_bytes())
+    assert out.remote == ("127.0.0.1", addr.port) and out.call_id == req.call_id
+    assert out.first_line.startswith("OPTIONS sip:esinet.example")
+    inn = next(e for e in server.of(MessageEvent) if e.direction == "in")
+    assert inn.sip_bytes == len(inn.data) and inn.mono > 0
+
+
+async def test_udp_asks_large_receive_buffer_and_counts_drops(make_element):
+    el = make_element("server")
+    await el.layer.listen("udp", "127.0.0.1", 0)
+    ep = el.layer._listeners[0].udp
+    assert ep.rcvbuf > 208 * 1024  # asked for 4 MB; the kernel may cap it at rmem_max
+    assert el.layer.udp_kernel_drops() == 0
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    assert kernel_drops(s) in (0, None)
+    s.close()
+
+
+async def test_udp_garbage_request_answered_400_and_logged(make_element, caplog):
+    server = make_element("server")
+    addr = await server.layer.listen("udp", "127.0.0.1", 0)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(3)
+    bad = (
+        b"OPTIONS sip:esinet.example SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKx\r\n"
+        b"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n"
+        b"Max-Forwards: lots\r\nContent-Length: 0\r\n\r\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="ng911.net"):
+        await asyncio.get_running_loop().sock_sendto(sock, bad, ("127.0.0.1", addr.port))
+        sock.setblocking(False)
+        data = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 65535), 3)
+    sock.close()
+    assert data.startswith(b"SIP/2.0 400")
+    line = json.loads(
+        next(r for r in caplog.records if "sip_parse_error" in r.getMessage()).getMessage()
+    )
+    assert (
+        line["element"] == "server" and line["status"] == 400 and line["action"] == "answered 400"
+    )
+    assert server.layer.stats.parse_errors == 1 and server.inbox.empty()
+
+
+async def test_udp_garbage_response_and_noise_dropped(make_element, caplog):
+    server = make_element("server")
+    addr = await server.layer.listen("udp", "127.0.0.1", 0)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with caplog.at_level(logging.WARNING, logger="ng911.net"):
+        sock.sendto(b"SIP/2.0 200 OK\r\nCSeq: banana\r\n\r\n", ("127.0.0.1", addr.port))
+        sock.sendto(b"\x00\xff\xfe garbage", ("127.0.0.1", addr.port))
+        sock.sendto(b"\r\n\r\n", ("127.0.0.1", addr.port))  # keep-alive: silently ignored
+        for _ in range(100):
+            if server.layer.stats.parse_errors >= 2:
+                break
+            await asyncio.sleep(0.01)
+    sock.close()
+    assert server.layer.stats.parse_errors == 2 and server.inbox.empty()
+    assert all(
+        '"action": "dropped"' in r.getMessage()
+        for r in caplog.records
+        if "sip_parse_error" in r.getMessage()
+    )
+
+
+async def test_udp_send_without_listener_uses_ephemeral_socket(make_element):
+    server = make_element("server")
+    addr = await server.layer.listen("udp", "127.0.0.1", 0)
+    client = make_element("client", answer=False)
+    await client.layer.send(options(), addr)
+    _, src = await server.next()
+    assert src.address.port != addr.port
+    resp, _ = await client.next()
+    assert resp.status == 200
+
+
+async def test_kernel_drops_counted_when_receive_buffer_overflows(make_element):
+    import time
+
+    el = make_element("server", answer=False, udp_rcvbuf=4096)
+    addr = await el.layer.listen("udp", "127.0.0.1", 0)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    data = options().to_bytes()
+    # the event loop is blocked while we flood: the kernel buffer (a few KB) overflows
+    for _ in range(300):
+        sock.sendto(data, ("127.0.0.1", addr.port))
+    time.sleep(0.05)
+    sock.close()
+    assert el.layer.udp_kernel_drops() > 0
