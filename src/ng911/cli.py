@@ -19,6 +19,7 @@ from ng911 import __version__
 COMMAND_MODULES: tuple[str, ...] = (
     "ng911.demo",
     "ng911.pki.commands",
+    "ng911.lost.commands",
 )
 
 

@@ -1,0 +1,488 @@
+"""LoST server throughput: findService requests/s on one server core, and where the time goes.
+
+    .venv/bin/python bench/lost.py [--duration 3] [--no-postgis]
+
+The server runs in a subprocess pinned to CPU 0 (os.sched_setaffinity); the load generator
+runs pinned to CPU 1: a minimal keep-alive HTTP/1.1 client over asyncio streams (pre-built
+request bytes, several connections), cheap enough not to be the bottleneck. Measured:
+
+- max rate: closed loop, `--conns` connections, each sending the next request as soon as the
+  answer arrives, for `--duration` seconds;
+- p50/p99 latency at half of that rate (paced open loop);
+- for points and for 50 m circles (random positions inside the five boroughs), embedded store
+  and PostGIS store (a throwaway cluster, as the tests start it), and the HTTP floor: the
+  same aiohttp stack answering every POST with a fixed 600 B XML body;
+- in-process split: protocol (parse request + build response) vs engine + store lookup;
+- raw PostGIS loop (one sequential psycopg client, prepared ST_Intersects) for the ratio.
+
+Writes bench/results/lost.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from ng911.location.geodetic import Circle, Point  # noqa: E402
+from ng911.lost.embedded import EmbeddedStore  # noqa: E402
+from ng911.lost.engine import EngineConfig, LostEngine  # noqa: E402
+from ng911.lost.protocol import (  # noqa: E402
+    FindServiceRequest,
+    LostLocation,
+    build_request,
+    build_response,
+    parse_request,
+)
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+FIXED = (
+    b"<?xml version='1.0' encoding='UTF-8'?>\n<findServiceResponse xmlns=\"urn:ietf:params:xml:ns:"
+    b'lost1"><mapping expires="2026-11-25T17:00:00Z" lastUpdated="2026-11-25T16:00:00Z" '
+    b'source="ecrf.esinet.example" sourceId="nyc-boro-1"><displayName xml:lang="en">Manhattan PSAP'
+    b'</displayName><service>urn:service:sos</service><serviceBoundaryReference source="ecrf.'
+    b'esinet.example" key="nyc-boro-1"/><uri>sip:psap-manhattan@esinet.example</uri><serviceNumber>'
+    b'911</serviceNumber></mapping><path><via source="ecrf.esinet.example"/></path><locationUsed '
+    b'id="loc1"/></findServiceResponse>'
+)
+
+
+# ----------------------------------------------------------------------------- server side
+
+
+def run_server(mode: str, dsn: str | None, port_file: str) -> None:
+    """Subprocess entry: pin to CPU 0, serve `mode` until killed."""
+    try:
+        os.sched_setaffinity(0, {0})
+    except (AttributeError, OSError):
+        pass
+    from aiohttp import web
+
+    from ng911.lost.server import LostServer, ServerConfig, serve
+
+    if mode == "floor":
+        app = web.Application()
+
+        async def fixed(request: web.Request) -> web.Response:
+            await request.read()
+            return web.Response(body=FIXED, headers={"Content-Type": "application/lost+xml"})
+
+        for p in ("/lost", "/"):
+            app.router.add_post(p, fixed)
+    else:
+        if mode == "postgis":
+            from ng911.lost.postgis import PostgisStore
+
+            assert dsn is not None
+            store: Any = PostgisStore.connect(dsn, prefix="lost_bench")
+        else:
+            store = EmbeddedStore.from_geojson()
+        app = LostServer(store, ServerConfig()).app
+
+    async def main() -> None:
+        running = await serve(app, "127.0.0.1", 0)
+        Path(port_file).write_text(str(running.port))
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def start_server(mode: str, dsn: str | None) -> tuple[subprocess.Popen[bytes], int]:
+    fd, port_file = tempfile.mkstemp(prefix="lostbench-")
+    os.close(fd)
+    os.unlink(port_file)
+    cmd = [sys.executable, __file__, "--serve", mode, "--port-file", port_file]
+    if dsn:
+        cmd += ["--dsn", dsn]
+    proc = subprocess.Popen(cmd)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(port_file) or not Path(port_file).read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"server {mode} did not start")
+        time.sleep(0.05)
+    time.sleep(0.05)
+    port = int(Path(port_file).read_text())
+    os.unlink(port_file)
+    return proc, port
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime+stime of a process (all threads), from /proc (reliable on these VMs)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ----------------------------------------------------------------------------- load generator
+
+
+def http_post(body: bytes, port: int) -> bytes:
+    return (
+        f"POST /lost HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/lost+xml\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    body = await reader.readexactly(length)
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(head[:40].decode(errors="replace"))
+    return body
+
+
+async def closed_loop(
+    port: int, requests: list[bytes], conns: int, duration: float
+) -> dict[str, Any]:
+    stop = time.perf_counter() + duration
+    counts = [0] * conns
+    errors = 0
+
+    async def worker(i: int) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        k = i
+        while time.perf_counter() < stop:
+            writer.write(requests[k % len(requests)])
+            body = await read_response(reader)
+            if b"<errors" in body[:200]:
+                errors += 1
+            counts[i] += 1
+            k += conns
+        writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(conns)))
+    elapsed = time.perf_counter() - t0
+    return {"rate": sum(counts) / elapsed, "requests": sum(counts), "lost_errors": errors}
+
+
+async def paced(
+    port: int, requests: list[bytes], rate: float, duration: float, conns: int = 4
+) -> list[float]:
+    """Open loop at `rate` req/s over `conns` connections; returns latencies (s)."""
+    lat: list[float] = []
+    per = rate / conns
+    t0 = time.perf_counter() + 0.05
+
+    async def worker(i: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        n = 0
+        while True:
+            due = t0 + (n + i / conns) / per
+            if due > t0 + duration:
+                break
+            now = time.perf_counter()
+            if due > now:
+                await asyncio.sleep(due - now)
+            start = time.perf_counter()
+            writer.write(requests[(n * conns + i) % len(requests)])
+            await read_response(reader)
+            lat.append(time.perf_counter() - start)
+            n += 1
+        writer.close()
+
+    await asyncio.gather(*(worker(i) for i in range(conns)))
+    return lat
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def measure(
+    mode: str, dsn: str | None, bodies: list[bytes], args: argparse.Namespace
+) -> dict[str, Any]:
+    proc, port = start_server(mode, dsn)
+    try:
+        reqs = [http_post(b, port) for b in bodies]
+        asyncio.run(closed_loop(port, reqs, args.conns, 0.5))  # warm up
+        c0 = cpu_seconds(proc.pid)
+        res = asyncio.run(closed_loop(port, reqs, args.conns, args.duration))
+        cpu = cpu_seconds(proc.pid) - c0
+        res["server_cpu_us_per_req"] = cpu / res["requests"] * 1e6 if res["requests"] else None
+        lat = asyncio.run(paced(port, reqs, res["rate"] / 2, min(args.duration, 2.0)))
+        res["half_load_rate"] = res["rate"] / 2
+        res["p50_ms"] = pct(lat, 0.50) * 1e3
+        res["p99_ms"] = pct(lat, 0.99) * 1e3
+        return res
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# ----------------------------------------------------------------------------- workload
+
+
+def workload(n: int, radius: float | None, seed: int = 5222) -> list[bytes]:
+    store = EmbeddedStore.from_geojson()
+    rng = random.Random(seed)
+    out: list[bytes] = []
+    while len(out) < n:
+        lat, lon = rng.uniform(40.50, 40.91), rng.uniform(-74.25, -73.70)
+        if store.lookup(Point(lat, lon), "urn:service:sos") is None:
+            continue
+        shape: Any = Point(lat, lon) if radius is None else Circle(Point(lat, lon), radius)
+        req = FindServiceRequest(
+            locations=(LostLocation("loc1", "geodetic-2d", shape),), recursive=True
+        )
+        out.append(build_request(req))
+    return out
+
+
+def in_process_split(bodies: list[bytes], store: Any, n: int = 3000) -> dict[str, float]:
+    engine = LostEngine(store, EngineConfig())
+    parsed = [parse_request(b) for b in bodies[:n]]
+    answers = [engine.handle(r, 1.8e9) for r in parsed]
+    t0 = time.perf_counter()
+    for b in bodies[:n]:
+        parse_request(b)
+    t1 = time.perf_counter()
+    for r in parsed:
+        engine.handle(r, 1.8e9)
+    t2 = time.perf_counter()
+    for a in answers:
+        build_response(a)  # type: ignore[arg-type]
+    t3 = time.perf_counter()
+    k = len(parsed)
+    return {
+        "parse_us": (t1 - t0) / k * 1e6,
+        "engine_store_us": (t2 - t1) / k * 1e6,
+        "build_us": (t3 - t2) / k * 1e6,
+    }
+
+
+# ----------------------------------------------------------------------------- PostGIS
+
+
+class Cluster:
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="ng911-pgbench-"))
+        self.data, self.sock = self.root / "data", self.root / "sock"
+        self.sock.mkdir()
+        self.as_user: list[str] = []
+        self.user = "postgres"
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+            shutil.chown(self.sock, "postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        else:
+            import getpass
+
+            self.user = getpass.getuser()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        run = subprocess.run
+        run(
+            [
+                *self.as_user,
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(self.data),
+                "-A",
+                "trust",
+                "-U",
+                self.user,
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        opts = f"-k {self.sock} -p {self.port} -c listen_addresses='' -c fsync=off"
+        run(
+            [
+                *self.as_user,
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-o",
+                opts,
+                "-w",
+                "-l",
+                str(self.root / "log"),
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        self.dsn = f"host={self.sock} port={self.port} user={self.user} dbname=postgres"
+
+    def stop(self) -> None:
+        subprocess.run(
+            [
+                *self.as_user,
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+            capture_output=True,
+        )
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def raw_postgis_loop(dsn: str, bodies: list[bytes], n: int = 3000) -> float:
+    import psycopg
+
+    pts = []
+    for b in bodies[:n]:
+        r = parse_request(b)
+        assert isinstance(r, FindServiceRequest)
+        v = r.locations[0].value
+        assert isinstance(v, Point)
+        pts.append((v.lon, v.lat))
+    q = (
+        "SELECT key FROM lost_bench_area WHERE ST_Intersects(geom, ST_SetSRID(ST_MakePoint(%s, %s),"
+        " 4326)) AND %s = ANY(services)"
+    )
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for lon, lat in pts[:200]:
+            conn.execute(q, (lon, lat, "urn:service:sos"), prepare=True).fetchall()
+        t0 = time.perf_counter()
+        for lon, lat in pts:
+            conn.execute(q, (lon, lat, "urn:service:sos"), prepare=True).fetchall()
+        return len(pts) / (time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--duration", type=float, default=3.0)
+    ap.add_argument("--conns", type=int, default=4)
+    ap.add_argument("--no-postgis", action="store_true")
+    ap.add_argument("--serve", help=argparse.SUPPRESS)
+    ap.add_argument("--port-file", help=argparse.SUPPRESS)
+    ap.add_argument("--dsn", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve:
+        run_server(args.serve, args.dsn, args.port_file)
+        return 0
+    if (os.cpu_count() or 1) >= 2:
+        try:
+            os.sched_setaffinity(0, {1})
+        except (AttributeError, OSError):
+            pass
+    points = workload(2000, None)
+    circles = workload(2000, 50.0)
+    embedded = EmbeddedStore.from_geojson()
+    results: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "conns": args.conns,
+        "duration_s": args.duration,
+    }
+    results["split_point_embedded"] = in_process_split(points, embedded)
+    results["split_circle_embedded"] = in_process_split(circles, embedded)
+    rows: list[tuple[str, dict[str, Any]]] = []
+    rows.append(("HTTP floor (fixed 600 B answer)", measure("floor", None, points, args)))
+    rows.append(("findService point, embedded", measure("embedded", None, points, args)))
+    rows.append(("findService 50 m circle, embedded", measure("embedded", None, circles, args)))
+    cluster = None
+    pg_ok = (
+        not args.no_postgis
+        and (PG_BIN / "initdb").exists()
+        and Path("/usr/share/postgresql/15/extension/postgis.control").exists()
+    )
+    if pg_ok:
+        from ng911.lost.postgis import PostgisStore
+
+        cluster = Cluster()
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    store = PostgisStore.from_geojson(cluster.dsn, prefix="lost_bench")
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            results["split_point_postgis"] = in_process_split(points, store)
+            results["split_circle_postgis"] = in_process_split(circles, store)
+            store.close()
+            results["raw_postgis_point_loop_qps"] = raw_postgis_loop(cluster.dsn, points)
+            rows.append(
+                ("findService point, PostGIS", measure("postgis", cluster.dsn, points, args))
+            )
+            rows.append(
+                ("findService 50 m circle, PostGIS", measure("postgis", cluster.dsn, circles, args))
+            )
+        finally:
+            cluster.stop()
+    floor = rows[0][1]["rate"]
+    results["rows"] = {name: r for name, r in rows}
+    floor_cpu = rows[0][1]["server_cpu_us_per_req"]
+    for _, r in rows:
+        r["x_floor"] = r["rate"] / floor
+        # CPU-based ratio: robust when other work shares the machine (rates are not).
+        r["x_floor_cpu"] = floor_cpu / r["server_cpu_us_per_req"]
+        # What one fully busy core would serve: 1 / (server CPU per request).
+        r["capacity_per_core"] = 1e6 / r["server_cpu_us_per_req"]
+    print(f"\nLoST findService over HTTP, server pinned to one core, {args.conns} keep-alive conns")
+    print(
+        f"{'workload':36} {'req/s':>7} {'x floor':>7} {'srv CPU µs':>10} {'1/CPU':>7}"
+        f" {'x floor CPU':>11} {'p50 ms':>7} {'p99 ms':>7}"
+    )
+    for name, r in rows:
+        cpu = r["server_cpu_us_per_req"]
+        print(
+            f"{name:36} {r['rate']:7.0f} {r['x_floor']:7.2f} {cpu:10.0f}"
+            f" {r['capacity_per_core']:7.0f} {r['x_floor_cpu']:11.2f}"
+            f" {r['p50_ms']:7.2f} {r['p99_ms']:7.2f}"
+        )
+    print("\nin-process split (µs per request): parse | engine+store | build")
+    for key in [k for k in results if k.startswith("split_")]:
+        s = results[key]
+        total = s["parse_us"] + s["engine_store_us"] + s["build_us"]
+        xml_share = (s["parse_us"] + s["build_us"]) / total
+        s["xml_share"] = xml_share
+        print(
+            f"  {key[6:]:18} {s['parse_us']:6.1f} | {s['engine_store_us']:6.1f} |"
+            f" {s['build_us']:6.1f}   XML {xml_share:.0%} of {total:.0f} µs"
+        )
+    if "raw_postgis_point_loop_qps" in results:
+        raw = results["raw_postgis_point_loop_qps"]
+        pg = results["rows"]["findService point, PostGIS"]["rate"]
+        engine_rate = 1e6 / results["split_point_postgis"]["engine_store_us"]
+        results["postgis_x_raw_loop"] = pg / raw
+        results["postgis_engine_x_raw_loop"] = engine_rate / raw
+        print(
+            f"\nraw PostGIS point loop: {raw:.0f} q/s; engine+PostGIS store in-process:"
+            f" {engine_rate:.0f} q/s = {engine_rate / raw:.2f} x raw;"
+            f" over HTTP = {pg / raw:.2f} x raw"
+        )
+    out = ROOT / "bench" / "results" / "lost.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    print(f"\nwrote {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""An asyncio LoST client (what the ESRP and the VSP proxy use to ask the ECRF).
+
+One keep-alive `aiohttp.ClientSession` per client (TLS connections are reused, so only the
+first query pays the handshake), an overall timeout per query, and a cache:
+
+- answers are kept until their mapping's `expires` (RFC 5222 §5.2; "NO-CACHE" is never kept,
+  "NO-EXPIRATION" is kept until `max_cache_age`), keyed by (service, location);
+- with `boundary="value"` the client asks for the service boundary (§8.2) and a later point
+  query inside a cached boundary is answered from the cache without asking (the caching the
+  RFC designed boundaries for).
+
+Errors are typed: `LostClientError` (kind "unreachable", "timeout", "http", "protocol") when
+the server could not be asked, `LostNotFound` for `<notFound>`, `LostResponseError` (kind =
+the RFC 5222 §13.1 element) for any other `<errors>`. A `<redirect>` whose target is an
+http(s) URL is followed (at most `max_redirects`, never back to a URL already asked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import shapely
+
+from ng911.location.civic import CivicAddress
+from ng911.location.geodetic import Point, Shape
+from ng911.lost.errors import LostClientError, LostNotFound, LostProtocolError, LostResponseError
+from ng911.lost.protocol import (
+    CONTENT_TYPE,
+    PROFILE_CIVIC,
+    PROFILE_GEODETIC,
+    FindServiceRequest,
+    FindServiceResponse,
+    LostErrorResponse,
+    LostLocation,
+    LostRequest,
+    LostResponse,
+    Mapping,
+    Redirect,
+    build_request,
+    parse_datetime,
+    parse_response,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FindServiceResult:
+    """What `find_service` returns: the URIs, the whole mapping, how long it took."""
+
+    uris: tuple[str, ...]
+    mapping: Mapping
+    duration: float  # seconds, 0.0 when cached
+    cached: bool
+    response: FindServiceResponse
+
+    @property
+    def sip_uri(self) -> str | None:
+        return self.mapping.sip_uri
+
+
+@dataclass(slots=True)
+class _Entry:
+    result: FindServiceResult
+    until: float
+    boundary: Any | None  # shapely geometry of the mapping's service boundary
+
+
+def _expiry(mapping: Mapping, now: float, max_age: float) -> float | None:
+    """Until when (epoch seconds) a mapping may be cached; None = do not cache."""
+    if mapping.expires == "NO-CACHE":
+        return None
+    if mapping.expires == "NO-EXPIRATION":
+        return now + max_age
+    dt = parse_datetime(mapping.expires)
+    if dt is None:
+        return None
+    until = dt.timestamp()
+    if until <= now:
+        return None
+    return min(until, now + max_age)
+
+
+class LostClient:
+    """Ask one LoST server (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        ssl: ssl.SSLContext | None = None,
+        timeout: float = 2.0,
+        boundary: str | None = None,
+        recursive: bool = True,
+        max_cache_age: float = 86400.0,
+        max_cache_entries: int = 10_000,
+        max_redirects: int = 3,
+    ) -> None:
+        self.url = url
+        self.ssl = ssl
+        self.timeout = timeout
+        self.boundary = boundary
+        self.recursive = recursive
+        self.max_cache_age = max_cache_age
+        self.max_cache_entries = max_cache_entries
+        self.max_redirects = max_redirects
+        self._session: aiohttp.ClientSession | None = None
+        self._cache: dict[tuple[str, Shape | CivicAddress], _Entry] = {}
+        self._areas: list[tuple[str, _Entry]] = []
+        self.queries = 0  # requests actually sent (cache hits do not count)
+
+    async def __aenter__(self) -> LostClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+        self._areas.clear()
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                ssl=self.ssl if self.ssl is not None else True, limit=64
+            )
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    async def request(self, req: LostRequest, url: str | None = None) -> LostResponse:
+        """Send one request, return the parsed response (errors and redirects included)."""
+        target = url or self.url
+        body = build_request(req)
+        self.queries += 1
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with self._get_session().post(
+                    target, data=body, headers={"Content-Type": CONTENT_TYPE}
+                ) as resp:
+                    raw = await resp.read()
+                    status = resp.status
+        except TimeoutError as exc:
+            raise LostClientError("timeout", f"{target}: no answer in {self.timeout}s") from exc
+        except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
+            raise LostClientError("unreachable", f"{target}: {exc}") from exc
+        if status != 200:
+            raise LostClientError("http", f"{target}: HTTP {status}", status=status)
+        try:
+            return parse_response(raw)
+        except LostProtocolError as exc:
+            raise LostClientError("protocol", f"{target}: {exc.message}") from exc
+
+    def _from_cache(
+        self, service: str, location: Shape | CivicAddress, now: float
+    ) -> FindServiceResult | None:
+        entry = self._cache.get((service, location))
+        if entry is not None:
+            if entry.until > now:
+                return _cached(entry.result)
+            del self._cache[(service, location)]
+        if isinstance(location, Point) and self._areas:
+            keep: list[tuple[str, _Entry]] = []
+            found: FindServiceResult | None = None
+            for svc, e in self._areas:
+                if e.until <= now:
+                    continue
+                keep.append((svc, e))
+                if (
+                    found is None
+                    and svc == service
+                    and shapely.contains_xy(e.boundary, location.lon, location.lat)
+                ):
+                    found = _cached(e.result)
+            self._areas = keep
+            return found
+        return None
+
+    def _store(
+        self, service: str, location: Shape | CivicAddress, result: FindServiceResult, now: float
+    ) -> None:
+        until = _expiry(result.mapping, now, self.max_cache_age)
+        if until is None:
+            return
+        if len(self._cache) >= self.max_cache_entries:
+            self._cache.pop(next(iter(self._cache)))
+        boundary = None
+        b = result.mapping.boundary
+        if b is not None and b.profile == PROFILE_GEODETIC and b.items:
+            from ng911.location.geodetic import to_shapely
+
+            try:
+                boundary = shapely.union_all(
+                    [to_shapely(s) for s in b.items if not isinstance(s, CivicAddress)]
+                )
+                shapely.prepare(boundary)
+            except Exception:  # a boundary we cannot use just means no area caching
+                boundary = None
+        entry = _Entry(result, until, boundary)
+        self._cache[(service, location)] = entry
+        if boundary is not None:
+            self._areas.append((service, entry))
+
+    async def find_service(
+        self,
+        location: Shape | CivicAddress,
+        service: str = "urn:service:sos",
+        *,
+        call_id: str | None = None,
+        incident_id: str | None = None,
+        location_id: str = "loc1",
+        use_cache: bool = True,
+    ) -> FindServiceResult:
+        """Map `location` + `service` to a mapping (RFC 5222 §8); cached by `expires`."""
+        now = time.time()
+        if use_cache:
+            hit = self._from_cache(service, location, now)
+            if hit is not None:
+                return hit
+        profile = PROFILE_CIVIC if isinstance(location, CivicAddress) else PROFILE_GEODETIC
+        req = FindServiceRequest(
+            locations=(LostLocation(location_id, profile, location),),
+            service=service,
+            recursive=self.recursive,
+            service_boundary=self.boundary,
+            call_id=call_id,
+            incident_id=incident_id,
+        )
+        start = time.perf_counter()
+        url = self.url
+        asked = {url}
+        for _ in range(self.max_redirects + 1):
+            resp = await self.request(req, url)
+            if isinstance(resp, Redirect):
+                nxt = resp.target
+                if not nxt.startswith(("http://", "https://")) or nxt in asked:
+                    raise LostResponseError(
+                        "redirect", f"cannot follow redirect to {nxt}", source=resp.source
+                    )
+                asked.add(nxt)
+                url = nxt
+                continue
+            break
+        else:
+            raise LostResponseError("redirect", "too many redirects")
+        if isinstance(resp, LostErrorResponse):
+            cls = LostNotFound if resp.kind == "notFound" else LostResponseError
+            raise cls(resp.kind, resp.message or "", source=resp.source)
+        if not isinstance(resp, FindServiceResponse):
+            raise LostClientError("protocol", f"unexpected answer {type(resp).__name__}")
+        mapping = resp.mappings[0]
+        result = FindServiceResult(mapping.uris, mapping, time.perf_counter() - start, False, resp)
+        if use_cache:
+            self._store(service, location, result, now)
+        return result
+
+
+def _cached(r: FindServiceResult) -> FindServiceResult:
+    return FindServiceResult(r.uris, r.mapping, 0.0, True, r.response)

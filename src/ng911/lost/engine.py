@@ -1,0 +1,283 @@
+"""The ECRF's decisions: a parsed LoST request in, a response (or "ask the next server") out.
+
+Sans-I/O like the protocol module: the caller passes the current time and owns the HTTP. What
+it decides, per RFC 5222 and the RFC 5582 tree of LoST servers:
+
+- `findService` (§8): the first location whose profile we know is used (`locationUsed`); none
+  -> `locationProfileUnrecognized`. An unknown service whose parent we serve (`sos.foo` ->
+  `sos`) is answered for the parent with a `serviceSubstitution` warning; otherwise
+  `serviceNotImplemented`. `validateLocation` gets a `locationValidationUnavailable` warning
+  (boundary data cannot validate street addresses).
+- Coverage: a location no service area holds goes to the configured next server: a recursive
+  query is forwarded (`Forward`, with our own `<via>` appended to the path, §8.3), an
+  iterative one is answered with `<redirect>` (§13.3). Without a next server: the configured
+  default mapping with a `defaultMappingReturned` warning, else `notFound`.
+- Loops (§13.1 `loop`): a request whose path already holds our own source id came round.
+- Every mapping carries `expires` = now + ttl, `lastUpdated` (when the data was loaded),
+  `source` (our id), `sourceId` (the area key), and the boundary by reference (key = area key)
+  or by value when asked (`serviceBoundary="value"`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ng911.location.civic import CivicAddress
+from ng911.location.geodetic import Point, Polygon
+from ng911.lost.errors import LostProtocolError
+from ng911.lost.protocol import (
+    PROFILE_GEODETIC,
+    FindServiceRequest,
+    FindServiceResponse,
+    GetServiceBoundaryRequest,
+    GetServiceBoundaryResponse,
+    ListServicesByLocationRequest,
+    ListServicesByLocationResponse,
+    ListServicesRequest,
+    ListServicesResponse,
+    LostErrorResponse,
+    LostLocation,
+    LostRequest,
+    LostResponse,
+    LostWarning,
+    Mapping,
+    Redirect,
+    ServiceBoundary,
+    ServiceBoundaryReference,
+)
+from ng911.lost.store import BoundaryStore, ServiceArea, StoreHit
+
+
+@dataclass(frozen=True, slots=True)
+class NextServer:
+    """The LoST server asked for locations outside our coverage (RFC 5582 §4).
+
+    `url` is where a recursive query is POSTed; `target` is what an iterative client is
+    told in `<redirect target=…>` (default: the URL itself, since our clients and test
+    peers have no U-NAPTR; an operator with DNS sets the application unique server name).
+    """
+
+    url: str
+    target: str | None = None
+
+    @property
+    def redirect_target(self) -> str:
+        return self.target or self.url
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    source: str = "ecrf.esinet.example"  # our LoST application unique server name (§5.1)
+    ttl: float = 3600.0  # seconds a mapping may be cached (mapping/@expires, §5.2)
+    next_server: NextServer | None = None
+    default_area: ServiceArea | None = None  # the default route's mapping
+    last_updated: str | None = None  # default: when the engine was created
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Ask `url` this request (our via already appended) and relay its answer."""
+
+    url: str
+    request: LostRequest
+
+
+def _ts(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def geometry_to_boundary(geom: Any) -> ServiceBoundary:
+    """A shapely (Multi)Polygon as a geodetic-2d `<serviceBoundary>` of gml:Polygons."""
+    polys = list(getattr(geom, "geoms", [geom]))
+    items = []
+    for p in polys:
+        if p.geom_type != "Polygon" or p.is_empty:
+            continue
+        ring = tuple(Point(lat=float(y), lon=float(x)) for x, y in p.exterior.coords)
+        items.append(Polygon(ring))
+    return ServiceBoundary(PROFILE_GEODETIC, tuple(items))
+
+
+@dataclass
+class LostEngine:
+    """Answers LoST requests from a `BoundaryStore` (see the module docstring)."""
+
+    store: BoundaryStore
+    config: EngineConfig = field(default_factory=EngineConfig)
+
+    def __post_init__(self) -> None:
+        self._last_updated = self.config.last_updated or _ts(datetime.now(UTC))
+        self._services = list(self.store.services())
+        self._service_set = set(self._services)
+        self._boundaries: dict[str, ServiceBoundary] = {}
+        self._expires_cache: tuple[int, str] = (-1, "")
+
+    @property
+    def source(self) -> str:
+        return self.config.source
+
+    # ------------------------------------------------------------------ entry point
+
+    def handle(self, req: LostRequest, now: float | None = None) -> LostResponse | Forward:
+        """Decide; never raises for bad input (typed errors become `<errors>`)."""
+        try:
+            if isinstance(req, FindServiceRequest):
+                return self.find_service(req, time.time() if now is None else now)
+            if isinstance(req, ListServicesRequest):
+                return self.list_services(req)
+            if isinstance(req, ListServicesByLocationRequest):
+                return self.list_services_by_location(req)
+            return self.get_service_boundary(req)
+        except LostProtocolError as exc:
+            return self.error(exc.kind, exc.message or None)
+
+    def error(self, kind: str, message: str | None = None) -> LostErrorResponse:
+        return LostErrorResponse(kind=kind, source=self.source, message=message)
+
+    # ------------------------------------------------------------------ findService
+
+    def _expires(self, now: float) -> str:
+        sec = int(now)
+        cached_sec, text = self._expires_cache
+        if cached_sec != sec:
+            text = _ts(datetime.fromtimestamp(sec, UTC) + timedelta(seconds=self.config.ttl))
+            self._expires_cache = (sec, text)
+        return text
+
+    def _resolve_service(self, service: str) -> tuple[str, LostWarning | None]:
+        if service in self._service_set:
+            return service, None
+        parent = service
+        while "." in parent.rsplit(":", 1)[-1]:
+            parent = parent.rsplit(".", 1)[0]
+            if parent in self._service_set:
+                return parent, LostWarning(
+                    "serviceSubstitution", f"{service} is not served here; answering {parent}"
+                )
+        raise LostProtocolError("serviceNotImplemented", f"{service} is not served here")
+
+    @staticmethod
+    def _pick_location(locations: tuple[LostLocation, ...]) -> LostLocation:
+        for loc in locations:
+            if loc.value is not None:
+                return loc
+        profiles = ", ".join(sorted({loc.profile or "(none)" for loc in locations}))
+        raise LostProtocolError("locationProfileUnrecognized", f"unknown profile(s): {profiles}")
+
+    def _lookup(self, loc: LostLocation, service: str) -> StoreHit | None:
+        if isinstance(loc.value, CivicAddress):
+            return self.store.lookup_civic(loc.value, service)
+        assert loc.value is not None
+        return self.store.lookup(loc.value, service)
+
+    def _not_covered(
+        self, req: FindServiceRequest | ListServicesByLocationRequest, recursive: bool
+    ) -> Forward | Redirect | None:
+        nxt = self.config.next_server
+        if nxt is None:
+            return None
+        if recursive:
+            return Forward(nxt.url, replace(req, path=(*req.path, self.source)))
+        return Redirect(
+            target=nxt.redirect_target,
+            source=self.source,
+            message="location outside this server's coverage",
+        )
+
+    def boundary_value(self, key: str) -> ServiceBoundary | None:
+        b = self._boundaries.get(key)
+        if b is None:
+            geom = self.store.boundary(key)
+            if geom is None:
+                return None
+            b = geometry_to_boundary(geom)
+            self._boundaries[key] = b
+        return b
+
+    def mapping_for(
+        self, area: ServiceArea, service: str, now: float, boundary: str | None
+    ) -> Mapping:
+        value = self.boundary_value(area.key) if boundary == "value" else None
+        return Mapping(
+            uris=area.uris,
+            service=service,
+            expires=self._expires(now),
+            last_updated=self._last_updated,
+            source=self.source,
+            source_id=area.key,
+            display_name=area.display_name,
+            display_lang="en",
+            service_number=area.service_number,
+            boundary=value,
+            boundary_ref=None
+            if value is not None
+            else ServiceBoundaryReference(self.source, area.key),
+        )
+
+    def find_service(self, req: FindServiceRequest, now: float) -> LostResponse | Forward:
+        if self.source in req.path:
+            return self.error("loop", f"{self.source} is already in the path")
+        service, warning = self._resolve_service(req.service)
+        loc = self._pick_location(req.locations)
+        hit = self._lookup(loc, service)
+        warnings: list[LostWarning] = []
+        if warning is not None:
+            warnings.append(warning)
+        if hit is None:
+            onward = self._not_covered(req, req.recursive)
+            if onward is not None:
+                return onward
+            if self.config.default_area is None:
+                return self.error("notFound", "no service area holds this location")
+            area = self.config.default_area
+            warnings.append(LostWarning("defaultMappingReturned", "default route"))
+        else:
+            area = hit.area
+        if req.validate_location:
+            warnings.append(LostWarning("locationValidationUnavailable"))
+        return FindServiceResponse(
+            mappings=(self.mapping_for(area, service, now, req.service_boundary),),
+            path=(*req.path, self.source),
+            location_used=loc.id,
+            warnings=tuple(warnings),
+            warnings_source=self.source if warnings else None,
+        )
+
+    # ------------------------------------------------------------------ the others
+
+    def list_services(self, req: ListServicesRequest) -> LostResponse:
+        if req.service is None:
+            services = self._services
+        else:
+            prefix = req.service + "."
+            services = [s for s in self._services if s.startswith(prefix)]
+            if not services and req.service not in self._service_set:
+                return self.error("serviceNotImplemented", f"{req.service} is not served here")
+        return ListServicesResponse(tuple(services), (*req.path, self.source))
+
+    def list_services_by_location(
+        self, req: ListServicesByLocationRequest
+    ) -> LostResponse | Forward:
+        if self.source in req.path:
+            return self.error("loop", f"{self.source} is already in the path")
+        loc = self._pick_location(req.locations)
+        wanted = self._services
+        if req.service is not None:
+            prefix = req.service + "."
+            wanted = [s for s in self._services if s == req.service or s.startswith(prefix)]
+        found = [s for s in wanted if self._lookup(loc, s) is not None]
+        if not found:
+            onward = self._not_covered(req, req.recursive)
+            if onward is not None:
+                return onward
+            return self.error("notFound", "no service area holds this location")
+        return ListServicesByLocationResponse(tuple(found), (*req.path, self.source), loc.id)
+
+    def get_service_boundary(self, req: GetServiceBoundaryRequest) -> LostResponse:
+        b = self.boundary_value(req.key)
+        if b is None:
+            return self.error("notFound", f"no service boundary {req.key!r}")
+        return GetServiceBoundaryResponse(b, (*req.path, self.source))

@@ -1,0 +1,216 @@
+"""The LoST server (ECRF) over HTTP and HTTPS: an aiohttp application around `LostEngine`.
+
+RFC 5222 §14 binds LoST to HTTP POST; LoST errors travel in the body with HTTP 200, so HTTP
+statuses are only for what is not LoST at all: 405 for a method other than POST, 415 for a
+body that is not XML (`application/lost+xml`, `application/xml`, `text/xml`, and a missing
+or `application/octet-stream` Content-Type are accepted), 413 beyond `max_body`. NENA i3
+conformance tests POST to `/lost` and `/LoST`; `/` answers too.
+
+Recursive queries outside our coverage are forwarded with one keep-alive client session to
+the next server (RFC 5582); its answer is checked and relayed. A next server that does not
+answer in `forward_timeout` gives `serverTimeout`, one that answers nonsense or cannot be
+reached gives `serverError`. An exception inside the engine or the store (a PostGIS
+connection gone) gives `internalError` and a log line, never a dropped request.
+
+Mutual TLS: pass an `ssl.SSLContext` with `verify_mode = CERT_REQUIRED` to `serve`. With
+`allowed_peers`, only clients whose certificate names (DNS SANs, else CN) or, without TLS,
+whose IP address are listed get answers; the others get `forbidden` (RFC 5222 §13.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from ng911.lost.engine import EngineConfig, Forward, LostEngine
+from ng911.lost.errors import LostProtocolError
+from ng911.lost.protocol import (
+    CONTENT_TYPE,
+    LostErrorResponse,
+    build_request,
+    build_response,
+    parse_request,
+    parse_response,
+)
+from ng911.lost.store import BoundaryStore
+
+log = logging.getLogger("ng911.lost.server")
+
+# RFC 5222 §17.2 registers application/lost+xml; i3 test suites send application/xml or
+# text/xml; application/octet-stream is what HTTP libraries put on bytes of unstated type.
+ACCEPTED_TYPES = frozenset(
+    {"application/lost+xml", "application/xml", "text/xml", "application/octet-stream"}
+)
+PATHS = ("/lost", "/LoST", "/")
+_CT_HEADER = {"Content-Type": f"{CONTENT_TYPE}; charset=utf-8"}
+
+
+@dataclass
+class ServerConfig:
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    max_body: int = 1024 * 1024
+    forward_timeout: float = 2.0
+    forward_ssl: ssl.SSLContext | None = None  # for https:// next servers
+    allowed_peers: frozenset[str] | None = None
+
+
+def _event(event: str, **fields: object) -> None:
+    """One structured log line (a JSON object) per notable event (STYLE: operator's view)."""
+    if log.isEnabledFor(logging.INFO):
+        log.info(json.dumps({"event": event, "element": "ecrf", **fields}, default=str))
+
+
+def peer_names(request: web.Request) -> set[str]:
+    """Who the client is: certificate DNS SANs (else CN) over TLS, else its IP address."""
+    names: set[str] = set()
+    transport = request.transport
+    ssl_obj = transport.get_extra_info("ssl_object") if transport is not None else None
+    cert = ssl_obj.getpeercert() if ssl_obj is not None else None
+    if cert:
+        for kind, value in cert.get("subjectAltName", ()):
+            if kind in ("DNS", "URI", "IP Address"):
+                names.add(str(value))
+        if not names:
+            for rdn in cert.get("subject", ()):
+                for k, v in rdn:
+                    if k == "commonName":
+                        names.add(str(v))
+    if request.remote:
+        names.add(request.remote)
+    return names
+
+
+class LostServer:
+    """Holds the engine and the forwarding session; `app` is the aiohttp application."""
+
+    def __init__(self, store: BoundaryStore, config: ServerConfig | None = None) -> None:
+        self.config = config or ServerConfig()
+        self.store = store
+        self.engine = LostEngine(store, self.config.engine)
+        self._session: aiohttp.ClientSession | None = None
+        self.app = web.Application(client_max_size=self.config.max_body)
+        for path in PATHS:
+            self.app.router.add_post(path, self.handle)
+        self.app.on_cleanup.append(self._cleanup)
+
+    async def _cleanup(self, _app: web.Application) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _answer(self, body: bytes) -> web.Response:
+        return web.Response(body=body, headers=_CT_HEADER)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        ctype = request.headers.get("Content-Type")
+        if ctype is not None and request.content_type not in ACCEPTED_TYPES:
+            raise web.HTTPUnsupportedMediaType(
+                text=f"LoST wants {CONTENT_TYPE}, got {request.content_type}\n"
+            )
+        data = await request.read()
+        allowed = self.config.allowed_peers
+        if allowed is not None and not (peer_names(request) & allowed):
+            _event("lost.forbidden", peer=sorted(peer_names(request)))
+            return self._answer(
+                build_response(self.engine.error("forbidden", "client not allowed"))
+            )
+        return self._answer(await self.answer(data))
+
+    async def answer(self, data: bytes) -> bytes:
+        """Bytes of a request in, bytes of the response out (what `handle` serves)."""
+        try:
+            req = parse_request(data)
+        except LostProtocolError as exc:
+            _event("lost.error", kind=exc.kind, message=exc.message, bytes=len(data))
+            return build_response(self.engine.error(exc.kind, exc.message or None))
+        try:
+            result = self.engine.handle(req, time.time())
+            if isinstance(result, Forward):
+                _event("lost.forward", url=result.url, call_id=getattr(req, "call_id", None))
+                return await self._forward(result)
+            if isinstance(result, LostErrorResponse):
+                _event(
+                    "lost.error",
+                    kind=result.kind,
+                    message=result.message,
+                    call_id=getattr(req, "call_id", None),
+                )
+            return build_response(result)
+        except Exception as exc:  # a store failing must not drop the request (module doc)
+            log.exception(json.dumps({"event": "lost.internal_error", "error": repr(exc)}))
+            return build_response(self.engine.error("internalError", type(exc).__name__))
+
+    async def _forward(self, fwd: Forward) -> bytes:
+        """RFC 5582 recursion: ask the next server, relay its (checked) answer."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(ssl=self.config.forward_ssl or True)
+            self._session = aiohttp.ClientSession(connector=connector)
+        body = build_request(fwd.request)
+        try:
+            async with asyncio.timeout(self.config.forward_timeout):
+                async with self._session.post(
+                    fwd.url, data=body, headers={"Content-Type": CONTENT_TYPE}
+                ) as resp:
+                    raw = await resp.read()
+                    status = resp.status
+        except TimeoutError:
+            return build_response(self.engine.error("serverTimeout", f"{fwd.url} did not answer"))
+        except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
+            return build_response(
+                self.engine.error("serverError", f"{fwd.url}: {type(exc).__name__}")
+            )
+        if status != 200:
+            return build_response(self.engine.error("serverError", f"{fwd.url}: HTTP {status}"))
+        try:
+            parsed = parse_response(raw)
+        except LostProtocolError:
+            return build_response(self.engine.error("serverError", f"{fwd.url}: not LoST"))
+        if isinstance(parsed, LostErrorResponse):
+            return build_response(parsed)
+        return raw
+
+
+def make_app(store: BoundaryStore, config: ServerConfig | None = None) -> web.Application:
+    """The aiohttp application of a LoST server over `store` (contracts.md)."""
+    return LostServer(store, config).app
+
+
+@dataclass
+class RunningServer:
+    runner: web.AppRunner
+    host: str
+    port: int
+    scheme: str
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}/lost"
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+async def serve(
+    app: web.Application,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+) -> RunningServer:
+    """Start `app` on host:port (0 = ephemeral); returns the bound address and a closer."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024)
+    await site.start()
+    addresses: list[Any] = list(runner.addresses)
+    bound = addresses[0][1] if addresses else port
+    return RunningServer(runner, host, int(bound), "https" if ssl_context else "http")
