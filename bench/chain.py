@@ -1,0 +1,227 @@
+"""The whole NG-9-1-1 call chain in one process: calls per second, setup delay, CPU per call.
+
+caller → VSP → ESRP (+ LoST over http/https) → psapd → call taker, every element an ng911
+element on loopback in ONE process and event loop (so the figures are the cost of the whole
+chain on one core, all five SIP elements plus the LoST server and client). A call is the full
+dialog: INVITE (multipart SDP + PIDF-LO) → 100/180/200 → ACK → BYE → 200, from a random
+point of a random NYC borough (so every LoST query is a new location, no cache hits).
+
+Two runs per scenario (`plain`: UDP everywhere, LoST http; `tls-all`: mutual TLS on every
+hop, LoST https with client certificates; TLS connections are set up by warm-up calls and
+then reused, as in an ESInet):
+- latency: calls one at a time; setup delay INVITE→180 and INVITE→200 at the caller (RFC
+  6076 Session Request Delay), p50/p99;
+- throughput: `--concurrency` calls in flight; calls per second completed, and CPU per call:
+  whole process (getrusage) and per element (`time.thread_time` around each element's
+  handlers; LoST server/client CPU and the event loop's own work are only in the total).
+
+    .venv/bin/python bench/chain.py [--quick] [--calls N] [--concurrency C]
+
+Writes bench/results/chain.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import platform
+import random
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ng911.elements.chain import BOROUGHS, Chain, ChainOptions, build_chain
+
+
+def cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
+    return s[k]
+
+
+def point(rng: random.Random) -> tuple[float, float]:
+    """A point near a borough's reference point (±~300 m): a new LoST query every call."""
+    _, lat, lon = rng.choice(list(BOROUGHS.values()))
+    return lat + rng.uniform(-0.003, 0.003), lon + rng.uniform(-0.003, 0.003)
+
+
+def role(name: str) -> str:
+    for r in ("caller", "vsp", "esrp"):
+        if name == r:
+            return r
+    return "psapd" if name.startswith("psap-") else "calltaker"
+
+
+async def latency_run(chain: Chain, calls: int, rng: random.Random) -> dict[str, Any]:
+    d180: list[float] = []
+    d200: list[float] = []
+    failed = 0
+    for _ in range(calls):
+        rec = await chain.place_call(*point(rng), timeout=10)
+        if rec.setup_180 is None or rec.setup_200 is None or rec.status != 200:
+            failed += 1
+            continue
+        d180.append(rec.setup_180 * 1000)
+        d200.append(rec.setup_200 * 1000)
+    return {
+        "calls": calls,
+        "failed": failed,
+        "invite_180_ms": {
+            "p50": pct(d180, 50),
+            "p99": pct(d180, 99),
+            "mean": statistics.fmean(d180) if d180 else None,
+        },
+        "invite_200_ms": {
+            "p50": pct(d200, 50),
+            "p99": pct(d200, 99),
+            "mean": statistics.fmean(d200) if d200 else None,
+        },
+    }
+
+
+async def throughput_run(
+    chain: Chain, calls: int, concurrency: int, rng: random.Random
+) -> dict[str, Any]:
+    sem = asyncio.Semaphore(concurrency)
+    ok = 0
+    statuses: dict[int, int] = {}
+
+    async def one() -> None:
+        nonlocal ok
+        async with sem:
+            rec = await chain.place_call(*point(rng), timeout=20)
+            statuses[rec.status or 0] = statuses.get(rec.status or 0, 0) + 1
+            if rec.status == 200 and rec.ended_by == "caller":
+                ok += 1
+
+    before = {e.name: e.cpu_seconds for e in chain.elements}
+    c0, t0 = cpu(), time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(calls)))
+    wall = time.perf_counter() - t0
+    total_cpu = cpu() - c0
+    per_role: dict[str, float] = {}
+    for e in chain.elements:
+        per_role[role(e.name)] = per_role.get(role(e.name), 0.0) + e.cpu_seconds - before[e.name]
+    return {
+        "calls": calls,
+        "completed": ok,
+        "statuses": statuses,
+        "concurrency": concurrency,
+        "seconds": wall,
+        "cps": ok / wall if wall else 0.0,
+        "process_cpu_us_per_call": total_cpu / max(ok, 1) * 1e6,
+        "element_cpu_us_per_call": {k: v / max(ok, 1) * 1e6 for k, v in per_role.items()},
+    }
+
+
+async def scenario(name: str, calls: int, latency_calls: int, concurrency: int) -> dict[str, Any]:
+    rng = random.Random(911)
+    opt = ChainOptions(
+        scenario=name,
+        takers_per_psap=max(2, concurrency // 2),
+        caller_hangup=0.001,
+        queue_size=1000,
+        log_keep=0,
+        observe=False,
+    )
+    chain = await build_chain(opt)
+    try:
+        for _, lat, lon in BOROUGHS.values():  # warm-up: TLS handshakes, first LoST query
+            await chain.place_call(lat, lon, timeout=10)
+        # what a long-running element does after start-up (`ng911 run` does it too): move
+        # everything alive now out of the cyclic GC's sight; the collector otherwise walks
+        # lxml/shapely/aiohttp's module-level objects again and again (about 2x the CPU here)
+        gc.collect()
+        gc.freeze()
+        lat_res = await latency_run(chain, latency_calls, rng)
+        thr = await throughput_run(chain, calls, concurrency, rng)
+    finally:
+        await chain.close()
+    return {
+        "scenario": name,
+        "hops": list(chain.hops),
+        "lost": chain.lost_scheme,
+        "latency": lat_res,
+        "throughput": thr,
+    }
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    roles = ["caller", "vsp", "esrp", "psapd", "calltaker"]
+    lines = [
+        f"{'scenario':<10} {'cps':>7} {'180 p50':>8} {'180 p99':>8} {'200 p50':>8} "
+        f"{'200 p99':>8} {'cpu/call':>9}  " + " ".join(f"{r:>9}" for r in roles),
+        f"{'':<10} {'':>7} {'ms':>8} {'ms':>8} {'ms':>8} {'ms':>8} {'us':>9}  "
+        + " ".join(f"{'us':>9}" for _ in roles),
+    ]
+    for r in results:
+        lat, thr = r["latency"], r["throughput"]
+        el = thr["element_cpu_us_per_call"]
+        lines.append(
+            f"{r['scenario']:<10} {thr['cps']:>7.1f} {lat['invite_180_ms']['p50']:>8.2f} "
+            f"{lat['invite_180_ms']['p99']:>8.2f} {lat['invite_200_ms']['p50']:>8.2f} "
+            f"{lat['invite_200_ms']['p99']:>8.2f} {thr['process_cpu_us_per_call']:>9.0f}  "
+            + " ".join(f"{el.get(x, 0.0):>9.0f}" for x in roles)
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calls", type=int, default=600, help="throughput calls per scenario")
+    ap.add_argument("--latency-calls", type=int, default=200, help="sequential calls")
+    ap.add_argument("--concurrency", type=int, default=8, help="calls in flight")
+    ap.add_argument("--quick", action="store_true", help="60 + 30 calls per scenario")
+    ap.add_argument("--scenarios", default="plain,tls-all")
+    args = ap.parse_args()
+    calls, lcalls = (60, 30) if args.quick else (args.calls, args.latency_calls)
+    results = []
+    for name in args.scenarios.split(","):
+        results.append(asyncio.run(scenario(name, calls, lcalls, args.concurrency)))
+    base = next((r for r in results if r["scenario"] == "plain"), None)
+    if base is not None:
+        for r in results:
+            r["vs_plain"] = {
+                "cps_ratio": r["throughput"]["cps"] / base["throughput"]["cps"],
+                "invite_180_p50_ms_delta": r["latency"]["invite_180_ms"]["p50"]
+                - base["latency"]["invite_180_ms"]["p50"],
+                "cpu_per_call_ratio": r["throughput"]["process_cpu_us_per_call"]
+                / base["throughput"]["process_cpu_us_per_call"],
+            }
+    print(table(results))
+    for r in results:
+        if "vs_plain" in r and r["scenario"] != "plain":
+            v = r["vs_plain"]
+            print(
+                f"{r['scenario']} vs plain: {v['cps_ratio']:.2f}x cps, "
+                f"+{v['invite_180_p50_ms_delta']:.2f} ms INVITE->180 p50, "
+                f"{v['cpu_per_call_ratio']:.2f}x CPU per call"
+            )
+    out = {
+        "bench": "chain",
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "results": results,
+    }
+    path = Path(__file__).parent / "results" / "chain.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,267 @@
+"""The call taker: registers with its psapd, rings, answers, hangs up.
+
+For measurement runs it auto-answers: 180 Ringing after `ring_delay`, 200 OK with an SDP
+answer on a real bound RTP port after `answer_delay` (never, when negative: the "call taker
+does not answer" case psapd must handle), and hangs up after `hangup_after` seconds or when
+the caller's BYE arrives. A UAS (RFC 3261 §8.2, §13.3): the 2xx is retransmitted over UDP
+until the ACK comes (§13.3.1.4), since the transaction layer does not (RFC 6026).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ng911.elements.config import CallTakerConfig
+from ng911.elements.media import RtpPort, sdp
+from ng911.elements.runtime import ClientCtx, ElementError, ServerCtx, SipElement
+from ng911.net.address import Source
+from ng911.sip.dialog import Dialog, DialogError
+from ng911.sip.headers import new_branch, new_call_id, new_tag, parse_via
+from ng911.sip.message import Request, Response
+from ng911.sip.uri import NameAddr, SipURI, parse_uri
+
+__all__ = ["CallTaker", "TakerCall"]
+
+
+@dataclass(eq=False, slots=True)
+class TakerCall:
+    call_id: str
+    server: ServerCtx
+    dialog: Dialog
+    rtp: RtpPort
+    received: float = field(default_factory=time.time)
+    state: str = "ringing"  # ringing | answered | confirmed | ended
+    ok: Response | None = None
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    ended_by: str | None = None
+    caller: str = ""
+    location: str | None = None
+
+    def cancel_timers(self) -> None:
+        for t in self.timers:
+            t.cancel()
+        self.timers.clear()
+
+
+class CallTaker(SipElement):
+    role = "calltaker"
+
+    def __init__(self, config: CallTakerConfig, **kw: Any) -> None:
+        super().__init__(config, **kw)
+        self.cfg = config
+        self.calls: dict[str, TakerCall] = {}
+        self.registered = asyncio.Event()
+        self.answered = 0
+        self.offered = 0
+        self.cancelled = 0
+        self.history: list[TakerCall] = []
+        self._refresh: asyncio.TimerHandle | None = None
+
+    # ---------------------------------------------------------------- registration
+
+    @property
+    def transport_name(self) -> str:
+        return self.locate(parse_uri(self.cfg.psap))[0].transport
+
+    def contact(self) -> NameAddr:
+        user = getattr(parse_uri(self.cfg.aor), "user", None)
+        return NameAddr(self.own_uri(self.transport_name, user=user, lr=False, sips=False))
+
+    async def started(self) -> None:
+        await self.register()
+
+    async def register(self, expires: int | None = None, timeout: float = 5.0) -> int:
+        """REGISTER our contact with psapd (RFC 3261 §10.2); returns the final status."""
+        psap = parse_uri(self.cfg.psap)
+        dest, name = self.locate(psap)
+        aor = self.cfg.aor
+        req = Request(
+            "REGISTER",
+            psap.replace(user=None, params=()) if isinstance(psap, SipURI) else psap,
+            [
+                ("Via", self.via(dest.transport, new_branch())),
+                ("Max-Forwards", "70"),
+                ("From", f"<{aor}>;tag={new_tag()}"),
+                ("To", f"<{aor}>"),
+                ("Call-ID", new_call_id(self.fqdn)),
+                ("CSeq", "1 REGISTER"),
+                ("Contact", str(self.contact())),
+                ("Expires", str(self.cfg.register_expires if expires is None else expires)),
+            ],
+        )
+        fut: asyncio.Future[int] = self.loop.create_future()
+
+        def done(ctx: ClientCtx, resp: Response) -> None:
+            if resp.status >= 200 and not fut.done():
+                fut.set_result(resp.status)
+
+        def failed(ctx: ClientCtx, status: int, cause: str) -> None:
+            if not fut.done():
+                fut.set_result(status)
+
+        self.send_request(req, dest, server_name=name, on_response=done, on_failure=failed)
+        status = await asyncio.wait_for(fut, timeout)
+        self.log(
+            "registered" if status < 300 else "register_failed",
+            status=status,
+            registrar=self.cfg.psap,
+        )
+        if status < 300:
+            self.registered.set()
+            exp = self.cfg.register_expires if expires is None else expires
+            if exp > 0:  # refresh before the binding expires (RFC 3261 §10.2.4)
+                self._refresh = self.call_later(exp * 0.8, self._reregister)
+        return status
+
+    def _reregister(self) -> None:
+        self.spawn(self.register())
+
+    # ---------------------------------------------------------------- incoming
+
+    def on_request(self, ctx: ServerCtx) -> None:
+        req = ctx.request
+        if req.method == "INVITE":
+            if req.to_addr.tag is not None:
+                ctx.reply(488)  # no re-INVITE support: keep the session as is (§14.2)
+                return
+            self.spawn(self._incoming(ctx))
+        elif req.method == "BYE":
+            call = self.calls.get(req.call_id)
+            if call is None:
+                ctx.reply(481)
+                return
+            try:
+                call.dialog.receive_request(req)
+            except DialogError as exc:
+                ctx.reply(exc.status, exc.reason)
+                return
+            ctx.reply(200)
+            self._end(call, "remote")
+        else:
+            super().on_request(ctx)
+
+    async def _incoming(self, ctx: ServerCtx) -> None:
+        req = ctx.request
+        tag = new_tag()
+        ctx.to_tag = tag
+        contact = self.contact()
+        try:
+            dialog = Dialog.uas_from_request(req, tag, local_target=contact.uri)
+        except DialogError as exc:
+            ctx.reply(exc.status, exc.reason)
+            return
+        self.offered += 1
+        rtp = RtpPort()
+        await rtp.open(self.cfg.rtp_host)
+        call = TakerCall(req.call_id, ctx, dialog, rtp, caller=str(req.from_addr.uri))
+        call.location = req.headers.get("Geolocation")
+        self.calls[req.call_id] = call
+        self.log("offered", call_id=req.call_id, caller=call.caller, hop=str(ctx.source.address))
+        extra = (("Contact", str(contact)),)
+        if self.cfg.ring_delay > 0:
+            await asyncio.sleep(self.cfg.ring_delay)
+        if call.state != "ringing":
+            return
+        ctx.reply(180, extra=extra)
+        if self.cfg.answer_delay < 0:
+            return  # never answers: psapd re-offers
+        call.timers.append(self.call_later(self.cfg.answer_delay, self._answer, call))
+
+    def _answer(self, call: TakerCall) -> None:
+        if call.state != "ringing":
+            return
+        call.state = "answered"
+        self.answered += 1
+        body = sdp(self.cfg.rtp_host, call.rtp.port, user=self.name)
+        call.ok = call.server.reply(
+            200,
+            extra=(("Contact", str(self.contact())),),
+            body=body,
+            content_type="application/sdp",
+        )
+        self.log("answered", call_id=call.call_id, rtp_port=call.rtp.port)
+        if not call.server.source.address.reliable:
+            self._retransmit(call, self.timers.t1, 0.0)
+
+    def _retransmit(self, call: TakerCall, interval: float, elapsed: float) -> None:
+        """RFC 3261 §13.3.1.4: resend the 2xx at T1, 2T1... (at most T2 apart) until the
+        ACK comes; after 64*T1 without it, give the call up with a BYE."""
+        if elapsed >= 64 * self.timers.t1:
+            if call.state == "answered":
+                self.log("no_ack", call_id=call.call_id)
+                call.state = "confirmed"  # so that the BYE goes out
+                self._send_bye(call)
+            return
+
+        def again() -> None:
+            if call.state != "answered" or call.ok is None:
+                return
+            src = call.server.source
+            self.send_stateless(call.ok, src.address, connection_id=src.connection_id)
+            self._retransmit(call, min(interval * 2, self.timers.t2), elapsed + interval)
+
+        call.timers.append(self.call_later(interval, again))
+
+    def on_ack(self, req: Request, source: Source) -> None:
+        call = self.calls.get(req.call_id)
+        if call is None or call.state != "answered":
+            return
+        call.state = "confirmed"
+        call.cancel_timers()
+        self.log("confirmed", call_id=call.call_id)
+        if self.cfg.hangup_after > 0:
+            call.timers.append(self.call_later(self.cfg.hangup_after, self._send_bye, call))
+
+    def on_cancel(self, ctx: ServerCtx) -> None:
+        call = self.calls.get(ctx.request.call_id)
+        if call is not None and call.state == "ringing":
+            self.cancelled += 1
+            self._end(call, "cancel")
+        ctx.reply(487)
+
+    # ---------------------------------------------------------------- hanging up
+
+    def _send_bye(self, call: TakerCall) -> None:
+        if call.state in ("ended", "ringing"):
+            return
+        next_hop = call.dialog.next_hop()
+        dest, name = self.locate(next_hop)
+        template = parse_via(self.via(dest.transport, new_branch()))
+        try:
+            bye = call.dialog.create_request("BYE", via=template)
+        except DialogError as exc:
+            self.log("bye_failed", call_id=call.call_id, error=str(exc))
+            return
+        self.send_request(bye, dest, server_name=name)
+        self.log("hangup", call_id=call.call_id)
+        self._end(call, "local")
+
+    def hangup(self, call_id: str) -> None:
+        call = self.calls.get(call_id)
+        if call is None:
+            raise ElementError(481, "no such call")
+        self._send_bye(call)
+
+    def _end(self, call: TakerCall, by: str) -> None:
+        if call.state == "ended":
+            return
+        call.state = "ended"
+        call.ended_by = by
+        call.cancel_timers()
+        call.rtp.close()
+        self.calls.pop(call.call_id, None)
+        self.history.append(call)
+        if len(self.history) > 1000:
+            del self.history[:500]
+        self.log("ended", call_id=call.call_id, by=by)
+
+    async def close(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+        for call in list(self.calls.values()):
+            call.cancel_timers()
+            call.rtp.close()
+        await super().close()

@@ -1,0 +1,325 @@
+"""Configuration of every call-chain element: one frozen dataclass per element.
+
+Why dataclasses with defaults that work (STYLE: aioquic's `QuicConfiguration`): the testbed
+writes a topology TOML out of these, an operator edits one table per element, and a test
+builds one in a line. Everything an operator tunes is here, not in code (Kamailio's lesson).
+
+Each config round-trips through plain dicts: `Config.from_dict(d)` / `cfg.to_dict()`,
+and `load_toml(path, table)` reads one table of a TOML file (`tomllib`). Unknown keys are
+an error (`ConfigError`), so a misspelt option fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self, TypeVar, Union
+
+from ng911.errors import Ng911Error
+
+__all__ = [
+    "AlternateRoute",
+    "CallTakerConfig",
+    "CallerConfig",
+    "ConfigError",
+    "ElementConfig",
+    "EsrpConfig",
+    "HostEntry",
+    "ListenerConfig",
+    "PsapConfig",
+    "TlsProfile",
+    "VspConfig",
+    "load_toml",
+]
+
+TRANSPORTS = ("udp", "tcp", "tls")
+
+
+class ConfigError(Ng911Error):
+    """A configuration value is missing, misspelt or of the wrong type."""
+
+
+T = TypeVar("T")
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    """Turn a TOML/JSON value into the annotated field type (nested dataclasses, tuples)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}: {'; '.join(errors)}")
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
+        return _from_dict(tp, value, where)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
+        pairs = zip(args, value, strict=True)
+        return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(pairs))
+    if origin is dict:
+        kt, vt = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
+        return {_convert(kt, k, where): _convert(vt, v, f"{where}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if tp is Any:
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp!r}")
+
+
+def _from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown option(s) {', '.join(unknown)}")
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    try:
+        obj = cls(**kwargs)
+    except TypeError as exc:  # a required field is missing
+        raise ConfigError(f"{where}: {exc}") from None
+    return obj
+
+
+def _to_plain(value: Any) -> Any:
+    """Dataclass → dict of TOML-friendly values (tuples → lists, None dropped by caller)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(value):
+            v = getattr(value, f.name)
+            if v is None:
+                continue  # TOML has no null: absent means default
+            out[f.name] = _to_plain(v)
+        return out
+    if isinstance(value, tuple | list):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _to_plain(v) for k, v in value.items()}
+    return value
+
+
+class _Plain:
+    """Mixin: `from_dict` / `to_dict` for the config dataclasses."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        return _from_dict(cls, dict(data), cls.__name__)
+
+    def to_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = _to_plain(self)
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig(_Plain):
+    """One listening socket. Port 0 = an ephemeral port (tests, the in-process chain)."""
+
+    transport: str = "udp"
+    host: str = "127.0.0.1"
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise ConfigError(
+                f"listener transport must be one of {TRANSPORTS}, not {self.transport!r}"
+            )
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"listener port out of range: {self.port}")
+
+
+@dataclass(frozen=True, slots=True)
+class TlsProfile(_Plain):
+    """Certificates and peer checks of one element (RFC 5922 identities, RFC 5630 sips).
+
+    Outgoing TLS always checks that the server's certificate names the host of the URI we
+    connect to (RFC 5922 §7.2). `expected_peer` (comma-separated SIP domains) adds a check
+    of incoming TLS requests: the client's certificate must name one of them, else 403
+    (RFC 5922 §7.3); empty = any client the CAs in `ca` vouch for.
+    """
+
+    cert: str = ""
+    key: str = ""
+    ca: tuple[str, ...] = ()
+    require_client_cert: bool = False
+    expected_peer: str = ""
+    keylog: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert and self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class HostEntry(_Plain):
+    """Static resolution of a host name (RFC 3263 without DNS): name → IP address."""
+
+    name: str
+    address: str = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class ElementConfig(_Plain):
+    """What every element has: a name for logs, listeners, TLS, static host table, timers."""
+
+    name: str = "element"
+    fqdn: str = "localhost"
+    listeners: tuple[ListenerConfig, ...] = (ListenerConfig(),)
+    tls: TlsProfile = field(default_factory=TlsProfile)
+    hosts: tuple[HostEntry, ...] = ()
+    t1: float = 0.5  # RFC 3261 §17.1.1.1 T1; tests on loopback may shorten it
+    log_file: str = ""  # JSON lines; empty = stderr
+
+
+@dataclass(frozen=True, slots=True)
+class CallerConfig(ElementConfig):
+    """The caller UA: registers with its VSP, dials 911, sends PIDF-LO by value."""
+
+    name: str = "caller"
+    aor: str = "sip:alice@vsp.example"
+    proxy: str = "sip:vsp.example"  # outbound proxy URI (transport param / sips: select the hop)
+    register: bool = True
+    register_expires: int = 3600
+    dial: str = "911"  # "911", "urn:service:sos", "sip:911@vsp.example", ...
+    hangup_after: float = 0.2  # seconds after the 200 OK; 0 = leave the call up
+    rtp_host: str = "127.0.0.1"
+    lat: float = 40.7580
+    lon: float = -73.9855
+    radius: float = 0.0  # > 0: send a Circle instead of a Point (RFC 5491 §5.2.3)
+    answer_timeout: float = 30.0  # give up (CANCEL) when no final answer in this time
+
+
+@dataclass(frozen=True, slots=True)
+class VspConfig(ElementConfig):
+    """The VSP proxy: registrar of its domain, outbound proxy, emergency call recogniser."""
+
+    name: str = "vsp"
+    fqdn: str = "vsp.example"
+    domain: str = "vsp.example"
+    country: str = "US"
+    dial_strings: tuple[str, ...] = ()  # empty = the country's defaults (emergency.DIAL_STRINGS)
+    esrp: str = "sip:esrp.esinet.example"  # next hop for emergency calls
+    lost_url: str = ""  # when set, the VSP asks LoST itself and routes to the answer
+    lost_ca: tuple[str, ...] = ()
+    record_route: bool = True
+    max_expires: int = 7200
+
+
+@dataclass(frozen=True, slots=True)
+class AlternateRoute(_Plain):
+    """PSAP URI → the URIs to try, in order, when it fails (5xx/6xx/no answer)."""
+
+    psap: str
+    alternates: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EsrpConfig(ElementConfig):
+    """The ESRP: location → LoST → policy → PSAP, with alternate and default routes."""
+
+    name: str = "esrp"
+    fqdn: str = "esrp.esinet.example"
+    lost_url: str = "http://127.0.0.1:8080/lost"
+    lost_ca: tuple[str, ...] = ()  # CA files for https LoST; empty = system store
+    lost_cert: str = ""  # client certificate for mutual TLS to LoST
+    lost_key: str = ""
+    lost_timeout: float = 2.0
+    service: str = "urn:service:sos"  # asked of LoST for urn:service:sos calls
+    default_route: str = "sip:default-psap.esinet.example"
+    alternates: tuple[AlternateRoute, ...] = ()
+    # how a LoST `sip:` URI becomes the next hop (routing.apply_hop_policy, lost.policy):
+    # "hop" (sips: when psap_transport is tls) | "upgrade" | "require" | "keep"
+    sips_policy: str = "hop"
+    psap_transport: str = ""  # hop 3: "" (as the URI says) | "udp" | "tcp" | "tls"
+    failover_timeout: float = 2.0  # no response beyond 100 in this time → next route
+    failover_on: tuple[int, ...] = (408, 500, 502, 503, 504, 600, 603)
+    failover_classes: tuple[int, ...] = (5, 6)  # whole classes that fail over
+    default_lat: float = 40.7128  # default location added when the call has none usable
+    default_lon: float = -74.0060
+
+
+@dataclass(frozen=True, slots=True)
+class PsapConfig(ElementConfig):
+    """psapd: accepts calls for its PSAP, queues them, offers them to its call takers."""
+
+    name: str = "psap"
+    fqdn: str = "psap.esinet.example"
+    domain: str = "psap.esinet.example"
+    queue_size: int = 10
+    offer_timeout: float = 10.0  # no 200 from a call taker in this time → offer to another
+    retry_after: int = 30  # seconds, in 486/480 when everyone is busy and the queue full
+    call_log: str = ""  # JSON lines per call; empty = the element log
+
+
+@dataclass(frozen=True, slots=True)
+class CallTakerConfig(ElementConfig):
+    """A call taker: registers with its psapd, rings, auto-answers, hangs up."""
+
+    name: str = "calltaker"
+    aor: str = "sip:taker1@psap.esinet.example"
+    psap: str = "sip:psap.esinet.example"  # where to REGISTER (and its outbound proxy)
+    register_expires: int = 3600
+    ring_delay: float = 0.0  # before the 180
+    answer_delay: float = 0.0  # after the 180, before the 200; < 0 = never answer
+    hangup_after: float = 0.0  # 0 = wait for the caller's BYE
+    rtp_host: str = "127.0.0.1"
+
+
+def load_toml(path: str | Path, table: str, cls: type[T]) -> T:
+    """Read `[table]` of a TOML file into `cls` (a config class above).
+
+    `table` may be dotted (`"psap.manhattan"`) to reach a nested table.
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    node: Any = data
+    for part in table.split(".") if table else []:
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"{path}: no table [{table}]")
+        node = node[part]
+    if not isinstance(node, dict):
+        raise ConfigError(f"{path}: [{table}] is not a table")
+    return _from_dict(cls, node, f"{path}:[{table}]")

@@ -1,0 +1,373 @@
+"""ESRP routing policy: where an emergency call goes, and where next when that fails.
+
+Pure functions (no sockets, no clock), so every rule is tested without a network:
+
+- **location** (`extract_location`): Geolocation header (RFC 6442 §4.1, with or without
+  `<>`) → its `cid:` value → the `application/pidf+xml` body part with that Content-ID
+  (RFC 5621 / RFC 2392) → PIDF-LO (RFC 4119 / RFC 5491). Anything missing, garbled or by
+  reference (not dereferenced yet) gives a `LocationProblem` with the reason: NENA i3 says
+  a bad location never stops the call, it goes to the default route.
+- **default location** (`add_default_location`): the ESRP then adds its own PIDF-LO, first
+  in the Geolocation header, as a new body part; the original headers and body stay.
+- **route plan** (`plan_routes`): the LoST answer's SIP/SIPS URI (a mapping may list
+  `xmpp:` etc. too), then the configured alternates of that PSAP, then the default route.
+  Each candidate has a reason string for the log. The `sips:` policy (RFC 5630: a `sips:`
+  URI means TLS on every hop) is applied here because LoST data carries plain `sip:` URIs
+  while the ESInet hop may be TLS: see `apply_hop_policy`.
+- **failover** (`should_fail_over`): 5xx/6xx, and no answer in time (408 / timeout /
+  transport error), move to the next candidate.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ng911.errors import Ng911Error
+from ng911.location.civic import CivicAddress
+from ng911.location.conveyance import cid_of, parse_geolocation
+from ng911.location.geodetic import Point, Shape
+from ng911.location.pidf import PidfLo, build_pidf, parse_pidf, simple_pidf
+from ng911.lost.policy import SipsPolicyError, apply_sips_policy
+from ng911.sip.body import BodyPart, build_multipart, find_part
+from ng911.sip.message import Request
+from ng911.sip.uri import SipURI, parse_uri
+
+__all__ = [
+    "CallLocation",
+    "LocationProblem",
+    "LostFound",
+    "LostNotFound",
+    "LostOutcome",
+    "LostUnreachable",
+    "NoLocation",
+    "RouteCandidate",
+    "RoutingPolicy",
+    "add_default_location",
+    "apply_hop_policy",
+    "extract_location",
+    "pick_sip_uri",
+    "plan_routes",
+    "should_fail_over",
+]
+
+PIDF = "application/pidf+xml"
+
+
+# ---------------------------------------------------------------- location extraction
+
+
+@dataclass(frozen=True, slots=True)
+class CallLocation:
+    """A usable location from the call: the PIDF-LO and its first location."""
+
+    pidf: PidfLo
+    location: Shape | CivicAddress
+    source: str  # the Geolocation URI it came from
+
+
+@dataclass(frozen=True, slots=True)
+class LocationProblem:
+    """Why the call's location cannot be used (for the log; routes to the default)."""
+
+    reason: str
+
+
+def extract_location(request: Request) -> CallLocation | LocationProblem:
+    """The caller's location by value, or why there is none usable.
+
+    RFC 6442 §4.1: Geolocation values are URIs; `cid:` ones point at a body part
+    (RFC 2392). Several values may be present; the first `cid:` that yields a PIDF-LO with a
+    location wins. By-reference values (http/https/sip/pres) are noted: dereferencing
+    (HELD, SIP presence) is a later issue.
+    """
+    values = request.headers.get_all("Geolocation")
+    if not values:
+        return LocationProblem("no Geolocation header")
+    reasons: list[str] = []
+    geo: list[str] = []
+    for raw in values:
+        try:
+            geo.extend(g.uri for g in parse_geolocation(raw))
+        except Ng911Error as exc:
+            reasons.append(f"unparsable Geolocation {raw[:60]!r}: {exc}")
+    if not geo and not reasons:
+        reasons.append("empty Geolocation header")
+    ctype = request.headers.get("Content-Type")
+    for uri in geo:
+        cid = cid_of(uri)
+        if cid is None:
+            reasons.append(f"location by reference {uri} not dereferenced")
+            continue
+        if ctype is None or not request.body:
+            reasons.append(f"Geolocation {uri} but the request has no body")
+            continue
+        try:
+            part = find_part(ctype, request.body, content_id=cid)
+        except Ng911Error as exc:
+            reasons.append(f"body unparsable looking for {uri}: {exc}")
+            continue
+        if part is None and _bare_cid(request.headers.get("Content-ID")) == cid:
+            part = BodyPart(ctype, request.body)  # the whole body is the PIDF-LO (RFC 2392)
+        if part is None:
+            reasons.append(f"no body part with Content-ID {cid}")
+            continue
+        if part.content_type.split(";", 1)[0].strip().lower() != PIDF:
+            reasons.append(f"body part {cid} is {part.content_type}, not {PIDF}")
+            continue
+        try:
+            pidf = parse_pidf(part.body)
+        except Ng911Error as exc:
+            reasons.append(f"garbled PIDF-LO in {cid}: {exc}")
+            continue
+        primary = pidf.primary
+        if primary is None:
+            reasons.append(f"PIDF-LO in {cid} carries no location")
+            continue
+        return CallLocation(pidf, primary.location, uri)
+    return LocationProblem("; ".join(reasons))
+
+
+def _bare_cid(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return value[1:-1] if value.startswith("<") and value.endswith(">") else value
+
+
+def default_pidf(lat: float, lon: float, fqdn: str) -> PidfLo:
+    """The ESRP's own PIDF-LO for a call without a usable one (method "Default")."""
+    return simple_pidf(f"pres:esrp@{fqdn}", Point(lat, lon), method="Default")
+
+
+def _insert_part(ctype: str, body: bytes, part: BodyPart) -> tuple[str, bytes] | None:
+    """Append `part` to a multipart/mixed body byte-for-byte (the original parts unchanged).
+
+    Returns None when the body's closing delimiter cannot be found (then it is wrapped).
+    """
+    lower = ctype.lower()
+    if not lower.startswith("multipart/mixed"):
+        return None
+    boundary = None
+    for param in ctype.split(";")[1:]:
+        name, _, value = param.strip().partition("=")
+        if name.strip().lower() == "boundary":
+            boundary = value.strip().strip('"')
+    if not boundary:
+        return None
+    close = b"--" + boundary.encode("latin-1") + b"--"
+    at = body.rfind(close)
+    if at < 0:
+        return None
+    # a delimiter is CRLF + "--" + boundary (RFC 2046 §5.1.1): the CRLF before it belongs to it
+    pre = b"\r\n" if at >= 2 and body[at - 2 : at] == b"\r\n" else b""
+    start = at - len(pre)
+    headers = [f"Content-Type: {part.content_type}"]
+    headers.extend(f"{n}: {v}" for n, v in part.headers)
+    chunk = (
+        b"\r\n--"
+        + boundary.encode("latin-1")
+        + b"\r\n"
+        + "\r\n".join(headers).encode("utf-8")
+        + b"\r\n\r\n"
+        + part.body
+    )
+    return ctype, body[:start] + chunk + pre + body[at:]
+
+
+def add_default_location(request: Request, lat: float, lon: float, fqdn: str) -> str:
+    """Add the ESRP's default location to `request` (in place); return the cid: URI used.
+
+    NENA i3: the default location's Geolocation value comes first; the original headers
+    and body stay. A multipart/mixed body gets one more part; any other body becomes the
+    first part of a new multipart/mixed (RFC 5621 §3), so nothing is dropped.
+    """
+    cid = f"default-{secrets.token_hex(6)}@{fqdn}"
+    uri = f"cid:{cid}"
+    part = BodyPart(PIDF, build_pidf(default_pidf(lat, lon, fqdn)), (("Content-ID", f"<{cid}>"),))
+    ctype = request.headers.get("Content-Type")
+    new: tuple[str, bytes] | None = None
+    if ctype is not None and request.body:
+        new = _insert_part(ctype, request.body, part)
+        if new is None:
+            # wrap the original body (whatever it is, even garbled) as a part of a new
+            # multipart/mixed; a garbled multipart goes after ours, so that a reader finds
+            # our location before it trips over the broken part
+            original = BodyPart(ctype, request.body)
+            garbled = ctype.strip().lower().startswith("multipart/")
+            new = build_multipart([part, original] if garbled else [original, part])
+    else:
+        new = build_multipart([part])
+    request.headers.set("Content-Type", new[0])
+    request.body = new[1]
+    old = request.headers.get_all("Geolocation")
+    value = ", ".join([f"<{uri}>", *old])
+    request.headers.set("Geolocation", value)
+    return uri
+
+
+# ---------------------------------------------------------------- LoST outcome → routes
+
+
+@dataclass(frozen=True, slots=True)
+class LostFound:
+    uris: tuple[str, ...]
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LostNotFound:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LostUnreachable:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoLocation:
+    """No LoST query was made: the call has no usable location."""
+
+    reason: str
+
+
+LostOutcome = LostFound | LostNotFound | LostUnreachable | NoLocation
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingPolicy:
+    """The ESRP's routing configuration (built from `EsrpConfig`)."""
+
+    default_route: str
+    alternates: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    sips_policy: str = "hop"  # "hop" | "upgrade" | "require" | "keep"
+    hop_transport: str = ""  # "" (as the URI says) | "udp" | "tcp" | "tls"
+    failover_on: frozenset[int] = frozenset({408})
+    failover_classes: frozenset[int] = frozenset({5, 6})
+
+    def alternates_of(self, uri: str) -> tuple[str, ...]:
+        for psap, alts in self.alternates:
+            if _same_uri(psap, uri):
+                return alts
+        return ()
+
+
+@dataclass(frozen=True, slots=True)
+class RouteCandidate:
+    uri: str
+    reason: str
+
+
+def _same_uri(a: str, b: str) -> bool:
+    try:
+        ua, ub = parse_uri(a), parse_uri(b)
+    except Ng911Error:
+        return a == b
+    if isinstance(ua, SipURI) and isinstance(ub, SipURI):
+        # compare ignoring scheme and transport: the policy may have upgraded one of them
+        return (ua.user, ua.host, ua.port) == (ub.user, ub.host, ub.port)
+    return a == b
+
+
+def pick_sip_uri(uris: Iterable[str], *, prefer_secure: bool = False) -> str | None:
+    """The SIP URI of a LoST mapping (RFC 5222 §8.6 allows several `<uri>`s: sip, xmpp...)."""
+    sip: list[str] = []
+    for u in uris:
+        scheme = u.split(":", 1)[0].strip().lower()
+        if scheme in ("sip", "sips"):
+            sip.append(u.strip())
+    if not sip:
+        return None
+    if prefer_secure:
+        for u in sip:
+            if u.lower().startswith("sips:"):
+                return u
+    return sip[0]
+
+
+def apply_hop_policy(uri: str, policy: RoutingPolicy) -> tuple[str, str | None]:
+    """Apply the sips policy and hop transport to a next-hop URI; say what changed.
+
+    LoST data holds `sip:` URIs, but an ESInet hop may be TLS. RFC 5630 §3.1.3: `sips:`
+    asks for TLS on every hop up to the target's domain; `transport=tls` is deprecated
+    (RFC 5630 §3.1.4). Policies (`ng911.lost.policy` does the rewriting):
+    "hop" (default) upgrades `sip:` to `sips:` when this ESRP's hop to PSAPs is TLS;
+    "upgrade" always; "require" refuses a non-`sips:` URI (`SipsPolicyError`: the caller
+    skips to the next candidate); "keep" leaves it. On a udp/tcp hop a `sip:` URI gets the
+    hop's `transport=` parameter.
+    Raises `SipsPolicyError` under "require".
+    """
+    mode = policy.sips_policy
+    if mode == "hop":
+        mode = "upgrade" if policy.hop_transport == "tls" else "keep"
+    new = apply_sips_policy(uri, mode)
+    notes: list[str] = []
+    if new != uri:
+        notes.append(f"sips policy {policy.sips_policy}: {uri} -> {new}")
+    try:
+        parsed = parse_uri(new)
+    except Ng911Error:
+        return new, "; ".join(notes) or None
+    if (
+        isinstance(parsed, SipURI)
+        and policy.hop_transport in ("udp", "tcp")
+        and parsed.scheme == "sip"
+        and parsed.transport != policy.hop_transport
+    ):
+        new = str(parsed.with_params(transport=policy.hop_transport))
+        notes.append(f"transport={policy.hop_transport} for this hop")
+    return new, "; ".join(notes) or None
+
+
+def plan_routes(outcome: LostOutcome, policy: RoutingPolicy) -> list[RouteCandidate]:
+    """The ordered next hops to try for one call, each with its reason."""
+    out: list[RouteCandidate] = []
+    skipped: list[str] = []
+
+    def add(uri: str, reason: str) -> None:
+        try:
+            new, note = apply_hop_policy(uri, policy)
+        except SipsPolicyError as exc:
+            skipped.append(f"{uri} skipped: {exc}")
+            return
+        if any(_same_uri(c.uri, new) for c in out):
+            return
+        out.append(RouteCandidate(new, f"{reason}; {note}" if note else reason))
+
+    if isinstance(outcome, LostFound):
+        uri = pick_sip_uri(outcome.uris, prefer_secure=policy.hop_transport == "tls")
+        if uri is None:
+            add(policy.default_route, f"LoST mapping has no SIP URI ({', '.join(outcome.uris)})")
+        else:
+            src = f" from {outcome.source}" if outcome.source else ""
+            add(uri, f"LoST mapping{src}")
+            for alt in policy.alternates_of(uri):
+                add(alt, f"alternate of {uri}")
+            add(policy.default_route, "default route after alternates")
+    elif isinstance(outcome, LostNotFound):
+        add(policy.default_route, f"LoST notFound: {outcome.reason}")
+    elif isinstance(outcome, LostUnreachable):
+        add(policy.default_route, f"LoST unreachable: {outcome.reason}")
+    else:
+        add(policy.default_route, f"no usable location: {outcome.reason}")
+    for alt in policy.alternates_of(policy.default_route):
+        add(alt, f"alternate of default route {policy.default_route}")
+    if skipped and out:
+        first = out[0]
+        out[0] = RouteCandidate(first.uri, f"{first.reason}; {'; '.join(skipped)}")
+    return out
+
+
+def should_fail_over(status: int | None, policy: RoutingPolicy) -> bool:
+    """True when a branch's outcome means "try the next candidate".
+
+    `status` None means no answer in the failover time, a transaction timeout (Timer B,
+    RFC 3261 §17.1.1.2) or a transport error: all treated as "PSAP not reachable".
+    """
+    if status is None:
+        return True
+    if status < 300:
+        return False
+    return status in policy.failover_on or status // 100 in policy.failover_classes

@@ -1,0 +1,826 @@
+"""The transaction-user plumbing every element shares (RFC 3261 §8, §17, §18 glue).
+
+Why one module: the sans-I/O transaction machines (`ng911.sip.transaction`) return actions
+(send, start a timer, deliver, time out); the transport layer (`ng911.net`) moves bytes.
+Something has to carry the actions out, own the clock (`loop.call_later`), route a received
+message to its transaction or to the element, and answer what every SIP element answers the
+same way. That is `SipElement`; the caller, the proxies and the call taker subclass it and
+only decide what to do with a request or a response.
+
+What it does for every element:
+- requests: retransmissions absorbed by their server transaction; `100 Trying` at once for
+  an INVITE (RFC 3261 §16.2 / §17.2.1); CANCEL answered 200 (or 481) and passed on to the
+  element, whose INVITE then ends with 487 (§9.2); OPTIONS answered 200 with Allow and
+  Accept (§11.2); an ACK for a 2xx goes to the element (§13.2.2.4: not a transaction);
+- bad input: every `Ng911Error` a handler raises on hostile input is answered with the
+  status the error carries (400 for a malformed header, 483, 416...), never a crash;
+- logs: one JSON object per event (`element`, `call_id`, `hop`, `what`, ...);
+- next hops: a static host table (RFC 3263 without DNS, like Kamailio's `alias`/dispatcher
+  lists): URI → transport, address, and the name the TLS certificate must carry.
+- CPU accounting: `time.thread_time()` around every handler, per element (`cpu_seconds`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import json
+import logging
+import secrets
+import ssl
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from ng911.elements.config import ElementConfig
+from ng911.errors import Ng911Error
+from ng911.net.address import DEFAULT_PORTS, Address, Source
+from ng911.net.errors import TransportError
+from ng911.net.transport import SipTransportLayer
+from ng911.pki.tls import client_context, matches_domain, server_context
+from ng911.sip.errors import SipParseError
+from ng911.sip.headers import MAGIC_COOKIE, Via, new_tag
+from ng911.sip.message import Request, Response, make_response
+from ng911.sip.transaction import (
+    CancelTimer,
+    ClientTransaction,
+    Deliver,
+    Send,
+    ServerTransaction,
+    StartTimer,
+    Terminated,
+    Timeout,
+    TimerConfig,
+    TransactionTable,
+    client_transaction,
+    server_transaction,
+)
+from ng911.sip.uri import URI, SipURI
+
+__all__ = [
+    "ALLOW",
+    "ClientCtx",
+    "ElementError",
+    "EventLog",
+    "ServerCtx",
+    "SipElement",
+    "status_of",
+]
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"
+ACCEPT = "application/sdp, application/pidf+xml, multipart/mixed"
+
+log = logging.getLogger("ng911.elements")
+
+
+class ElementError(Ng911Error):
+    """An element cannot serve a request; `status` is the SIP answer (RFC 3261 §21)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+def status_of(exc: BaseException) -> tuple[int, str]:
+    """The SIP status and reason phrase an error is answered with."""
+    status = getattr(exc, "status", None)
+    reason = getattr(exc, "reason", None)
+    if not isinstance(status, int) or not 300 <= status <= 699:
+        status = 500 if not isinstance(exc, SipParseError) else 400
+    if not isinstance(reason, str) or not reason:
+        reason = str(exc) or type(exc).__name__
+    # a reason phrase is one line of printable text
+    reason = "".join(c if c.isprintable() else " " for c in reason)[:120]
+    return status, reason
+
+
+# ------------------------------------------------------------------------------ logging
+
+
+class EventLog:
+    """One JSON object per event (STYLE: Kamailio-style structured logs).
+
+    Lines go to `stream` (a file opened by the element, or stderr when `echo` is set) and,
+    when `keep` is set, to the in-memory `records` list the tests and the chain read.
+    """
+
+    def __init__(
+        self,
+        element: str,
+        *,
+        stream: TextIO | None = None,
+        keep: int = 0,
+        echo: bool = False,
+    ) -> None:
+        self.element = element
+        self.stream = stream if stream is not None else (sys.stderr if echo else None)
+        self.keep = keep
+        self.records: list[dict[str, Any]] = []
+
+    def __call__(self, what: str, *, call_id: str | None = None, **fields: Any) -> None:
+        if self.stream is None and not self.keep and not log.isEnabledFor(logging.INFO):
+            return
+        rec: dict[str, Any] = {"ts": round(time.time(), 6), "element": self.element}
+        if call_id is not None:
+            rec["call_id"] = call_id
+        rec["what"] = what
+        rec.update(fields)
+        if self.keep:
+            self.records.append(rec)
+            if len(self.records) > self.keep:
+                del self.records[: len(self.records) - self.keep]
+        line = json.dumps(rec, default=str)
+        if self.stream is not None:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        log.info(line)
+
+    def find(self, what: str, **match: Any) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in self.records
+            if r["what"] == what and all(r.get(k) == v for k, v in match.items())
+        ]
+
+
+# ------------------------------------------------------------------------------ contexts
+
+
+@dataclass(eq=False, slots=True)
+class ServerCtx:
+    """A received request and its server transaction: answer it with `respond`/`reply`."""
+
+    element: SipElement
+    tx: ServerTransaction
+    request: Request
+    source: Source
+    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    final: int = 0  # status of the final response sent, 0 while none
+    to_tag: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def call_id(self) -> str:
+        return self.request.call_id
+
+    def respond(self, response: Response) -> None:
+        if response.status >= 200:
+            if self.final:
+                return  # one final response per transaction (§16.7 step 10, §17.2.1)
+            self.final = response.status
+        self.element._run(self, self.tx.send_response(response))
+
+    def reply(
+        self,
+        status: int,
+        reason: str | None = None,
+        *,
+        to_tag: str | None = None,
+        extra: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> Response:
+        tag = to_tag if to_tag is not None else (self.to_tag if status > 100 else None)
+        if tag is None and status >= 200 and self.request.to_addr.tag is None:
+            # RFC 3261 §8.2.6.2: a final response we generate carries our To tag
+            tag = self.to_tag = new_tag()
+        resp = make_response(self.request, status, reason, to_tag=tag, extra=extra)
+        if body:
+            resp.headers.add("Content-Type", content_type or "application/sdp")
+            resp.body = body
+        self.respond(resp)
+        return resp
+
+
+OnResponse = Callable[["ClientCtx", Response], None]
+OnFailure = Callable[["ClientCtx", int, str], None]
+
+
+@dataclass(eq=False, slots=True)
+class ClientCtx:
+    """A request we sent and its client transaction; responses go to the callbacks."""
+
+    element: SipElement
+    tx: ClientTransaction
+    request: Request
+    dest: Address
+    server_name: str | None
+    on_response: OnResponse | None
+    on_failure: OnFailure | None
+    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    failed: bool = False
+
+
+Ctx = ServerCtx | ClientCtx
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------ the element
+
+
+class SipElement:
+    """Base of every element: listeners, transactions, timers, OPTIONS/CANCEL, logging."""
+
+    role = "element"
+    answers_options = True
+
+    def __init__(
+        self,
+        config: ElementConfig,
+        *,
+        log_keep: int = 0,
+        observers: Iterable[Callable[[Any], None]] = (),
+        client_tls: ssl.SSLContext | None = None,
+        server_tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.fqdn = config.fqdn
+        self.timers = TimerConfig(t1=config.t1, t2=max(config.t1, 4.0))
+        self.hosts: dict[str, str] = {h.name.lower(): h.address for h in config.hosts}
+        stream: TextIO | None = None
+        if config.log_file:
+            stream = open(config.log_file, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._log_stream = stream
+        self.log = EventLog(self.name, stream=stream, keep=log_keep)
+        self._client_tls = client_tls
+        self._server_tls = server_tls
+        self.transport = SipTransportLayer(element=self.name, client_tls=self._client_ctx())
+        self.transport.on_message = self._on_message
+        self.transport.observers.extend(observers)
+        self.table = TransactionTable()
+        self._ctxs: dict[Any, Ctx] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.addresses: list[Address] = []
+        self._located: dict[URI, tuple[Address, str | None]] = {}
+        self.cpu_seconds = 0.0
+        self.handled = 0
+        self.errors = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -------------------------------------------------------------- TLS and start/stop
+
+    def _client_ctx(self) -> ssl.SSLContext | None:
+        if self._client_tls is not None:
+            return self._client_tls
+        tls = self.config.tls
+        if not tls.ca:
+            return None
+        return client_context(
+            [Path(p) for p in tls.ca],
+            cert=Path(tls.cert) if tls.cert else None,
+            key=Path(tls.key) if tls.key else None,
+            keylog=Path(tls.keylog) if tls.keylog else None,
+        )
+
+    def _server_ctx(self) -> ssl.SSLContext:
+        if self._server_tls is not None:
+            return self._server_tls
+        tls = self.config.tls
+        if not tls.enabled:
+            raise ElementError(500, f"{self.name}: a TLS listener needs tls.cert and tls.key")
+        return server_context(
+            Path(tls.cert),
+            Path(tls.key),
+            [Path(p) for p in tls.ca],
+            require_client_cert=tls.require_client_cert,
+            keylog=Path(tls.keylog) if tls.keylog else None,
+        )
+
+    async def start(self) -> list[Address]:
+        """Open every configured listener; returns the bound addresses."""
+        self._loop = asyncio.get_running_loop()
+        for lst in self.config.listeners:
+            tls = self._server_ctx() if lst.transport == "tls" else None
+            addr = await self.transport.listen(lst.transport, lst.host, lst.port, tls=tls)
+            self.addresses.append(addr)
+            self.log("listening", transport=addr.transport, address=f"{addr.host}:{addr.port}")
+        await self.started()
+        return list(self.addresses)
+
+    async def started(self) -> None:
+        """Hook: after the listeners are up (REGISTER, for a UA)."""
+
+    async def close(self) -> None:
+        for ctx in list(self._ctxs.values()):
+            for h in ctx.timers.values():
+                h.cancel()
+        self._ctxs.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.transport.close()
+        if self._log_stream is not None:
+            self._log_stream.close()
+            self._log_stream = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def drive(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` now, as far as it goes without waiting; a task only if it must wait.
+
+        Why: a send over UDP, or over an open TCP/TLS connection, never waits, and a task
+        per message costs more than the send itself. The coroutine is stepped here; only
+        when it waits (a TCP connect, a TLS handshake) is the rest handed to a task that
+        resumes it, so the messages of one transaction still leave in order.
+        """
+        try:
+            fut = coro.send(None)
+        except StopIteration:
+            return
+        except Exception as exc:
+            self.errors += 1
+            self.log("task_failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        self.spawn(_resume(coro, fut))
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Run a coroutine as a task whose failure is logged, never lost."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.errors += 1
+            self.log("task_failed", error=f"{type(exc).__name__}: {exc}")
+            log.error("%s: task failed", self.name, exc_info=exc)
+
+    def call_later(self, delay: float, fn: Callable[..., None], *args: Any) -> asyncio.TimerHandle:
+        """A timer whose callback runs under this element's accounting and error guard."""
+        return self.loop.call_later(delay, self._guarded, fn, args)
+
+    def _guarded(self, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+        t0 = time.thread_time()
+        try:
+            fn(*args)
+        except Exception as exc:
+            self.errors += 1
+            self.log("handler_failed", error=f"{type(exc).__name__}: {exc}")
+            log.error("%s: timer handler failed", self.name, exc_info=exc)
+        finally:
+            self.cpu_seconds += time.thread_time() - t0
+
+    # -------------------------------------------------------------- addresses
+
+    def local(self, transport: str) -> Address:
+        """Our listener for `transport` (else the first one) — for Via, Contact, Record-Route."""
+        for a in self.addresses:
+            if a.transport == transport:
+                return a
+        if not self.addresses:
+            raise ElementError(500, f"{self.name} has no listener")
+        return self.addresses[0]
+
+    def advertised_host(self, addr: Address) -> str:
+        """Our name in Via/Contact/Record-Route: the FQDN when the host table knows it
+        (so TLS peers can check our certificate by name, RFC 5922), else the address."""
+        if self.fqdn.lower() in self.hosts:
+            return self.fqdn
+        return addr.host
+
+    def via(self, transport: str, branch: str) -> str:
+        addr = self.local(transport)
+        host = self.advertised_host(addr)
+        return f"SIP/2.0/{transport.upper()} {host}:{addr.port};branch={branch};rport"
+
+    def own_uri(
+        self, transport: str, *, user: str | None = None, lr: bool = True, sips: bool = True
+    ) -> SipURI:
+        """A URI that reaches us over `transport`: `sips:` on TLS (RFC 5630 §3), or with
+        `sips=False` (a Contact or Record-Route in a dialog that is not sips: end to end)
+        `sip:…;transport=tls`, so that in-dialog requests are not bound to TLS on hops that
+        are not (RFC 3261 §26.2.2 would refuse them) and UAs that cannot send to a sips:
+        route for a sip: dialog (baresip) still can."""
+        addr = self.local(transport)
+        params: list[tuple[str, str | None]] = []
+        if transport == "tls" and sips:
+            scheme = "sips"
+        else:
+            scheme = "sip"
+            if transport in ("tcp", "tls"):
+                params.append(("transport", transport))
+        if lr:
+            params.append(("lr", None))
+        return SipURI(scheme, user, None, self.advertised_host(addr), addr.port, tuple(params))
+
+    def is_own(self, uri: URI) -> bool:
+        """Does `uri` (a Route or Request-URI) name this element?"""
+        if not isinstance(uri, SipURI):
+            return False
+        host = uri.host.lower()
+        names = {self.fqdn.lower()}
+        names.update(a.host for a in self.addresses)
+        if host not in names and self.hosts.get(host) not in {a.host for a in self.addresses}:
+            return False
+        if uri.port is None:
+            return True
+        return any(a.port == uri.port for a in self.addresses)
+
+    def locate(self, uri: URI) -> tuple[Address, str | None]:
+        """Where to send a request for `uri` (RFC 3263 §4 on a static host table).
+
+        Transport: the `transport` parameter, else TLS for sips:, else UDP; port: the URI's,
+        else the transport's default. Returns the address and the host name the TLS peer's
+        certificate must carry (None when the URI holds an IP address).
+        """
+        hit = self._located.get(uri)
+        if hit is not None:
+            return hit
+        found = self._locate(uri)
+        if len(self._located) >= 4096:
+            self._located.clear()
+        self._located[uri] = found
+        return found
+
+    def _locate(self, uri: URI) -> tuple[Address, str | None]:
+        if not isinstance(uri, SipURI):
+            raise ElementError(416, f"cannot route to a {uri!s:.40} URI")
+        transport = uri.transport or ("tls" if uri.secure else "udp")
+        if uri.secure:
+            transport = "tls"  # RFC 3261 §26.2.2: sips only over TLS
+        if transport not in DEFAULT_PORTS:
+            raise ElementError(503, f"unsupported transport {transport}")
+        maddr = uri.param("maddr")
+        host = (maddr or uri.host).strip("[]")
+        if _is_ip(host):
+            ip, name = host, None
+        else:
+            ip_or_none = self.hosts.get(host.lower())
+            if ip_or_none is None:
+                if host.lower() == "localhost":
+                    ip_or_none = "127.0.0.1"
+                else:
+                    raise ElementError(503, f"cannot resolve {host} (not in the host table)")
+            ip, name = ip_or_none, host.lower()
+        port = uri.port or DEFAULT_PORTS[transport]
+        return Address(transport, ip, port), name
+
+    # -------------------------------------------------------------- sending
+
+    def send_request(
+        self,
+        request: Request,
+        dest: Address,
+        *,
+        server_name: str | None = None,
+        on_response: OnResponse | None = None,
+        on_failure: OnFailure | None = None,
+    ) -> ClientCtx:
+        """Send `request` in a new client transaction (its top Via must be ours)."""
+        tx = client_transaction(request, reliable=dest.reliable, timers=self.timers)
+        ctx = ClientCtx(self, tx, request, dest, server_name, on_response, on_failure)
+        self.table.add(tx)
+        self._ctxs[tx.key] = ctx
+        self._run(ctx, tx.start())
+        return ctx
+
+    def send_stateless(
+        self,
+        message: Request | Response,
+        dest: Address,
+        *,
+        server_name: str | None = None,
+        connection_id: int | None = None,
+    ) -> None:
+        """Send outside any transaction (ACK for a 2xx, a 2xx retransmission)."""
+        self.drive(self._send(message, dest, server_name, connection_id, None))
+
+    async def _send(
+        self,
+        message: Request | Response,
+        dest: Address,
+        server_name: str | None,
+        connection_id: int | None,
+        ctx: Ctx | None,
+    ) -> None:
+        try:
+            await self.transport.send(
+                message, dest, server_name=server_name, connection_id=connection_id
+            )
+        except (TransportError, OSError, ssl.SSLError) as exc:
+            self.log(
+                "send_failed",
+                call_id=message.headers.get("Call-ID"),
+                first_line=message.first_line,
+                dest=str(dest),
+                error=str(exc),
+            )
+            if isinstance(ctx, ClientCtx) and not ctx.failed:
+                # later, never inside the _run that is sending: no re-entrancy
+                self.loop.call_soon(self._guarded, self._transport_failed, (ctx,))
+
+    def _transport_failed(self, ctx: ClientCtx) -> None:
+        if not ctx.failed:
+            self._run(ctx, ctx.tx.on_transport_error())
+
+    def _accounted(self, fn: Callable[..., None], *args: Any) -> None:
+        t0 = time.thread_time()
+        try:
+            fn(*args)
+        finally:
+            self.cpu_seconds += time.thread_time() - t0
+
+    # -------------------------------------------------------------- running actions
+
+    def _run(self, ctx: Ctx, actions: list[Any]) -> None:
+        for a in actions:
+            if isinstance(a, Send):
+                if isinstance(ctx, ClientCtx):
+                    self.drive(self._send(a.message, ctx.dest, ctx.server_name, None, ctx))
+                else:
+                    src = ctx.source
+                    self.drive(self._send(a.message, src.address, None, src.connection_id, ctx))
+            elif isinstance(a, StartTimer):
+                old = ctx.timers.pop(a.name, None)
+                if old is not None:
+                    old.cancel()
+                ctx.timers[a.name] = self.loop.call_later(a.delay, self._timer, ctx, a.name)
+            elif isinstance(a, CancelTimer):
+                h = ctx.timers.pop(a.name, None)
+                if h is not None:
+                    h.cancel()
+            elif isinstance(a, Deliver):
+                if isinstance(ctx, ClientCtx):
+                    if ctx.on_response is not None and isinstance(a.message, Response):
+                        ctx.on_response(ctx, a.message)
+                else:
+                    self._deliver(ctx)
+            elif isinstance(a, Timeout):
+                if isinstance(ctx, ClientCtx):
+                    ctx.failed = True
+                    if ctx.on_failure is not None:
+                        ctx.on_failure(ctx, a.status, a.cause)
+                else:
+                    self.log("server_timeout", call_id=ctx.call_id, cause=a.cause)
+                    self.server_timeout(ctx)
+            elif isinstance(a, Terminated):
+                self.table.remove(ctx.tx)
+                self._ctxs.pop(ctx.tx.key, None)
+                for h in ctx.timers.values():
+                    h.cancel()
+                ctx.timers.clear()
+                self._release(ctx)
+
+    def _release(self, ctx: Ctx) -> None:
+        """Break the reference cycles of a finished transaction (callbacks, call state), so
+        reference counting frees the call's objects at once. Left to the cyclic collector,
+        ~100 objects per call pile up between collections and the full collections that
+        free them pause the element for tens of milliseconds under load."""
+        if isinstance(ctx, ClientCtx):
+            ctx.on_response = None
+            ctx.on_failure = None
+        else:
+            self.server_released(ctx)
+        ctx.data.clear()
+
+    def server_released(self, ctx: ServerCtx) -> None:
+        """Hook: a server transaction ended; drop what refers back to it."""
+
+    def _timer(self, ctx: Ctx, name: str) -> None:
+        ctx.timers.pop(name, None)
+        self._guarded(lambda: self._run(ctx, ctx.tx.on_timer(name)), ())
+
+    # -------------------------------------------------------------- receiving
+
+    def _on_message(self, msg: Request | Response, source: Source) -> None:
+        t0 = time.thread_time()
+        try:
+            if isinstance(msg, Response):
+                self._on_response(msg, source)
+            else:
+                self._on_request(msg, source)
+        except Ng911Error as exc:
+            self._bad_input(msg, source, exc)
+        except Exception as exc:  # a bug must not take the element down: answer 500, log
+            self.errors += 1
+            log.error("%s: handler failed on %s", self.name, msg.first_line, exc_info=exc)
+            self._bad_input(msg, source, exc)
+        finally:
+            self.cpu_seconds += time.thread_time() - t0
+            self.handled += 1
+
+    def _bad_input(self, msg: Request | Response, source: Source, exc: BaseException) -> None:
+        status, reason = status_of(exc)
+        call_id = msg.headers.get("Call-ID")
+        self.log(
+            "bad_input",
+            call_id=call_id,
+            hop=str(source.address),
+            first_line=msg.first_line[:120],
+            status=status,
+            error=reason,
+        )
+        if not isinstance(msg, Request) or msg.method == "ACK":
+            return
+        ctx = self._ctxs.get(self._server_key_or_none(msg))
+        if isinstance(ctx, ServerCtx):
+            if not ctx.final:
+                ctx.reply(status, reason)
+            return
+        try:  # outside a transaction: answer directly (the request may be too broken)
+            resp = make_response(msg, status, reason)
+            self.send_stateless(resp, source.address, connection_id=source.connection_id)
+        except Exception as inner:
+            self.log("bad_input_unanswered", call_id=call_id, error=str(inner))
+
+    @staticmethod
+    def _server_key_or_none(msg: Request) -> Any:
+        try:
+            from ng911.sip.transaction import server_key
+
+            return server_key(msg)
+        except Exception:
+            return None
+
+    def _on_response(self, resp: Response, source: Source) -> None:
+        tx = self.table.match_response(resp)
+        if tx is None:
+            self.stray_response(resp, source)
+            return
+        ctx = self._ctxs.get(tx.key)
+        if ctx is None:
+            return
+        self._run(ctx, tx.on_response(resp))
+
+    def _on_request(self, req: Request, source: Source) -> None:
+        if req.method == "ACK":
+            tx = self.table.match_request(req)
+            if tx is not None:
+                ctx = self._ctxs.get(tx.key)
+                if ctx is not None:
+                    self._run(ctx, tx.on_request(req))
+                return
+            self.on_ack(req, source)
+            return
+        tx = self.table.match_request(req)
+        if tx is not None:  # a retransmission: the transaction resends its last response
+            ctx = self._ctxs.get(tx.key)
+            if ctx is not None:
+                self._run(ctx, tx.on_request(req))
+            return
+        # RFC 3261 §16.3 item 1 / §8.2: a reasonable syntax check of what every element
+        # reads (the rest is parsed, and refused with 400, where it is used)
+        req.top_via  # noqa: B018
+        req.from_addr  # noqa: B018
+        req.to_addr  # noqa: B018
+        req.max_forwards  # noqa: B018
+        if req.cseq.method != req.method:
+            raise ElementError(400, "CSeq method does not match the request method")
+        self._check_peer(source)
+        stx = server_transaction(req, reliable=source.address.reliable, timers=self.timers)
+        ctx = ServerCtx(self, stx, req, source)
+        self.table.add(stx)
+        self._ctxs[stx.key] = ctx
+        self._run(ctx, stx.start())
+
+    def _check_peer(self, source: Source) -> None:
+        """`tls.expected_peer`: requests over TLS only from peers whose certificate names
+        one of these SIP domains (RFC 5922 §7.3: a proxy authorises the proxy it talks to)."""
+        expected = self.config.tls.expected_peer
+        if not expected or source.transport != "tls":
+            return
+        wanted = [d.strip() for d in expected.split(",") if d.strip()]
+        if not any(matches_domain(source.peer_identities, d) for d in wanted):
+            who = ", ".join(sorted(source.peer_identities)) or "no certificate"
+            raise ElementError(403, f"TLS peer {who} is not {expected}")
+
+    def _deliver(self, ctx: ServerCtx) -> None:
+        """A new request reached us (the server transaction's Deliver)."""
+        req = ctx.request
+        try:
+            if req.method == "INVITE":
+                ctx.respond(make_response(req, 100))  # RFC 3261 §16.2: at once, stop retransmits
+            if req.method == "CANCEL":
+                self._on_cancel(ctx)
+                return
+            if req.method == "OPTIONS" and self.answers_options and self.options_for_us(req):
+                ctx.reply(200, extra=(("Allow", ALLOW), ("Accept", ACCEPT)))
+                return
+            self.on_request(ctx)
+        except Ng911Error as exc:
+            self._answer_error(ctx, exc)
+        except Exception as exc:
+            self.errors += 1
+            log.error("%s: handler failed on %s", self.name, req.first_line, exc_info=exc)
+            self._answer_error(ctx, exc)
+
+    def _answer_error(self, ctx: ServerCtx, exc: BaseException) -> None:
+        status, reason = status_of(exc)
+        self.log(
+            "request_refused",
+            call_id=ctx.request.headers.get("Call-ID"),
+            hop=str(ctx.source.address),
+            method=ctx.request.method,
+            status=status,
+            error=reason,
+        )
+        if not ctx.final:
+            ctx.reply(status, reason)
+
+    def _on_cancel(self, ctx: ServerCtx) -> None:
+        """RFC 3261 §9.2: 200 to the CANCEL, then the element ends the INVITE (487)."""
+        target = self.table.cancel_target(ctx.request)
+        if target is None:
+            ctx.reply(481)
+            return
+        ctx.reply(200)
+        inv = self._ctxs.get(target.key)
+        if isinstance(inv, ServerCtx) and not inv.final:
+            self.log("cancel", call_id=inv.call_id, hop=str(ctx.source.address))
+            self.on_cancel(inv)
+
+    # -------------------------------------------------------------- element hooks
+
+    def options_for_us(self, req: Request) -> bool:
+        """OPTIONS addressed to this element (a proxy forwards others)."""
+        return True
+
+    def on_request(self, ctx: ServerCtx) -> None:
+        """A new request (not ACK, not CANCEL). Default: 405 (RFC 3261 §8.2.1)."""
+        ctx.reply(405, extra=(("Allow", ALLOW),))
+
+    def on_cancel(self, ctx: ServerCtx) -> None:
+        """The INVITE of `ctx` was cancelled (200 to the CANCEL is sent already)."""
+        ctx.reply(487)
+
+    def on_ack(self, req: Request, source: Source) -> None:
+        """An ACK for a 2xx (or a stray one)."""
+
+    def stray_response(self, resp: Response, source: Source) -> None:
+        """A response matching no transaction (RFC 3261 §17.1.3: the core's business)."""
+
+    def server_timeout(self, ctx: ServerCtx) -> None:
+        """Timer H: no ACK came for our final response."""
+
+
+async def _resume(coro: Coroutine[Any, Any, None], fut: Any) -> None:
+    """Continue a coroutine that `SipElement.drive` started and that now waits on `fut`."""
+    while True:
+        try:
+            if fut is None:
+                await asyncio.sleep(0)  # a bare yield
+            else:
+                # what Task.__step does with a yielded future: clear its "blocking" flag,
+                # then wait for it (here by awaiting it ourselves)
+                fut._asyncio_future_blocking = False
+                await fut
+        except asyncio.CancelledError:
+            coro.close()
+            raise
+        except BaseException:
+            pass  # the coroutine reads the future's outcome itself when resumed
+        try:
+            fut = coro.send(None)
+        except StopIteration:
+            return
+
+
+def new_branch_with(prefix: str = "") -> str:
+    """A branch (RFC 3261 §8.1.1.7), optionally carrying a loop-detection hash (§16.6)."""
+    rand = secrets.token_hex(8)
+    return f"{MAGIC_COOKIE}{prefix}.{rand}" if prefix else f"{MAGIC_COOKIE}{rand}"
+
+
+def loop_hash(req: Request) -> str:
+    """RFC 3261 §16.6 item 8: a hash of what makes a request "the same" at this proxy."""
+    key = "|".join(
+        (
+            str(req.uri),
+            req.from_addr.tag or "",
+            req.to_addr.tag or "",
+            req.call_id,
+            str(req.cseq.seq),
+            ",".join(req.headers.get_all("Proxy-Require")),
+        )
+    )
+    return hashlib.blake2s(key.encode(), digest_size=5).hexdigest()
+
+
+def via_matches(via: Via, element: SipElement) -> bool:
+    """Is `via` one of ours (loop detection)?"""
+    if via.port is not None and not any(a.port == via.port for a in element.addresses):
+        return False
+    host = via.host.lower()
+    return host == element.fqdn.lower() or any(a.host == host for a in element.addresses)

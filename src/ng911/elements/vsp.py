@@ -1,0 +1,134 @@
+"""The VSP proxy: registrar and outbound proxy of a voice service provider.
+
+Emergency calls are recognised here, at the originating network's edge (NENA i3, RFC 6881
+§8): a dialled `911`/`112` or `urn:service:sos*` becomes `urn:service:sos` in Request-URI and
+To, `Resource-Priority: esnet.1` is added (`emergency.py`), and the call goes into the ESInet:
+to the configured ESRP by a pushed `Route: <esrp;lr>` (loose routing keeps the service URN
+as Request-URI), or, with `lost_url` set, to the PSAP URI the VSP's own LoST query returns
+(the ESRP stays the fallback). Any other call is proxied: to the registered contact of a user of our
+domain, or towards the Request-URI's domain.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ng911.elements.config import VspConfig
+from ng911.elements.emergency import DialPlan, classify, rewrite_emergency
+from ng911.elements.proxy import Proxy, ProxyCall, Target
+from ng911.elements.registrar import Registrar
+from ng911.elements.registration import answer_register
+from ng911.elements.routing import CallLocation, extract_location, pick_sip_uri
+from ng911.elements.runtime import ServerCtx
+from ng911.errors import Ng911Error
+from ng911.lost.client import LostClient
+from ng911.pki.tls import client_context
+from ng911.sip.uri import SipURI, parse_uri
+
+__all__ = ["VspProxy"]
+
+
+class VspProxy(Proxy):
+    role = "vsp"
+
+    def __init__(self, config: VspConfig, **kw: Any) -> None:
+        super().__init__(config, **kw)
+        self.cfg = config
+        self.record_route = config.record_route
+        self.registrar = Registrar((config.domain, config.fqdn), max_expires=config.max_expires)
+        self.dial_plan = DialPlan.for_country(config.country, config.dial_strings)
+        self.esrp = parse_uri(config.esrp)
+        self.emergency_calls = 0
+        self.lost: LostClient | None = None
+        if config.lost_url:
+            ctx = None
+            if config.lost_url.startswith("https:"):
+                ctx = client_context([Path(p) for p in config.lost_ca])
+            self.lost = LostClient(config.lost_url, ssl=ctx, timeout=2.0)
+
+    def _to_esrp(self, call: ProxyCall, reason: str) -> None:
+        target = Target(route=self.esrp, label=f"esrp {self.esrp}", reason=reason)
+        if self.forward(call, target) is None:
+            self._maybe_finish(call)
+
+    async def _route_by_lost(self, call: ProxyCall) -> None:
+        """`lost_url` set: ask LoST ourselves and route straight to the PSAP (RFC 6881 §8
+        lets the originating network do so); anything short of a SIP URI → the ESRP."""
+        assert self.lost is not None
+        where = extract_location(call.request)
+        reason = "emergency call"
+        uri: str | None = None
+        if isinstance(where, CallLocation):
+            try:
+                res = await self.lost.find_service(where.location, str(call.request.uri))
+                uri = pick_sip_uri(res.uris)
+                if uri is None:
+                    reason = "own LoST answer has no SIP URI"
+            except Ng911Error as exc:
+                reason = f"own LoST query failed: {exc}"
+        else:
+            reason = f"no location for own LoST query: {where.reason}"
+        t0 = time.thread_time()
+        try:
+            if call.cancelled or call.server.final:
+                self.reply(call, 487)
+                return
+            if uri is not None:
+                self.log("lost_route", call_id=call.call_id, psap=uri)
+                target = Target(route=parse_uri(uri), label=uri, reason="own LoST query")
+                if self.forward(call, target) is not None:
+                    return
+                reason = f"LoST's PSAP {uri} not routable"
+            self._to_esrp(call, reason)
+        finally:
+            self.cpu_seconds += time.thread_time() - t0
+
+    async def close(self) -> None:
+        if self.lost is not None:
+            await self.lost.close()
+        await super().close()
+
+    def on_request(self, ctx: ServerCtx) -> None:
+        req = ctx.request
+        if req.method == "REGISTER" and "Route" not in req.headers:
+            if not self.registrar.serves(req.uri) and not self.is_own(req.uri):
+                ctx.reply(403, "Not our domain")
+                return
+            answer_register(self, self.registrar, ctx)
+            return
+        super().on_request(ctx)
+
+    def route(self, call: ProxyCall) -> None:
+        req = call.request
+        service = classify(req.uri, self.dial_plan) if req.method == "INVITE" else None
+        if service is not None:
+            dialled = str(req.uri)
+            rw = rewrite_emergency(req, service, in_place=True)  # call.request is our copy
+            self.emergency_calls += 1
+            self.log(
+                "emergency_call",
+                call_id=call.call_id,
+                dialled=dialled,
+                service=service,
+                changes=list(rw.changes),
+                caller=str(req.from_addr.uri),
+            )
+            if self.lost is not None:
+                self.spawn(self._route_by_lost(call))
+                return
+            self._to_esrp(call, "emergency call")
+            return
+        uri = req.uri
+        if isinstance(uri, SipURI) and self.registrar.serves(uri):
+            bindings = self.registrar.lookup(uri, time.time())
+            if not bindings:
+                self.reply(call, 404 if uri.user else 403)
+                return
+            b = bindings[0]
+            target = Target(request_uri=b.contact, label=str(b.aor), reason="registered contact")
+            if self.forward(call, target) is None:
+                self._maybe_finish(call)
+            return
+        super().route(call)

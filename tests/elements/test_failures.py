@@ -1,0 +1,323 @@
+"""What must happen when things go wrong: PSAP down, LoST down, no answer, CANCEL, BYE,
+malformed input. Short timers keep every test to about a second."""
+
+import asyncio
+import dataclasses
+import socket
+
+import pytest
+
+from ng911.elements.chain import BOROUGHS, ChainOptions, build_chain
+from ng911.net.events import MessageEvent
+from ng911.sip.parse import parse_message
+
+MANHATTAN = BOROUGHS["manhattan"][1:]
+
+
+def seen(chain, call_id, method, direction="in"):
+    return {
+        e.element
+        for e in chain.events
+        if isinstance(e, MessageEvent)
+        and e.call_id == call_id
+        and e.direction == direction
+        and e.first_line.startswith(method + " ")
+    }
+
+
+@pytest.mark.parametrize("scenario", ["plain", "tcp"])
+async def test_psap_down_alternate_answers(scenario):
+    opt = ChainOptions(
+        scenario=scenario, down=("manhattan",), failover_timeout=0.5, caller_hangup=0.01
+    )
+    chain = await build_chain(opt)
+    try:
+        rec = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
+        assert rec.status == 200
+        assert chain.psap_of(rec) == "bronx"  # Manhattan's alternate
+        failover = chain.esrp.log.find("failover", call_id=rec.call_id)
+        assert failover and "bronx" in failover[0]["next"]
+    finally:
+        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        await chain.close()
+    assert not errors, errors
+
+
+async def test_psap_and_its_alternate_down_default_answers():
+    opt = ChainOptions(down=("manhattan", "bronx"), failover_timeout=0.4, caller_hangup=0.01)
+    chain = await build_chain(opt)
+    try:
+        rec = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
+        assert rec.status == 200
+        assert chain.psap_of(rec) == "default"
+        assert len(chain.esrp.log.find("failover", call_id=rec.call_id)) == 2
+    finally:
+        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        await chain.close()
+    assert not errors, errors
+
+
+async def test_lost_down_default_psap_answers():
+    chain = await build_chain(ChainOptions(lost_down=True, caller_hangup=0.01))
+    try:
+        rec = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
+        assert rec.status == 200
+        assert chain.psap_of(rec) == "default"
+        route = chain.esrp.log.find("route", call_id=rec.call_id)[0]
+        assert route["outcome"] == "LostUnreachable"
+        assert "LoST unreachable" in route["reason"]
+    finally:
+        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        await chain.close()
+    assert not errors, errors
+
+
+async def test_no_location_default_route_and_default_location():
+    chain = await build_chain(ChainOptions(caller_hangup=0.01))
+    try:
+        rec = await asyncio.wait_for(chain.place_call(*MANHATTAN, with_location=False), 10)
+        assert rec.status == 200
+        assert chain.psap_of(rec) == "default"
+        added = chain.esrp.log.find("default_location", call_id=rec.call_id)
+        assert added and added[0]["reason"] == "no Geolocation header"
+        ev = next(
+            e
+            for e in chain.events
+            if isinstance(e, MessageEvent)
+            and e.call_id == rec.call_id
+            and e.element == "psap-default"
+            and e.direction == "in"
+            and e.first_line.startswith("INVITE")
+        )
+        msg = parse_message(ev.data)
+        assert msg.headers.get("Geolocation") == f"<{added[0]['added']}>"
+        assert msg.headers.get("Content-Type").startswith("multipart/mixed")
+        entry = chain.psaps["default"].call_log[-1]
+        assert entry.location.startswith("Point 40.712800,-74.006000")
+    finally:
+        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        await chain.close()
+    assert not errors, errors
+
+
+async def test_call_taker_does_not_answer_reoffered_to_another():
+    chain = await build_chain(
+        ChainOptions(takers_per_psap=2, offer_timeout=0.5, caller_hangup=0.01)
+    )
+    try:
+        t1, t2 = chain.takers["manhattan"]
+        t1.cfg = dataclasses.replace(t1.cfg, answer_delay=-1)  # rings, never answers
+        rec = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
+        assert rec.status == 200
+        assert chain.taker_of(rec) is t2
+        psap = chain.psaps["manhattan"]
+        assert psap.log.find("reoffer", call_id=rec.call_id)
+        assert psap.call_log[-1].offers == [
+            "sip:taker1@manhattan.psap.example",
+            "sip:taker2@manhattan.psap.example",
+        ]
+        assert t1.cancelled == 1  # the first offer was CANCELled
+    finally:
+        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        await chain.close()
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("scenario", ["plain", "tls-all"])
+async def test_cancel_clears_every_hop(scenario):
+    chain = await build_chain(ChainOptions(scenario=scenario, answer_delay=-1))
+    try:
+        rec = await chain.place_call(*MANHATTAN, wait=False)
+        for _ in range(200):  # bounded: until the call taker rings
+            if rec.t_180 is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert rec.t_180 is not None
+        chain.caller.cancel(rec)
+        await asyncio.wait_for(rec.ended.wait(), 5)
+        assert rec.status == 487
+        assert seen(chain, rec.call_id, "CANCEL") == {
+            "vsp",
+            "esrp",
+            "psap-manhattan",
+            "taker-manhattan-1",
+        }
+        # every hop answered its INVITE with 487
+        finals = {
+            e.element
+            for e in chain.events
+            if isinstance(e, MessageEvent)
+            and e.call_id == rec.call_id
+            and e.direction == "in"
+            and e.first_line.startswith("SIP/2.0 487")
+        }
+        assert finals == {"caller", "vsp", "esrp", "psap-manhattan"}
+        assert chain.takers["manhattan"][0].cancelled == 1
+        assert not chain.psaps["manhattan"].active
+        assert chain.psaps["manhattan"].call_log[-1].outcome == "abandoned"
+    finally:
+        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        await chain.close()
+    assert not errors, errors
+
+
+async def test_bye_from_the_call_taker():
+    chain = await build_chain(ChainOptions(caller_hangup=0))
+    try:
+        for t in chain.takers["queens"]:
+            t.cfg = dataclasses.replace(t.cfg, hangup_after=0.02)
+        rec = await asyncio.wait_for(chain.place_call(*BOROUGHS["queens"][1:]), 10)
+        assert rec.status == 200
+        assert rec.ended_by == "remote"
+        assert seen(chain, rec.call_id, "BYE") >= {"psap-queens", "esrp", "vsp", "caller"}
+        assert chain.psaps["queens"].call_log[-1].outcome == "completed"
+    finally:
+        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        await chain.close()
+    assert not errors, errors
+
+
+def udp_exchange(port: int, data: bytes, timeout: float = 2.0) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.bind(("127.0.0.1", 0))
+        s.sendto(data, ("127.0.0.1", port))
+        while True:  # bounded by the socket timeout
+            reply, _ = s.recvfrom(65535)
+            if not reply.startswith(b"SIP/2.0 100"):
+                return reply
+
+
+def raw_request(
+    method: str,
+    *,
+    extra: str = "",
+    ruri: str = "sip:911@vsp.example",
+    from_: str = "<sip:bob@x.example>;tag=1",
+    mf: str = "70",
+) -> bytes:
+    return (
+        f"{method} {ruri} SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKraw1;rport\r\n"
+        f"Max-Forwards: {mf}\r\n"
+        f"From: {from_}\r\n"
+        f"To: <{ruri}>\r\n"
+        "Call-ID: raw-1@x\r\n"
+        f"CSeq: 1 {method}\r\n"
+        f"{extra}"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+async def test_malformed_and_odd_requests_get_answers_never_a_crash():
+    chain = await build_chain(ChainOptions(caller_hangup=0.01))
+    try:
+        loop = asyncio.get_running_loop()
+        vsp_port = chain.vsp.local("udp").port
+        esrp_port = chain.esrp.local("udp").port
+
+        async def ask(port, data):
+            reply = await loop.run_in_executor(None, udp_exchange, port, data)
+            return parse_message(reply)
+
+        # unparsable header line: the transport layer answers 400
+        bad = raw_request("INVITE").replace(b"Max-Forwards: 70\r\n", b"this is no header\r\n")
+        assert (await ask(vsp_port, bad)).status == 400
+        # parses, but From is garbage: the element answers 400
+        assert (await ask(vsp_port, raw_request("INVITE", from_="<<<nonsense"))).status == 400
+        # Max-Forwards not a number, CSeq method mismatch
+        assert (await ask(vsp_port, raw_request("INVITE", mf="abc"))).status == 400
+        mism = raw_request("INVITE").replace(b"CSeq: 1 INVITE", b"CSeq: 1 BYE")
+        assert (await ask(vsp_port, mism)).status == 400
+        # hops exhausted
+        assert (await ask(vsp_port, raw_request("INVITE", mf="0"))).status == 483
+        # OPTIONS to every proxy: 200 with Allow and Accept
+        for port in (vsp_port, esrp_port, chain.psaps["bronx"].local("udp").port):
+            resp = await ask(port, raw_request("OPTIONS", ruri="sip:127.0.0.1"))
+            assert resp.status == 200
+            assert "INVITE" in resp.headers.get_field("Allow")
+            assert "application/pidf+xml" in resp.headers.get_field("Accept")
+        # an ESRP asked for something that is not an emergency call
+        resp = await ask(esrp_port, raw_request("INVITE", ruri="urn:service:counseling"))
+        assert resp.status == 404
+        # after all that, the chain still works
+        rec = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
+        assert rec.status == 200
+        assert chain.vsp.log.find("bad_input") or chain.vsp.log.find("request_refused")
+    finally:
+        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        await chain.close()
+    assert not errors, errors
+
+
+async def test_garbled_pidf_routes_by_default(make_invite):
+    """The ESRP receives a garbled PIDF-LO: default route, call answered, reason logged."""
+    chain = await build_chain(ChainOptions(caller_hangup=0.01))
+    try:
+        caller = chain.caller
+        original = caller._pidf_of
+        caller._pidf_of = lambda lat, lon: b"<presence><unclosed>"
+        try:
+            rec = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
+        finally:
+            caller._pidf_of = original
+        assert rec.status == 200
+        assert chain.psap_of(rec) == "default"
+        why = chain.esrp.log.find("default_location", call_id=rec.call_id)[0]["reason"]
+        assert "garbled PIDF-LO" in why
+    finally:
+        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        await chain.close()
+    assert not errors, errors
+
+
+async def test_esrp_accepts_only_the_expected_tls_peer():
+    """RFC 5922 §7.3: the ESRP takes calls over TLS only from the VSP its config names."""
+    from ng911.elements.config import TlsProfile
+
+    chain = await build_chain(ChainOptions(scenario="tls-all", caller_hangup=0.01))
+    try:
+        esrp = chain.esrp
+        esrp.config = dataclasses.replace(
+            esrp.config, tls=TlsProfile(expected_peer="proxy.vsp.example, other.example")
+        )
+        rec = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
+        assert rec.status == 200
+        esrp.config = dataclasses.replace(esrp.config, tls=TlsProfile(expected_peer="vsp.other"))
+        rec = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
+        assert rec.status == 403
+        assert esrp.log.find("bad_input", status=403)
+    finally:
+        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        await chain.close()
+    assert not errors, errors
+
+
+async def test_all_takers_busy_and_queue_full_486_with_retry_after():
+    chain = await build_chain(ChainOptions(answer_delay=-1, queue_size=0, offer_timeout=5.0))
+    try:
+        first = await chain.place_call(*MANHATTAN, wait=False)
+        for _ in range(200):  # bounded: until the only call taker rings
+            if first.t_180 is not None:
+                break
+            await asyncio.sleep(0.01)
+        second = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
+        assert second.status == 486
+        resp = next(
+            parse_message(e.data)
+            for e in chain.events
+            if isinstance(e, MessageEvent)
+            and e.call_id == second.call_id
+            and e.element == "caller"
+            and e.first_line.startswith("SIP/2.0 486")
+        )
+        assert resp.headers.get("Retry-After") == "30"
+        chain.caller.cancel(first)
+        await asyncio.wait_for(first.ended.wait(), 5)
+        assert first.status == 487
+        outcomes = [c.outcome for c in chain.psaps["manhattan"].call_log]
+        assert outcomes == ["rejected 486", "abandoned"]
+    finally:
+        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        await chain.close()
+    assert not errors, errors
