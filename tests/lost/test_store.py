@@ -153,3 +153,58 @@ def test_geojson_without_polygons_is_refused(tmp_path: pytest.TempPathFactory) -
     p.write_text('{"type": "FeatureCollection", "features": []}')
     with pytest.raises(ValueError):
         load_geojson(p)
+
+
+def test_point_grid_agrees_with_testing_every_area() -> None:
+    """The embedded store's point grid answers exactly as the area-by-area test does.
+
+    Random points over the whole extent, every boundary vertex (on a line: the `intersects`
+    fall-back), points on and a hair off grid cell edges, and a service only some areas serve.
+    """
+    import random
+
+    from ng911.lost import embedded
+
+    store = EmbeddedStore.from_geojson()
+    rng = random.Random(5222)
+    x0, y0, inv, nx, ny = store._grid
+    size = 1.0 / inv
+    points = [(rng.uniform(-74.3, -73.65), rng.uniform(40.45, 40.95)) for _ in range(4000)]
+    for g in store._geoms:
+        for part in getattr(g, "geoms", [g]):
+            coords = list(part.exterior.coords)
+            points += [(float(x), float(y)) for x, y in coords[:: max(1, len(coords) // 300)]]
+    for _ in range(1000):
+        gx, gy = rng.randrange(nx + 1), rng.randrange(ny + 1)
+        for dx in (0.0, 1e-12, -1e-12):
+            points.append((x0 + gx * size + dx, y0 + rng.uniform(0, ny) * size))
+            points.append((x0 + rng.uniform(0, nx) * size, y0 + gy * size + dx))
+    inside_cells = 0
+    for lon, lat in points:
+        for service in (SOS, "urn:service:nowhere"):
+            assert store._lookup_point(lon, lat, service) == store._lookup_point_exact(
+                lon, lat, service
+            ), (lon, lat)
+    for cell in store._cells:
+        inside_cells += any(inside for _, inside in cell)
+    assert inside_cells > len([c for c in store._cells if c]) // 2
+    assert embedded.GRID >= 16
+
+
+def test_circle_grid_shortcut_agrees_with_the_polygon_test() -> None:
+    """A circle answered from the grid alone maps where the built polygon maps."""
+    import random
+
+    from ng911.lost.store import query_geometry
+
+    store = EmbeddedStore.from_geojson()
+    rng = random.Random(5491)
+    shortcut = 0
+    for _ in range(1500):
+        center = Point(rng.uniform(40.48, 40.93), rng.uniform(-74.27, -73.68))
+        circle = Circle(center, rng.choice([1.0, 5.0, 50.0, 300.0, 2_000.0, 10_000.0, 20_000.0]))
+        shortcut += store._circle_inside(circle) is not None
+        for service in (SOS, "urn:service:nowhere"):
+            exact = store.lookup_geometry(query_geometry(circle), service)
+            assert store.lookup(circle, service) == exact, circle
+    assert shortcut > 100

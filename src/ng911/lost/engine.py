@@ -114,6 +114,11 @@ class LostEngine:
         self._service_set = set(self._services)
         self._boundaries: dict[str, ServiceBoundary] = {}
         self._expires_cache: tuple[int, str] = (-1, "")
+        # The mappings of the current second by (area, service): every answer within one
+        # second carries the same expires, so the same Mapping value (not an answer cache:
+        # each request is still parsed, looked up and serialised).
+        self._mappings: dict[tuple[str, str], tuple[ServiceArea, Mapping]] = {}
+        self._mappings_sec = -1
 
     @property
     def source(self) -> str:
@@ -198,6 +203,23 @@ class LostEngine:
         return b
 
     def mapping_for(
+        self, area: ServiceArea, service: str, now: float, boundary: str | None
+    ) -> Mapping:
+        if boundary == "value":
+            return self._new_mapping(area, service, now, boundary)
+        sec = int(now)
+        if sec != self._mappings_sec:
+            self._mappings.clear()
+            self._mappings_sec = sec
+        key = (area.key, service)
+        cached = self._mappings.get(key)
+        if cached is not None and cached[0] is area:
+            return cached[1]
+        m = self._new_mapping(area, service, now, boundary)
+        self._mappings[key] = (area, m)
+        return m
+
+    def _new_mapping(
         self, area: ServiceArea, service: str, now: float, boundary: str | None
     ) -> Mapping:
         value = self.boundary_value(area.key) if boundary == "value" else None

@@ -274,8 +274,8 @@ def _bad(message: str) -> LostProtocolError:
     return LostProtocolError("badRequest", message)
 
 
-def _bool_attr(el: etree._Element, name: str, default: bool) -> bool:
-    v = el.get(name)
+def bool_value(v: str | None, name: str, default: bool) -> bool:
+    """An xsd:boolean attribute value (absent = `default`); shared with `fast_request`."""
     if v is None:
         return default
     v = v.strip()
@@ -290,7 +290,7 @@ def _text(el: etree._Element) -> str:
     return (el.text or "").strip()
 
 
-def _check_service(text: str) -> str:
+def check_service(text: str) -> str:
     """RFC 5031 service URNs (urn:service:…, and i3's urn:nena:/urn:emergency: forms)."""
     if not _URN_SERVICE.fullmatch(text) or len(text) > 256:
         raise _bad(f"service {text[:60]!r} is not a URN")
@@ -327,7 +327,7 @@ def _parse_path(el: etree._Element) -> tuple[str, ...]:
     return tuple(vias)
 
 
-def _check_range(shape: Shape) -> None:
+def check_range(shape: Shape) -> None:
     """RFC 5222 §13.1 locationInvalid: coordinates out of range, a radius that is no length."""
     center: Point | None = getattr(shape, "center", None)
     points: tuple[Point, ...]
@@ -369,7 +369,7 @@ def _parse_locations(el: etree._Element) -> tuple[LostLocation, ...]:
                 value = parse_shape(children[0])
             except LocationError as exc:
                 raise LostProtocolError(exc.lost_error, str(exc)) from exc
-            _check_range(value)
+            check_range(value)
         elif profile == PROFILE_CIVIC:
             civ = [c for c in children if etree.QName(c).localname == "civicAddress"]
             if len(civ) != 1:
@@ -420,7 +420,7 @@ def parse_request(data: bytes) -> LostRequest:
     name = tag[len(_LOST_PREFIX) :]
     as_of = _check_as_of(root)
     svc_el = root.find(_t("service"))
-    service = _check_service(_text(svc_el)) if svc_el is not None else None
+    service = check_service(_text(svc_el)) if svc_el is not None else None
     if name == "findService":
         sb = root.get("serviceBoundary")
         if sb is not None and sb.strip() not in ("value", "reference"):
@@ -431,9 +431,9 @@ def parse_request(data: bytes) -> LostRequest:
         return FindServiceRequest(
             locations=_parse_locations(root),
             service=service,
-            recursive=_bool_attr(root, "recursive", False),
+            recursive=bool_value(root.get("recursive"), "recursive", False),
             service_boundary=sb.strip() if sb is not None else None,
-            validate_location=_bool_attr(root, "validateLocation", False),
+            validate_location=bool_value(root.get("validateLocation"), "validateLocation", False),
             path=_parse_path(root),
             call_id=call_id,
             incident_id=incident_id,
@@ -445,7 +445,7 @@ def parse_request(data: bytes) -> LostRequest:
         return ListServicesByLocationRequest(
             locations=_parse_locations(root),
             service=service,
-            recursive=_bool_attr(root, "recursive", True),
+            recursive=bool_value(root.get("recursive"), "recursive", True),
             path=_parse_path(root),
         )
     if name == "getServiceBoundary":

@@ -1,0 +1,357 @@
+"""The common findService, read without building an lxml tree: the LoST server's hot path.
+
+Nearly every query an ECRF answers has one shape: a `<findService>` with one geodetic-2d
+`gml:Point` (or `gs:Circle`), a service URN, perhaps a `<path>` and NENA i3's
+`<emergencyCallIncidentId>`. Building an lxml tree for it, and a Python proxy per element,
+costs several times more than the lookup itself. `parse_fast` matches that shape with one
+compiled regular expression over the whole document (children in the order clients send
+them), then checks names, namespaces and values in Python: about half the full path's cost.
+
+It is an accelerator, never a second parser with its own opinions: it accepts only a strict
+subset of well-formed XML (ASCII, no `&` at all so no entity or character reference, no `<!`
+so no DOCTYPE, comment or CDATA, no processing instruction but the XML declaration, no
+carriage return, no tab or newline inside attribute values, no prefixed attribute but
+namespace declarations, no namespace name but the five a findService uses, no reserved
+prefix, no duplicate attribute, one root, matching end tags, whitespace-only text between
+elements) and only the elements and attributes it fully understands. For anything else
+(`<!DOCTYPE`, an unknown child, a civic location, a 3D point, a coordinate out of range, ...)
+it returns None and `parse_request_fast` takes the full, hardened path (`parse_request` on
+`ng911.location.xml.parse_xml`), which gives the answer or the error. When it does answer,
+the value is exactly what the full path gives (a differential test over the request corpus,
+hypothesis-generated requests and byte-level mutations asserts equality), and it uses the
+full path's own checks for what it validates (`check_service`, `check_range`, `bool_value`)
+so the two cannot drift apart. Not a cache: every request is read in full.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Final
+
+from ng911.location.errors import LocationError
+from ng911.location.geodetic import Circle, Point, Shape
+from ng911.location.ns import CA, CRS_2D, GML, GS, UOM_METRE
+from ng911.lost.errors import LostProtocolError
+from ng911.lost.protocol import (
+    MAX_PATH,
+    NS_IDS,
+    NS_LOST,
+    PROFILE_GEODETIC,
+    FindServiceRequest,
+    LostLocation,
+    LostRequest,
+    bool_value,
+    check_range,
+    check_service,
+    parse_request,
+)
+
+# Namespace names a declaration may bind here. libxml2 checks a namespace name is a valid
+# URI (a stray space fails the document); rather than repeat its rules, only the names of
+# the formats a findService carries are read here, anything else goes to the full path.
+_KNOWN_NS: Final = frozenset({NS_LOST, NS_IDS, GML, GS, CA})
+
+#: Larger documents go to the full parser: the fast path is for the < 2 KB common query.
+FAST_MAX: Final = 8192
+
+# A name with any colons: `_tag` and `_attrs` refuse all but "prefix:local" (fewer
+# alternatives for the regex engine to try than a pattern with an optional prefix).
+_QNAME = r"[A-Za-z_][A-Za-z0-9_.:-]*"
+_S = r"[ \t\n]*"
+_EQ = _S + r"=" + _S
+# An attribute value: no "<" (not well-formed), no tab or newline (XML normalises those to
+# spaces, XML 1.0 §3.3.3; rather than do the same, leave such documents to lxml).
+_ATTRS = r"(?:[ \t\n]+" + _QNAME + _EQ + r"(?:\"[^\"<\t\n]*\"|'[^'<\t\n]*'))*"
+# XML 1.0 §2.8: version 1.0, encoding (if any) UTF-8, nothing else (standalone -> full path).
+_PROLOG = (
+    r"<\?xml[ \t\n]+version" + _EQ + r"(?:\"1\.0\"|'1\.0')"
+    r"(?:[ \t\n]+encoding" + _EQ + r"(?:\"[Uu][Tt][Ff]-8\"|'[Uu][Tt][Ff]-8'))?" + _S + r"\?>"
+)
+
+
+def _start(name: str, attrs: str | None = None) -> str:
+    a = r"(?P<" + attrs + r">" + _ATTRS + r")" if attrs else ""
+    return r"<(?P<" + name + r">" + _QNAME + r")" + a + _S + r">" + _S
+
+
+def _end(name: str) -> str:
+    return r"</(?P=" + name + r")" + _S + r">" + _S
+
+
+# The whole common document, children in the order clients send them (ours, and the NENA
+# i3 examples): location (one Point or Circle), service, optional path, optional i3 ids.
+# End tags must repeat their start tag exactly (the backreferences).
+_DOC = re.compile(
+    r"(?:"
+    + _PROLOG
+    + r")?"
+    + _S
+    + _start("root", "rattrs")
+    + _start("loc", "lattrs")
+    + _start("shape", "sattrs")
+    + r"<(?P<pos>"
+    + _QNAME
+    + r")"
+    + _S
+    + r">(?P<ptext>[^<]*)"
+    + _end("pos")
+    + r"(?:<(?P<rad>"
+    + _QNAME
+    + r")(?P<radattrs>"
+    + _ATTRS
+    + r")"
+    + _S
+    + r">(?P<radtext>[^<]*)"
+    + _end("rad")
+    + r")?"
+    + _end("shape")
+    + _end("loc")
+    + r"<(?P<svc>"
+    + _QNAME
+    + r")"
+    + _S
+    + r">(?P<stext>[^<]*)"
+    + _end("svc")
+    + r"(?:"
+    + _start("path")
+    + r"(?P<vias>(?:<"
+    + _QNAME
+    + _ATTRS
+    + _S
+    + r"/>"
+    + _S
+    + r")*)"
+    + _end("path")
+    + r")?"
+    + r"(?:<(?P<ids>"
+    + _QNAME
+    + r")(?P<iattrs>"
+    + _ATTRS
+    + r")"
+    + _S
+    + r"/>"
+    + _S
+    + r")?"
+    + _end("root")
+)
+_NCNAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")  # XML Namespaces §3, ASCII only
+_ATTR = re.compile(r"([A-Za-z_][A-Za-z0-9_.:-]*)[ \t\n]*=[ \t\n]*(?:\"([^\"]*)\"|'([^']*)')")
+_VIA = re.compile(r"<(" + _QNAME + r")(" + _ATTRS + r")" + _S + r"/>")
+# Bytes the subset allows: printable ASCII but "&" (so no entity or character reference),
+# tab and newline. Deleting them leaves nothing from a document in the subset.
+_ALLOWED = bytes([9, 10, *range(0x20, 0x26), *range(0x27, 0x7F)])
+
+# srsName values taken as EPSG 4326 here; any other spelling goes to the full path's regex.
+_CRS_2D_NAMES: Final = frozenset(
+    {
+        CRS_2D,
+        "urn:ogc:def:crs:EPSG:6.6:4326",
+        "EPSG:4326",
+        "http://www.opengis.net/def/crs/EPSG/0/4326",
+        "http://www.opengis.net/gml/srs/epsg.xml#4326",
+    }
+)
+_ROOT_ATTRS = frozenset({"recursive", "serviceBoundary", "validateLocation"})
+_LOCATION_ATTRS = frozenset({"id", "profile"})
+_SHAPE_ATTRS = frozenset({"srsName"})
+_RADIUS_ATTRS = frozenset({"uom"})
+_IDS_ATTRS = frozenset({"callId", "incidentTrackingId"})
+_VIA_ATTRS = frozenset({"source"})
+
+
+_T_FIND = (NS_LOST, "findService")
+_T_LOCATION = (NS_LOST, "location")
+_T_SERVICE = (NS_LOST, "service")
+_T_PATH = (NS_LOST, "path")
+_T_VIA = (NS_LOST, "via")
+_T_IDS = (NS_IDS, "emergencyCallIncidentId")
+_T_POINT = (GML, "Point")
+_T_POS = (GML, "pos")
+_T_CIRCLE = (GS, "Circle")
+_T_RADIUS = (GS, "radius")
+
+
+class _Unsure(Exception):
+    """Not the common shape (or not certainly well-formed): let the full parser decide."""
+
+
+def _attrs(
+    text: str | None, allowed: frozenset[str], ns: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Unprefixed attributes (only `allowed` ones); namespace declarations only with `ns`.
+
+    `text` already matched the attribute syntax (`_ATTRS`), so with double quotes only it
+    splits at the quotes: `name="value"` pairs, cheaper than a second regex pass.
+    """
+    if not text:
+        return {}
+    pairs: list[tuple[str, str]]
+    if "'" in text:
+        pairs = [(n, v1 or v2) for n, v1, v2 in _ATTR.findall(text)]
+    else:
+        parts = text.split('"')
+        pairs = [
+            (n.strip()[:-1].rstrip(), v) for n, v in zip(parts[:-1:2], parts[1::2], strict=True)
+        ]
+    out = dict(pairs)
+    if len(out) != len(pairs):  # a duplicate attribute (or namespace declaration)
+        raise _Unsure
+    if out.keys() <= allowed:
+        return out
+    declared: dict[str, str] = {}
+    for name, value in pairs:
+        if name in allowed:
+            continue
+        if (name != "xmlns" and name[:6] != "xmlns:") or ns is None:
+            raise _Unsure  # unknown, prefixed (xml:lang, gml:id), or a declaration misplaced
+        prefix = name[6:]
+        if (
+            (name != "xmlns" and _NCNAME.fullmatch(prefix) is None)  # "xmlns:" is no prefix
+            or prefix[:3].lower() == "xml"
+            or value not in _KNOWN_NS
+        ):
+            raise _Unsure
+        declared[prefix] = value
+        del out[name]
+    if ns is not None:
+        ns.update(declared)
+    return out
+
+
+def _tag(raw: str, ns: dict[str, str]) -> tuple[str, str]:
+    prefix, _, local = raw.rpartition(":")
+    uri = ns.get(prefix)
+    if not uri or _NCNAME.fullmatch(local) is None:  # unbound, no default ns, or a bad name
+        raise _Unsure
+    return uri, local
+
+
+def _numbers(text: str) -> list[float]:
+    """`ng911.location.gml._numbers` without its error messages (an error is `_Unsure`)."""
+    values = [float(tok) for tok in text.replace(",", " ").split()]
+    for v in values:
+        if not math.isfinite(v):
+            raise _Unsure
+    return values
+
+
+def _shape(
+    shape_tag: str,
+    shape_attrs: str | None,
+    pos_tag: str,
+    pos_text: str,
+    rad_tag: str | None,
+    rad_attrs: str | None,
+    rad_text: str | None,
+    ns: dict[str, str],
+) -> Shape:
+    srs = _attrs(shape_attrs, _SHAPE_ATTRS).get("srsName")
+    if srs is not None and srs.strip() not in _CRS_2D_NAMES:
+        raise _Unsure
+    if _tag(pos_tag, ns) != _T_POS:
+        raise _Unsure
+    values = _numbers(pos_text)
+    if len(values) != 2:  # 3 numbers: a 3D point (full path); anything else: an error
+        raise _Unsure
+    center = Point(values[0], values[1])
+    tag = _tag(shape_tag, ns)
+    if tag == _T_POINT and rad_tag is None:
+        return center
+    if tag == _T_CIRCLE and rad_tag is not None and _tag(rad_tag, ns) == _T_RADIUS:
+        uom = _attrs(rad_attrs, _RADIUS_ATTRS).get("uom")
+        if uom is not None and uom.strip() != UOM_METRE:
+            raise _Unsure
+        radius = _numbers(rad_text or "")
+        if len(radius) != 1:
+            raise _Unsure
+        return Circle(center, radius[0])
+    raise _Unsure
+
+
+def parse_fast(data: bytes) -> FindServiceRequest | None:
+    """The `FindServiceRequest` in `data` if it has the common shape, else None."""
+    if len(data) > FAST_MAX or data.translate(None, _ALLOWED) or b"]]>" in data:
+        return None
+    m = _DOC.fullmatch(data.decode("ascii"))  # ASCII: the translate above left nothing
+    if m is None:
+        return None
+    (
+        root_tag,
+        root_attrs,
+        loc_tag,
+        loc_attrs,
+        shape_tag,
+        shape_attrs,
+        pos_tag,
+        pos_text,
+        rad_tag,
+        rad_attrs,
+        rad_text,
+        svc_tag,
+        svc_text,
+        path_tag,
+        vias_text,
+        ids_tag,
+        ids_attrs,
+    ) = m.groups()
+    try:
+        ns: dict[str, str] = {}
+        root = _attrs(root_attrs, _ROOT_ATTRS, ns)
+        if _tag(root_tag, ns) != _T_FIND or _tag(loc_tag, ns) != _T_LOCATION:
+            return None
+        loc = _attrs(loc_attrs, _LOCATION_ATTRS)
+        loc_id = loc.get("id", "").strip()
+        profile = loc.get("profile", "").strip()
+        if not loc_id or profile != PROFILE_GEODETIC:
+            return None
+        shape = _shape(shape_tag, shape_attrs, pos_tag, pos_text, rad_tag, rad_attrs, rad_text, ns)
+        check_range(shape)
+        if _tag(svc_tag, ns) != _T_SERVICE:
+            return None
+        service = check_service(svc_text.strip())
+        path: tuple[str, ...] = ()
+        if path_tag is not None:
+            if _tag(path_tag, ns) != _T_PATH:
+                return None
+            vias = []
+            for raw, attr_text in _VIA.findall(vias_text):
+                source = _attrs(attr_text, _VIA_ATTRS).get("source")
+                if _tag(raw, ns) != _T_VIA or not source:
+                    return None
+                vias.append(source.strip())
+            if len(vias) > MAX_PATH:
+                return None
+            path = tuple(vias)
+        call_id = incident_id = None
+        if ids_tag is not None:
+            ids_ns = dict(ns)
+            ids = _attrs(ids_attrs, _IDS_ATTRS, ids_ns)
+            if _tag(ids_tag, ids_ns) != _T_IDS:
+                return None
+            call_id = ids.get("callId")
+            incident_id = ids.get("incidentTrackingId")
+            if len(call_id or "") > 256 or len(incident_id or "") > 256:
+                return None
+        sb = root.get("serviceBoundary")
+        if sb is not None:
+            sb = sb.strip()
+            if sb not in ("value", "reference"):
+                return None
+        return FindServiceRequest(
+            (LostLocation(loc_id, profile, shape),),
+            service,
+            bool_value(root.get("recursive"), "recursive", False),
+            sb,
+            bool_value(root.get("validateLocation"), "validateLocation", False),
+            path,
+            call_id,
+            incident_id,
+        )
+    except (_Unsure, ValueError, LocationError, LostProtocolError):
+        return None
+
+
+def parse_request_fast(data: bytes) -> LostRequest:
+    """`parse_request`, with the common findService read by `parse_fast` (same result)."""
+    return parse_fast(data) or parse_request(data)
