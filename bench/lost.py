@@ -225,6 +225,13 @@ def measure(
         res["half_load_rate"] = res["rate"] / 2
         res["p50_ms"] = pct(lat, 0.50) * 1e3
         res["p99_ms"] = pct(lat, 0.99) * 1e3
+        # The latency goal is stated at half of the 2,000/s target, not of the
+        # measured maximum: measure there too (capped by what the server reached).
+        target = min(args.target_rate / 2, res["rate"] / 2)
+        lat_t = asyncio.run(paced(port, reqs, target, min(args.duration, 2.0)))
+        res["target_load_rate"] = target
+        res["p50_ms_at_target"] = pct(lat_t, 0.50) * 1e3
+        res["p99_ms_at_target"] = pct(lat_t, 0.99) * 1e3
         return res
     finally:
         proc.kill()
@@ -383,6 +390,12 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--conns", type=int, default=4)
     ap.add_argument("--no-postgis", action="store_true")
+    ap.add_argument(
+        "--target-rate",
+        type=float,
+        default=2000.0,
+        help="the goal rate; p50/p99 are also measured at half of it (default 2000)",
+    )
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     ap.add_argument("--port-file", help=argparse.SUPPRESS)
     ap.add_argument("--dsn", help=argparse.SUPPRESS)
@@ -453,14 +466,14 @@ def main() -> int:
     print(f"\nLoST findService over HTTP, server pinned to one core, {args.conns} keep-alive conns")
     print(
         f"{'workload':36} {'req/s':>7} {'x floor':>7} {'srv CPU µs':>10} {'1/CPU':>7}"
-        f" {'x floor CPU':>11} {'p50 ms':>7} {'p99 ms':>7}"
+        f" {'x floor CPU':>11} {'p50 ms':>7} {'p99 ms':>7} {'p99@goal/2':>10}"
     )
     for name, r in rows:
         cpu = r["server_cpu_us_per_req"]
         print(
             f"{name:36} {r['rate']:7.0f} {r['x_floor']:7.2f} {cpu:10.0f}"
             f" {r['capacity_per_core']:7.0f} {r['x_floor_cpu']:11.2f}"
-            f" {r['p50_ms']:7.2f} {r['p99_ms']:7.2f}"
+            f" {r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {r['p99_ms_at_target']:10.2f}"
         )
     print("\nin-process split (µs per request): parse (fast path) | engine+store | build")
     for key in [k for k in results if k.startswith("split_")]:
