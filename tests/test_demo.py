@@ -1,4 +1,7 @@
-"""`ng911 demo` (src/ng911/demo.py): the parsed emergency INVITE, readable."""
+"""`ng911 demo --invite` (src/ng911/demo.py): the parsed emergency INVITE, readable.
+
+(`ng911 demo` itself runs the testbed: tests/test_cli.py.)
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from ng911.cli import main
 
 
 def test_demo_prints_the_call_and_its_location(capsys):
-    assert main(["demo"]) == 0
+    assert main(["demo", "--invite"]) == 0
     out = capsys.readouterr().out
     assert "INVITE urn:service:sos SIP/2.0" in out
     assert "emergency service URN: True" in out

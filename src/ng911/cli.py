@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ng911.demo",
     "ng911.pki.commands",
     "ng911.lost.commands",
+    "ng911.testbed.commands",
     "ng911.elements.commands",
 )
 

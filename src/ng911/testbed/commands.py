@@ -1,0 +1,185 @@
+"""`ng911 testbed ...`: run the scenarios, redraw a report, list scenarios, check a topology."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ng911.errors import Ng911Error
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "testbed",
+        help="measure what TLS costs on each hop: scenarios, set-up delay, ladders, captures",
+        description=(
+            "Run the call chain (caller, VSP proxy, ESRP + LoST, PSAP server, call taker) in "
+            "one process under each scenario's per-hop transports, place calls, and write "
+            "report.html, results.json, per-hop message logs, per-hop pcaps and a TLS key log."
+        ),
+    )
+    tsub = p.add_subparsers(dest="testbed_command", metavar="ACTION")
+
+    r = tsub.add_parser("run", help="run scenarios and write a run directory")
+    r.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="scenario to run (repeatable; default: all). `ng911 testbed scenarios` lists them",
+    )
+    r.add_argument("--calls", type=int, default=50, help="calls per scenario (default 50)")
+    r.add_argument(
+        "--rate",
+        type=float,
+        default=20.0,
+        help="warm calls placed per second, over all scenarios (default 20)",
+    )
+    r.add_argument(
+        "--sequential",
+        action="store_true",
+        help="run the scenarios one after the other (default: all chains up at once, "
+        "warm calls round-robin, so background load drifts hit every scenario alike)",
+    )
+    r.add_argument("--out", type=Path, help="run directory (default runs/<UTC timestamp>)")
+    r.add_argument("--topology", type=Path, help="topology TOML (default: packaged NYC)")
+    r.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="do not add the plain scenario when it is not selected",
+    )
+    r.add_argument(
+        "--lost-cache",
+        action="store_true",
+        help="let the ESRP cache LoST answers (RFC 5222 expires); default: query every call",
+    )
+    r.add_argument(
+        "--hangup", type=float, default=0.05, help="seconds the caller stays after the 200"
+    )
+    r.add_argument("--t1", type=float, default=0.5, help="SIP timer T1 in seconds (UDP)")
+    r.add_argument(
+        "--impair",
+        action="append",
+        default=[],
+        metavar="HOP:SPEC",
+        help="delay/jitter/loss on a hop through user-space relays, e.g. "
+        "hop2:delay=20,jitter=2,loss=1 (ms, ms, %%; repeatable)",
+    )
+    r.add_argument(
+        "--reconnect-after",
+        type=float,
+        metavar="SECONDS",
+        help="the caller closes its idle connection to the VSP after this long, so later "
+        "calls reconnect and resume the TLS session on hop 1 (default: keep it open); keep "
+        "it above any silence within a call (set-up time, --hangup) and below the gap "
+        "between calls",
+    )
+    r.add_argument("--element-logs", action="store_true", help="a JSON log per element")
+    r.add_argument("--no-captures", action="store_true", help="skip writing pcaps")
+    r.add_argument("--quiet", action="store_true", help="no progress or tables")
+    r.set_defaults(func=_run)
+
+    rep = tsub.add_parser("report", help="redraw report.html from a results.json")
+    rep.add_argument("results", type=Path)
+    rep.add_argument("--out", type=Path, help="HTML file (default: beside results.json)")
+    rep.set_defaults(func=_report)
+
+    ls = tsub.add_parser("scenarios", help="list the scenarios and their transports")
+    ls.set_defaults(func=_scenarios)
+
+    topo = tsub.add_parser("topology", help="validate a topology and show its hosts")
+    topo.add_argument("--topology", type=Path, help="topology TOML (default: packaged NYC)")
+    topo.add_argument("--scenario", help="apply this scenario's transports")
+    topo.set_defaults(func=_topology)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ng911.testbed.impair import parse_impairment
+    from ng911.testbed.launcher import ChainOptions
+    from ng911.testbed.run import RunConfig, run
+
+    if args.calls < 1 or args.rate <= 0:
+        print("ng911 testbed: --calls must be ≥ 1 and --rate > 0", file=sys.stderr)
+        return 2
+    try:
+        impairments = tuple(parse_impairment(x) for x in args.impair)
+    except Ng911Error as exc:
+        print(f"ng911 testbed: {exc}", file=sys.stderr)
+        return 2
+    cfg = RunConfig(
+        scenarios=list(args.scenario),
+        calls=args.calls,
+        rate=args.rate,
+        out=args.out,
+        topology=args.topology,
+        baseline=not args.no_baseline,
+        chain=ChainOptions(
+            t1=args.t1,
+            hangup_after=args.hangup,
+            lost_cache=args.lost_cache,
+            element_logs=Path("elements") if args.element_logs else None,
+            impairments=impairments,
+            reconnect_after=args.reconnect_after,
+        ),
+        progress=None if args.quiet else sys.stdout,
+        interleave=not args.sequential,
+        captures=not args.no_captures,
+    )
+    try:
+        result = run(cfg)
+    except Ng911Error as exc:
+        print(f"ng911 testbed: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # the chains were closed on the way out
+        print("\nng911 testbed: interrupted; no report written", file=sys.stderr)
+        return 130
+    print(f"\nreport: {result.report}")
+    if result.failed:
+        print(f"{result.failed} calls failed: see results.json", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ng911.testbed.report import load_results, write_report
+
+    try:
+        results = load_results(args.results)
+    except (OSError, ValueError) as exc:
+        print(f"ng911 testbed report: cannot read {args.results}: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or args.results.with_name("report.html")
+    write_report(results, out)
+    print(out)
+    return 0
+
+
+def _scenarios(args: argparse.Namespace) -> int:
+    from ng911.testbed.run import describe, scenario_names
+
+    for name in scenario_names():
+        print(describe(name))
+    return 0
+
+
+def _topology(args: argparse.Namespace) -> int:
+    from ng911.testbed.scenarios import get_scenario
+    from ng911.testbed.topology import load_topology
+
+    try:
+        scenario = get_scenario(args.scenario) if args.scenario else None
+        topo = load_topology(args.topology, scenario)
+    except Ng911Error as exc:
+        print(f"ng911 testbed topology: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"topology {topo.name} ({topo.source}): transports {','.join(topo.transports)}, "
+        f"LoST {topo.lost}{' mutual' if topo.lost_mutual else ''}"
+    )
+    for h in topo.hosts:
+        extra = h.borough or (f"psap={h.psap}" if h.psap else "") or (h.aor or "")
+        print(f"  {h.name:<22} {h.role:<10} {h.domain:<40} {extra}")
+    return 0

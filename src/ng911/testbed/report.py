@@ -1,0 +1,647 @@
+"""The testbed's outputs: `results.json`, a self-contained `report.html`, terminal tables.
+
+`report.html` has no script and no external file: tables, and inline SVG for the CDF of the
+Session Request Delay, the stacked bar of where that delay goes, and one ladder diagram per
+scenario in the manner of the source paper's Figure 2 (each hop's arrows green when the hop
+is encrypted, red when it is plaintext). Everything is rendered from the results dict alone,
+so `ng911 testbed report results.json` can redraw a report from an old run.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ng911.testbed.measure import SEGMENTS
+from ng911.testbed.scenarios import HOP_LABELS, HOPS
+from ng911.testbed.stats import METRICS, PERCENTILE_METHOD, percentile
+
+GREEN = "#1a7f37"
+RED = "#cf222e"
+GREY = "#6e7781"
+PALETTE = ("#0969da", "#bf3989", "#1a7f37", "#bc4c00", "#8250df", "#116329", "#cf222e")
+SEGMENT_COLOURS: dict[str, str] = {
+    "hop1": "#54aeff",
+    "vsp": "#8c959f",
+    "hop2": "#0969da",
+    "esrp": "#6e7781",
+    "lost": "#bf8700",
+    "hop3": "#0550ae",
+    "psap": "#57606a",
+    "hop4": "#033d8b",
+    "calltaker": "#424a53",
+    "handshake": "#cf222e",
+    "other": "#d0d7de",
+}
+COLUMN_TITLES: dict[str, str] = {
+    "caller": "caller",
+    "vsp": "VSP proxy",
+    "esrp": "ESRP",
+    "lost": "LoST (ECRF)",
+    "psap": "PSAP server",
+    "calltaker": "call taker",
+}
+LADDER_COLUMNS: tuple[str, ...] = tuple(COLUMN_TITLES)
+KIND_ORDER: tuple[str, ...] = (
+    "INVITE",
+    "INVITE+LoST",
+    "100 INVITE",
+    "180 INVITE",
+    "200 INVITE",
+    "ACK",
+    "BYE",
+    "200 BYE",
+)
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _ms(v: float | None, digits: int = 3) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{v:+.1f}%"
+
+
+def _delta(v: float | None) -> str:
+    return "—" if v is None else f"{v:+.3f}"
+
+
+# ------------------------------------------------------------------------------ JSON
+
+
+def write_results(results: Mapping[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return path
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+    return data
+
+
+# ------------------------------------------------------------------------------ terminal
+
+
+def _get(d: Mapping[str, Any] | None, *keys: str) -> Any:
+    cur: Any = d
+    for k in keys:
+        if not isinstance(cur, Mapping):
+            return None
+        cur = cur.get(k)
+    return cur
+
+
+def _delta_ci(d: Mapping[str, Any]) -> str:
+    ci = d.get("ci95_ms")
+    return _delta(d.get("ms")) + (f" ±{ci:.3f}" if ci is not None else "")
+
+
+def _handshake_cell(res: Mapping[str, Any]) -> str:
+    hs = res.get("handshakes") or {}
+    full = sum(int(v.get("full", 0)) for v in hs.values())
+    resumed = sum(int(v.get("resumed", 0)) for v in hs.values())
+    return f"{full}/{resumed}" if hs else "—"
+
+
+def format_table(results: Mapping[str, Any], group: str = "warm") -> str:
+    """One line per scenario: SRD and INVITE→200 percentiles, difference from plain, failures."""
+    header = (
+        f"{'scenario':<13} {'hops':<16} {'calls':>5} {'fail':>4} "
+        f"{'SRD mean':>9} {'p50':>8} {'p95':>8} {'p99':>8} {'Δmean ±95%':>16} {'Δ%':>7} "
+        f"{'→200 mean':>9} {'p95':>8} {'TLS f/r':>8}"
+    )
+    lines = [
+        f"Session Request Delay (RFC 6076 §4.2, INVITE→180) and INVITE→200, ms, {group} calls",
+        header,
+        "-" * len(header),
+    ]
+    for name, res in results.get("scenarios", {}).items():
+        srd = _get(res, group, "srd") or {}
+        ans = _get(res, group, "invite_to_200") or {}
+        d = _get(res, "diff", group, "srd", "mean") or {}
+        hops = ",".join(res.get("transports", {}).get(h, "?") for h in HOPS)
+        lines.append(
+            f"{name:<13} {hops:<16} {res.get('calls', 0):>5} {res.get('failed', 0):>4} "
+            f"{_ms(srd.get('mean')):>9} {_ms(srd.get('p50')):>8} {_ms(srd.get('p95')):>8} "
+            f"{_ms(srd.get('p99')):>8} {_delta_ci(d):>16} {_pct(d.get('pct')):>7} "
+            f"{_ms(ans.get('mean')):>9} {_ms(ans.get('p95')):>8} {_handshake_cell(res):>8}"
+        )
+    cold = [
+        (name, _get(res, "cold", "srd", "mean"), _get(res, "cold", "invite_to_200", "mean"))
+        for name, res in results.get("scenarios", {}).items()
+    ]
+    if any(c[1] is not None for c in cold):
+        lines.append(
+            "cold (each PSAP's first call, new connections), mean: "
+            + "; ".join(f"{n} SRD {_ms(s)} / →200 {_ms(a)}" for n, s, a in cold)
+        )
+    return "\n".join(lines)
+
+
+def format_scenario(res: Mapping[str, Any]) -> str:
+    """A short block for one scenario, printed as soon as it finishes."""
+    warm = res.get("warm", {})
+    srd, ans = warm.get("srd") or {}, warm.get("invite_to_200") or {}
+    lines = [
+        f"{res['name']} ({res.get('summary', '')}): {res.get('calls', 0)} calls, "
+        f"{res.get('failed', 0)} failed",
+        f"  SRD ms       mean {_ms(srd.get('mean'))}  p50 {_ms(srd.get('p50'))}  "
+        f"p95 {_ms(srd.get('p95'))}  p99 {_ms(srd.get('p99'))}",
+        f"  INVITE→200   mean {_ms(ans.get('mean'))}  p50 {_ms(ans.get('p50'))}  "
+        f"p95 {_ms(ans.get('p95'))}  p99 {_ms(ans.get('p99'))}",
+    ]
+    cold = _get(res, "cold", "srd", "mean")
+    if cold is not None:
+        lines.append(
+            f"  cold calls   SRD mean {_ms(cold)}  INVITE→200 "
+            f"{_ms(_get(res, 'cold', 'invite_to_200', 'mean'))}"
+        )
+    for hop in HOPS:
+        b = _get(res, "bytes", hop)
+        if not b:
+            continue
+        hs = _get(res, "handshakes", hop)
+        tls = ""
+        if hs:
+            tls = (
+                f"  TLS full {hs['full']} ({_ms(hs.get('full_mean_ms'))} ms) "
+                f"resumed {hs['resumed']} ({_ms(hs.get('resumed_mean_ms'))} ms)"
+            )
+        lines.append(
+            f"  {hop} {res['transports'].get(hop, '?'):<4} {b['messages']:>5} msgs, "
+            f"SIP {b['sip_mean']:.0f} B / wire {b['wire_mean']:.0f} B per message{tls}"
+        )
+    lost = res.get("lost")
+    if lost:
+        lines.append(f"  LoST query   mean {_ms(lost['mean'])}  p95 {_ms(lost['p95'])} ms")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ SVG
+
+
+def _svg(width: int, height: int, body: Iterable[str], label: str) -> str:
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(label)}" '
+        f'font-family="system-ui, sans-serif" font-size="12">' + "".join(body) + "</svg>"
+    )
+
+
+def _nice_max(v: float) -> float:
+    if v <= 0:
+        return 1.0
+    exp = 10.0 ** math.floor(math.log10(v))
+    for m in (1, 2, 2.5, 5, 10):
+        if v <= m * exp:
+            return m * exp
+    return 10 * exp
+
+
+def cdf_svg(series: Mapping[str, Sequence[float]], *, title: str = "SRD (ms)") -> str:
+    """Empirical CDF of each scenario's delays (step lines), with a legend."""
+    w, h, ml, mr, mt, mb = 760, 340, 56, 170, 16, 44
+    pw, ph = w - ml - mr, h - mt - mb
+    values = [v for s in series.values() for v in s]
+    # the x axis spans the bulk of every curve: from below the fastest call to past the
+    # slowest p95 (a handful of outliers would otherwise flatten every curve to a wall);
+    # calls beyond the right edge are drawn at it
+    p95s = [percentile(list(s), 95) for s in series.values() if s]
+    hi = max(p95s) * 1.25 if p95s else 1.0
+    lo = min(values) if values else 0.0
+    step = _nice_max((hi - (lo if lo > 0.4 * hi else 0.0)) / 5)
+    xmin = math.floor(lo / step) * step if lo > 0.4 * hi else 0.0
+    xmax = xmin + 5 * step
+    while xmax < hi:
+        xmax += step
+    ticks = round((xmax - xmin) / step)
+    body = [f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="#fff" stroke="#d0d7de"/>']
+    for i in range(ticks + 1):
+        x = ml + pw * i / ticks
+        body.append(f'<line x1="{x:.1f}" y1="{mt}" x2="{x:.1f}" y2="{mt + ph}" stroke="#eaeef2"/>')
+        body.append(
+            f'<text x="{x:.1f}" y="{mt + ph + 16}" text-anchor="middle">{xmin + step * i:g}</text>'
+        )
+    for i in range(5):
+        y = mt + ph - ph * i / 4
+        body.append(f'<line x1="{ml}" y1="{y:.1f}" x2="{ml + pw}" y2="{y:.1f}" stroke="#eaeef2"/>')
+        body.append(f'<text x="{ml - 6}" y="{y + 4:.1f}" text-anchor="end">{i / 4:.2f}</text>')
+    body.append(
+        f'<text x="{ml + pw / 2}" y="{h - 6}" text-anchor="middle">{_e(title)}</text>'
+        f'<text x="14" y="{mt + ph / 2}" text-anchor="middle" '
+        f'transform="rotate(-90 14 {mt + ph / 2})">fraction of calls</text>'
+    )
+    for k, (name, s) in enumerate(series.items()):
+        colour = PALETTE[k % len(PALETTE)]
+        xs = sorted(s)
+        if xs:
+            pts = [f"{ml:.1f},{mt + ph:.1f}"]
+            n = len(xs)
+            for i, v in enumerate(xs):
+                x = ml + pw * (min(max(v, xmin), xmax) - xmin) / (xmax - xmin)
+                pts.append(f"{x:.1f},{mt + ph - ph * i / n:.1f}")
+                pts.append(f"{x:.1f},{mt + ph - ph * (i + 1) / n:.1f}")
+            body.append(
+                f'<polyline fill="none" stroke="{colour}" stroke-width="2" '
+                f'points="{" ".join(pts)}"><title>{_e(name)}</title></polyline>'
+            )
+        ly = mt + 14 + 18 * k
+        body.append(
+            f'<line x1="{ml + pw + 14}" y1="{ly - 4}" x2="{ml + pw + 34}" y2="{ly - 4}" '
+            f'stroke="{colour}" stroke-width="3"/>'
+            f'<text x="{ml + pw + 40}" y="{ly}">{_e(name)} (n={len(xs)})</text>'
+        )
+    return _svg(w, h, body, "CDF of " + title)
+
+
+def stacked_bar_svg(breakdowns: Mapping[str, Mapping[str, float]]) -> str:
+    """One horizontal bar per scenario: mean SRD split into hop transit and element time."""
+    rows = list(breakdowns.items())
+    w, ml, mr, mt, row = 760, 110, 80, 12, 30
+    legend_rows = 2
+    h = mt + row * max(1, len(rows)) + 40 + 18 * legend_rows
+    pw = w - ml - mr
+    total_max = _nice_max(max((sum(b.values()) for _, b in rows), default=1.0))
+    body: list[str] = []
+    for i in range(6):
+        x = ml + pw * i / 5
+        y2 = mt + row * max(1, len(rows))
+        body.append(f'<line x1="{x:.1f}" y1="{mt}" x2="{x:.1f}" y2="{y2}" stroke="#eaeef2"/>')
+        body.append(
+            f'<text x="{x:.1f}" y="{y2 + 14}" text-anchor="middle">{total_max * i / 5:g}</text>'
+        )
+    for r, (name, b) in enumerate(rows):
+        y = mt + row * r + 5
+        body.append(f'<text x="{ml - 8}" y="{y + 14}" text-anchor="end">{_e(name)}</text>')
+        x = float(ml)
+        for seg in SEGMENTS:
+            v = b.get(seg, 0.0)
+            if v <= 0:
+                continue
+            wd = pw * v / total_max
+            body.append(
+                f'<rect x="{x:.2f}" y="{y}" width="{wd:.2f}" height="20" '
+                f'fill="{SEGMENT_COLOURS[seg]}"><title>{_e(seg)}: {v:.3f} ms</title></rect>'
+            )
+            x += wd
+        body.append(f'<text x="{x + 6:.1f}" y="{y + 14}">{sum(b.values()):.3f} ms</text>')
+    ly = mt + row * max(1, len(rows)) + 34
+    for i, seg in enumerate(SEGMENTS):
+        lx = ml + (i % 6) * 105
+        yy = ly + 18 * (i // 6)
+        body.append(
+            f'<rect x="{lx}" y="{yy - 10}" width="12" height="12" fill="{SEGMENT_COLOURS[seg]}"/>'
+            f'<text x="{lx + 16}" y="{yy}">{_e(seg)}</text>'
+        )
+    return _svg(w, h, body, "mean SRD by hop and element")
+
+
+def ladder_svg(
+    arrows: Sequence[Mapping[str, Any]],
+    *,
+    hop_transports: Mapping[str, str] | None = None,
+    title: str = "",
+) -> str:
+    """A ladder diagram: one lifeline per column, one arrow per message, in time order.
+
+    Green arrows crossed an encrypted hop (TLS, HTTPS), red ones crossed in plaintext.
+    Each arrow is labelled with its first line and its send time (ms since the INVITE).
+    """
+    cols = LADDER_COLUMNS
+    w, mt, row, ml = 1100, 64, 24, 70
+    step = (w - 2 * ml) / (len(cols) - 1)
+    xs = {c: ml + step * i for i, c in enumerate(cols)}
+    shown = [a for a in arrows if a.get("src") in xs and a.get("dst") in xs]
+    h = mt + row * (len(shown) + 1) + 24
+    body: list[str] = [
+        "<defs>"
+        f'<marker id="g" markerWidth="8" markerHeight="8" refX="8" refY="4" orient="auto">'
+        f'<path d="M0,0 L8,4 L0,8 z" fill="{GREEN}"/></marker>'
+        f'<marker id="r" markerWidth="8" markerHeight="8" refX="8" refY="4" orient="auto">'
+        f'<path d="M0,0 L8,4 L0,8 z" fill="{RED}"/></marker>'
+        "</defs>"
+    ]
+    if title:
+        body.append(f'<text x="{ml - 60}" y="14" font-weight="bold">{_e(title)}</text>')
+    for c in cols:
+        x = xs[c]
+        body.append(
+            f'<text x="{x:.1f}" y="34" text-anchor="middle" font-weight="bold">'
+            f"{_e(COLUMN_TITLES[c])}</text>"
+            f'<line x1="{x:.1f}" y1="42" x2="{x:.1f}" y2="{h - 10}" stroke="#8c959f" '
+            f'stroke-dasharray="4 3"/>'
+        )
+    if hop_transports:
+        pairs = {
+            "hop1": ("caller", "vsp"),
+            "hop2": ("vsp", "esrp"),
+            "hop3": ("esrp", "psap"),
+            "hop4": ("psap", "calltaker"),
+        }
+        for hop, (up, down) in pairs.items():
+            t = hop_transports.get(hop)
+            if not t:
+                continue
+            colour = GREEN if t in ("tls", "https", "wss") else RED
+            xm = (xs[up] + xs[down]) / 2 if hop != "hop3" else (xs["lost"] + xs["psap"]) / 2
+            body.append(
+                f'<text x="{xm:.1f}" y="52" text-anchor="middle" fill="{colour}" '
+                f'font-size="11">{_e(hop)} {_e(t)}</text>'
+            )
+    for i, a in enumerate(shown):
+        y = mt + row * (i + 1)
+        x1, x2 = xs[a["src"]], xs[a["dst"]]
+        enc = bool(a.get("encrypted"))
+        colour = GREEN if enc else RED
+        marker = "g" if enc else "r"
+        dash = ' stroke-dasharray="6 3"' if a.get("dst") == "lost" or a.get("src") == "lost" else ""
+        body.append(
+            f'<line x1="{x1:.1f}" y1="{y}" x2="{x2:.1f}" y2="{y}" stroke="{colour}" '
+            f'stroke-width="2" marker-end="url(#{marker})"{dash}>'
+            f"<title>{_e(a.get('hop') or '')} {_e(a.get('transport', ''))}: "
+            f"{a.get('sip_bytes', 0)} B SIP, {a.get('wire_bytes', 0)} B on the wire</title></line>"
+        )
+        lx = min(x1, x2) + 6
+        label = str(a.get("label", ""))
+        room = max(8, int((abs(x2 - x1) - 10) / 6.2))  # ~6.2 px per character at 11 px
+        short = label if len(label) <= room else label[: room - 1] + "…"
+        body.append(
+            f'<text x="{lx:.1f}" y="{y - 4}" font-size="11">{_e(short)}'
+            f"<title>{_e(label)}</title></text>"
+        )
+        tx = ml - 60
+        body.append(
+            f'<text x="{tx}" y="{y + 4}" font-size="10" fill="{GREY}">'
+            f"{float(a.get('t_send', 0.0)):.3f} ms</text>"
+        )
+    return _svg(int(w), int(h), body, title or "ladder diagram")
+
+
+# ------------------------------------------------------------------------------ HTML
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#1f2328;max-width:1180px}
+h1{font-size:22px} h2{font-size:18px;margin-top:32px;border-bottom:1px solid #d0d7de}
+h3{font-size:15px}
+table{border-collapse:collapse;margin:8px 0 16px;font-size:13px}
+th,td{border:1px solid #d0d7de;padding:3px 7px;text-align:right}
+th{background:#f6f8fa} td.l,th.l{text-align:left}
+.ok{color:#1a7f37;font-weight:bold} .bad{color:#cf222e;font-weight:bold}
+.enc{background:#dafbe1;color:#1a7f37} .clr{background:#ffebe9;color:#cf222e}
+.note{color:#57606a;font-size:12px} code{font-size:12px}
+"""
+
+
+def _chip(transport: str, encrypted: bool) -> str:
+    return f'<span class="{"enc" if encrypted else "clr"}">&nbsp;{_e(transport)}&nbsp;</span>'
+
+
+def _summary_cells(s: Mapping[str, Any] | None) -> str:
+    if not s:
+        return "<td>—</td>" * 4
+    return "".join(f"<td>{_ms(s.get(k))}</td>" for k in ("mean", "p50", "p95", "p99"))
+
+
+def _diff_cells(d: Mapping[str, Any] | None) -> str:
+    if not d:
+        return "<td>—</td><td>—</td>"
+    m = d.get("mean") or {}
+    ci = m.get("ci95_ms")
+    ci_txt = f" ± {ci:.3f}" if ci is not None else ""
+    return f"<td>{_delta(m.get('ms'))}{ci_txt}</td><td>{_pct(m.get('pct'))}</td>"
+
+
+def _scenario_detail(res: Mapping[str, Any]) -> str:
+    out = [
+        f'<h3 id="sc-{_e(res["name"])}">{_e(res["name"])} — {_e(res.get("description", ""))}</h3>'
+    ]
+    # hops: transport, bytes, handshakes
+    out.append(
+        "<table><tr><th class=l>hop</th><th>transport</th><th>messages</th>"
+        "<th>SIP B/msg</th><th>wire B/msg</th><th>overhead</th><th>wire total B</th>"
+        "<th>TLS full</th><th>full ms</th><th>resumed</th><th>resumed ms</th>"
+        "<th class=l>TLS</th></tr>"
+    )
+    for hop in HOPS:
+        b = _get(res, "bytes", hop) or {}
+        hs = _get(res, "handshakes", hop) or {}
+        t = res.get("transports", {}).get(hop, "?")
+        enc = bool(res.get("encrypted", {}).get(hop))
+        tls = ", ".join([*hs.get("versions", []), *hs.get("ciphers", [])])
+        out.append(
+            f"<tr><td class=l>{_e(hop)} {_e(HOP_LABELS[hop])}</td><td>{_chip(t, enc)}</td>"
+            f"<td>{b.get('messages', 0)}</td><td>{_ms(b.get('sip_mean'), 1)}</td>"
+            f"<td>{_ms(b.get('wire_mean'), 1)}</td><td>{_pct(b.get('overhead_pct'))}</td>"
+            f"<td>{b.get('wire_total', '—')}</td>"
+            f"<td>{hs.get('full', '—')}</td><td>{_ms(hs.get('full_mean_ms'))}</td>"
+            f"<td>{hs.get('resumed', '—')}</td><td>{_ms(hs.get('resumed_mean_ms'))}</td>"
+            f"<td class=l>{_e(tls)}</td></tr>"
+        )
+    out.append("</table>")
+    # elements' own processing: one row per element, one column per message kind
+    proc = res.get("processing") or {}
+    if proc:
+        kinds = [k for k in KIND_ORDER if any(k in (proc.get(r) or {}) for r in proc)]
+        kinds += sorted({k for r in proc.values() for k in r} - set(kinds))
+        out.append(
+            "<p class=note>Each element's own time (ms, mean / p95) from receiving a message "
+            "to sending what it caused; LoST queries and TLS handshakes it waited for are "
+            "not counted (<code>INVITE+LoST</code> includes the ESRP's query).</p>"
+        )
+        out.append(
+            "<table><tr><th class=l>element</th>"
+            + "".join(f"<th>{_e(k)}</th>" for k in kinds)
+            + "</tr>"
+        )
+        order = ("vsp", "esrp", "psap", "calltaker")
+        for role in (*order, *sorted(set(proc) - set(order))):
+            row = proc.get(role)
+            if not row:
+                continue
+            cells = []
+            for k in kinds:
+                sm = row.get(k)
+                cells.append(
+                    f"<td>{_ms(sm['mean'])} / {_ms(sm['p95'])}</td>" if sm else "<td>—</td>"
+                )
+            out.append(
+                f"<tr><td class=l>{_e(COLUMN_TITLES.get(role, role))}</td>{''.join(cells)}</tr>"
+            )
+        out.append("</table>")
+    cpu = res.get("cpu_us_per_call") or {}
+    if cpu:
+        out.append(
+            "<p class=note>CPU per call (µs, <code>time.thread_time</code> around each "
+            "element's handlers): " + ", ".join(f"{_e(k)} {v:.0f}" for k, v in cpu.items()) + "</p>"
+        )
+    ladder = res.get("ladder")
+    if ladder and ladder.get("arrows"):
+        which = "cold call" if ladder.get("cold") else "warm call with the median SRD"
+        out.append(
+            f"<p class=note>Ladder of one {which}, Call-ID <code>{_e(ladder['call_id'])}</code>, "
+            f"SRD {_ms(ladder.get('srd'))} ms. Green: encrypted hop; red: plaintext.</p>"
+        )
+        out.append(
+            ladder_svg(
+                ladder["arrows"],
+                hop_transports={**res.get("transports", {})},
+                title=f"{res['name']}: {res.get('summary', '')}",
+            )
+        )
+    files = res.get("files") or {}
+    if files:
+        items = []
+        for kind, m in files.items():
+            if isinstance(m, Mapping):
+                for k, v in m.items():
+                    items.append(f'<a href="{_e(v)}">{_e(k)} {_e(kind)}</a>')
+        if items:
+            out.append("<p class=note>Files: " + " · ".join(items) + "</p>")
+        notes = files.get("capture_notes") if isinstance(files, Mapping) else None
+        if notes:
+            out.append(f"<p class=note>Capture notes: {_e(notes)}</p>")
+    return "\n".join(out)
+
+
+def render_html(results: Mapping[str, Any]) -> str:
+    """The whole report as one HTML string (no scripts, no external resources)."""
+    meta = results.get("meta", {})
+    scenarios: Mapping[str, Any] = results.get("scenarios", {})
+    parts = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        "<title>ng911 testbed report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>ng911 testbed: what TLS costs on each hop of an emergency call</h1>",
+        f"<p class=note>Run {_e(meta.get('started', ''))} · topology "
+        f"{_e(meta.get('topology', ''))} · {meta.get('calls', '?')} calls per scenario at "
+        f"{_e(meta.get('rate', '?'))} calls/s"
+        f"{' interleaved' if meta.get('interleaved') else ''} · "
+        f"{_e(meta.get('platform', ''))} · Python {_e(meta.get('python', ''))}"
+        + (f" · impaired: {_e('; '.join(meta['impairments']))}" if meta.get("impairments") else "")
+        + "</p>",
+    ]
+    failed = sum(int(r.get("failed", 0)) for r in scenarios.values())
+    parts.append(
+        f"<p>Failed calls: <span class={'ok' if failed == 0 else 'bad'}>{failed}</span> "
+        f"of {sum(int(r.get('calls', 0)) for r in scenarios.values())}.</p>"
+    )
+    # main tables (warm)
+    parts.append("<h2>Call set-up delay (warm calls: connections and TLS sessions reused)</h2>")
+    parts.append(
+        "<table><tr><th class=l rowspan=2>scenario</th><th rowspan=2>hop1</th>"
+        "<th rowspan=2>hop2</th><th rowspan=2>hop3</th><th rowspan=2>hop4</th>"
+        "<th rowspan=2>LoST</th><th rowspan=2>calls</th><th rowspan=2>failed</th>"
+        "<th colspan=4>SRD: INVITE → 180 (ms)</th><th colspan=2>Δ mean vs plain (95% CI)</th>"
+        "<th rowspan=2>LoST query ms</th></tr><tr>"
+        "<th>mean</th><th>p50</th><th>p95</th><th>p99</th><th>ms</th><th>%</th></tr>"
+    )
+    for name, res in scenarios.items():
+        chips = "".join(
+            f"<td>{_chip(res['transports'].get(h, '?'), bool(res['encrypted'].get(h)))}</td>"
+            for h in HOPS
+        )
+        lost_t = res.get("lost_transport", "?") + (" mutual" if res.get("lost_mutual") else "")
+        lost_chip = _chip(lost_t, res.get("lost_transport") == "https")
+        f = int(res.get("failed", 0))
+        parts.append(
+            f'<tr><td class=l><a href="#sc-{_e(name)}">{_e(name)}</a></td>{chips}'
+            f"<td>{lost_chip}</td><td>{res.get('calls', 0)}</td>"
+            f"<td class={'ok' if f == 0 else 'bad'}>{f}</td>"
+            f"{_summary_cells(_get(res, 'warm', 'srd'))}"
+            f"{_diff_cells(_get(res, 'diff', 'warm', 'srd'))}"
+            f"<td>{_ms(_get(res, 'lost', 'mean'))}</td></tr>"
+        )
+    parts.append("</table>")
+    parts.append(
+        "<table><tr><th class=l rowspan=2>scenario</th><th colspan=4>INVITE → 200 (ms)</th>"
+        "<th colspan=2>Δ mean vs plain</th><th colspan=4>SDD: BYE → 200 (ms)</th>"
+        "<th rowspan=2>SER %</th></tr><tr>"
+        + "<th>mean</th><th>p50</th><th>p95</th><th>p99</th>"
+        + "<th>ms</th><th>%</th>"
+        + "<th>mean</th><th>p50</th><th>p95</th><th>p99</th></tr>"
+    )
+    for name, res in scenarios.items():
+        parts.append(
+            f"<tr><td class=l>{_e(name)}</td>"
+            f"{_summary_cells(_get(res, 'warm', 'invite_to_200'))}"
+            f"{_diff_cells(_get(res, 'diff', 'warm', 'invite_to_200'))}"
+            f"{_summary_cells(_get(res, 'warm', 'sdd'))}"
+            f"<td>{_ms(res.get('ser_pct'), 1)}</td></tr>"
+        )
+    parts.append("</table>")
+    # cold vs warm
+    parts.append(
+        "<h2>Cold (each PSAP's first call: new connections, full TLS handshakes) vs warm</h2>"
+    )
+    parts.append(
+        "<table><tr><th class=l>scenario</th><th>cold SRD mean</th><th>warm SRD mean</th>"
+        "<th>cold − warm</th><th>cold INVITE→200 mean</th><th>warm INVITE→200 mean</th>"
+        "<th>TLS handshakes full / resumed (all hops)</th><th>mean full handshake ms</th></tr>"
+    )
+    for name, res in scenarios.items():
+        cs, ws = _get(res, "cold", "srd", "mean"), _get(res, "warm", "srd", "mean")
+        ca, wa = (
+            _get(res, "cold", "invite_to_200", "mean"),
+            _get(res, "warm", "invite_to_200", "mean"),
+        )
+        hs = res.get("handshakes") or {}
+        fulls = [v["full_mean_ms"] for v in hs.values() if v.get("full_mean_ms") is not None]
+        parts.append(
+            f"<tr><td class=l>{_e(name)}</td><td>{_ms(cs)}</td><td>{_ms(ws)}</td>"
+            f"<td>{_delta(cs - ws) if cs is not None and ws is not None else '—'}</td>"
+            f"<td>{_ms(ca)}</td><td>{_ms(wa)}</td><td>{_handshake_cell(res)}</td>"
+            f"<td>{_ms(sum(fulls) / len(fulls)) if fulls else '—'}</td></tr>"
+        )
+    parts.append("</table>")
+    # plots
+    parts.append("<h2>Distribution of the SRD (warm calls)</h2>")
+    parts.append(cdf_svg({n: r.get("srd_samples", []) for n, r in scenarios.items()}))
+    parts.append("<h2>Where the SRD goes (mean of warm calls)</h2>")
+    parts.append(
+        "<p class=note>Hop segments: transit of the INVITE down and the 180 back up (send event "
+        "to receive event, both sides' transports). Element segments: from receiving a message "
+        "to sending what it caused. <code>lost</code>: the ESRP's LoST query; "
+        "<code>handshake</code>: TLS handshakes an element waited for.</p>"
+    )
+    parts.append(
+        stacked_bar_svg({n: _get(r, "breakdown", "warm") or {} for n, r in scenarios.items()})
+    )
+    cold = {n: _get(r, "breakdown", "cold") or {} for n, r in scenarios.items()}
+    if any(cold.values()):
+        parts.append("<h3>Cold calls (each PSAP's first): the same split, handshakes included</h3>")
+        parts.append(stacked_bar_svg(cold))
+    parts.append("<h2>Per scenario: hops, elements, one call's ladder</h2>")
+    for res in scenarios.values():
+        parts.append(_scenario_detail(res))
+    parts.append("<h2>Method</h2><ul class=note>")
+    for desc in METRICS.values():
+        parts.append(f"<li>{_e(desc)}</li>")
+    parts.append(
+        f"<li>Percentiles: {_e(PERCENTILE_METHOD)}.</li>"
+        "<li>All times come from the transports' own events (<code>time.perf_counter()</code> "
+        "in one process): the caller's INVITE leaving its transport to the 180 arriving at it. "
+        "The per-hop <code>hopN.jsonl</code> logs hold every event; every figure here can be "
+        "recomputed from them.</li>"
+        "<li>Wire bytes: for TLS the TLS records that carried the message (headers, AEAD tags); "
+        "IP/TCP/UDP headers are not counted on any transport.</li>"
+        "<li>Captures: <code>hopN.pcap</code> are synthesised from the transports' events with "
+        "well-known ports (5060, 5061 for TLS); decrypt with "
+        "<code>tshark -r hop2.pcap -o tls.keylog_file:keys.log -Y sip</code>.</li></ul>"
+    )
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(results: Mapping[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(results), encoding="utf-8")
+    return path

@@ -1,0 +1,123 @@
+"""Real TLS between two ng911.net transport layers: the tap records the ciphertext, the
+capture holds it, and tshark decrypts it with the key log to find the INVITE's PIDF-LO."""
+
+import asyncio
+import shutil
+import subprocess
+
+import pytest
+
+from ng911.net import SipTransportLayer, Source
+from ng911.net.stream import StreamConnection
+from ng911.observe.pcap import read_pcap, tcp_streams, write_captures
+from ng911.observe.trace import Trace
+from ng911.observe.wire import WireEvent
+from ng911.observe.wiretap import wire_tap
+from ng911.pki.testpki import build_test_pki
+from ng911.sip.message import Request, Response, make_response
+from ng911.sip.parse import parse_message
+from ng911.sip.samples import emergency_invite
+
+TSHARK = shutil.which("tshark")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return build_test_pki(tmp_path_factory.mktemp("tappki"))
+
+
+async def _tls_call(pki, tmp_path, trace: Trace):
+    keylog = tmp_path / "keys.log"
+    got: asyncio.Queue = asyncio.Queue()
+    esrp = SipTransportLayer(element="esrp")
+    vsp = SipTransportLayer(
+        element="vsp",
+        client_tls=pki.client_context("vsp-proxy", keylog=keylog),
+        verify_identity=False,
+    )
+
+    def answer(msg: Request | Response, src: Source) -> None:
+        if isinstance(msg, Request):
+            resp = make_response(msg, 200, "OK")
+            asyncio.get_running_loop().create_task(
+                esrp.send(resp, src.address, connection_id=src.connection_id)
+            )
+
+    esrp.on_message = answer
+    vsp.on_message = lambda m, s: got.put_nowait(m)
+    for layer in (esrp, vsp):
+        layer.observers.append(trace)
+    try:
+        addr = await esrp.listen(
+            "tls", "127.0.0.1", 0, tls=pki.server_context("esrp", keylog=keylog)
+        )
+        invite = parse_message(emergency_invite())
+        await vsp.send(invite, addr)
+        resp = await asyncio.wait_for(got.get(), 5)
+        assert isinstance(resp, Response) and resp.status == 200
+    finally:
+        await vsp.close()
+        await esrp.close()
+    return keylog
+
+
+async def test_tap_records_tls_records_and_restores_the_class(pki, tmp_path):
+    original = StreamConnection.connection_made
+    trace = Trace({"vsp": "vsp", "esrp": "esrp"})
+    with wire_tap() as active:
+        assert active
+        await _tls_call(pki, tmp_path, trace)
+    assert StreamConnection.connection_made is original
+    trace.finalize()
+    wires = [w for w in trace.wires if isinstance(w, WireEvent)]
+    assert {w.element for w in wires} == {"vsp", "esrp"}
+    assert wires[0].element == "vsp" and wires[0].data[:1] == b"\x16"  # ClientHello record
+    assert all(b"INVITE" not in w.data for w in wires)  # ciphertext only
+    # every message's TLS records were written by the tap: sums agree with wire_bytes
+    out = [m for m in trace.messages if m.direction == "out"]
+    assert {m.hop for m in out} == {"hop2"}
+    total = sum(len(w.data) for w in wires)
+    assert total > sum(m.wire_bytes for m in out) > sum(m.sip_bytes for m in out)
+
+
+async def test_tshark_decrypts_the_tls_hop_with_the_key_log(pki, tmp_path):
+    if TSHARK is None:
+        pytest.skip("tshark not installed (scripts/install-peers.sh installs it)")
+    trace = Trace({"vsp": "vsp", "esrp": "esrp"})
+    with wire_tap():
+        keylog = await _tls_call(pki, tmp_path, trace)
+    res = write_captures(trace, tmp_path)
+    assert res.skipped == {}
+    _, pkts = read_pcap(res.files["hop2"])
+    assert all(p.ip_checksum_ok and p.l4_checksum_ok for p in pkts)
+    assert 5061 in {p.dport for p in pkts}
+    assert all(b"INVITE" not in s for s in tcp_streams(pkts).values())
+    assert keylog.read_text().count("CLIENT_TRAFFIC_SECRET_0") >= 1
+
+    def tshark(*args: str) -> str:
+        return subprocess.run(
+            [TSHARK, "-n", "-r", str(res.files["hop2"]), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+
+    assert tshark("-Y", "sip").strip() == ""  # without keys: nothing readable
+    fields = tshark(
+        "-o",
+        f"tls.keylog_file:{keylog}",
+        "-Y",
+        "sip",
+        "-T",
+        "fields",
+        "-e",
+        "sip.Method",
+        "-e",
+        "sip.Status-Code",
+    )
+    assert [r.split("\t") for r in fields.splitlines()] == [["INVITE", ""], ["", "200"]]
+    detail = tshark("-o", f"tls.keylog_file:{keylog}", "-Y", 'sip.Method == "INVITE"', "-V")
+    assert "application/pidf+xml" in detail
+    assert "Geolocation: <cid:" in detail
+    assert "40.7580 -73.9855" in detail  # the PIDF-LO point, decrypted
