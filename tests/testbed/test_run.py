@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from ng911.observe.hops import HOPS
 from ng911.observe.pcap import read_pcap
 from ng911.testbed.launcher import ChainOptions
 from ng911.testbed.report import GREEN, RED
 from ng911.testbed.run import RunConfig, run
-from ng911.testbed.scenarios import HOPS, SCENARIOS
+from ng911.testbed.scenarios import SCENARIOS
 
 CALLS = 8  # 5 cold (one per PSAP), 3 warm
 COLD = 5

@@ -2,15 +2,9 @@
 
 import pytest
 
+from ng911.observe.hops import HOPS, hop_of_roles
 from ng911.testbed.errors import ScenarioError
-from ng911.testbed.scenarios import (
-    HOPS,
-    SCENARIOS,
-    Scenario,
-    get_scenario,
-    hop_of_roles,
-    select,
-)
+from ng911.testbed.scenarios import SCENARIOS, Scenario, get_scenario, select
 
 
 def test_the_five_scenarios_of_the_design():

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ng911.testbed.scenarios import HOPS, hop_of_roles
-from ng911.testbed.stats import CallMeasure, Summary, summarize
+from ng911.observe.hops import HOPS, hop_of_roles
+from ng911.observe.stats import CallMeasure, Summary, summarize
 
 # Roles as columns of a ladder diagram, in call order.
 COLUMNS: tuple[str, ...] = ("caller", "vsp", "esrp", "lost", "psap", "calltaker")

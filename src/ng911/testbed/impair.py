@@ -29,8 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from ng911.observe.hops import HOPS
 from ng911.testbed.errors import TestbedError
-from ng911.testbed.scenarios import HOPS
 
 Observer = Callable[[Any], None]
 

@@ -49,6 +49,7 @@ from ng911.elements.vsp import VspProxy
 from ng911.lost.embedded import EmbeddedStore
 from ng911.lost.server import RunningServer, make_app, serve
 from ng911.lost.store import MappingConfig, slug
+from ng911.observe.hops import HOP_ROLES, HOPS
 from ng911.observe.lostprobe import ObservedLostClient
 from ng911.pki.ca import init_ca
 from ng911.pki.certs import IssuedCert, issue
@@ -56,7 +57,6 @@ from ng911.pki.testpki import cached_key
 from ng911.pki.tls import client_context, server_context
 from ng911.testbed.errors import TestbedError
 from ng911.testbed.impair import HopRelay, Impairment
-from ng911.testbed.scenarios import HOP_ROLES, HOPS
 from ng911.testbed.topology import Host, Topology
 
 SIP_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}

@@ -11,9 +11,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from ng911.observe.hops import HOPS
+from ng911.observe.stats import METRICS, Summary, aggregate, diff_summary, summarize
 from ng911.observe.trace import Call, Trace
-from ng911.testbed.scenarios import BASELINE, HOPS, Scenario
-from ng911.testbed.stats import METRICS, Summary, aggregate, diff_summary, summarize
+from ng911.testbed.scenarios import BASELINE, Scenario
 
 # Segments of the SRD breakdown, in the order a call crosses them (stacked bar order).
 SEGMENTS: tuple[str, ...] = (

@@ -16,9 +16,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ng911.observe.hops import HOP_LABELS, HOPS
+from ng911.observe.stats import METRICS, PERCENTILE_METHOD, percentile
 from ng911.testbed.measure import SEGMENTS
-from ng911.testbed.scenarios import HOP_LABELS, HOPS
-from ng911.testbed.stats import METRICS, PERCENTILE_METHOD, percentile
 
 GREEN = "#1a7f37"
 RED = "#cf222e"

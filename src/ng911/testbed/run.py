@@ -35,13 +35,13 @@ from typing import Any, TextIO
 
 from ng911 import __version__
 from ng911.observe.pcap import write_captures
+from ng911.observe.stats import METRICS, PERCENTILE_METHOD
 from ng911.observe.trace import Trace
 from ng911.observe.wiretap import wire_tap
 from ng911.testbed.launcher import ChainOptions, RunningChain, start_chain, wait_registered
 from ng911.testbed.measure import add_baseline_diffs, scenario_results
 from ng911.testbed.report import format_scenario, format_table, write_report, write_results
 from ng911.testbed.scenarios import BASELINE, Scenario, get_scenario, select
-from ng911.testbed.stats import METRICS, PERCENTILE_METHOD
 from ng911.testbed.topology import Topology, load_topology
 
 

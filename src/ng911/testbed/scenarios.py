@@ -11,33 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ng911.observe.hops import HOPS
 from ng911.testbed.errors import ScenarioError
 
-# The SIP hops of the call chain, in call order, and the roles at each end (upstream, downstream).
-HOPS: tuple[str, ...] = ("hop1", "hop2", "hop3", "hop4")
-HOP_ROLES: dict[str, tuple[str, str]] = {
-    "hop1": ("caller", "vsp"),
-    "hop2": ("vsp", "esrp"),
-    "hop3": ("esrp", "psap"),
-    "hop4": ("psap", "calltaker"),
-}
-HOP_LABELS: dict[str, str] = {
-    "hop1": "caller → VSP",
-    "hop2": "VSP → ESRP",
-    "hop3": "ESRP → PSAP",
-    "hop4": "PSAP → call taker",
-}
 SIP_TRANSPORTS: tuple[str, ...] = ("udp", "tcp", "tls")
 SECURE_SIP_TRANSPORTS: frozenset[str] = frozenset({"tls"})
 LOST_TRANSPORTS: tuple[str, ...] = ("http", "https")
-
-
-def hop_of_roles(a: str, b: str) -> str | None:
-    """The hop between two roles (in either order), or None if they are not neighbours."""
-    for hop, (up, down) in HOP_ROLES.items():
-        if {a, b} == {up, down}:
-            return hop
-    return None
 
 
 @dataclass(frozen=True, slots=True)

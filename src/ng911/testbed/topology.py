@@ -18,15 +18,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ng911.observe.hops import HOP_ROLES, HOPS, hop_of_roles
 from ng911.testbed.errors import TopologyError
-from ng911.testbed.scenarios import (
-    HOP_ROLES,
-    HOPS,
-    LOST_TRANSPORTS,
-    SIP_TRANSPORTS,
-    Scenario,
-    hop_of_roles,
-)
+from ng911.testbed.scenarios import LOST_TRANSPORTS, SIP_TRANSPORTS, Scenario
 
 ROLES: tuple[str, ...] = ("caller", "vsp", "esrp", "lost", "psap", "calltaker")
 SINGLE_ROLES: tuple[str, ...] = ("vsp", "esrp", "lost")  # exactly one of each

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ng911.testbed.stats import (
+from ng911.observe.stats import (
     CallMeasure,
     aggregate,
     diff,
