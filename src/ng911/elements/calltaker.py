@@ -16,12 +16,13 @@ from typing import Any
 
 from ng911.elements.config import CallTakerConfig
 from ng911.elements.media import RtpPort, sdp
-from ng911.elements.runtime import ClientCtx, ElementError, ServerCtx, SipElement
+from ng911.elements.registration import Registration, registrar_uri, send_register
+from ng911.elements.runtime import ElementError, ServerCtx, SipElement
 from ng911.net.address import Source
 from ng911.sip.dialog import Dialog, DialogError
-from ng911.sip.headers import new_branch, new_call_id, new_tag, parse_via
+from ng911.sip.headers import new_branch, new_tag, parse_via
 from ng911.sip.message import Request, Response
-from ng911.sip.uri import NameAddr, SipURI, parse_uri
+from ng911.sip.uri import NameAddr, parse_uri
 
 __all__ = ["CallTaker", "TakerCall"]
 
@@ -59,6 +60,7 @@ class CallTaker(SipElement):
         self.cancelled = 0
         self.history: list[TakerCall] = []
         self._refresh: asyncio.TimerHandle | None = None
+        self._registration = Registration.new(self.cfg.aor, self.fqdn)
 
     # ---------------------------------------------------------------- registration
 
@@ -75,43 +77,20 @@ class CallTaker(SipElement):
 
     async def register(self, expires: int | None = None, timeout: float = 5.0) -> int:
         """REGISTER our contact with psapd (RFC 3261 §10.2); returns the final status."""
-        psap = parse_uri(self.cfg.psap)
-        dest, name = self.locate(psap)
-        aor = self.cfg.aor
-        req = Request(
-            "REGISTER",
-            psap.replace(user=None, params=()) if isinstance(psap, SipURI) else psap,
-            [
-                ("Via", self.via(dest.transport, new_branch())),
-                ("Max-Forwards", "70"),
-                ("From", f"<{aor}>;tag={new_tag()}"),
-                ("To", f"<{aor}>"),
-                ("Call-ID", new_call_id(self.fqdn)),
-                ("CSeq", "1 REGISTER"),
-                ("Contact", str(self.contact())),
-                ("Expires", str(self.cfg.register_expires if expires is None else expires)),
-            ],
-        )
-        fut: asyncio.Future[int] = self.loop.create_future()
-
-        def done(ctx: ClientCtx, resp: Response) -> None:
-            if resp.status >= 200 and not fut.done():
-                fut.set_result(resp.status)
-
-        def failed(ctx: ClientCtx, status: int, cause: str) -> None:
-            if not fut.done():
-                fut.set_result(status)
-
-        self.send_request(req, dest, server_name=name, on_response=done, on_failure=failed)
-        status = await asyncio.wait_for(fut, timeout)
-        self.log(
-            "registered" if status < 300 else "register_failed",
-            status=status,
-            registrar=self.cfg.psap,
+        exp = self.cfg.register_expires if expires is None else expires
+        dest, name = self.locate(parse_uri(self.cfg.psap))
+        status = await send_register(
+            self,
+            self._registration,
+            registrar_uri(self.cfg.psap),
+            self.contact(),
+            dest,
+            name,
+            expires=exp,
+            timeout=timeout,
         )
         if status < 300:
             self.registered.set()
-            exp = self.cfg.register_expires if expires is None else expires
             if exp > 0:  # refresh before the binding expires (RFC 3261 §10.2.4)
                 self._refresh = self.call_later(exp * 0.8, self._reregister)
         return status

@@ -23,6 +23,7 @@ from typing import Any
 
 from ng911.elements.config import CallerConfig
 from ng911.elements.media import RtpPort, sdp
+from ng911.elements.registration import Registration, registrar_uri, send_register
 from ng911.elements.runtime import ClientCtx, ServerCtx, SipElement
 from ng911.errors import Ng911Error
 from ng911.location.geodetic import Circle, Point
@@ -124,6 +125,7 @@ class Caller(SipElement):
         self.calls: dict[str, _Call] = {}
         self.records: list[CallRecord] = []
         self._refresh: asyncio.TimerHandle | None = None
+        self._registration = Registration.new(self.cfg.aor, self.fqdn)
 
     @property
     def proxy_dest(self) -> tuple[Address, str | None]:
@@ -140,36 +142,18 @@ class Caller(SipElement):
     # ---------------------------------------------------------------- REGISTER
 
     async def register(self, timeout: float = 5.0) -> int:
-        dest, name = self.proxy_dest
-        aor = parse_uri(self.cfg.aor)
-        registrar = aor.replace(user=None, params=()) if isinstance(aor, SipURI) else aor
-        req = Request(
-            "REGISTER",
-            registrar,
-            [
-                ("Via", self.via(dest.transport, new_branch())),
-                ("Max-Forwards", "70"),
-                ("From", f"<{self.cfg.aor}>;tag={new_tag()}"),
-                ("To", f"<{self.cfg.aor}>"),
-                ("Call-ID", new_call_id(self.fqdn)),
-                ("CSeq", "1 REGISTER"),
-                ("Contact", str(self.contact(dest.transport))),
-                ("Expires", str(self.cfg.register_expires)),
-            ],
+        """REGISTER with the VSP (RFC 3261 §10.2); returns the final status."""
+        dest, name = self.proxy_dest  # through the outbound proxy, which is the registrar
+        status = await send_register(
+            self,
+            self._registration,
+            registrar_uri(self.cfg.aor),
+            self.contact(dest.transport),
+            dest,
+            name,
+            expires=self.cfg.register_expires,
+            timeout=timeout,
         )
-        fut: asyncio.Future[int] = self.loop.create_future()
-
-        def done(ctx: ClientCtx, resp: Response) -> None:
-            if resp.status >= 200 and not fut.done():
-                fut.set_result(resp.status)
-
-        def failed(ctx: ClientCtx, status: int, cause: str) -> None:
-            if not fut.done():
-                fut.set_result(status)
-
-        self.send_request(req, dest, server_name=name, on_response=done, on_failure=failed)
-        status = await asyncio.wait_for(fut, timeout)
-        self.log("registered" if status < 300 else "register_failed", status=status)
         if status < 300 and self.cfg.register_expires > 0:  # refresh (RFC 3261 §10.2.4)
             self._refresh = self.call_later(self.cfg.register_expires * 0.8, self._reregister)
         return status
