@@ -1,0 +1,490 @@
+"""Kamailio as a peer of ng911: config writers and a process that is always torn down.
+
+Not a test module: `bench/load.py` and the interop tests import it. Two configurations:
+
+- `stateful_proxy_cfg`: the load-comparison peer. tm + rr + sl + maxfwd: `record_route()`
+  and `t_relay()` of every initial request to one fixed next hop (`$du`), in-dialog
+  requests by `loose_route()` (RFC 3261 §16.4), CANCEL and retransmissions matched by tm.
+  UDP and TCP listeners on the same port. This is the set-up of ANCHORS.md's figures.
+- `emergency_vsp_cfg`: an emergency VSP proxy over TLS with mutual authentication (tls
+  module; `verify_certificate` + `require_certificate` both ways). Requests for
+  `urn:service:sos*` (or a dialled 911, rewritten to `urn:service:sos`, NENA i3) get
+  `Resource-Priority: esnet.1`, a Record-Route, and go to the configured ESRP; anything else
+  is refused with 403.
+
+`Kamailio(cfg_text, ...)` runs `kamailio -f cfg -DD -E -m MB -P pidfile` in the foreground
+(its own process group: every worker dies with it), waits until it listens, and `stop()` (or
+leaving the `with` block) terminates it, killing it when it does not exit in 5 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+__all__ = [
+    "KAMAILIO",
+    "MODULE_DIR",
+    "Kamailio",
+    "KamailioError",
+    "emergency_vsp_cfg",
+    "free_port",
+    "missing_reason",
+    "process_cpu_seconds",
+    "running",
+    "stateful_proxy_cfg",
+    "tls_cfg",
+    "write_ca_bundle",
+]
+
+KAMAILIO = shutil.which("kamailio") or (
+    "/usr/sbin/kamailio" if Path("/usr/sbin/kamailio").exists() else None
+)
+_MODULE_DIRS = sorted(
+    {str(Path(p).parent) for p in glob.glob("/usr/lib/*/kamailio/modules/tm.so")}
+    | {str(Path(p).parent) for p in glob.glob("/usr/lib/kamailio/modules/tm.so")}
+)
+MODULE_DIR = Path(_MODULE_DIRS[0]) if _MODULE_DIRS else None
+
+
+class KamailioError(RuntimeError):
+    """Kamailio did not start (bad config, port taken): carries the tail of its log."""
+
+
+def missing_reason(*modules: str) -> str | None:
+    """Why a Kamailio peer cannot run here (None when it can): for `pytest.skip`."""
+    if KAMAILIO is None:
+        return "kamailio not installed (Debian package kamailio; `make peers` installs it)"
+    if MODULE_DIR is None:
+        return "kamailio modules directory not found"
+    for m in modules:
+        if not (MODULE_DIR / f"{m}.so").exists():
+            pkg = "kamailio-tls-modules" if m == "tls" else "kamailio-extra-modules"
+            return f"kamailio module {m}.so not installed (Debian package {pkg})"
+    return None
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port free for both TCP and UDP on 127.0.0.1 (checked both ways; racy by nature)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
+        try:
+            with socket.socket(socket.AF_INET, other) as s2:
+                s2.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    raise OSError("no port free for both TCP and UDP")
+
+
+_HEAD = """#!KAMAILIO
+debug={debug}
+log_stderror=yes
+log_facility=LOG_LOCAL0
+children={children}
+tcp_children={children}
+disable_tcp={disable_tcp}
+enable_tls={enable_tls}
+auto_aliases=no
+dns=no
+rev_dns=no
+tcp_connection_lifetime=3605
+tcp_max_connections=4096
+tcp_accept_no_cl=no
+{listen}
+mpath="{mpath}/"
+"""
+
+_STATEFUL = """
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "pv.so"
+loadmodule "siputils.so"
+modparam("tm", "fr_timer", 5000)
+modparam("tm", "fr_inv_timer", 30000)
+modparam("rr", "enable_full_lr", 1)
+
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }}
+    if (has_totag()) {{
+        # in-dialog: ACK, BYE follow the Record-Route set (RFC 3261 §16.4)
+        if (loose_route()) {{
+            t_relay();
+            exit;
+        }}
+        if (is_method("ACK")) {{
+            if (t_check_trans()) {{
+                t_relay();
+            }}
+            exit;
+        }}
+        sl_send_reply("404", "Not here");
+        exit;
+    }}
+    if (is_method("CANCEL")) {{
+        if (t_check_trans()) {{
+            t_relay();
+        }}
+        exit;
+    }}
+    if (is_method("ACK")) {{
+        exit;
+    }}
+    if (!t_newtran()) {{
+        sl_reply_error();
+        exit;
+    }}
+    remove_hf("Route");
+    if (is_method("INVITE|SUBSCRIBE")) {{
+        record_route();
+    }}
+    $du = "{next_hop}";
+    if (!t_relay()) {{
+        sl_reply_error();
+    }}
+}}
+"""
+
+_EMERGENCY = """
+loadmodule "tls.so"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "pv.so"
+loadmodule "siputils.so"
+loadmodule "xlog.so"
+modparam("tls", "config", "{tls_cfg}")
+modparam("tm", "fr_timer", 5000)
+modparam("rr", "enable_full_lr", 1)
+
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }}
+    if (is_method("OPTIONS") && $rU == $null) {{
+        sl_send_reply("200", "OK");
+        exit;
+    }}
+    if (has_totag()) {{
+        if (loose_route()) {{
+{host_table}            t_relay();
+            exit;
+        }}
+        if (is_method("ACK")) {{
+            if (t_check_trans()) {{
+                t_relay();
+            }}
+            exit;
+        }}
+        sl_send_reply("404", "Not here");
+        exit;
+    }}
+    if (is_method("CANCEL")) {{
+        if (t_check_trans()) {{
+            t_relay();
+        }}
+        exit;
+    }}
+    if (is_method("ACK")) {{
+        exit;
+    }}
+    if (is_method("INVITE") && ($rU == "911" || $ru =~ "^urn:service:sos")) {{
+        # NENA i3 originating network: the service URN, and the emergency priority
+        if ($rU == "911") {{
+            $ru = "urn:service:sos";
+        }}
+        remove_hf("Route");
+        remove_hf("Resource-Priority");
+        append_hf("Resource-Priority: esnet.1\\r\\n");
+        xlog("L_INFO", "emergency call $ci from $fu ($si:$sp $pr) to {esrp}\\n");
+        record_route();
+        $du = "{esrp}";
+        if (!t_relay()) {{
+            sl_reply_error();
+        }}
+        exit;
+    }}
+    sl_send_reply("403", "Only emergency calls here");
+}}
+"""
+
+_TLS_CFG = """[server:default]
+method = TLSv1.2+
+verify_certificate = yes
+require_certificate = yes
+private_key = {key}
+certificate = {cert}
+ca_list = {ca}
+
+[client:default]
+method = TLSv1.2+
+verify_certificate = yes
+require_certificate = yes
+private_key = {key}
+certificate = {cert}
+ca_list = {ca}
+"""
+
+
+def _mpath() -> str:
+    if MODULE_DIR is None:
+        raise KamailioError("kamailio modules directory not found")
+    return str(MODULE_DIR)
+
+
+def stateful_proxy_cfg(
+    *,
+    port: int,
+    next_hop: str,
+    children: int = 2,
+    tcp: bool = True,
+    host: str = "127.0.0.1",
+    debug: int = 1,
+) -> str:
+    """The comparison peer: `record_route(); t_relay()` to `next_hop` (a SIP URI, e.g.
+    `sip:127.0.0.1:5070;transport=tcp`), listening on UDP (and TCP) `host:port`."""
+    listen = f"listen=udp:{host}:{port}"
+    if tcp:
+        listen += f"\nlisten=tcp:{host}:{port}"
+    head = _HEAD.format(
+        debug=debug,
+        children=children,
+        disable_tcp="no" if tcp else "yes",
+        enable_tls="no",
+        listen=listen,
+        mpath=_mpath(),
+    )
+    return head + _STATEFUL.format(next_hop=next_hop)
+
+
+def tls_cfg(*, cert: Path, key: Path, ca: Path) -> str:
+    """Kamailio's tls.cfg: one profile for both directions, mutual authentication required.
+    `cert` should be the chain file (leaf + CA), `ca` a PEM bundle of every trusted CA."""
+    return _TLS_CFG.format(cert=cert, key=key, ca=ca)
+
+
+def emergency_vsp_cfg(
+    *,
+    port: int,
+    esrp: str,
+    tls_cfg_path: Path,
+    children: int = 1,
+    host: str = "127.0.0.1",
+    debug: int = 2,
+    hosts: dict[str, str] | None = None,
+) -> str:
+    """Kamailio as the emergency VSP proxy over mutual TLS: 911 / urn:service:sos → `esrp`
+    (a SIP URI such as `sip:127.0.0.1:5071;transport=tls`).
+
+    `hosts` is a static host table for in-dialog requests (name → SIP URI of the next hop):
+    ng911's elements record-route with their FQDN, which no DNS here knows; Kamailio's
+    resolver does not read ng911's host table, so the route's next hop is mapped here."""
+    head = _HEAD.format(
+        debug=debug,
+        children=children,
+        disable_tcp="no",
+        enable_tls="yes",
+        listen=f"listen=tls:{host}:{port}",
+        mpath=_mpath(),
+    )
+    table = "".join(
+        f'            if ($du =~ "^sips?:([^@]*@)?{re.escape(name)}[:;>]?") {{\n'
+        f'                $du = "{uri}";\n'
+        "            }\n"
+        for name, uri in (hosts or {}).items()
+    )
+    return head + _EMERGENCY.format(tls_cfg=tls_cfg_path, esrp=esrp, host_table=table)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of `pid` (ANCHORS: /proc/stat misses short bursts; the
+    scheduler's own per-task account in /proc/PID/task/*/schedstat does not)."""
+    total = 0
+    for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+        try:
+            with open(path) as fh:
+                total += int(fh.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / 1e9
+
+
+def _children_of(pid: int) -> list[int]:
+    out = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as fh:
+                text = fh.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ..." — comm may hold spaces: split after the last ')'
+        rest = text.rsplit(")", 1)[-1].split()
+        if len(rest) > 1 and rest[1] == str(pid):
+            out.append(int(stat.split("/")[2]))
+    return out
+
+
+@dataclass
+class Kamailio:
+    """One Kamailio process tree running `cfg` (see the module docstring)."""
+
+    cfg: str
+    port: int
+    transport: str = "udp"  # how readiness is probed: "udp" (OPTIONS) or "tcp"/"tls" (connect)
+    shm_mb: int = 1024  # ANCHORS: the default 64 MB runs out near 400 cps with 2 KB INVITEs
+    workdir: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self._own_dir = self.workdir is None
+        self.dir = Path(self.workdir or tempfile.mkdtemp(prefix="ng911-kamailio-"))
+        self.cfg_path = self.dir / "kamailio.cfg"
+        self.log_path = self.dir / "kamailio.log"
+        self.pid_path = self.dir / "kamailio.pid"
+
+    def start(self, timeout: float = 10.0) -> Kamailio:
+        if KAMAILIO is None:
+            raise KamailioError("kamailio not installed")
+        self.cfg_path.write_text(self.cfg)
+        check = subprocess.run(
+            [KAMAILIO, "-c", "-f", str(self.cfg_path)], capture_output=True, text=True, timeout=20
+        )
+        if check.returncode != 0:
+            raise KamailioError(f"kamailio -c refused the config:\n{check.stderr[-3000:]}")
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    KAMAILIO, "-f", str(self.cfg_path), "-DD", "-E",
+                    "-m", str(self.shm_mb), "-M", "16",
+                    "-P", str(self.pid_path), "-Y", str(self.dir),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stop() reaches every worker
+            )  # fmt: skip
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise KamailioError(f"kamailio exited ({self.proc.returncode}):\n{self.log()}")
+            if self._probe():
+                return
+            time.sleep(0.05)
+        raise KamailioError(f"kamailio not ready in {timeout} s:\n{self.log()}")
+
+    def _probe(self) -> bool:
+        if self.transport in ("tcp", "tls"):
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return True
+            except OSError:
+                return False
+        # UDP: any answer to an OPTIONS means the workers read the socket
+        msg = (
+            f"OPTIONS sip:127.0.0.1:{self.port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{os.urandom(6).hex()};rport\r\n"
+            "Max-Forwards: 0\r\nFrom: <sip:probe@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\n"
+            f"Call-ID: {os.urandom(8).hex()}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(0.2)
+            try:
+                s.sendto(msg.encode(), ("127.0.0.1", self.port))
+                s.recvfrom(65535)
+            except OSError:
+                return False
+        return True
+
+    def pids(self) -> list[int]:
+        """The main process and its workers (for CPU accounting)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        return [self.proc.pid, *_children_of(self.proc.pid)]
+
+    def cpu_seconds(self) -> float:
+        return sum(process_cpu_seconds(p) for p in self.pids())
+
+    def log(self, tail: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-tail:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        if proc is not None:
+            # workers left behind (the main process died first) share its process group
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Kamailio:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def running(cfg: str, port: int, transport: str = "udp", shm_mb: int = 1024) -> Iterator[Kamailio]:
+    """`with running(cfg, port) as k:` — a started Kamailio, always stopped afterwards."""
+    k = Kamailio(cfg, port, transport, shm_mb)
+    k.start()
+    try:
+        yield k
+    finally:
+        k.stop()
+
+
+def write_ca_bundle(paths: Sequence[Path], out: Path) -> Path:
+    """Concatenate CA certificates into one PEM file (Kamailio's `ca_list`)."""
+    out.write_text("".join(Path(p).read_text() for p in paths))
+    return out
