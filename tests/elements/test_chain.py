@@ -213,3 +213,28 @@ async def test_calls_leave_no_reference_cycles():
         assert not ours, sorted({type(o).__qualname__ for o in ours})
     finally:
         await chain.close()
+
+
+async def test_register_refresh_keeps_call_id_and_raises_cseq():
+    # RFC 3261 §10.2.4: refreshes reuse the Call-ID with a higher CSeq, so the registrar
+    # can order them; a fresh Call-ID per refresh would look like a second UA.
+    chain = await build_chain(ChainOptions(scenario="plain"))
+    try:
+        taker = chain.takers["manhattan"][0]
+        first = taker._registration.call_id
+        assert await taker.register() == 200
+        assert await taker.register() == 200
+        assert taker._registration.call_id == first
+        assert taker._registration.cseq == 3  # start-up, then two refreshes
+        events = [
+            e
+            for e in chain.events
+            if isinstance(e, MessageEvent)
+            and e.direction == "out"
+            and e.first_line.startswith("REGISTER")
+            and e.call_id == first
+        ]
+        cseqs = [parse_message(e.data).cseq.seq for e in events]
+        assert cseqs == sorted(cseqs) and len(set(cseqs)) == len(cseqs) >= 3
+    finally:
+        await chain.close()
