@@ -321,3 +321,26 @@ async def test_all_takers_busy_and_queue_full_486_with_retry_after():
         errors = {e.name: e.errors for e in chain.elements if e.errors}
         await chain.close()
     assert not errors, errors
+
+
+async def test_register_with_a_preloaded_route_to_the_vsp_is_registered():
+    # an outbound-proxy UA (baresip's `outbound=`) puts `Route: <vsp;lr>` on its REGISTER:
+    # the VSP is the registrar, so it registers the contact instead of proxying it away
+    chain = await build_chain(ChainOptions(caller_hangup=0.01))
+    try:
+        loop = asyncio.get_running_loop()
+        vsp_port = chain.vsp.local("udp").port
+        req = raw_request(
+            "REGISTER",
+            ruri="sip:vsp.example",
+            from_="<sip:carol@vsp.example>;tag=7",
+            extra=(
+                f"Route: <sip:127.0.0.1:{vsp_port};lr>\r\n"
+                "Contact: <sip:carol@127.0.0.1:9>\r\nExpires: 60\r\n"
+            ),
+        ).replace(b"To: <sip:vsp.example>", b"To: <sip:carol@vsp.example>")
+        resp = parse_message(await loop.run_in_executor(None, udp_exchange, vsp_port, req))
+        assert resp.status == 200, resp.status
+        assert "carol@127.0.0.1:9" in resp.headers.get_field("Contact")
+    finally:
+        await chain.close()

@@ -92,7 +92,9 @@ class VspProxy(Proxy):
 
     def on_request(self, ctx: ServerCtx) -> None:
         req = ctx.request
-        if req.method == "REGISTER" and "Route" not in req.headers:
+        # A REGISTER is ours when no Route names anyone else: UAs with an outbound proxy
+        # (baresip's `outbound=`, RFC 5626) preload `Route: <our-uri;lr>` (RFC 3261 §16.4).
+        if req.method == "REGISTER" and all(self.is_own(r.uri) for r in req.routes):
             if not self.registrar.serves(req.uri) and not self.is_own(req.uri):
                 ctx.reply(403, "Not our domain")
                 return
