@@ -199,7 +199,7 @@ class Proxy(SipElement):
             return
         fwd.headers.set("Max-Forwards", str((mf if mf is not None else 70) - 1))
         dest, name, transport = self._next_hop(fwd)
-        fwd.headers.prepend("Via", self.via(transport, new_branch_with()))
+        self.push_via(fwd, transport, new_branch_with())
         self.send_stateless(fwd, dest, server_name=name)
 
     def stray_response(self, resp: Response, source: Source) -> None:
@@ -287,17 +287,18 @@ class Proxy(SipElement):
             return None
         if call.initial and req.method in DIALOG_CREATING and self.record_route:
             self._add_record_route(req, call.incoming_transport, transport)
-        req.headers.prepend("Via", self.via(transport, new_branch_with(call.loop_hash)))
+        self.push_via(req, transport, new_branch_with(call.loop_hash))
         call.branches.append(branch)
-        self.log(
-            "forward",
-            call_id=call.call_id,
-            method=req.method,
-            hop=f"{transport}:{dest.host}:{dest.port}",
-            target=target.label or str(req.uri),
-            ruri=str(req.uri),
-            reason=target.reason or None,
-        )
+        if self.log.enabled:  # not a string formatted per call when nobody reads it
+            self.log(
+                "forward",
+                call_id=call.call_id,
+                method=req.method,
+                hop=f"{transport}:{dest.host}:{dest.port}",
+                target=target.label or str(req.uri),
+                ruri=str(req.uri),
+                reason=target.reason or None,
+            )
         branch.client = self.send_request(
             req,
             dest,

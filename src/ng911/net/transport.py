@@ -193,12 +193,38 @@ class SipTransportLayer:
             )
         await conn.drained()  # back-pressure: a slow peer slows its senders, not our memory
 
+    def send_datagram(self, message: Request | Response, dest: Address) -> bool:
+        """`send` to a UDP `dest` without a coroutine, when a UDP socket is open already
+        (a UDP send never waits; a coroutine per message costs more than the send).
+        False: none is open yet, use `send`. Raises what `send` raises."""
+        ep = self._udp_for(dest)
+        if ep is None or ep.transport is None:
+            return False
+        check_secure(message, dest)
+        data = message.to_bytes()
+        if len(data) > self.max_message_size:
+            raise MessageTooLarge(
+                f"{len(data)}-byte message exceeds the limit of {self.max_message_size}",
+                peer=str(dest),
+            )
+        self._sendto(ep, message, data, dest)
+        return True
+
     async def _send_udp(self, message: Request | Response, data: bytes, dest: Address) -> None:
-        if len(data) > MAX_DATAGRAM:
-            raise MessageTooLarge(f"{len(data)} bytes do not fit a UDP datagram", peer=str(dest))
         ep = self._udp_for(dest)
         if ep is None:
+            if len(data) > MAX_DATAGRAM:
+                raise MessageTooLarge(
+                    f"{len(data)} bytes do not fit a UDP datagram", peer=str(dest)
+                )
             ep = await self._udp_client_endpoint(dest)
+        self._sendto(ep, message, data, dest)
+
+    def _sendto(
+        self, ep: UdpEndpoint, message: Request | Response, data: bytes, dest: Address
+    ) -> None:
+        if len(data) > MAX_DATAGRAM:
+            raise MessageTooLarge(f"{len(data)} bytes do not fit a UDP datagram", peer=str(dest))
         assert ep.transport is not None
         try:
             ep.transport.sendto(data, (dest.host, dest.port))
@@ -480,8 +506,8 @@ class SipTransportLayer:
             params["received"] = src_host
         if params:
             new = via.with_params(**params)
-            msg.headers.remove_first("Via")
-            msg.headers.prepend("Via", str(new))
+            msg.headers.replace_first("Via", str(new))
+            msg.headers.remember("top_via", new)  # written from it: no need to parse it back
         if conn is not None:
             if via.branch:
                 self._by_branch[via.branch] = conn.id

@@ -6,7 +6,6 @@ rest as text.
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 from dataclasses import dataclass
 
@@ -60,7 +59,8 @@ class Via:
         return self.host if self.port is None else f"{self.host}:{self.port}"
 
     def with_params(self, **kw: str | None) -> Via:
-        return dataclasses.replace(self, params=_set_params(self.params, kw))
+        # the constructor, not dataclasses.replace (5x slower): on every received request
+        return Via(self.transport, self.host, self.port, _set_params(self.params, kw))
 
     def __str__(self) -> str:
         return f"SIP/2.0/{self.transport} {self.sent_by}{_format_params(self.params)}"

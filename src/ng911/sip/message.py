@@ -69,6 +69,17 @@ COMMA_LISTS = frozenset(
 )  # fmt: skip
 
 
+# Lazy-parse cache slots and the header each is read from: editing that header drops them.
+CACHE_SLOTS: dict[str, str] = {
+    "cseq": "cseq",
+    "from": "from",
+    "to": "to",
+    "vias": "via",
+    "top_via": "via",
+    "top_via_branch": "via",
+}
+
+
 def header_key(name: str) -> tuple[str, str]:
     """(lookup key, output name) of a header name in any case or compact form."""
     hit = _NAMES.get(name)
@@ -113,12 +124,27 @@ class Headers:
         return h
 
     def cached(self, slot: str, fn: Callable[[], T]) -> T:
-        """`fn()`, computed once until the headers change (the lazy-parse cache)."""
+        """`fn()`, computed once until the header it is read from changes (the lazy-parse
+        cache). The slots in `CACHE_SLOTS` are dropped only when their own header is edited
+        (a proxy's Via push/pop keeps From, To and CSeq parsed); any other slot on every
+        edit."""
         try:
             return self._cache[slot]  # type: ignore[no-any-return]
         except KeyError:
             value = self._cache[slot] = fn()
             return value
+
+    def remember(self, slot: str, value: object) -> None:
+        """Seed the cache with a value the caller already holds parsed (the Via it just
+        wrote), so that it is not parsed back from text."""
+        self._cache[slot] = value
+
+    def _edited(self, key: str) -> None:
+        cache = self._cache
+        if cache:
+            stale = [s for s in cache if CACHE_SLOTS.get(s, key) == key]
+            for s in stale:
+                del cache[s]
 
     def get(self, name: str) -> str | None:
         """The first value (the first element of a comma list), or None."""
@@ -151,7 +177,7 @@ class Headers:
     def add(self, name: str, value: str) -> None:
         key, out = header_key(name)
         self._items.append((key, out, value))
-        self._cache.clear()
+        self._edited(key)
 
     def prepend(self, name: str, value: str) -> None:
         """Insert before the first field of `name` (a proxy's Via, Route, Record-Route),
@@ -163,7 +189,7 @@ class Headers:
                 pos = i
                 break
         self._items.insert(pos, (key, out, value))
-        self._cache.clear()
+        self._edited(key)
 
     def set(self, name: str, value: str) -> None:
         """Replace every field of `name` by one, at the position of the first (else at the end)."""
@@ -180,14 +206,15 @@ class Headers:
         if pos < 0:
             items.append((key, out, value))
         self._items = items
-        self._cache.clear()
+        self._edited(key)
 
     def remove(self, name: str) -> int:
         """Remove every field of `name`; returns how many fields were removed."""
         key = header_key(name)[0]
         before = len(self._items)
         self._items = [it for it in self._items if it[0] != key]
-        self._cache.clear()
+        if len(self._items) != before:
+            self._edited(key)
         return before - len(self._items)
 
     def remove_first(self, name: str) -> str | None:
@@ -196,7 +223,7 @@ class Headers:
         for i, (k, out, v) in enumerate(self._items):
             if k != key:
                 continue
-            self._cache.clear()
+            self._edited(key)
             if key not in COMMA_LISTS or "," not in v:
                 del self._items[i]
                 return v
@@ -214,11 +241,37 @@ class Headers:
             return pieces[first_at].strip()
         return None
 
+    def replace_first(self, name: str, value: str) -> bool:
+        """Replace the first VALUE of `name` in place (the top Via a server stamps with
+        received/rport, RFC 3261 §18.2.1); the rest of a comma list stays as written, in
+        a field of its own just below. False when there is no such header."""
+        key = header_key(name)[0]
+        items = self._items
+        for i, (k, out, v) in enumerate(items):
+            if k != key:
+                continue
+            self._edited(key)
+            if key in COMMA_LISTS and "," in v:
+                pieces = split_quoted(v, ",")
+                first_at = next((j for j, p in enumerate(pieces) if p.strip()), None)
+                if first_at is not None:
+                    rest = pieces[first_at + 1 :]
+                    items[i] = (k, out, value)
+                    if any(p.strip() for p in rest):
+                        items.insert(i + 1, (k, out, ",".join(rest).lstrip()))
+                    return True
+            items[i] = (k, out, value)
+            return True
+        return False
+
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
         key = header_key(name)[0]
-        return any(k == key for k, _, _ in self._items)
+        for item in self._items:  # noqa: SIM110 - a loop: `any(genexpr)` costs 3x on this hot path
+            if item[0] == key:
+                return True
+        return False
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         """(name, value) per field, in wire order, names in their long canonical form."""
@@ -238,7 +291,12 @@ class Headers:
         return f"Headers({list(self)!r})"
 
     def copy(self) -> Headers:
-        return Headers._from_parsed(list(self._items))
+        """An independent copy; parsed values are immutable, so the cache is shared out
+        too (a proxy's copy of a request does not parse From/To/CSeq/Via again)."""
+        h = Headers._from_parsed(list(self._items))
+        if self._cache:
+            h._cache = dict(self._cache)
+        return h
 
     def same_fields(self, other: Headers) -> bool:
         """Equal apart from Content-Length, which `to_bytes` derives from the body: what
