@@ -20,10 +20,11 @@ ng911 and Kamailio (tls module). The `emergency` row sends the 1.5 KB 911 INVITE
 PIDF-LO (`uac_emergency.xml`) through the VSP's emergency path (recognise, rewrite,
 Resource-Priority, Route to the "ESRP", which is the SIPp callee here); the `esrp` row sends
 it to ng911's ESRP, which asks a LoST server (its own process; every borough maps to the
-SIPp callee) and routes to the answer; the `gc-off` row is the VSP with Python's cyclic
-garbage collector disabled (an experiment: what the collector's pauses cost), `gc-freeze`
-the VSP calling `gc.freeze()` once a second (survivors leave the collector's sight but are
-still freed by reference counting; safe only because a call leaves no cyclic garbage).
+SIPp callee) and routes to the answer. Every ng911 row runs as `ng911 run` does, calling
+`gc.freeze()` once a second (survivors leave the collector's sight but are still freed by
+reference counting; safe because a call leaves no cyclic garbage, which a test counts); the
+`gc-off` row is the VSP with Python's cyclic garbage collector disabled and `gc-once` the VSP
+frozen only once after start-up: experiments showing what the collector's pauses cost.
 
 Each rate step runs ~`--seconds`; the rate ladder stops at the first step that fails.
 A step passes when every call succeeded (SIPp: no failed call, all calls done; UDP
@@ -331,14 +332,14 @@ class Ng911Target(Target):
         self,
         pki_dir: Path | None = None,
         profile: Path | None = None,
-        gc_mode: str = "on",
+        gc_mode: str = "freeze",
         element: str = "vsp",
     ) -> None:
         self.proc: subprocess.Popen[str] | None = None
         self.lost: subprocess.Popen[str] | None = None
         self.pki_dir = pki_dir
         self.profile = profile
-        self.gc_mode = gc_mode  # "on" | "off" | "freeze" (see `serve`)
+        self.gc_mode = gc_mode  # "freeze" (as `ng911 run`) | "once" | "off" (see `serve`)
         self.element = element
         self.rss_mb: float | None = None
         self.lost_cpu = 0.0
@@ -430,7 +431,7 @@ def run_sipp_step(
     label = target.name
     if isinstance(target, Ng911Target):
         label += "-esrp" if target.element == "esrp" else ""
-        label += f"-gc-{target.gc_mode}" if target.gc_mode != "on" else ""
+        label += f"-gc-{target.gc_mode}" if target.gc_mode != "freeze" else ""
     if label == "ng911" and "emergency" in scenario:
         label += "-emergency"
     step = Step(label, transport, rate)
@@ -855,15 +856,12 @@ async def serve(args: argparse.Namespace) -> None:
     # as `ng911 run` does: long-lived objects out of the cyclic collector's sight
     gc.collect()
     gc.freeze()
-    if os.environ.get("NG911_BENCH_GC") == "off":  # experiment: no cyclic collector at all
+    mode = os.environ.get("NG911_BENCH_GC", "freeze")
+    if mode == "off":  # experiment: no cyclic collector at all
         gc.disable()
-    if os.environ.get("NG911_BENCH_GC") == "freeze":  # experiment: freeze survivors each second
-
-        def refreeze() -> None:
-            gc.freeze()
-            asyncio.get_running_loop().call_later(1.0, refreeze)
-
-        refreeze()
+    elif mode == "freeze":  # what `ng911 run` does by default (`--gc-freeze 1`)
+        vsp.freeze_gc_every(1.0)
+    # "once": frozen only after start-up (the experiment showing what the pauses cost)
     prof = cProfile.Profile() if args.profile_out else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -1134,10 +1132,10 @@ def run_all(args: argparse.Namespace) -> int:
             )  # fmt: skip
             lad.proxy = "ng911-esrp"
             ladders.append(lad)
-            # the same VSP with Python's cyclic garbage collector off (what its pauses cost),
-            # and with `gc.freeze()` once a second (survivors out of its sight; still freed
-            # by reference counting): 3 s steps, these are experiments
-            for mode in ("off", "freeze"):
+            # the same VSP with Python's cyclic garbage collector off, and frozen only once
+            # after start-up (what the collector's pauses cost without `ng911 run`'s
+            # once-a-second `gc.freeze()`): 3 s steps, these are experiments
+            for mode in ("off", "once"):
                 lad = run_ladder(
                     Ng911Target(gc_mode=mode), "udp", [250, 500, 750, 1000, 1250, 1500],
                     min(seconds, 3.0), workdir, pki_dir, log, bisect=False,
