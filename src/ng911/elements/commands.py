@@ -15,11 +15,12 @@ import contextlib
 import gc
 import json
 import logging
+import os
 import signal
 import sys
 from typing import Any
 
-ELEMENTS = ("caller", "vsp", "esrp", "psap", "calltaker")
+ELEMENTS = ("caller", "vsp", "esrp", "psap", "calltaker", "lost")
 
 
 def register(sub: Any) -> None:
@@ -36,6 +37,44 @@ def register(sub: Any) -> None:
     p.add_argument("--table", help="table of the file (default: the element's name)")
     p.add_argument("--calls", type=int, default=1, help="caller: calls to place")
     p.add_argument("--rate", type=float, default=1.0, help="caller: calls per second")
+    # what `ng911 testbed run --processes` drives a child with (ng911.testbed.processes)
+    p.add_argument(
+        "--events",
+        metavar="FILE",
+        help="record every observer event (messages, handshakes, TLS records, LoST queries) "
+        "and write them as JSON lines to FILE when the element stops",
+    )
+    p.add_argument(
+        "--ready",
+        action="store_true",
+        help='print one JSON line {"ready": NAME, ...} on stdout once listening (and '
+        "registered, for a caller or call taker)",
+    )
+    p.add_argument(
+        "--control",
+        action="store_true",
+        help="caller: place calls on request, one JSON object per line on stdin "
+        '({"call": N, "lat": .., "lon": ..}); answers one line per call on stdout',
+    )
+    p.add_argument("--quiet", action="store_true", help="no per-event log on stderr")
+    p.add_argument(
+        "--lost-cache",
+        action="store_true",
+        help="esrp with --events: cache LoST answers (default: ask LoST for every call)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        help="close connections idle this long (s); the caller reconnects (TLS resumption)",
+    )
+    p.add_argument(
+        "--gc-freeze",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="call gc.freeze() this often, so that full collections do not walk the calls "
+        "held in their transactions (0: only once, after start-up)",
+    )
     p.set_defaults(func=run_element)
 
     c = sub.add_parser(
@@ -66,7 +105,125 @@ def _load(element: str, path: str, table: str | None) -> Any:
         "psap": cfgmod.PsapConfig,
         "calltaker": cfgmod.CallTakerConfig,
     }
+    if element == "lost":
+        return _load_lost(path, table or element)
     return cfgmod.load_toml(path, table or element, classes[element])
+
+
+def _load_lost(path: str, table: str) -> dict[str, Any]:
+    """The `[lost]` table: address, boundaries and the URI each boundary maps to, TLS."""
+    import tomllib
+
+    from ng911.elements.config import ConfigError
+
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    node = data.get(table)
+    if not isinstance(node, dict):
+        raise ConfigError(f"{path}: no table [{table}]")
+    allowed = {
+        "name", "host", "port", "boundaries", "domain", "uris",
+        "cert", "key", "ca", "require_client_cert", "keylog",
+    }  # fmt: skip
+    unknown = sorted(set(node) - allowed)
+    if unknown:
+        raise ConfigError(f"{path}:[{table}]: unknown option(s) {', '.join(unknown)}")
+    if not isinstance(node.get("boundaries"), str):
+        raise ConfigError(f"{path}:[{table}]: boundaries (a GeoJSON file) is required")
+    return node
+
+
+async def _serve_lost(cfg: dict[str, Any], args: argparse.Namespace) -> int:
+    """A LoST server as an element: what the testbed's LoST host runs in its own process."""
+    from pathlib import Path
+
+    from ng911.lost.embedded import EmbeddedStore
+    from ng911.lost.server import make_app, serve
+    from ng911.lost.store import MappingConfig
+    from ng911.pki.tls import server_context
+
+    uris = {str(k): tuple(v) for k, v in dict(cfg.get("uris", {})).items()}
+    mapping = MappingConfig(domain=str(cfg.get("domain", "esinet.example")), uris=uris)
+    store = EmbeddedStore.from_geojson(Path(cfg["boundaries"]), mapping)
+    ctx = None
+    if cfg.get("cert"):
+        ctx = server_context(
+            Path(cfg["cert"]),
+            Path(cfg["key"]),
+            [Path(c) for c in cfg.get("ca", [])],
+            require_client_cert=bool(cfg.get("require_client_cert", False)),
+            keylog=Path(cfg["keylog"]) if cfg.get("keylog") else None,
+        )
+    running = await serve(
+        make_app(store), str(cfg.get("host", "127.0.0.1")), int(cfg.get("port", 0)), ssl_context=ctx
+    )
+    try:
+        if args.ready:
+            print(json.dumps({"ready": cfg.get("name", "lost"), "url": running.url}), flush=True)
+        await _until_stopped()
+        return 0
+    finally:
+        await running.close()
+        store.close()
+
+
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _control(el: Any, cfg: Any) -> None:
+    """The caller's control loop: one call per stdin line, one answer per call on stdout.
+
+    Calls run concurrently (the testbed paces them); EOF or SIGTERM ends the loop.
+    """
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(req: dict[str, Any]) -> None:
+        n = req.get("call")
+        try:
+            rec = await el.place_call(
+                float(req.get("lat", cfg.lat)),
+                float(req.get("lon", cfg.lon)),
+                hangup_after=req.get("hangup_after"),
+                timeout=float(req.get("timeout", cfg.answer_timeout + 5.0)),
+            )
+            out: dict[str, Any] = {"call": n, "record": rec.to_dict(), "ok": rec.ok}
+        except TimeoutError:
+            out = {"call": n, "error": "no end within the answer timeout"}
+        except Exception as exc:  # reported, never a dead control loop
+            out = {"call": n, "error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(out), flush=True)
+
+    async def read() -> None:
+        while True:
+            line = await reader.readline()
+            if not line:
+                return
+            try:
+                req = json.loads(line)
+            except json.JSONDecodeError:
+                print(json.dumps({"error": f"not JSON: {line[:80]!r}"}), flush=True)
+                continue
+            t = asyncio.ensure_future(one(req))
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
+
+    stopper = asyncio.ensure_future(_until_stopped())
+    reading = asyncio.ensure_future(read())
+    await asyncio.wait({stopper, reading}, return_when=asyncio.FIRST_COMPLETED)
+    for t in (stopper, reading, *tasks):
+        t.cancel()
 
 
 async def _serve(element: str, cfg: Any, args: argparse.Namespace) -> int:
@@ -84,25 +241,78 @@ async def _serve(element: str, cfg: Any, args: argparse.Namespace) -> int:
         "psap": Psapd,
         "calltaker": CallTaker,
     }
-    el = kinds[element](cfg, log_keep=0)
-    el.log.stream = el.log.stream or sys.stderr
+    recorder = None
+    extra: dict[str, Any] = {}
+    if args.events:
+        from ng911.observe.eventlog import EventRecorder
+
+        recorder = EventRecorder()
+        extra["observers"] = [recorder]
+        if element == "esrp":
+            extra["lost"] = _observed_lost_client(cfg, recorder, args.lost_cache)
+    el = kinds[element](cfg, log_keep=0, **extra)
+    if not args.quiet:
+        el.log.stream = el.log.stream or sys.stderr
+    if args.idle_timeout is not None:
+        el.transport.idle_timeout = args.idle_timeout  # before start(): the sweeper
+    try:
+        return await _serve_started(el, cfg, args)
+    finally:
+        if recorder is not None:
+            from pathlib import Path
+
+            recorder.write(Path(args.events), element=cfg.name, cpu_seconds=el.cpu_seconds)
+
+
+def _observed_lost_client(cfg: Any, recorder: Any, use_cache: bool) -> Any:
+    """The ESRP's LoST client, reporting each query (`ng911.observe.lostprobe`)."""
+    from pathlib import Path
+
+    from ng911.observe.lostprobe import ObservedLostClient
+    from ng911.pki.tls import client_context
+
+    ctx = None
+    if cfg.lost_url.startswith("https:"):
+        ctx = client_context(
+            [Path(p) for p in cfg.lost_ca],
+            cert=Path(cfg.lost_cert) if cfg.lost_cert else None,
+            key=Path(cfg.lost_key) if cfg.lost_key else None,
+            keylog=Path(cfg.tls.keylog) if cfg.tls.keylog else None,
+        )
+    return ObservedLostClient(
+        cfg.lost_url,
+        element=cfg.name,
+        use_cache=use_cache,
+        observers=[recorder],
+        ssl=ctx,
+        timeout=cfg.lost_timeout,
+    )
+
+
+async def _serve_started(el: Any, cfg: Any, args: argparse.Namespace) -> int:
+    from ng911.elements.calltaker import CallTaker
+    from ng911.elements.ua import Caller
+
     await el.start()
     # long-lived objects (modules, lxml/shapely/aiohttp state, TLS contexts) out of the cyclic
     # collector's sight: it would walk them on every collection (bench/chain.py: ~2x CPU)
     gc.collect()
     gc.freeze()
+    el.freeze_gc_every(getattr(args, "gc_freeze", 1.0))
     try:
+        if isinstance(el, CallTaker) and args.ready:
+            await asyncio.wait_for(el.registered.wait(), 10.0)
+        if args.ready:
+            print(json.dumps({"ready": el.name, "pid": os.getpid()}), flush=True)
+        if isinstance(el, Caller) and args.control:
+            await _control(el, cfg)
+            return 0
         if isinstance(el, Caller):
             recs = await el.place_calls([(cfg.lat, cfg.lon)], count=args.calls, rate=args.rate)
             for r in recs:
                 print(json.dumps(r.to_dict()))
             return 0 if recs and all(r.ok for r in recs) else 1
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await _until_stopped()
         return 0
     finally:
         await el.close()
@@ -113,10 +323,22 @@ def run_element(args: argparse.Namespace) -> int:
 
     try:
         cfg = _load(args.element, args.config, args.table)
+        if args.element == "lost":
+            return asyncio.run(_serve_lost(cfg, args))
+        if args.events:  # TLS records exactly as written, for the hop's capture
+            from ng911.observe.wiretap import wire_tap
+
+            with wire_tap():
+                return asyncio.run(_serve(args.element, cfg, args))
         return asyncio.run(_serve(args.element, cfg, args))
     except Ng911Error as exc:
         print(f"ng911 run {args.element}: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a listener that cannot bind: one line, not a traceback
+        print(f"ng911 run {args.element}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 async def _chain(args: argparse.Namespace) -> int:

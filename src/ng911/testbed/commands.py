@@ -76,6 +76,19 @@ def register(sub: Any) -> None:
         "it above any silence within a call (set-up time, --hangup) and below the gap "
         "between calls",
     )
+    r.add_argument(
+        "--processes",
+        action="store_true",
+        help="run each element as its own OS process (`python -m ng911 run ROLE --config "
+        "<scenario>/config/HOST.toml`), events collected from each when it stops",
+    )
+    r.add_argument(
+        "--netns",
+        action="store_true",
+        help="each host in its own network namespace, cabled to one bridge, addresses from "
+        "10.91.0.0/24, a real capture per hop (root; implies --processes; falls back to "
+        "--processes on loopback when namespaces cannot be made)",
+    )
     r.add_argument("--element-logs", action="store_true", help="a JSON log per element")
     r.add_argument("--no-captures", action="store_true", help="skip writing pcaps")
     r.add_argument("--quiet", action="store_true", help="no progress or tables")
@@ -123,6 +136,8 @@ def _run(args: argparse.Namespace) -> int:
             element_logs=Path("elements") if args.element_logs else None,
             impairments=impairments,
             reconnect_after=args.reconnect_after,
+            processes=args.processes or args.netns,
+            netns=args.netns,
         ),
         progress=None if args.quiet else sys.stdout,
         interleave=not args.sequential,

@@ -108,6 +108,13 @@ class ChainOptions:
     # ng911.net's idle timeout applies to every connection of an element, and a proxy
     # closing the server side of a hop as its peer writes a request would lose that request.
     reconnect_after: float | None = None
+    # --processes: each element its own OS process (ng911.testbed.processes); --netns: each
+    # also in its own network namespace (ng911.testbed.netns, implies processes)
+    processes: bool = False
+    netns: bool = False
+    ready_timeout: float = 30.0  # a child process prints its ready line within this (s)
+    real_captures: bool = True  # --netns: dumpcap/tcpdump per hop on the hub's bridge
+    stop_timeout: float = 10.0  # SIGTERM → exit (events written) within this, else SIGKILL
 
 
 @dataclass
@@ -254,6 +261,103 @@ async def _start(
         raise
 
 
+def hosts_table(
+    topo: Topology, h: Host, addresses: dict[str, str], overrides: dict[tuple[str, str], str]
+) -> tuple[HostEntry, ...]:
+    """h's host table: every domain → its address, or the relay on an impaired hop."""
+    return tuple(
+        HostEntry(x.domain, overrides.get((h.name, x.name), addresses[x.name])) for x in topo.hosts
+    )
+
+
+def element_configs(
+    topo: Topology,
+    addresses: dict[str, str],
+    pki: _Pki,
+    opts: ChainOptions,
+    *,
+    lost_url: str,
+    keylog_of: Callable[[Host], Path],
+    overrides: dict[tuple[str, str], str] | None = None,
+) -> dict[str, Any]:
+    """Host name → its element's configuration, in start order (PSAPs, call takers, ESRP,
+    VSP, caller). The one place a topology becomes element configs: the in-process chain
+    starts these objects, `--processes` writes them to TOML files for `ng911 run`."""
+    ov = overrides or {}
+    tr = dict(zip(HOPS, topo.transports, strict=True))
+
+    def common(h: Host, *, mutual: bool) -> dict[str, Any]:
+        log_file = ""
+        if opts.element_logs is not None:
+            opts.element_logs.mkdir(parents=True, exist_ok=True)
+            log_file = str(opts.element_logs / f"{h.name}.jsonl")
+        return {
+            "name": h.name,
+            "fqdn": h.domain,
+            "listeners": _listeners(h, addresses[h.name]),
+            "tls": pki.profile(h, require_client_cert=mutual, keylog=keylog_of(h)),
+            "hosts": hosts_table(topo, h, addresses, ov),
+            "t1": opts.t1,
+            "log_file": log_file,
+        }
+
+    out: dict[str, Any] = {}
+    # PSAPs (mutual TLS: the ESRP and the call takers present certificates)
+    for h in topo.by_role("psap"):
+        out[h.name] = PsapConfig(**common(h, mutual=True), domain=h.domain)
+    for h in topo.by_role("calltaker"):
+        psap = topo.host(h.psap or "")
+        out[h.name] = CallTakerConfig(
+            **common(h, mutual=False),
+            aor=f"sip:{h.name}@{psap.domain}",
+            psap=hop_uri(tr["hop4"], psap.domain),
+            rtp_host=addresses[h.name],
+        )
+    esrp_host = topo.one("esrp")
+    first_psap = topo.by_role("psap")[0]
+    mutual_lost = topo.lost == "https" and topo.lost_mutual
+    esrp_cert, esrp_key = pki.certs[esrp_host.name]
+    out[esrp_host.name] = EsrpConfig(
+        **common(esrp_host, mutual=True),
+        lost_url=lost_url,
+        lost_timeout=opts.lost_timeout,
+        lost_ca=(str(pki.ca.cert_path),),
+        lost_cert=str(esrp_cert) if mutual_lost else "",
+        lost_key=str(esrp_key) if mutual_lost else "",
+        default_route=f"sip:{first_psap.name}@{first_psap.domain}",
+        sips_policy="hop",
+        psap_transport=tr["hop3"],
+    )
+    # VSP proxy: its callers' certificates are optional
+    vsp = topo.one("vsp")
+    out[vsp.name] = VspConfig(
+        **common(vsp, mutual=False),
+        domain=vsp.domain,
+        esrp=hop_uri(tr["hop2"], esrp_host.domain),
+    )
+    # the caller, last: it registers with the VSP when it starts
+    ch = topo.by_role("caller")[0]
+    out[ch.name] = CallerConfig(
+        **common(ch, mutual=False),
+        aor=ch.aor or f"sip:caller@{vsp.domain}",
+        proxy=hop_uri(tr["hop1"], vsp.domain),
+        hangup_after=opts.hangup_after,
+        answer_timeout=opts.answer_timeout,
+        rtp_host=addresses[ch.name],
+    )
+    return out
+
+
+def lost_mapping(topo: Topology) -> dict[str, tuple[str, ...]]:
+    """Each borough's boundary → its PSAP's sip: URI (no port, no transport: what a LoST data
+    set holds; the ESRP applies its sips policy for hop 3)."""
+    return {
+        slug(p.borough): (f"sip:{p.name}@{p.domain}",)
+        for p in topo.by_role("psap")
+        if p.borough is not None
+    }
+
+
 async def _start_claimed(
     topo: Topology,
     work: Path,
@@ -270,30 +374,6 @@ async def _start_claimed(
     relays, overrides = _plan_relays(topo, addresses, block, opts.impairments, obs)
     started: list[SipElement] = []
 
-    def hosts_of(h: Host) -> tuple[HostEntry, ...]:
-        """h's host table: every domain → its address, or the relay on an impaired hop."""
-        return tuple(
-            HostEntry(x.domain, overrides.get((h.name, x.name), addresses[x.name]))
-            for x in topo.hosts
-        )
-
-    tr = dict(zip(HOPS, topo.transports, strict=True))
-
-    def common(h: Host, *, mutual: bool) -> dict[str, Any]:
-        log_file = ""
-        if opts.element_logs is not None:
-            opts.element_logs.mkdir(parents=True, exist_ok=True)
-            log_file = str(opts.element_logs / f"{h.name}.jsonl")
-        return {
-            "name": h.name,
-            "fqdn": h.domain,
-            "listeners": _listeners(h, addresses[h.name]),
-            "tls": pki.profile(h, require_client_cert=mutual, keylog=keylog),
-            "hosts": hosts_of(h),
-            "t1": opts.t1,
-            "log_file": log_file,
-        }
-
     async def start(el: SipElement) -> SipElement:
         started.append(el)
         if opts.reconnect_after is not None and el.role == "caller":
@@ -306,28 +386,9 @@ async def _start_claimed(
         for relay in relays:
             await relay.start()
         elements: dict[str, SipElement] = {}
-        # PSAPs (mutual TLS: the ESRP and the call takers present certificates)
-        for h in topo.by_role("psap"):
-            cfg = PsapConfig(**common(h, mutual=True), domain=h.domain)
-            elements[h.name] = await start(Psapd(cfg, observers=obs))
-        for h in topo.by_role("calltaker"):
-            psap = topo.host(h.psap or "")
-            cfg_t = CallTakerConfig(
-                **common(h, mutual=False),
-                aor=f"sip:{h.name}@{psap.domain}",
-                psap=hop_uri(tr["hop4"], psap.domain),
-            )
-            elements[h.name] = await start(CallTaker(cfg_t, observers=obs))
-        # LoST: each borough's boundary maps to its PSAP's sip: URI (no port, no transport:
-        # what a LoST data set holds; the ESRP applies its sips policy for hop 3)
         lost = topo.one("lost")
-        uris: dict[str, tuple[str, ...]] = {
-            slug(p.borough): (f"sip:{p.name}@{p.domain}",)
-            for p in topo.by_role("psap")
-            if p.borough is not None
-        }
         store = EmbeddedStore.from_geojson(
-            topo.boundaries_path(), MappingConfig(domain=lost.domain, uris=uris)
+            topo.boundaries_path(), MappingConfig(domain=lost.domain, uris=lost_mapping(topo))
         )
         lost_ssl: ssl.SSLContext | None = None
         if topo.lost == "https":
@@ -340,7 +401,15 @@ async def _start_claimed(
                 keylog=keylog,
             )
         lost_server = await serve(make_app(store), addresses[lost.name], 0, ssl_context=lost_ssl)
-        # ESRP
+        configs = element_configs(
+            topo,
+            addresses,
+            pki,
+            opts,
+            lost_url=lost_server.url,
+            keylog_of=lambda h: keylog,
+            overrides=overrides,
+        )
         esrp_host = topo.one("esrp")
         client_ssl: ssl.SSLContext | None = None
         if topo.lost == "https":
@@ -360,40 +429,27 @@ async def _start_claimed(
             ssl=client_ssl,
             timeout=opts.lost_timeout,
         )
-        first_psap = topo.by_role("psap")[0]
-        cfg_e = EsrpConfig(
-            **common(esrp_host, mutual=True),
-            lost_url=lost_server.url,
-            lost_timeout=opts.lost_timeout,
-            default_route=f"sip:{first_psap.name}@{first_psap.domain}",
-            sips_policy="hop",
-            psap_transport=tr["hop3"],
-        )
-        elements[esrp_host.name] = await start(Esrp(cfg_e, lost=lost_client, observers=obs))
-        # VSP proxy: its callers' certificates are optional
-        vsp = topo.one("vsp")
-        cfg_v = VspConfig(
-            **common(vsp, mutual=False),
-            domain=vsp.domain,
-            esrp=hop_uri(tr["hop2"], esrp_host.domain),
-        )
-        elements[vsp.name] = await start(VspProxy(cfg_v, observers=obs))
-        # the caller, last: it registers with the VSP when it starts
-        ch = topo.by_role("caller")[0]
-        cfg_c = CallerConfig(
-            **common(ch, mutual=False),
-            aor=ch.aor or f"sip:caller@{vsp.domain}",
-            proxy=hop_uri(tr["hop1"], vsp.domain),
-            hangup_after=opts.hangup_after,
-            answer_timeout=opts.answer_timeout,
-            rtp_host=addresses[ch.name],
-        )
-        caller = Caller(cfg_c, observers=obs)
-        elements[ch.name] = await start(caller)
+        caller: Caller | None = None
+        for name, cfg in configs.items():
+            role = topo.host(name).role
+            el: SipElement
+            if role == "psap":
+                el = Psapd(cfg, observers=obs)
+            elif role == "calltaker":
+                el = CallTaker(cfg, observers=obs)
+            elif role == "esrp":
+                el = Esrp(cfg, lost=lost_client, observers=obs)
+            elif role == "vsp":
+                el = VspProxy(cfg, observers=obs)
+            else:
+                caller = Caller(cfg, observers=obs)
+                el = caller
+            elements[name] = await start(el)
+        assert caller is not None
     except BaseException:
-        for el in reversed(started):
+        for started_el in reversed(started):
             try:
-                await el.close()
+                await started_el.close()
             except Exception:
                 pass
         if lost_server is not None:

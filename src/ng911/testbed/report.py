@@ -527,6 +527,7 @@ def render_html(results: Mapping[str, Any]) -> str:
         f"{' interleaved' if meta.get('interleaved') else ''} · "
         f"{_e(meta.get('platform', ''))} · Python {_e(meta.get('python', ''))}"
         + (f" · impaired: {_e('; '.join(meta['impairments']))}" if meta.get("impairments") else "")
+        + _isolation_note(meta.get("isolation"))
         + "</p>",
     ]
     failed = sum(int(r.get("failed", 0)) for r in scenarios.values())
@@ -628,17 +629,32 @@ def render_html(results: Mapping[str, Any]) -> str:
     parts.append(
         f"<li>Percentiles: {_e(PERCENTILE_METHOD)}.</li>"
         "<li>All times come from the transports' own events (<code>time.perf_counter()</code> "
-        "in one process): the caller's INVITE leaving its transport to the 180 arriving at it. "
+        "in one process; with --processes, CLOCK_MONOTONIC, one clock for every process of the "
+        "machine): the caller's INVITE leaving its transport to the 180 arriving at it. "
         "The per-hop <code>hopN.jsonl</code> logs hold every event; every figure here can be "
         "recomputed from them.</li>"
         "<li>Wire bytes: for TLS the TLS records that carried the message (headers, AEAD tags); "
         "IP/TCP/UDP headers are not counted on any transport.</li>"
         "<li>Captures: <code>hopN.pcap</code> are synthesised from the transports' events with "
         "well-known ports (5060, 5061 for TLS); decrypt with "
-        "<code>tshark -r hop2.pcap -o tls.keylog_file:keys.log -Y sip</code>.</li></ul>"
+        "<code>tshark -r hop2.pcap -o tls.keylog_file:keys.log -Y sip</code>. With --netns, "
+        "<code>captured-hopN.pcap</code> are real captures on the namespaces' bridge (the same "
+        "key log decrypts them).</li></ul>"
     )
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+_ISOLATION = {
+    "processes": "each element its own OS process (loopback)",
+    "netns": "each element its own process and network namespace (veth + bridge)",
+}
+
+
+def _isolation_note(isolation: Any) -> str:
+    """How the chain ran (absent in results written before --processes existed)."""
+    text = _ISOLATION.get(str(isolation)) if isolation else None
+    return f" · {_e(text)}" if text else " · all elements in one process"
 
 
 def write_report(results: Mapping[str, Any], path: Path) -> Path:

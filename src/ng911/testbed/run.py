@@ -23,6 +23,7 @@ The run directory:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import os
@@ -38,8 +39,11 @@ from ng911.observe.pcap import write_captures
 from ng911.observe.stats import METRICS, PERCENTILE_METHOD
 from ng911.observe.trace import Trace
 from ng911.observe.wiretap import wire_tap
+from ng911.testbed.errors import TestbedError
 from ng911.testbed.launcher import ChainOptions, RunningChain, start_chain, wait_registered
 from ng911.testbed.measure import add_baseline_diffs, scenario_results
+from ng911.testbed.netns import NetnsLab, unavailable_reason
+from ng911.testbed.processes import ProcessChain, sigterm_exits, start_processes
 from ng911.testbed.report import format_scenario, format_table, write_report, write_results
 from ng911.testbed.scenarios import BASELINE, Scenario, get_scenario, select
 from ng911.testbed.topology import Topology, load_topology
@@ -124,7 +128,7 @@ class _Live:
     scenario: Scenario
     work: Path
     trace: Trace
-    chain: RunningChain
+    chain: RunningChain | ProcessChain
     locations: list[tuple[float, float]]
     cold: int
     failures: dict[str, str] = field(default_factory=dict)
@@ -142,6 +146,12 @@ async def _start_live(scenario: Scenario, base: Topology, run_dir: Path, cfg: Ru
     opts = cfg.chain
     if opts.element_logs is not None:
         opts = dataclasses.replace(opts, element_logs=work / "elements")
+    if not cfg.captures:
+        opts = dataclasses.replace(opts, real_captures=False)
+    if opts.processes or opts.netns:
+        return _Live(
+            scenario, work, trace, await _start_processes(topo, work, trace, opts), locations, cold
+        )
     chain = await start_chain(topo, work, observers=[trace], opts=opts)
     try:
         await wait_registered(chain)
@@ -149,6 +159,23 @@ async def _start_live(scenario: Scenario, base: Topology, run_dir: Path, cfg: Ru
         await chain.close()
         raise
     return _Live(scenario, work, trace, chain, locations, cold)
+
+
+async def _start_processes(
+    topo: Topology, work: Path, trace: Trace, opts: ChainOptions
+) -> ProcessChain:
+    """The chain as element processes (in namespaces with `opts.netns`); ready once each
+    process said so (call takers and caller registered)."""
+    lab: NetnsLab | None = None
+    try:
+        if opts.netns:
+            lab = NetnsLab(topo)
+            await asyncio.to_thread(lab.setup)
+        return await start_processes(topo, work, observers=[trace], opts=opts, lab=lab)
+    except BaseException:
+        if lab is not None:
+            lab.teardown()
+        raise
 
 
 async def _call(live: _Live, i: int, progress: Progress) -> None:
@@ -167,8 +194,8 @@ async def _call(live: _Live, i: int, progress: Progress) -> None:
 
 async def _close_live(live: _Live) -> None:
     await asyncio.sleep(0.05)  # the last ACK/BYE transactions drain
+    await live.chain.close()  # element processes: their events and CPU arrive here
     live.cpu = live.chain.cpu_seconds()
-    await live.chain.close()
     live.errors.extend(live.chain.errors)
 
 
@@ -192,7 +219,19 @@ def _finish(live: _Live, run_dir: Path, cfg: RunConfig, tapped: bool) -> dict[st
         if cap.skipped:
             files["capture_notes"] = "; ".join(f"{k}: {v}" for k, v in cap.skipped.items())
     files["wire_tap"] = "ng911.observe.wiretap" if tapped else "ng911.net"
+    chain = live.chain
+    if isinstance(chain, ProcessChain):
+        files["wire_tap"] = "ng911.observe.wiretap (in each element process)"
+        files["config"] = str((live.work / "config").relative_to(run_dir))
+        files["stderr"] = str((live.work / "stderr").relative_to(run_dir))
+        if chain.lab is not None:
+            files["captured"] = {
+                k: str(p.relative_to(run_dir)) for k, p in chain.lab.capture_files.items()
+            }
+            if chain.lab.capture_note:
+                files["captured_notes"] = chain.lab.capture_note
     res["files"] = files
+    res["isolation"] = _isolation(chain)
     n = max(1, res["calls"])
     res["cpu_us_per_call"] = {k: v / n * 1e6 for k, v in sorted(live.cpu.items()) if v > 0}
     res["wall_seconds"] = time.perf_counter() - live.started
@@ -201,17 +240,34 @@ def _finish(live: _Live, run_dir: Path, cfg: RunConfig, tapped: bool) -> dict[st
     return res
 
 
+def _isolation(chain: RunningChain | ProcessChain) -> str:
+    if isinstance(chain, ProcessChain):
+        return "netns" if chain.lab is not None else "processes"
+    return "in-process"
+
+
 async def _paced(calls: list[tuple[_Live, int]], rate: float, progress: Progress) -> None:
-    """Place `calls` at `rate` per second, each in its own task; wait for all of them."""
+    """Place `calls` at `rate` per second, each in its own task; wait for all of them.
+    The first failure of the run itself (an element process died) cancels the rest."""
     tasks: list[asyncio.Task[None]] = []
     t0 = time.perf_counter()
-    for k, (live, i) in enumerate(calls):
-        delay = t0 + k / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(_call(live, i, progress)))
-    if tasks:
-        await asyncio.gather(*tasks)
+    try:
+        for k, (live, i) in enumerate(calls):
+            delay = t0 + k / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            for t in tasks:  # a task that failed the run stops the pacing at once
+                exc = t.exception() if t.done() and not t.cancelled() else None
+                if exc is not None:
+                    raise exc
+            tasks.append(asyncio.ensure_future(_call(live, i, progress)))
+        if tasks:
+            await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def run_scenario(
@@ -282,6 +338,9 @@ def _meta(cfg: RunConfig, topo: Topology, started: dt.datetime) -> dict[str, Any
         "hangup_after": cfg.chain.hangup_after,
         "impairments": [i.describe() for i in cfg.chain.impairments],
         "reconnect_after": cfg.chain.reconnect_after,
+        "isolation": "netns"
+        if cfg.chain.netns
+        else ("processes" if cfg.chain.processes else "in-process"),
         "platform": f"{platform.system()} {platform.release()} {platform.machine()}, "
         f"{os.cpu_count()} CPUs",
         "python": sys.version.split()[0],
@@ -304,6 +363,24 @@ async def run_testbed(cfg: RunConfig) -> RunResult:
     topo = load_topology(cfg.topology)
     for s in scenarios:  # fail early on a topology that cannot carry a scenario
         load_topology(cfg.topology, s)
+    if cfg.chain.netns and cfg.chain.impairments:
+        raise TestbedError(
+            "--impair relays run in the testbed's own namespace and cannot reach hosts in "
+            "their namespaces (and this testbed does not drive tc netem): use --processes "
+            "with --impair"
+        )
+    if cfg.chain.netns:
+        reason = await asyncio.to_thread(unavailable_reason)
+        if reason is not None:
+            print(
+                f"ng911 testbed: --netns unavailable ({reason}); "
+                "falling back to --processes on loopback",
+                file=cfg.progress or sys.stderr,
+                flush=True,
+            )
+            cfg = dataclasses.replace(
+                cfg, chain=dataclasses.replace(cfg.chain, netns=False, processes=True)
+            )
     started = dt.datetime.now(dt.UTC)
     run_dir = cfg.out or Path("runs") / started.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -313,7 +390,8 @@ async def run_testbed(cfg: RunConfig) -> RunResult:
         f"on topology {topo.name}; writing {run_dir}",
     )
     results: dict[str, Any] = {"meta": _meta(cfg, topo, started), "scenarios": {}}
-    with wire_tap() as tapped:
+    separate = cfg.chain.processes or cfg.chain.netns
+    with wire_tap() as tapped, sigterm_exits() if separate else contextlib.nullcontext():
         if cfg.interleave and len(scenarios) > 1:
             for name, res in (
                 await run_interleaved(scenarios, topo, run_dir, cfg, tapped=tapped)

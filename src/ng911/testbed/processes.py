@@ -1,0 +1,677 @@
+"""The call chain with every element in its own OS process (`ng911 testbed run --processes`).
+
+Why: in one process the elements share an interpreter, a GIL and an event loop, so one
+element's work delays another's and a hop's "transit" includes waiting for the loop. Here each
+host of the topology is `python -m ng911 run ROLE --config FILE`, the same command an operator
+runs, with the configuration the in-process launcher would build (`launcher.element_configs`),
+written to `<scenario>/config/<host>.toml`. With `--netns` each process also lives in its own
+network namespace (`ng911.testbed.netns`), so every hop crosses a real interface.
+
+How a child reports: `--events FILE` records every observer event in memory and writes them
+as JSON lines when the element stops (`ng911.observe.eventlog`); `--ready` prints one JSON line
+on stdout once it listens (a call taker or caller: once registered too); the caller takes
+`--control`: one call request per stdin line, one answer per call on stdout. The testbed reads
+the event files after stopping the children and feeds them to the same `Trace` as in-process
+events, so measure, report and captures work unchanged (`mono` is CLOCK_MONOTONIC, one clock
+for all processes of the machine).
+
+Every wait is bounded: a child's ready line (`ready_timeout`), each call (the answer timeout),
+the stop (SIGTERM, then SIGKILL after `stop_timeout`). A child that exits while the chain runs
+fails the run at once with its exit status and the tail of its stderr, never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import errno
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from ng911.observe.eventlog import EventLogError, read_events
+from ng911.testbed.errors import TestbedError
+from ng911.testbed.impair import HopRelay
+from ng911.testbed.launcher import (
+    ChainOptions,
+    Observer,
+    _Pki,
+    _plan_relays,
+    claim_block,
+    element_configs,
+    lost_mapping,
+    plan_addresses,
+)
+from ng911.testbed.netns import NetnsLab
+from ng911.testbed.topology import Host, Topology
+
+STDERR_TAIL = 12  # lines of a dead child's stderr quoted in the error
+
+
+# ------------------------------------------------------------------------------ TOML out
+
+
+def _toml_key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+
+
+def _toml_value(v: Any) -> str:
+    """A TOML value: strings as JSON strings (a subset of TOML basic strings), tables inline."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, Mapping):
+        return (
+            "{" + ", ".join(f"{_toml_key(str(k))} = {_toml_value(x)}" for k, x in v.items()) + "}"
+        )
+    raise TypeError(f"no TOML form for {type(v).__name__}")
+
+
+def toml_table(name: str, data: Mapping[str, Any]) -> str:
+    """`[name]` and one `key = value` line per item (None left out: TOML has no null)."""
+    lines = [f"[{_toml_key(name)}]"]
+    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ children
+
+
+@dataclass(slots=True)
+class CallOutcome:
+    """A call the caller process placed: what `run._call` needs of a `CallRecord`."""
+
+    call_id: str
+    ok: bool
+    status: int | None
+    reason: str
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Child:
+    """One element process."""
+
+    name: str
+    role: str
+    argv: list[str]
+    config: Path
+    events: Path
+    stderr: Path
+    proc: asyncio.subprocess.Process | None = None
+    ready: asyncio.Future[dict[str, Any]] | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    pending: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def stderr_tail(self, lines: int = STDERR_TAIL) -> str:
+        try:
+            text = self.stderr.read_text("utf-8", "replace")
+        except OSError:
+            return ""
+        tail = [ln for ln in text.splitlines() if ln.strip()][-lines:]
+        return "\n".join(f"    {ln[:300]}" for ln in tail)
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "is still running"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+_LIVE: set[ProcessChain] = set()
+
+
+def _kill_leftovers() -> None:
+    """atexit: no child outlives the testbed, even when the loop never ran `close()`."""
+    for chain in list(_LIVE):
+        for child in chain.children.values():
+            if child.proc is not None and child.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(child.proc.pid, signal.SIGKILL)
+        if chain.lab is not None:
+            chain.lab.teardown()
+
+
+atexit.register(_kill_leftovers)
+
+
+@contextlib.contextmanager
+def sigterm_exits() -> Iterator[None]:
+    """While the block runs, SIGTERM (a CI timeout, `kill`) stops the run like Ctrl-C does:
+    it becomes SystemExit in the main thread, so asyncio cancels the run, `close()` stops the
+    children and removes the namespaces, and atexit catches anything left. Without it the
+    default action kills the testbed at once and leaves its children (in their own sessions)
+    and namespaces behind. The previous handler is restored afterwards; off the main thread,
+    or when someone else handles SIGTERM, nothing changes."""
+
+    def _term(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous not in (signal.SIG_DFL, None):
+            yield
+            return
+        signal.signal(signal.SIGTERM, _term)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass(eq=False)
+class ProcessChain:
+    """A running chain of element processes; the `RunningChain` interface `run` uses."""
+
+    topology: Topology
+    addresses: dict[str, str]
+    work: Path
+    opts: ChainOptions
+    observers: Sequence[Observer]
+    children: dict[str, Child] = field(default_factory=dict)
+    relays: list[HopRelay] = field(default_factory=list)
+    claim: socket.socket | None = None
+    lab: NetnsLab | None = None
+    keylog: Path = Path("keys.log")
+    ca_path: Path | None = None
+    errors: list[str] = field(default_factory=list)
+    died: asyncio.Event = field(default_factory=asyncio.Event)
+    death: str | None = None
+    started: bool = False  # every child ready: the run proper
+    stopping: bool = False
+    closed: bool = False
+    cpu: dict[str, float] = field(default_factory=dict)
+    _next_call: int = 0
+
+    # -- the run's view ------------------------------------------------------------------
+
+    @property
+    def caller(self) -> Child:
+        return self.children[self.topology.by_role("caller")[0].name]
+
+    async def place_call(self, lat: float, lon: float) -> CallOutcome:
+        """Ask the caller process for one call; its outcome once the call is over."""
+        self._raise_if_dead()
+        child = self.caller
+        assert child.proc is not None and child.proc.stdin is not None
+        n = self._next_call
+        self._next_call += 1
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        child.pending[n] = fut
+        timeout = self.opts.answer_timeout + 5.0
+        req = {"call": n, "lat": lat, "lon": lon, "hangup_after": self.opts.hangup_after}
+        try:
+            child.proc.stdin.write((json.dumps({**req, "timeout": timeout}) + "\n").encode())
+            await child.proc.stdin.drain()
+        except (ConnectionError, BrokenPipeError) as exc:
+            child.pending.pop(n, None)
+            self._raise_if_dead()
+            raise TestbedError(f"cannot reach the caller process: {exc}") from None
+        died = asyncio.ensure_future(self.died.wait())
+        waiters: set[asyncio.Future[Any]] = {fut, died}
+        try:
+            done, _ = await asyncio.wait(
+                waiters, timeout=timeout + 5.0, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            died.cancel()
+            child.pending.pop(n, None)
+        if fut in done:
+            return _outcome(fut.result())
+        self._raise_if_dead()
+        raise TimeoutError(f"call {n}: the caller process did not answer in {timeout + 5.0:g} s")
+
+    def cpu_seconds(self) -> dict[str, float]:
+        return dict(self.cpu)
+
+    def _raise_if_dead(self) -> None:
+        if self.death is not None:
+            raise TestbedError(self.death)
+
+    # -- start ---------------------------------------------------------------------------
+
+    async def spawn(self, child: Child, *, control: bool = False) -> None:
+        err = child.stderr.open("wb")
+        try:
+            child.proc = await asyncio.create_subprocess_exec(
+                *child.argv,
+                stdin=asyncio.subprocess.PIPE if control else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=err,
+                start_new_session=True,  # Ctrl-C reaches the testbed, which stops them in order
+            )
+        finally:
+            err.close()
+        loop = asyncio.get_running_loop()
+        child.ready = loop.create_future()
+        child.tasks.append(asyncio.ensure_future(self._read(child)))
+        child.tasks.append(asyncio.ensure_future(self._watch(child)))
+
+    async def _read(self, child: Child) -> None:
+        assert child.proc is not None and child.proc.stdout is not None
+        out = child.proc.stdout
+        while True:
+            line = await out.readline()
+            if not line:
+                return
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # not ours (a library printing): ignore
+            if not isinstance(msg, dict):
+                continue
+            if "ready" in msg and child.ready is not None and not child.ready.done():
+                child.ready.set_result(msg)
+            elif "call" in msg:
+                fut = child.pending.get(int(msg["call"]))
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+
+    async def _watch(self, child: Child) -> None:
+        assert child.proc is not None
+        code = await child.proc.wait()
+        if self.stopping:
+            return
+        tail = child.stderr_tail()
+        self.death = (
+            f"element {child.name} ({child.role}, pid {child.pid}) {describe_exit(code)} "
+            f"{'during the run' if self.started else 'while the chain started'}"
+            + (f"; its stderr ends with:\n{tail}" if tail else "; no stderr")
+        )
+        self.died.set()
+        exc = TestbedError(self.death)
+        if child.ready is not None and not child.ready.done():
+            child.ready.set_exception(exc)
+        for c in self.children.values():
+            for fut in c.pending.values():
+                if not fut.done():
+                    fut.set_exception(exc)
+
+    async def wait_ready(self, children: Sequence[Child]) -> list[dict[str, Any]]:
+        """Every one of `children` printed its ready line (bounded; a death fails at once)."""
+        futs = [c.ready for c in children if c.ready is not None]
+        try:
+            async with asyncio.timeout(self.opts.ready_timeout):
+                return list(await asyncio.gather(*futs))
+        except TimeoutError:
+            late = [c.name for c in children if c.ready is not None and not c.ready.done()]
+            tails = "".join(
+                f"\n  {c.name}:\n{c.stderr_tail(4)}"
+                for c in children
+                if c.name in late and c.stderr_tail(4)
+            )
+            raise TestbedError(
+                f"elements not ready after {self.opts.ready_timeout:g} s: {', '.join(late)}" + tails
+            ) from None
+
+    # -- stop ----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop every child (SIGTERM; SIGKILL after `stop_timeout`), collect their events,
+        tear the namespaces down. Safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        self.stopping = True
+        try:
+            await self._stop_children()
+            self._collect()
+            for relay in self.relays:
+                try:
+                    await relay.close()
+                except Exception as exc:
+                    self.errors.append(f"closing relay {relay.name}: {type(exc).__name__}: {exc}")
+            self._merge_keylogs()
+        finally:
+            if self.lab is not None:
+                self.lab.stop_captures()
+                self.lab.teardown()
+            if self.claim is not None:
+                self.claim.close()
+            _LIVE.discard(self)
+
+    async def _stop_children(self) -> None:
+        running = [c for c in self.children.values() if c.proc and c.proc.returncode is None]
+        caller = next((c for c in running if c.role == "caller"), None)
+        if caller is not None:  # the caller first: no new call while the others stop
+            await self._stop(caller)
+        await asyncio.gather(*(self._stop(c) for c in running if c is not caller))
+        for c in self.children.values():
+            code = c.proc.returncode if c.proc is not None else None
+            if c.proc is not None and code not in (0, -signal.SIGTERM, -signal.SIGKILL):
+                tail = c.stderr_tail(4)
+                self.errors.append(
+                    f"{c.name} (pid {c.pid}) {describe_exit(code)} when stopped"
+                    + (f":\n{tail}" if tail else "")
+                )
+            for t in c.tasks:
+                t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*c.tasks, return_exceptions=True)
+
+    async def _stop(self, child: Child) -> None:
+        proc = child.proc
+        if proc is None or proc.returncode is not None:
+            return
+        if proc.stdin is not None:
+            with contextlib.suppress(Exception):
+                proc.stdin.close()
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), self.opts.stop_timeout)
+        except TimeoutError:
+            self.errors.append(
+                f"{child.name} (pid {proc.pid}) ignored SIGTERM for "
+                f"{self.opts.stop_timeout:g} s: killed, its events are lost"
+            )
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 2.0)
+
+    def _collect(self) -> None:
+        """Feed each child's event file to the observers (the scenario's Trace)."""
+        for c in self.children.values():
+            if c.role == "lost":
+                continue  # the ESRP reports LoST queries; the server reports nothing
+            if not c.events.exists():
+                code = c.proc.returncode if c.proc is not None else None
+                self.errors.append(
+                    f"{c.name}: no events (the process {describe_exit(code)} before writing them)"
+                )
+                continue
+            try:
+                ef = read_events(c.events)
+            except (OSError, EventLogError) as exc:
+                self.errors.append(f"{c.name}: unreadable events: {exc}")
+                continue
+            self.cpu[c.name] = ef.cpu_seconds
+            for obs in self.observers:
+                extend: Callable[[Any], None] | None = getattr(obs, "extend", None)
+                if extend is not None:
+                    extend(ef.events)
+                else:
+                    for ev in ef.events:
+                        obs(ev)
+
+    def _merge_keylogs(self) -> None:
+        """One key log for the run, as in-process (tshark takes one file)."""
+        parts = sorted((self.work / "keys").glob("*.log")) if (self.work / "keys").is_dir() else []
+        with self.keylog.open("wb") as out:
+            for p in parts:
+                with contextlib.suppress(OSError):
+                    out.write(p.read_bytes())
+
+
+def _outcome(msg: Mapping[str, Any]) -> CallOutcome:
+    if "error" in msg:
+        if "timeout" in str(msg["error"]):
+            raise TimeoutError(str(msg["error"]))
+        return CallOutcome("", False, None, str(msg["error"]))
+    rec = dict(msg.get("record") or {})
+    return CallOutcome(
+        call_id=str(rec.get("call_id", "")),
+        ok=bool(msg.get("ok")),
+        status=rec.get("status"),
+        reason=str(rec.get("reason") or ""),
+        record=rec,
+    )
+
+
+# ------------------------------------------------------------------------------ launch
+
+
+def _python() -> list[str]:
+    """This interpreter running the `ng911` command (the venv's, whatever PATH says)."""
+    return [sys.executable, "-m", "ng911"]
+
+
+def _write_config(work: Path, name: str, table: Mapping[str, Any]) -> Path:
+    path = work / "config" / f"{name}.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"# {name}: written by ng911 testbed run for `ng911 run --config {path.name}`\n"
+        + toml_table(name, table),
+        encoding="utf-8",
+    )
+    return path
+
+
+async def start_processes(
+    topo: Topology,
+    work: Path,
+    *,
+    observers: Sequence[Observer] = (),
+    opts: ChainOptions | None = None,
+    lab: NetnsLab | None = None,
+    attempts: int = 4,
+) -> ProcessChain:
+    """Start every host of `topo` as its own process (in `lab`'s namespaces when given).
+
+    On loopback, tries another 127.B block when a child cannot bind its addresses.
+    """
+    opts = opts or ChainOptions()
+    rng = random.Random()
+    last: Exception | None = None
+    for attempt in range(attempts if lab is None else 1):
+        block = rng.randint(16, 254)
+        if attempt:  # a fresh CA for the new addresses (IP SANs)
+            shutil.rmtree(work / "pki", ignore_errors=True)
+        try:
+            return await _start_once(topo, work, observers, opts, lab, block)
+        except _AddressInUse as exc:
+            last = exc
+        except OSError as exc:
+            if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):  # the block's claim
+                raise
+            last = exc
+    raise TestbedError(f"could not bind the chain's addresses after {attempts} tries: {last}")
+
+
+class _AddressInUse(TestbedError):
+    pass
+
+
+async def _start_once(
+    topo: Topology,
+    work: Path,
+    observers: Sequence[Observer],
+    opts: ChainOptions,
+    lab: NetnsLab | None,
+    block: int,
+) -> ProcessChain:
+    if lab is not None:
+        addresses = lab.addresses
+        claim = None
+    else:
+        addresses = plan_addresses(topo, block)
+        auto = any(h.address in ("auto", "") for h in topo.hosts)
+        claim = claim_block(block) if auto else None
+    try:
+        return await _start_claimed(topo, work, observers, opts, lab, block, addresses, claim)
+    except BaseException:
+        if claim is not None:
+            claim.close()  # close() is idempotent: a chain that got this far closed it too
+        raise
+
+
+async def _start_claimed(
+    topo: Topology,
+    work: Path,
+    observers: Sequence[Observer],
+    opts: ChainOptions,
+    lab: NetnsLab | None,
+    block: int,
+    addresses: dict[str, str],
+    claim: socket.socket | None,
+) -> ProcessChain:
+    work.mkdir(parents=True, exist_ok=True)
+    keys = work / "keys"
+    keys.mkdir(exist_ok=True)
+    for old in keys.glob("*.log"):
+        old.unlink()
+    (work / "events").mkdir(exist_ok=True)
+    (work / "stderr").mkdir(exist_ok=True)
+    pki = _Pki(topo, work / "pki", addresses)
+    obs = list(observers)
+    relays: list[HopRelay] = []
+    overrides: dict[tuple[str, str], str] = {}
+    if opts.impairments:
+        if lab is not None:
+            raise TestbedError(
+                "--impair relays run in the testbed's own namespace and cannot reach hosts "
+                "in their namespaces: use --processes (loopback) with --impair"
+            )
+        relays, overrides = _plan_relays(topo, addresses, block, opts.impairments, obs)
+    chain = ProcessChain(
+        topology=topo,
+        addresses=addresses,
+        work=work,
+        opts=opts,
+        observers=obs,
+        relays=relays,
+        claim=claim,
+        lab=lab,
+        keylog=work / "keys.log",
+        ca_path=pki.ca.cert_path,
+    )
+    _LIVE.add(chain)
+    try:
+        for relay in relays:
+            await relay.start()
+        await _launch(chain, topo, work, opts, lab, pki, addresses, overrides)
+        chain.started = True
+    except BaseException:
+        await chain.close()
+        if chain.death is not None and "Address already in use" in chain.death and lab is None:
+            raise _AddressInUse(chain.death) from None
+        raise
+    return chain
+
+
+def _child(
+    chain: ProcessChain,
+    host: Host,
+    table: Mapping[str, Any],
+    lab: NetnsLab | None,
+    opts: ChainOptions,
+) -> Child:
+    work = chain.work
+    cfg = _write_config(work, host.name, table)
+    events = work / "events" / f"{host.name}.jsonl"
+    events.unlink(missing_ok=True)
+    argv = [*_python(), "run", host.role, "--config", str(cfg), "--table", host.name, "--ready"]
+    if host.role != "lost":
+        argv += ["--events", str(events)]
+        if opts.element_logs is None:
+            argv.append("--quiet")
+    if host.role == "caller":
+        argv.append("--control")
+        if opts.reconnect_after is not None:
+            argv += ["--idle-timeout", repr(opts.reconnect_after)]
+    if host.role == "esrp" and opts.lost_cache:
+        argv.append("--lost-cache")
+    if lab is not None:
+        argv = lab.exec_prefix(host.name) + argv
+    child = Child(host.name, host.role, argv, cfg, events, work / "stderr" / f"{host.name}.log")
+    chain.children[host.name] = child
+    return child
+
+
+async def _launch(
+    chain: ProcessChain,
+    topo: Topology,
+    work: Path,
+    opts: ChainOptions,
+    lab: NetnsLab | None,
+    pki: _Pki,
+    addresses: dict[str, str],
+    overrides: dict[tuple[str, str], str],
+) -> None:
+    """Dependency order, in two waves of parallel starts:
+
+    1. the servers nothing depends on at start: LoST, the PSAPs, the VSP proxy;
+    2. those that need wave 1: the ESRP (its config names LoST's URL, known once LoST
+       listens on its ephemeral port), the call takers (REGISTER with their PSAP) and the
+       caller (REGISTERs with the VSP).
+    """
+    keys = work / "keys"
+    lost = topo.one("lost")
+    lost_table: dict[str, Any] = {
+        "name": lost.name,
+        "host": addresses[lost.name],
+        "port": 0,
+        "boundaries": str(topo.boundaries_path().resolve()),
+        "domain": lost.domain,
+        "uris": {k: list(v) for k, v in lost_mapping(topo).items()},
+    }
+    if topo.lost == "https":
+        cert, key = pki.certs[lost.name]
+        lost_table |= {
+            "cert": str(cert),
+            "key": str(key),
+            "ca": [str(pki.ca.cert_path)],
+            "require_client_cert": topo.lost_mutual,
+            "keylog": str(keys / f"{lost.name}.log"),
+        }
+    placeholder = "http://0.0.0.0/lost"  # replaced once LoST says where it listens
+    configs = element_configs(
+        topo,
+        addresses,
+        pki,
+        opts,
+        lost_url=placeholder,
+        keylog_of=lambda h: keys / f"{h.name}.log",
+        overrides=overrides,
+    )
+    if lab is not None and opts.real_captures:
+        await lab.start_captures(work)
+    first = [lost, *topo.by_role("psap"), topo.one("vsp")]
+    wave1 = [_child(chain, lost, lost_table, lab, opts)]
+    wave1 += [_child(chain, h, configs[h.name].to_dict(), lab, opts) for h in first[1:]]
+    for c in wave1:
+        await chain.spawn(c)
+    ready = await chain.wait_ready(wave1)
+    lost_url = str(ready[0].get("url", ""))
+    if not lost_url:
+        raise TestbedError(f"LoST ({lost.name}) did not say where it listens: {ready[0]}")
+    esrp = topo.one("esrp")
+    esrp_table = configs[esrp.name].to_dict() | {"lost_url": lost_url}
+    wave2 = [_child(chain, esrp, esrp_table, lab, opts)]
+    wave2 += [
+        _child(chain, h, configs[h.name].to_dict(), lab, opts) for h in topo.by_role("calltaker")
+    ]
+    callers = topo.by_role("caller")
+    wave2 += [_child(chain, h, configs[h.name].to_dict(), lab, opts) for h in callers]
+    for c in wave2:
+        await chain.spawn(c, control=c.role == "caller")
+    await chain.wait_ready(wave2)
