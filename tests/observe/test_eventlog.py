@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from ng911.net.events import ConnectionEvent, HandshakeEvent, MessageEvent
+from ng911.net.events import ConnectionEvent, HandshakeEvent, MessageEvent, WireEvent
 from ng911.observe.eventlog import EventLogError, EventRecorder, read_events
-from ng911.observe.wire import LostQueryEvent, WireEvent
+from ng911.observe.wire import LostQueryEvent
 
 EVENTS = [
     MessageEvent(1.5, 2.5, "vsp", "out", "tls", ("127.0.0.2", 5061), ("127.0.0.3", 40000),

@@ -325,11 +325,6 @@ def run_element(args: argparse.Namespace) -> int:
         cfg = _load(args.element, args.config, args.table)
         if args.element == "lost":
             return asyncio.run(_serve_lost(cfg, args))
-        if args.events:  # TLS records exactly as written, for the hop's capture
-            from ng911.observe.wiretap import wire_tap
-
-            with wire_tap():
-                return asyncio.run(_serve(args.element, cfg, args))
         return asyncio.run(_serve(args.element, cfg, args))
     except Ng911Error as exc:
         print(f"ng911 run {args.element}: {exc}", file=sys.stderr)

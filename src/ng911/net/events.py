@@ -62,4 +62,25 @@ class ConnectionEvent:
     connection_id: int | None = None
 
 
-NetEvent = MessageEvent | HandshakeEvent | ConnectionEvent
+@dataclass(frozen=True, slots=True)
+class WireEvent:
+    """One chunk of bytes written to a TCP or TLS socket, exactly as it left.
+
+    A TLS hop's capture must hold the TLS records as they crossed the wire (handshake,
+    application data, alerts: ciphertext), and only the connection sees them, since TLS runs
+    over memory BIOs here. Emitted only while an observer is attached; only "out" (each
+    byte is reported once, by its sender).
+    """
+
+    ts: float
+    mono: float
+    element: str
+    transport: str  # "tcp" | "tls"
+    connection_id: int
+    direction: str  # "out"
+    local: tuple[str, int]
+    remote: tuple[str, int]
+    data: bytes
+
+
+NetEvent = MessageEvent | HandshakeEvent | ConnectionEvent | WireEvent

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, cast
 
 from ng911.net.address import Address
 from ng911.net.errors import IdentityMismatch, TlsError, TransportError
+from ng911.net.events import HandshakeEvent, WireEvent
 from ng911.net.log import log_event
 from ng911.pki.errors import CertificateError
 from ng911.pki.tls import describe, matches_domain, peer_identities
@@ -197,8 +198,27 @@ class StreamConnection(asyncio.Protocol):
         assert self._out_bio is not None
         out = self._out_bio.read()
         if out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(out)
+            self._send_raw(out)
         return len(out)
+
+    def _send_raw(self, data: bytes) -> None:
+        """Write to the socket; with observers attached, report the bytes (`WireEvent`)."""
+        assert self.transport is not None
+        if self.layer.observers:
+            self.layer._emit(
+                WireEvent(
+                    ts=time.time(),
+                    mono=time.perf_counter(),
+                    element=self.layer.element,
+                    transport=self.kind,
+                    connection_id=self.id,
+                    direction="out",
+                    local=(self.local.host, self.local.port),
+                    remote=(self.remote.host, self.remote.port),
+                    data=bytes(data),
+                )
+            )
+        self.transport.write(data)
 
     def _do_handshake(self) -> None:
         assert self._sslobj is not None and self._in_bio is not None
@@ -266,7 +286,6 @@ class StreamConnection(asyncio.Protocol):
     def _emit_handshake(self, *, ok: bool, error: str | None) -> None:
         if not self.layer.observers:
             return
-        from ng911.net.events import HandshakeEvent
 
         version, cipher = ("?", "?")
         if ok and self._sslobj is not None:
@@ -438,7 +457,7 @@ class StreamConnection(asyncio.Protocol):
         self.last_used = time.monotonic()
         self.messages_out += 1
         if self._sslobj is None:
-            self.transport.write(data)
+            self._send_raw(data)
             return len(data)
         try:
             self._sslobj.write(data)

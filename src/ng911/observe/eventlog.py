@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ng911.net.events import ConnectionEvent, HandshakeEvent, MessageEvent
-from ng911.observe.wire import LostQueryEvent, WireEvent
+from ng911.net.events import ConnectionEvent, HandshakeEvent, MessageEvent, WireEvent
+from ng911.observe.wire import LostQueryEvent
 
 _TYPES: dict[str, type[Any]] = {
     "message": MessageEvent,

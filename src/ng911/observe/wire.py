@@ -1,34 +1,14 @@
-"""Events the observer needs beyond `ng911.net.events`: raw wire chunks and LoST queries.
+"""The event the observer needs beyond `ng911.net.events`: LoST queries.
 
-`ng911.net` reports each SIP message (`MessageEvent`) and each TLS handshake
-(`HandshakeEvent`). A capture of a TLS hop needs more: the TLS *records* exactly as they
-crossed the socket (handshake and application data, ciphertext), which only the transport
-sees (it runs TLS over `ssl.MemoryBIO`). `WireEvent` is that: one chunk written to or read
-from a stream socket. `LostQueryEvent` is one LoST request/response exchange as seen by its
-client (the ESRP), for the ladder diagram and the LoST column of the report.
-
-These are plain values; any object with the same attributes works (the trace is duck-typed),
-so `ng911.net` may define its own with the same fields.
+`ng911.net` reports each SIP message (`MessageEvent`), each TLS handshake (`HandshakeEvent`)
+and the raw bytes of each stream write (`WireEvent`, the TLS records a capture needs).
+`LostQueryEvent` is one LoST request/response exchange as seen by its client (the ESRP), for
+the ladder diagram and the LoST column of the report.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-
-@dataclass(frozen=True, slots=True)
-class WireEvent:
-    """One chunk of bytes written to ("out") or read from ("in") a TCP/TLS socket."""
-
-    ts: float  # time.time()
-    mono: float  # time.perf_counter()
-    element: str
-    transport: str  # "tcp" | "tls" (or "http"/"https" for LoST)
-    connection_id: int
-    direction: str  # "in" | "out"
-    local: tuple[str, int]
-    remote: tuple[str, int]
-    data: bytes
 
 
 @dataclass(frozen=True, slots=True)

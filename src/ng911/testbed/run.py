@@ -38,7 +38,6 @@ from ng911 import __version__
 from ng911.observe.pcap import write_captures
 from ng911.observe.stats import METRICS, PERCENTILE_METHOD
 from ng911.observe.trace import Trace
-from ng911.observe.wiretap import wire_tap
 from ng911.testbed.errors import TestbedError
 from ng911.testbed.launcher import ChainOptions, RunningChain, start_chain, wait_registered
 from ng911.testbed.measure import add_baseline_diffs, scenario_results
@@ -199,7 +198,7 @@ async def _close_live(live: _Live) -> None:
     live.errors.extend(live.chain.errors)
 
 
-def _finish(live: _Live, run_dir: Path, cfg: RunConfig, tapped: bool) -> dict[str, Any]:
+def _finish(live: _Live, run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
     """Measure a finished scenario and write its logs and captures."""
     res = scenario_results(
         live.scenario,
@@ -218,10 +217,8 @@ def _finish(live: _Live, run_dir: Path, cfg: RunConfig, tapped: bool) -> dict[st
         files["pcaps"] = {k: str(p.relative_to(run_dir)) for k, p in cap.files.items()}
         if cap.skipped:
             files["capture_notes"] = "; ".join(f"{k}: {v}" for k, v in cap.skipped.items())
-    files["wire_tap"] = "ng911.observe.wiretap" if tapped else "ng911.net"
     chain = live.chain
     if isinstance(chain, ProcessChain):
-        files["wire_tap"] = "ng911.observe.wiretap (in each element process)"
         files["config"] = str((live.work / "config").relative_to(run_dir))
         files["stderr"] = str((live.work / "stderr").relative_to(run_dir))
         if chain.lab is not None:
@@ -275,8 +272,6 @@ async def run_scenario(
     base: Topology,
     run_dir: Path,
     cfg: RunConfig,
-    *,
-    tapped: bool = False,
 ) -> dict[str, Any]:
     """One scenario alone: start its chain, cold calls one by one, warm calls at the rate."""
     progress = Progress(cfg.progress, scenario.name, cfg.calls)
@@ -288,11 +283,11 @@ async def run_scenario(
     finally:
         await _close_live(live)
     progress.finish()
-    return _finish(live, run_dir, cfg, tapped)
+    return _finish(live, run_dir, cfg)
 
 
 async def run_interleaved(
-    scenarios: list[Scenario], base: Topology, run_dir: Path, cfg: RunConfig, *, tapped: bool
+    scenarios: list[Scenario], base: Topology, run_dir: Path, cfg: RunConfig
 ) -> dict[str, dict[str, Any]]:
     """Every scenario's chain up at once; warm calls round-robin over the scenarios.
 
@@ -319,7 +314,7 @@ async def run_interleaved(
         for live in lives:
             await _close_live(live)
     progress.finish()
-    return {live.scenario.name: _finish(live, run_dir, cfg, tapped) for live in lives}
+    return {live.scenario.name: _finish(live, run_dir, cfg) for live in lives}
 
 
 def _meta(cfg: RunConfig, topo: Topology, started: dt.datetime) -> dict[str, Any]:
@@ -391,16 +386,14 @@ async def run_testbed(cfg: RunConfig) -> RunResult:
     )
     results: dict[str, Any] = {"meta": _meta(cfg, topo, started), "scenarios": {}}
     separate = cfg.chain.processes or cfg.chain.netns
-    with wire_tap() as tapped, sigterm_exits() if separate else contextlib.nullcontext():
+    with sigterm_exits() if separate else contextlib.nullcontext():
         if cfg.interleave and len(scenarios) > 1:
-            for name, res in (
-                await run_interleaved(scenarios, topo, run_dir, cfg, tapped=tapped)
-            ).items():
+            for name, res in (await run_interleaved(scenarios, topo, run_dir, cfg)).items():
                 results["scenarios"][name] = res
                 _say(cfg.progress, format_scenario(res))
         else:
             for s in scenarios:
-                res = await run_scenario(s, topo, run_dir, cfg, tapped=tapped)
+                res = await run_scenario(s, topo, run_dir, cfg)
                 results["scenarios"][s.name] = res
                 _say(cfg.progress, format_scenario(res))
     add_baseline_diffs(results["scenarios"])

@@ -1,5 +1,6 @@
-"""Real TLS between two ng911.net transport layers: the tap records the ciphertext, the
-capture holds it, and tshark decrypts it with the key log to find the INVITE's PIDF-LO."""
+"""Real TLS between two ng911.net transport layers: the layers report the ciphertext they write
+(`WireEvent`), the capture holds it, and tshark decrypts it with the key log to find the
+INVITE's PIDF-LO."""
 
 import asyncio
 import shutil
@@ -8,11 +9,9 @@ import subprocess
 import pytest
 
 from ng911.net import SipTransportLayer, Source
-from ng911.net.stream import StreamConnection
+from ng911.net.events import WireEvent
 from ng911.observe.pcap import read_pcap, tcp_streams, write_captures
 from ng911.observe.trace import Trace
-from ng911.observe.wire import WireEvent
-from ng911.observe.wiretap import wire_tap
 from ng911.pki.testpki import build_test_pki
 from ng911.sip.message import Request, Response, make_response
 from ng911.sip.parse import parse_message
@@ -23,7 +22,7 @@ TSHARK = shutil.which("tshark")
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    return build_test_pki(tmp_path_factory.mktemp("tappki"))
+    return build_test_pki(tmp_path_factory.mktemp("wirepki"))
 
 
 async def _tls_call(pki, tmp_path, trace: Trace):
@@ -61,19 +60,15 @@ async def _tls_call(pki, tmp_path, trace: Trace):
     return keylog
 
 
-async def test_tap_records_tls_records_and_restores_the_class(pki, tmp_path):
-    original = StreamConnection.connection_made
+async def test_layers_report_the_tls_records_they_write(pki, tmp_path):
     trace = Trace({"vsp": "vsp", "esrp": "esrp"})
-    with wire_tap() as active:
-        assert active
-        await _tls_call(pki, tmp_path, trace)
-    assert StreamConnection.connection_made is original
+    await _tls_call(pki, tmp_path, trace)
     trace.finalize()
     wires = [w for w in trace.wires if isinstance(w, WireEvent)]
     assert {w.element for w in wires} == {"vsp", "esrp"}
     assert wires[0].element == "vsp" and wires[0].data[:1] == b"\x16"  # ClientHello record
     assert all(b"INVITE" not in w.data for w in wires)  # ciphertext only
-    # every message's TLS records were written by the tap: sums agree with wire_bytes
+    # every message's TLS records were reported: sums agree with wire_bytes
     out = [m for m in trace.messages if m.direction == "out"]
     assert {m.hop for m in out} == {"hop2"}
     total = sum(len(w.data) for w in wires)
@@ -84,8 +79,7 @@ async def test_tshark_decrypts_the_tls_hop_with_the_key_log(pki, tmp_path):
     if TSHARK is None:
         pytest.skip("tshark not installed (scripts/install-peers.sh installs it)")
     trace = Trace({"vsp": "vsp", "esrp": "esrp"})
-    with wire_tap():
-        keylog = await _tls_call(pki, tmp_path, trace)
+    keylog = await _tls_call(pki, tmp_path, trace)
     res = write_captures(trace, tmp_path)
     assert res.skipped == {}
     _, pkts = read_pcap(res.files["hop2"])
@@ -121,3 +115,21 @@ async def test_tshark_decrypts_the_tls_hop_with_the_key_log(pki, tmp_path):
     assert "application/pidf+xml" in detail
     assert "Geolocation: <cid:" in detail
     assert "40.7580 -73.9855" in detail  # the PIDF-LO point, decrypted
+
+
+async def test_no_wire_events_without_observers_and_none_for_udp(pki, tmp_path):
+    # the bytes are copied only for an observer; UDP has no stream to reassemble
+    trace = Trace({"vsp": "vsp", "esrp": "esrp"})
+    esrp, vsp = SipTransportLayer(element="esrp"), SipTransportLayer(element="vsp")
+    got: asyncio.Queue = asyncio.Queue()
+    esrp.on_message = lambda m, s: got.put_nowait(m)
+    vsp.observers.append(trace)
+    try:
+        addr = await esrp.listen("udp", "127.0.0.1", 0)
+        await vsp.send(parse_message(emergency_invite()), addr)
+        await asyncio.wait_for(got.get(), 5)
+    finally:
+        await vsp.close()
+        await esrp.close()
+    trace.finalize()
+    assert trace.wires == [] and len(trace.messages) == 1
