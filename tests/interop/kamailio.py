@@ -256,6 +256,21 @@ def _mpath() -> str:
     return str(MODULE_DIR)
 
 
+def config_head(
+    listen: str, *, tcp: bool = True, tls: bool = False, children: int = 1, debug: int = 2
+) -> str:
+    """The global part of a Kamailio config: `listen` lines (e.g. `listen=tls:127.0.0.1:5061`),
+    worker counts, logging to stderr, no DNS, this machine's module directory."""
+    return _HEAD.format(
+        debug=debug,
+        children=children,
+        disable_tcp="no" if tcp or tls else "yes",
+        enable_tls="yes" if tls else "no",
+        listen=listen,
+        mpath=_mpath(),
+    )
+
+
 def stateful_proxy_cfg(
     *,
     port: int,
@@ -270,14 +285,7 @@ def stateful_proxy_cfg(
     listen = f"listen=udp:{host}:{port}"
     if tcp:
         listen += f"\nlisten=tcp:{host}:{port}"
-    head = _HEAD.format(
-        debug=debug,
-        children=children,
-        disable_tcp="no" if tcp else "yes",
-        enable_tls="no",
-        listen=listen,
-        mpath=_mpath(),
-    )
+    head = config_head(listen, tcp=tcp, children=children, debug=debug)
     return head + _STATEFUL.format(next_hop=next_hop)
 
 
@@ -303,14 +311,7 @@ def emergency_vsp_cfg(
     `hosts` is a static host table for in-dialog requests (name → SIP URI of the next hop):
     ng911's elements record-route with their FQDN, which no DNS here knows; Kamailio's
     resolver does not read ng911's host table, so the route's next hop is mapped here."""
-    head = _HEAD.format(
-        debug=debug,
-        children=children,
-        disable_tcp="no",
-        enable_tls="yes",
-        listen=f"listen=tls:{host}:{port}",
-        mpath=_mpath(),
-    )
+    head = config_head(f"listen=tls:{host}:{port}", tls=True, children=children, debug=debug)
     table = "".join(
         f'            if ($du =~ "^sips?:([^@]*@)?{re.escape(name)}[:;>]?") {{\n'
         f'                $du = "{uri}";\n'

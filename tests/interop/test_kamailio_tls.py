@@ -10,15 +10,10 @@ refused. Skipped, with the reason, when Kamailio or its TLS module is absent.
 from __future__ import annotations
 
 import asyncio
-import glob
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from kamailio import Kamailio, config_head, free_port, missing_reason, tls_cfg
 
 from ng911.net import (
     Address,
@@ -37,30 +32,8 @@ from ng911.sip.uri import parse_uri
 
 pytestmark = pytest.mark.interop
 
-KAMAILIO = shutil.which("kamailio") or (
-    "/usr/sbin/kamailio" if Path("/usr/sbin/kamailio").exists() else None
-)
-TLS_MODULES = glob.glob("/usr/lib/*/kamailio/modules/tls.so") + glob.glob(
-    "/usr/lib/kamailio/modules/tls.so"
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-CFG = """#!KAMAILIO
-debug=2
-log_stderror=yes
-children=1
-tcp_children=1
-disable_tcp=no
-enable_tls=yes
-auto_aliases=no
-listen=tls:127.0.0.1:{port}
-mpath="{mpath}"
+# answers every OPTIONS with 200; everything else 501
+ROUTE = """
 loadmodule "tls.so"
 loadmodule "sl.so"
 modparam("tls", "config", "{tlscfg}")
@@ -74,75 +47,6 @@ request_route {{
 }}
 """
 
-TLS_CFG = """[server:default]
-method = TLSv1.2+
-verify_certificate = yes
-require_certificate = yes
-private_key = {key}
-certificate = {cert}
-ca_list = {ca}
-
-[client:default]
-method = TLSv1.2+
-verify_certificate = yes
-require_certificate = yes
-private_key = {key}
-certificate = {cert}
-ca_list = {ca}
-"""
-
-
-class Kamailio:
-    def __init__(self, root: Path, pki: TestPki) -> None:
-        self.root = root
-        self.port = _free_port()
-        cert = pki.issue(
-            "kamailio", ca="esinet", dns=["kamailio.esinet.example"], sip_domains=["esinet.example"]
-        )
-        (root / "run").mkdir(exist_ok=True)
-        tlscfg = root / "tls.cfg"
-        tlscfg.write_text(
-            TLS_CFG.format(key=cert.key_path, cert=cert.chain_path, ca=pki.cas["vsp"].cert_path)
-        )
-        self.cfg = root / "kamailio.cfg"
-        self.cfg.write_text(
-            CFG.format(port=self.port, mpath=str(Path(TLS_MODULES[0]).parent) + "/", tlscfg=tlscfg)
-        )
-        self.log = root / "kamailio.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        assert KAMAILIO is not None
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    KAMAILIO, "-f", str(self.cfg), "-DD", "-E", "-m", "64", "-M", "8",
-                    "-P", str(self.root / "run" / "kamailio.pid"),
-                    "-Y", str(self.root / "run"),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"kamailio exited: {self.log.read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"kamailio did not listen in 10 s: {self.log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
@@ -151,13 +55,21 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
 
 @pytest.fixture(scope="module")
 def kamailio(pki: TestPki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kamailio]:
-    if KAMAILIO is None:
-        pytest.skip("kamailio not installed (Debian package kamailio; `make test` installs it)")
-    if not TLS_MODULES:
-        pytest.skip("kamailio TLS module not installed (Debian package kamailio-tls-modules)")
-    k = Kamailio(tmp_path_factory.mktemp("kamailio"), pki)
+    reason = missing_reason("tls", "sl")
+    if reason:
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("kamailio")
+    cert = pki.issue(
+        "kamailio", ca="esinet", dns=["kamailio.esinet.example"], sip_domains=["esinet.example"]
+    )
+    tlscfg = root / "tls.cfg"
+    # Kamailio trusts only the VSP CA: a client from another CA must be refused
+    tlscfg.write_text(tls_cfg(cert=cert.chain_path, key=cert.key_path, ca=pki.cas["vsp"].cert_path))
+    port = free_port()
+    head = config_head(f"listen=tls:127.0.0.1:{port}", tls=True)
+    k = Kamailio(head + ROUTE.format(tlscfg=tlscfg), port, "tls", shm_mb=64, workdir=root)
+    k.start()
     try:
-        k.start()
         yield k
     finally:
         k.stop()
