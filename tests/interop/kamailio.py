@@ -71,7 +71,9 @@ def missing_reason(*modules: str) -> str | None:
         return "kamailio modules directory not found"
     for m in modules:
         if not (MODULE_DIR / f"{m}.so").exists():
-            pkg = "kamailio-tls-modules" if m == "tls" else "kamailio-extra-modules"
+            pkg = {"tls": "kamailio-tls-modules", "lost": "kamailio-utils-modules"}.get(
+                m, "kamailio-utils-modules" if m == "http_client" else "kamailio"
+            )
             return f"kamailio module {m}.so not installed (Debian package {pkg})"
     return None
 

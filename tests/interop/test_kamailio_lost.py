@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from kamailio import Kamailio, config_head, free_port, missing_reason
 
 from ng911.lost.embedded import EmbeddedStore
 from ng911.lost.engine import EngineConfig
@@ -26,17 +23,7 @@ from ng911.lost.server import LostServer, RunningServer, ServerConfig, serve
 
 pytestmark = pytest.mark.interop
 
-MODULES = Path("/usr/lib/x86_64-linux-gnu/kamailio/modules")
-
-CFG = """#!KAMAILIO
-debug=2
-log_stderror=yes
-memdbg=5
-memlog=5
-children=1
-disable_tcp=yes
-listen=udp:127.0.0.1:{sip_port}
-mpath="{modules}"
+ROUTE = """
 loadmodule "pv.so"
 loadmodule "sl.so"
 loadmodule "textops.so"
@@ -116,12 +103,6 @@ CIVIC_PIDF = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 async def lost() -> AsyncIterator[RunningServer]:
     server = LostServer(EmbeddedStore.from_geojson(), ServerConfig(engine=EngineConfig()))
@@ -132,57 +113,17 @@ async def lost() -> AsyncIterator[RunningServer]:
 
 @pytest.fixture
 async def kamailio(lost: RunningServer) -> AsyncIterator[tuple[int, Path]]:
-    exe = shutil.which("kamailio")
-    if exe is None:
-        pytest.skip("kamailio not installed")
-    if not (MODULES / "lost.so").exists() or not (MODULES / "http_client.so").exists():
-        pytest.skip("kamailio lost/http_client modules not installed (kamailio-utils-modules)")
-    tmp = Path(tempfile.mkdtemp(prefix="ng911-kam-"))
-    sip_port = _free_udp_port()
-    cfg = tmp / "kamailio.cfg"
-    cfg.write_text(CFG.format(sip_port=sip_port, modules=MODULES, lost_url=lost.url))
-    log = tmp / "kamailio.log"
-    with log.open("wb") as logf:
-        proc = subprocess.Popen(
-            [
-                exe,
-                "-f",
-                str(cfg),
-                "-DD",
-                "-E",
-                "-m",
-                "64",
-                "-Y",
-                str(tmp),
-                "-P",
-                str(tmp / "k.pid"),
-            ],
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-        )
+    reason = missing_reason("lost", "http_client")
+    if reason:
+        pytest.skip(reason)
+    sip_port = free_port(socket.SOCK_DGRAM)
+    head = config_head(f"listen=udp:127.0.0.1:{sip_port}", tcp=False)
+    k = Kamailio(head + ROUTE.format(lost_url=lost.url), sip_port, "udp", shm_mb=64)
+    await asyncio.to_thread(k.start)  # ready when it answers an OPTIONS (405 from our route)
     try:
-        # Ready when it answers an OPTIONS (405 from our route).
-        deadline = time.monotonic() + 10
-        ready = False
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                reply = await asyncio.to_thread(_send, sip_port, "OPTIONS", b"", "", 0.3)
-                if reply.startswith("SIP/2.0 405"):
-                    ready = True
-                    break
-            except TimeoutError:
-                pass
-        if not ready:
-            pytest.fail(f"kamailio did not start:\n{log.read_text(errors='replace')[-3000:]}")
-        yield sip_port, log
+        yield sip_port, k.log_path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        shutil.rmtree(tmp, ignore_errors=True)
+        k.stop()
 
 
 def _send(port: int, method: str, body: bytes, ctype: str, timeout: float) -> str:
