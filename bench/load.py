@@ -9,7 +9,9 @@ record-routing proxy in both cases:
 - ng911's `VspProxy` (`ng911.elements.vsp`), started through its Python API in a separate
   process (`bench/load.py --serve ...`), one asyncio event loop, `gc.freeze()` after start-up
   as `ng911 run` does, logging off (as Kamailio's `debug=1`; `ng911 run vsp` writes a JSON
-  line per event). ng911's elements have no worker processes yet: one process, one core.
+  line per event). One process, one core; the `ng911 (2 workers)` row runs it as
+  `ng911 run vsp --workers 2` does (`ng911.elements.workers`): two processes sharing the UDP
+  port (SO_REUSEPORT), each with its own port for its Via, CPU summed over both.
 
 UDP and TCP: SIPp drives it (`tests/interop/sipp/uac_plain.xml` → proxy → `uas.xml`, which
 copies Record-Route so ACK and BYE go through the proxy too; TCP: one connection each side,
@@ -74,6 +76,7 @@ sys.path.insert(0, str(REPO / "tests" / "interop"))
 
 from kamailio import (  # noqa: E402  (tests/interop is not a package)
     Kamailio,
+    _children_of,
     free_port,
     process_cpu_seconds,
     stateful_proxy_cfg,
@@ -119,6 +122,7 @@ class Ladder:
     transport: str
     steps: list[Step] = field(default_factory=list)
     rss_mb_at_end: float | None = None  # ng911: the proxy's resident memory after the ladder
+    uac: str = "u1"  # SIPp caller's UDP sockets: u1 (one for all calls) | un (one per call)
 
     @property
     def best(self) -> Step | None:
@@ -184,10 +188,12 @@ def sipp_uac(
     scenario: str = "uac_plain.xml",
     trace: Path | None = None,
     timeout: float = 60,
+    sockets: str = "u1",
 ) -> subprocess.Popen[bytes]:
+    mode = "un" if transport == "udp" and sockets == "un" else sipp_transport(transport)
     cmd = [
         str(SIPP), f"{LOCAL}:{proxy_port}", "-sf", str(SCENARIOS / scenario), "-i", LOCAL,
-        "-t", sipp_transport(transport), "-key", "uas", uas, "-key", "dial", "urn:service:sos",
+        "-t", mode, "-key", "uas", uas, "-key", "dial", "urn:service:sos",
         "-s", "svc", "-r", str(rate), "-m", str(calls), "-l", str(max(100, rate * 3)),
         "-nostdin", "-recv_timeout", "8000", "-timeout", f"{int(timeout)}s",
         "-max_socket", "4096", "-trace_stat", "-stf", str(stat_file), "-fd", "200ms",
@@ -261,6 +267,14 @@ class Target:
     """A proxy under test: started once per transport, CPU read around each step."""
 
     name = "target"
+    # the SIPp caller over UDP: "u1" one socket for every call (a trunk from one peer);
+    # "un" one socket per call (many user agents), which the kernel spreads over the
+    # workers of a SO_REUSEPORT proxy (one socket always reaches the same worker)
+    uac_sockets = "u1"
+
+    @property
+    def label(self) -> str:  # the row of the table
+        return self.name
 
     def start(self, transport: str, uas_port: int) -> int:  # returns the port to call
         raise NotImplementedError
@@ -275,7 +289,8 @@ class Target:
 class KamailioTarget(Target):
     name = "kamailio"
 
-    def __init__(self, children: int, pki_dir: Path | None = None) -> None:
+    def __init__(self, children: int, pki_dir: Path | None = None, uac: str = "u1") -> None:
+        self.uac_sockets = uac
         self.children = children
         self.k: Kamailio | None = None
         self.pki_dir = pki_dir
@@ -334,13 +349,17 @@ class Ng911Target(Target):
         profile: Path | None = None,
         gc_mode: str = "freeze",
         element: str = "vsp",
+        workers: int = 1,
+        uac: str = "u1",
     ) -> None:
+        self.uac_sockets = uac
         self.proc: subprocess.Popen[str] | None = None
         self.lost: subprocess.Popen[str] | None = None
         self.pki_dir = pki_dir
         self.profile = profile
         self.gc_mode = gc_mode  # "freeze" (as `ng911 run`) | "once" | "off" (see `serve`)
         self.element = element
+        self.workers = workers
         self.rss_mb: float | None = None
         self.lost_cpu = 0.0
 
@@ -355,6 +374,8 @@ class Ng911Target(Target):
             cmd += ["--pki", str(self.pki_dir)]
         if self.profile is not None:
             cmd += ["--profile-out", str(self.profile)]
+        if self.workers > 1:
+            cmd += ["--workers", str(self.workers)]
         if self.element == "esrp":
             lport = free_port()
             self.lost = subprocess.Popen(
@@ -377,8 +398,18 @@ class Ng911Target(Target):
             raise RuntimeError(f"ng911 proxy did not start: {line!r}")
         return port
 
+    @property
+    def label(self) -> str:
+        return f"ng911 ({self.workers} workers)" if self.workers > 1 else "ng911"
+
+    def pids(self) -> list[int]:
+        """The proxy process and, with workers, its worker processes."""
+        if self.proc is None:
+            return []
+        return [self.proc.pid, *(_children_of(self.proc.pid) if self.workers > 1 else [])]
+
     def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.proc.pid) if self.proc is not None else 0.0
+        return sum(process_cpu_seconds(p) for p in self.pids())
 
     def lost_cpu_seconds(self) -> float:
         return process_cpu_seconds(self.lost.pid) if self.lost is not None else 0.0
@@ -394,7 +425,8 @@ class Ng911Target(Target):
                     self.lost.wait(5)
             self.lost = None
         if self.proc is not None and self.proc.poll() is None:
-            self.rss_mb = _rss_mb(self.proc.pid)
+            rss = [_rss_mb(p) for p in self.pids()]
+            self.rss_mb = round(sum(r for r in rss if r is not None), 1)
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(10)
@@ -430,6 +462,7 @@ def run_sipp_step(
 ) -> Step:
     label = target.name
     if isinstance(target, Ng911Target):
+        label = target.label
         label += "-esrp" if target.element == "esrp" else ""
         label += f"-gc-{target.gc_mode}" if target.gc_mode != "freeze" else ""
     if label == "ng911" and "emergency" in scenario:
@@ -446,10 +479,12 @@ def run_sipp_step(
     main = sipp_uac(
         proxy_port=proxy_port, transport=transport, uas=key, rate=rate, calls=calls,
         workdir=workdir, stat_file=stat, scenario=scenario, timeout=seconds + 30,
+        sockets=target.uac_sockets,
     )  # fmt: skip
     probe = sipp_uac(
         proxy_port=proxy_port, transport=transport, uas=key, rate=PROBE_RATE, calls=probe_calls,
         workdir=workdir, stat_file=pstat, scenario=scenario, trace=trace, timeout=seconds + 30,
+        sockets=target.uac_sockets,
     )  # fmt: skip
     for p in (main, probe):
         try:
@@ -507,7 +542,8 @@ def ladder(
     bisect: bool = True,
 ) -> Ladder:
     """Step the rate up until a step fails; then one step halfway to find the edge."""
-    lad = Ladder(target.name, transport)
+    uac = target.uac_sockets if transport == "udp" else "one connection"
+    lad = Ladder(target.label, transport, uac=uac)
     last_good = 0
     for rate in rates:
         step = run_step(rate)
@@ -838,6 +874,9 @@ async def serve(args: argparse.Namespace) -> None:
             "server_tls": _ctx(Path(args.pki), "proxy", server=True),
             "client_tls": _ctx(Path(args.pki), "proxy", server=False),
         }
+    if args.workers > 1 and not args.worker_role:
+        await _supervise(args)
+        return
     vsp: SipElement
     if args.element == "esrp":
         ecfg = EsrpConfig(
@@ -852,6 +891,10 @@ async def serve(args: argparse.Namespace) -> None:
     else:
         cfg = VspConfig(name="vsp", fqdn="proxy.vsp.example", listeners=listeners, esrp=esrp)
         vsp = VspProxy(cfg, log_keep=0, **kw)
+    if args.worker_role:
+        from ng911.elements.runtime import WorkerRole
+
+        vsp.worker = WorkerRole.from_json(args.worker_role)
     await vsp.start()
     # as `ng911 run` does: long-lived objects out of the cyclic collector's sight
     gc.collect()
@@ -869,11 +912,35 @@ async def serve(args: argparse.Namespace) -> None:
     print("READY", flush=True)
     if prof is not None:
         prof.enable()
+    if args.worker_role:  # a worker also stops when its parent is gone
+        from ng911.elements.workers import parent_gone
+
+        orphaned = asyncio.ensure_future(parent_gone())
+        orphaned.add_done_callback(lambda _: stop.set())
     await stop.wait()
     if prof is not None:
         prof.disable()
         prof.dump_stats(args.profile_out)
     await vsp.close()
+
+
+async def _supervise(args: argparse.Namespace) -> None:
+    """`--serve --workers N`: this process starts N `--serve` workers, as `ng911 run vsp
+    --workers N` does (same supervisor, same per-worker Via port)."""
+    from ng911.elements.runtime import WorkerRole
+    from ng911.elements.workers import Supervisor, free_ports
+
+    own = free_ports("udp", LOCAL, args.workers) if args.transport != "tls" else []
+    argv = list(sys.argv[1:])
+    at = argv.index("--workers")
+    del argv[at : at + 2]
+    cmds = [
+        [sys.executable, str(Path(__file__).resolve()), *argv, "--worker-role",
+         WorkerRole(i, args.workers, tuple(own)).to_json()]
+        for i in range(args.workers)
+    ]  # fmt: skip
+    sup = Supervisor(f"{args.element}-workers", cmds)
+    await sup.run(lambda _: print("READY", flush=True))
 
 
 def serve_main(args: argparse.Namespace) -> None:
@@ -1009,6 +1076,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--pki", help=argparse.SUPPRESS)
     ap.add_argument("--rate", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--profile-out", help=argparse.SUPPRESS)
+    ap.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--worker-role", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--ng911-workers",
+        default="1,2",
+        help="comma list of ng911 worker-process counts for the UDP rows (default 1,2)",
+    )
     args = ap.parse_args(argv)
 
     if args.serve:
@@ -1097,11 +1171,25 @@ def run_all(args: argparse.Namespace) -> int:
         pki_dir.mkdir()
         if "tls" in transports:
             make_pki(pki_dir)
+        counts = sorted({int(n) for n in args.ng911_workers.split(",") if n.strip()} or {1})
         targets: list[Target] = [Ng911Target(pki_dir), KamailioTarget(args.children, pki_dir)]
+        if any(n > 1 for n in counts):
+            # workers share the port by SO_REUSEPORT: the kernel gives each caller socket to
+            # one worker, so SIPp calls from a socket per call (`-t un`), and the 1-worker
+            # VSP and Kamailio are measured that way too (UDP only: one TCP/TLS connection
+            # each side would be one worker's)
+            targets += [
+                *(Ng911Target(pki_dir, workers=n, uac="un") for n in counts),
+                KamailioTarget(args.children, pki_dir, uac="un"),
+            ]
         targets = [t for t in targets if t.name in args.proxies.split(",")]
         for transport in transports:
             for target in targets:
-                if target.name == "ng911":
+                if target.uac_sockets == "un" and transport != "udp":
+                    continue
+                if isinstance(target, Ng911Target) and target.workers > 1:
+                    rates = [*our_rates, *(r for r in kam_rates if r > our_rates[-1])]
+                elif target.name == "ng911":
                     rates = our_rates
                 else:
                     rates = kam_tls_rates if transport == "tls" else kam_rates
@@ -1158,13 +1246,14 @@ def run_all(args: argparse.Namespace) -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "seconds_per_step": seconds,
         "kamailio_children": args.children,
-        "ng911_workers": 1,
+        "ng911_workers": counts,
         "criteria": {"failed_calls": 0, "setup_p99_ms_below": P99_LIMIT * 1000},
         "summary": summary,
         "ladders": [
             {
                 "proxy": lad.proxy,
                 "transport": lad.transport,
+                "uac": lad.uac,
                 "rss_mb_at_end": lad.rss_mb_at_end,
                 "steps": [asdict(s) for s in lad.steps],
             }
@@ -1197,6 +1286,7 @@ def summarize(ladders: Sequence[Ladder]) -> list[dict[str, Any]]:
             {
                 "proxy": lad.proxy,
                 "transport": lad.transport,
+                "uac": lad.uac,
                 "max_cps": best.rate if best else 0,
                 "cpu_us_per_call": best.cpu_us_per_call if best else None,
                 "setup_p50_ms": best.p50_ms if best else None,
@@ -1204,9 +1294,10 @@ def summarize(ladders: Sequence[Ladder]) -> list[dict[str, Any]]:
                 "limited_by": next((s.why for s in lad.steps if not s.passed), "ladder top"),
             }
         )
-    kam = {r["transport"]: r for r in rows if r["proxy"] == "kamailio"}
+    # ratios to Kamailio on the same transport, driven the same way (SIPp's sockets)
+    kam = {(r["transport"], r["uac"]): r for r in rows if r["proxy"] == "kamailio"}
     for r in rows:
-        k = kam.get(r["transport"])
+        k = kam.get((r["transport"], r["uac"]))
         if k and k["max_cps"]:
             r["rate_vs_kamailio"] = round(r["max_cps"] / k["max_cps"], 2)
         if k and k["cpu_us_per_call"] and r["cpu_us_per_call"]:
@@ -1217,7 +1308,7 @@ def summarize(ladders: Sequence[Ladder]) -> list[dict[str, Any]]:
 def print_table(rows: Sequence[dict[str, Any]]) -> None:
     print()
     print(
-        f"{'proxy':<16} {'tr':<4} {'max cps':>8} {'x Kam':>6} {'cpu us/call':>11} "
+        f"{'proxy':<17} {'tr':<4} {'uac':<3} {'max cps':>8} {'x Kam':>6} {'cpu us/call':>11} "
         f"{'x Kam':>6} {'setup p50':>9} {'p99 ms':>7}  limited by"
     )
     for r in rows:
@@ -1226,7 +1317,7 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
             return format(v, fmt) if v is not None else "-"
 
         print(
-            f"{r['proxy']:<16} {r['transport']:<4} {r['max_cps']:>8} "
+            f"{r['proxy']:<17} {r['transport']:<4} {r['uac'][:3]:<3} {r['max_cps']:>8} "
             f"{f(r.get('rate_vs_kamailio'), '.2f'):>6} {f(r['cpu_us_per_call'], '.0f'):>11} "
             f"{f(r.get('cpu_vs_kamailio'), '.2f'):>6} {f(r['setup_p50_ms'], '.2f'):>9} "
             f"{f(r['setup_p99_ms'], '.2f'):>7}  {r['limited_by']}"

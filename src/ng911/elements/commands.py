@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
@@ -75,6 +76,14 @@ def register(sub: Any) -> None:
         help="call gc.freeze() this often, so that full collections do not walk the calls "
         "held in their transactions (0: only once, after start-up)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="vsp, esrp: run N worker processes sharing the listening ports "
+        "(default: `workers` of the table, else 1); see ng911.elements.workers",
+    )
+    p.add_argument("--worker-role", help=argparse.SUPPRESS)  # what the parent gives a worker
     p.set_defaults(func=run_element)
 
     c = sub.add_parser(
@@ -251,6 +260,10 @@ async def _serve(element: str, cfg: Any, args: argparse.Namespace) -> int:
         if element == "esrp":
             extra["lost"] = _observed_lost_client(cfg, recorder, args.lost_cache)
     el = kinds[element](cfg, log_keep=0, **extra)
+    if args.worker_role:
+        from ng911.elements.runtime import WorkerRole
+
+        el.worker = WorkerRole.from_json(args.worker_role)
     if not args.quiet:
         el.log.stream = el.log.stream or sys.stderr
     if args.idle_timeout is not None:
@@ -303,7 +316,10 @@ async def _serve_started(el: Any, cfg: Any, args: argparse.Namespace) -> int:
         if isinstance(el, CallTaker) and args.ready:
             await asyncio.wait_for(el.registered.wait(), 10.0)
         if args.ready:
-            print(json.dumps({"ready": el.name, "pid": os.getpid()}), flush=True)
+            ready: dict[str, Any] = {"ready": el.name, "pid": os.getpid()}
+            if el.worker is not None:
+                ready["worker"] = el.worker.index
+            print(json.dumps(ready), flush=True)
         if isinstance(el, Caller) and args.control:
             await _control(el, cfg)
             return 0
@@ -312,10 +328,96 @@ async def _serve_started(el: Any, cfg: Any, args: argparse.Namespace) -> int:
             for r in recs:
                 print(json.dumps(r.to_dict()))
             return 0 if recs and all(r.ok for r in recs) else 1
-        await _until_stopped()
+        if el.worker is not None:
+            await _until_stopped_or_orphaned()
+        else:
+            await _until_stopped()
         return 0
     finally:
         await el.close()
+
+
+async def _until_stopped_or_orphaned() -> None:
+    """A worker: until a signal, or until its parent is gone (stdin EOF)."""
+    from ng911.elements.workers import parent_gone
+
+    waits = {asyncio.ensure_future(_until_stopped()), asyncio.ensure_future(parent_gone())}
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in waits:
+            t.cancel()
+
+
+WORKER_ELEMENTS = ("vsp", "esrp")
+MAX_WORKERS = 64
+
+
+def _worker_count(args: argparse.Namespace, cfg: Any) -> int:
+    from ng911.elements.config import ConfigError
+
+    n = args.workers if args.workers is not None else int(getattr(cfg, "workers", 1))
+    if not 1 <= n <= MAX_WORKERS:
+        raise ConfigError(f"workers must be 1..{MAX_WORKERS}, not {n}")
+    if n > 1 and args.element not in WORKER_ELEMENTS:
+        raise ConfigError(
+            f"workers: only {' and '.join(WORKER_ELEMENTS)} run in several processes "
+            f"({args.element} keeps its state in one)"
+        )
+    return n
+
+
+def worker_commands(args: argparse.Namespace, cfg: Any, n: int) -> list[list[str]]:
+    """The command line of each of `n` workers: this one, with a `--worker-role`.
+
+    Listeners on port 0 get a port picked here, the same for every worker (they share it);
+    each worker gets a UDP port of its own for its Via (`runtime.WorkerRole`).
+    """
+    from ng911.elements.workers import free_ports
+
+    ports = [lst.port or free_ports(lst.transport, lst.host, 1)[0] for lst in cfg.listeners]
+    udp = next((lst for lst in cfg.listeners if lst.transport == "udp"), None)
+    own = free_ports("udp", udp.host, n) if udp is not None else []
+    base = [sys.executable, "-m", "ng911", "run", args.element, "--config", args.config]
+    base += ["--table", args.table] if args.table else []
+    base += ["--ready", "--gc-freeze", str(args.gc_freeze)]
+    base += ["--quiet"] if args.quiet else []
+    if args.idle_timeout is not None:
+        base += ["--idle-timeout", str(args.idle_timeout)]
+    if args.lost_cache:
+        base += ["--lost-cache"]
+    cmds = []
+    for i in range(n):
+        role = {"index": i, "count": n, "udp": own, "ports": ports}
+        cmd = [*base, "--worker-role", json.dumps(role)]
+        if args.events:
+            cmd += ["--events", f"{args.events}.w{i}"]
+        cmds.append(cmd)
+    return cmds
+
+
+async def _supervise(args: argparse.Namespace, cfg: Any, n: int) -> int:
+    from ng911.elements.workers import Supervisor, WorkerProcess
+
+    cmds = worker_commands(args, cfg, n)
+    sup = Supervisor(cfg.name, cmds)  # its few lines (a worker died...) even with --quiet
+    ports = json.loads(cmds[0][cmds[0].index("--worker-role") + 1])["ports"]
+
+    def ready(workers: list[WorkerProcess]) -> None:
+        if args.ready:
+            addresses = [
+                f"{lst.transport}:{lst.host}:{port}"
+                for lst, port in zip(cfg.listeners, ports, strict=True)
+            ]
+            line = {
+                "ready": cfg.name,
+                "pid": os.getpid(),
+                "workers": [w.pid for w in workers],
+                "addresses": addresses,
+            }
+            print(json.dumps(line), flush=True)
+
+    return await sup.run(ready)
 
 
 def run_element(args: argparse.Namespace) -> int:
@@ -325,6 +427,17 @@ def run_element(args: argparse.Namespace) -> int:
         cfg = _load(args.element, args.config, args.table)
         if args.element == "lost":
             return asyncio.run(_serve_lost(cfg, args))
+        if args.worker_role:
+            role = json.loads(args.worker_role)
+            listeners = tuple(
+                dataclasses.replace(lst, port=int(port))
+                for lst, port in zip(cfg.listeners, role["ports"], strict=True)
+            )
+            cfg = dataclasses.replace(cfg, listeners=listeners)
+        else:
+            n = _worker_count(args, cfg)
+            if n > 1:
+                return asyncio.run(_supervise(args, cfg, n))
         return asyncio.run(_serve(args.element, cfg, args))
     except Ng911Error as exc:
         print(f"ng911 run {args.element}: {exc}", file=sys.stderr)

@@ -241,6 +241,7 @@ class VspConfig(ElementConfig):
     lost_ca: tuple[str, ...] = ()
     record_route: bool = True
     max_expires: int = 7200
+    workers: int = 1  # processes sharing the listeners (ng911.elements.workers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +275,7 @@ class EsrpConfig(ElementConfig):
     failover_classes: tuple[int, ...] = (5, 6)  # whole classes that fail over
     default_lat: float = 40.7128  # default location added when the call has none usable
     default_lon: float = -74.0060
+    workers: int = 1  # processes sharing the listeners (ng911.elements.workers)
 
 
 @dataclass(frozen=True, slots=True)

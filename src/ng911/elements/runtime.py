@@ -71,6 +71,7 @@ __all__ = [
     "EventLog",
     "ServerCtx",
     "SipElement",
+    "WorkerRole",
     "status_of",
 ]
 
@@ -173,6 +174,44 @@ def raise_gc_threshold(gen0: int = GC_GEN0_THRESHOLD) -> None:
     t0, t1, t2 = gc.get_threshold()
     if 0 < t0 < gen0:
         gc.set_threshold(gen0, t1, t2)
+
+
+# ------------------------------------------------------------------------------ workers
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRole:
+    """This element is worker `index` of `count` processes sharing its listeners.
+
+    Why a private UDP port per worker: the workers share each listening port
+    (SO_REUSEPORT; the kernel hashes every upstream source address/port to one worker, so
+    an INVITE and its CANCEL and retransmissions meet the same server transaction), but a
+    response from downstream comes from the next hop's address and would be hashed to any
+    worker, not to the one holding the client transaction. So each worker sends its
+    requests from a port of its own (`udp_ports[index]`) and names it in its Via sent-by
+    (RFC 3261 §18.2.2, RFC 3581 §4). Record-Route keeps the shared address: in-dialog
+    requests are new transactions any worker can proxy. `udp_ports` lists every worker's
+    port, so that loop detection (§16.3 item 4) knows a Via of a sibling as ours.
+    """
+
+    index: int
+    count: int
+    udp_ports: tuple[int, ...] = ()
+
+    @property
+    def udp_port(self) -> int:
+        return self.udp_ports[self.index] if self.index < len(self.udp_ports) else 0
+
+    def to_json(self) -> str:
+        return json.dumps({"index": self.index, "count": self.count, "udp": self.udp_ports})
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerRole:
+        try:
+            d = json.loads(text)
+            return cls(int(d["index"]), int(d["count"]), tuple(int(p) for p in d["udp"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ElementError(500, f"bad worker role {text[:80]!r}: {exc}") from None
 
 
 # ------------------------------------------------------------------------------ contexts
@@ -298,6 +337,8 @@ class SipElement:
         self.errors = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._gc_freezer: asyncio.TimerHandle | None = None
+        self.worker: WorkerRole | None = None  # set before start() in a worker process
+        self.via_udp: Address | None = None  # a worker's own UDP port (its Via sent-by)
 
     # -------------------------------------------------------------- TLS and start/stop
 
@@ -332,11 +373,23 @@ class SipElement:
         """Open every configured listener; returns the bound addresses."""
         self._loop = asyncio.get_running_loop()
         raise_gc_threshold()
+        shared = self.worker is not None
         for lst in self.config.listeners:
             tls = self._server_ctx() if lst.transport == "tls" else None
-            addr = await self.transport.listen(lst.transport, lst.host, lst.port, tls=tls)
+            addr = await self.transport.listen(
+                lst.transport, lst.host, lst.port, tls=tls, reuse_port=shared
+            )
             self.addresses.append(addr)
             self.log("listening", transport=addr.transport, address=f"{addr.host}:{addr.port}")
+        udp = next((a for a in self.addresses if a.transport == "udp"), None)
+        if self.worker is not None and udp is not None:
+            self.via_udp = await self.transport.listen_requests_udp(udp.host, self.worker.udp_port)
+            self.log(
+                "worker",
+                index=self.worker.index,
+                count=self.worker.count,
+                via=f"{self.via_udp.host}:{self.via_udp.port}",
+            )
         await self.started()
         return list(self.addresses)
 
@@ -460,6 +513,8 @@ class SipElement:
         """Our Via (RFC 3261 §16.6 item 8, §18.1.1; `rport` asks for RFC 3581) as a value,
         so that a message we send can cache it instead of parsing it back."""
         addr = self.local(transport)
+        if transport == "udp" and self.via_udp is not None:
+            addr = self.via_udp  # a worker: answers come back to this process (WorkerRole)
         host = self.advertised_host(addr)
         return Via(transport.upper(), host, addr.port, (("branch", branch), ("rport", None)))
 
@@ -919,7 +974,11 @@ def loop_hash(req: Request) -> str:
 
 def via_matches(via: Via, element: SipElement) -> bool:
     """Is `via` one of ours (loop detection)?"""
-    if via.port is not None and not any(a.port == via.port for a in element.addresses):
+    if (
+        via.port is not None
+        and not any(a.port == via.port for a in element.addresses)
+        and not (element.worker is not None and via.port in element.worker.udp_ports)
+    ):
         return False
     host = via.host.lower()
     return host == element.fqdn.lower() or any(a.host == host for a in element.addresses)

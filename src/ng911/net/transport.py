@@ -99,18 +99,29 @@ class SipTransportLayer:
         self._connecting: dict[tuple[str, str, int], asyncio.Future[StreamConnection]] = {}
         self._sessions: OrderedDict[tuple[str, int, str | None], ssl.SSLSession] = OrderedDict()
         self._udp_client: UdpEndpoint | None = None
+        self._udp_requests: UdpEndpoint | None = None  # a worker's own port (requests out)
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
 
     # ================================================================= listening
     async def listen(
-        self, transport: str, host: str, port: int, *, tls: ssl.SSLContext | None = None
+        self,
+        transport: str,
+        host: str,
+        port: int,
+        *,
+        tls: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
     ) -> Address:
-        """Start listening; port 0 picks a free one. Returns the bound address."""
+        """Start listening; port 0 picks a free one. Returns the bound address.
+
+        `reuse_port` (SO_REUSEPORT): worker processes share the port; the kernel hands each
+        UDP source address/port, and each TCP/TLS connection, to one of them.
+        """
         loop = asyncio.get_running_loop()
         transport = transport.lower()
         if transport == "udp":
-            sock = make_udp_socket(host, port, self.udp_rcvbuf)
+            sock = make_udp_socket(host, port, self.udp_rcvbuf, reuse_port=reuse_port)
             _, ep = await loop.create_datagram_endpoint(lambda: UdpEndpoint(self), sock=sock)
             self._listeners.append(_Listener(ep.local, udp=ep))
             return ep.local
@@ -122,12 +133,25 @@ class SipTransportLayer:
         def factory() -> StreamConnection:
             return StreamConnection(self, kind=transport, role="server", ssl_context=tls)
 
-        server = await loop.create_server(factory, host, port, reuse_address=True, backlog=1024)
+        server = await loop.create_server(
+            factory, host, port, reuse_address=True, reuse_port=reuse_port or None, backlog=1024
+        )
         sockname = server.sockets[0].getsockname()
         addr = Address(transport, sockname[0], sockname[1])
         self._listeners.append(_Listener(addr, server=server, tls=tls))
         self._start_sweeper()
         return addr
+
+    async def listen_requests_udp(self, host: str, port: int) -> Address:
+        """A UDP socket of this process alone, from which every request goes out (a worker
+        process: its Via names this port, so the answers come back to the process that holds
+        the client transaction, not to whichever worker the shared port hashes them to).
+        Responses still leave from the listener the request came in on."""
+        loop = asyncio.get_running_loop()
+        sock = make_udp_socket(host, port, self.udp_rcvbuf)
+        _, ep = await loop.create_datagram_endpoint(lambda: UdpEndpoint(self), sock=sock)
+        self._udp_requests = ep
+        return ep.local
 
     def local_address(self, transport: str) -> Address | None:
         for lst in self._listeners:
@@ -145,6 +169,8 @@ class SipTransportLayer:
         for lst in self._listeners:
             if lst.udp is not None:
                 total += lst.udp.kernel_drops() or 0
+        if self._udp_requests is not None:
+            total += self._udp_requests.kernel_drops() or 0
         return total
 
     def connections(self) -> list[dict[str, object]]:
@@ -197,7 +223,7 @@ class SipTransportLayer:
         """`send` to a UDP `dest` without a coroutine, when a UDP socket is open already
         (a UDP send never waits; a coroutine per message costs more than the send).
         False: none is open yet, use `send`. Raises what `send` raises."""
-        ep = self._udp_for(dest)
+        ep = self._udp_for(dest, message)
         if ep is None or ep.transport is None:
             return False
         check_secure(message, dest)
@@ -211,7 +237,7 @@ class SipTransportLayer:
         return True
 
     async def _send_udp(self, message: Request | Response, data: bytes, dest: Address) -> None:
-        ep = self._udp_for(dest)
+        ep = self._udp_for(dest, message)
         if ep is None:
             if len(data) > MAX_DATAGRAM:
                 raise MessageTooLarge(
@@ -234,8 +260,15 @@ class SipTransportLayer:
         if self.observers:
             self._emit_message("out", "udp", ep.local, dest, data, len(data), message, None)
 
-    def _udp_for(self, dest: Address) -> UdpEndpoint | None:
+    def _udp_for(self, dest: Address, message: Request | Response) -> UdpEndpoint | None:
         fam6 = ":" in dest.host
+        req_ep = self._udp_requests
+        if (
+            req_ep is not None
+            and isinstance(message, Request)
+            and (":" in req_ep.local.host) == fam6
+        ):
+            return req_ep
         for lst in self._listeners:
             if lst.udp is not None and (":" in lst.address.host) == fam6:
                 return lst.udp
@@ -625,8 +658,9 @@ class SipTransportLayer:
                 lst.server.close()
             if lst.udp is not None and lst.udp.transport is not None:
                 lst.udp.transport.close()
-        if self._udp_client is not None and self._udp_client.transport is not None:
-            self._udp_client.transport.close()
+        for ep in (self._udp_client, self._udp_requests):
+            if ep is not None and ep.transport is not None:
+                ep.transport.close()
         for conn in list(self._conns.values()):
             conn.close()
         for lst in self._listeners:

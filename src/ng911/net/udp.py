@@ -26,10 +26,17 @@ if TYPE_CHECKING:
 MAX_DATAGRAM = 65507  # IPv4 UDP payload limit
 
 
-def make_udp_socket(host: str, port: int, rcvbuf: int) -> socket.socket:
+def make_udp_socket(
+    host: str, port: int, rcvbuf: int, *, reuse_port: bool = False
+) -> socket.socket:
+    """A bound, non-blocking UDP socket. `reuse_port`: SO_REUSEPORT, so that the worker
+    processes of one element share its port (the kernel hashes each source address and port
+    to one of them: every datagram of one upstream socket reaches the same worker)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, min(rcvbuf, 1 << 20))
         sock.bind((host, port))

@@ -1,0 +1,256 @@
+"""Worker processes of a proxy: `ng911 run vsp --workers N` (or `workers = N` in its table).
+
+Why processes: one asyncio loop uses one core, and a proxy is CPU-bound (bench/load.py:
+~760 µs of CPU per call). N workers are N copies of the element, each its own process and
+loop, sharing the element's listening ports (SO_REUSEPORT):
+
+- UDP: the kernel hashes each source address/port to one worker, so every request of one
+  upstream socket (INVITE, its retransmissions, its CANCEL) meets the same server
+  transaction. Each worker also binds a UDP port of its own, sends its requests from it and
+  names it in its Via (`runtime.WorkerRole`), so responses from downstream come back to the
+  worker that holds the client transaction. Record-Route keeps the shared address: ACK,
+  BYE and re-INVITEs are new transactions any worker proxies.
+- TCP/TLS: a connection belongs to the worker that accepted or opened it; responses go
+  back over the connection their request came on (RFC 3261 §18.2.2), so they stay in that
+  worker. Connection reuse (RFC 5923) is per worker: N workers may open up to N
+  connections to the same next hop, and a connection the peer opened to one worker is not
+  reused by another.
+- State that lives in one process stays there: a registrar's bindings (a REGISTER and the
+  calls to that user may reach different workers), an ESRP's LoST cache, counters and logs
+  (each worker logs its own lines; a `log_file` is shared, one line per write).
+
+`Supervisor` is the parent: it starts the workers (`sys.executable -m ng911 run ...
+--worker-role JSON`, no fork), waits until each is listening, forwards SIGTERM/SIGINT, and
+exits when they have exited. A worker that dies is logged and restarted, at most
+`max_restarts` times in all; after that the parent stops the others and exits 1. A worker
+whose parent is gone (its stdin, a pipe from the parent, reaches EOF) stops by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+__all__ = ["Supervisor", "WorkerProcess", "free_ports", "parent_gone"]
+
+
+def free_ports(transport: str, host: str, count: int) -> list[int]:
+    """`count` distinct ports the kernel calls free now (bound to port 0, then released).
+
+    The parent picks them, so every worker learns every sibling's port (loop detection) and
+    a restarted worker gets its old port back; a port taken in between fails that worker's
+    start, which the parent reports.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(family, kind)
+            socks.append(s)
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+async def parent_gone() -> None:
+    """Return when stdin (a pipe from the parent) reaches EOF: the parent has exited."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    except (OSError, ValueError):
+        await asyncio.Event().wait()  # stdin is no pipe: the parent cannot be watched
+    while await reader.read(4096):
+        pass
+
+
+@dataclass(eq=False)
+class WorkerProcess:
+    index: int
+    argv: list[str]
+    proc: asyncio.subprocess.Process | None = None
+    ready: dict[str, Any] = field(default_factory=dict)
+    restarts: int = 0
+    pump: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+
+def _ready_of(line: bytes) -> dict[str, Any] | None:
+    """The worker's first stdout line: `{"ready": ...}` (ng911 run) or `READY ...` (bench)."""
+    text = line.decode(errors="replace").strip()
+    if text.startswith("READY"):
+        return {"ready": text}
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return d if isinstance(d, dict) and "ready" in d else None
+
+
+class Supervisor:
+    """Start `len(commands)` workers, keep them running, stop them all on SIGTERM/SIGINT."""
+
+    def __init__(
+        self,
+        name: str,
+        commands: Sequence[list[str]],
+        *,
+        max_restarts: int = 5,
+        ready_timeout: float = 30.0,
+        stop_timeout: float = 10.0,
+        log: TextIO | None = None,
+        out: TextIO | None = None,
+    ) -> None:
+        self.name = name
+        self.workers = [WorkerProcess(i, list(argv)) for i, argv in enumerate(commands)]
+        self.max_restarts = max_restarts
+        self.ready_timeout = ready_timeout
+        self.stop_timeout = stop_timeout
+        self.log_stream = log if log is not None else sys.stderr
+        self.out = out if out is not None else sys.stdout
+        self.restarts = 0
+        self._stopping = False
+
+    def log(self, what: str, **fields: Any) -> None:
+        rec = {"ts": round(time.time(), 6), "element": self.name, "what": what, **fields}
+        with contextlib.suppress(Exception):
+            self.log_stream.write(json.dumps(rec, default=str) + "\n")
+            self.log_stream.flush()
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.pid for w in self.workers if w.pid is not None]
+
+    async def _spawn(self, w: WorkerProcess) -> bool:
+        """Start one worker and wait for its ready line; False (logged) if it fails."""
+        w.ready = {}
+        w.proc = await asyncio.create_subprocess_exec(
+            *w.argv,
+            stdin=asyncio.subprocess.PIPE,  # its EOF tells the worker we are gone
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert w.proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(w.proc.stdout.readline(), self.ready_timeout)
+        except TimeoutError:
+            line = b""
+        ready = _ready_of(line) if line else None
+        if ready is None:
+            self.log("worker_failed_to_start", index=w.index, pid=w.proc.pid, line=line[:200])
+            await self._terminate(w)
+            return False
+        w.ready = ready
+        w.pump = asyncio.ensure_future(self._pump(w.proc.stdout))
+        self.log("worker_started", index=w.index, pid=w.proc.pid)
+        return True
+
+    async def _pump(self, stream: asyncio.StreamReader) -> None:
+        """What a worker prints after its ready line goes to our stdout."""
+        while line := await stream.readline():
+            with contextlib.suppress(Exception):
+                self.out.write(line.decode(errors="replace"))
+                self.out.flush()
+
+    async def _terminate(self, w: WorkerProcess) -> int | None:
+        proc = w.proc
+        if proc is None:
+            return None
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), self.stop_timeout)
+            except TimeoutError:
+                self.log("worker_killed", index=w.index, pid=proc.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if proc.stdin is not None:
+            proc.stdin.close()
+        if w.pump is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(w.pump, 1.0)
+            w.pump = None
+        return proc.returncode
+
+    async def stop(self) -> None:
+        self._stopping = True
+        await asyncio.gather(*(self._terminate(w) for w in self.workers))
+
+    async def run(self, on_ready: Callable[[list[WorkerProcess]], None] | None = None) -> int:
+        """Start every worker; 0 once stopped by a signal, 1 when restarts ran out, 2 when
+        a worker could not start at all."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        try:
+            started = await asyncio.gather(*(self._spawn(w) for w in self.workers))
+            if not all(started):
+                await self.stop()
+                return 2
+            if on_ready is not None:
+                on_ready(self.workers)
+            return await self._watch(stop)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError):
+                    loop.remove_signal_handler(sig)
+
+    async def _watch(self, stop: asyncio.Event) -> int:
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            while True:
+                waits = {
+                    asyncio.ensure_future(w.proc.wait()): w
+                    for w in self.workers
+                    if w.proc is not None
+                }
+                done, _ = await asyncio.wait({stopper, *waits}, return_when=asyncio.FIRST_COMPLETED)
+                for f in waits:
+                    if f not in done:
+                        f.cancel()
+                if stopper in done:
+                    await self.stop()
+                    self.log("workers_stopped", pids=self.pids)
+                    return 0
+                for f in done:
+                    w = waits[f]
+                    rc = f.result()
+                    self.log("worker_exited", index=w.index, pid=w.pid, returncode=rc)
+                    await self._terminate(w)  # close its pipes
+                    if not await self._restart(w, stop):
+                        await self.stop()
+                        return 0 if stop.is_set() else 1
+        finally:
+            stopper.cancel()
+
+    async def _restart(self, w: WorkerProcess, stop: asyncio.Event) -> bool:
+        while not stop.is_set():
+            if self.restarts >= self.max_restarts:
+                self.log("worker_not_restarted", index=w.index, restarts=self.restarts)
+                return False
+            self.restarts += 1
+            w.restarts += 1
+            await asyncio.sleep(min(0.2 * w.restarts, 2.0))
+            if stop.is_set():
+                return False
+            if await self._spawn(w):
+                self.log("worker_restarted", index=w.index, pid=w.pid, restarts=self.restarts)
+                return True
+        return False

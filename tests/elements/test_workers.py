@@ -1,0 +1,262 @@
+"""`ng911 run vsp --workers N`: worker processes sharing the VSP's port (ng911.elements.workers).
+
+Real processes on loopback: the parent, its workers, a UDP callee here that answers every
+request from wherever it came (as SIPp does), and many caller sockets, so that the kernel
+spreads them over the workers. Every transaction must complete: a response from the callee
+must reach the worker that holds the client transaction (its own Via port).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from ng911.cli import main
+from ng911.elements.runtime import WorkerRole
+from ng911.sip.message import Request, make_response
+from ng911.sip.parse import parse_message
+
+LOCAL = "127.0.0.1"
+
+
+class Callee(asyncio.DatagramProtocol):
+    """Answers INVITE/OPTIONS/MESSAGE 200 (to the source address); records the Vias seen."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.via_ports: list[int] = []
+        self.source_ports: list[int] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        msg = parse_message(data)
+        if not isinstance(msg, Request) or msg.method == "ACK":
+            return
+        self.via_ports.append(msg.top_via.port or 5060)
+        self.source_ports.append(addr[1])
+        resp = make_response(msg, 200, to_tag="callee")
+        assert self.transport is not None
+        self.transport.sendto(resp.to_bytes(), addr)
+
+
+class Caller(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.got.put_nowait((data, addr))
+
+
+async def _endpoint(proto, port: int = 0):
+    loop = asyncio.get_running_loop()
+    tr, p = await loop.create_datagram_endpoint(proto, local_addr=(LOCAL, port))
+    return tr, p
+
+
+def _request(method: str, uri: str, port: int, n: int) -> bytes:
+    return (
+        f"{method} {uri} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {LOCAL}:{port};branch=z9hG4bKw{n}x{port};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:alice@vsp.example>;tag=a{n}\r\n"
+        f"To: <{uri}>\r\n"
+        f"Call-ID: workers-{n}-{port}@test\r\n"
+        f"CSeq: 1 {method}\r\n"
+        f"Contact: <sip:alice@{LOCAL}:{port}>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+async def _transaction(method: str, uri: str, shared: int, n: int) -> tuple[int, int]:
+    """One request from a fresh socket; returns (final status, port it came from)."""
+    tr, caller = await _endpoint(Caller)
+    try:
+        port = tr.get_extra_info("sockname")[1]
+        tr.sendto(_request(method, uri, port, n), (LOCAL, shared))
+        while True:
+            data, addr = await asyncio.wait_for(caller.got.get(), 5.0)
+            resp = parse_message(data)
+            assert not isinstance(resp, Request)
+            if resp.status >= 200:
+                return resp.status, addr[1]
+    finally:
+        tr.close()
+
+
+def _config(tmp_path: Path, callee_port: int, workers: int = 2) -> Path:
+    cfg = tmp_path / "vsp.toml"
+    cfg.write_text(
+        f"""
+[vsp]
+name = "vsp-workers"
+fqdn = "vsp.example"
+esrp = "sip:{LOCAL}:{callee_port}"
+workers = {workers}
+listeners = [{{transport = "udp", host = "{LOCAL}", port = 0}}]
+"""
+    )
+    return cfg
+
+
+async def _start(cfg: Path, *extra: str) -> tuple[asyncio.subprocess.Process, dict]:
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "ng911", "run", "vsp", "--config", str(cfg)),
+        *("--ready", "--quiet", *extra),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 15)
+    if not line:
+        err = await proc.stderr.read() if proc.stderr else b""
+        raise AssertionError(f"no ready line: {err.decode()[-2000:]}")
+    return proc, json.loads(line)
+
+
+def _alive(pid: int) -> bool:
+    """A live process (not gone, not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+async def _gone(pids: list[int], timeout: float = 10.0) -> bool:
+    for _ in range(int(timeout / 0.05)):
+        if not any(_alive(p) for p in pids):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> bytes:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(proc.communicate(), 15)
+    return err
+
+
+async def test_two_workers_share_the_port_and_get_their_own_responses(tmp_path):
+    ctr, callee = await _endpoint(Callee)
+    proc, ready = await _start(_config(tmp_path, ctr.get_extra_info("sockname")[1]))
+    workers = ready["workers"]
+    try:
+        assert ready["ready"] == "vsp-workers" and len(workers) == 2
+        assert all(_alive(p) for p in workers) and ready["pid"] == proc.pid
+        shared = int(ready["addresses"][0].rsplit(":", 1)[1])
+        # OPTIONS to the proxy itself: whichever worker gets it answers 200 (RFC 3261 §11)
+        opts = await asyncio.gather(
+            *(_transaction("OPTIONS", f"sip:{LOCAL}:{shared}", shared, n) for n in range(8))
+        )
+        assert opts == [(200, shared)] * 8
+        # 911 calls through the proxy to the callee, from many sockets (so both workers
+        # serve some): every INVITE gets its 200, which came back to the right worker
+        n = 0
+        while len(set(callee.via_ports)) < 2 and n < 64:
+            batch = await asyncio.gather(
+                *(_transaction("INVITE", "sip:911@vsp.example", shared, n + i) for i in range(8))
+            )
+            assert batch == [(200, shared)] * 8  # the answer leaves from the shared port
+            n += 8
+        assert len(set(callee.via_ports)) == 2, "the kernel gave every socket to one worker"
+        assert shared not in callee.via_ports  # each worker's own port, not the shared one
+        assert callee.via_ports == callee.source_ports  # sent from the port its Via names
+        # a non-INVITE not for us is proxied the same way (RFC 3261 §11: a user part)
+        cport = ctr.get_extra_info("sockname")[1]
+        opts = await asyncio.gather(
+            *(
+                _transaction("OPTIONS", f"sip:bob@{LOCAL}:{cport}", shared, 900 + i)
+                for i in range(8)
+            )
+        )
+        assert opts == [(200, shared)] * 8
+    finally:
+        err = await _stop(proc)
+        ctr.close()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert await _gone(workers), "a worker outlived its parent's SIGTERM"
+    assert "workers_stopped" in err.decode()
+
+
+async def test_a_dead_worker_is_restarted_and_a_killed_parent_leaves_no_orphans(tmp_path):
+    ctr, _ = await _endpoint(Callee)
+    proc, ready = await _start(_config(tmp_path, ctr.get_extra_info("sockname")[1]))
+    shared = int(ready["addresses"][0].rsplit(":", 1)[1])
+    first = ready["workers"]
+    new: list[int] = []
+    try:
+        os.kill(first[0], signal.SIGKILL)
+        assert proc.stderr is not None
+        for _ in range(20):  # the parent logs the death, then the restart
+            rec = json.loads(await asyncio.wait_for(proc.stderr.readline(), 10))
+            if rec["what"] == "worker_restarted":
+                new = [rec["pid"]]
+                break
+        assert new and new[0] not in first and _alive(new[0])
+        batch = await asyncio.gather(
+            *(_transaction("INVITE", "sip:911@vsp.example", shared, i) for i in range(16))
+        )
+        assert batch == [(200, shared)] * 16
+        # the parent killed outright: its workers see their stdin close and stop
+        proc.kill()
+        await asyncio.wait_for(proc.wait(), 10)
+        assert await _gone([first[1], *new]), "workers outlived a killed parent"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        for pid in [*first, *new]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        ctr.close()
+
+
+def test_workers_are_refused_where_state_lives_in_one_process(tmp_path, capsys):
+    cfg = tmp_path / "psap.toml"
+    cfg.write_text('[psap]\nname = "p"\n')
+    assert main(["run", "psap", "--config", str(cfg), "--workers", "2"]) == 2
+    assert "only vsp and esrp" in capsys.readouterr().err
+    vsp = tmp_path / "vsp.toml"
+    vsp.write_text("[vsp]\nworkers = 0\n")
+    assert main(["run", "vsp", "--config", str(vsp)]) == 2
+    assert "workers must be 1..64" in capsys.readouterr().err
+
+
+def test_worker_role_round_trips_and_refuses_garbage():
+    role = WorkerRole(1, 2, (4000, 4001))
+    assert WorkerRole.from_json(role.to_json()) == role and role.udp_port == 4001
+    with pytest.raises(Exception, match="bad worker role"):
+        WorkerRole.from_json("{not json")
+
+
+async def test_workers_that_cannot_bind_make_the_parent_exit_2(tmp_path):
+    import socket
+
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # no SO_REUSEPORT: exclusive
+    taken.bind((LOCAL, 0))
+    try:
+        cfg = tmp_path / "vsp.toml"
+        port = taken.getsockname()[1]
+        cfg.write_text(
+            "[vsp]\nworkers = 2\n"
+            f'listeners = [{{transport = "udp", host = "{LOCAL}", port = {port}}}]\n'
+        )
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "ng911", "run", "vsp", "--config", str(cfg), "--ready"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 15)
+    finally:
+        taken.close()
+    assert proc.returncode == 2 and out == b""
+    assert "worker_failed_to_start" in err.decode() and "Address already in use" in err.decode()
