@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
-import ipaddress
 import json
 import logging
 import os
@@ -41,7 +40,7 @@ from typing import Any, TextIO
 
 from ng911.elements.config import ElementConfig
 from ng911.errors import Ng911Error
-from ng911.net.address import DEFAULT_PORTS, Address, Source
+from ng911.net.address import DEFAULT_PORTS, Address, Source, is_ip_literal
 from ng911.net.errors import TransportError
 from ng911.net.transport import SipTransportLayer
 from ng911.pki.tls import client_context, matches_domain, server_context
@@ -284,14 +283,6 @@ class ClientCtx:
 
 
 Ctx = ServerCtx | ClientCtx
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 # ------------------------------------------------------------------------------ the element
@@ -583,7 +574,7 @@ class SipElement:
             raise ElementError(503, f"unsupported transport {transport}")
         maddr = uri.param("maddr")
         host = (maddr or uri.host).strip("[]")
-        if _is_ip(host):
+        if is_ip_literal(host):
             ip, name = host, None
         else:
             ip_or_none = self.hosts.get(host.lower())

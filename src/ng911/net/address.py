@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 TRANSPORTS: tuple[str, ...] = ("udp", "tcp", "tls")
+
+
+def is_ip_literal(host: str) -> bool:
+    """True for an IPv4 address or an IPv6 reference (`[::1]` or bare): RFC 3263 §4 skips
+    NAPTR/SRV for these, and RFC 5922 has no domain to check a certificate against."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 DEFAULT_PORTS: dict[str, int] = {"udp": 5060, "tcp": 5060, "tls": 5061}  # RFC 3261 §19.1.2
 
 

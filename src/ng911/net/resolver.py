@@ -20,13 +20,12 @@ The algorithm, RFC 3263 §4.1-4.2:
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ng911.net.address import DEFAULT_PORTS, Address
+from ng911.net.address import DEFAULT_PORTS, Address, is_ip_literal
 from ng911.net.errors import InsecureTransportError, TransportError
 from ng911.sip.uri import SipURI
 
@@ -61,14 +60,6 @@ class Lookups(Protocol):
     async def addresses(self, name: str) -> list[str]: ...
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
 def _norm(name: str) -> str:
     return name.lower().rstrip(".")
 
@@ -82,7 +73,7 @@ class Resolver:
 
     async def resolve(self, uri: SipURI) -> list[Address]:
         target = uri.param("maddr") or uri.host
-        target = target.strip("[]") if _is_ip(target) else _norm(target)
+        target = target.strip("[]") if is_ip_literal(target) else _norm(target)
         secure = uri.secure
         transport = uri.transport
         if transport is not None:
@@ -93,7 +84,7 @@ class Resolver:
             if secure or transport == "tls":
                 transport = "tls"
         # §4.2: a numeric target, or an explicit port, needs no NAPTR/SRV
-        if _is_ip(target):
+        if is_ip_literal(target):
             t = transport or ("tls" if secure else "udp")
             return [Address(t, target, uri.port or DEFAULT_PORTS[t])]
         if uri.port is not None:
@@ -126,7 +117,7 @@ class Resolver:
         return found
 
     async def _expand(self, transport: str, host: str, port: int) -> list[Address]:
-        if _is_ip(host):
+        if is_ip_literal(host):
             return [Address(transport, host, port)]
         return [Address(transport, ip, port) for ip in await self.lookups.addresses(host)]
 

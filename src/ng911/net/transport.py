@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import ssl
 import time
@@ -24,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ng911.net.address import Address, Source
+from ng911.net.address import Address, Source, is_ip_literal
 from ng911.net.errors import ConnectionLimit, MessageTooLarge, TlsError, TransportError
 from ng911.net.events import ConnectionEvent, MessageEvent, NetEvent
 from ng911.net.log import log_event
@@ -49,14 +48,6 @@ class TransportStats:
     connections_refused: int = 0
     connections_opened: int = 0
     idle_closed: int = 0
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 @dataclass
@@ -331,7 +322,7 @@ class SipTransportLayer:
     def _expected_identity(self, server_name: str | None, dest: Address) -> str | None:
         if not self.verify_identity:
             return None
-        name = server_name or (None if _is_ip(dest.host) else dest.host)
+        name = server_name or (None if is_ip_literal(dest.host) else dest.host)
         if name is None:
             return None
         if isinstance(self.client_tls, TlsProfiles):
@@ -385,7 +376,7 @@ class SipTransportLayer:
             expected = self._expected_identity(server_name, dest)
             skey = (dest.host, dest.port, server_name)
             session = self._sessions.get(skey) if self.tls_resumption else None
-            sni = server_name if server_name and not _is_ip(server_name) else None
+            sni = server_name if server_name and not is_ip_literal(server_name) else None
 
         def factory() -> StreamConnection:
             return StreamConnection(
