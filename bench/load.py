@@ -76,7 +76,7 @@ sys.path.insert(0, str(REPO / "tests" / "interop"))
 
 from kamailio import (  # noqa: E402  (tests/interop is not a package)
     Kamailio,
-    _children_of,
+    children_of,
     free_port,
     process_cpu_seconds,
     stateful_proxy_cfg,
@@ -406,7 +406,7 @@ class Ng911Target(Target):
         """The proxy process and, with workers, its worker processes."""
         if self.proc is None:
             return []
-        return [self.proc.pid, *(_children_of(self.proc.pid) if self.workers > 1 else [])]
+        return [self.proc.pid, *(children_of(self.proc.pid) if self.workers > 1 else [])]
 
     def cpu_seconds(self) -> float:
         return sum(process_cpu_seconds(p) for p in self.pids())

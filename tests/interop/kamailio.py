@@ -336,7 +336,7 @@ def process_cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
-def _children_of(pid: int) -> list[int]:
+def children_of(pid: int) -> list[int]:
     out = []
     for stat in glob.glob("/proc/[0-9]*/stat"):
         try:
@@ -435,7 +435,7 @@ class Kamailio:
         """The main process and its workers (for CPU accounting)."""
         if self.proc is None or self.proc.poll() is not None:
             return []
-        return [self.proc.pid, *_children_of(self.proc.pid)]
+        return [self.proc.pid, *children_of(self.proc.pid)]
 
     def cpu_seconds(self) -> float:
         return sum(process_cpu_seconds(p) for p in self.pids())
