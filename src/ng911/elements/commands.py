@@ -27,7 +27,7 @@ ELEMENTS = ("caller", "vsp", "esrp", "psap", "calltaker", "lost")
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "run",
-        help="run one call-chain element (caller, vsp, esrp, psap, calltaker)",
+        help="run one call-chain element (caller, vsp, esrp, psap, calltaker, lost)",
         description=(
             "Run one element from a table of a TOML file (see ng911.elements.config for the "
             "options of each). Logs one JSON object per event on stderr (or log_file)."
