@@ -112,27 +112,13 @@ tcp_accept_no_cl=no
 mpath="{mpath}/"
 """
 
-_STATEFUL = """
-loadmodule "tm.so"
-loadmodule "sl.so"
-loadmodule "rr.so"
-loadmodule "maxfwd.so"
-loadmodule "textops.so"
-loadmodule "pv.so"
-loadmodule "siputils.so"
-modparam("tm", "fr_timer", 5000)
-modparam("tm", "fr_inv_timer", 30000)
-modparam("rr", "enable_full_lr", 1)
-
-request_route {{
-    if (!mf_process_maxfwd_header("10")) {{
-        sl_send_reply("483", "Too Many Hops");
-        exit;
-    }}
-    if (has_totag()) {{
+# Both proxies handle requests inside a dialog, CANCEL and ACK the same way: in-dialog
+# requests follow the Record-Route set (RFC 3261 §16.4), CANCEL and non-2xx ACK go to their
+# transaction. `{host_table}` maps record-routed names no DNS here knows to addresses.
+_SEQUENTIAL = """    if (has_totag()) {{
         # in-dialog: ACK, BYE follow the Record-Route set (RFC 3261 §16.4)
         if (loose_route()) {{
-            t_relay();
+{host_table}            t_relay();
             exit;
         }}
         if (is_method("ACK")) {{
@@ -153,7 +139,26 @@ request_route {{
     if (is_method("ACK")) {{
         exit;
     }}
-    if (!t_newtran()) {{
+"""
+
+_STATEFUL = """
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "pv.so"
+loadmodule "siputils.so"
+modparam("tm", "fr_timer", 5000)
+modparam("tm", "fr_inv_timer", 30000)
+modparam("rr", "enable_full_lr", 1)
+
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }}
+{sequential}    if (!t_newtran()) {{
         sl_reply_error();
         exit;
     }}
@@ -191,30 +196,7 @@ request_route {{
         sl_send_reply("200", "OK");
         exit;
     }}
-    if (has_totag()) {{
-        if (loose_route()) {{
-{host_table}            t_relay();
-            exit;
-        }}
-        if (is_method("ACK")) {{
-            if (t_check_trans()) {{
-                t_relay();
-            }}
-            exit;
-        }}
-        sl_send_reply("404", "Not here");
-        exit;
-    }}
-    if (is_method("CANCEL")) {{
-        if (t_check_trans()) {{
-            t_relay();
-        }}
-        exit;
-    }}
-    if (is_method("ACK")) {{
-        exit;
-    }}
-    if (is_method("INVITE") && ($rU == "911" || $ru =~ "^urn:service:sos")) {{
+{sequential}    if (is_method("INVITE") && ($rU == "911" || $ru =~ "^urn:service:sos")) {{
         # NENA i3 originating network: the service URN, and the emergency priority
         if ($rU == "911") {{
             $ru = "urn:service:sos";
@@ -288,7 +270,7 @@ def stateful_proxy_cfg(
     if tcp:
         listen += f"\nlisten=tcp:{host}:{port}"
     head = config_head(listen, tcp=tcp, children=children, debug=debug)
-    return head + _STATEFUL.format(next_hop=next_hop)
+    return head + _STATEFUL.format(next_hop=next_hop, sequential=_SEQUENTIAL.format(host_table=""))
 
 
 def tls_cfg(*, cert: Path, key: Path, ca: Path) -> str:
@@ -320,7 +302,8 @@ def emergency_vsp_cfg(
         "            }\n"
         for name, uri in (hosts or {}).items()
     )
-    return head + _EMERGENCY.format(tls_cfg=tls_cfg_path, esrp=esrp, host_table=table)
+    sequential = _SEQUENTIAL.format(host_table=table)
+    return head + _EMERGENCY.format(tls_cfg=tls_cfg_path, esrp=esrp, sequential=sequential)
 
 
 def process_cpu_seconds(pid: int) -> float:
