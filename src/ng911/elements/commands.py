@@ -169,26 +169,30 @@ async def _serve_lost(cfg: dict[str, Any], args: argparse.Namespace) -> int:
     running = await serve(
         make_app(store), str(cfg.get("host", "127.0.0.1")), int(cfg.get("port", 0)), ssl_context=ctx
     )
+    stop = _stop_on_signals()
     try:
         if args.ready:
             print(json.dumps({"ready": cfg.get("name", "lost"), "url": running.url}), flush=True)
-        await _until_stopped()
+        await stop.wait()
         return 0
     finally:
         await running.close()
         store.close()
 
 
-async def _until_stopped() -> None:
+def _stop_on_signals() -> asyncio.Event:
+    """An event that SIGINT/SIGTERM set. Installed before the ready line is printed: a
+    supervisor (the testbed, a worker parent) may stop us the moment it reads that line, and
+    the default handler would kill us without closing listeners or writing events."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
 
 
-async def _control(el: Any, cfg: Any) -> None:
+async def _control(el: Any, cfg: Any, stop: asyncio.Event) -> None:
     """The caller's control loop: one call per stdin line, one answer per call on stdout.
 
     Calls run concurrently (the testbed paces them); EOF or SIGTERM ends the loop.
@@ -228,7 +232,7 @@ async def _control(el: Any, cfg: Any) -> None:
             tasks.add(t)
             t.add_done_callback(tasks.discard)
 
-    stopper = asyncio.ensure_future(_until_stopped())
+    stopper = asyncio.ensure_future(stop.wait())
     reading = asyncio.ensure_future(read())
     await asyncio.wait({stopper, reading}, return_when=asyncio.FIRST_COMPLETED)
     for t in (stopper, reading, *tasks):
@@ -312,6 +316,7 @@ async def _serve_started(el: Any, cfg: Any, args: argparse.Namespace) -> int:
     gc.collect()
     gc.freeze()
     el.freeze_gc_every(getattr(args, "gc_freeze", 1.0))
+    stop = _stop_on_signals()
     try:
         if isinstance(el, CallTaker) and args.ready:
             await asyncio.wait_for(el.registered.wait(), 10.0)
@@ -321,7 +326,7 @@ async def _serve_started(el: Any, cfg: Any, args: argparse.Namespace) -> int:
                 ready["worker"] = el.worker.index
             print(json.dumps(ready), flush=True)
         if isinstance(el, Caller) and args.control:
-            await _control(el, cfg)
+            await _control(el, cfg, stop)
             return 0
         if isinstance(el, Caller):
             recs = await el.place_calls([(cfg.lat, cfg.lon)], count=args.calls, rate=args.rate)
@@ -329,19 +334,19 @@ async def _serve_started(el: Any, cfg: Any, args: argparse.Namespace) -> int:
                 print(json.dumps(r.to_dict()))
             return 0 if recs and all(r.ok for r in recs) else 1
         if el.worker is not None:
-            await _until_stopped_or_orphaned()
+            await _until_stopped_or_orphaned(stop)
         else:
-            await _until_stopped()
+            await stop.wait()
         return 0
     finally:
         await el.close()
 
 
-async def _until_stopped_or_orphaned() -> None:
+async def _until_stopped_or_orphaned(stop: asyncio.Event) -> None:
     """A worker: until a signal, or until its parent is gone (stdin EOF)."""
     from ng911.elements.workers import parent_gone
 
-    waits = {asyncio.ensure_future(_until_stopped()), asyncio.ensure_future(parent_gone())}
+    waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(parent_gone())}
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
