@@ -12,6 +12,7 @@ an error (`ConfigError`), so a misspelt option fails loudly instead of being ign
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import tomllib
 import types
 import typing
@@ -30,6 +31,7 @@ __all__ = [
     "EsrpConfig",
     "HostEntry",
     "ListenerConfig",
+    "OverloadConfig",
     "PsapConfig",
     "TlsProfile",
     "VspConfig",
@@ -189,6 +191,43 @@ class TlsProfile(_Plain):
 
 
 @dataclass(frozen=True, slots=True)
+class OverloadConfig(_Plain):
+    """Overload control and per-source limits (`ng911.elements.overload` says why).
+
+    Above `lag_target` seconds of event-loop lag the element sheds a growing fraction of new
+    non-emergency requests with 503 + Retry-After; above `max_transactions` it sheds all of
+    them; above `hard_max_transactions` even emergency ones (so upstream fails over).
+    `source_rate`/`source_burst`: requests/s per source address (0 = no per-source limit);
+    `trusted`: networks (CIDR) never limited per source, besides the host table's peers and
+    mutually authenticated TLS peers.
+    """
+
+    enabled: bool = True
+    lag_target: float = 0.05
+    backlog_target: int = 32  # UDP datagrams queued at one wake-up
+    sample_interval: float = 0.02
+    max_transactions: int = 20_000
+    hard_max_transactions: int = 60_000
+    retry_after: int = 10
+    source_rate: float = 500.0
+    source_burst: float = 1000.0
+    trusted: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.lag_target <= 0 or self.sample_interval <= 0:
+            raise ConfigError("overload.lag_target and sample_interval must be > 0")
+        if not 0 < self.max_transactions <= self.hard_max_transactions:
+            raise ConfigError("overload: need 0 < max_transactions <= hard_max_transactions")
+        if self.source_rate < 0 or self.source_burst < 0 or self.retry_after < 0:
+            raise ConfigError("overload: rates, bursts and retry_after must be >= 0")
+        for net in self.trusted:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ConfigError(f"overload.trusted: {net!r} is not a network") from None
+
+
+@dataclass(frozen=True, slots=True)
 class HostEntry(_Plain):
     """Static resolution of a host name (RFC 3263 without DNS): name → IP address."""
 
@@ -207,6 +246,7 @@ class ElementConfig(_Plain):
     hosts: tuple[HostEntry, ...] = ()
     t1: float = 0.5  # RFC 3261 §17.1.1.1 T1; tests on loopback may shorten it
     log_file: str = ""  # JSON lines; empty = stderr
+    overload: OverloadConfig = field(default_factory=OverloadConfig)
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ng911.elements.config import ElementConfig
+from ng911.elements.overload import (
+    LoadController,
+    RejectedRequests,
+    SourceLimiter,
+    TrustedSources,
+    classify,
+    overload_via_params,
+)
 from ng911.errors import Ng911Error
 from ng911.net.address import DEFAULT_PORTS, Address, Source, is_ip_literal
 from ng911.net.errors import TransportError
@@ -59,6 +67,7 @@ from ng911.sip.transaction import (
     TimerConfig,
     TransactionTable,
     client_transaction,
+    server_key,
     server_transaction,
 )
 from ng911.sip.uri import URI, SipURI
@@ -330,6 +339,19 @@ class SipElement:
         self._gc_freezer: asyncio.TimerHandle | None = None
         self.worker: WorkerRole | None = None  # set before start() in a worker process
         self.via_udp: Address | None = None  # a worker's own UDP port (its Via sent-by)
+        ol = config.overload
+        self.overload = LoadController(
+            lag_target=ol.lag_target,
+            backlog_target=ol.backlog_target,
+            max_transactions=ol.max_transactions,
+            hard_max_transactions=ol.hard_max_transactions,
+            retry_after=ol.retry_after,
+        )
+        self.source_limiter = SourceLimiter(ol.source_rate, ol.source_burst)
+        self.trusted = TrustedSources(ol.trusted, self.hosts.values())
+        self._rejected = RejectedRequests()
+        self._lag_timer: asyncio.TimerHandle | None = None
+        self._shed_logged = (0, 0, 0.0)  # refused, source-limited, when last logged
 
     # -------------------------------------------------------------- TLS and start/stop
 
@@ -381,6 +403,8 @@ class SipElement:
                 count=self.worker.count,
                 via=f"{self.via_udp.host}:{self.via_udp.port}",
             )
+        if self.config.overload.enabled:
+            self._sample_lag(self.loop.time())
         await self.started()
         return list(self.addresses)
 
@@ -412,6 +436,9 @@ class SipElement:
 
     async def close(self) -> None:
         self.freeze_gc_every(0)
+        if self._lag_timer is not None:
+            self._lag_timer.cancel()
+            self._lag_timer = None
         for ctx in list(self._ctxs.values()):
             for h in ctx.timers.values():
                 h.cancel()
@@ -810,6 +837,8 @@ class SipElement:
                 if ctx is not None:
                     self._run(ctx, tx.on_request(req))
                 return
+            if self._rejected and server_key(req) in self._rejected:
+                return  # the ACK for a 503 we sent statelessly under overload
             self.on_ack(req, source)
             return
         tx = self.table.match_request(req)
@@ -817,6 +846,8 @@ class SipElement:
             ctx = self._ctxs.get(tx.key)
             if ctx is not None:
                 self._run(ctx, tx.on_request(req))
+            return
+        if self.config.overload.enabled and not self._admit(req, source):
             return
         # RFC 3261 §16.3 item 1 / §8.2: a reasonable syntax check of what every element
         # reads (the rest is parsed, and refused with 400, where it is used)
@@ -832,6 +863,98 @@ class SipElement:
         self.table.add(stx)
         self._ctxs[stx.key] = ctx
         self._run(ctx, stx.start())
+
+    # -------------------------------------------------------------- overload control
+
+    def recognises_emergency(self, req: Request) -> bool:
+        """Hook: is this new request an emergency call by the element's own rules (the
+        VSP's dial strings)? `urn:service:sos*` and `esnet.*` are recognised for all."""
+        return False
+
+    def _admit(self, req: Request, source: Source) -> bool:
+        """Overload control and per-source limits before a new request costs a transaction
+        (`ng911.elements.overload`); False when it was refused or dropped."""
+        priority = classify(
+            req.method,
+            str(req.uri),
+            req.to_addr.tag is not None,
+            req.headers.get_all("Resource-Priority"),
+            recognised_emergency=req.method == "INVITE" and self.recognises_emergency(req),
+        )
+        limiter = self.source_limiter
+        host = source.address.host
+        if (
+            limiter.enabled
+            and not source.peer_identities  # a mutually authenticated peer is known
+            and host not in self.trusted
+            and not limiter.allow(host, priority, self.loop.time())
+        ):
+            # pike-style: a datagram flood is dropped unanswered (an answer is more work and
+            # feeds a reflection); a stream peer is told, so it does not wait on us
+            if source.address.reliable and req.method != "ACK":
+                self._refuse(req, source, self.config.overload.retry_after, "source limit")
+            return False
+        adm = self.overload.admit(priority, len(self._ctxs), _branch_rng.random())
+        if adm.admit:
+            return True
+        self._refuse(req, source, adm.retry_after, adm.reason)
+        return False
+
+    def _refuse(self, req: Request, source: Source, retry_after: int, why: str) -> None:
+        """503 + Retry-After (RFC 3261 §21.5.4), without a transaction: under overload a
+        refusal must cost far less than the work it saves. Retry-After is spread over
+        [n, 1.5 n] so refused clients do not all come back in the same second."""
+        if req.method == "ACK":
+            return
+        try:
+            wait = retry_after + int(_branch_rng.random() * (retry_after // 2 + 1))
+            resp = make_response(
+                req,
+                503,
+                "Service Unavailable",
+                to_tag=new_tag() if req.to_addr.tag is None else None,
+                extra=(("Retry-After", str(wait)),),
+            )
+            via = req.top_via
+            if via.param("oc") is not None:  # RFC 7339 §5.1: the client supports oc
+                params = overload_via_params(self.overload.shed, self.overload.seq)
+                resp.headers.replace_first("Via", str(via.with_params(**params)))
+            if req.method == "INVITE":
+                self._rejected.add(server_key(req))
+            self.send_stateless(resp, source.address, connection_id=source.connection_id)
+        except Ng911Error as exc:
+            self.log("refuse_failed", call_id=req.headers.get("Call-ID"), error=str(exc)[:120])
+
+    def _sample_lag(self, expected: float) -> None:
+        """How late this periodic timer runs is how long any ready callback (a received
+        datagram) waits: the event loop's lag, the overload signal."""
+        now = self.loop.time()
+        interval = self.config.overload.sample_interval
+        ol = self.overload
+        if ol.sample(max(0.0, now - expected), self.transport.udp_backlog_peak()):
+            self.log(
+                "overload" if ol.overloaded else "overload_end",
+                lag_ms=round(ol.lag * 1000, 1),
+                backlog=ol.backlog,
+                shed=round(ol.shed, 2),
+                transactions=len(self._ctxs),
+            )
+        refused, limited, last = self._shed_logged
+        if now - last >= 1.0 and (
+            ol.refused != refused or self.source_limiter.limited != limited
+        ):
+            # one summary a second, never a line per refused request
+            self.log(
+                "shedding",
+                refused=ol.refused - refused,
+                refused_priority=ol.refused_priority,
+                source_limited=self.source_limiter.limited - limited,
+                shed=round(ol.shed, 2),
+                lag_ms=round(ol.lag * 1000, 1),
+                transactions=len(self._ctxs),
+            )
+            self._shed_logged = (ol.refused, self.source_limiter.limited, now)
+        self._lag_timer = self.loop.call_at(now + interval, self._sample_lag, now + interval)
 
     def _check_peer(self, source: Source) -> None:
         """`tls.expected_peer`: requests over TLS only from peers whose certificate names

@@ -25,6 +25,7 @@ from ng911.elements.runtime import ServerCtx
 from ng911.errors import Ng911Error
 from ng911.lost.client import LostClient
 from ng911.pki.tls import client_context
+from ng911.sip.message import Request
 from ng911.sip.uri import SipURI, parse_uri
 
 __all__ = ["VspProxy"]
@@ -101,6 +102,10 @@ class VspProxy(Proxy):
             answer_register(self, self.registrar, ctx)
             return
         super().on_request(ctx)
+
+    def recognises_emergency(self, req: Request) -> bool:
+        # a dialled 911 is an emergency call for overload control before it is rewritten
+        return classify(req.uri, self.dial_plan) is not None
 
     def route(self, call: ProxyCall) -> None:
         req = call.request

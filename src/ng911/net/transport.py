@@ -113,7 +113,7 @@ class SipTransportLayer:
         transport = transport.lower()
         if transport == "udp":
             sock = make_udp_socket(host, port, self.udp_rcvbuf, reuse_port=reuse_port)
-            _, ep = await loop.create_datagram_endpoint(lambda: UdpEndpoint(self), sock=sock)
+            _, ep = await loop.create_datagram_endpoint(lambda: UdpEndpoint(self, sock), sock=sock)
             self._listeners.append(_Listener(ep.local, udp=ep))
             return ep.local
         if transport not in ("tcp", "tls"):
@@ -140,7 +140,7 @@ class SipTransportLayer:
         Responses still leave from the listener the request came in on."""
         loop = asyncio.get_running_loop()
         sock = make_udp_socket(host, port, self.udp_rcvbuf)
-        _, ep = await loop.create_datagram_endpoint(lambda: UdpEndpoint(self), sock=sock)
+        _, ep = await loop.create_datagram_endpoint(lambda: UdpEndpoint(self, sock), sock=sock)
         self._udp_requests = ep
         return ep.local
 
@@ -163,6 +163,17 @@ class SipTransportLayer:
         if self._udp_requests is not None:
             total += self._udp_requests.kernel_drops() or 0
         return total
+
+    def udp_backlog_peak(self) -> int:
+        """The most datagrams found waiting at one wake-up on any of our UDP sockets since
+        the last call (then reset): how far behind the kernel's queue this element is."""
+        peak = 0
+        eps = [lst.udp for lst in self._listeners if lst.udp is not None]
+        for ep in (*eps, self._udp_requests, self._udp_client):
+            if ep is not None:
+                peak = max(peak, ep.backlog_peak)
+                ep.backlog_peak = 0
+        return peak
 
     def connections(self) -> list[dict[str, object]]:
         return [c.describe() for c in self._conns.values()]
@@ -269,7 +280,7 @@ class SipTransportLayer:
         loop = asyncio.get_running_loop()
         host = "::" if ":" in dest.host else "0.0.0.0"
         sock = make_udp_socket(host, 0, self.udp_rcvbuf)
-        _, ep = await loop.create_datagram_endpoint(lambda: UdpEndpoint(self), sock=sock)
+        _, ep = await loop.create_datagram_endpoint(lambda: UdpEndpoint(self, sock), sock=sock)
         self._udp_client = ep
         return ep
 

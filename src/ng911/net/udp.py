@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, cast
 from ng911.net.address import Address
 from ng911.net.log import log_event
 from ng911.sip.errors import SipParseError
-from ng911.sip.message import make_response
+from ng911.sip.message import Request, Response, make_response
 from ng911.sip.parse import parse_message
+from ng911.sip.priority import Priority, priority_of
 
 if TYPE_CHECKING:
     from ng911.net.transport import SipTransportLayer
@@ -66,12 +67,29 @@ def kernel_drops(sock: socket.socket) -> int | None:
     return None
 
 
+# At most this many datagrams are read at one wake-up (asyncio reads one per wake-up).
+BATCH = 64
+
+
 class UdpEndpoint(asyncio.DatagramProtocol):
-    def __init__(self, layer: SipTransportLayer) -> None:
+    """One UDP socket of an element.
+
+    Why it reads the socket itself after asyncio hands it a datagram: asyncio reads one
+    datagram per socket per loop iteration, so under a flood an emergency INVITE waits in
+    the kernel's queue behind everything that arrived before it, and nothing tells the
+    element how far behind it is. Reading what is queued (up to `BATCH`) at each wake-up
+    measures the backlog (`backlog_peak`, overload control's signal) and lets the batch be
+    ordered: new ordinary requests go after everything else (emergency calls, responses,
+    ACK, CANCEL, in-dialog requests), keeping each call's own messages in arrival order.
+    """
+
+    def __init__(self, layer: SipTransportLayer, sock: socket.socket | None = None) -> None:
         self.layer = layer
+        self.sock = sock
         self.transport: asyncio.DatagramTransport | None = None
         self.local = Address("udp", "?", 0)
         self.rcvbuf = 0
+        self.backlog_peak = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -86,10 +104,56 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         return kernel_drops(sock) if sock is not None else None
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        more = self._read_queued() if self.sock is not None else None
+        if not more:
+            if self.backlog_peak < 1:
+                self.backlog_peak = 1
+            msg = self._parse(data, addr)
+            if msg is not None:
+                self.layer._received_udp(self, msg, data, addr)
+            return
+        batch = [(data, addr), *more]
+        if len(batch) > self.backlog_peak:
+            self.backlog_peak = len(batch)
+        first: list[tuple[Request | Response, bytes, tuple[str, int]]] = []
+        later: list[tuple[Request | Response, bytes, tuple[str, int]]] = []
+        deferred: set[str] = set()
+        for d, a in batch:
+            msg = self._parse(d, a)
+            if msg is None:
+                continue
+            call_id = msg.headers.get("Call-ID") or ""
+            if priority_of(msg) == Priority.NORMAL:
+                deferred.add(call_id)
+                later.append((msg, d, a))
+            elif call_id in deferred:
+                later.append((msg, d, a))  # e.g. the CANCEL of a deferred INVITE: after it
+            else:
+                first.append((msg, d, a))
+        for msg, d, a in first:
+            self.layer._received_udp(self, msg, d, a)
+        for msg, d, a in later:
+            self.layer._received_udp(self, msg, d, a)
+
+    def _read_queued(self) -> list[tuple[bytes, tuple[str, int]]]:
+        assert self.sock is not None
+        out: list[tuple[bytes, tuple[str, int]]] = []
+        recv = self.sock.recvfrom
+        for _ in range(BATCH - 1):
+            try:
+                out.append(recv(MAX_DATAGRAM + 28))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # e.g. ICMP port unreachable reported on this socket
+                self.error_received(exc)
+                break
+        return out
+
+    def _parse(self, data: bytes, addr: tuple[str, int]) -> Request | Response | None:
         if not data.strip(b"\r\n\x00"):
-            return  # keep-alive (RFC 5626 §3.5.1 CRLF, or empty)
+            return None  # keep-alive (RFC 5626 §3.5.1 CRLF, or empty)
         try:
-            msg = parse_message(data, max_size=self.layer.max_message_size)
+            return parse_message(data, max_size=self.layer.max_message_size)
         except SipParseError as exc:
             self.layer.stats.parse_errors += 1
             answered = False
@@ -111,8 +175,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
                 reason=exc.reason,
                 action=f"answered {exc.status}" if answered else "dropped",
             )
-            return
-        self.layer._received_udp(self, msg, data, addr)
+            return None
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable etc.: UDP has no connection to fail; log it

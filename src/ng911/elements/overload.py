@@ -1,0 +1,241 @@
+"""Overload control and per-source limits: who is admitted when an element cannot serve all.
+
+Why a pure module: what an overloaded element sheds, and how fast it backs off and recovers,
+is policy an operator tunes and a reviewer checks against RFC 7339 and NENA i3, so it is
+decided here from numbers (event-loop lag, transaction count, clock) with no sockets, no
+timers and no SIP parsing beyond what `classify` reads. `SipElement` feeds it and carries
+out what it says.
+
+The rules (DESIGN.md, "An element under stress"):
+
+- **Emergency first.** A new request for `urn:service:sos*` (or `urn:emergency:service:sos*`),
+  a request carrying `Resource-Priority: esnet.*` (RFC 7135), or one the element itself
+  recognises as an emergency call (the VSP's dial strings) is `EMERGENCY`; requests inside a
+  dialog (a To tag), CANCEL and ACK are `IN_DIALOG` (they end or complete work already
+  admitted, so shedding them only makes the overload last longer); the rest is `NORMAL`.
+- **Shed normal traffic, by loss.** The controller keeps a shed fraction `p` (RFC 7339's
+  "loss" algorithm: the fraction of new non-priority requests refused). Each sample of the
+  event loop's lag raises `p` by `step_up` while the lag is above `lag_target` and lowers it
+  by `step_down` once it is below half of it (additive increase, additive decrease: it backs
+  off within ~0.2 s and recovers within ~1 s, without flapping). The same goes for the UDP
+  backlog: more than `backlog_target` datagrams found queued at one wake-up means requests
+  wait in the kernel longer than the loop's own lag shows (`ng911.net.udp`). A refused request gets
+  `503 Service Unavailable` with `Retry-After` (RFC 3261 §21.5.4), answered statelessly, and
+  RFC 7339's `oc` parameters when the client's Via says it supports them.
+- **Bounded state.** Above `max_transactions` server transactions every new normal request is
+  refused whatever the lag; above `hard_max_transactions` even priority requests are (503,
+  so an upstream ESRP or VSP fails over to another route rather than waiting on us): the
+  only bound on memory an attacker cannot talk its way around.
+- **Per source** (Kamailio's `pike`): a token bucket per source address refills at
+  `source_rate` requests/s up to `source_burst`. A normal request needs a token; a priority
+  request may borrow one more burst before it is refused, so a source flooding normal
+  traffic starves its own normal traffic first. Known peers (the element's host table,
+  mutually authenticated TLS peers, the `trusted` networks) are not limited per source: the
+  ESRP's only upstream is its VSPs, and one VSP carrying a city's calls is not a flood.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ng911.sip.priority import Priority, classify
+
+__all__ = [
+    "Admission",
+    "LoadController",
+    "Priority",
+    "RejectedRequests",
+    "SourceLimiter",
+    "TrustedSources",
+    "classify",
+    "overload_via_params",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What to do with a new request: admit it, or refuse it (503, Retry-After)."""
+
+    admit: bool
+    reason: str = ""
+    retry_after: int = 0
+
+
+ADMIT = Admission(True)
+
+
+class LoadController:
+    """RFC 7339-style loss controller fed by event-loop lag and the transaction count."""
+
+    def __init__(
+        self,
+        *,
+        lag_target: float = 0.05,
+        backlog_target: int = 32,
+        max_transactions: int = 20_000,
+        hard_max_transactions: int = 60_000,
+        retry_after: int = 10,
+        step_up: float = 0.1,
+        step_down: float = 0.02,
+        max_shed: float = 1.0,
+    ) -> None:
+        self.lag_target = lag_target
+        self.backlog_target = backlog_target
+        self.max_transactions = max_transactions
+        self.hard_max_transactions = hard_max_transactions
+        self.retry_after = retry_after
+        self.step_up = step_up
+        self.step_down = step_down
+        self.max_shed = max_shed
+        self.shed = 0.0  # fraction of new normal requests refused
+        self.lag = 0.0  # last lag sample, seconds
+        self.backlog = 0  # last backlog sample, datagrams
+        self._over_before = False
+        self.seq = 0  # RFC 7339 oc-seq: bumped on every change of `shed`
+        self.refused = 0
+        self.refused_priority = 0
+
+    @property
+    def overloaded(self) -> bool:
+        return self.shed > 0.0
+
+    def sample(self, lag: float, backlog: int = 0) -> bool:
+        """One sample: how late a periodic timer ran (`lag`, s) and the most datagrams found
+        queued at one wake-up since the last sample (`backlog`). Shedding rises only when two
+        samples in a row are over (one late timer is a pause, not an overload). True when
+        the state changed between overloaded and not (the element logs it)."""
+        self.lag = lag
+        self.backlog = backlog
+        before = self.overloaded
+        old = self.shed
+        over = lag > self.lag_target or backlog > self.backlog_target
+        if over and self._over_before:
+            self.shed = min(self.max_shed, self.shed + self.step_up)
+        elif not over and lag < self.lag_target / 2 and self.shed > 0.0:
+            self.shed = max(0.0, self.shed - self.step_down)
+            if self.shed < 1e-9:
+                self.shed = 0.0
+        self._over_before = over
+        if self.shed != old:
+            self.seq += 1
+        return before != self.overloaded
+
+    def admit(self, priority: Priority, transactions: int, draw: float) -> Admission:
+        """Admit or refuse a new request; `draw` is uniform in [0, 1) (the caller's RNG,
+        so tests choose it)."""
+        if transactions >= self.hard_max_transactions:
+            self.refused += 1
+            if priority != Priority.NORMAL:
+                self.refused_priority += 1
+            return Admission(False, f"{transactions} transactions (hard limit)", self.retry_after)
+        if priority != Priority.NORMAL:
+            return ADMIT
+        if transactions >= self.max_transactions:
+            self.refused += 1
+            return Admission(False, f"{transactions} transactions", self.retry_after)
+        if self.shed > 0.0 and draw < self.shed:
+            self.refused += 1
+            return Admission(False, f"overload, shedding {self.shed:.0%}", self.retry_after)
+        return ADMIT
+
+
+def overload_via_params(shed: float, seq: int, validity_ms: int = 500) -> dict[str, str | None]:
+    """RFC 7339 §5.2: what a server puts in the top Via of a response to a client that
+    advertised `oc`: the loss percentage asked of it, for how long, in which sequence."""
+    return {
+        "oc": str(round(shed * 100)),
+        "oc-algo": '"loss"',
+        "oc-validity": str(validity_ms if shed > 0 else 0),
+        "oc-seq": str(seq),
+    }
+
+
+class TrustedSources:
+    """Addresses never limited per source: explicit networks plus known peers' addresses."""
+
+    def __init__(self, networks: Iterable[str] = (), addresses: Iterable[str] = ()) -> None:
+        self._nets = [ipaddress.ip_network(n, strict=False) for n in networks]
+        self._known = {a.lower() for a in addresses}
+        self._cache: OrderedDict[str, bool] = OrderedDict()
+
+    def __contains__(self, host: object) -> bool:
+        if not isinstance(host, str):
+            return False
+        hit = self._cache.get(host)
+        if hit is not None:
+            return hit
+        ok = host.lower() in self._known
+        if not ok and self._nets:
+            try:
+                ip = ipaddress.ip_address(host.strip("[]"))
+                ok = any(ip in n for n in self._nets)
+            except ValueError:
+                ok = False
+        self._cache[host] = ok
+        if len(self._cache) > 4096:
+            self._cache.popitem(last=False)
+        return ok
+
+
+class SourceLimiter:
+    """Token bucket per source address (pike-style), in bounded memory.
+
+    Up to `max_sources` buckets are kept, least recently seen dropped first: a spoofed flood
+    from random addresses evicts only other strangers' buckets, each of which starts full.
+    """
+
+    def __init__(self, rate: float, burst: float, *, max_sources: int = 65536) -> None:
+        self.rate = rate
+        self.burst = max(burst, 1.0)
+        self.max_sources = max_sources
+        self._buckets: OrderedDict[str, list[float]] = OrderedDict()
+        self.limited = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    def allow(self, source: str, priority: Priority, now: float) -> bool:
+        b = self._buckets.get(source)
+        if b is None:
+            b = [self.burst, now]
+            self._buckets[source] = b
+            if len(self._buckets) > self.max_sources:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(source)
+            b[0] = min(self.burst, b[0] + (now - b[1]) * self.rate)
+            b[1] = now
+        floor = 1.0 if priority == Priority.NORMAL else 1.0 - self.burst
+        if b[0] < floor:
+            self.limited += 1
+            return False
+        b[0] -= 1.0
+        return True
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class RejectedRequests:
+    """Keys of INVITEs refused statelessly, so their ACKs (RFC 3261 §17.1.1.3: the ACK for
+    a non-2xx is hop by hop) are absorbed here instead of being proxied like an ACK for a
+    2xx. Bounded: the oldest keys go first."""
+
+    def __init__(self, size: int = 65536) -> None:
+        self.size = size
+        self._keys: OrderedDict[object, None] = OrderedDict()
+
+    def add(self, key: object) -> None:
+        self._keys[key] = None
+        if len(self._keys) > self.size:
+            self._keys.popitem(last=False)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
