@@ -851,7 +851,7 @@ async def serve_lost(args: argparse.Namespace) -> None:
 async def serve(args: argparse.Namespace) -> None:
     """The proxy under test, in this process: VspProxy on one port (UDP+TCP, or TLS), or
     the ESRP (UDP+TCP) asking the LoST server at `--lost-url`."""
-    from ng911.elements.config import EsrpConfig, ListenerConfig, VspConfig
+    from ng911.elements.config import EsrpConfig, ListenerConfig, OverloadConfig, VspConfig
     from ng911.elements.esrp import Esrp
     from ng911.elements.runtime import SipElement
     from ng911.elements.vsp import VspProxy
@@ -877,6 +877,10 @@ async def serve(args: argparse.Namespace) -> None:
     if args.workers > 1 and not args.worker_role:
         await _supervise(args)
         return
+    # SIPp is one source sending thousands of requests/s, which the per-source limit (a
+    # flood defence) would cut; overload control itself stays on, as deployed.
+    # bench/resilience.py measures both under a flood.
+    overload = OverloadConfig(source_rate=0)
     vsp: SipElement
     if args.element == "esrp":
         ecfg = EsrpConfig(
@@ -886,10 +890,17 @@ async def serve(args: argparse.Namespace) -> None:
             lost_url=args.lost_url,
             default_route=esrp,
             psap_transport=args.transport,
+            overload=overload,
         )
         vsp = Esrp(ecfg, lost=LostClient(args.lost_url, timeout=2.0), log_keep=0, **kw)
     else:
-        cfg = VspConfig(name="vsp", fqdn="proxy.vsp.example", listeners=listeners, esrp=esrp)
+        cfg = VspConfig(
+            name="vsp",
+            fqdn="proxy.vsp.example",
+            listeners=listeners,
+            esrp=esrp,
+            overload=overload,
+        )
         vsp = VspProxy(cfg, log_keep=0, **kw)
     if args.worker_role:
         from ng911.elements.runtime import WorkerRole
