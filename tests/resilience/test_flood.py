@@ -149,9 +149,9 @@ listeners = [{{transport = "udp", host = "127.0.0.1", port = {vsp_port}}}]
             _Probe, local_addr=("127.0.0.1", 0)
         )
         lport = probe_t.get_extra_info("sockname")[1]
-        # the flood: far beyond what one Python proxy process carries (~1-2k INVITEs/s)
+        # the flood: ~4x what one Python proxy process carries (~1.5k INVITEs/s)
         flood = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-c", FLOOD, "127.0.0.1", str(vsp_port), "12000", "8", str(sources)),
+            *(sys.executable, "-c", FLOOD, "127.0.0.1", str(vsp_port), "6000", "8", str(sources)),
             stdout=asyncio.subprocess.PIPE,
         )
         await asyncio.sleep(1.5)  # let the backlog build
@@ -179,16 +179,16 @@ listeners = [{{transport = "udp", host = "127.0.0.1", port = {vsp_port}}}]
         answered = [cid for cid in sent if cid in probe.answered]
         delays = sorted(probe.answered[c] - sent[c] for c in answered)
         probe_t.close()
-        assert flood_sent > 40_000
+        assert flood_sent > 30_000
         assert len(answered) >= 11, (len(answered), delays)
-        assert delays[len(delays) // 2] < 1.5, delays
+        assert delays[len(delays) // 2] < 2.0, delays  # ~0.5 s on an idle 2-core VM
         records = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
         shed = [r for r in records if r["what"] == "shedding"]
         if sources == 1:
-            assert sum(r["source_limited"] for r in shed) > 20_000
+            assert sum(r["source_limited"] for r in shed) > 15_000
         else:
             # the flood was told to go away (503), not silently queued
-            assert flood_503 > 5000
+            assert flood_503 > 3000
             assert any(r["what"] == "overload" for r in records)
         assert not any(r.get("refused_priority") for r in records)
         assert vsp.returncode is None  # still running
