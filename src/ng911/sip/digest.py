@@ -459,6 +459,10 @@ class AuthResult:
 _NONCE_LEN = 8 + 8 + 16  # timestamp, salt, truncated HMAC-SHA-256
 
 
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
 @dataclass(slots=True)
 class DigestServer:
     """Issues challenges and verifies credentials for one realm (RFC 3261 §22.1, §22.3).
@@ -494,7 +498,7 @@ class DigestServer:
 
     def new_nonce(self, now: float) -> str:
         body = struct.pack(">d", now) + secrets.token_bytes(8)
-        return base64.urlsafe_b64encode(body + self._mac(body)).decode("ascii").rstrip("=")
+        return _b64(body + self._mac(body))
 
     def nonce_time(self, nonce: str) -> float | None:
         """When the nonce was issued, or None if we did not issue it."""
@@ -504,7 +508,7 @@ class DigestServer:
             raw = base64.urlsafe_b64decode(nonce + "=")
         except ValueError:
             return None
-        if len(raw) != _NONCE_LEN:
+        if len(raw) != _NONCE_LEN or _b64(raw) != nonce:  # one spelling per nonce
             return None
         body, mac = raw[:16], raw[16:]
         if not hmac.compare_digest(mac, self._mac(body)):
