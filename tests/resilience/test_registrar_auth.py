@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from ng911.elements.config import CallerConfig, ListenerConfig, VspConfig
+from ng911.elements.runtime import ElementError
 from ng911.elements.ua import Caller
 from ng911.elements.vsp import VspProxy
 from ng911.sip.digest import answer_challenge, parse_challenge
@@ -261,3 +262,26 @@ async def test_non_emergency_invite_challenged_407(auth_invites: bool) -> None:
             again.headers.add("Proxy-Authorization", str(creds))
             p.send(again, port)
             assert (await p.response()).status == 404
+
+
+async def test_users_file_with_precomputed_ha1(tmp_path) -> None:
+    """An operator keeps HA1s, not passwords: `user:realm:HA1`, MD5 or SHA-256."""
+    from ng911.sip.digest import ha1
+
+    users = tmp_path / "users"
+    users.write_text(
+        "# htdigest-style\n"
+        f"carol:vsp.example:{ha1('SHA-256', 'carol', 'vsp.example', 's3cret')}\n"
+        f"carol:vsp.example:{ha1('MD5', 'carol', 'vsp.example', 's3cret')}\n"
+        f"carol:other.example:{ha1('MD5', 'carol', 'other.example', 'x')}\n"
+    )
+    async with vsp(users_file=str(users)) as v:
+        port = v.local("udp").port
+        async with caller(port, aor="sip:carol@vsp.example", auth_password="s3cret") as c:
+            assert await c.register() == 200
+        async with caller(port, aor="sip:carol@vsp.example", auth_password="guess") as c:
+            assert await c.register() == 401
+        assert [b.aor for b in v.registrar.all(0)] == ["sip:carol@vsp.example"]
+    users.write_text("carol:vsp.example:not-hex\n")
+    with pytest.raises(ElementError, match="users:1"):
+        VspProxy(VspConfig(auth=True, users_file=str(users)))
