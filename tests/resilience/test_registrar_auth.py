@@ -285,3 +285,45 @@ async def test_users_file_with_precomputed_ha1(tmp_path) -> None:
     users.write_text("carol:vsp.example:not-hex\n")
     with pytest.raises(ElementError, match="users:1"):
         VspProxy(VspConfig(auth=True, users_file=str(users)))
+
+
+async def test_refresh_after_nonce_expiry_gets_stale_and_recovers() -> None:
+    """A refresh with an expired nonce: 401 stale=true, answered without asking anyone."""
+    async with vsp(auth_nonce_ttl=0.3) as v:
+        port = v.local("udp").port
+        async with caller(port, auth_password="wonderland") as c:
+            assert await c.register() == 200
+            await asyncio.sleep(0.6)
+            assert await c.register() == 200
+            reasons = [r["reason"] for r in v.log.find("register_challenged")]
+            assert "nonce expired" in reasons
+            # a VSP restart (a new nonce secret) is recovered from the same way
+            assert v.auth is not None
+            v.auth.server.secret = b"another process"
+            assert await c.register() == 200
+            assert v.log.find("register_challenged")[-1]["reason"] == "nonce not ours"
+
+
+async def test_call_taker_shares_the_register_client() -> None:
+    from ng911.elements.calltaker import CallTaker
+    from ng911.elements.config import CallTakerConfig
+
+    async with vsp() as v:
+        port = v.local("udp").port
+        bob = CallTaker(
+            CallTakerConfig(
+                name="bob",
+                listeners=(ListenerConfig("udp"),),
+                t1=0.05,
+                aor="sip:bob@vsp.example",
+                psap=f"sip:127.0.0.1:{port}",
+                auth_password="builder",
+            ),
+            log_keep=100,
+        )
+        await bob.start()
+        try:
+            assert bob.registered.is_set()
+            assert [b.aor for b in v.registrar.all(0)] == ["sip:bob@vsp.example"]
+        finally:
+            await bob.close()
