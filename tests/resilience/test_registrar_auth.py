@@ -327,3 +327,13 @@ async def test_call_taker_shares_the_register_client() -> None:
             assert [b.aor for b in v.registrar.all(0)] == ["sip:bob@vsp.example"]
         finally:
             await bob.close()
+
+
+def test_config_refuses_unknown_algorithms() -> None:
+    from ng911.elements.config import ConfigError
+
+    with pytest.raises(ConfigError, match="auth_algorithms"):
+        VspConfig.from_dict({"auth": True, "auth_algorithms": ["SHA-1"]})
+    with pytest.raises(ConfigError, match="auth_algorithms"):
+        VspConfig(auth_algorithms=())
+    assert VspConfig().auth is False  # off by default (the testbed)

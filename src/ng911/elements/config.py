@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Self, TypeVar, Union
 
 from ng911.errors import Ng911Error
+from ng911.sip.digest import ALGORITHMS as DIGEST_ALGORITHMS
 
 __all__ = [
     "AlternateRoute",
@@ -256,6 +257,13 @@ class VspConfig(ElementConfig):
     users: dict[str, str] = field(default_factory=dict)  # user -> password
     users_file: str = ""  # `user:realm:HA1` lines (MD5 32 hex, SHA-256 64 hex)
     workers: int = 1  # processes sharing the listeners (ng911.elements.workers)
+
+    def __post_init__(self) -> None:
+        bad = [a for a in self.auth_algorithms if a not in DIGEST_ALGORITHMS]
+        if bad or not self.auth_algorithms:
+            raise ConfigError(
+                f"auth_algorithms: each one of {DIGEST_ALGORITHMS}, at least one; got {bad}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
