@@ -60,7 +60,12 @@ class CallTaker(SipElement):
         self.cancelled = 0
         self.history: list[TakerCall] = []
         self._refresh: asyncio.TimerHandle | None = None
-        self._registration = Registration.new(self.cfg.aor, self.fqdn)
+        self._registration = Registration.new(
+            self.cfg.aor,
+            self.fqdn,
+            username=self.cfg.auth_user,
+            password=self.cfg.auth_password,
+        )
 
     # ---------------------------------------------------------------- registration
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Self, TypeVar, Union
 
 from ng911.errors import Ng911Error
+from ng911.sip.digest import ALGORITHMS as DIGEST_ALGORITHMS
 
 __all__ = [
     "AlternateRoute",
@@ -258,6 +259,8 @@ class CallerConfig(ElementConfig):
     proxy: str = "sip:vsp.example"  # outbound proxy URI (transport param / sips: select the hop)
     register: bool = True
     register_expires: int = 3600
+    auth_user: str = ""  # answer the VSP's Digest challenge (RFC 3261 §22.2); "" = AoR's user
+    auth_password: str = ""  # empty = no credentials: a 401/407 is final
     dial: str = "911"  # "911", "urn:service:sos", "sip:911@vsp.example", ...
     hangup_after: float = 0.2  # seconds after the 200 OK; 0 = leave the call up
     rtp_host: str = "127.0.0.1"
@@ -281,7 +284,26 @@ class VspConfig(ElementConfig):
     lost_ca: tuple[str, ...] = ()
     record_route: bool = True
     max_expires: int = 7200
+    # Digest authentication (RFC 3261 §22, RFC 8760; elements/auth.py). Off by default in the
+    # testbed. On: REGISTER needs credentials for the AoR's own user (401, else 403), and with
+    # auth_invites every other non-emergency out-of-dialog request too (407). Emergency calls
+    # are never challenged.
+    auth: bool = False
+    auth_realm: str = ""  # empty = domain
+    auth_invites: bool = True  # (only when auth is on)
+    auth_algorithms: tuple[str, ...] = ("SHA-256", "MD5")  # offered in this order (§2.4)
+    auth_nonce_ttl: float = 300.0  # seconds a nonce is good for; then stale=true
+    auth_secret: str = ""  # nonce HMAC key; empty = random per process (set it with workers > 1)
+    users: dict[str, str] = field(default_factory=dict)  # user -> password
+    users_file: str = ""  # `user:realm:HA1` lines (MD5 32 hex, SHA-256 64 hex)
     workers: int = 1  # processes sharing the listeners (ng911.elements.workers)
+
+    def __post_init__(self) -> None:
+        bad = [a for a in self.auth_algorithms if a not in DIGEST_ALGORITHMS]
+        if bad or not self.auth_algorithms:
+            raise ConfigError(
+                f"auth_algorithms: each one of {DIGEST_ALGORITHMS}, at least one; got {bad}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +361,8 @@ class CallTakerConfig(ElementConfig):
     aor: str = "sip:taker1@psap.esinet.example"
     psap: str = "sip:psap.esinet.example"  # where to REGISTER (and its outbound proxy)
     register_expires: int = 3600
+    auth_user: str = ""  # Digest credentials for psapd's registrar; "" = AoR's user
+    auth_password: str = ""  # empty = no credentials
     ring_delay: float = 0.0  # before the 180
     answer_delay: float = 0.0  # after the 180, before the 200; < 0 = never answer
     hangup_after: float = 0.0  # 0 = wait for the caller's BYE

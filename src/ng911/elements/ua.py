@@ -125,7 +125,12 @@ class Caller(SipElement):
         self.calls: dict[str, _Call] = {}
         self.records: list[CallRecord] = []
         self._refresh: asyncio.TimerHandle | None = None
-        self._registration = Registration.new(self.cfg.aor, self.fqdn)
+        self._registration = Registration.new(
+            self.cfg.aor,
+            self.fqdn,
+            username=self.cfg.auth_user,
+            password=self.cfg.auth_password,
+        )
 
     @property
     def proxy_dest(self) -> tuple[Address, str | None]:

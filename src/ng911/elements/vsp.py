@@ -7,6 +7,12 @@ to the configured ESRP by a pushed `Route: <esrp;lr>` (loose routing keeps the s
 as Request-URI), or, with `lost_url` set, to the PSAP URI the VSP's own LoST query returns
 (the ESRP stays the fallback). Any other call is proxied: to the registered contact of a user of our
 domain, or towards the Request-URI's domain.
+
+With `auth` on (off by default), the registrar takes a REGISTER only with valid Digest
+credentials of the AoR's own user (401 with SHA-256 and MD5 challenges, RFC 8760; 403 for
+someone else's AoR), and with `auth_invites` other non-emergency out-of-dialog requests are
+challenged with 407. An emergency call is never challenged: a 911 call from a device with no
+account, or with wrong credentials, is routed like any other (RFC 6881 §8, NENA i3).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ng911.elements.auth import Authenticator, Denied
 from ng911.elements.config import VspConfig
 from ng911.elements.emergency import DialPlan, classify, rewrite_emergency
 from ng911.elements.proxy import Proxy, ProxyCall, Target
@@ -39,6 +46,16 @@ class VspProxy(Proxy):
         self.cfg = config
         self.record_route = config.record_route
         self.registrar = Registrar((config.domain, config.fqdn), max_expires=config.max_expires)
+        self.auth: Authenticator | None = None
+        if config.auth:
+            self.auth = Authenticator.from_config(
+                config.auth_realm or config.domain,
+                users=config.users,
+                users_file=config.users_file,
+                algorithms=config.auth_algorithms,
+                nonce_ttl=config.auth_nonce_ttl,
+                secret=config.auth_secret,
+            )
         self.dial_plan = DialPlan.for_country(config.country, config.dial_strings)
         self.esrp = parse_uri(config.esrp)
         self.emergency_calls = 0
@@ -99,13 +116,33 @@ class VspProxy(Proxy):
             if not self.registrar.serves(req.uri) and not self.is_own(req.uri):
                 ctx.reply(403, "Not our domain")
                 return
-            answer_register(self, self.registrar, ctx)
+            answer_register(self, self.registrar, ctx, self.auth)
             return
         super().on_request(ctx)
 
     def recognises_emergency(self, req: Request) -> bool:
         # a dialled 911 is an emergency call for overload control before it is rewritten
         return classify(req.uri, self.dial_plan) is not None
+
+    def _authorized(self, call: ProxyCall) -> bool:
+        """A non-emergency out-of-dialog request needs our realm's Proxy-Authorization
+        (RFC 3261 §22.3); else 407 with fresh challenges. Ours is removed before forwarding."""
+        assert self.auth is not None
+        who = self.auth.authenticate(call.request, time.time(), proxy=True)
+        if isinstance(who, Denied):
+            self.log(
+                "request_challenged",
+                call_id=call.call_id,
+                method=call.request.method,
+                status=who.status,
+                reason=who.reason,
+                user=who.user,
+            )
+            self.reply(call, who.status, None if who.status != 400 else who.reason,
+                       extra=who.headers)  # fmt: skip
+            return False
+        self.auth.consume(call.request)
+        return True
 
     def route(self, call: ProxyCall) -> None:
         req = call.request
@@ -126,6 +163,8 @@ class VspProxy(Proxy):
                 self.spawn(self._route_by_lost(call))
                 return
             self._to_esrp(call, "emergency call")
+            return
+        if self.auth is not None and self.cfg.auth_invites and not self._authorized(call):
             return
         uri = req.uri
         if isinstance(uri, SipURI) and self.registrar.serves(uri):
