@@ -32,9 +32,7 @@ async def test_branchless_call_reaches_the_psap_once_and_ends() -> None:
         assert ok.status == 200, ok.first_line
         # ACK for the 2xx, as an RFC 2543 UA sends it: no branch, the INVITE's Request-URI,
         # the route set; retransmitted three times
-        ack = in_dialog(
-            "ACK", ua.port, call_id, ok, cseq=1, branch=None, ruri="urn:service:sos"
-        )
+        ack = in_dialog("ACK", ua.port, call_id, ok, cseq=1, branch=None, ruri="urn:service:sos")
         for _ in range(3):
             ua.send(ack, dest)
             await asyncio.sleep(0.2)
