@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from dialog_helpers import RawUa, emergency_invite, in_dialog, response_to
 
+from ng911.elements.calltaker import CallTaker
 from ng911.elements.chain import ChainOptions, build_chain
+from ng911.elements.config import CallTakerConfig, ListenerConfig
 from ng911.net.events import MessageEvent
 
 
@@ -75,3 +78,44 @@ async def test_branchless_call_reaches_the_psap_once_and_ends() -> None:
     finally:
         ua.close()
         await chain.close()
+
+
+async def _noop() -> None:
+    return None
+
+
+@pytest.mark.parametrize("branch", [None, "oldstyle-no-cookie", "z9hG4bKsame-as-invite"])
+async def test_ack_matching_the_accepted_invite_goes_up_as_an_ack(branch: str | None) -> None:
+    """A UA (the call taker) facing the caller directly: the ACK matches the INVITE's server
+    transaction in "accepted" (RFC 2543 matching, or a UA reusing the INVITE's branch for
+    the 2xx's ACK); it confirms the call once, and the INVITE is never offered again."""
+    taker = CallTaker(
+        CallTakerConfig(
+            name="t", listeners=(ListenerConfig("udp"),), t1=0.5, psap="sip:127.0.0.1:9"
+        ),
+        log_keep=200,
+    )
+    taker.started = _noop  # type: ignore[method-assign]  # no psapd to register with
+    await taker.start()
+    ua = await RawUa().open()
+    try:
+        addr = taker.local("udp")
+        dest = (addr.host, addr.port)
+        call_id = f"direct-{branch}@127.0.0.1"
+        ua.send(emergency_invite(ua.port, call_id, branch=branch), dest)
+        ok = await ua.expect(response_to("INVITE"), 10)
+        assert ok.status == 200
+        ack = in_dialog("ACK", ua.port, call_id, ok, cseq=1, branch=branch, ruri="urn:service:sos")
+        for _ in range(3):
+            ua.send(ack, dest)
+        for _ in range(100):
+            if taker.log.find("confirmed", call_id=call_id):
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        assert len(taker.log.find("confirmed", call_id=call_id)) == 1
+        assert len(taker.log.find("offered", call_id=call_id)) == 1
+        assert taker.offered == 1 and taker.errors == 0
+    finally:
+        ua.close()
+        await taker.close()
