@@ -19,17 +19,20 @@ matches no dialog and cannot be routed gets 481 (§12.2.2), never 416.
 Only the unusual request pays for a lookup (the hot path, a request with a Route or a
 routable Request-URI, never looks). The table is bounded: entries leave after the BYE's
 final answer, after `lifetime` seconds, or oldest first beyond `max_entries`. Pure: the
-caller passes the clock.
+caller passes the clock. The table is per process: with `workers` > 1, such a request that
+reaches another worker than the one the 2xx passed through gets 481 (the kernel keeps one
+UDP source on one worker, so a caller's own requests find theirs).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ng911.errors import Ng911Error
-from ng911.sip.message import Request, Response
-from ng911.sip.uri import URI, parse_name_addr, parse_uri
+from ng911.sip.message import Request, Response, parse_comma_list
+from ng911.sip.uri import URI, parse_name_addr
 
 __all__ = ["DialogPath", "DialogTable", "path_of", "reroute"]
 
@@ -52,7 +55,7 @@ class DialogPath:
     caller_target: str | None
     callee_target: str | None
     record_route: tuple[str, ...]
-    down_uri: str
+    down_uri: URI
     down_route: str | None
     up_uri: str | None
 
@@ -64,8 +67,9 @@ def path_of(
     return DialogPath(
         caller_target=received.headers.get("Contact"),
         callee_target=ok.headers.get("Contact"),
-        record_route=tuple(ok.headers.get_all("Record-Route")),
-        down_uri=str(forwarded.uri),
+        # whole fields, split on use: the 2xx of every call passes here, a lookup is rare
+        record_route=tuple(v for n, v in ok.headers if n == "Record-Route"),
+        down_uri=forwarded.uri,
         down_route=forwarded.headers.get("Route"),
         up_uri=up_uri,
     )
@@ -99,17 +103,14 @@ def reroute(
     used (RFC 3261 §12.2.1.1): the other side's Contact as Request-URI, the recorded
     Record-Route hops past us as Route set (in the caller's order going downstream, the
     2xx's order going upstream)."""
-    rr = list(path.record_route)
+    rr = [entry for field in path.record_route for entry in parse_comma_list(field)]
     if downstream:
         rr.reverse()  # §12.1.2: the caller's route set is the Record-Route reversed
     routes = _past_us(rr, is_own)
     target = _contact_uri(path.callee_target if downstream else path.caller_target)
     if target is None:
         if downstream:
-            try:
-                target = parse_uri(path.down_uri)
-            except Ng911Error:
-                target = None
+            target = path.down_uri
             if not routes and path.down_route is not None:
                 routes = [path.down_route]
         elif not routes and path.up_uri is not None:
@@ -141,7 +142,8 @@ class DialogTable:
         self.lifetime = lifetime
         self.max_entries = max_entries
         # by the caller-side key (Call-ID, caller tag, callee tag), in creation order
-        self._entries: dict[DialogKey, _Entry] = {}
+        # (an OrderedDict: popping its oldest entry is O(1), a dict's degrades as it empties)
+        self._entries: OrderedDict[DialogKey, _Entry] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -151,19 +153,20 @@ class DialogTable:
     ) -> None:
         """The 2xx of a dialog passed (again: a retransmission or another fork's 2xx)."""
         key = (call_id, caller_tag, callee_tag)
-        self._entries.pop(key, None)  # a refresh moves it to the young end
         self._entries[key] = _Entry(path, caller_tag, callee_tag, now + self.lifetime)
+        self._entries.move_to_end(key)  # a refresh moves it to the young end
         self._expire(now)
         while len(self._entries) > self.max_entries:
-            del self._entries[next(iter(self._entries))]
+            self._entries.popitem(last=False)
 
     def _expire(self, now: float) -> None:
         # lifetimes are equal, so the oldest entries expire first: stop at the first live one
-        while self._entries:
-            key = next(iter(self._entries))
-            if self._entries[key].expires > now:
+        entries = self._entries
+        while entries:
+            key = next(iter(entries))
+            if entries[key].expires > now:
                 return
-            del self._entries[key]
+            entries.popitem(last=False)
 
     def lookup(self, request: Request, now: float) -> tuple[DialogPath, bool] | None:
         """The path of `request`'s dialog and its direction (True: caller → callee)."""
