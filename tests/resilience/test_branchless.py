@@ -19,6 +19,7 @@ from ng911.elements.calltaker import CallTaker
 from ng911.elements.chain import ChainOptions, build_chain
 from ng911.elements.config import CallTakerConfig, ListenerConfig
 from ng911.net.events import MessageEvent
+from ng911.sip.parse import parse_message
 
 
 async def test_branchless_call_reaches_the_psap_once_and_ends() -> None:
@@ -67,6 +68,18 @@ async def test_branchless_call_reaches_the_psap_once_and_ends() -> None:
             and e.first_line.startswith("INVITE")
         ]
         assert len(into_taker) == 1
+        # proxied onwards with our own RFC 3261 branch on top
+        at_esrp = [
+            parse_message(e.data)
+            for e in chain.events
+            if isinstance(e, MessageEvent)
+            and e.call_id == call_id
+            and e.element == "esrp"
+            and e.direction == "in"
+            and e.first_line.startswith("INVITE")
+        ]
+        assert len(at_esrp) == 1
+        assert (at_esrp[0].branch or "").startswith("z9hG4bK")
         # exactly one emergency CallId: the ESRP routed the call once
         routes = chain.esrp.log.find("route", call_id=call_id)
         assert len(routes) == 1
