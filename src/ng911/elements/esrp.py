@@ -106,7 +106,8 @@ class Esrp(Proxy):
             self.log("routing_error", call_id=call.call_id, error=f"{type(exc).__name__}: {exc}")
             if not call.server.final and not call.branches:
                 self._accounted(self._fallback, call, f"routing error: {exc}")
-            raise
+            if not isinstance(exc, Ng911Error):
+                raise  # a bug: its traceback goes to the log; hostile input is typed, logged above
 
     def _fallback(self, call: ProxyCall, reason: str) -> None:
         plan = plan_routes(NoLocation(reason), self.policy)

@@ -18,7 +18,9 @@ PSAP, next call taker). Everything else is RFC 3261 §16 and must be identical:
   best one forwarded (487 once cancelled);
 - §16.10 CANCEL: pending branches cancelled; the 487 they answer goes upstream;
 - in-dialog requests (BYE, re-INVITE) and the ACK for a 2xx follow the Route headers
-  (the ACK statelessly, it is not a transaction).
+  (the ACK statelessly, it is not a transaction); one with no Route and a Request-URI we
+  cannot route (`urn:service:sos`) is routed by the dialog it belongs to (`dialogs.py`),
+  481 when it belongs to none (§12.2.2).
 
 A branch can carry a timer: "no answer in N s" → the branch is CANCELled and treated as
 failed (the ESRP's alternate-PSAP rule, psapd's re-offer rule). The subclass hooks are
@@ -28,9 +30,11 @@ failed (the ESRP's alternate-PSAP rule, psapd's re-offer rule). The subclass hoo
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ng911.elements.dialogs import DialogTable, path_of, reroute
 from ng911.elements.runtime import (
     ClientCtx,
     ElementError,
@@ -120,6 +124,7 @@ class Proxy(SipElement):
     def __init__(self, config: Any, **kw: Any) -> None:
         super().__init__(config, **kw)
         self.calls: dict[Any, ProxyCall] = {}
+        self.dialogs = DialogTable()  # dialog paths, for in-dialog requests without a route
         self._marks: tuple[str, ...] | None = None
         self._marks_for = -1
 
@@ -150,6 +155,7 @@ class Proxy(SipElement):
         ctx.data["call"] = call
         if not initial:
             # in-dialog: follow the Route set (§16.4, §16.6 item 6)
+            self._route_in_dialog(req)
             self.in_dialog(call)
             if self.forward(call, Target(label="in-dialog")) is None:
                 self._maybe_finish(call)
@@ -171,6 +177,41 @@ class Proxy(SipElement):
             if not self.is_own(uri):
                 return
             req.headers.remove_first("Route")
+
+    def _route_in_dialog(self, req: Request) -> None:
+        """An in-dialog request with no Route left and a Request-URI we cannot route (the
+        dialled `urn:service:sos`, or our own URI): route it by its dialog (`dialogs.py`);
+        481 when it belongs to no dialog we know (RFC 3261 §12.2.2), not 416."""
+        if "Route" in req.headers:
+            return
+        uri = req.uri
+        if isinstance(uri, SipURI) and not self.is_own(uri):
+            return  # routable as it stands: the hot path never looks the dialog up
+        found = self.dialogs.lookup(req, time.monotonic())
+        if found is None:
+            raise ElementError(481, "Call/Transaction Does Not Exist")
+        path, downstream = found
+        reroute(req, path, downstream=downstream, is_own=self.is_own)
+        if self.log.enabled:
+            self.log(
+                "dialog_route",
+                call_id=req.call_id,
+                method=req.method,
+                direction="downstream" if downstream else "upstream",
+                ruri=str(req.uri),
+            )
+
+    def _remember_dialog(self, branch: Branch, resp: Response) -> None:
+        """The 2xx of an INVITE passed: remember the dialog's path (`dialogs.py`)."""
+        call = branch.call
+        client = branch.client
+        caller_tag, callee_tag = call.request.from_addr.tag, resp.to_addr.tag
+        if client is None or not caller_tag or not callee_tag:
+            return
+        src = call.server.source.address
+        up = f"sip:{src.host}:{src.port};transport={src.transport};lr"
+        path = path_of(call.request, client.request, resp, up_uri=up)
+        self.dialogs.remember(call.call_id, caller_tag, callee_tag, path, time.monotonic())
 
     def _route_marks(self) -> tuple[str, ...]:
         """Substrings one of which any URI naming us contains: each of our names (FQDN, IPs,
@@ -194,6 +235,7 @@ class Proxy(SipElement):
         """ACK for a 2xx: forwarded statelessly along the Route set (§16.6, §13.2.2.4)."""
         fwd = req.copy()
         self._strip_own_routes(fwd)
+        self._route_in_dialog(fwd)
         mf = fwd.max_forwards
         if mf is not None and mf <= 0:
             return
@@ -403,6 +445,8 @@ class Proxy(SipElement):
                 branch.timer.cancel()
                 branch.timer = None
             self.branch_response(branch, resp)
+            if call.initial and call.request.method == "INVITE":
+                self._remember_dialog(branch, resp)
             first = not call.answered
             call.answered = True
             self._upstream(call, resp)  # every 2xx goes upstream (§16.7 item 9)
@@ -467,6 +511,8 @@ class Proxy(SipElement):
         if call.data.get("finished"):
             return
         call.data["finished"] = True
+        if call.request.method == "BYE" and not call.initial:
+            self.dialogs.forget(call.request)  # the dialog ends, whatever the answer (§15.1.2)
         self.call_ended(call)
         # the transactions keep what 2xx retransmissions and late responses still need
         self.calls.pop(call.server.tx.key, None)

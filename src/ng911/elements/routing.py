@@ -30,7 +30,7 @@ from ng911.location.conveyance import cid_of, parse_geolocation
 from ng911.location.geodetic import Point, Shape
 from ng911.location.pidf import PidfLo, build_pidf, parse_pidf, simple_pidf
 from ng911.lost.policy import SipsPolicyError, apply_sips_policy
-from ng911.sip.body import BodyPart, build_multipart, find_part
+from ng911.sip.body import BodyPart, build_multipart, content_type_param, find_part, media_type
 from ng911.sip.message import Request
 from ng911.sip.uri import SipURI, parse_uri
 
@@ -141,39 +141,78 @@ def default_pidf(lat: float, lon: float, fqdn: str) -> PidfLo:
     return simple_pidf(f"pres:esrp@{fqdn}", Point(lat, lon), method="Default")
 
 
+# RFC 2046 §5.1.1: a boundary is 1-70 of these characters ("bchars"), not ending in a space.
+_BCHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'()+_,-./:=? ")
+
+
+def usable_boundary(boundary: str | None) -> bool:
+    """Is `boundary` one RFC 2046 §5.1.1 allows? Anything else (non-ASCII, control
+    characters, too long) is hostile or garbled: never encoded to bytes, never searched for."""
+    return (
+        boundary is not None
+        and 0 < len(boundary) <= 70
+        and not boundary.endswith(" ")
+        and all(c in _BCHARS for c in boundary)
+    )
+
+
 def _insert_part(ctype: str, body: bytes, part: BodyPart) -> tuple[str, bytes] | None:
     """Append `part` to a multipart/mixed body byte-for-byte (the original parts unchanged).
 
-    Returns None when the body's closing delimiter cannot be found (then it is wrapped).
+    Returns None when the body cannot be extended in place: not multipart/mixed, a boundary
+    RFC 2046 does not allow (a non-ASCII one arrives from hostile or broken senders), or a
+    closing delimiter that cannot be found. The caller then wraps the whole body.
     """
-    lower = ctype.lower()
-    if not lower.startswith("multipart/mixed"):
+    if media_type(ctype) != "multipart/mixed":
         return None
-    boundary = None
-    for param in ctype.split(";")[1:]:
-        name, _, value = param.strip().partition("=")
-        if name.strip().lower() == "boundary":
-            boundary = value.strip().strip('"')
-    if not boundary:
+    boundary = content_type_param(ctype, "boundary")
+    if boundary is None or not usable_boundary(boundary):
         return None
-    close = b"--" + boundary.encode("latin-1") + b"--"
+    delim = b"--" + boundary.encode("ascii")  # checked above: only bchars
+    close = delim + b"--"
     at = body.rfind(close)
     if at < 0:
         return None
-    # a delimiter is CRLF + "--" + boundary (RFC 2046 §5.1.1): the CRLF before it belongs to it
-    pre = b"\r\n" if at >= 2 and body[at - 2 : at] == b"\r\n" else b""
+    # a delimiter is CRLF + "--" + boundary (RFC 2046 §5.1.1): the CRLF before it belongs to
+    # it (a bare LF from lenient senders too); our part ends with the same line break
+    if body[at - 2 : at] == b"\r\n":
+        pre = b"\r\n"
+    elif body[at - 1 : at] == b"\n":
+        pre = b"\n"
+    else:
+        pre = b""
     start = at - len(pre)
     headers = [f"Content-Type: {part.content_type}"]
     headers.extend(f"{n}: {v}" for n, v in part.headers)
     chunk = (
-        b"\r\n--"
-        + boundary.encode("latin-1")
+        b"\r\n"
+        + delim
         + b"\r\n"
-        + "\r\n".join(headers).encode("utf-8")
+        + "\r\n".join(headers).encode("utf-8", "surrogateescape")
         + b"\r\n\r\n"
         + part.body
     )
-    return ctype, body[:start] + chunk + pre + body[at:]
+    return ctype, body[:start] + chunk + (pre or b"\r\n") + body[at:]
+
+
+def _walks(ctype: str, body: bytes) -> bool:
+    """Does a reader get through every part of this multipart, nested ones included?
+
+    A part appended to a body that a reader cannot walk (a garbled part header, nesting
+    deeper than the SIP layer allows) would never be found: such a body is wrapped instead.
+    """
+    try:
+        find_part(ctype, body, content_id="\x00")  # matches nothing: walks the whole tree
+    except Ng911Error:
+        return False
+    return True
+
+
+def _finds(body: tuple[str, bytes], cid: str) -> bool:
+    try:
+        return find_part(body[0], body[1], content_id=cid) is not None
+    except Ng911Error:
+        return False
 
 
 def add_default_location(request: Request, lat: float, lon: float, fqdn: str) -> str:
@@ -189,13 +228,16 @@ def add_default_location(request: Request, lat: float, lon: float, fqdn: str) ->
     ctype = request.headers.get("Content-Type")
     new: tuple[str, bytes] | None = None
     if ctype is not None and request.body:
-        new = _insert_part(ctype, request.body, part)
+        garbled = media_type(ctype).startswith("multipart/") and not _walks(ctype, request.body)
+        new = None if garbled else _insert_part(ctype, request.body, part)
+        if new is not None and not _finds(new, cid):
+            new = None  # appended, but a reader would not find it: wrap instead
         if new is None:
             # wrap the original body (whatever it is, even garbled) as a part of a new
             # multipart/mixed; a garbled multipart goes after ours, so that a reader finds
             # our location before it trips over the broken part
             original = BodyPart(ctype, request.body)
-            garbled = ctype.strip().lower().startswith("multipart/")
+            garbled = garbled or media_type(ctype).startswith("multipart/")
             new = build_multipart([part, original] if garbled else [original, part])
     else:
         new = build_multipart([part])

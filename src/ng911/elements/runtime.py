@@ -237,6 +237,7 @@ class ServerCtx:
     final: int = 0  # status of the final response sent, 0 while none
     to_tag: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    delivered: bool = False  # the request went up to the element (once, never again)
 
     @property
     def call_id(self) -> str:
@@ -731,7 +732,7 @@ class SipElement:
                     if ctx.on_response is not None and isinstance(a.message, Response):
                         ctx.on_response(ctx, a.message)
                 else:
-                    self._deliver(ctx)
+                    self._server_deliver(ctx, a.message)
             elif isinstance(a, Timeout):
                 if isinstance(ctx, ClientCtx):
                     ctx.failed = True
@@ -747,6 +748,24 @@ class SipElement:
                     h.cancel()
                 ctx.timers.clear()
                 self._release(ctx)
+
+    def _server_deliver(self, ctx: ServerCtx, message: Request | Response) -> None:
+        """A server transaction's Deliver: the request that created it goes up once (never
+        twice, whatever the machine says), an ACK goes up as an ACK.
+
+        RFC 6026 §7.1: an ACK matching an INVITE transaction in "accepted" (an RFC 2543
+        client's ACK for the 2xx, §17.2.3, or one reusing the INVITE's branch) is passed to
+        the TU as the ACK it is; re-delivering the INVITE would start the call again.
+        """
+        if message is ctx.request:
+            if not ctx.delivered:
+                ctx.delivered = True
+                self._deliver(ctx)
+                return
+        elif isinstance(message, Request) and message.method == "ACK":
+            self.on_ack(message, ctx.data.pop("ack_source", None) or ctx.source)
+            return
+        self.log("redelivery_dropped", call_id=ctx.call_id, method=ctx.request.method)
 
     def _release(self, ctx: Ctx) -> None:
         """Break the reference cycles of a finished transaction (callbacks, call state), so
@@ -834,8 +853,10 @@ class SipElement:
             tx = self.table.match_request(req)
             if tx is not None:
                 ctx = self._ctxs.get(tx.key)
-                if ctx is not None:
+                if isinstance(ctx, ServerCtx):
+                    ctx.data["ack_source"] = source  # where this ACK came from, for on_ack
                     self._run(ctx, tx.on_request(req))
+                    ctx.data.pop("ack_source", None)
                 return
             if self._rejected and server_key(req) in self._rejected:
                 return  # the ACK for a 503 we sent statelessly under overload
