@@ -246,7 +246,7 @@ class VspConfig(ElementConfig):
 
 @dataclass(frozen=True, slots=True)
 class AlternateRoute(_Plain):
-    """PSAP URI → the URIs to try, in order, when it fails (5xx/6xx/no answer)."""
+    """PSAP URI → the URIs to try, in order, when it fails (5xx/6xx/480/486/no answer)."""
 
     psap: str
     alternates: tuple[str, ...] = ()
@@ -306,6 +306,9 @@ class PsapConfig(ElementConfig):
     registrations: str = ""
     # call-taker AORs this psapd accepts REGISTERs for (empty = any AOR of its domain)
     takers: tuple[str, ...] = ()
+    # hosts (names in `hosts` or IP addresses) whose new INVITEs psapd takes, i.e. its
+    # ESRPs: a spoofed INVITE sent straight to psapd from elsewhere gets 403 (empty = any)
+    calls_from: tuple[str, ...] = ()
     call_log: str = ""  # JSON lines per call; empty = the element log
 
 

@@ -17,7 +17,8 @@ What a few packets must not wedge:
   `binding_store.py`) and the takers' OPTIONS keep-alives make them register again;
 - a REGISTER may only bind an AOR this psapd is configured for (`takers`), and only from
   the host that holds the AOR's unexpired binding: a spoofed REGISTER cannot steal calls;
-- a BYE frees the taker only when its tags are those of the call's dialog.
+- a BYE frees the taker only when its tags are those of the call's dialog;
+- with `calls_from` set, only those hosts (the ESRPs) may start a call at all.
 """
 
 from __future__ import annotations
@@ -211,10 +212,19 @@ class Psapd(Proxy):
 
     # ---------------------------------------------------------------- calls
 
+    def _calls_from(self) -> frozenset[str]:
+        """`calls_from` as IP addresses (names through the static host table)."""
+        return frozenset(self.hosts.get(h.lower(), h) for h in self.cfg.calls_from)
+
     def route(self, call: ProxyCall) -> None:
         req = call.request
         if req.method != "INVITE":
             self.reply(call, 405, extra=(("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS"),))
+            return
+        src = call.server.source.address.host
+        if self.cfg.calls_from and src not in self._calls_from():
+            self.log("call_refused", call_id=call.call_id, hop=src, reason="not from an ESRP")
+            self.reply(call, 403, "Calls only from the ESRP")
             return
         entry = CallLogEntry(
             call.call_id,
