@@ -171,7 +171,7 @@ class Psapd(Proxy):
                 ctx.reply(403, "Not our domain")
                 return
             aor = aor_key(req.to_addr.uri)
-            refusal = self._register_refusal(aor, ctx.source)
+            refusal = self._register_refusal(aor, ctx.source, req.call_id)
             if refusal is not None:
                 self.log(
                     "register_refused", aor=aor[:120], hop=str(ctx.source.address), reason=refusal
@@ -193,21 +193,25 @@ class Psapd(Proxy):
             return
         super().on_request(ctx)
 
-    def _register_refusal(self, aor: str, source: Source) -> str | None:
+    def _register_refusal(self, aor: str, source: Source, call_id: str) -> str | None:
         """Why a REGISTER for `aor` from `source` is refused (None: accepted).
 
         An unauthenticated REGISTER could otherwise point a call taker's AOR at any contact
         and take its emergency calls: only configured AORs (`takers`), and only from the
         host holding the AOR's unexpired binding (a taker re-registering after its own or
-        psapd's restart comes from the same host; the binding frees after it expires).
+        psapd's restart comes from the same host; the binding frees after it expires), or
+        with the Call-ID of that binding (the same UA moved address: RFC 3261 §10.2.4 keeps
+        one Call-ID for all the REGISTERs of a UA to a registrar).
         """
         if self._allowed and aor not in self._allowed:
             return "not a call taker of this PSAP"
         origin = self._origin.get(aor)
         if origin is not None and origin != source.address.host:
-            if self.registrar.lookup_aor(aor, time.time()):
+            bindings = self.registrar.lookup_aor(aor, time.time())
+            if not bindings:
+                del self._origin[aor]
+            elif all(b.call_id != call_id for b in bindings):
                 return "AOR bound from another host"
-            del self._origin[aor]
         return None
 
     # ---------------------------------------------------------------- calls
