@@ -67,12 +67,23 @@ def test_queue_then_busy_with_retry_after():
     assert acd.queue == ("c3",)
 
 
-def test_no_takers_queues_then_480_when_full():
+def test_no_takers_480_at_once():
+    # nobody could answer a queued call: 480 at once, so that the ESRP tries the alternate
     acd = Acd(queue_size=1, retry_after=5)
-    assert acd.incoming("c1") == [Queued("c1", 1)]
-    assert acd.incoming("c2") == [Reject("c2", 480, 5, "no call taker registered, queue full")]
-    # a taker registering picks the queued call up
-    assert acd.add_taker("t1") == [Offer("c1", "t1", 10.0)]
+    assert acd.incoming("c1") == [Reject("c1", 480, 5, "no call taker registered")]
+    assert acd.queue == ()
+    assert acd.add_taker("t1") == []
+    assert acd.incoming("c2") == [Offer("c2", "t1", 10.0)]
+
+
+def test_a_queued_call_waits_when_the_last_taker_leaves():
+    acd = Acd(queue_size=2)
+    acd.add_taker("t1")
+    acd.incoming("c1")
+    assert acd.incoming("c2") == [Queued("c2", 1)]
+    acd.remove_taker("t1")
+    assert acd.add_taker("t2") == [Offer("c1", "t2", 10.0)]
+    assert acd.queue == ("c2",)
 
 
 def test_caller_abandons_while_ringing_and_while_queued():

@@ -36,7 +36,12 @@ async def test_psap_down_alternate_answers(scenario):
         assert rec.status == 200
         assert chain.psap_of(rec) == "bronx"  # Manhattan's alternate
         failover = chain.esrp.log.find("failover", call_id=rec.call_id)
-        assert failover and "bronx" in failover[0]["next"]
+        # over TCP the ESRP's first OPTIONS ping may already have found Manhattan down (its
+        # connection refused): then the call skips it rather than failing over
+        skipped = chain.esrp.log.find("skip_down", call_id=rec.call_id)
+        assert (failover and "bronx" in failover[0]["next"]) or (
+            skipped and "bronx" in skipped[0]["first"]
+        )
     finally:
         errors = {e.name: e.errors for e in chain.elements if e.errors}
         await chain.close()
@@ -301,20 +306,27 @@ async def test_all_takers_busy_and_queue_full_486_with_retry_after():
             if first.t_180 is not None:
                 break
             await asyncio.sleep(0.01)
-        second = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
-        assert second.status == 486
+        second = await chain.place_call(*MANHATTAN, wait=False)
+        for _ in range(500):  # bounded: until the ESRP fails over on Manhattan's 486
+            if chain.esrp.log.find("failover", call_id=second.call_id):
+                break
+            await asyncio.sleep(0.01)
+        failover = chain.esrp.log.find("failover", call_id=second.call_id)
+        assert failover and failover[0]["status"] == 486 and "bronx" in failover[0]["next"]
         resp = next(
             parse_message(e.data)
             for e in chain.events
             if isinstance(e, MessageEvent)
             and e.call_id == second.call_id
-            and e.element == "caller"
+            and e.element == "esrp"
+            and e.direction == "in"
             and e.first_line.startswith("SIP/2.0 486")
         )
         assert resp.headers.get("Retry-After") == "30"
-        chain.caller.cancel(first)
-        await asyncio.wait_for(first.ended.wait(), 5)
-        assert first.status == 487
+        for rec in (first, second):
+            chain.caller.cancel(rec)
+            await asyncio.wait_for(rec.ended.wait(), 5)
+            assert rec.status == 487
         outcomes = [c.outcome for c in chain.psaps["manhattan"].call_log]
         assert outcomes == ["rejected 486", "abandoned"]
     finally:

@@ -215,8 +215,10 @@ def test_require_policy_skips_non_sips_uris():
         (603, True),
         (180, False),
         (200, False),
-        (486, False),
+        (486, True),  # every taker busy: the alternate PSAP may have one free
+        (480, True),  # no taker registered (e.g. a psapd just restarted)
         (404, False),
+        (487, False),
     ],
 )
 def test_should_fail_over(status, expected):

@@ -14,12 +14,13 @@ import subprocess
 import sys
 import time
 import tomllib
+from pathlib import Path
 
 import pytest
 from smalltopo import small_topology
 from test_run import _rows, _srd_from_log
 
-from ng911.elements.config import EsrpConfig, load_toml
+from ng911.elements.config import EsrpConfig, PsapConfig, load_toml
 from ng911.observe.hops import HOPS
 from ng911.testbed.errors import TestbedError
 from ng911.testbed.launcher import ChainOptions
@@ -121,6 +122,12 @@ def test_each_element_ran_from_a_config_file_ng911_run_reads(processes_run):
         h for h in load_topology(small_topology(d)).roles if h != "lost"
     )
     assert (d / "keys.log").stat().st_size > 0  # the children's key logs, merged
+    # each psapd keeps its call takers' registrations in a file of the run directory
+    roles = load_topology(small_topology(d)).roles
+    for name in (n for n, r in roles.items() if r == "psap"):
+        psap = load_toml(d / "config" / f"{name}.toml", name, PsapConfig)
+        assert psap.registrations.startswith(str(d))
+        assert Path(psap.registrations).stat().st_size > 0
 
 
 def test_tls_records_from_child_processes_decrypt_in_the_synthesised_capture(processes_run):

@@ -15,9 +15,12 @@ Rules:
 - no answer in `offer_timeout`, or a decline: the offer is withdrawn and the call offered
   to another free taker (one not yet tried for this call first; else any free one, even
   the same: an emergency call never waits while someone could ring);
-- only when every taker is busy and the queue is full is the call refused: 486 Busy Here,
-  or 480 Temporarily Unavailable when no taker is registered at all, with Retry-After
-  (RFC 3261 §20.33).
+- no call taker registered at all: 480 Temporarily Unavailable at once, nobody could
+  ever answer a queued call (after a restart, say), while the ESRP's alternate PSAP can;
+- when every taker is busy and the queue is full the call is refused: 486 Busy Here with
+  Retry-After (RFC 3261 §20.33); the ESRP fails over to the alternate PSAP on both;
+- a taker is freed as soon as its call ends, however it ends (BYE, CANCEL, the ACK for
+  the 2xx never coming: psapd's `ack_timeout`), and takes the head of the queue at once.
 """
 
 from __future__ import annotations
@@ -153,6 +156,8 @@ class Acd:
         """A new call for this PSAP."""
         if call in self._calls:
             return []
+        if not self._takers:
+            return [Reject(call, 480, self.retry_after, "no call taker registered")]
         self._calls[call] = _Call(call)
         taker = self._pick(self._calls[call])
         if taker is not None:
@@ -161,8 +166,6 @@ class Acd:
             self._queue.append(call)
             return [Queued(call, len(self._queue))]
         del self._calls[call]
-        if not self._takers:
-            return [Reject(call, 480, self.retry_after, "no call taker registered, queue full")]
         return [Reject(call, 486, self.retry_after, "all call takers busy, queue full")]
 
     def answered(self, call: str, taker: str) -> list[AcdAction]:

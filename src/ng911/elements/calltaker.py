@@ -5,6 +5,12 @@ answer on a real bound RTP port after `answer_delay` (never, when negative: the 
 does not answer" case psapd must handle), and hangs up after `hangup_after` seconds or when
 the caller's BYE arrives. A UAS (RFC 3261 §8.2, §13.3): the 2xx is retransmitted over UDP
 until the ACK comes (§13.3.1.4), since the transaction layer does not (RFC 6026).
+
+Keep-alive (`keepalive` s, `elements/keepalive.py`): the taker pings psapd with OPTIONS;
+when psapd answers again after not answering (it was restarted, or the path was down), the
+taker registers at once instead of waiting for its refresh (up to `register_expires`), so a
+restarted psapd that lost its registrations gets its takers back within seconds. A failed
+REGISTER is retried the same way, on the next answered ping.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ng911.elements.config import CallTakerConfig
+from ng911.elements.keepalive import ping
 from ng911.elements.media import RtpPort, sdp
 from ng911.elements.registration import Registration, registrar_uri, send_register
 from ng911.elements.runtime import ElementError, ServerCtx, SipElement
@@ -60,6 +67,9 @@ class CallTaker(SipElement):
         self.cancelled = 0
         self.history: list[TakerCall] = []
         self._refresh: asyncio.TimerHandle | None = None
+        self._keepalive: asyncio.TimerHandle | None = None
+        self._psap_lost = False  # a keep-alive went unanswered, or a REGISTER failed
+        self._closing = False
         self._registration = Registration.new(
             self.cfg.aor,
             self.fqdn,
@@ -78,30 +88,73 @@ class CallTaker(SipElement):
         return NameAddr(self.own_uri(self.transport_name, user=user, lr=False, sips=False))
 
     async def started(self) -> None:
+        if self.cfg.keepalive > 0:
+            self._keepalive = self.call_later(self.cfg.keepalive, self._ping_psap)
         await self.register()
 
     async def register(self, expires: int | None = None, timeout: float = 5.0) -> int:
         """REGISTER our contact with psapd (RFC 3261 §10.2); returns the final status."""
         exp = self.cfg.register_expires if expires is None else expires
         dest, name = self.locate(parse_uri(self.cfg.psap))
-        status = await send_register(
-            self,
-            self._registration,
-            registrar_uri(self.cfg.psap),
-            self.contact(),
-            dest,
-            name,
-            expires=exp,
-            timeout=timeout,
-        )
+        try:
+            status = await send_register(
+                self,
+                self._registration,
+                registrar_uri(self.cfg.psap),
+                self.contact(),
+                dest,
+                name,
+                expires=exp,
+                timeout=timeout,
+            )
+        except TimeoutError:
+            self._psap_lost = True  # the next answered keep-alive registers again
+            raise
+        if self._refresh is not None:
+            self._refresh.cancel()
+            self._refresh = None
         if status < 300:
             self.registered.set()
             if exp > 0:  # refresh before the binding expires (RFC 3261 §10.2.4)
                 self._refresh = self.call_later(exp * 0.8, self._reregister)
+        elif exp > 0:
+            self._psap_lost = True
         return status
 
     def _reregister(self) -> None:
-        self.spawn(self.register())
+        self.spawn(self._register_quietly())
+
+    async def _register_quietly(self) -> None:
+        try:
+            await self.register()
+        except TimeoutError:
+            self.log("register_failed", status="timeout", registrar=self.cfg.psap)
+
+    def _ping_psap(self) -> None:
+        """One OPTIONS keep-alive to psapd; registers at once when psapd is back."""
+        self._keepalive = None
+        period = self.cfg.keepalive
+        if period <= 0:
+            return
+
+        def done(status: int | None, why: str) -> None:
+            if status is None or status == 503:
+                if not self._psap_lost:
+                    self.log("psap_unreachable", psap=self.cfg.psap, reason=why)
+                self._psap_lost = True
+            elif self._psap_lost:
+                self._psap_lost = False
+                self.log("psap_back", psap=self.cfg.psap, reason=why)
+                self.spawn(self._register_quietly())
+            if self._keepalive is None and not self._closing:
+                self._keepalive = self.call_later(period, self._ping_psap)
+
+        try:
+            uri = parse_uri(self.cfg.psap)
+        except Exception as exc:
+            self.log("keepalive_failed", error=str(exc)[:200])
+            return
+        ping(self, uri, timeout=max(0.5, min(period, 5.0)), done=done)
 
     # ---------------------------------------------------------------- incoming
 
@@ -243,8 +296,12 @@ class CallTaker(SipElement):
         self.log("ended", call_id=call.call_id, by=by)
 
     async def close(self) -> None:
+        self._closing = True
         if self._refresh is not None:
             self._refresh.cancel()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
         for call in list(self.calls.values()):
             call.cancel_timers()
             call.rtp.close()

@@ -308,7 +308,7 @@ class VspConfig(ElementConfig):
 
 @dataclass(frozen=True, slots=True)
 class AlternateRoute(_Plain):
-    """PSAP URI → the URIs to try, in order, when it fails (5xx/6xx/no answer)."""
+    """PSAP URI → the URIs to try, in order, when it fails (5xx/6xx/480/486/no answer)."""
 
     psap: str
     alternates: tuple[str, ...] = ()
@@ -333,8 +333,19 @@ class EsrpConfig(ElementConfig):
     sips_policy: str = "hop"
     psap_transport: str = ""  # hop 3: "" (as the URI says) | "udp" | "tcp" | "tls"
     failover_timeout: float = 2.0  # no response beyond 100 in this time → next route
-    failover_on: tuple[int, ...] = (408, 500, 502, 503, 504, 600, 603)
+    # a PSAP answering one of these (or a whole class below) → the next route; 480/486: a
+    # PSAP whose takers are all busy or gone must not end the call (NENA i3 alternate routing)
+    failover_on: tuple[int, ...] = (408, 480, 486, 500, 502, 503, 504, 600, 603)
     failover_classes: tuple[int, ...] = (5, 6)  # whole classes that fail over
+    # PSAP health (elements/health.py, as Kamailio's dispatcher): a PSAP that times out, fails
+    # at the transport or answers 503 `down_after` times in a row is marked down and skipped
+    # (tried last) until it answers `up_after` OPTIONS pings; up ones are pinged every
+    # `ping_interval` s (0 = only while down), down ones every `ping_interval_down` s
+    ping_interval: float = 10.0
+    ping_interval_down: float = 1.0
+    ping_timeout: float = 2.0  # an OPTIONS unanswered this long is a failure
+    down_after: int = 1
+    up_after: int = 1
     default_lat: float = 40.7128  # default location added when the call has none usable
     default_lon: float = -74.0060
     workers: int = 1  # processes sharing the listeners (ng911.elements.workers)
@@ -350,6 +361,16 @@ class PsapConfig(ElementConfig):
     queue_size: int = 10
     offer_timeout: float = 10.0  # no 200 from a call taker in this time → offer to another
     retry_after: int = 30  # seconds, in 486/480 when everyone is busy and the queue full
+    # an answered call whose ACK has not come in this time is hung up (BYE both ways) and its
+    # taker freed: a spoofed INVITE never ACKed must not hold a taker for 64*T1
+    ack_timeout: float = 4.0
+    # SQLite file keeping the call takers' registrations across a restart ("" = memory only)
+    registrations: str = ""
+    # call-taker AORs this psapd accepts REGISTERs for (empty = any AOR of its domain)
+    takers: tuple[str, ...] = ()
+    # hosts (names in `hosts` or IP addresses) whose new INVITEs psapd takes, i.e. its
+    # ESRPs: a spoofed INVITE sent straight to psapd from elsewhere gets 403 (empty = any)
+    calls_from: tuple[str, ...] = ()
     call_log: str = ""  # JSON lines per call; empty = the element log
 
 
@@ -363,6 +384,9 @@ class CallTakerConfig(ElementConfig):
     register_expires: int = 3600
     auth_user: str = ""  # Digest credentials for psapd's registrar; "" = AoR's user
     auth_password: str = ""  # empty = no credentials
+    # OPTIONS keep-alive to psapd every N s; when psapd answers again after not answering
+    # (a restart), REGISTER at once instead of at the next refresh (0 = off)
+    keepalive: float = 5.0
     ring_delay: float = 0.0  # before the 180
     answer_delay: float = 0.0  # after the 180, before the 200; < 0 = never answer
     hangup_after: float = 0.0  # 0 = wait for the caller's BYE

@@ -11,13 +11,20 @@ What NENA i3 (NENA-STA-010 §4.2) asks of the emergency services routing proxy, 
   `Route: <uri;lr>` pushed on top; the ESRP adds its Via and Record-Route, the Call-Info
   call/incident identifiers when absent, and `Resource-Priority: esnet.1`; every other header
   and the body pass unchanged;
-- a PSAP answering 5xx/6xx, or not answering (no provisional beyond 100) within
-  `failover_timeout`, is CANCELled and the call goes to its alternate, then the default route;
+- a PSAP answering 5xx/6xx, 480/486 (no call taker registered / all busy), or not
+  answering (no provisional beyond 100) within `failover_timeout`, is CANCELled and the call
+  goes to its alternate, then the default route (`EsrpConfig.failover_on`);
+- a PSAP found down (timeout, transport failure, 503) is remembered (`elements/health.py`)
+  and tried only after the routes that are up, until it answers an OPTIONS ping again
+  (`elements/keepalive.py`; the ESRP pings the PSAPs LoST named, the alternates and the
+  default route, as Kamailio's `dispatcher` does); when every route is down they are all
+  tried anyway, in plan order: a call is never dropped on a stale "down";
 - every decision is logged with its reason, and no call ends without a final answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 from pathlib import Path
@@ -25,7 +32,9 @@ from typing import Any
 
 from ng911.elements.config import EsrpConfig
 from ng911.elements.emergency import fix_resource_priority
+from ng911.elements.health import HealthPolicy, PeerHealth, Transition
 from ng911.elements.identifiers import add_missing_ids
+from ng911.elements.keepalive import ping
 from ng911.elements.proxy import Branch, Proxy, ProxyCall, Target
 from ng911.elements.routing import (
     LocationProblem,
@@ -37,6 +46,7 @@ from ng911.elements.routing import (
     RouteCandidate,
     RoutingPolicy,
     add_default_location,
+    apply_hop_policy,
     extract_location,
     plan_routes,
     should_fail_over,
@@ -46,7 +56,8 @@ from ng911.lost.client import LostClient
 from ng911.lost.errors import LostClientError
 from ng911.lost.errors import LostNotFound as LostNotFoundError
 from ng911.pki.tls import client_context
-from ng911.sip.message import Request
+from ng911.sip.message import Request, Response
+from ng911.sip.transaction import State
 from ng911.sip.uri import URN, SipURI, parse_uri
 
 __all__ = ["Esrp"]
@@ -73,6 +84,8 @@ class Esrp(Proxy):
         self.lost = lost if lost is not None else self._lost_client(config)
         self.routed: dict[str, int] = {"lost": 0, "alternate": 0, "default": 0}
         self.lost_seconds = 0.0
+        self.health = PeerHealth(self._health_policy())
+        self._pinger: asyncio.TimerHandle | None = None
 
     @staticmethod
     def _lost_client(cfg: EsrpConfig) -> LostClient:
@@ -86,8 +99,104 @@ class Esrp(Proxy):
         return LostClient(cfg.lost_url, ssl=ctx, timeout=cfg.lost_timeout)
 
     async def close(self) -> None:
+        if self._pinger is not None:
+            self._pinger.cancel()
+            self._pinger = None
         await self.lost.close()
         await super().close()
+
+    # ---------------------------------------------------------------- PSAP health
+
+    def _health_policy(self) -> HealthPolicy:
+        c = self.cfg
+        return HealthPolicy(
+            down_after=max(1, c.down_after),
+            up_after=max(1, c.up_after),
+            interval=c.ping_interval,
+            interval_down=c.ping_interval_down,
+        )
+
+    def _hop_uri(self, uri: str) -> str | None:
+        """A configured route as the plan names it (after the sips/transport hop policy)."""
+        try:
+            return apply_hop_policy(uri, self.policy)[0]
+        except Ng911Error:
+            return None
+
+    async def started(self) -> None:
+        await super().started()
+        configured = [self.cfg.default_route]
+        for alt in self.cfg.alternates:
+            configured.extend((alt.psap, *alt.alternates))
+        for uri in configured:
+            hop = self._hop_uri(uri)
+            if hop is not None:
+                self.health.track(hop, pinned=True)
+        self._ping_tick()
+
+    def _ping_tick(self) -> None:
+        """Ping the PSAPs that are due (health.due), then come back in the shorter period."""
+        self._pinger = None
+        self.health.policy = self._health_policy()  # the config may be replaced at run time
+        now = time.monotonic()
+        for peer in self.health.due(now):
+            self._ping(peer)
+        periods = [p for p in (self.cfg.ping_interval, self.cfg.ping_interval_down) if p > 0]
+        if periods:
+            self._pinger = self.call_later(max(0.05, min(periods)), self._ping_tick)
+
+    def _ping(self, peer: str) -> None:
+        try:
+            uri = parse_uri(peer)
+        except Ng911Error:
+            return
+
+        def done(status: int | None, why: str) -> None:
+            now = time.monotonic()
+            if status is None or status == 503:
+                self._health_changed(self.health.failed(peer, now, why))
+            else:
+                self._health_changed(self.health.answered(peer, now, why))
+
+        ping(self, uri, timeout=self.cfg.ping_timeout, done=done)
+
+    def _health_changed(self, t: Transition | None) -> None:
+        if t is not None:
+            self.log("peer_up" if t.up else "peer_down", peer=t.peer, reason=t.reason)
+
+    def _order_plan(self, call: ProxyCall, plan: list[RouteCandidate]) -> list[RouteCandidate]:
+        """Routes marked down go after the ones that are up (each group in plan order); when
+        all are down, the plan is tried as it is: never drop a call on a stale "down"."""
+        for c in plan:
+            self.health.track(c.uri)
+        up, down = self.health.order([c.uri for c in plan])
+        if not down:
+            return plan
+        if not up:
+            self.log("all_routes_down", call_id=call.call_id, plan=[c.uri for c in plan])
+            return plan
+        self.log("skip_down", call_id=call.call_id, down=down, first=up[0])
+        rank = {uri: i for i, uri in enumerate(up + down)}
+        return sorted(plan, key=lambda c: rank[c.uri])
+
+    def branch_response(self, branch: Branch, resp: Response) -> None:
+        if "plan" in branch.call.data:
+            self._health_changed(self.health.answered(branch.target.label, time.monotonic()))
+
+    def _note_failure(self, branch: Branch, status: int | None) -> None:
+        """Health of the PSAP a branch went to: down on no answer / transport failure / 503,
+        alive on any other answer (480/486 are a busy PSAP, not a dead one)."""
+        if "plan" not in branch.call.data:
+            return
+        peer, now = branch.target.label, time.monotonic()
+        client = branch.client
+        if status is None and client is not None and client.tx.state is State.PROCEEDING:
+            return  # a 100 Trying came: alive, only slow to ring
+        if status is None or status == 503:
+            why = "no answer" if status is None else "503"
+            self._health_changed(self.health.failed(peer, now, f"INVITE {why}"))
+        else:
+            self._health_changed(self.health.answered(peer, now, f"INVITE answered {status}"))
 
     def route(self, call: ProxyCall) -> None:
         uri = call.request.uri
@@ -110,7 +219,7 @@ class Esrp(Proxy):
                 raise  # a bug: its traceback goes to the log; hostile input is typed, logged above
 
     def _fallback(self, call: ProxyCall, reason: str) -> None:
-        plan = plan_routes(NoLocation(reason), self.policy)
+        plan = self._order_plan(call, plan_routes(NoLocation(reason), self.policy))
         call.data["plan"], call.data["next"] = plan, 0
         if not self._try_next(call):
             self._maybe_finish(call)
@@ -167,7 +276,7 @@ class Esrp(Proxy):
                 self.reply(call, 487)
                 return
             call.request = req
-            call.data["plan"], call.data["next"] = plan, 0
+            call.data["plan"], call.data["next"] = self._order_plan(call, plan), 0
             if not self._try_next(call):
                 self._maybe_finish(call)
         finally:
@@ -205,6 +314,7 @@ class Esrp(Proxy):
 
     def branch_failed(self, branch: Branch, status: int | None) -> bool:
         call = branch.call
+        self._note_failure(branch, status)
         if not should_fail_over(status, self.policy):
             return False
         plan: list[RouteCandidate] = call.data.get("plan", [])

@@ -6,11 +6,24 @@ chosen by the ACD (`acd.py`): an offer is a branch retargeted to the taker's con
 `offer_timeout` timer that runs until the final answer (the taker rings, then must answer);
 on expiry psapd CANCELs that branch and offers the call to another taker. A queued call gets
 `182 Queued` upstream (RFC 3261 §21.1.3); only when every taker is busy and the queue is full
-does the caller get 486 (480 when no taker is registered at all) with Retry-After.
+does the caller get 486 (480 at once when no taker is registered at all) with Retry-After,
+on which the ESRP tries the alternate PSAP.
+
+What a few packets must not wedge:
+- an answered call whose ACK never comes (a spoofed INVITE) holds its taker at most
+  `ack_timeout` (not 64*T1): then psapd sends BYE to the taker and upstream, frees the
+  taker for the next queued call and logs `ack_timeout` in the call log;
+- a restart loses no call taker: the registrations are kept in SQLite (`registrations`,
+  `binding_store.py`) and the takers' OPTIONS keep-alives make them register again;
+- a REGISTER may only bind an AOR this psapd is configured for (`takers`), and only from
+  the host that holds the AOR's unexpired binding: a spoofed REGISTER cannot steal calls;
+- a BYE frees the taker only when its tags are those of the call's dialog;
+- with `calls_from` set, only those hosts (the ESRPs) may start a call at all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,15 +39,20 @@ from ng911.elements.acd import (
     Release,
     WithdrawOffer,
 )
+from ng911.elements.binding_store import BindingStore
 from ng911.elements.config import PsapConfig
 from ng911.elements.proxy import Branch, Proxy, ProxyCall, Target
 from ng911.elements.registrar import Registrar, aor_key
 from ng911.elements.registration import answer_register
 from ng911.elements.routing import CallLocation, extract_location
 from ng911.elements.runtime import ServerCtx
+from ng911.errors import Ng911Error
 from ng911.location.civic import CivicAddress
 from ng911.location.geodetic import reference_point
-from ng911.sip.message import Response
+from ng911.net.address import Source
+from ng911.sip.headers import new_branch
+from ng911.sip.message import Request, Response
+from ng911.sip.uri import URI, parse_name_addr
 
 __all__ = ["CallLogEntry", "Psapd"]
 
@@ -50,6 +68,8 @@ class CallLogEntry:
     ended: float | None = None
     offers: list[str] = field(default_factory=list)
     outcome: str = "ringing"
+    caller_tag: str | None = None
+    taker_tag: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +95,17 @@ def _describe(where: object) -> str | None:
     return None
 
 
+@dataclass(eq=False, slots=True)
+class _Answered:
+    """A call answered by a taker whose ACK has not come yet (`ack_timeout` running)."""
+
+    call: ProxyCall
+    taker: str
+    ok: Response  # the taker's 2xx, as received
+    invite: Request  # the INVITE as sent to the taker
+    timer: asyncio.TimerHandle
+
+
 class Psapd(Proxy):
     role = "psap"
 
@@ -90,6 +121,46 @@ class Psapd(Proxy):
         self.active: dict[str, ProxyCall] = {}
         self.call_log: list[CallLogEntry] = []
         self._entries: dict[str, CallLogEntry] = {}
+        self._awaiting_ack: dict[str, _Answered] = {}
+        self._origin: dict[str, str] = {}  # AOR -> host its binding was registered from
+        self._allowed = frozenset(self._aor_of(a) for a in config.takers)
+        self.store: BindingStore | None = None
+        if config.registrations:
+            self.store = BindingStore(config.registrations)
+            self._reload(self.store)
+
+    @staticmethod
+    def _aor_of(uri: str) -> str:
+        try:
+            return aor_key(parse_name_addr(uri).uri)
+        except Ng911Error:
+            return uri
+
+    def _reload(self, store: BindingStore) -> None:
+        """Registrations kept across a restart: back into the registrar and the ACD."""
+        now = time.time()
+        aors: list[str] = []
+        for sb in store.load(now):
+            b = sb.binding
+            if self._allowed and b.aor not in self._allowed:
+                continue
+            self.registrar.restore(b)
+            self._origin[b.aor] = sb.source_host
+            if b.aor not in aors:
+                aors.append(b.aor)
+        for aor in aors:
+            self.acd.add_taker(aor)  # no call yet: no action to carry out
+        if aors:
+            self.log("registrations_reloaded", takers=aors, path=str(store.path))
+
+    async def close(self) -> None:
+        for a in self._awaiting_ack.values():
+            a.timer.cancel()
+        self._awaiting_ack.clear()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        await super().close()
 
     # ---------------------------------------------------------------- REGISTER
 
@@ -100,17 +171,64 @@ class Psapd(Proxy):
                 ctx.reply(403, "Not our domain")
                 return
             aor = aor_key(req.to_addr.uri)
+            refusal = self._register_refusal(aor, ctx.source, req.call_id)
+            if refusal is not None:
+                self.log(
+                    "register_refused", aor=aor[:120], hop=str(ctx.source.address), reason=refusal
+                )
+                ctx.reply(403, refusal)
+                return
             bindings = answer_register(self, self.registrar, ctx)
+            host = ctx.source.address.host
+            if bindings:
+                self._origin[aor] = host
+            else:
+                self._origin.pop(aor, None)
+            if self.store is not None:
+                try:
+                    self.store.save(aor, bindings, host)
+                except Exception as exc:  # a full disk must not stop call takers registering
+                    self.log("registrations_not_saved", error=f"{type(exc).__name__}: {exc}")
             self._act(self.acd.add_taker(aor) if bindings else self.acd.remove_taker(aor))
             return
         super().on_request(ctx)
 
+    def _register_refusal(self, aor: str, source: Source, call_id: str) -> str | None:
+        """Why a REGISTER for `aor` from `source` is refused (None: accepted).
+
+        An unauthenticated REGISTER could otherwise point a call taker's AOR at any contact
+        and take its emergency calls: only configured AORs (`takers`), and only from the
+        host holding the AOR's unexpired binding (a taker re-registering after its own or
+        psapd's restart comes from the same host; the binding frees after it expires), or
+        with the Call-ID of that binding (the same UA moved address: RFC 3261 §10.2.4 keeps
+        one Call-ID for all the REGISTERs of a UA to a registrar).
+        """
+        if self._allowed and aor not in self._allowed:
+            return "not a call taker of this PSAP"
+        origin = self._origin.get(aor)
+        if origin is not None and origin != source.address.host:
+            bindings = self.registrar.lookup_aor(aor, time.time())
+            if not bindings:
+                del self._origin[aor]
+            elif all(b.call_id != call_id for b in bindings):
+                return "AOR bound from another host"
+        return None
+
     # ---------------------------------------------------------------- calls
+
+    def _calls_from(self) -> frozenset[str]:
+        """`calls_from` as IP addresses (names through the static host table)."""
+        return frozenset(self.hosts.get(h.lower(), h) for h in self.cfg.calls_from)
 
     def route(self, call: ProxyCall) -> None:
         req = call.request
         if req.method != "INVITE":
             self.reply(call, 405, extra=(("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS"),))
+            return
+        src = call.server.source.address.host
+        if self.cfg.calls_from and src not in self._calls_from():
+            self.log("call_refused", call_id=call.call_id, hop=src, reason="not from an ESRP")
+            self.reply(call, 403, "Calls only from the ESRP")
             return
         entry = CallLogEntry(
             call.call_id,
@@ -137,7 +255,12 @@ class Psapd(Proxy):
                 if call is None:
                     self._act(self.acd.ended(a.call))
                     continue
-                bindings = self.registrar.lookup_aor(a.taker, time.time())
+                # the newest registration first: a restarted taker's new contact, not its old
+                bindings = sorted(
+                    self.registrar.lookup_aor(a.taker, time.time()),
+                    key=lambda b: b.expires_at,
+                    reverse=True,
+                )
                 entry = self._entries.get(a.call)
                 if entry is not None:
                     entry.offers.append(a.taker)
@@ -187,8 +310,94 @@ class Psapd(Proxy):
         return alive
 
     def branch_response(self, branch: Branch, resp: Response) -> None:
-        if 200 <= resp.status < 300:
-            self._act(self.acd.answered(branch.call.call_id, branch.target.label))
+        call = branch.call
+        if not 200 <= resp.status < 300 or call.request.method != "INVITE":
+            return
+        if call.call_id in self._awaiting_ack:
+            return  # a retransmission of the 2xx
+        actions = self.acd.answered(call.call_id, branch.target.label)
+        self._act(actions)
+        entry = self._entries.get(call.call_id)
+        client = branch.client
+        if entry is None or client is None or not any(isinstance(a, Connected) for a in actions):
+            return
+        entry.caller_tag = call.request.from_addr.tag
+        entry.taker_tag = resp.to_addr.tag
+        # RFC 3261 §13.3.1.4: the caller ACKs the 2xx; until it does the call is not up
+        timer = self.call_later(max(0.0, self.cfg.ack_timeout), self._ack_timeout, call.call_id)
+        self._awaiting_ack[call.call_id] = _Answered(
+            call, branch.target.label, resp, client.request, timer
+        )
+
+    def on_ack(self, req: Request, source: Source) -> None:
+        waiting = self._awaiting_ack.get(req.call_id)
+        if waiting is not None and req.from_addr.tag == waiting.call.request.from_addr.tag:
+            waiting.timer.cancel()
+            del self._awaiting_ack[req.call_id]
+        super().on_ack(req, source)
+
+    def _ack_timeout(self, call_id: str) -> None:
+        """No ACK for the 2xx in `ack_timeout`: hang up both legs, free the taker."""
+        a = self._awaiting_ack.pop(call_id, None)
+        if a is None:
+            return
+        self.log("ack_timeout", call_id=call_id, taker=a.taker, after_s=self.cfg.ack_timeout)
+        self._bye_taker(a)
+        self._bye_upstream(a)
+        self._close_entry(call_id, "ack_timeout")
+        self._act(self.acd.ended(call_id))
+
+    def _send_bye(self, call_id: str, uri: URI, headers: list[tuple[str, str]], to: str) -> None:
+        req = Request("BYE", uri, headers)
+        try:
+            dest, name, transport = self._next_hop(req)
+            req.headers.prepend("Via", self.via(transport, new_branch()))
+            self.send_request(req, dest, server_name=name)
+        except Ng911Error as exc:
+            self.log("bye_failed", call_id=call_id, to=to, error=str(exc)[:200])
+            return
+        self.log("bye_sent", call_id=call_id, to=to, reason="ack_timeout")
+
+    def _bye_taker(self, a: _Answered) -> None:
+        """BYE to the call taker on the caller's behalf (the taker's dialog: From = the
+        caller, To = the taker's tag, CSeq above the INVITE's, §12.2.1.1)."""
+        inv, ok = a.invite, a.ok
+        contact = ok.headers.get("Contact")
+        try:
+            uri = parse_name_addr(contact).uri if contact else inv.uri
+        except Ng911Error:
+            uri = inv.uri
+        headers = [
+            ("Max-Forwards", "70"),
+            ("From", inv.headers.get("From") or ""),
+            ("To", ok.headers.get("To") or ""),
+            ("Call-ID", inv.call_id),
+            ("CSeq", f"{inv.cseq.seq + 1} BYE"),
+            ("Reason", 'SIP;cause=408;text="no ACK for the 2xx"'),  # RFC 3326
+        ]
+        self._send_bye(inv.call_id, uri, headers, a.taker)
+
+    def _bye_upstream(self, a: _Answered) -> None:
+        """BYE to the caller on the taker's behalf, along the Record-Route set of the INVITE
+        as we received it (§12.1.1: the callee's route set, in order)."""
+        req, ok = a.call.request, a.ok
+        contact = req.headers.get("Contact")
+        if not contact:
+            return
+        try:
+            uri = parse_name_addr(contact).uri
+        except Ng911Error:
+            return
+        headers = [("Route", rr) for rr in req.headers.get_all("Record-Route")]
+        headers += [
+            ("Max-Forwards", "70"),
+            ("From", ok.headers.get("To") or ""),
+            ("To", req.headers.get("From") or ""),
+            ("Call-ID", req.call_id),
+            ("CSeq", "1 BYE"),
+            ("Reason", 'SIP;cause=408;text="no ACK for the 2xx"'),
+        ]
+        self._send_bye(req.call_id, uri, headers, "caller")
 
     def branch_failed(self, branch: Branch, status: int | None) -> bool:
         call_id = branch.call.call_id
@@ -208,9 +417,18 @@ class Psapd(Proxy):
         self._act(actions)
 
     def in_dialog(self, call: ProxyCall) -> None:
-        if call.request.method == "BYE":
-            self._close_entry(call.call_id, "ended")
-            self._act(self.acd.ended(call.call_id))
+        if call.request.method != "BYE":
+            return
+        entry = self._entries.get(call.call_id)
+        if entry is not None and entry.taker_tag is not None:
+            req = call.request
+            tags = {req.from_addr.tag, req.to_addr.tag}
+            if tags != {entry.caller_tag, entry.taker_tag}:
+                # not this call's dialog (a spoofed BYE): forwarded, the taker answers 481
+                self.log("bye_foreign_dialog", call_id=call.call_id)
+                return
+        self._close_entry(call.call_id, "ended")
+        self._act(self.acd.ended(call.call_id))
 
     def call_ended(self, call: ProxyCall) -> None:
         # the INVITE transaction got its final answer; a failed one frees the ACD slot
@@ -221,6 +439,9 @@ class Psapd(Proxy):
 
     def _close_entry(self, call_id: str, outcome: str) -> None:
         self.active.pop(call_id, None)
+        waiting = self._awaiting_ack.pop(call_id, None)
+        if waiting is not None:
+            waiting.timer.cancel()
         entry = self._entries.pop(call_id, None)
         if entry is None:
             return

@@ -78,6 +78,10 @@ class Registrar:
             current[key] = Binding(aor, na.uri, now + exp, source, req.call_id, req.cseq.seq)
         return self.lookup_aor(aor, now)
 
+    def restore(self, binding: Binding) -> None:
+        """Put back a binding kept across a restart (psapd's `binding_store`)."""
+        self._bindings.setdefault(binding.aor, {})[str(binding.contact)] = binding
+
     def lookup_aor(self, aor: str, now: float) -> list[Binding]:
         current = self._bindings.get(aor, {})
         for k in [k for k, b in current.items() if b.expires_at <= now]:

@@ -14,8 +14,9 @@ Pure functions (no sockets, no clock), so every rule is tested without a network
   Each candidate has a reason string for the log. The `sips:` policy (RFC 5630: a `sips:`
   URI means TLS on every hop) is applied here because LoST data carries plain `sip:` URIs
   while the ESInet hop may be TLS: see `apply_hop_policy`.
-- **failover** (`should_fail_over`): 5xx/6xx, and no answer in time (408 / timeout /
-  transport error), move to the next candidate.
+- **failover** (`should_fail_over`): 5xx/6xx, 480/486 (a PSAP with no free or no
+  registered call taker cannot take the call; its alternate may), and no answer in time
+  (408 / timeout / transport error), move to the next candidate.
 """
 
 from __future__ import annotations
@@ -286,7 +287,7 @@ class RoutingPolicy:
     alternates: tuple[tuple[str, tuple[str, ...]], ...] = ()
     sips_policy: str = "hop"  # "hop" | "upgrade" | "require" | "keep"
     hop_transport: str = ""  # "" (as the URI says) | "udp" | "tcp" | "tls"
-    failover_on: frozenset[int] = frozenset({408})
+    failover_on: frozenset[int] = frozenset({408, 480, 486})
     failover_classes: frozenset[int] = frozenset({5, 6})
 
     def alternates_of(self, uri: str) -> tuple[str, ...]:

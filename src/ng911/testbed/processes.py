@@ -586,6 +586,13 @@ def _child(
     opts: ChainOptions,
 ) -> Child:
     work = chain.work
+    if host.role == "psap" and not table.get("registrations"):
+        # psapd keeps its call takers' registrations across a restart (a fresh file per
+        # run: a previous run's takers listened on other ports)
+        state = work / "state" / f"{host.name}-registrations.sqlite"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{state}{suffix}").unlink(missing_ok=True)
+        table = {**table, "registrations": str(state)}
     cfg = _write_config(work, host.name, table)
     events = work / "events" / f"{host.name}.jsonl"
     events.unlink(missing_ok=True)

@@ -1,0 +1,166 @@
+"""psapd against a few spoofed packets: REGISTERs that would steal a call taker's AOR, and
+its registrations kept across a restart (binding_store)."""
+
+import asyncio
+import secrets
+import socket
+
+from ng911.elements.binding_store import BindingStore
+from ng911.elements.calltaker import CallTaker
+from ng911.elements.config import CallTakerConfig, HostEntry, ListenerConfig, PsapConfig
+from ng911.elements.psap import Psapd
+from ng911.elements.registrar import Binding
+from ng911.sip.message import Response
+from ng911.sip.parse import parse_message
+from ng911.sip.uri import parse_uri
+
+FQDN = "psap.example"
+
+
+def register_from(host: str, port: int, aor: str, contact: str) -> Response:
+    """One REGISTER from a UDP socket bound to `host` (127.0.0.x); its final answer."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        s.settimeout(5)
+        me = s.getsockname()[1]
+        msg = (
+            f"REGISTER sip:{FQDN} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {host}:{me};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <{aor}>;tag={secrets.token_hex(4)}\r\n"
+            f"To: <{aor}>\r\n"
+            f"Call-ID: {secrets.token_hex(8)}@{host}\r\n"
+            "CSeq: 1 REGISTER\r\n"
+            f"Contact: <{contact}>\r\n"
+            "Expires: 600\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        s.sendto(msg.encode(), ("127.0.0.1", port))
+        while True:
+            resp = parse_message(s.recv(65535))
+            if isinstance(resp, Response) and resp.status >= 200:
+                return resp
+
+
+async def test_spoofed_registers_cannot_take_a_call_takers_aor(tmp_path):
+    psap = Psapd(
+        PsapConfig(
+            name="psap",
+            fqdn=FQDN,
+            domain=FQDN,
+            listeners=(ListenerConfig("udp", "127.0.0.1", 0),),
+            takers=(f"sip:taker1@{FQDN}",),
+            registrations=str(tmp_path / "reg.sqlite"),
+        ),
+        log_keep=1000,
+    )
+    await psap.start()
+    port = psap.local("udp").port
+    taker = CallTaker(
+        CallTakerConfig(
+            name="taker",
+            fqdn="taker.example",
+            listeners=(ListenerConfig("udp", "127.0.0.1", 0),),
+            hosts=(HostEntry(FQDN), HostEntry("taker.example")),
+            aor=f"sip:taker1@{FQDN}",
+            psap=f"sip:{FQDN}:{port}",
+            keepalive=0,
+        )
+    )
+    try:
+        await taker.start()
+        loop = asyncio.get_running_loop()
+
+        def reg(host, aor, contact):
+            return loop.run_in_executor(None, register_from, host, port, aor, contact)
+
+        # another host claims taker1: refused, the binding stays the taker's
+        resp = await reg("127.0.0.2", f"sip:taker1@{FQDN}", "sip:evil@127.0.0.2:5060")
+        assert resp.status == 403
+        contacts = [str(b.contact) for b in psap.registrar.lookup_aor(f"sip:taker1@{FQDN}", 0)]
+        assert contacts and not any("evil" in c for c in contacts)
+        assert psap.log.find("register_refused")
+        # an AOR that is not one of this PSAP's call takers
+        resp = await reg("127.0.0.1", f"sip:intruder@{FQDN}", "sip:x@127.0.0.1:5070")
+        assert resp.status == 403
+        assert psap.acd.takers == (f"sip:taker1@{FQDN}",)
+        # the taker's own host (a restarted taker, another port) may re-register
+        resp = await reg("127.0.0.1", f"sip:taker1@{FQDN}", "sip:taker1@127.0.0.1:5999")
+        assert resp.status == 200
+    finally:
+        await taker.close()
+        await psap.close()
+
+    # a new psapd on the same file knows the takers at once, newest contact first
+    again = Psapd(
+        PsapConfig(name="psap2", fqdn=FQDN, domain=FQDN, registrations=str(tmp_path / "reg.sqlite"))
+    )
+    try:
+        assert again.acd.takers == (f"sip:taker1@{FQDN}",)
+        assert len(again.registrar.lookup_aor(f"sip:taker1@{FQDN}", 0)) == 2
+    finally:
+        await again.close()
+
+
+def test_binding_store_round_trip_and_expiry(tmp_path):
+    store = BindingStore(tmp_path / "b.sqlite")
+    live = Binding("sip:a@x", parse_uri("sip:a@127.0.0.1:5070"), 200.0, None, "c1", 3)
+    old = Binding("sip:b@x", parse_uri("sip:b@127.0.0.1:5071"), 50.0, None, "c2", 1)
+    store.save("sip:a@x", [live], "127.0.0.1")
+    store.save("sip:b@x", [old], "127.0.0.9")
+    store.close()
+    store = BindingStore(tmp_path / "b.sqlite")
+    got = store.load(now=100.0)
+    assert [(s.binding, s.source_host) for s in got] == [(live, "127.0.0.1")]
+    store.save("sip:a@x", [], "127.0.0.1")  # unregistered
+    assert store.load(now=100.0) == []
+    store.close()
+
+
+async def test_calls_only_from_the_configured_esrp():
+    psap = Psapd(
+        PsapConfig(
+            name="psap",
+            fqdn=FQDN,
+            domain=FQDN,
+            listeners=(ListenerConfig("udp", "127.0.0.1", 0),),
+            hosts=(HostEntry("esrp.example", "127.0.0.3"),),
+            calls_from=("esrp.example",),
+        ),
+        log_keep=100,
+    )
+    await psap.start()
+    try:
+        port = psap.local("udp").port
+        loop = asyncio.get_running_loop()
+        resp = await loop.run_in_executor(None, invite_from, "127.0.0.1", port)
+        assert resp.status == 403
+        assert psap.log.find("call_refused")
+        # from the ESRP's address the call is taken (no taker registered here: 480)
+        resp = await loop.run_in_executor(None, invite_from, "127.0.0.3", port)
+        assert resp.status == 480
+    finally:
+        await psap.close()
+
+
+def invite_from(host: str, port: int) -> Response:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        s.settimeout(5)
+        me = s.getsockname()[1]
+        msg = (
+            "INVITE urn:service:sos SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {host}:{me};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:x@{host}>;tag={secrets.token_hex(4)}\r\n"
+            "To: <urn:service:sos>\r\n"
+            f"Call-ID: {secrets.token_hex(8)}@{host}\r\n"
+            "CSeq: 1 INVITE\r\n"
+            f"Contact: <sip:x@{host}:{me}>\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        s.sendto(msg.encode(), ("127.0.0.1", port))
+        while True:
+            resp = parse_message(s.recv(65535))
+            if isinstance(resp, Response) and resp.status >= 200:
+                return resp
