@@ -119,6 +119,12 @@ def _load(element: str, path: str, table: str | None) -> Any:
     return cfgmod.load_toml(path, table or element, classes[element])
 
 
+# ng911.lost.limits.HttpLimits: what a `[lost]` table may set (defaults: the dataclass's)
+_LOST_LIMITS = (
+    "header_timeout", "body_timeout", "idle_timeout", "max_connections", "max_per_source",
+)  # fmt: skip
+
+
 def _load_lost(path: str, table: str) -> dict[str, Any]:
     """The `[lost]` table: address, boundaries and the URI each boundary maps to, TLS."""
     import tomllib
@@ -136,6 +142,7 @@ def _load_lost(path: str, table: str) -> dict[str, Any]:
     allowed = {
         "name", "host", "port", "boundaries", "domain", "uris",
         "cert", "key", "ca", "require_client_cert", "keylog",
+        "max_body", *_LOST_LIMITS,
     }  # fmt: skip
     unknown = sorted(set(node) - allowed)
     if unknown:
@@ -149,10 +156,20 @@ async def _serve_lost(cfg: dict[str, Any], args: argparse.Namespace) -> int:
     """A LoST server as an element: what the testbed's LoST host runs in its own process."""
     from pathlib import Path
 
+    from ng911.elements.config import ConfigError
     from ng911.lost.embedded import EmbeddedStore
-    from ng911.lost.server import make_app, serve
+    from ng911.lost.limits import HttpLimits
+    from ng911.lost.server import ServerConfig, make_app, serve
     from ng911.lost.store import MappingConfig
     from ng911.pki.tls import server_context
+
+    try:
+        limits = HttpLimits(**{k: cfg[k] for k in _LOST_LIMITS if k in cfg})
+        server_cfg = ServerConfig(
+            limits=limits, max_body=int(cfg.get("max_body", ServerConfig.max_body))
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[{cfg.get('name', 'lost')}]: {exc}") from None
 
     uris = {str(k): tuple(v) for k, v in dict(cfg.get("uris", {})).items()}
     mapping = MappingConfig(domain=str(cfg.get("domain", "esinet.example")), uris=uris)
@@ -167,7 +184,10 @@ async def _serve_lost(cfg: dict[str, Any], args: argparse.Namespace) -> int:
             keylog=Path(cfg["keylog"]) if cfg.get("keylog") else None,
         )
     running = await serve(
-        make_app(store), str(cfg.get("host", "127.0.0.1")), int(cfg.get("port", 0)), ssl_context=ctx
+        make_app(store, server_cfg),
+        str(cfg.get("host", "127.0.0.1")),
+        int(cfg.get("port", 0)),
+        ssl_context=ctx,
     )
     stop = _stop_on_signals()
     try:
