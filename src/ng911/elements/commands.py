@@ -43,7 +43,8 @@ def register(sub: Any) -> None:
         "--events",
         metavar="FILE",
         help="record every observer event (messages, handshakes, TLS records, LoST queries) "
-        "and write them as JSON lines to FILE when the element stops",
+        "as JSON lines to FILE, streamed as they happen through a bounded buffer (events "
+        "beyond it are dropped and counted); the last line, written at stop, closes the file",
     )
     p.add_argument(
         "--ready",
@@ -277,28 +278,30 @@ async def _serve(element: str, cfg: Any, args: argparse.Namespace) -> int:
     recorder = None
     extra: dict[str, Any] = {}
     if args.events:
+        from pathlib import Path
+
         from ng911.observe.eventlog import EventRecorder
 
-        recorder = EventRecorder()
+        recorder = EventRecorder(Path(args.events))  # streams from now on (bounded buffer)
         extra["observers"] = [recorder]
         if element == "esrp":
             extra["lost"] = _observed_lost_client(cfg, recorder, args.lost_cache)
-    el = kinds[element](cfg, log_keep=0, **extra)
-    if args.worker_role:
-        from ng911.elements.runtime import WorkerRole
-
-        el.worker = WorkerRole.from_json(args.worker_role)
-    if not args.quiet:
-        el.log.stream = el.log.stream or sys.stderr
-    if args.idle_timeout is not None:
-        el.transport.idle_timeout = args.idle_timeout  # before start(): the sweeper
+    el: SipElement | None = None
     try:
+        el = kinds[element](cfg, log_keep=0, **extra)
+        if args.worker_role:
+            from ng911.elements.runtime import WorkerRole
+
+            el.worker = WorkerRole.from_json(args.worker_role)
+        if not args.quiet:
+            el.log.stream = el.log.stream or sys.stderr
+        if args.idle_timeout is not None:
+            el.transport.idle_timeout = args.idle_timeout  # before start(): the sweeper
         return await _serve_started(el, cfg, args)
     finally:
-        if recorder is not None:
-            from pathlib import Path
-
-            recorder.write(Path(args.events), element=cfg.name, cpu_seconds=el.cpu_seconds)
+        if recorder is not None:  # only what is still pending: milliseconds
+            cpu = el.cpu_seconds if el is not None else 0.0
+            recorder.close(element=cfg.name, cpu_seconds=cpu)
 
 
 def _observed_lost_client(cfg: Any, recorder: Any, use_cache: bool) -> Any:
