@@ -32,6 +32,7 @@ import dataclasses
 import json
 import os
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,8 +140,9 @@ class EventRecorder:
     `__call__` is the hot path: a bounded deque append. A writer thread drains the deque every
     `interval` s (sooner once `batch` events wait) and writes them in chunks of `chunk`
     events, one `os.write` each (the GIL is released there, so the event loop is never held
-    for longer than one chunk's encoding). `close` stops the thread, writes what is left and
-    the closing `element` line. `dropped` counts the events refused while `max_pending`
+    for longer than one chunk's encoding), taking at most about `share` of the time while
+    the loop runs. `close` stops the thread, writes what is left and the closing `element`
+    line. `dropped` counts the events refused while `max_pending`
     waited.
     """
 
@@ -152,12 +154,16 @@ class EventRecorder:
         batch: int = 1024,
         interval: float = 0.5,
         chunk: int = 64,
+        share: float = 0.25,
     ) -> None:
         self.path = path
         self.max_pending = max_pending
         self.batch = batch
         self.interval = interval
         self.chunk = chunk
+        if not 0.0 < share <= 1.0:
+            raise ValueError("share must be in (0, 1]")
+        self.share = share
         self.written = 0  # events in the file
         self.dropped = 0  # events refused: the buffer was full
         self.errors = 0  # write errors (disk full...): their events are lost too
@@ -190,9 +196,17 @@ class EventRecorder:
         self._drain()
 
     def _drain(self) -> None:
-        """Write what is pending now, `chunk` events per write (writer thread only)."""
+        """Write what is pending now, `chunk` events per write (writer thread only).
+
+        Between chunks the writer sleeps `share` of the chunk's time again and again, so that
+        it takes at most about that share of the interpreter from the event loop: under a
+        flood the element keeps answering and the recorder drops (and counts) instead.
+        When stopping it writes at full speed.
+        """
         pending = self._pending
+        rest = (1.0 - self.share) / self.share
         while pending:
+            t0 = time.perf_counter()
             lines = []
             for _ in range(min(self.chunk, len(pending))):
                 line = event_line(pending.popleft())
@@ -200,6 +214,8 @@ class EventRecorder:
                     lines.append(line)
             if lines:
                 self._write(("\n".join(lines) + "\n").encode("utf-8"), len(lines))
+            if not self._stop and pending:
+                time.sleep((time.perf_counter() - t0) * rest)
 
     def _write(self, data: bytes, n: int) -> None:
         if self._fd < 0:
