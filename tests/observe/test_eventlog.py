@@ -1,11 +1,18 @@
 """Observer events through a JSON-lines file and back: what element processes report."""
 
 import json
+import time
 
 import pytest
 
 from ng911.net.events import ConnectionEvent, HandshakeEvent, MessageEvent, WireEvent
-from ng911.observe.eventlog import EventLogError, EventRecorder, read_events
+from ng911.observe.eventlog import (
+    EventLogError,
+    EventRecorder,
+    event_line,
+    event_to_json,
+    read_events,
+)
 from ng911.observe.wire import LostQueryEvent
 
 EVENTS = [
@@ -20,16 +27,60 @@ EVENTS = [
 
 
 def test_every_event_kind_round_trips(tmp_path):
-    rec = EventRecorder()
+    path = tmp_path / "vsp.jsonl"
+    rec = EventRecorder(path)
     for ev in EVENTS:
         rec(ev)
     rec("not an event")  # ignored, never written
-    path = tmp_path / "vsp.jsonl"
-    assert rec.write(path, element="vsp", cpu_seconds=0.25) == len(EVENTS)
+    assert rec.close(element="vsp", cpu_seconds=0.25) == len(EVENTS)
+    assert rec.close(element="vsp") == len(EVENTS)  # twice: nothing more
     ef = read_events(path)
     assert ef.events == EVENTS
-    assert ef.element == "vsp" and ef.cpu_seconds == 0.25 and ef.complete
-    assert not path.with_name("vsp.jsonl.part").exists()
+    assert ef.element == "vsp" and ef.cpu_seconds == 0.25 and ef.complete and ef.dropped == 0
+
+
+def test_the_writers_line_is_the_events_json():
+    for ev in EVENTS:
+        assert json.loads(event_line(ev)) == event_to_json(ev)
+    assert event_line("not an event") is None
+
+
+def test_events_reach_the_file_while_the_element_runs(tmp_path):
+    path = tmp_path / "vsp.jsonl"
+    rec = EventRecorder(path, interval=0.05)
+    try:
+        for ev in EVENTS * 10:
+            rec(ev)
+        deadline = time.monotonic() + 20
+        while rec.written < len(EVENTS) * 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        ef = read_events(path)  # readable while open: every line whole, no closing line
+        assert ef.events == EVENTS * 10 and not ef.complete
+    finally:
+        rec.close(element="vsp")
+    assert read_events(path).complete
+
+
+def test_a_full_buffer_drops_and_counts_instead_of_growing(tmp_path):
+    path = tmp_path / "vsp.jsonl"
+    rec = EventRecorder(path, max_pending=100, batch=10_000, interval=3600)
+    for _ in range(1000):  # the writer sleeps (no batch reached, a long interval)
+        rec(EVENTS[0])
+    assert rec.pending <= 100 and rec.dropped >= 900
+    rec.close(element="vsp")
+    ef = read_events(path)
+    assert ef.complete and len(ef.events) + ef.dropped == 1000
+
+
+def test_a_line_cut_short_by_a_kill_leaves_the_file_incomplete(tmp_path):
+    path = tmp_path / "e.jsonl"
+    rec = EventRecorder(path)
+    rec(EVENTS[0])
+    rec.close(element="vsp")
+    whole = path.read_text().splitlines(keepends=True)
+    path.write_text(whole[0] + whole[0][:20])  # killed in the middle of a write
+    ef = read_events(path)
+    assert ef.events == EVENTS[:1] and not ef.complete
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ do wrong: a child that dies mid-run or at start is a clear error, never a hang.
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -164,7 +165,8 @@ async def test_a_child_killed_mid_run_fails_the_run_clearly(tmp_path):
         t0 = time.monotonic()
         await chain.close()
         assert time.monotonic() - t0 < 10
-    assert any("esrp: no events" in e for e in chain.errors)
+    # streamed events: what was written before the kill is there, without its closing line
+    assert any(re.match(r"esrp: (no|incomplete) events", e) for e in chain.errors)
     assert all(c.proc.returncode is not None for c in chain.children.values())
 
 

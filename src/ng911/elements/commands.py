@@ -43,7 +43,8 @@ def register(sub: Any) -> None:
         "--events",
         metavar="FILE",
         help="record every observer event (messages, handshakes, TLS records, LoST queries) "
-        "and write them as JSON lines to FILE when the element stops",
+        "as JSON lines to FILE, streamed as they happen through a bounded buffer (events "
+        "beyond it are dropped and counted); the last line, written at stop, closes the file",
     )
     p.add_argument(
         "--ready",
@@ -119,6 +120,12 @@ def _load(element: str, path: str, table: str | None) -> Any:
     return cfgmod.load_toml(path, table or element, classes[element])
 
 
+# ng911.lost.limits.HttpLimits: what a `[lost]` table may set (defaults: the dataclass's)
+_LOST_LIMITS = (
+    "header_timeout", "body_timeout", "idle_timeout", "max_connections", "max_per_source",
+)  # fmt: skip
+
+
 def _load_lost(path: str, table: str) -> dict[str, Any]:
     """The `[lost]` table: address, boundaries and the URI each boundary maps to, TLS."""
     import tomllib
@@ -136,6 +143,7 @@ def _load_lost(path: str, table: str) -> dict[str, Any]:
     allowed = {
         "name", "host", "port", "boundaries", "domain", "uris",
         "cert", "key", "ca", "require_client_cert", "keylog",
+        "max_body", *_LOST_LIMITS,
     }  # fmt: skip
     unknown = sorted(set(node) - allowed)
     if unknown:
@@ -149,10 +157,20 @@ async def _serve_lost(cfg: dict[str, Any], args: argparse.Namespace) -> int:
     """A LoST server as an element: what the testbed's LoST host runs in its own process."""
     from pathlib import Path
 
+    from ng911.elements.config import ConfigError
     from ng911.lost.embedded import EmbeddedStore
-    from ng911.lost.server import make_app, serve
+    from ng911.lost.limits import HttpLimits
+    from ng911.lost.server import ServerConfig, make_app, serve
     from ng911.lost.store import MappingConfig
     from ng911.pki.tls import server_context
+
+    try:
+        limits = HttpLimits(**{k: cfg[k] for k in _LOST_LIMITS if k in cfg})
+        server_cfg = ServerConfig(
+            limits=limits, max_body=int(cfg.get("max_body", ServerConfig.max_body))
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[{cfg.get('name', 'lost')}]: {exc}") from None
 
     uris = {str(k): tuple(v) for k, v in dict(cfg.get("uris", {})).items()}
     mapping = MappingConfig(domain=str(cfg.get("domain", "esinet.example")), uris=uris)
@@ -167,7 +185,10 @@ async def _serve_lost(cfg: dict[str, Any], args: argparse.Namespace) -> int:
             keylog=Path(cfg["keylog"]) if cfg.get("keylog") else None,
         )
     running = await serve(
-        make_app(store), str(cfg.get("host", "127.0.0.1")), int(cfg.get("port", 0)), ssl_context=ctx
+        make_app(store, server_cfg),
+        str(cfg.get("host", "127.0.0.1")),
+        int(cfg.get("port", 0)),
+        ssl_context=ctx,
     )
     stop = _stop_on_signals()
     try:
@@ -257,28 +278,30 @@ async def _serve(element: str, cfg: Any, args: argparse.Namespace) -> int:
     recorder = None
     extra: dict[str, Any] = {}
     if args.events:
+        from pathlib import Path
+
         from ng911.observe.eventlog import EventRecorder
 
-        recorder = EventRecorder()
+        recorder = EventRecorder(Path(args.events))  # streams from now on (bounded buffer)
         extra["observers"] = [recorder]
         if element == "esrp":
             extra["lost"] = _observed_lost_client(cfg, recorder, args.lost_cache)
-    el = kinds[element](cfg, log_keep=0, **extra)
-    if args.worker_role:
-        from ng911.elements.runtime import WorkerRole
-
-        el.worker = WorkerRole.from_json(args.worker_role)
-    if not args.quiet:
-        el.log.stream = el.log.stream or sys.stderr
-    if args.idle_timeout is not None:
-        el.transport.idle_timeout = args.idle_timeout  # before start(): the sweeper
+    el: SipElement | None = None
     try:
+        el = kinds[element](cfg, log_keep=0, **extra)
+        if args.worker_role:
+            from ng911.elements.runtime import WorkerRole
+
+            el.worker = WorkerRole.from_json(args.worker_role)
+        if not args.quiet:
+            el.log.stream = el.log.stream or sys.stderr
+        if args.idle_timeout is not None:
+            el.transport.idle_timeout = args.idle_timeout  # before start(): the sweeper
         return await _serve_started(el, cfg, args)
     finally:
-        if recorder is not None:
-            from pathlib import Path
-
-            recorder.write(Path(args.events), element=cfg.name, cpu_seconds=el.cpu_seconds)
+        if recorder is not None:  # only what is still pending: milliseconds
+            cpu = el.cpu_seconds if el is not None else 0.0
+            recorder.close(element=cfg.name, cpu_seconds=cpu)
 
 
 def _observed_lost_client(cfg: Any, recorder: Any, use_cache: bool) -> Any:

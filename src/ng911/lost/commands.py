@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ng911.lost.engine import EngineConfig, NextServer
+from ng911.lost.limits import HttpLimits
 from ng911.lost.server import LostServer, ServerConfig, serve
 from ng911.lost.store import BoundaryStore, MappingConfig, ServiceArea
 
@@ -41,8 +42,70 @@ def register(sub: Any) -> None:
     p.add_argument("--tls-key", type=Path)
     p.add_argument("--tls-ca", type=Path, help="CA file to verify client certificates")
     p.add_argument("--require-client-cert", action="store_true", help="mutual TLS")
+    add_limit_arguments(p)
     p.set_defaults(func=run_serve)
     lost.set_defaults(func=lambda args: (lost.print_help(), 2)[1])
+
+
+def add_limit_arguments(p: argparse.ArgumentParser) -> None:
+    """The connection limits (`ng911.lost.limits`) as flags; defaults from `HttpLimits`."""
+    d = HttpLimits()
+    g = p.add_argument_group("limits (a slow or greedy client costs seconds, not minutes)")
+    g.add_argument(
+        "--max-body",
+        type=int,
+        default=ServerConfig().max_body,
+        metavar="BYTES",
+        help="larger request bodies get 413 (default %(default)s)",
+    )
+    g.add_argument(
+        "--header-timeout",
+        type=float,
+        default=d.header_timeout,
+        metavar="S",
+        help="a request's head must arrive within this; else 408 (default %(default)s)",
+    )
+    g.add_argument(
+        "--body-timeout",
+        type=float,
+        default=d.body_timeout,
+        metavar="S",
+        help="a request's body must arrive within this; else 408 (default %(default)s)",
+    )
+    g.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=d.idle_timeout,
+        metavar="S",
+        help="close keep-alive connections idle this long (default %(default)s)",
+    )
+    g.add_argument(
+        "--max-connections",
+        type=int,
+        default=d.max_connections,
+        metavar="N",
+        help="connections beyond this are closed at once (default %(default)s)",
+    )
+    g.add_argument(
+        "--max-per-source",
+        type=int,
+        default=d.max_per_source,
+        metavar="N",
+        help="connections per client address beyond this are closed at once (default %(default)s)",
+    )
+
+
+def limits_from_args(args: argparse.Namespace) -> HttpLimits:
+    try:
+        return HttpLimits(
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            idle_timeout=args.idle_timeout,
+            max_connections=args.max_connections,
+            max_per_source=args.max_per_source,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"ng911 lost serve: {exc}") from None
 
 
 def server_ssl_context(
@@ -82,7 +145,9 @@ def run_serve(args: argparse.Namespace) -> int:
             ttl=args.ttl,
             next_server=NextServer(args.next_server) if args.next_server else None,
             default_area=default,
-        )
+        ),
+        max_body=args.max_body,
+        limits=limits_from_args(args),
     )
     ctx = None
     if args.tls_cert or args.tls_key:

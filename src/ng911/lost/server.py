@@ -3,8 +3,11 @@
 RFC 5222 §14 binds LoST to HTTP POST; LoST errors travel in the body with HTTP 200, so HTTP
 statuses are only for what is not LoST at all: 405 for a method other than POST, 415 for a
 body that is not XML (`application/lost+xml`, `application/xml`, `text/xml`, and a missing
-or `application/octet-stream` Content-Type are accepted), 413 beyond `max_body`. NENA i3
-conformance tests POST to `/lost` and `/LoST`; `/` answers too.
+or `application/octet-stream` Content-Type are accepted), 413 beyond `max_body` (a declared
+Content-Length beyond it is refused before a byte of the body is read), 408 for a head or body
+that does not arrive in time (`ng911.lost.limits`: deadlines, idle timeout and connection caps
+per source and in total, enforced on every connection `serve` accepts). NENA i3 conformance
+tests POST to `/lost` and `/LoST`; `/` answers too.
 
 Recursive queries outside our coverage are forwarded with one keep-alive client session to
 the next server (RFC 5582); its answer is checked and relayed. A next server that does not
@@ -33,6 +36,7 @@ from aiohttp import web
 from ng911.lost.engine import EngineConfig, Forward, LostEngine
 from ng911.lost.errors import LostProtocolError
 from ng911.lost.fast_request import parse_request_fast
+from ng911.lost.limits import LINGER, ConnectionTable, GuardedSite, HttpLimits, guard_of
 from ng911.lost.protocol import (
     CONTENT_TYPE,
     LostErrorResponse,
@@ -51,12 +55,17 @@ ACCEPTED_TYPES = frozenset(
 )
 PATHS = ("/lost", "/LoST", "/")
 _CT_HEADER = {"Content-Type": f"{CONTENT_TYPE}; charset=utf-8"}
+#: The limits `serve` applies to an application's connections (set by `LostServer`).
+LIMITS_KEY: web.AppKey[HttpLimits] = web.AppKey("ng911_lost_limits", HttpLimits)
 
 
 @dataclass
 class ServerConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
-    max_body: int = 1024 * 1024
+    # a findService is < 2 KB; 64 KB leaves room for a large polygon or civic address
+    max_body: int = 64 * 1024
+    # header/body deadlines, idle timeout, connection caps (ng911.lost.limits)
+    limits: HttpLimits = field(default_factory=HttpLimits)
     forward_timeout: float = 2.0
     forward_ssl: ssl.SSLContext | None = None  # for https:// next servers
     allowed_peers: frozenset[str] | None = None
@@ -96,7 +105,10 @@ class LostServer:
         self.store = store
         self.engine = LostEngine(store, self.config.engine)
         self._session: aiohttp.ClientSession | None = None
-        self.app = web.Application(client_max_size=self.config.max_body)
+        self.app = web.Application(
+            client_max_size=self.config.max_body, middlewares=[self._limit_request]
+        )
+        self.app[LIMITS_KEY] = self.config.limits
         for path in PATHS:
             self.app.router.add_post(path, self.handle)
         self.app.on_cleanup.append(self._cleanup)
@@ -105,6 +117,40 @@ class LostServer:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    @web.middleware
+    async def _limit_request(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Every request, routed or not: the body within its deadline and size, then the
+        handler; the connection's guard is told each step (`ng911.lost.limits`)."""
+        guard = guard_of(request)
+        if guard is not None:
+            guard.head_done()
+        try:
+            declared = request.content_length
+            if declared is not None and declared > self.config.max_body:
+                _event("lost.refused", reason="max_body", peer=request.remote, bytes=declared)
+                return _closing(413, f"body larger than {self.config.max_body} bytes\n")
+            limits = guard.limits if guard is not None else self.config.limits
+            if request.body_exists:
+                try:
+                    async with asyncio.timeout(limits.body_timeout):
+                        await request.read()  # kept by aiohttp: the handler's read() is free
+                except TimeoutError:
+                    if guard is not None:
+                        guard.timed_out("body", request.content.total_bytes)
+                    else:
+                        _event("lost.timeout", phase="body", peer=request.remote)
+                    return _closing(408, "request body too slow\n")
+                except web.HTTPRequestEntityTooLarge:
+                    _event("lost.refused", reason="max_body", peer=request.remote)
+                    return _closing(413, f"body larger than {self.config.max_body} bytes\n")
+            if guard is not None:
+                guard.body_done()
+            response: web.StreamResponse = await handler(request)
+            return response
+        finally:
+            if guard is not None:
+                guard.request_done()
 
     def _answer(self, body: bytes) -> web.Response:
         return web.Response(body=body, headers=_CT_HEADER)
@@ -192,6 +238,13 @@ class LostServer:
         return raw
 
 
+def _closing(status: int, text: str) -> web.Response:
+    """An HTTP error after which the connection closes (the rest of the body is not read)."""
+    resp = web.Response(status=status, text=text)
+    resp.force_close()
+    return resp
+
+
 def make_app(store: BoundaryStore, config: ServerConfig | None = None) -> web.Application:
     """The aiohttp application of a LoST server over `store` (contracts.md)."""
     return LostServer(store, config).app
@@ -203,6 +256,7 @@ class RunningServer:
     host: str
     port: int
     scheme: str
+    connections: ConnectionTable | None = None  # live counts, refusals, timeouts
 
     @property
     def url(self) -> str:
@@ -219,12 +273,25 @@ async def serve(
     port: int = 0,
     *,
     ssl_context: ssl.SSLContext | None = None,
+    limits: HttpLimits | None = None,
 ) -> RunningServer:
-    """Start `app` on host:port (0 = ephemeral); returns the bound address and a closer."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    """Start `app` on host:port (0 = ephemeral); returns the bound address and a closer.
+
+    Every connection goes through `ng911.lost.limits` with `limits`, by default the ones the
+    application was made with (`ServerConfig.limits`).
+    """
+    limits = limits or app.get(LIMITS_KEY) or HttpLimits()
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=limits.idle_timeout,
+        lingering_time=LINGER,  # after a 408/413: drain briefly so the client reads it
+    )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024)
+    site = GuardedSite(runner, host, port, limits, ssl_context=ssl_context, backlog=1024)
     await site.start()
     addresses: list[Any] = list(runner.addresses)
     bound = addresses[0][1] if addresses else port
-    return RunningServer(runner, host, int(bound), "https" if ssl_context else "http")
+    scheme = "https" if ssl_context else "http"
+    return RunningServer(runner, host, int(bound), scheme, site.table)

@@ -7,8 +7,9 @@ runs, with the configuration the in-process launcher would build (`launcher.elem
 written to `<scenario>/config/<host>.toml`. With `--netns` each process also lives in its own
 network namespace (`ng911.testbed.netns`), so every hop crosses a real interface.
 
-How a child reports: `--events FILE` records every observer event in memory and writes them
-as JSON lines when the element stops (`ng911.observe.eventlog`); `--ready` prints one JSON line
+How a child reports: `--events FILE` streams every observer event as JSON lines to FILE
+through a bounded buffer, closed with one last line when the element stops
+(`ng911.observe.eventlog`); `--ready` prints one JSON line
 on stdout once it listens (a call taker or caller: once registered too); the caller takes
 `--control`: one call request per stdin line, one answer per call on stdout. The testbed reads
 the event files after stopping the children and feeds them to the same `Trace` as in-process
@@ -391,7 +392,7 @@ class ProcessChain:
         except TimeoutError:
             self.errors.append(
                 f"{child.name} (pid {proc.pid}) ignored SIGTERM for "
-                f"{self.opts.stop_timeout:g} s: killed, its events are lost"
+                f"{self.opts.stop_timeout:g} s: killed, its event file is incomplete"
             )
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
@@ -414,6 +415,16 @@ class ProcessChain:
             except (OSError, EventLogError) as exc:
                 self.errors.append(f"{c.name}: unreadable events: {exc}")
                 continue
+            if not ef.complete:
+                code = c.proc.returncode if c.proc is not None else None
+                self.errors.append(
+                    f"{c.name}: incomplete events ({len(ef.events)} read; the process "
+                    f"{describe_exit(code)} before closing its event file)"
+                )
+            if ef.dropped:
+                self.errors.append(
+                    f"{c.name}: {ef.dropped} events dropped (its event buffer was full)"
+                )
             self.cpu[c.name] = ef.cpu_seconds
             for obs in self.observers:
                 extend: Callable[[Any], None] | None = getattr(obs, "extend", None)
