@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from ng911.net.address import Address
+from ng911.net.admission import peer_allowed
 from ng911.net.errors import IdentityMismatch, TlsError, TransportError
 from ng911.net.events import HandshakeEvent, WireEvent
 from ng911.net.log import log_event
@@ -32,7 +33,7 @@ from ng911.sip.message import Request, Response, make_response
 from ng911.sip.parse import StreamParser
 
 if TYPE_CHECKING:
-    from ng911.net.transport import SipTransportLayer
+    from ng911.net.transport import SipTransportLayer, _Listener
 
 _ids = itertools.count(1)
 
@@ -58,8 +59,10 @@ class StreamConnection(asyncio.Protocol):
         expected_identity: str | None = None,
         wildcards: bool = False,
         session_key: tuple[str, int, str | None] | None = None,
+        listener: _Listener | None = None,
     ) -> None:
         self.layer = layer
+        self.listener = listener  # the listener that accepted it (None: we opened it)
         self.id = next(_ids)
         self.kind = kind
         self.role = role
@@ -70,7 +73,8 @@ class StreamConnection(asyncio.Protocol):
         self.local = Address(kind, "?", 0)
         self.identities: frozenset[str] = frozenset()
         self.closed = False
-        self.last_used = time.monotonic()
+        self.last_used = self.opened = time.monotonic()
+        self.proven = False  # a complete SIP message arrived (ends the first-message timer)
         self.parser = StreamParser(max_size=layer.max_message_size)
         self.expected_identity = expected_identity
         self.wildcards = wildcards
@@ -104,6 +108,7 @@ class StreamConnection(asyncio.Protocol):
         self.remote = _addr(transport, "peername", self.kind)
         self.local = _addr(transport, "sockname", self.kind)
         self._t0 = time.perf_counter()
+        self.opened = time.monotonic()
         sock = transport.get_extra_info("socket")
         if sock is not None:
             import socket
@@ -248,6 +253,16 @@ class StreamConnection(asyncio.Protocol):
         except CertificateError as exc:
             self._handshake_failed(str(exc))
             return
+        allowed = self.listener.limits.allowed_peers if self.listener is not None else ()
+        if allowed and not peer_allowed(self.identities, allowed):
+            # RFC 5922 §7.3: a valid certificate, but not of a peer this listener serves;
+            # refused before any SIP is read
+            have = ", ".join(sorted(self.identities)) or "no certificate"
+            self.layer.stats.peers_refused += 1
+            self._handshake_failed(
+                f"peer not allowed: certificate names {have}; allowed: {', '.join(allowed)}"
+            )
+            return
         want = self.expected_identity
         if want is not None and not matches_domain(self.identities, want, wildcards=self.wildcards):
             have = ", ".join(sorted(self.identities)) or "none"
@@ -269,6 +284,7 @@ class StreamConnection(asyncio.Protocol):
             logging.WARNING,
             "tls_refused",
             element=self.layer.element,
+            listener=str(self.listener.address) if self.listener is not None else None,
             peer=str(self.remote),
             role=self.role,
             expected=self.expected_identity,
