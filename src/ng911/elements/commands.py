@@ -270,15 +270,55 @@ async def _serve(element: str, cfg: Any, args: argparse.Namespace) -> int:
         el.worker = WorkerRole.from_json(args.worker_role)
     if not args.quiet:
         el.log.stream = el.log.stream or sys.stderr
+    handler = route_logs(el.log.stream)
     if args.idle_timeout is not None:
         el.transport.idle_timeout = args.idle_timeout  # before start(): the sweeper
     try:
         return await _serve_started(el, cfg, args)
     finally:
+        unroute_logs(handler)
         if recorder is not None:
             from pathlib import Path
 
             recorder.write(Path(args.events), element=cfg.name, cpu_seconds=el.cpu_seconds)
+
+
+class _ElementLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that drops records once the element closed its log file (its
+    last connections close after it), instead of printing a logging error."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(self.stream, "closed", False):
+            return
+        super().emit(record)
+
+
+def route_logs(stream: Any) -> logging.Handler:
+    """Send every `ng911.*` logger of this process (the transport's `ng911.net` events,
+    handler failures) to the element's own log: `stream` is its `log_file` when set, else
+    stderr (None: --quiet, only warnings and errors, on stderr). Without this they went to
+    Python's last-resort handler, i.e. stderr, whatever `log_file` said.
+
+    The element's own events (`EventLog`) write to that stream themselves; `ng911.elements`
+    is kept at WARNING so they are not written twice. Undo with `unroute_logs`.
+    """
+    handler = _ElementLogHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))  # the lines are JSON already
+    root = logging.getLogger("ng911")
+    root.addHandler(handler)
+    root.propagate = False
+    root.setLevel(logging.INFO if stream is not None else logging.WARNING)
+    logging.getLogger("ng911.elements").setLevel(logging.WARNING)
+    return handler
+
+
+def unroute_logs(handler: logging.Handler) -> None:
+    """Detach what `route_logs` attached (the element's log file is about to close)."""
+    root = logging.getLogger("ng911")
+    root.removeHandler(handler)
+    if not root.handlers:
+        root.propagate = True
+    handler.flush()
 
 
 def _observed_lost_client(cfg: Any, recorder: Any, use_cache: bool) -> Any:

@@ -41,8 +41,8 @@ from typing import Any, TextIO
 from ng911.elements.config import ElementConfig
 from ng911.errors import Ng911Error
 from ng911.net.address import DEFAULT_PORTS, Address, Source, is_ip_literal
-from ng911.net.errors import TransportError
 from ng911.net.admission import ListenerLimits
+from ng911.net.errors import TransportError
 from ng911.net.transport import SipTransportLayer
 from ng911.pki.tls import client_context, matches_domain, server_context
 from ng911.sip.errors import SipParseError
