@@ -9,6 +9,7 @@ test PKI, a real element (`SipElement` answers OPTIONS with 200).
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 import time
@@ -45,13 +46,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
     ],
     ids=["defaults", "tcp-listener-full"],
 )
-async def test_idle_tcp_flood_does_not_lock_out_mutual_tls(pki, tcp):
+async def test_idle_tcp_flood_does_not_lock_out_mutual_tls(pki, tcp, caplog):
     raise_nofile(2 * IDLE + 200)  # both ends of every connection live in this process
     el, tcp_addr, tls_addr = await start_element(
         esrp_config(pki, tcp=tcp, first_message_timeout=60.0)
     )
     vsp = Peer(pki.client_context("vsp-proxy"))
     socks: list[socket.socket] = []
+    caplog.set_level(logging.WARNING, logger="ng911.net")
     try:
         socks = await open_idle(tcp_addr.port, IDLE)
         stats = el.transport.stats
@@ -61,6 +63,10 @@ async def test_idle_tcp_flood_does_not_lock_out_mutual_tls(pki, tcp):
                 break
             await asyncio.sleep(0.05)
         assert stats.connections_refused == want
+        # each refusal counted, but the log gets a few lines a second, not one per connection
+        lines = [r for r in caplog.records if "connection_refused" in r.getMessage()]
+        assert 0 < len(lines) < 100
+        assert '"listener": "tcp:127.0.0.1:' in lines[0].getMessage()
         # the real VSP still gets in over mutual TLS and is answered
         resp = await vsp.options(tls_addr)
         assert resp.status == 200

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 logger = logging.getLogger("ng911.net")
@@ -64,5 +65,44 @@ def clean_value(value: Any, limit: int = MAX_FIELD) -> Any:
 
 def log_event(level: int, event: str, **fields: Any) -> None:
     if logger.isEnabledFor(level):
-        record = {"event": event, **{k: clean_value(v) for k, v in fields.items()}}
+        record = {"ts": round(time.time(), 6), "event": event}
+        record.update((k, clean_value(v)) for k, v in fields.items())
         logger.log(level, json.dumps(record, default=str, sort_keys=False))
+
+
+class LogBudget:
+    """At most `per_second` lines of one event a second; the ones over it are counted, and
+    the next line let through says how many were left out (`suppressed`). A flood of refused
+    connections or failed handshakes costs the log a few lines a second, not one a packet."""
+
+    __slots__ = ("_suppressed", "_used", "_window", "per_second")
+
+    def __init__(self, per_second: int = 20) -> None:
+        self.per_second = per_second
+        self._window = -1
+        self._used = 0
+        self._suppressed = 0
+
+    def take(self, now: float) -> int | None:
+        """None: leave this line out. Else the count of lines left out since the last one."""
+        window = int(now)
+        if window != self._window:
+            self._window, self._used = window, 0
+        if self._used >= self.per_second:
+            self._suppressed += 1
+            return None
+        self._used += 1
+        left_out, self._suppressed = self._suppressed, 0
+        return left_out
+
+
+def log_limited(budget: LogBudget, level: int, event: str, **fields: Any) -> None:
+    """`log_event` within `budget` (with `suppressed=N` when lines were left out)."""
+    if not logger.isEnabledFor(level):
+        return
+    left_out = budget.take(time.monotonic())
+    if left_out is None:
+        return
+    if left_out:
+        fields["suppressed"] = left_out
+    log_event(level, event, **fields)

@@ -25,7 +25,7 @@ from ng911.net.address import Address
 from ng911.net.admission import peer_allowed
 from ng911.net.errors import IdentityMismatch, TlsError, TransportError
 from ng911.net.events import HandshakeEvent, WireEvent
-from ng911.net.log import log_event
+from ng911.net.log import log_event, log_limited
 from ng911.pki.errors import CertificateError
 from ng911.pki.tls import describe, matches_domain, peer_identities
 from ng911.sip.errors import SipParseError
@@ -280,7 +280,8 @@ class StreamConnection(asyncio.Protocol):
 
     def _handshake_failed(self, reason: str, *, mismatch: bool = False) -> None:
         self._emit_handshake(ok=False, error=reason)
-        log_event(
+        log_limited(
+            self.layer.log_budgets["tls_refused"],
             logging.WARNING,
             "tls_refused",
             element=self.layer.element,
@@ -440,7 +441,8 @@ class StreamConnection(asyncio.Protocol):
 
     def _parse_error(self, exc: SipParseError) -> None:
         self.layer.stats.parse_errors += 1
-        log_event(
+        log_limited(
+            self.layer.log_budgets["sip_parse_error"],
             logging.WARNING,
             "sip_parse_error",
             element=self.layer.element,

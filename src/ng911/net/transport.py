@@ -34,7 +34,7 @@ from ng911.net.address import Address, Source, is_ip_literal
 from ng911.net.admission import ListenerLimits, refusal
 from ng911.net.errors import ConnectionLimit, MessageTooLarge, TlsError, TransportError
 from ng911.net.events import ConnectionEvent, MessageEvent, NetEvent
-from ng911.net.log import clean, log_event
+from ng911.net.log import LogBudget, clean, log_event, log_limited
 from ng911.net.sips import check_secure
 from ng911.net.stream import StreamConnection
 from ng911.net.udp import MAX_DATAGRAM, UdpEndpoint, make_udp_socket
@@ -110,6 +110,13 @@ class SipTransportLayer:
         self._conns: dict[int, StreamConnection] = {}
         self._unproven: dict[int, StreamConnection] = {}  # accepted, no complete message yet
         self._outgoing = 0
+        # hostile floods cost the log a few lines a second per event kind, not one per packet
+        self.log_budgets: dict[str, LogBudget] = {
+            "connection_refused": LogBudget(),
+            "connection_timeout": LogBudget(),
+            "tls_refused": LogBudget(),
+            "sip_parse_error": LogBudget(),
+        }
         self._by_addr: dict[tuple[str, str, int], StreamConnection] = {}
         self._by_identity: dict[str, dict[int, StreamConnection]] = {}
         self._by_branch: OrderedDict[str, int] = OrderedDict()
@@ -462,7 +469,8 @@ class SipTransportLayer:
                     self.stats.source_limit_refused += 1
         if reason is not None:
             self.stats.connections_refused += 1
-            log_event(
+            log_limited(
+                self.log_budgets["connection_refused"],
                 logging.WARNING,
                 "connection_refused",
                 element=self.element,
@@ -577,7 +585,8 @@ class SipTransportLayer:
             via = msg.top_via
         except SipParseError as exc:
             self.stats.parse_errors += 1
-            log_event(
+            log_limited(
+                self.log_budgets["sip_parse_error"],
                 logging.WARNING,
                 "sip_parse_error",
                 element=self.element,
@@ -722,7 +731,8 @@ class SipTransportLayer:
                 what, limit = "no complete SIP message", first
             else:
                 continue
-            log_event(
+            log_limited(
+                self.log_budgets["connection_timeout"],
                 logging.INFO,
                 "connection_timeout",
                 element=self.element,
