@@ -147,3 +147,23 @@ def test_a_flood_of_one_event_costs_a_few_lines_a_second(caplog):
     assert recs[-1]["suppressed"] > 0
     # every event either logged or counted in a later line's `suppressed`
     assert len(recs) + sum(int(r.get("suppressed", 0)) for r in recs) == 1_001
+
+
+def test_route_logs_sends_every_ng911_logger_to_the_stream_and_undoes_it(tmp_path, capsys):
+    from ng911.elements.commands import route_logs, unroute_logs
+
+    root = logging.getLogger("ng911")
+    before = (root.propagate, root.level, logging.getLogger("ng911.elements").level)
+    path = tmp_path / "el.jsonl"
+    with path.open("a", encoding="utf-8") as stream:
+        handler = route_logs(stream)
+        try:
+            log_event(logging.INFO, "connection_timeout", peer="127.0.0.1:9", reason="x")
+            logging.getLogger("ng911.lost.server").warning('{"event": "lost_thing"}')
+        finally:
+            unroute_logs(handler)
+    text = path.read_text(encoding="utf-8")
+    assert '"connection_timeout"' in text and '"lost_thing"' in text
+    assert "connection_timeout" not in capsys.readouterr().err
+    after = (root.propagate, root.level, logging.getLogger("ng911.elements").level)
+    assert after == before

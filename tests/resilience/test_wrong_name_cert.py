@@ -114,3 +114,19 @@ async def test_rogue_is_refused_while_the_vsp_holds_a_connection(pki):
         await rogue.close()
         await vsp.close()
         await el.close()
+
+
+def test_testbed_fills_allowed_peers_from_its_hosts():
+    from ng911.testbed.launcher import allowed_peers
+    from ng911.testbed.topology import load_topology
+
+    topo = load_topology()
+    esrp = topo.one("esrp")
+    vsp = topo.one("vsp")
+    psaps = topo.by_role("psap")
+    assert set(allowed_peers(topo, esrp)) == {vsp.domain, *(p.domain for p in psaps)}
+    for p in psaps:
+        want = {esrp.domain, *(t.domain for t in topo.takers_of(p.name))}
+        assert set(allowed_peers(topo, p)) == want
+        assert vsp.domain not in allowed_peers(topo, p)
+    assert allowed_peers(topo, vsp) == ()  # callers' certificates are optional there

@@ -287,6 +287,8 @@ class _ElementLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A stream handler that drops records once the element closed its log file (its
     last connections close after it), instead of printing a logging error."""
 
+    saved: tuple[bool, int, int] = (True, logging.NOTSET, logging.NOTSET)
+
     def emit(self, record: logging.LogRecord) -> None:
         if getattr(self.stream, "closed", False):
             return
@@ -305,10 +307,12 @@ def route_logs(stream: Any) -> logging.Handler:
     handler = _ElementLogHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))  # the lines are JSON already
     root = logging.getLogger("ng911")
+    elements = logging.getLogger("ng911.elements")
+    handler.saved = (root.propagate, root.level, elements.level)
     root.addHandler(handler)
     root.propagate = False
     root.setLevel(logging.INFO if stream is not None else logging.WARNING)
-    logging.getLogger("ng911.elements").setLevel(logging.WARNING)
+    elements.setLevel(logging.WARNING)
     return handler
 
 
@@ -316,8 +320,10 @@ def unroute_logs(handler: logging.Handler) -> None:
     """Detach what `route_logs` attached (the element's log file is about to close)."""
     root = logging.getLogger("ng911")
     root.removeHandler(handler)
-    if not root.handlers:
-        root.propagate = True
+    if isinstance(handler, _ElementLogHandler):
+        root.propagate, level, elements_level = handler.saved
+        root.setLevel(level)
+        logging.getLogger("ng911.elements").setLevel(elements_level)
     handler.flush()
 
 
