@@ -161,3 +161,48 @@ async def test_per_source_cap_refuses_the_next_connection_from_that_address(pki)
     finally:
         close_all(socks)
         await el.close()
+
+
+async def test_a_message_trickled_byte_by_byte_is_cut_off(pki):
+    """After a first good request, a peer that keeps a connection busy by trickling one
+    message a byte at a time (idle timer always fresh) is closed once the message is older
+    than the first-message timeout."""
+    el, tcp_addr, _tls = await start_element(
+        esrp_config(pki, handshake_timeout=0.5, first_message_timeout=1.5)
+    )
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", tcp_addr.port)
+        w.write(options_bytes())
+        answer = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)  # no body
+        assert answer.startswith(b"SIP/2.0 200")
+        t0 = time.monotonic()
+        slow = options_bytes()
+        closed = False
+        for i in range(len(slow)):  # one byte every 0.2 s: the message would take minutes
+            try:
+                w.write(slow[i : i + 1])
+                await w.drain()
+            except (ConnectionError, OSError):
+                closed = True
+                break
+            if r.at_eof() or w.is_closing():
+                closed = True
+                break
+            try:
+                data = await asyncio.wait_for(r.read(1), 0.2)
+                if data == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                pass
+            except ConnectionError:
+                closed = True
+                break
+            if time.monotonic() - t0 > 15:
+                break
+        assert closed, "a trickling peer kept its connection"
+        assert time.monotonic() - t0 < 10
+        assert el.transport.stats.message_timeouts == 1
+        w.close()
+    finally:
+        await el.close()

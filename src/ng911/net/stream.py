@@ -75,6 +75,7 @@ class StreamConnection(asyncio.Protocol):
         self.closed = False
         self.last_used = self.opened = time.monotonic()
         self.proven = False  # a complete SIP message arrived (ends the first-message timer)
+        self.partial_since: float | None = None  # when the message now buffered began
         self.parser = StreamParser(max_size=layer.max_message_size)
         self.expected_identity = expected_identity
         self.wildcards = wildcards
@@ -139,19 +140,26 @@ class StreamConnection(asyncio.Protocol):
             self.ready.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        self.last_used = time.monotonic()
+        self.last_used = now = time.monotonic()
         if self.closed:
             return
         if self._sslobj is None:
             self._feed(data, len(data))
-            return
-        assert self._in_bio is not None
-        self._in_bio.write(data)
-        if not self.handshake_done:
-            self._do_handshake()
-            if not self.handshake_done or self.closed:
-                return
-        self._read_app()
+        else:
+            assert self._in_bio is not None
+            self._in_bio.write(data)
+            if not self.handshake_done:
+                self._do_handshake()
+                if not self.handshake_done or self.closed:
+                    return
+            self._read_app()
+        # a message begun must be finished in time (the sweeper checks): a peer trickling
+        # one byte at a time keeps `last_used` fresh, not this
+        if self.parser.buffered:
+            if self.partial_since is None:
+                self.partial_since = now
+        else:
+            self.partial_since = None
 
     def pause_writing(self) -> None:
         # asyncio's write buffer passed its high-water mark: senders wait (back-pressure)

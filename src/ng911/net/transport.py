@@ -61,6 +61,7 @@ class TransportStats:
     idle_closed: int = 0
     handshake_timeouts: int = 0
     first_message_timeouts: int = 0
+    message_timeouts: int = 0  # a message begun and not finished (a trickling peer)
 
 
 @dataclass
@@ -86,7 +87,8 @@ class SipTransportLayer:
     `max_connections` bounds the connections we open (outgoing); each listener has its own
     `ListenerLimits` (given to `listen`, else `listener_limits`). Timeouts in seconds, 0 = off:
     `handshake_timeout` and `first_message_timeout` apply to accepted connections, counted
-    from the accept; `idle_timeout` to every connection.
+    from the accept; after the first message, each message begun must be complete within
+    `first_message_timeout` too; `idle_timeout` applies to every connection.
     """
 
     element: str = "ng911"
@@ -698,7 +700,10 @@ class SipTransportLayer:
     def _periods(self) -> tuple[float, float]:
         """(fast, idle): how often to check unproven connections, and every connection."""
         short = [t for t in (self.handshake_timeout, self.first_message_timeout) if t > 0]
-        idle = min(self.idle_timeout / 2, 5.0) if self.idle_timeout > 0 else 5.0
+        # the pass over every connection: idleness, and messages begun but not finished
+        idle = min(
+            [t / 2 for t in (self.idle_timeout, self.first_message_timeout) if t > 0] + [5.0]
+        )
         fast = min(short) / 4 if short else idle
         return max(0.05, min(fast, 1.0, idle)), max(0.05, idle)
 
@@ -713,7 +718,7 @@ class SipTransportLayer:
             now = time.monotonic()
             if self._unproven:
                 self._sweep_unproven(now)
-            if now - last_idle >= idle_period and self.idle_timeout > 0:
+            if now - last_idle >= idle_period:
                 last_idle = now
                 self._sweep_idle(now)
 
@@ -744,8 +749,25 @@ class SipTransportLayer:
             conn.abort(what)
 
     def _sweep_idle(self, now: float) -> None:
+        slow = self.first_message_timeout
         for conn in list(self._conns.values()):
-            if now - conn.last_used > self.idle_timeout and not conn.closed:
+            if conn.closed:
+                continue
+            since = conn.partial_since
+            if slow > 0 and conn.proven and since is not None and now - since > slow:
+                self.stats.message_timeouts += 1
+                log_limited(
+                    self.log_budgets["connection_timeout"],
+                    logging.INFO,
+                    "connection_timeout",
+                    element=self.element,
+                    peer=str(conn.remote),
+                    connection_id=conn.id,
+                    reason=f"SIP message not completed within {slow:g} s",
+                )
+                conn.abort("message not completed")
+                continue
+            if self.idle_timeout > 0 and now - conn.last_used > self.idle_timeout:
                 self.stats.idle_closed += 1
                 log_event(
                     logging.INFO,
