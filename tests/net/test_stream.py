@@ -7,7 +7,14 @@ import logging
 import pytest
 from nethelpers import options
 
-from ng911.net import Address, ConnectionEvent, ConnectionLimit, MessageEvent, MessageTooLarge
+from ng911.net import (
+    Address,
+    ConnectionEvent,
+    ConnectionLimit,
+    ListenerLimits,
+    MessageEvent,
+    MessageTooLarge,
+)
 from ng911.sip.message import Request, Response
 
 
@@ -134,8 +141,10 @@ async def test_message_size_limit(make_element):
 
 
 async def test_connection_limit(make_element, caplog):
-    server = make_element("server", answer=False, max_connections=1)
-    addr = await server.layer.listen("tcp", "127.0.0.1", 0)
+    server = make_element("server", answer=False)
+    addr = await server.layer.listen(
+        "tcp", "127.0.0.1", 0, limits=ListenerLimits(max_connections=1)
+    )
     _r1, w1 = await _raw_client(addr.port)
     await asyncio.sleep(0.05)
     with caplog.at_level(logging.WARNING, logger="ng911.net"):

@@ -287,6 +287,7 @@ async def _serve(element: str, cfg: Any, args: argparse.Namespace) -> int:
         if element == "esrp":
             extra["lost"] = _observed_lost_client(cfg, recorder, args.lost_cache)
     el: SipElement | None = None
+    handler: logging.Handler | None = None
     try:
         el = kinds[element](cfg, log_keep=0, **extra)
         if args.worker_role:
@@ -295,13 +296,60 @@ async def _serve(element: str, cfg: Any, args: argparse.Namespace) -> int:
             el.worker = WorkerRole.from_json(args.worker_role)
         if not args.quiet:
             el.log.stream = el.log.stream or sys.stderr
+        handler = route_logs(el.log.stream)
         if args.idle_timeout is not None:
             el.transport.idle_timeout = args.idle_timeout  # before start(): the sweeper
         return await _serve_started(el, cfg, args)
     finally:
+        if handler is not None:
+            unroute_logs(handler)
         if recorder is not None:  # only what is still pending: milliseconds
             cpu = el.cpu_seconds if el is not None else 0.0
             recorder.close(element=cfg.name, cpu_seconds=cpu)
+
+
+class _ElementLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that drops records once the element closed its log file (its
+    last connections close after it), instead of printing a logging error."""
+
+    saved: tuple[bool, int, int] = (True, logging.NOTSET, logging.NOTSET)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(self.stream, "closed", False):
+            return
+        super().emit(record)
+
+
+def route_logs(stream: Any) -> logging.Handler:
+    """Send every `ng911.*` logger of this process (the transport's `ng911.net` events,
+    handler failures) to the element's own log: `stream` is its `log_file` when set, else
+    stderr (None: --quiet, only warnings and errors, on stderr). Without this they went to
+    Python's last-resort handler, i.e. stderr, whatever `log_file` said.
+
+    The element's own events (`EventLog`) write to that stream themselves; `ng911.elements`
+    is kept at WARNING so they are not written twice. Undo with `unroute_logs`.
+    """
+    handler = _ElementLogHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))  # the lines are JSON already
+    root = logging.getLogger("ng911")
+    elements = logging.getLogger("ng911.elements")
+    handler.saved = (root.propagate, root.level, elements.level)
+    root.addHandler(handler)
+    root.propagate = False
+    root.setLevel(logging.INFO if stream is not None else logging.WARNING)
+    elements.setLevel(logging.WARNING)
+    return handler
+
+
+def unroute_logs(handler: logging.Handler) -> None:
+    """Detach what `route_logs` attached (the element's log file is about to close)."""
+    root = logging.getLogger("ng911")
+    root.removeHandler(handler)
+    if isinstance(handler, _ElementLogHandler):
+        root.propagate, level, elements_level = handler.saved
+        root.setLevel(level)
+        logging.getLogger("ng911.elements").setLevel(elements_level)
+    handler.flush()
 
 
 def _observed_lost_client(cfg: Any, recorder: Any, use_cache: bool) -> Any:

@@ -154,11 +154,21 @@ class _Plain:
 
 @dataclass(frozen=True, slots=True)
 class ListenerConfig(_Plain):
-    """One listening socket. Port 0 = an ephemeral port (tests, the in-process chain)."""
+    """One listening socket. Port 0 = an ephemeral port (tests, the in-process chain).
+
+    TCP and TLS listeners each have their own connection caps (`ng911.net.admission`), so
+    plain TCP cannot starve TLS: `max_connections` at once, `max_per_source` of them from
+    one IP address. `allowed_peers` (TLS): the SIP domains (RFC 5922) a client certificate
+    must name one of, checked at the handshake; empty = any peer the CAs in `tls.ca` vouch
+    for. A non-empty list on a TLS listener refuses clients without a certificate too.
+    """
 
     transport: str = "udp"
     host: str = "127.0.0.1"
     port: int = 0
+    max_connections: int = 1024
+    max_per_source: int = 256
+    allowed_peers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.transport not in TRANSPORTS:
@@ -167,6 +177,18 @@ class ListenerConfig(_Plain):
             )
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"listener port out of range: {self.port}")
+        if self.max_connections < 1 or self.max_per_source < 1:
+            raise ConfigError(
+                f"listener {self.transport}:{self.port}: max_connections and max_per_source "
+                f"must be >= 1, not {self.max_connections} and {self.max_per_source}"
+            )
+        if self.allowed_peers and self.transport != "tls":
+            raise ConfigError(
+                f"listener {self.transport}:{self.port}: allowed_peers needs a tls listener"
+            )
+        for d in self.allowed_peers:
+            if not d or d != d.strip() or " " in d or "," in d:
+                raise ConfigError(f"allowed_peers: {d!r} is not a SIP domain")
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +211,19 @@ class TlsProfile(_Plain):
     @property
     def enabled(self) -> bool:
         return bool(self.cert and self.key)
+
+
+def _check_timeouts(cfg: ElementConfig) -> None:
+    for name in ("handshake_timeout", "first_message_timeout", "idle_timeout"):
+        value = getattr(cfg, name)
+        if value < 0:
+            raise ConfigError(f"{cfg.name}: {name} must be >= 0 (0 = off), not {value}")
+    hs, first = cfg.handshake_timeout, cfg.first_message_timeout
+    if hs > 0 and 0 < first < hs:
+        raise ConfigError(
+            f"{cfg.name}: first_message_timeout ({first}) is shorter than handshake_timeout "
+            f"({hs}); the first message comes after the handshake"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,8 +281,16 @@ class ElementConfig(_Plain):
     tls: TlsProfile = field(default_factory=TlsProfile)
     hosts: tuple[HostEntry, ...] = ()
     t1: float = 0.5  # RFC 3261 §17.1.1.1 T1; tests on loopback may shorten it
+    # stream connections accepted by the listeners (seconds, counted from the accept; 0 = off):
+    # a TLS handshake not finished, or no complete SIP message, in this time closes them
+    handshake_timeout: float = 5.0
+    first_message_timeout: float = 10.0
+    idle_timeout: float = 300.0  # any connection with no byte either way for this long
     log_file: str = ""  # JSON lines; empty = stderr
     overload: OverloadConfig = field(default_factory=OverloadConfig)
+
+    def __post_init__(self) -> None:
+        _check_timeouts(self)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ from ng911.elements.overload import (
 )
 from ng911.errors import Ng911Error
 from ng911.net.address import DEFAULT_PORTS, Address, Source, is_ip_literal
+from ng911.net.admission import ListenerLimits
 from ng911.net.errors import TransportError
 from ng911.net.transport import SipTransportLayer
 from ng911.pki.tls import client_context, matches_domain, server_context
@@ -325,7 +326,13 @@ class SipElement:
         self.log = EventLog(self.name, stream=stream, keep=log_keep)
         self._client_tls = client_tls
         self._server_tls = server_tls
-        self.transport = SipTransportLayer(element=self.name, client_tls=self._client_ctx())
+        self.transport = SipTransportLayer(
+            element=self.name,
+            client_tls=self._client_ctx(),
+            handshake_timeout=config.handshake_timeout,
+            first_message_timeout=config.first_message_timeout,
+            idle_timeout=config.idle_timeout,
+        )
         self.transport.on_message = self._on_message
         self.transport.observers.extend(observers)
         self.table = TransactionTable()
@@ -390,8 +397,9 @@ class SipElement:
         shared = self.worker is not None
         for lst in self.config.listeners:
             tls = self._server_ctx() if lst.transport == "tls" else None
+            limits = ListenerLimits(lst.max_connections, lst.max_per_source, lst.allowed_peers)
             addr = await self.transport.listen(
-                lst.transport, lst.host, lst.port, tls=tls, reuse_port=shared
+                lst.transport, lst.host, lst.port, tls=tls, reuse_port=shared, limits=limits
             )
             self.addresses.append(addr)
             self.log("listening", transport=addr.transport, address=f"{addr.host}:{addr.port}")

@@ -1,6 +1,7 @@
 """asyncio bindings of the SIP core: UDP, TCP and TLS transports, connection reuse, RFC 3263."""
 
 from ng911.net.address import Address, Source
+from ng911.net.admission import ListenerLimits
 from ng911.net.errors import (
     ConnectionLimit,
     IdentityMismatch,
@@ -19,6 +20,7 @@ __all__ = [
     "HandshakeEvent",
     "IdentityMismatch",
     "InsecureTransportError",
+    "ListenerLimits",
     "MessageEvent",
     "MessageTooLarge",
     "NetEvent",

@@ -22,9 +22,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from ng911.net.address import Address
+from ng911.net.admission import peer_allowed
 from ng911.net.errors import IdentityMismatch, TlsError, TransportError
 from ng911.net.events import HandshakeEvent, WireEvent
-from ng911.net.log import log_event
+from ng911.net.log import log_event, log_limited
 from ng911.pki.errors import CertificateError
 from ng911.pki.tls import describe, matches_domain, peer_identities
 from ng911.sip.errors import SipParseError
@@ -32,7 +33,7 @@ from ng911.sip.message import Request, Response, make_response
 from ng911.sip.parse import StreamParser
 
 if TYPE_CHECKING:
-    from ng911.net.transport import SipTransportLayer
+    from ng911.net.transport import SipTransportLayer, _Listener
 
 _ids = itertools.count(1)
 
@@ -58,8 +59,10 @@ class StreamConnection(asyncio.Protocol):
         expected_identity: str | None = None,
         wildcards: bool = False,
         session_key: tuple[str, int, str | None] | None = None,
+        listener: _Listener | None = None,
     ) -> None:
         self.layer = layer
+        self.listener = listener  # the listener that accepted it (None: we opened it)
         self.id = next(_ids)
         self.kind = kind
         self.role = role
@@ -70,7 +73,9 @@ class StreamConnection(asyncio.Protocol):
         self.local = Address(kind, "?", 0)
         self.identities: frozenset[str] = frozenset()
         self.closed = False
-        self.last_used = time.monotonic()
+        self.last_used = self.opened = time.monotonic()
+        self.proven = False  # a complete SIP message arrived (ends the first-message timer)
+        self.partial_since: float | None = None  # when the message now buffered began
         self.parser = StreamParser(max_size=layer.max_message_size)
         self.expected_identity = expected_identity
         self.wildcards = wildcards
@@ -104,6 +109,7 @@ class StreamConnection(asyncio.Protocol):
         self.remote = _addr(transport, "peername", self.kind)
         self.local = _addr(transport, "sockname", self.kind)
         self._t0 = time.perf_counter()
+        self.opened = time.monotonic()
         sock = transport.get_extra_info("socket")
         if sock is not None:
             import socket
@@ -134,19 +140,26 @@ class StreamConnection(asyncio.Protocol):
             self.ready.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        self.last_used = time.monotonic()
+        self.last_used = now = time.monotonic()
         if self.closed:
             return
         if self._sslobj is None:
             self._feed(data, len(data))
-            return
-        assert self._in_bio is not None
-        self._in_bio.write(data)
-        if not self.handshake_done:
-            self._do_handshake()
-            if not self.handshake_done or self.closed:
-                return
-        self._read_app()
+        else:
+            assert self._in_bio is not None
+            self._in_bio.write(data)
+            if not self.handshake_done:
+                self._do_handshake()
+                if not self.handshake_done or self.closed:
+                    return
+            self._read_app()
+        # a message begun must be finished in time (the sweeper checks): a peer trickling
+        # one byte at a time keeps `last_used` fresh, not this
+        if self.parser.buffered:
+            if self.partial_since is None:
+                self.partial_since = now
+        else:
+            self.partial_since = None
 
     def pause_writing(self) -> None:
         # asyncio's write buffer passed its high-water mark: senders wait (back-pressure)
@@ -248,6 +261,16 @@ class StreamConnection(asyncio.Protocol):
         except CertificateError as exc:
             self._handshake_failed(str(exc))
             return
+        allowed = self.listener.limits.allowed_peers if self.listener is not None else ()
+        if allowed and not peer_allowed(self.identities, allowed):
+            # RFC 5922 §7.3: a valid certificate, but not of a peer this listener serves;
+            # refused before any SIP is read
+            have = ", ".join(sorted(self.identities)) or "no certificate"
+            self.layer.stats.peers_refused += 1
+            self._handshake_failed(
+                f"peer not allowed: certificate names {have}; allowed: {', '.join(allowed)}"
+            )
+            return
         want = self.expected_identity
         if want is not None and not matches_domain(self.identities, want, wildcards=self.wildcards):
             have = ", ".join(sorted(self.identities)) or "none"
@@ -265,10 +288,12 @@ class StreamConnection(asyncio.Protocol):
 
     def _handshake_failed(self, reason: str, *, mismatch: bool = False) -> None:
         self._emit_handshake(ok=False, error=reason)
-        log_event(
+        log_limited(
+            self.layer.log_budgets["tls_refused"],
             logging.WARNING,
             "tls_refused",
             element=self.layer.element,
+            listener=str(self.listener.address) if self.listener is not None else None,
             peer=str(self.remote),
             role=self.role,
             expected=self.expected_identity,
@@ -424,7 +449,8 @@ class StreamConnection(asyncio.Protocol):
 
     def _parse_error(self, exc: SipParseError) -> None:
         self.layer.stats.parse_errors += 1
-        log_event(
+        log_limited(
+            self.layer.log_budgets["sip_parse_error"],
             logging.WARNING,
             "sip_parse_error",
             element=self.layer.element,

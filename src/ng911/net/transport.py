@@ -10,6 +10,13 @@ one the peer opened to us; a response goes back over the connection its request 
 Server transport duties done here (RFC 3261 §18.2.1, RFC 3581 §4): a received request's
 top Via gets `received` when the sent-by host differs from the source address, and `rport`
 filled in when the client asked for it.
+
+Admission and reclaiming (`ng911.net.admission`): each stream listener has its own cap and a
+cap per source address, so plain TCP cannot starve TLS and one host cannot take a listener;
+outgoing connections have their own bound (`max_connections`). A server connection that does
+not finish its TLS handshake within `handshake_timeout`, or deliver one complete SIP message
+within `first_message_timeout`, is aborted; one that did is closed after `idle_timeout`
+without traffic. One sweeper task does all of it (no task or timer per connection).
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ng911.net.address import Address, Source, is_ip_literal
+from ng911.net.admission import ListenerLimits, refusal
 from ng911.net.errors import ConnectionLimit, MessageTooLarge, TlsError, TransportError
 from ng911.net.events import ConnectionEvent, MessageEvent, NetEvent
-from ng911.net.log import log_event
+from ng911.net.log import LogBudget, clean, log_event, log_limited
 from ng911.net.sips import check_secure
 from ng911.net.stream import StreamConnection
 from ng911.net.udp import MAX_DATAGRAM, UdpEndpoint, make_udp_socket
@@ -45,9 +53,15 @@ class TransportStats:
     messages_out: int = 0
     parse_errors: int = 0
     tls_refused: int = 0
-    connections_refused: int = 0
+    connections_refused: int = 0  # every refusal at accept (limits, closing)
+    listener_limit_refused: int = 0
+    source_limit_refused: int = 0
+    peers_refused: int = 0  # valid certificate, name not in the listener's allowed peers
     connections_opened: int = 0
     idle_closed: int = 0
+    handshake_timeouts: int = 0
+    first_message_timeouts: int = 0
+    message_timeouts: int = 0  # a message begun and not finished (a trickling peer)
 
 
 @dataclass
@@ -56,6 +70,9 @@ class _Listener:
     server: asyncio.Server | None = None
     udp: UdpEndpoint | None = None
     tls: ssl.SSLContext | None = None
+    limits: ListenerLimits = field(default_factory=ListenerLimits)
+    open: int = 0  # connections accepted and not yet lost
+    per_source: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -66,11 +83,20 @@ class SipTransportLayer:
     per peer domain). `verify_identity`: check the server certificate names the domain we
     meant to reach (RFC 5922 §7.2) - the domain is `server_name` of `send`, else the
     destination host when it is a name; with only an IP to go by, the chain alone is checked.
+
+    `max_connections` bounds the connections we open (outgoing); each listener has its own
+    `ListenerLimits` (given to `listen`, else `listener_limits`). Timeouts in seconds, 0 = off:
+    `handshake_timeout` and `first_message_timeout` apply to accepted connections, counted
+    from the accept; after the first message, each message begun must be complete within
+    `first_message_timeout` too; `idle_timeout` applies to every connection.
     """
 
     element: str = "ng911"
     client_tls: ssl.SSLContext | TlsProfiles | None = None
-    max_connections: int = 1024
+    max_connections: int = 1024  # outgoing connections
+    listener_limits: ListenerLimits = field(default_factory=ListenerLimits)
+    handshake_timeout: float = 5.0
+    first_message_timeout: float = 10.0
     idle_timeout: float = 300.0
     connect_timeout: float = 5.0
     max_message_size: int = DEFAULT_MAX_SIZE
@@ -84,6 +110,15 @@ class SipTransportLayer:
     def __post_init__(self) -> None:
         self._listeners: list[_Listener] = []
         self._conns: dict[int, StreamConnection] = {}
+        self._unproven: dict[int, StreamConnection] = {}  # accepted, no complete message yet
+        self._outgoing = 0
+        # hostile floods cost the log a few lines a second per event kind, not one per packet
+        self.log_budgets: dict[str, LogBudget] = {
+            "connection_refused": LogBudget(),
+            "connection_timeout": LogBudget(),
+            "tls_refused": LogBudget(),
+            "sip_parse_error": LogBudget(),
+        }
         self._by_addr: dict[tuple[str, str, int], StreamConnection] = {}
         self._by_identity: dict[str, dict[int, StreamConnection]] = {}
         self._by_branch: OrderedDict[str, int] = OrderedDict()
@@ -103,11 +138,13 @@ class SipTransportLayer:
         *,
         tls: ssl.SSLContext | None = None,
         reuse_port: bool = False,
+        limits: ListenerLimits | None = None,
     ) -> Address:
         """Start listening; port 0 picks a free one. Returns the bound address.
 
         `reuse_port` (SO_REUSEPORT): worker processes share the port; the kernel hands each
-        UDP source address/port, and each TCP/TLS connection, to one of them.
+        UDP source address/port, and each TCP/TLS connection, to one of them. `limits`: the
+        connection caps and allowed TLS peers of this listener (default `listener_limits`).
         """
         loop = asyncio.get_running_loop()
         transport = transport.lower()
@@ -121,17 +158,24 @@ class SipTransportLayer:
         if transport == "tls" and tls is None:
             raise TlsError("listening on TLS needs a server SSLContext (ng911.pki.tls)")
 
+        lst = _Listener(
+            Address(transport, host, port), tls=tls, limits=limits or self.listener_limits
+        )
+
         def factory() -> StreamConnection:
-            return StreamConnection(self, kind=transport, role="server", ssl_context=tls)
+            return StreamConnection(
+                self, kind=transport, role="server", ssl_context=tls, listener=lst
+            )
 
         server = await loop.create_server(
             factory, host, port, reuse_address=True, reuse_port=reuse_port or None, backlog=1024
         )
         sockname = server.sockets[0].getsockname()
-        addr = Address(transport, sockname[0], sockname[1])
-        self._listeners.append(_Listener(addr, server=server, tls=tls))
+        lst.address = Address(transport, sockname[0], sockname[1])
+        lst.server = server
+        self._listeners.append(lst)
         self._start_sweeper()
-        return addr
+        return lst.address
 
     async def listen_requests_udp(self, host: str, port: int) -> Address:
         """A UDP socket of this process alone, from which every request goes out (a worker
@@ -363,7 +407,7 @@ class SipTransportLayer:
     async def _open(self, dest: Address, server_name: str | None) -> StreamConnection:
         if self._closing:
             raise TransportError("transport layer is closed")
-        if len(self._conns) >= self.max_connections:
+        if self._outgoing >= self.max_connections:
             self.stats.connections_refused += 1
             raise ConnectionLimit(
                 f"connection limit {self.max_connections} reached; not connecting to {dest}",
@@ -427,19 +471,37 @@ class SipTransportLayer:
 
     # ================================================================= callbacks from connections
     def _admit(self, conn: StreamConnection) -> bool:
-        if self._closing or (len(self._conns) >= self.max_connections and conn.role == "server"):
+        lst = conn.listener
+        reason: str | None = "closing" if self._closing else None
+        if reason is None and lst is not None:
+            reason = refusal(lst.limits, lst.open, lst.per_source.get(conn.remote.host, 0))
+            if reason is not None:
+                if reason.startswith("listener"):
+                    self.stats.listener_limit_refused += 1
+                else:
+                    self.stats.source_limit_refused += 1
+        if reason is not None:
             self.stats.connections_refused += 1
-            log_event(
+            log_limited(
+                self.log_budgets["connection_refused"],
                 logging.WARNING,
                 "connection_refused",
                 element=self.element,
+                listener=str(lst.address) if lst is not None else None,
                 peer=str(conn.remote),
-                reason="closing" if self._closing else f"limit {self.max_connections} reached",
+                reason=reason,
             )
-            self._emit_conn(conn, "refused", "connection limit")
-            conn.abort("connection limit")
+            self._emit_conn(conn, "refused", reason)
+            conn.abort(reason)
             return False
         self._conns[conn.id] = conn
+        if lst is not None:
+            lst.open += 1
+            src = conn.remote.host
+            lst.per_source[src] = lst.per_source.get(src, 0) + 1
+            self._unproven[conn.id] = conn
+        else:
+            self._outgoing += 1
         self.stats.connections_opened += 1
         key = (conn.kind, conn.remote.host, conn.remote.port)
         self._by_addr[key] = conn
@@ -454,6 +516,18 @@ class SipTransportLayer:
     def _connection_lost(self, conn: StreamConnection, reason: str | None) -> None:
         if self._conns.pop(conn.id, None) is None:
             return
+        lst = conn.listener
+        if lst is not None:
+            self._unproven.pop(conn.id, None)
+            lst.open -= 1
+            src = conn.remote.host
+            left = lst.per_source.get(src, 0) - 1
+            if left > 0:
+                lst.per_source[src] = left
+            else:
+                lst.per_source.pop(src, None)
+        else:
+            self._outgoing -= 1
         for key in conn.aliases:
             if self._by_addr.get(key) is conn:
                 del self._by_addr[key]
@@ -488,6 +562,9 @@ class SipTransportLayer:
         acct: tuple[bytes, int, int] | None,
     ) -> None:
         self.stats.messages_in += 1
+        if not conn.proven:
+            conn.proven = True  # a complete message: the first-message timer stops
+            self._unproven.pop(conn.id, None)
         if isinstance(msg, Request) and not self._server_via(msg, conn.remote, conn):
             return
         if acct is not None:
@@ -521,7 +598,8 @@ class SipTransportLayer:
             via = msg.top_via
         except SipParseError as exc:
             self.stats.parse_errors += 1
-            log_event(
+            log_limited(
+                self.log_budgets["sip_parse_error"],
                 logging.WARNING,
                 "sip_parse_error",
                 element=self.element,
@@ -563,7 +641,7 @@ class SipTransportLayer:
             self.on_message(msg, src)
         except Exception:
             logging.getLogger("ng911.net").exception(
-                "on_message handler of %s failed for %s", self.element, msg.first_line
+                "on_message handler of %s failed for %s", self.element, clean(msg.first_line)
             )
 
     # ================================================================= events
@@ -626,26 +704,91 @@ class SipTransportLayer:
 
     # ================================================================= housekeeping
     def _start_sweeper(self) -> None:
-        if self._sweeper is None and self.idle_timeout > 0 and not self._closing:
+        timers = (self.idle_timeout, self.handshake_timeout, self.first_message_timeout)
+        if self._sweeper is None and max(timers) > 0 and not self._closing:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
+    def _periods(self) -> tuple[float, float]:
+        """(fast, idle): how often to check unproven connections, and every connection."""
+        short = [t for t in (self.handshake_timeout, self.first_message_timeout) if t > 0]
+        # the pass over every connection: idleness, and messages begun but not finished
+        idle = min(
+            [t / 2 for t in (self.idle_timeout, self.first_message_timeout) if t > 0] + [5.0]
+        )
+        fast = min(short) / 4 if short else idle
+        return max(0.05, min(fast, 1.0, idle)), max(0.05, idle)
+
     async def _sweep(self) -> None:
-        period = max(0.05, min(self.idle_timeout / 2, 5.0))
+        """One task for every timer: each pass looks at the accepted connections that have
+        not proved themselves yet (few, unless under attack) and, less often, at all of them
+        for idleness. A deadline is overrun by at most one period."""
+        last_idle = time.monotonic()
         while True:
-            await asyncio.sleep(period)
+            fast, idle_period = self._periods()
+            await asyncio.sleep(fast)
             now = time.monotonic()
-            for conn in list(self._conns.values()):
-                if now - conn.last_used > self.idle_timeout:
-                    self.stats.idle_closed += 1
-                    log_event(
-                        logging.INFO,
-                        "connection_idle_closed",
-                        element=self.element,
-                        peer=str(conn.remote),
-                        connection_id=conn.id,
-                        idle=round(now - conn.last_used, 3),
-                    )
-                    conn.close()
+            if self._unproven:
+                self._sweep_unproven(now)
+            if now - last_idle >= idle_period:
+                last_idle = now
+                self._sweep_idle(now)
+
+    def _sweep_unproven(self, now: float) -> None:
+        hs, first = self.handshake_timeout, self.first_message_timeout
+        for conn in list(self._unproven.values()):
+            age = now - conn.opened
+            if conn.closed:
+                continue
+            if hs > 0 and not conn.handshake_done and age > hs:
+                self.stats.handshake_timeouts += 1
+                what, limit = "TLS handshake not finished", hs
+            elif first > 0 and age > first:
+                self.stats.first_message_timeouts += 1
+                what, limit = "no complete SIP message", first
+            else:
+                continue
+            log_limited(
+                self.log_budgets["connection_timeout"],
+                logging.INFO,
+                "connection_timeout",
+                element=self.element,
+                listener=str(conn.listener.address) if conn.listener is not None else None,
+                peer=str(conn.remote),
+                connection_id=conn.id,
+                reason=f"{what} within {limit:g} s",
+            )
+            conn.abort(what)
+
+    def _sweep_idle(self, now: float) -> None:
+        slow = self.first_message_timeout
+        for conn in list(self._conns.values()):
+            if conn.closed:
+                continue
+            since = conn.partial_since
+            if slow > 0 and conn.proven and since is not None and now - since > slow:
+                self.stats.message_timeouts += 1
+                log_limited(
+                    self.log_budgets["connection_timeout"],
+                    logging.INFO,
+                    "connection_timeout",
+                    element=self.element,
+                    peer=str(conn.remote),
+                    connection_id=conn.id,
+                    reason=f"SIP message not completed within {slow:g} s",
+                )
+                conn.abort("message not completed")
+                continue
+            if self.idle_timeout > 0 and now - conn.last_used > self.idle_timeout:
+                self.stats.idle_closed += 1
+                log_event(
+                    logging.INFO,
+                    "connection_idle_closed",
+                    element=self.element,
+                    peer=str(conn.remote),
+                    connection_id=conn.id,
+                    idle=round(now - conn.last_used, 3),
+                )
+                conn.close()
 
     async def close(self) -> None:
         """Close listeners and every connection (TLS close_notify first)."""

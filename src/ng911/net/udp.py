@@ -15,7 +15,7 @@ import socket
 from typing import TYPE_CHECKING, cast
 
 from ng911.net.address import Address
-from ng911.net.log import log_event
+from ng911.net.log import log_event, log_limited
 from ng911.sip.errors import SipParseError
 from ng911.sip.message import Request, Response, make_response
 from ng911.sip.parse import parse_message
@@ -160,12 +160,15 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             if exc.partial is not None and self.transport is not None:
                 # RFC 3261 §21.4 / §18.2.1: answer a bad request if we can; never a response
                 try:
-                    resp = make_response(exc.partial, exc.status, exc.reason[:100] or None)
+                    # a reason phrase is one line of printable text (no response splitting)
+                    phrase = "".join(c if c.isprintable() else " " for c in exc.reason[:100])
+                    resp = make_response(exc.partial, exc.status, phrase or None)
                     self.transport.sendto(resp.to_bytes(), addr)
                     answered = True
                 except Exception as inner:
                     log_event(logging.DEBUG, "parse_error_no_answer", reason=str(inner))
-            log_event(
+            log_limited(
+                self.layer.log_budgets["sip_parse_error"],
                 logging.WARNING,
                 "sip_parse_error",
                 element=self.layer.element,

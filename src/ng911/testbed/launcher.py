@@ -203,8 +203,28 @@ class _Pki:
         )
 
 
-def _listeners(host: Host, address: str) -> tuple[ListenerConfig, ...]:
-    return tuple(ListenerConfig(t, address, SIP_PORTS[t]) for t in host.listen)
+def _listeners(
+    host: Host, address: str, allowed_peers: tuple[str, ...] = ()
+) -> tuple[ListenerConfig, ...]:
+    """`allowed_peers` goes on the TLS listener (RFC 5922 §7.3: whom a mutual-TLS hop serves)."""
+    return tuple(
+        ListenerConfig(t, address, SIP_PORTS[t], allowed_peers=allowed_peers if t == "tls" else ())
+        for t in host.listen
+    )
+
+
+def allowed_peers(topo: Topology, h: Host) -> tuple[str, ...]:
+    """The domains whose certificates `h`'s mutual-TLS listener accepts: the hosts that open
+    connections to it. The ESRP: the VSP (hop 2) and the PSAPs (in-dialog requests back
+    through its Record-Route); a psapd: the ESRP (hop 3) and its own call takers (hop 4,
+    REGISTER). Any other certificate from the run's CA is refused at the handshake."""
+    if h.role == "esrp":
+        peers = [*topo.by_role("vsp"), *topo.by_role("psap")]
+    elif h.role == "psap":
+        peers = [*topo.by_role("esrp"), *topo.takers_of(h.name)]
+    else:
+        return ()
+    return tuple(dict.fromkeys(p.domain for p in peers))
 
 
 async def start_chain(
@@ -291,10 +311,11 @@ def element_configs(
         if opts.element_logs is not None:
             opts.element_logs.mkdir(parents=True, exist_ok=True)
             log_file = str(opts.element_logs / f"{h.name}.jsonl")
+        peers = allowed_peers(topo, h) if mutual else ()
         return {
             "name": h.name,
             "fqdn": h.domain,
-            "listeners": _listeners(h, addresses[h.name]),
+            "listeners": _listeners(h, addresses[h.name], peers),
             "tls": pki.profile(h, require_client_cert=mutual, keylog=keylog_of(h)),
             "hosts": hosts_table(topo, h, addresses, ov),
             "t1": opts.t1,
