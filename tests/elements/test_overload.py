@@ -49,8 +49,10 @@ def test_priority_of_a_response_and_of_a_broken_request():
 def test_controller_backs_off_and_recovers_without_flapping():
     c = LoadController(lag_target=0.05, backlog_target=32)
     assert not c.sample(0.2)  # one late timer is a pause, not an overload
+    assert not c.sample(0.0)
+    assert not c.sample(0.2) and not c.sample(0.2)
     assert c.shed == 0.0
-    assert c.sample(0.2)  # the second in a row is
+    assert c.sample(0.2)  # the third in a row is
     assert c.overloaded and c.shed == 0.1
     for _ in range(20):
         c.sample(0.0, backlog=64)  # a deep UDP backlog counts as overload too

@@ -81,6 +81,7 @@ class LoadController:
         step_up: float = 0.1,
         step_down: float = 0.02,
         max_shed: float = 1.0,
+        confirm: int = 3,
     ) -> None:
         self.lag_target = lag_target
         self.backlog_target = backlog_target
@@ -90,10 +91,11 @@ class LoadController:
         self.step_up = step_up
         self.step_down = step_down
         self.max_shed = max_shed
+        self.confirm = max(1, confirm)
         self.shed = 0.0  # fraction of new normal requests refused
         self.lag = 0.0  # last lag sample, seconds
         self.backlog = 0  # last backlog sample, datagrams
-        self._over_before = False
+        self._over_run = 0  # consecutive samples over target
         self.seq = 0  # RFC 7339 oc-seq: bumped on every change of `shed`
         self.refused = 0
         self.refused_priority = 0
@@ -104,21 +106,22 @@ class LoadController:
 
     def sample(self, lag: float, backlog: int = 0) -> bool:
         """One sample: how late a periodic timer ran (`lag`, s) and the most datagrams found
-        queued at one wake-up since the last sample (`backlog`). Shedding rises only when two
-        samples in a row are over (one late timer is a pause, not an overload). True when
+        queued at one wake-up since the last sample (`backlog`). Shedding rises only when `confirm`
+        samples in a row are over (`confirm`: one late timer is a pause, not an overload; a
+        test machine's hiccups should not refuse anyone's REGISTER). True when
         the state changed between overloaded and not (the element logs it)."""
         self.lag = lag
         self.backlog = backlog
         before = self.overloaded
         old = self.shed
         over = lag > self.lag_target or backlog > self.backlog_target
-        if over and self._over_before:
+        self._over_run = self._over_run + 1 if over else 0
+        if self._over_run >= self.confirm:
             self.shed = min(self.max_shed, self.shed + self.step_up)
         elif not over and lag < self.lag_target / 2 and self.shed > 0.0:
             self.shed = max(0.0, self.shed - self.step_down)
             if self.shed < 1e-9:
                 self.shed = 0.0
-        self._over_before = over
         if self.shed != old:
             self.seq += 1
         return before != self.overloaded

@@ -120,6 +120,7 @@ class Proxy(SipElement):
 
     role = "proxy"
     record_route = True
+    sheds_load = True
 
     def __init__(self, config: Any, **kw: Any) -> None:
         super().__init__(config, **kw)

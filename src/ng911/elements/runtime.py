@@ -51,6 +51,7 @@ from ng911.errors import Ng911Error
 from ng911.net.address import DEFAULT_PORTS, Address, Source, is_ip_literal
 from ng911.net.admission import ListenerLimits
 from ng911.net.errors import TransportError
+from ng911.net.log import MAX_FIELD, clean
 from ng911.net.transport import SipTransportLayer
 from ng911.pki.tls import client_context, matches_domain, server_context
 from ng911.sip.errors import SipParseError
@@ -147,7 +148,12 @@ class EventLog:
         if call_id is not None:
             rec["call_id"] = call_id
         rec["what"] = what
-        rec.update(fields)
+        for k, v in fields.items():
+            # peer-supplied text (first lines, reasons, URIs) is bounded and escaped; the
+            # common case, short printable text, costs one C-level check
+            if isinstance(v, str) and (len(v) > MAX_FIELD or not v.isprintable()):
+                v = clean(v)
+            rec[k] = v
         if self.keep:
             self.records.append(rec)
             if len(self.records) > self.keep:
@@ -304,6 +310,9 @@ class SipElement:
 
     role = "element"
     answers_options = True
+    # overload control and per-source limits (`overload.py`): the proxies turn it on; a UA
+    # serves its own few dialogs and has nothing to shed
+    sheds_load = False
 
     def __init__(
         self,
@@ -358,6 +367,7 @@ class SipElement:
         self.source_limiter = SourceLimiter(ol.source_rate, ol.source_burst)
         self.trusted = TrustedSources(ol.trusted, self.hosts.values())
         self._rejected = RejectedRequests()
+        self._admission = self.sheds_load and ol.enabled
         self._lag_timer: asyncio.TimerHandle | None = None
         self._shed_logged = (0, 0, 0.0)  # refused, source-limited, when last logged
 
@@ -412,7 +422,7 @@ class SipElement:
                 count=self.worker.count,
                 via=f"{self.via_udp.host}:{self.via_udp.port}",
             )
-        if self.config.overload.enabled:
+        if self._admission:
             self._sample_lag(self.loop.time())
         await self.started()
         return list(self.addresses)
@@ -876,7 +886,7 @@ class SipElement:
             if ctx is not None:
                 self._run(ctx, tx.on_request(req))
             return
-        if self.config.overload.enabled and not self._admit(req, source):
+        if self._admission and not self._admit(req, source):
             return
         # RFC 3261 §16.3 item 1 / §8.2: a reasonable syntax check of what every element
         # reads (the rest is parsed, and refused with 400, where it is used)
