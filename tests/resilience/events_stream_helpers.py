@@ -23,6 +23,9 @@ def psap_config(tmp: Path, port: int) -> Path:
     cfg = tmp / "psap.toml"
     cfg.write_text(
         '[psap]\nname = "psap-flood"\n'
+        # every OPTIONS must be answered (and recorded): this floods the event recorder,
+        # not overload control (tests/resilience/test_flood.py floods that)
+        "overload = {enabled = false}\n"
         f'listeners = [{{transport = "udp", host = "127.0.0.1", port = {port}}}]\n'
     )
     return cfg
