@@ -6,6 +6,7 @@ import asyncio
 
 from ng911.elements.config import ListenerConfig, OverloadConfig, VspConfig
 from ng911.elements.overload import (
+    Admission,
     LoadController,
     RejectedRequests,
     SourceLimiter,
@@ -129,8 +130,8 @@ async def test_a_shed_request_gets_503_retry_after_and_oc_and_its_ack_is_absorbe
     t, sink = await loop.create_datagram_endpoint(_Sink, local_addr=("127.0.0.1", 0))
     port = t.get_extra_info("sockname")[1]
     try:
-        vsp.overload.shed = 1.0  # as if overloaded
-        vsp.overload.seq = 9
+        vsp.admission.controller.shed = 1.0  # as if overloaded
+        vsp.admission.controller.seq = 9
         vsp_addr = ("127.0.0.1", vsp.addresses[0].port)
         invite = (
             "INVITE sip:bob@127.0.0.1:9 SIP/2.0\r\n"
@@ -167,3 +168,30 @@ async def test_a_shed_request_gets_503_retry_after_and_oc_and_its_ack_is_absorbe
     finally:
         t.close()
         await vsp.close()
+
+
+def test_admission_drops_a_datagram_flood_answers_a_stream_and_logs_once_a_second():
+    adm = Admission(
+        OverloadConfig(source_rate=1, source_burst=1, retry_after=6),
+        known_hosts=["127.0.0.9"],
+        random=lambda: 0.0,
+    )
+
+    def decide(host: str, **kw: object) -> object:
+        args = {"authenticated": False, "reliable": False, "transactions": 0, "now": 0.0}
+        args.update(kw)
+        return adm.decide(Priority.NORMAL, host, **args)  # type: ignore[arg-type]
+
+    assert decide("10.0.0.1").admit
+    udp = decide("10.0.0.1")
+    assert not udp.admit and not udp.answer  # dropped, pike-style
+    tcp = decide("10.0.0.1", reliable=True)
+    assert not tcp.admit and tcp.answer and tcp.retry_after == 6
+    assert decide("127.0.0.9").admit and decide("127.0.0.9").admit  # a known peer
+    assert decide("10.0.0.2").admit and decide("10.0.0.2", authenticated=True).admit
+    assert adm.spread(10) == 10
+    first = adm.sample(0.0, 0, 3, now=5.0)
+    assert [w for w, _ in first] == ["shedding"] and first[0][1]["source_limited"] == 2
+    assert adm.sample(0.0, 0, 3, now=5.5) == []  # once a second at most
+    recs = [adm.sample(0.2, 0, 3, now=6.0 + i / 50) for i in range(3)]
+    assert recs[-1][0][0] == "overload"

@@ -37,15 +37,19 @@ The rules (DESIGN.md, "An element under stress"):
 from __future__ import annotations
 
 import ipaddress
+import random as _random
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from ng911.elements.config import OverloadConfig
 from ng911.sip.priority import Priority, classify
 
 __all__ = [
     "Admission",
+    "Decision",
     "LoadController",
+    "LogRecord",
     "Priority",
     "RejectedRequests",
     "SourceLimiter",
@@ -56,15 +60,17 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
-class Admission:
-    """What to do with a new request: admit it, or refuse it (503, Retry-After)."""
+class Decision:
+    """What to do with a new request: admit it, refuse it (503 + Retry-After), or, when
+    `answer` is False, drop it unanswered."""
 
     admit: bool
     reason: str = ""
     retry_after: int = 0
+    answer: bool = True
 
 
-ADMIT = Admission(True)
+ADMIT = Decision(True)
 
 
 class LoadController:
@@ -126,22 +132,22 @@ class LoadController:
             self.seq += 1
         return before != self.overloaded
 
-    def admit(self, priority: Priority, transactions: int, draw: float) -> Admission:
+    def admit(self, priority: Priority, transactions: int, draw: float) -> Decision:
         """Admit or refuse a new request; `draw` is uniform in [0, 1) (the caller's RNG,
         so tests choose it)."""
         if transactions >= self.hard_max_transactions:
             self.refused += 1
             if priority != Priority.NORMAL:
                 self.refused_priority += 1
-            return Admission(False, f"{transactions} transactions (hard limit)", self.retry_after)
+            return Decision(False, f"{transactions} transactions (hard limit)", self.retry_after)
         if priority != Priority.NORMAL:
             return ADMIT
         if transactions >= self.max_transactions:
             self.refused += 1
-            return Admission(False, f"{transactions} transactions", self.retry_after)
+            return Decision(False, f"{transactions} transactions", self.retry_after)
         if self.shed > 0.0 and draw < self.shed:
             self.refused += 1
-            return Admission(False, f"overload, shedding {self.shed:.0%}", self.retry_after)
+            return Decision(False, f"overload, shedding {self.shed:.0%}", self.retry_after)
         return ADMIT
 
 
@@ -242,3 +248,97 @@ class RejectedRequests:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+
+LogRecord = tuple[str, dict[str, object]]
+
+
+class Admission:
+    """Everything an element decides about a new request before it costs a transaction:
+    the per-source limit, then the load controller; and what to log about it, once a second.
+
+    The element feeds it (`decide` per new request, `sample` from a periodic timer) and
+    carries out the answers (a stateless 503, a log line); it holds no clock or socket.
+    """
+
+    def __init__(
+        self,
+        cfg: OverloadConfig,
+        known_hosts: Iterable[str] = (),
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        self.controller = LoadController(
+            lag_target=cfg.lag_target,
+            backlog_target=cfg.backlog_target,
+            max_transactions=cfg.max_transactions,
+            hard_max_transactions=cfg.hard_max_transactions,
+            retry_after=cfg.retry_after,
+        )
+        self.sources = SourceLimiter(cfg.source_rate, cfg.source_burst)
+        self.trusted = TrustedSources(cfg.trusted, known_hosts)
+        self.refused_keys = RejectedRequests()  # INVITEs refused: absorb their ACKs
+        self.retry_after = cfg.retry_after
+        self._random = random
+        self._logged: tuple[int, int, float] = (0, 0, 0.0)  # refused, limited, when
+
+    def decide(
+        self,
+        priority: Priority,
+        host: str,
+        *,
+        authenticated: bool,
+        reliable: bool,
+        transactions: int,
+        now: float,
+    ) -> Decision:
+        sources = self.sources
+        if (
+            sources.enabled
+            and not authenticated  # a mutually authenticated TLS peer is a known one
+            and host not in self.trusted
+            and not sources.allow(host, priority, now)
+        ):
+            # pike-style: a datagram flood is dropped unanswered (an answer is more work and
+            # feeds a reflection); a stream peer is told, so it does not wait on us
+            return Decision(False, "source limit", self.retry_after, answer=reliable)
+        return self.controller.admit(priority, transactions, self._random())
+
+    def spread(self, retry_after: int) -> int:
+        """Retry-After spread over [n, 1.5 n], so refused clients do not all come back in
+        the same second."""
+        return retry_after + int(self._random() * (retry_after // 2 + 1))
+
+    def sample(self, lag: float, backlog: int, transactions: int, now: float) -> list[LogRecord]:
+        """Feed the controller one sample; the log records to write: a state change, and at
+        most one `shedding` summary a second (never a line per refused request)."""
+        ctl = self.controller
+        out: list[LogRecord] = []
+        if ctl.sample(max(0.0, lag), backlog):
+            out.append(
+                (
+                    "overload" if ctl.overloaded else "overload_end",
+                    {
+                        "lag_ms": round(ctl.lag * 1000, 1),
+                        "backlog": ctl.backlog,
+                        "shed": round(ctl.shed, 2),
+                        "transactions": transactions,
+                    },
+                )
+            )
+        refused, limited, last = self._logged
+        if now - last >= 1.0 and (ctl.refused != refused or self.sources.limited != limited):
+            out.append(
+                (
+                    "shedding",
+                    {
+                        "refused": ctl.refused - refused,
+                        "refused_priority": ctl.refused_priority,
+                        "source_limited": self.sources.limited - limited,
+                        "shed": round(ctl.shed, 2),
+                        "lag_ms": round(ctl.lag * 1000, 1),
+                        "transactions": transactions,
+                    },
+                )
+            )
+            self._logged = (ctl.refused, self.sources.limited, now)
+        return out

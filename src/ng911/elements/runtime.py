@@ -39,14 +39,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ng911.elements.config import ElementConfig
-from ng911.elements.overload import (
-    LoadController,
-    RejectedRequests,
-    SourceLimiter,
-    TrustedSources,
-    classify,
-    overload_via_params,
-)
+from ng911.elements.overload import Admission, overload_via_params
 from ng911.errors import Ng911Error
 from ng911.net.address import DEFAULT_PORTS, Address, Source, is_ip_literal
 from ng911.net.admission import ListenerLimits
@@ -57,6 +50,7 @@ from ng911.pki.tls import client_context, matches_domain, server_context
 from ng911.sip.errors import SipParseError
 from ng911.sip.headers import MAGIC_COOKIE, Via, new_tag
 from ng911.sip.message import Request, Response, make_response
+from ng911.sip.priority import classify
 from ng911.sip.transaction import (
     CancelTimer,
     ClientTransaction,
@@ -356,18 +350,9 @@ class SipElement:
         self._gc_freezer: asyncio.TimerHandle | None = None
         self.worker: WorkerRole | None = None  # set before start() in a worker process
         self.via_udp: Address | None = None  # a worker's own UDP port (its Via sent-by)
-        ol = config.overload
-        self.overload = LoadController(
-            lag_target=ol.lag_target,
-            backlog_target=ol.backlog_target,
-            max_transactions=ol.max_transactions,
-            hard_max_transactions=ol.hard_max_transactions,
-            retry_after=ol.retry_after,
-        )
-        self.source_limiter = SourceLimiter(ol.source_rate, ol.source_burst)
-        self.trusted = TrustedSources(ol.trusted, self.hosts.values())
-        self._rejected = RejectedRequests()
-        self._admission = self.sheds_load and ol.enabled
+        self.admission = Admission(config.overload, self.hosts.values(), _branch_rng.random)
+        self._lag_timer: asyncio.TimerHandle | None = None
+        self._admission = self.sheds_load and config.overload.enabled
         self._lag_timer: asyncio.TimerHandle | None = None
         self._shed_logged = (0, 0, 0.0)  # refused, source-limited, when last logged
 
@@ -876,7 +861,8 @@ class SipElement:
                     self._run(ctx, tx.on_request(req))
                     ctx.data.pop("ack_source", None)
                 return
-            if self._rejected and server_key(req) in self._rejected:
+            refused = self.admission.refused_keys
+            if refused and server_key(req) in refused:
                 return  # the ACK for a 503 we sent statelessly under overload
             self.on_ack(req, source)
             return
@@ -920,80 +906,51 @@ class SipElement:
             req.headers.get_all("Resource-Priority"),
             recognised_emergency=req.method == "INVITE" and self.recognises_emergency(req),
         )
-        limiter = self.source_limiter
-        host = source.address.host
-        if (
-            limiter.enabled
-            and not source.peer_identities  # a mutually authenticated peer is known
-            and host not in self.trusted
-            and not limiter.allow(host, priority, self.loop.time())
-        ):
-            # pike-style: a datagram flood is dropped unanswered (an answer is more work and
-            # feeds a reflection); a stream peer is told, so it does not wait on us
-            if source.address.reliable and req.method != "ACK":
-                self._refuse(req, source, self.config.overload.retry_after, "source limit")
-            return False
-        adm = self.overload.admit(priority, len(self._ctxs), _branch_rng.random())
-        if adm.admit:
+        d = self.admission.decide(
+            priority,
+            source.address.host,
+            authenticated=bool(source.peer_identities),
+            reliable=source.address.reliable,
+            transactions=len(self._ctxs),
+            now=self.loop.time(),
+        )
+        if d.admit:
             return True
-        self._refuse(req, source, adm.retry_after, adm.reason)
+        if d.answer and req.method != "ACK":
+            self._refuse(req, source, d.retry_after)
         return False
 
-    def _refuse(self, req: Request, source: Source, retry_after: int, why: str) -> None:
+    def _refuse(self, req: Request, source: Source, retry_after: int) -> None:
         """503 + Retry-After (RFC 3261 §21.5.4), without a transaction: under overload a
-        refusal must cost far less than the work it saves. Retry-After is spread over
-        [n, 1.5 n] so refused clients do not all come back in the same second."""
-        if req.method == "ACK":
-            return
+        refusal must cost far less than the work it saves."""
+        adm = self.admission
         try:
-            wait = retry_after + int(_branch_rng.random() * (retry_after // 2 + 1))
             resp = make_response(
                 req,
                 503,
                 "Service Unavailable",
                 to_tag=new_tag() if req.to_addr.tag is None else None,
-                extra=(("Retry-After", str(wait)),),
+                extra=(("Retry-After", str(adm.spread(retry_after))),),
             )
             via = req.top_via
             if via.param("oc") is not None:  # RFC 7339 §5.1: the client supports oc
-                params = overload_via_params(self.overload.shed, self.overload.seq)
+                params = overload_via_params(adm.controller.shed, adm.controller.seq)
                 resp.headers.replace_first("Via", str(via.with_params(**params)))
             if req.method == "INVITE":
-                self._rejected.add(server_key(req))
+                adm.refused_keys.add(server_key(req))
             self.send_stateless(resp, source.address, connection_id=source.connection_id)
         except Ng911Error as exc:
-            self.log("refuse_failed", call_id=req.headers.get("Call-ID"), error=str(exc)[:120])
+            self.log("refuse_failed", call_id=req.headers.get("Call-ID"), error=str(exc))
 
     def _sample_lag(self, expected: float) -> None:
         """How late this periodic timer runs is how long any ready callback (a received
         datagram) waits: the event loop's lag, the overload signal."""
         now = self.loop.time()
-        interval = self.config.overload.sample_interval
-        ol = self.overload
-        if ol.sample(max(0.0, now - expected), self.transport.udp_backlog_peak()):
-            self.log(
-                "overload" if ol.overloaded else "overload_end",
-                lag_ms=round(ol.lag * 1000, 1),
-                backlog=ol.backlog,
-                shed=round(ol.shed, 2),
-                transactions=len(self._ctxs),
-            )
-        refused, limited, last = self._shed_logged
-        if now - last >= 1.0 and (
-            ol.refused != refused or self.source_limiter.limited != limited
-        ):
-            # one summary a second, never a line per refused request
-            self.log(
-                "shedding",
-                refused=ol.refused - refused,
-                refused_priority=ol.refused_priority,
-                source_limited=self.source_limiter.limited - limited,
-                shed=round(ol.shed, 2),
-                lag_ms=round(ol.lag * 1000, 1),
-                transactions=len(self._ctxs),
-            )
-            self._shed_logged = (ol.refused, self.source_limiter.limited, now)
-        self._lag_timer = self.loop.call_at(now + interval, self._sample_lag, now + interval)
+        backlog = self.transport.udp_backlog_peak()
+        for what, fields in self.admission.sample(now - expected, backlog, len(self._ctxs), now):
+            self.log(what, **fields)
+        nxt = now + self.config.overload.sample_interval
+        self._lag_timer = self.loop.call_at(nxt, self._sample_lag, nxt)
 
     def _check_peer(self, source: Source) -> None:
         """`tls.expected_peer`: requests over TLS only from peers whose certificate names
