@@ -48,6 +48,7 @@ import csv
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -80,6 +81,7 @@ KAMAILIO = shutil.which("kamailio") or (
 RESULTS = Path(__file__).resolve().parent / "results"
 FLOOD_SRC = "127.0.0.2"  # the flooding peer
 SOS_SRC = "127.0.0.3"  # the emergency caller (this process)
+NG911_LADDER = [200, 300, 400, 500, 600, 750, 900, 1000, 1250, 1500, 1750, 2000, 2500]
 SOS_RATE = 2.0  # emergency calls per second, beside the flood
 CALL_TIMEOUT = 10.0  # s an emergency call may take to complete
 HOLD = 0.1  # s between ACK and BYE
@@ -338,7 +340,18 @@ def sipp_stat(path: Path) -> dict[str, int]:
         except ValueError:
             return 0
 
+    created = 0.0  # s until SIPp had created every call (rows every second, -fd 1)
+    target = n("OutgoingCall(C)")
+    for i, row in enumerate(rows[1:], 1):
+        try:
+            if int(float(row[rows[0].index("OutgoingCall(C)")] or 0)) >= target:
+                created = float(i)
+                break
+        except (ValueError, IndexError):
+            continue
     return {
+        "created": target,
+        "created_in_s": int(created),
         "ok": n("SuccessfulCall(C)"),
         "failed": n("FailedCall(C)"),
         "retrans": n("Retransmissions(C)"),
@@ -354,7 +367,10 @@ def _sos_invite(port: int, cid: str, tag: str, branch: str) -> bytes:
     t = emergency_invite().decode()
     t = t.replace("192.0.2.10:5060", f"{SOS_SRC}:{port}").replace("192.0.2.10", SOS_SRC)
     t = t.replace("z9hG4bK776asdhds", branch).replace("a84b4c76e66710@" + SOS_SRC, cid)
-    return t.replace("tag=1928301774", f"tag={tag}").encode()
+    t = t.replace("tag=1928301774", f"tag={tag}")
+    head, _, body = t.partition("\r\n\r\n")  # the body's addresses changed: its length too
+    head = re.sub(r"Content-Length: \d+", f"Content-Length: {len(body.encode())}", head)
+    return (head + "\r\n\r\n" + body).encode()
 
 
 class EmergencyUac(asyncio.DatagramProtocol):
@@ -368,8 +384,7 @@ class EmergencyUac(asyncio.DatagramProtocol):
         self.n = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]
         self.port = transport.get_extra_info("sockname")[1]
 
     async def call(self) -> dict[str, Any]:
@@ -802,6 +817,7 @@ class Rung:
     flood_calls: int = 0
     flood_ok: int = 0
     flood_failed: int = 0
+    flood_achieved_cps: float = 0.0  # calls SIPp created / the seconds it took (its own limit)
     flood_503: int = 0
     sos_calls: int = 0
     sos_ok: int = 0
@@ -851,7 +867,7 @@ def ramp(proxy: Proxy, uas: SippUas, rates: Sequence[int], seconds: float, workd
         st = sipp_stat(workdir / f"ramp-{proxy.name}-{rate}-stat.csv")
         counts = read_counts(workdir)
         ok = proc.returncode == 0 and st.get("ok", 0) >= calls and not counts["503"]
-        ok = ok and wall <= seconds * 1.2 + 1.0
+        ok = ok and wall <= seconds + HOLD + 0.6  # no backlog: the calls end with the step
         print(f"  ramp {proxy.name:<17} {rate:>5} cps: {st.get('ok', 0)}/{calls} ok, "
               f"{counts['503']} x 503, {wall:.1f} s  {'ok' if ok else 'FAIL'}",
               flush=True)  # fmt: skip
@@ -870,10 +886,11 @@ def rung(
     seconds: float,
     recover: float,
     workdir: Path,
+    rss_base: float,
 ) -> Rung:
     rate = int(held * factor)
     r = Rung(proxy.name, factor, held, rate)
-    r.rss_before_mb = proxy.rss_mb()
+    r.rss_before_mb = rss_base  # before the first flood (after the ramp): what "back" means
     sampler = RssSampler(proxy)
     sampler.start()
     r.flood_calls = max(1, int(rate * seconds))
@@ -901,6 +918,8 @@ def rung(
     r.rss_after_mb = proxy.rss_mb()
     st = sipp_stat(workdir / f"{tag}-stat.csv")
     r.flood_ok, r.flood_failed = st.get("ok", 0), st.get("failed", 0)
+    if st.get("created_in_s"):
+        r.flood_achieved_cps = round(st["created"] / max(seconds, st["created_in_s"]))
     r.flood_503 = read_counts(workdir)["503"]
     r.sos_calls = len(sos)
     r.sos_ok = sum(1 for c in sos if c["ok"])
@@ -922,7 +941,8 @@ def fmt_rung(r: Rung) -> str:
         return format(v, fmt) if v is not None else "-"
 
     return (
-        f"{r.proxy:<17} {r.factor:>3.0f}x {r.flood_cps:>6} {r.sos_ok:>4}/{r.sos_calls:<4} "
+        f"{r.proxy:<17} {r.factor:>3.0f}x {r.flood_cps:>6} {r.flood_achieved_cps:>6.0f} "
+        f"{r.sos_ok:>4}/{r.sos_calls:<4} "
         f"{r.sos_completed_pct:>6.1f} {r.flood_503:>7} {f(r.setup_p50_ms, '.1f'):>8} "
         f"{f(r.setup_p95_ms, '.1f'):>8} {r.rss_before_mb:>7.0f} {r.rss_peak_mb:>7.0f} "
         f"{r.rss_after_mb:>7.0f} {f(r.recover_call_s, '.1f'):>8} {f(r.recover_rss_s, '.1f'):>8}"
@@ -930,7 +950,7 @@ def fmt_rung(r: Rung) -> str:
 
 
 HEADER = (
-    f"{'proxy':<17} {'x':>4} {'flood':>6} {'sos ok':>9} {'sos %':>6} {'503s':>7} "
+    f"{'proxy':<17} {'x':>4} {'flood':>6} {'sent':>6} {'sos ok':>9} {'sos %':>6} {'503s':>7} "
     f"{'p50 ms':>8} {'p95 ms':>8} {'RSS0':>7} {'peak':>7} {'after':>7} {'rec call':>8} "
     f"{'rec RSS':>8}"
 )
@@ -964,17 +984,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             s.bind((addr, 0))
     seconds = args.flood_seconds or (6.0 if args.quick else 15.0)
     recover = 10.0 if args.quick else 30.0
-    ramp_s = 1.5 if args.quick else 3.0
+    ramp_s = 2.0 if args.quick else 3.0
     held_flags = dict(kv.split("=") for kv in args.held.split(",") if "=" in kv)
     factors = [float(x) for x in args.factors.split(",") if x]
     ladders = {
-        "vsp": [200, 400, 600, 800, 1000, 1200]
+        "vsp": [400, 800, 1200, 1600, 2000, 2400] if args.quick else NG911_LADDER,
+        "esrp": [400, 800, 1200, 1600, 2000, 2400] if args.quick else NG911_LADDER,
+        "kamailio": [2000, 3000, 4000]
         if args.quick
-        else [200, 300, 400, 500, 600, 750, 900, 1000, 1250, 1500],
-        "esrp": [200, 400, 600, 800, 1000, 1200]
-        if args.quick
-        else [200, 300, 400, 500, 600, 750, 900, 1000, 1250, 1500],
-        "kamailio": [1000, 2000, 3000] if args.quick else [1000, 1500, 2000, 2500, 3000, 3500],
+        else [1000, 2000, 2500, 3000, 3500, 4000, 5000],
     }
     t_start = time.monotonic()
     rungs: list[Rung] = []
@@ -997,8 +1015,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     held = max(held, 100)
                     held_rates[key] = held
                     proxy.set_limit(held)
+                    time.sleep(1.0)
+                    rss_base = proxy.rss_mb()
                     for fac in factors:
-                        rungs.append(rung(proxy, uas, held, fac, seconds, recover, pdir))
+                        rungs.append(rung(proxy, uas, held, fac, seconds, recover, pdir, rss_base))
                 finally:
                     proxy.stop()
         finally:
@@ -1018,6 +1038,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "flood_seconds": seconds,
         "sos_rate_cps": SOS_RATE,
         "held_cps": held_rates,
+        "flood": "SIPp plain calls (INVITE+SDP, ACK, BYE; 503s ACKed) from 127.0.0.2 to a SIPp "
+        "callee through the proxy, at factor x held_cps",
+        "emergency": "911 INVITE with multipart SDP + PIDF-LO from 127.0.0.3 at 2 cps, "
+        "setup = INVITE->180 (perf_counter), completed = 200 to INVITE and to BYE within 10 s",
+        "kamailio": "sos and in-dialog requests bypass pike (4 x held per 2 s per source) and "
+        "ratelimit (TAILDROP at held cps); over either: 503 + Retry-After: 5",
         "goal": {"sos_completed_pct_at_4x": 99},
         "rungs": [asdict(r) for r in rungs],
         "elapsed_s": round(elapsed, 1),
