@@ -1,0 +1,394 @@
+"""The rig the resilience benches share: `ng911 run` elements as processes, probes, /proc.
+
+Not a benchmark (running it does nothing): `bench/fuzz.py` and `bench/resilience.py` import
+it. What it holds:
+
+- `Element`: one `ng911 run KIND --config FILE --ready` process, its config written as TOML
+  from a plain dict (`toml_table`), its stderr in a file beside the element's `log_file`, so
+  a run can count tracebacks afterwards (`tracebacks`);
+- `options_probe` / `lost_probe`: does a SIP element answer an OPTIONS over UDP, does a LoST
+  server answer a findService;
+- `/proc` readers: resident memory (`rss_mb`), CPU time of every thread (`cpu_seconds`,
+  from the scheduler's own account, ANCHORS.md), kernel drops of a UDP port (`udp_drops`);
+- `in_private_netns`: re-run a command in a network namespace of its own with only `lo`
+  up, so traffic the run provokes can never leave the machine (hostile input may name any
+  address as a next hop).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+LOCAL = "127.0.0.1"
+BOUNDARIES = REPO / "src" / "ng911" / "data" / "nyc-boroughs.geojson"
+BOROUGHS = ("manhattan", "brooklyn", "queens", "bronx", "staten-island")
+
+
+def free_port() -> int:
+    """A port free for both TCP and UDP on 127.0.0.1 (checked both ways; racy by nature)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((LOCAL, 0))
+            port = int(s.getsockname()[1])
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s2:
+                s2.bind((LOCAL, port))
+        except OSError:
+            continue
+        return port
+    raise OSError("no port free for both TCP and UDP")
+
+
+# --------------------------------------------------------------------------- /proc
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of `pid` from /proc/PID/task/*/schedstat (ANCHORS.md)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/schedstat") as fh:
+                total += int(fh.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / 1e9
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as fh:
+                rest = fh.read().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if len(rest) > 1 and rest[1] == str(pid):
+            out.append(int(d))
+    return out
+
+
+def udp_drops(port: int) -> int:
+    """Datagrams the kernel dropped on the UDP socket(s) bound to `port` (receive buffer
+    full): the last column of /proc/net/udp, in this network namespace."""
+    total = 0
+    try:
+        with open("/proc/net/udp") as fh:
+            next(fh)
+            for line in fh:
+                parts = line.split()
+                if len(parts) > 12 and int(parts[1].split(":")[1], 16) == port:
+                    total += int(parts[-1])
+    except (OSError, ValueError, StopIteration):
+        pass
+    return total
+
+
+# --------------------------------------------------------------------------- network namespace
+
+
+def in_private_netns() -> bool:
+    """True when this process's only network interface is loopback (a namespace of its own)."""
+    try:
+        names = [n for _, n in socket.if_nameindex()]
+    except OSError:
+        return False
+    return names == ["lo"]
+
+
+def reexec_in_netns(argv: Sequence[str]) -> int | None:
+    """Run `python argv...` again in a new network namespace with `lo` up; its exit code, or
+    None when no namespace can be made here (not root, no `unshare`/`ip`)."""
+    unshare, ip = shutil.which("unshare"), shutil.which("ip")
+    if unshare is None or ip is None or os.geteuid() != 0:
+        return None
+    probe = subprocess.run([unshare, "-n", ip, "link", "set", "lo", "up"], capture_output=True)
+    if probe.returncode != 0:
+        return None
+    script = f'{ip} link set lo up && exec "$@"'
+    cmd = [unshare, "-n", "sh", "-c", script, "sh", sys.executable, *argv]
+    return subprocess.call(cmd)
+
+
+# --------------------------------------------------------------------------- TOML
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"no TOML for {type(v).__name__}")
+
+
+def toml_table(name: str, data: Mapping[str, Any]) -> str:
+    """`[name]` with its scalar keys, `[name.sub]` for dicts, `[[name.sub]]` for lists of
+    dicts (listeners): enough TOML for the element configs."""
+    lines = [f"[{name}]"]
+    nested: list[str] = []
+    for k, v in data.items():
+        if isinstance(v, Mapping):
+            nested.append(toml_table(f"{name}.{k}", v))
+        elif isinstance(v, list | tuple) and v and all(isinstance(x, Mapping) for x in v):
+            for item in v:
+                nested.append(
+                    toml_table(f"{name}.{k}", item).replace(f"[{name}.{k}]", f"[[{name}.{k}]]", 1)
+                )
+        else:
+            lines.append(f"{k} = {_toml_value(v)}")
+    return "\n".join(lines) + "\n\n" + "\n".join(nested)
+
+
+# --------------------------------------------------------------------------- elements
+
+
+class Element:
+    """One `ng911 run KIND` process: config `[name]` in `workdir/name.toml`, its log file
+    `workdir/name.log` (SIP elements), stderr in `workdir/name.stderr`."""
+
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        config: Mapping[str, Any],
+        workdir: Path,
+        *,
+        quiet: bool = False,
+        log_file: bool = True,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.kind, self.name, self.workdir = kind, name, workdir
+        self.config = dict(config)
+        self.log_path = workdir / f"{name}.log"
+        self.stderr_path = workdir / f"{name}.stderr"
+        if kind != "lost" and log_file:
+            self.config.setdefault("log_file", str(self.log_path))
+        self.cfg_path = workdir / f"{name}.toml"
+        self.cfg_path.write_text(toml_table(name, {"name": name, **self.config}))
+        self.quiet = quiet
+        self.extra_args = list(extra_args)
+        self.proc: subprocess.Popen[str] | None = None
+        self.ready: dict[str, Any] = {}
+        self.exit_code: int | None = None
+
+    def start(self, timeout: float = 30.0) -> Element:
+        cmd = [
+            sys.executable, "-m", "ng911", "run", self.kind, "--config", str(self.cfg_path),
+            "--table", self.name, "--ready", *(["--quiet"] if self.quiet else []),
+            *self.extra_args,
+        ]  # fmt: skip
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p
+        )
+        with self.stderr_path.open("ab") as err:
+            self.proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=self.workdir
+            )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited {self.proc.returncode}: {self.stderr_tail()}"
+                )
+            readable, _, _ = select.select([self.proc.stdout], [], [], 0.1)
+            if readable:
+                line = self.proc.stdout.readline()  # the ready line comes whole
+                try:
+                    self.ready = json.loads(line)
+                    return self
+                except ValueError:
+                    continue
+        self.stop()
+        raise RuntimeError(f"{self.name} not ready in {timeout} s: {self.stderr_tail()}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def pids(self) -> list[int]:
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        return [self.proc.pid, *children_of(self.proc.pid)]
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def rss_mb(self) -> float:
+        return round(sum(r for p in self.pids() if (r := rss_mb(p)) is not None), 1)
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(p) for p in self.pids())
+
+    def stderr_tail(self, n: int = 2000) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        p = self.proc
+        if p is None:
+            return self.exit_code
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        self.exit_code = p.returncode
+        if p.stdout is not None:
+            p.stdout.close()
+        return self.exit_code
+
+
+_TB = re.compile(r"Traceback \(most recent call last\):")
+_FAILED = re.compile(r"(handler failed|task failed|timer handler failed|Exception in callback)")
+_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
+
+
+def tracebacks(paths: Sequence[Path], keep: int = 8) -> tuple[int, dict[str, int], list[str]]:
+    """Python tracebacks (or, where none is printed, 'handler failed' lines) in the files:
+    how many, how many of each kind (`file:function: Exception`, the innermost frame), and
+    the text of the first traceback of each kind (at most `keep`)."""
+    count = 0
+    kinds: dict[str, int] = {}
+    samples: dict[str, str] = {}
+    for path in paths:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        hits = list(_TB.finditer(text))
+        if not hits:
+            n = len(_FAILED.findall(text))
+            count += n
+            if n:
+                kinds[f"{path.name}: failure line"] = kinds.get(f"{path.name}: failure line", 0) + n
+            continue
+        count += len(hits)
+        for m in hits:
+            block = text[m.start() : m.start() + 8000].splitlines()
+            out, frame, exc = [block[0][:300]], "?", "?"
+            for ln in block[1:]:
+                out.append(ln[:300])
+                f = _FRAME.search(ln)
+                if f:
+                    frame = f"{Path(f.group(1)).name}:{f.group(2)} {f.group(3)}"
+                elif ln and not ln.startswith((" ", "Traceback", "During", "The above")):
+                    exc = ln.split(":", 1)[0][:80]
+                    break
+            key = f"{path.stem}: {frame}: {exc}"
+            kinds[key] = kinds.get(key, 0) + 1
+            if key not in samples and len(samples) < keep:
+                start = text.rfind("\n", 0, max(0, m.start() - 1))
+                context = text[text.rfind("\n", 0, max(0, start - 1)) + 1 : m.start()].strip()
+                samples[key] = f"{path.name}: {context[-300:]}\n" + "\n".join(out)
+    return count, kinds, list(samples.values())
+
+
+# --------------------------------------------------------------------------- probes
+
+
+def options_probe(port: int, timeout: float = 2.0, host: str = LOCAL) -> int | None:
+    """Send an OPTIONS over UDP; the status of the answer, or None if nothing came."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((LOCAL, 0))
+        me = s.getsockname()[1]
+        tag, cid, br = os.urandom(4).hex(), os.urandom(8).hex(), os.urandom(6).hex()
+        msg = (
+            f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {LOCAL}:{me};branch=z9hG4bK{br};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:probe@{LOCAL}>;tag={tag}\r\nTo: <sip:{host}:{port}>\r\n"
+            f"Call-ID: {cid}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        deadline = time.monotonic() + timeout
+        s.settimeout(0.25)
+        while time.monotonic() < deadline:
+            s.sendto(msg, (host, port))
+            try:
+                while True:
+                    data, _ = s.recvfrom(65535)
+                    if cid.encode() in data and data.startswith(b"SIP/2.0 "):
+                        code = int(data[8:11])
+                        if code >= 200:
+                            return code
+            except (TimeoutError, ValueError):
+                continue
+    return None
+
+
+FIND_SERVICE = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    '<findService xmlns="urn:ietf:params:xml:ns:lost1" '
+    'xmlns:gml="http://www.opengis.net/gml" serviceBoundary="value" recursive="true">\n'
+    '  <location id="loc1" profile="geodetic-2d">\n'
+    '    <gml:Point srsName="urn:ogc:def:crs:EPSG::4326"><gml:pos>40.7580 -73.9855</gml:pos>'
+    "</gml:Point>\n"
+    "  </location>\n"
+    "  <service>urn:service:sos</service>\n"
+    "</findService>\n"
+)
+
+
+def http_post(host: str, port: int, path: str, body: bytes, timeout: float = 3.0) -> int | None:
+    """One HTTP/1.1 POST on a fresh connection: the status code, or None."""
+    req = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Content-Type: application/lost+xml\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode() + body
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.sendall(req)
+            data = s.recv(4096)
+    except OSError:
+        return None
+    try:
+        return int(data.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def lost_probe(url: str, timeout: float = 3.0) -> int | None:
+    """POST a findService for Times Square to the LoST server at `url`; the HTTP status."""
+    hostport, _, path = url.split("://", 1)[1].partition("/")
+    host, _, port = hostport.rpartition(":")
+    return http_post(host, int(port), "/" + path, FIND_SERVICE.encode(), timeout)
