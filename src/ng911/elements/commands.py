@@ -319,6 +319,10 @@ class _ElementLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
             return
         super().emit(record)
 
+    def flush(self) -> None:
+        if not getattr(self.stream, "closed", False):
+            super().flush()
+
 
 def route_logs(stream: Any) -> logging.Handler:
     """Send every `ng911.*` logger of this process (the transport's `ng911.net` events,

@@ -45,6 +45,7 @@ from ng911.lost.protocol import (
     parse_response,
 )
 from ng911.lost.store import BoundaryStore
+from ng911.net.log import clean
 
 log = logging.getLogger("ng911.lost.server")
 
@@ -75,6 +76,36 @@ def _event(event: str, **fields: object) -> None:
     """One structured log line (a JSON object) per notable event (STYLE: operator's view)."""
     if log.isEnabledFor(logging.INFO):
         log.info(json.dumps({"event": event, "element": "ecrf", **fields}, default=str))
+
+
+class _ServerLog(logging.Logger):
+    """aiohttp's request-handler logger, as an operator wants it: a malformed request or a
+    client gone mid-request is the client's doing, logged as one short line (warning, no
+    traceback, no echo of its bytes beyond a bounded, escaped reason); anything else is
+    a bug of ours and keeps its traceback."""
+
+    def __init__(self) -> None:
+        super().__init__("ng911.lost.server.http")
+        self.parent = log
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kw: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else None
+        if isinstance(exc, aiohttp.http_exceptions.HttpProcessingError | ConnectionError):
+            if self.isEnabledFor(logging.WARNING):
+                reason = clean(str(getattr(exc, "message", "") or exc))
+                peer = args[0] if args else None
+                self.warning(
+                    json.dumps(
+                        {"event": "lost.bad_request", "element": "ecrf", "peer": peer,
+                         "error": type(exc).__name__, "reason": reason},
+                        default=str,
+                    )
+                )  # fmt: skip
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kw)
+
+
+_SERVER_LOG = _ServerLog()
 
 
 def peer_names(request: web.Request) -> set[str]:
@@ -144,6 +175,10 @@ class LostServer:
                 except web.HTTPRequestEntityTooLarge:
                     _event("lost.refused", reason="max_body", peer=request.remote)
                     return _closing(413, f"body larger than {self.config.max_body} bytes\n")
+                except (ConnectionError, RuntimeError) as exc:
+                    # the client left mid-body (aiohttp: reset, or "Connection closed")
+                    _event("lost.client_gone", peer=request.remote, error=type(exc).__name__)
+                    return _closing(400, "connection closed mid-body\n")
             if guard is not None:
                 guard.body_done()
             response: web.StreamResponse = await handler(request)
@@ -284,6 +319,7 @@ async def serve(
     runner = web.AppRunner(
         app,
         access_log=None,
+        logger=_SERVER_LOG,
         handle_signals=False,
         keepalive_timeout=limits.idle_timeout,
         lingering_time=LINGER,  # after a 408/413: drain briefly so the client reads it
