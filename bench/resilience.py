@@ -608,11 +608,15 @@ class Ng911Proxy(Proxy):
         self.port = free_port()
         listeners = [{"transport": "udp", "host": LOCAL, "port": self.port}]
         sos = f"sip:{LOCAL}:{sos_port}"
+        # The flood is one SIPp source: the per-source limit (500 requests/s) would cut it
+        # before overload control had anything to do, so the ladder turns it off and measures
+        # overload control alone, the hard case (tests/resilience/test_flood.py has both).
+        overload = {"source_rate": 0}
         if self.kind == "vsp":
             el = Element(
                 "vsp",
                 "vsp",
-                {"listeners": listeners, "esrp": sos},
+                {"listeners": listeners, "esrp": sos, "overload": overload},
                 workdir,
                 quiet=True,
                 log_file=False,
@@ -628,7 +632,8 @@ class Ng911Proxy(Proxy):
             self.els.append(lost)
             el = Element(
                 "esrp", "esrp",
-                {"listeners": listeners, "lost_url": lost.ready["url"], "default_route": sos},
+                {"listeners": listeners, "lost_url": lost.ready["url"], "default_route": sos,
+                 "overload": overload},
                 workdir, quiet=True, log_file=False,
             )  # fmt: skip
         self.els.append(el.start())

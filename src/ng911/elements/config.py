@@ -240,7 +240,7 @@ class OverloadConfig(_Plain):
 
     enabled: bool = True
     lag_target: float = 0.05
-    backlog_target: int = 32  # UDP datagrams queued at one wake-up
+    backlog_target: int = 32  # UDP datagrams still queued at every wake-up of a sample
     sample_interval: float = 0.02
     max_transactions: int = 20_000
     hard_max_transactions: int = 60_000

@@ -18,7 +18,8 @@ The rules (DESIGN.md, "An element under stress"):
   event loop's lag raises `p` by `step_up` while the lag is above `lag_target` and lowers it
   by `step_down` once it is below half of it (additive increase, additive decrease: it backs
   off within ~0.2 s and recovers within ~1 s, without flapping). The same goes for the UDP
-  backlog: more than `backlog_target` datagrams found queued at one wake-up means requests
+  backlog: more than `backlog_target` datagrams queued at every wake-up of a sample (the
+  queue never emptied, unlike a burst read at once) means requests
   wait in the kernel longer than the loop's own lag shows (`ng911.net.udp`). A refused request gets
   `503 Service Unavailable` with `Retry-After` (RFC 3261 §21.5.4), answered statelessly, and
   RFC 7339's `oc` parameters when the client's Via says it supports them.
@@ -111,8 +112,8 @@ class LoadController:
         return self.shed > 0.0
 
     def sample(self, lag: float, backlog: int = 0) -> bool:
-        """One sample: how late a periodic timer ran (`lag`, s) and the most datagrams found
-        queued at one wake-up since the last sample (`backlog`). Shedding rises only when `confirm`
+        """One sample: how late a periodic timer ran (`lag`, s) and the fewest datagrams found
+        queued at a wake-up since the last sample (`backlog`). Shedding rises only when `confirm`
         samples in a row are over (`confirm`: one late timer is a pause, not an overload; a
         test machine's hiccups should not refuse anyone's REGISTER). True when
         the state changed between overloaded and not (the element logs it)."""

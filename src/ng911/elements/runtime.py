@@ -946,7 +946,7 @@ class SipElement:
         """How late this periodic timer runs is how long any ready callback (a received
         datagram) waits: the event loop's lag, the overload signal."""
         now = self.loop.time()
-        backlog = self.transport.udp_backlog_peak()
+        backlog = self.transport.udp_backlog()
         for what, fields in self.admission.sample(now - expected, backlog, len(self._ctxs), now):
             self.log(what, **fields)
         nxt = now + self.config.overload.sample_interval

@@ -208,16 +208,16 @@ class SipTransportLayer:
             total += self._udp_requests.kernel_drops() or 0
         return total
 
-    def udp_backlog_peak(self) -> int:
-        """The most datagrams found waiting at one wake-up on any of our UDP sockets since
-        the last call (then reset): how far behind the kernel's queue this element is."""
-        peak = 0
+    def udp_backlog(self) -> int:
+        """How far behind the kernel's queue this element is: over our UDP sockets, the
+        largest of each one's fewest datagrams found waiting at one wake-up since the last
+        call (`UdpEndpoint.take_backlog`). A burst drained at once reads 1; a queue that
+        never emptied, its depth."""
         eps = [lst.udp for lst in self._listeners if lst.udp is not None]
-        for ep in (*eps, self._udp_requests, self._udp_client):
-            if ep is not None:
-                peak = max(peak, ep.backlog_peak)
-                ep.backlog_peak = 0
-        return peak
+        return max(
+            (ep.take_backlog() for ep in (*eps, self._udp_requests, self._udp_client) if ep),
+            default=0,
+        )
 
     def connections(self) -> list[dict[str, object]]:
         return [c.describe() for c in self._conns.values()]

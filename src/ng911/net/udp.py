@@ -78,7 +78,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
     datagram per socket per loop iteration, so under a flood an emergency INVITE waits in
     the kernel's queue behind everything that arrived before it, and nothing tells the
     element how far behind it is. Reading what is queued (up to `BATCH`) at each wake-up
-    measures the backlog (`backlog_peak`, overload control's signal) and lets the batch be
+    measures the backlog (`backlog`, overload control's signal: the fewest datagrams found
+    queued at any wake-up since it was last read, so a burst that is drained at once does
+    not count, only a queue that never empties) and lets the batch be
     ordered: new ordinary requests go after everything else (emergency calls, responses,
     ACK, CANCEL, in-dialog requests), keeping each call's own messages in arrival order.
     """
@@ -89,7 +91,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.local = Address("udp", "?", 0)
         self.rcvbuf = 0
-        self.backlog_peak = 0
+        self.backlog_floor: int | None = None  # fewest queued at one wake-up, this window
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -103,18 +105,23 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         sock = self.transport.get_extra_info("socket") if self.transport else None
         return kernel_drops(sock) if sock is not None else None
 
+    def take_backlog(self) -> int:
+        """The fewest datagrams found queued at one wake-up since the last call (0: none
+        read), then a new window starts."""
+        floor, self.backlog_floor = self.backlog_floor, None
+        return floor or 0
+
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         more = self._read_queued() if self.sock is not None else None
         if not more:
-            if self.backlog_peak < 1:
-                self.backlog_peak = 1
+            self.backlog_floor = 1
             msg = self._parse(data, addr)
             if msg is not None:
                 self.layer._received_udp(self, msg, data, addr)
             return
         batch = [(data, addr), *more]
-        if len(batch) > self.backlog_peak:
-            self.backlog_peak = len(batch)
+        if self.backlog_floor is None or len(batch) < self.backlog_floor:
+            self.backlog_floor = len(batch)
         first: list[tuple[Request | Response, bytes, tuple[str, int]]] = []
         later: list[tuple[Request | Response, bytes, tuple[str, int]]] = []
         deferred: set[str] = set()
