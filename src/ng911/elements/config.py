@@ -242,8 +242,10 @@ class OverloadConfig(_Plain):
     lag_target: float = 0.05
     backlog_target: int = 32  # UDP datagrams still queued at every wake-up of a sample
     sample_interval: float = 0.02
-    max_transactions: int = 20_000
-    hard_max_transactions: int = 60_000
+    # a UDP call holds ~3 transactions for 32 s (RFC 3261/6026 wait timers): 1,000 calls/s
+    # is ~100,000 live ones, a few KB each
+    max_transactions: int = 150_000
+    hard_max_transactions: int = 300_000
     retry_after: int = 10
     source_rate: float = 500.0
     source_burst: float = 1000.0
