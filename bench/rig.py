@@ -31,6 +31,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+# element configs are written as the testbed writes them for `--processes`
+from ng911.testbed.processes import toml_table
+
 REPO = Path(__file__).resolve().parents[1]
 LOCAL = "127.0.0.1"
 BOUNDARIES = REPO / "src" / "ng911" / "data" / "nyc-boroughs.geojson"
@@ -139,37 +142,7 @@ def reexec_in_netns(argv: Sequence[str]) -> int | None:
     return subprocess.call(cmd)
 
 
-# --------------------------------------------------------------------------- TOML
 
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a valid TOML basic string
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"no TOML for {type(v).__name__}")
-
-
-def toml_table(name: str, data: Mapping[str, Any]) -> str:
-    """`[name]` with its scalar keys, `[name.sub]` for dicts, `[[name.sub]]` for lists of
-    dicts (listeners): enough TOML for the element configs."""
-    lines = [f"[{name}]"]
-    nested: list[str] = []
-    for k, v in data.items():
-        if isinstance(v, Mapping):
-            nested.append(toml_table(f"{name}.{k}", v))
-        elif isinstance(v, list | tuple) and v and all(isinstance(x, Mapping) for x in v):
-            for item in v:
-                nested.append(
-                    toml_table(f"{name}.{k}", item).replace(f"[{name}.{k}]", f"[[{name}.{k}]]", 1)
-                )
-        else:
-            lines.append(f"{k} = {_toml_value(v)}")
-    return "\n".join(lines) + "\n\n" + "\n".join(nested)
 
 
 # --------------------------------------------------------------------------- elements
