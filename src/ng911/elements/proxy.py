@@ -49,7 +49,7 @@ from ng911.net.address import Address, Source
 from ng911.net.sips import requires_tls
 from ng911.sip.message import Request, Response, make_response
 from ng911.sip.transaction import make_cancel
-from ng911.sip.uri import URI, NameAddr, SipURI, parse_name_addr
+from ng911.sip.uri import URI, NameAddr, SipURI, bounded_int, parse_name_addr
 
 __all__ = ["Branch", "Proxy", "ProxyCall", "Target"]
 
@@ -256,7 +256,8 @@ class Proxy(SipElement):
         fwd.headers.remove_first("Via")
         nxt = vias[1]
         host = nxt.received or nxt.host
-        port = int(nxt.rport) if nxt.rport else (nxt.port or 5060)
+        rport = bounded_int(nxt.rport, 65535) if nxt.rport else None
+        port = rport if rport is not None else (nxt.port or 5060)
         transport = nxt.transport.lower()
         if transport not in ("udp", "tcp", "tls"):
             return

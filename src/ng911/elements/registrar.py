@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ng911.elements.runtime import ElementError
 from ng911.net.address import Source
 from ng911.sip.message import Request
-from ng911.sip.uri import URI, SipURI, TelURI
+from ng911.sip.uri import URI, SipURI, TelURI, bounded_int
 
 __all__ = ["Binding", "Registrar", "aor_key"]
 
@@ -54,7 +54,8 @@ class Registrar:
         if not isinstance(req.to_addr.uri, SipURI):
             raise ElementError(404, "address-of-record must be a SIP URI")
         header_exp = req.headers.get("Expires")
-        default = int(header_exp) if header_exp and header_exp.strip().isdigit() else 3600
+        # RFC 3261 §20.19: delta-seconds; an absurdly long number means "as long as allowed"
+        default = _delta_seconds(header_exp.strip(), 3600) if header_exp else 3600
         raw = req.headers.get_all("Contact")
         current = self._bindings.setdefault(aor, {})
         if any(c.strip() == "*" for c in raw):
@@ -64,7 +65,7 @@ class Registrar:
             return []
         for na in req.contacts:
             exp_param = na.param("expires")
-            exp = int(exp_param) if exp_param and exp_param.isdigit() else default
+            exp = _delta_seconds(exp_param, default) if exp_param else default
             exp = min(exp, self.max_expires)
             key = str(na.uri)
             old = current.get(key)
@@ -96,3 +97,12 @@ class Registrar:
         for aor in list(self._bindings):
             out.extend(self.lookup_aor(aor, now))
         return out
+
+
+def _delta_seconds(text: str, default: int) -> int:
+    """RFC 3261 §25.1 delta-seconds (values past 2**32 - 1 mean that many, §20.19); not a
+    number: `default`. Never `int()` on thousands of digits (a ValueError, not a 400)."""
+    if not text.isascii() or not text.isdigit():
+        return default
+    value = bounded_int(text, 2**32 - 1)
+    return 2**32 - 1 if value is None else value

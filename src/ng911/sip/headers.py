@@ -16,6 +16,7 @@ from ng911.sip.uri import (
     _get_param,
     _parse_host,
     _set_params,
+    bounded_int,
     parse_header_params,
     split_quoted,
 )
@@ -116,8 +117,8 @@ def parse_cseq(value: str) -> CSeq:
     method = method.strip()
     if not num.isascii() or not num.isdigit() or not method or " " in method:
         raise SipParseError(f"bad CSeq: {value[:80]!r}", 400)
-    seq = int(num)
-    if seq >= 2**31:
+    seq = bounded_int(num, 2**31 - 1)
+    if seq is None:
         raise SipParseError(f"CSeq number too large: {value[:80]!r}", 400)
     return CSeq(seq, method)
 

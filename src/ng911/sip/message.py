@@ -13,7 +13,14 @@ from typing import Any, Self, TypeVar
 
 from ng911.sip.errors import SipParseError
 from ng911.sip.headers import CSeq, Via, parse_cseq, parse_via
-from ng911.sip.uri import URI, NameAddr, parse_name_addr, parse_name_addr_list, split_quoted
+from ng911.sip.uri import (
+    URI,
+    NameAddr,
+    bounded_int,
+    parse_name_addr,
+    parse_name_addr_list,
+    split_quoted,
+)
 
 T = TypeVar("T")
 
@@ -396,9 +403,10 @@ class Message:
             return None
         v = v.strip()
         # RFC 3261 §20.22: 0-255 (RFC 4475 §3.1.2.4: larger values are a 400).
-        if not v.isascii() or not v.isdigit() or int(v) > 255:
+        mf = bounded_int(v, 255)
+        if mf is None:
             raise SipParseError(f"bad Max-Forwards: {v[:20]!r}", 400, self._partial())
-        return int(v)
+        return mf
 
     @property
     def content_type(self) -> str | None:

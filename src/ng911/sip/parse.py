@@ -16,7 +16,7 @@ from __future__ import annotations
 from ng911.sip.errors import SipParseError
 from ng911.sip.headers import parse_cseq
 from ng911.sip.message import _NAMES, Headers, Request, Response
-from ng911.sip.uri import _TOKEN, URI, AbsoluteURI, parse_uri
+from ng911.sip.uri import _TOKEN, URI, AbsoluteURI, bounded_int, parse_uri
 
 DEFAULT_MAX_SIZE = 65535
 # Longer Request-URIs get 414 (RFC 3261 §21.4.12). Real ones are < 300 bytes.
@@ -161,11 +161,15 @@ def _parse_head(head: bytes, max_uri: int) -> _Head:
             err = err or SipParseError(f"more than one {_NAMES[k][1]} header", 400)
     if cl_values:
         v0 = cl_values[0]
+        cl = bounded_int(v0, 2**31 - 1)
         if not v0.isascii() or not v0.isdigit() or any(v != v0 for v in cl_values):
             err = err or SipParseError(f"bad Content-Length: {v0[:20]!r}", 400)
             out.framing_error = True
+        elif cl is None:  # digits, but more than any message could hold
+            err = err or SipParseError(f"Content-Length too large: {v0[:20]!r}", 413)
+            out.framing_error = True
         else:
-            out.content_length = int(v0)
+            out.content_length = cl
     missing = [n for n in _MANDATORY if n not in have]
     answerable = not missing
 
@@ -205,7 +209,7 @@ def _parse_head(head: bytes, max_uri: int) -> _Head:
                     f"CSeq method {cseq.method} does not match {method}", 400
                 )
     mf = have.get("max-forwards")
-    if mf is not None and (not mf.isascii() or not mf.isdigit() or int(mf) > 255):
+    if mf is not None and bounded_int(mf, 255) is None:
         err = err or SipParseError(f"bad Max-Forwards: {mf[:20]!r}", 400)
     if err is not None:
         err.partial = partial
