@@ -195,3 +195,40 @@ def test_admission_drops_a_datagram_flood_answers_a_stream_and_logs_once_a_secon
     assert adm.sample(0.0, 0, 3, now=5.5) == []  # once a second at most
     recs = [adm.sample(0.2, 0, 3, now=6.0 + i / 50) for i in range(3)]
     assert recs[-1][0][0] == "overload"
+
+
+def test_the_memory_budget_refuses_like_the_transaction_count():
+    c = LoadController(max_bytes=1000, hard_max_bytes=2000)
+    assert c.admit(Priority.NORMAL, 0, 0.9, held_bytes=999).admit
+    assert not c.admit(Priority.NORMAL, 0, 0.9, held_bytes=1000).admit
+    assert c.admit(Priority.EMERGENCY, 0, 0.9, held_bytes=1999).admit
+    assert not c.admit(Priority.EMERGENCY, 0, 0.9, held_bytes=2000).admit
+
+
+async def test_held_bytes_follow_the_server_transactions():
+    vsp = VspProxy(
+        VspConfig(listeners=(ListenerConfig("udp", "127.0.0.1", 0),), t1=0.01),
+    )
+    await vsp.start()
+    loop = asyncio.get_running_loop()
+    t, sink = await loop.create_datagram_endpoint(_Sink, local_addr=("127.0.0.1", 0))
+    port = t.get_extra_info("sockname")[1]
+    try:
+        opt = (
+            "OPTIONS sip:vsp.example SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKheld1\r\n"
+            "Max-Forwards: 70\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:vsp.example>\r\n"
+            f"Call-ID: held-1\r\nCSeq: 1 OPTIONS\r\nX-Pad: {'p' * 5000}\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        t.sendto(opt.encode(), ("127.0.0.1", vsp.addresses[0].port))
+        assert (await asyncio.wait_for(sink.got.get(), 5)).startswith(b"SIP/2.0 200")
+        assert vsp.held_bytes > 5000  # held while timer J runs
+        for _ in range(100):
+            if vsp.held_bytes == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert vsp.held_bytes == 0  # and released with the transaction
+    finally:
+        t.close()
+        await vsp.close()

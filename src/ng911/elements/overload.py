@@ -23,8 +23,10 @@ The rules (DESIGN.md, "An element under stress"):
   wait in the kernel longer than the loop's own lag shows (`ng911.net.udp`). A refused request gets
   `503 Service Unavailable` with `Retry-After` (RFC 3261 §21.5.4), answered statelessly, and
   RFC 7339's `oc` parameters when the client's Via says it supports them.
-- **Bounded state.** Above `max_transactions` server transactions every new normal request is
-  refused whatever the lag; above `hard_max_transactions` even priority requests are (503,
+- **Bounded state.** Above `max_transactions` transactions, or `max_held_mb` of request text
+  held by server transactions (a flood of 60 KB datagrams is not a flood of 1 KB ones),
+  every new normal request is refused whatever the lag; above the hard limits even priority
+  requests are (503,
   so an upstream ESRP or VSP fails over to another route rather than waiting on us): the
   only bound on memory an attacker cannot talk its way around.
 - **Per source** (Kamailio's `pike`): a token bucket per source address refills at
@@ -84,6 +86,8 @@ class LoadController:
         backlog_target: int = 32,
         max_transactions: int = 150_000,
         hard_max_transactions: int = 300_000,
+        max_bytes: int = 256 << 20,
+        hard_max_bytes: int = 512 << 20,
         retry_after: int = 10,
         step_up: float = 0.1,
         step_down: float = 0.02,
@@ -94,6 +98,8 @@ class LoadController:
         self.backlog_target = backlog_target
         self.max_transactions = max_transactions
         self.hard_max_transactions = hard_max_transactions
+        self.max_bytes = max_bytes
+        self.hard_max_bytes = hard_max_bytes
         self.retry_after = retry_after
         self.step_up = step_up
         self.step_down = step_down
@@ -133,19 +139,23 @@ class LoadController:
             self.seq += 1
         return before != self.overloaded
 
-    def admit(self, priority: Priority, transactions: int, draw: float) -> Decision:
+    def admit(
+        self, priority: Priority, transactions: int, draw: float, held_bytes: int = 0
+    ) -> Decision:
         """Admit or refuse a new request; `draw` is uniform in [0, 1) (the caller's RNG,
-        so tests choose it)."""
-        if transactions >= self.hard_max_transactions:
+        so tests choose it); `held_bytes`: the text of the requests the element holds."""
+        if transactions >= self.hard_max_transactions or held_bytes >= self.hard_max_bytes:
             self.refused += 1
             if priority != Priority.NORMAL:
                 self.refused_priority += 1
-            return Decision(False, f"{transactions} transactions (hard limit)", self.retry_after)
+            why = f"{transactions} transactions, {held_bytes >> 20} MB held (hard limit)"
+            return Decision(False, why, self.retry_after)
         if priority != Priority.NORMAL:
             return ADMIT
-        if transactions >= self.max_transactions:
+        if transactions >= self.max_transactions or held_bytes >= self.max_bytes:
             self.refused += 1
-            return Decision(False, f"{transactions} transactions", self.retry_after)
+            why = f"{transactions} transactions, {held_bytes >> 20} MB held"
+            return Decision(False, why, self.retry_after)
         if self.shed > 0.0 and draw < self.shed:
             self.refused += 1
             return Decision(False, f"overload, shedding {self.shed:.0%}", self.retry_after)
@@ -273,6 +283,8 @@ class Admission:
             backlog_target=cfg.backlog_target,
             max_transactions=cfg.max_transactions,
             hard_max_transactions=cfg.hard_max_transactions,
+            max_bytes=cfg.max_held_mb << 20,
+            hard_max_bytes=cfg.hard_max_held_mb << 20,
             retry_after=cfg.retry_after,
         )
         self.sources = SourceLimiter(cfg.source_rate, cfg.source_burst)
@@ -291,6 +303,7 @@ class Admission:
         reliable: bool,
         transactions: int,
         now: float,
+        held_bytes: int = 0,
     ) -> Decision:
         sources = self.sources
         if (
@@ -302,7 +315,7 @@ class Admission:
             # pike-style: a datagram flood is dropped unanswered (an answer is more work and
             # feeds a reflection); a stream peer is told, so it does not wait on us
             return Decision(False, "source limit", self.retry_after, answer=reliable)
-        return self.controller.admit(priority, transactions, self._random())
+        return self.controller.admit(priority, transactions, self._random(), held_bytes)
 
     def spread(self, retry_after: int) -> int:
         """Retry-After spread over [n, 1.5 n], so refused clients do not all come back in

@@ -263,6 +263,7 @@ class ServerCtx:
     to_tag: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
     delivered: bool = False  # the request went up to the element (once, never again)
+    size: int = 0  # characters of the request held (overload control's memory budget)
 
     @property
     def call_id(self) -> str:
@@ -376,6 +377,7 @@ class SipElement:
         self.via_udp: Address | None = None  # a worker's own UDP port (its Via sent-by)
         self.admission = Admission(config.overload, self.hosts.values(), _branch_rng.random)
         self._lag_timer: asyncio.TimerHandle | None = None
+        self.held_bytes = 0  # request text held by server transactions
         self._table_high = 0  # most transactions since memory was last released
         self._trim_check = 0.0
         self._admission = self.sheds_load and config.overload.enabled
@@ -772,7 +774,8 @@ class SipElement:
                     self.server_timeout(ctx)
             elif isinstance(a, Terminated):
                 self.table.remove(ctx.tx)
-                self._ctxs.pop(ctx.tx.key, None)
+                if self._ctxs.pop(ctx.tx.key, None) is not None and isinstance(ctx, ServerCtx):
+                    self.held_bytes -= ctx.size
                 for h in ctx.timers.values():
                     h.cancel()
                 ctx.timers.clear()
@@ -911,6 +914,8 @@ class SipElement:
         self._check_peer(source)
         stx = server_transaction(req, reliable=source.address.reliable, timers=self.timers)
         ctx = ServerCtx(self, stx, req, source)
+        ctx.size = len(req.body) + req.headers.text_size()
+        self.held_bytes += ctx.size
         self.table.add(stx)
         self._ctxs[stx.key] = ctx
         self._run(ctx, stx.start())
@@ -939,6 +944,7 @@ class SipElement:
             reliable=source.address.reliable,
             transactions=len(self._ctxs),
             now=self.loop.time(),
+            held_bytes=self.held_bytes,
         )
         if d.admit:
             return True

@@ -287,6 +287,11 @@ class Headers:
     def __len__(self) -> int:
         return len(self._items)
 
+    def text_size(self) -> int:
+        """Characters of the header values: what holding this header section costs, about
+        (an element's memory budget for the requests it keeps)."""
+        return sum(len(v) for _, _, v in self._items)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Headers):
             return NotImplemented
