@@ -84,6 +84,8 @@ from kamailio import (  # noqa: E402  (tests/interop is not a package)
     write_ca_bundle,
 )
 
+from rig import rss_mb  # noqa: E402  (bench/ is the script directory)
+
 SIPP = shutil.which("sipp")
 SCENARIOS = REPO / "tests" / "interop" / "sipp"
 RESULTS = REPO / "bench" / "results"
@@ -425,7 +427,7 @@ class Ng911Target(Target):
                     self.lost.wait(5)
             self.lost = None
         if self.proc is not None and self.proc.poll() is None:
-            rss = [_rss_mb(p) for p in self.pids()]
+            rss = [rss_mb(p) for p in self.pids()]
             self.rss_mb = round(sum(r for r in rss if r is not None), 1)
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -434,17 +436,6 @@ class Ng911Target(Target):
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
-
-
-def _rss_mb(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
 
 
 # --------------------------------------------------------------------------- one step

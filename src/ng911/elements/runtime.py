@@ -864,8 +864,6 @@ class SipElement:
     @staticmethod
     def _server_key_or_none(msg: Request) -> Any:
         try:
-            from ng911.sip.transaction import server_key
-
             return server_key(msg)
         except Exception:
             return None
