@@ -117,7 +117,7 @@ async def test_rogue_is_refused_while_the_vsp_holds_a_connection(pki):
 
 
 def test_testbed_fills_allowed_peers_from_its_hosts():
-    from ng911.testbed.launcher import allowed_peers
+    from ng911.testbed.plan import allowed_peers
     from ng911.testbed.topology import load_topology
 
     topo = load_topology()

@@ -10,7 +10,7 @@ import pytest
 
 from ng911.testbed.errors import TestbedError
 from ng911.testbed.impair import AliasEvent, HopRelay, Impairment, parse_impairment
-from ng911.testbed.launcher import ChainOptions
+from ng911.testbed.plan import ChainOptions
 from ng911.testbed.run import RunConfig, run
 
 

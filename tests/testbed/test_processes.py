@@ -24,7 +24,7 @@ from test_run import _rows, _srd_from_log
 from ng911.elements.config import EsrpConfig, PsapConfig, load_toml
 from ng911.observe.hops import HOPS
 from ng911.testbed.errors import TestbedError
-from ng911.testbed.launcher import ChainOptions
+from ng911.testbed.plan import ChainOptions
 from ng911.testbed.processes import start_processes, toml_table
 from ng911.testbed.run import RunConfig, run
 from ng911.testbed.scenarios import SCENARIOS, get_scenario

@@ -15,7 +15,7 @@ import pytest
 
 from ng911.observe.hops import HOPS
 from ng911.observe.pcap import read_pcap
-from ng911.testbed.launcher import ChainOptions
+from ng911.testbed.plan import ChainOptions
 from ng911.testbed.report import GREEN, RED
 from ng911.testbed.run import RunConfig, run
 from ng911.testbed.scenarios import SCENARIOS

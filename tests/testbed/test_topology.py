@@ -1,12 +1,13 @@
 """The topology TOML: the packaged NYC default, scenario overrides, and clear errors."""
 
+import dataclasses
 import tomllib
 
 import pytest
 
 from ng911.testbed.errors import TopologyError
 from ng911.testbed.scenarios import get_scenario
-from ng911.testbed.topology import load_topology, parse_topology
+from ng911.testbed.topology import load_topology, parse_topology, validate
 
 MINIMAL = """
 [transports]
@@ -43,13 +44,17 @@ def test_default_nyc_topology():
     assert topo.name == "nyc"
     assert topo.transports == ("udp", "udp", "udp", "udp")
     psaps = topo.by_role("psap")
-    assert sorted(p.borough for p in psaps) == [
+    assert sorted(p.borough for p in psaps if p.borough) == [
         "Bronx",
         "Brooklyn",
         "Manhattan",
         "Queens",
         "Staten Island",
     ]
+    # the default route's PSAP serves no borough; every borough PSAP has an alternate
+    assert [p.name for p in psaps if p.default_route] == ["psap-default"]
+    assert all(p.alternates for p in psaps if p.borough)
+    assert topo.host("psap-manhattan").alternates == ("psap-bronx",)
     for p in psaps:
         assert len(topo.takers_of(p.name)) == 1
     assert topo.one("esrp").domain == "esrp.esinet.nyc.example"
@@ -167,3 +172,34 @@ def test_scenario_needing_a_listener_the_topology_lacks(tmp_path):
     )
     with pytest.raises(TopologyError, match="hop1 uses tls"):
         load_topology(p, scenario=get_scenario("tls-e2e"))
+
+
+def test_alternates_and_default_route_are_checked():
+    base = load_topology()
+    with pytest.raises(TopologyError, match="alternate 'psap-nowhere'"):
+        validate(
+            dataclasses.replace(
+                base,
+                hosts=tuple(
+                    dataclasses.replace(h, alternates=("psap-nowhere",))
+                    if h.name == "psap-bronx"
+                    else h
+                    for h in base.hosts
+                ),
+            )
+        )
+    two = tuple(
+        dataclasses.replace(h, default_route=True) if h.name == "psap-bronx" else h
+        for h in base.hosts
+    )
+    with pytest.raises(TopologyError, match="2 PSAPs marked default_route"):
+        validate(dataclasses.replace(base, hosts=two))
+
+
+def test_with_takers_replaces_every_psaps_call_takers():
+    topo = load_topology().with_takers(2)
+    for p in topo.by_role("psap"):
+        assert [t.name for t in topo.takers_of(p.name)] == [
+            f"taker-{p.name.removeprefix('psap-')}-{i}" for i in (1, 2)
+        ]
+    assert not load_topology().with_takers(0).by_role("calltaker")

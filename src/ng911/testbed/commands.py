@@ -111,7 +111,7 @@ def register(sub: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from ng911.testbed.impair import parse_impairment
-    from ng911.testbed.launcher import ChainOptions
+    from ng911.testbed.plan import ChainOptions
     from ng911.testbed.run import RunConfig, run
 
     if args.calls < 1 or args.rate <= 0:

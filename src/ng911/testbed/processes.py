@@ -3,9 +3,9 @@
 Why: in one process the elements share an interpreter, a GIL and an event loop, so one
 element's work delays another's and a hop's "transit" includes waiting for the loop. Here each
 host of the topology is `python -m ng911 run ROLE --config FILE`, the same command an operator
-runs, with the configuration the in-process launcher would build (`launcher.element_configs`),
-written to `<scenario>/config/<host>.toml`. With `--netns` each process also lives in its own
-network namespace (`ng911.testbed.netns`), so every hop crosses a real interface.
+runs, with the configuration of the run's plan (`ng911.testbed.plan`, the same the in-process
+launcher starts), written to `<scenario>/config/<host>.toml`. With `--netns` each process also
+lives in its own network namespace (`ng911.testbed.netns`), so every hop crosses a real interface.
 
 How a child reports: `--events FILE` streams every observer event as JSON lines to FILE
 through a bounded buffer, closed with one last line when the element stops
@@ -44,18 +44,11 @@ from typing import Any
 from ng911.observe.eventlog import EventLogError, read_events
 from ng911.testbed.errors import TestbedError
 from ng911.testbed.impair import HopRelay
-from ng911.testbed.launcher import (
-    ChainOptions,
-    Observer,
-    _Pki,
-    _plan_relays,
-    claim_block,
-    element_configs,
-    lost_mapping,
-    plan_addresses,
-)
 from ng911.testbed.netns import NetnsLab
+from ng911.testbed.plan import ChainOptions, ChainPlan, build_plan, claim_block, needs_claim
 from ng911.testbed.topology import Host, Topology
+
+Observer = Callable[[Any], None]
 
 STDERR_TAIL = 12  # lines of a dead child's stderr quoted in the error
 
@@ -491,20 +484,37 @@ async def start_processes(
     On loopback, tries another 127.B block when a child cannot bind its addresses.
     """
     opts = opts or ChainOptions()
+    if opts.impairments and lab is not None:
+        raise TestbedError(
+            "--impair relays run in the testbed's own namespace and cannot reach hosts "
+            "in their namespaces: use --processes (loopback) with --impair"
+        )
     rng = random.Random()
     last: Exception | None = None
     for attempt in range(attempts if lab is None else 1):
         block = rng.randint(16, 254)
         if attempt:  # a fresh CA for the new addresses (IP SANs)
             shutil.rmtree(work / "pki", ignore_errors=True)
+        claim: socket.socket | None = None
         try:
-            return await _start_once(topo, work, observers, opts, lab, block)
+            claim = claim_block(block) if lab is None and needs_claim(topo) else None
+            addresses = lab.addresses if lab is not None else None
+            plan = build_plan(
+                topo, work, opts, block=block, addresses=addresses, per_host_keylogs=True
+            )
+            return await start_plan_processes(plan, observers=observers, lab=lab, claim=claim)
         except _AddressInUse as exc:
             last = exc
         except OSError as exc:
+            if claim is not None:
+                claim.close()
             if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):  # the block's claim
                 raise
             last = exc
+        except BaseException:
+            if claim is not None:
+                claim.close()  # idempotent: a chain that got this far closed it too
+            raise
     raise TestbedError(f"could not bind the chain's addresses after {attempts} tries: {last}")
 
 
@@ -512,74 +522,41 @@ class _AddressInUse(TestbedError):
     pass
 
 
-async def _start_once(
-    topo: Topology,
-    work: Path,
-    observers: Sequence[Observer],
-    opts: ChainOptions,
-    lab: NetnsLab | None,
-    block: int,
+async def start_plan_processes(
+    plan: ChainPlan,
+    *,
+    observers: Sequence[Observer] = (),
+    lab: NetnsLab | None = None,
+    claim: socket.socket | None = None,
 ) -> ProcessChain:
-    if lab is not None:
-        addresses = lab.addresses
-        claim = None
-    else:
-        addresses = plan_addresses(topo, block)
-        auto = any(h.address in ("auto", "") for h in topo.hosts)
-        claim = claim_block(block) if auto else None
-    try:
-        return await _start_claimed(topo, work, observers, opts, lab, block, addresses, claim)
-    except BaseException:
-        if claim is not None:
-            claim.close()  # close() is idempotent: a chain that got this far closed it too
-        raise
-
-
-async def _start_claimed(
-    topo: Topology,
-    work: Path,
-    observers: Sequence[Observer],
-    opts: ChainOptions,
-    lab: NetnsLab | None,
-    block: int,
-    addresses: dict[str, str],
-    claim: socket.socket | None,
-) -> ProcessChain:
-    work.mkdir(parents=True, exist_ok=True)
+    """Start `plan` as processes; on failure everything started is stopped (and `claim`
+    closed) before the error is raised."""
+    work = plan.keylog.parent
     keys = work / "keys"
     keys.mkdir(exist_ok=True)
     for old in keys.glob("*.log"):
         old.unlink()
     (work / "events").mkdir(exist_ok=True)
     (work / "stderr").mkdir(exist_ok=True)
-    pki = _Pki(topo, work / "pki", addresses)
     obs = list(observers)
-    relays: list[HopRelay] = []
-    overrides: dict[tuple[str, str], str] = {}
-    if opts.impairments:
-        if lab is not None:
-            raise TestbedError(
-                "--impair relays run in the testbed's own namespace and cannot reach hosts "
-                "in their namespaces: use --processes (loopback) with --impair"
-            )
-        relays, overrides = _plan_relays(topo, addresses, block, opts.impairments, obs)
+    relays = [HopRelay(**r.kwargs(), observers=obs) for r in plan.relays]
     chain = ProcessChain(
-        topology=topo,
-        addresses=addresses,
+        topology=plan.topology,
+        addresses=plan.addresses,
         work=work,
-        opts=opts,
+        opts=plan.options,
         observers=obs,
         relays=relays,
         claim=claim,
         lab=lab,
-        keylog=work / "keys.log",
-        ca_path=pki.ca.cert_path,
+        keylog=plan.keylog,
+        ca_path=plan.pki.ca.cert_path,
     )
     _LIVE.add(chain)
     try:
         for relay in relays:
             await relay.start()
-        await _launch(chain, topo, work, opts, lab, pki, addresses, overrides)
+        await _launch(chain, plan, lab)
         chain.started = True
     except BaseException:
         await chain.close()
@@ -625,71 +602,28 @@ def _child(
     return child
 
 
-async def _launch(
-    chain: ProcessChain,
-    topo: Topology,
-    work: Path,
-    opts: ChainOptions,
-    lab: NetnsLab | None,
-    pki: _Pki,
-    addresses: dict[str, str],
-    overrides: dict[tuple[str, str], str],
-) -> None:
+async def _launch(chain: ProcessChain, plan: ChainPlan, lab: NetnsLab | None) -> None:
     """Dependency order, in two waves of parallel starts:
 
     1. the servers nothing depends on at start: LoST, the PSAPs, the VSP proxy;
-    2. those that need wave 1: the ESRP (its config names LoST's URL, known once LoST
-       listens on its ephemeral port), the call takers (REGISTER with their PSAP) and the
-       caller (REGISTERs with the VSP).
+    2. those that talk to wave 1 as they start: the ESRP (its OPTIONS pings to the PSAPs;
+       LoST's URL is planned), the call takers (REGISTER with their PSAP) and the caller
+       (REGISTERs with the VSP).
+    A host the plan leaves `down` (and LoST with `lost_down`) is never started.
     """
-    keys = work / "keys"
-    lost = topo.one("lost")
-    lost_table: dict[str, Any] = {
-        "name": lost.name,
-        "host": addresses[lost.name],
-        "port": 0,
-        "boundaries": str(topo.boundaries_path().resolve()),
-        "domain": lost.domain,
-        "uris": {k: list(v) for k, v in lost_mapping(topo).items()},
-    }
-    if topo.lost == "https":
-        cert, key = pki.certs[lost.name]
-        lost_table |= {
-            "cert": str(cert),
-            "key": str(key),
-            "ca": [str(pki.ca.cert_path)],
-            "require_client_cert": topo.lost_mutual,
-            "keylog": str(keys / f"{lost.name}.log"),
-        }
-    placeholder = "http://0.0.0.0/lost"  # replaced once LoST says where it listens
-    configs = element_configs(
-        topo,
-        addresses,
-        pki,
-        opts,
-        lost_url=placeholder,
-        keylog_of=lambda h: keys / f"{h.name}.log",
-        overrides=overrides,
-    )
+    topo, opts = plan.topology, plan.options
     if lab is not None and opts.real_captures:
-        await lab.start_captures(work)
-    first = [lost, *topo.by_role("psap"), topo.one("vsp")]
-    wave1 = [_child(chain, lost, lost_table, lab, opts)]
-    wave1 += [_child(chain, h, configs[h.name].to_dict(), lab, opts) for h in first[1:]]
+        await lab.start_captures(chain.work)
+    lost = plan.lost.host
+    wave1 = [] if opts.lost_down else [_child(chain, lost, plan.lost.to_dict(), lab, opts)]
+    wave2: list[Child] = []
+    for name in plan.started():
+        host = topo.host(name)
+        child = _child(chain, host, plan.configs[name].to_dict(), lab, opts)
+        (wave1 if host.role in ("psap", "vsp") else wave2).append(child)
     for c in wave1:
         await chain.spawn(c)
-    ready = await chain.wait_ready(wave1)
-    lost_url = str(ready[0].get("url", ""))
-    if not lost_url:
-        raise TestbedError(f"LoST ({lost.name}) did not say where it listens: {ready[0]}")
-    esrp = topo.one("esrp")
-    esrp_table = configs[esrp.name].to_dict() | {"lost_url": lost_url}
-    wave2 = [_child(chain, esrp, esrp_table, lab, opts)]
-    wave2 += [
-        _child(chain, h, configs[h.name].to_dict(), lab, opts) for h in topo.by_role("calltaker")
-    ]
-    callers = topo.by_role("caller")
-    wave2 += [_child(chain, h, configs[h.name].to_dict(), lab, opts) for h in callers]
+    await chain.wait_ready(wave1)
     for c in wave2:
         await chain.spawn(c, control=c.role == "caller")
     await chain.wait_ready(wave2)

@@ -39,9 +39,10 @@ from ng911.observe.pcap import write_captures
 from ng911.observe.stats import METRICS, PERCENTILE_METHOD
 from ng911.observe.trace import Trace
 from ng911.testbed.errors import TestbedError
-from ng911.testbed.launcher import ChainOptions, RunningChain, start_chain, wait_registered
+from ng911.testbed.launcher import RunningChain, start_chain, wait_registered
 from ng911.testbed.measure import add_baseline_diffs, scenario_results
 from ng911.testbed.netns import NetnsLab, unavailable_reason
+from ng911.testbed.plan import ChainOptions
 from ng911.testbed.processes import ProcessChain, sigterm_exits, start_processes
 from ng911.testbed.report import format_scenario, format_table, write_report, write_results
 from ng911.testbed.scenarios import BASELINE, Scenario, get_scenario, select

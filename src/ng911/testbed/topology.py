@@ -30,7 +30,10 @@ _TOP_KEYS = {"topology", "pki", "transports", "hosts", "locations"}
 _TOPOLOGY_KEYS = {"name", "address", "boundaries"}
 _PKI_KEYS = {"ca", "key_type"}
 _TRANSPORT_KEYS = {*HOPS, "lost", "lost_mutual"}
-_HOST_KEYS = {"role", "domain", "address", "listen", "cert", "key", "aor", "borough", "psap"}
+_HOST_KEYS = {
+    "role", "domain", "address", "listen", "cert", "key", "aor", "borough", "psap",
+    "alternates", "default_route",
+}
 _LOCATION_KEYS = {"name", "lat", "lon", "borough"}
 
 
@@ -48,6 +51,8 @@ class Host:
     aor: str | None = None  # caller's address of record
     borough: str | None = None  # a PSAP's service area (a boundary name in the LoST data)
     psap: str | None = None  # a call taker's PSAP host
+    alternates: tuple[str, ...] = ()  # a PSAP's alternate PSAP hosts, tried in order (i3)
+    default_route: bool = False  # the PSAP of the ESRP's default route (else the first PSAP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +127,17 @@ class Topology:
             lost=scenario.lost,
             lost_mutual=scenario.lost_mutual,
         )
+
+    def with_takers(self, n: int) -> Topology:
+        """The same hosts with `n` call takers per PSAP (`taker-<psap>-<i>`) instead of the
+        file's; 0 leaves every PSAP without one (psapd then answers 480 at once)."""
+        hosts = [h for h in self.hosts if h.role != "calltaker"]
+        for p in self.by_role("psap"):
+            for i in range(1, n + 1):
+                name = f"taker-{p.name.removeprefix('psap-')}-{i}"
+                domain = f"taker{i}.{p.domain}"
+                hosts.append(Host(name, "calltaker", domain, "auto", SIP_TRANSPORTS, psap=p.name))
+        return dataclasses.replace(self, hosts=tuple(hosts))
 
     def boundaries_path(self) -> Path:
         """The boundary file: a path relative to the topology file, or packaged data."""
@@ -212,6 +228,11 @@ def parse_topology(data: Mapping[str, Any], source: str = "<memory>") -> Topolog
         for k in ("aor", "borough", "psap"):
             if k in h and not isinstance(h[k], str):
                 raise TopologyError(f"{where}: {k!r} must be a string")
+        alternates = h.get("alternates", [])
+        if not isinstance(alternates, list) or not all(isinstance(a, str) for a in alternates):
+            raise TopologyError(f"{where}: alternates must be a list of PSAP host names")
+        if not isinstance(h.get("default_route", False), bool):
+            raise TopologyError(f"{where}: default_route must be true or false")
         hosts.append(
             Host(
                 name=hname,
@@ -224,6 +245,8 @@ def parse_topology(data: Mapping[str, Any], source: str = "<memory>") -> Topolog
                 aor=h.get("aor"),
                 borough=h.get("borough"),
                 psap=h.get("psap"),
+                alternates=tuple(alternates),
+                default_route=h.get("default_route", False),
             )
         )
 
@@ -304,6 +327,18 @@ def validate(topo: Topology) -> None:
     for p in topo.by_role("psap"):
         if not topo.takers_of(p.name):
             raise TopologyError(f"{src} [hosts.{p.name}]: PSAP has no call taker")
+    for h in topo.hosts:
+        if (h.alternates or h.default_route) and h.role != "psap":
+            raise TopologyError(f"{src} [hosts.{h.name}]: alternates/default_route are for PSAPs")
+        for a in h.alternates:
+            if a not in psaps or a == h.name:
+                raise TopologyError(
+                    f"{src} [hosts.{h.name}]: alternate {a!r} is not another psap host "
+                    f"(psaps: {', '.join(sorted(psaps))})"
+                )
+    defaults = [p.name for p in topo.by_role("psap") if p.default_route]
+    if len(defaults) > 1:
+        raise TopologyError(f"{src}: {len(defaults)} PSAPs marked default_route: {defaults}")
     boroughs = {(p.borough or "").lower() for p in topo.by_role("psap")}
     for loc in topo.locations:
         if loc.borough is not None and loc.borough.lower() not in boroughs:
