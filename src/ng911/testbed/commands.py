@@ -106,7 +106,48 @@ def register(sub: Any) -> None:
     topo.add_argument("--topology", type=Path, help="topology TOML (default: packaged NYC)")
     topo.add_argument("--scenario", help="apply this scenario's transports")
     topo.set_defaults(func=_topology)
+    ex = tsub.add_parser(
+        "export",
+        help="write one self-contained bundle per host, to run the chain across machines",
+        description=(
+            "Plan the topology for the hosts' real addresses (a host's `address`, else the "
+            "next one of --subnet) and write DIR/<host>/: bundle.toml (its element's config, "
+            "with a host table of every domain), its certificate, key and the CA, LoST's "
+            "boundaries. Copy each to its machine and start it with `ng911 run --bundle DIR`."
+        ),
+    )
+    ex.add_argument("out", type=Path, metavar="DIR", help="where the bundles go")
+    ex.add_argument("--topology", type=Path, help="topology TOML (default: packaged NYC)")
+    ex.add_argument("--scenario", default="plain", help="transports (default plain)")
+    ex.add_argument(
+        "--subnet",
+        default="10.91.0.0/24",
+        help="addresses for hosts whose address is auto, in host order (default 10.91.0.0/24)",
+    )
+    ex.add_argument("--t1", type=float, default=0.5, help="SIP timer T1 in seconds (UDP)")
+    ex.set_defaults(func=_export)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ng911.testbed.bundle import export_topology
+    from ng911.testbed.plan import ChainOptions
+    from ng911.testbed.scenarios import get_scenario
+    from ng911.testbed.topology import load_topology
+
+    try:
+        topo = load_topology(args.topology, get_scenario(args.scenario))
+        if args.out.exists() and any(p.name != ".pki" for p in args.out.iterdir()):
+            print(f"ng911 testbed export: {args.out} is not empty", file=sys.stderr)
+            return 2
+        done = export_topology(topo, args.out, subnet=args.subnet, opts=ChainOptions(t1=args.t1))
+    except Ng911Error as exc:
+        print(f"ng911 testbed export: {exc}", file=sys.stderr)
+        return 2
+    width = max(len(n) for n in done)
+    for name, d in done.items():
+        print(f"{name:<{width}}  {topo.host(name).role:<9}  {d}")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -214,8 +214,12 @@ class ChainPlan:
         return self.topology.host(name).role
 
     def is_up(self, name: str) -> bool:
-        """Whether the host is started (not in `options.down`)."""
-        return name not in self.options.down
+        """Whether the host is started: not in `options.down`, nor a call taker of a PSAP
+        that is (it could never register)."""
+        if name in self.options.down:
+            return False
+        host = self.topology.host(name)
+        return host.role != "calltaker" or (host.psap or "") not in self.options.down
 
     def started(self) -> list[str]:
         """The SIP hosts to start, in start order."""
@@ -276,9 +280,7 @@ def psap_uri(h: Host) -> str:
 
 def lost_mapping(topo: Topology) -> dict[str, tuple[str, ...]]:
     """Each borough's boundary → its PSAP's sip: URI."""
-    return {
-        slug(p.borough): (psap_uri(p),) for p in topo.by_role("psap") if p.borough is not None
-    }
+    return {slug(p.borough): (psap_uri(p),) for p in topo.by_role("psap") if p.borough is not None}
 
 
 def allowed_peers(topo: Topology, h: Host) -> tuple[str, ...]:

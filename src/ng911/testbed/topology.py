@@ -31,8 +31,17 @@ _TOPOLOGY_KEYS = {"name", "address", "boundaries"}
 _PKI_KEYS = {"ca", "key_type"}
 _TRANSPORT_KEYS = {*HOPS, "lost", "lost_mutual"}
 _HOST_KEYS = {
-    "role", "domain", "address", "listen", "cert", "key", "aor", "borough", "psap",
-    "alternates", "default_route",
+    "role",
+    "domain",
+    "address",
+    "listen",
+    "cert",
+    "key",
+    "aor",
+    "borough",
+    "psap",
+    "alternates",
+    "default_route",
 }
 _LOCATION_KEYS = {"name", "lat", "lon", "borough"}
 

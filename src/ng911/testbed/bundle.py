@@ -1,0 +1,142 @@
+"""Per-host bundles: what a user copies to N machines to run one chain across them.
+
+`ng911 testbed export --topology T DIR` plans the chain (`ng911.testbed.plan`) for addresses
+the hosts really have (each host's `address`, else the next one of `--subnet`) and writes one
+self-contained directory per host:
+
+    DIR/<host>/bundle.toml     [bundle] (host, role) + [<host>] (the element's config)
+    DIR/<host>/tls/            its certificate chain and key, the CA certificate
+    DIR/<host>/boundaries.geojson   (the LoST host only)
+    DIR/<host>/state/          psapd's registrations survive a restart here
+
+Every path in `bundle.toml` is relative to the bundle, and `ng911 run --bundle DIR` runs in
+it, so a bundle works wherever it is copied. Names resolve through the host table each
+config carries (every host's domain → its address); on real hosts that table can be dropped
+for DNS (see the README: SRV/NAPTR records per RFC 3263 §4).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ng911.elements.config import ConfigError
+from ng911.testbed.plan import ChainOptions, ChainPlan, build_plan
+from ng911.testbed.processes import toml_table
+from ng911.testbed.topology import Topology
+
+BUNDLE_FILE = "bundle.toml"
+FORMAT = 1
+
+
+def subnet_addresses(topo: Topology, subnet: str) -> dict[str, str]:
+    """Host name → its own address, or the next free one of `subnet` (in host order)."""
+    try:
+        net = ipaddress.ip_network(subnet)
+    except ValueError as exc:
+        raise ConfigError(f"--subnet {subnet!r}: {exc}") from None
+    taken = {h.address for h in topo.hosts if h.address not in ("auto", "")}
+    free = (str(a) for a in net.hosts() if str(a) not in taken)
+    out: dict[str, str] = {}
+    for h in topo.hosts:
+        if h.address not in ("auto", ""):
+            out[h.name] = h.address
+            continue
+        addr = next(free, None)
+        if addr is None:
+            raise ConfigError(f"--subnet {subnet}: too small for {len(topo.hosts)} hosts")
+        out[h.name] = addr
+    return out
+
+
+def _relative(table: dict[str, Any], moves: Mapping[str, str]) -> dict[str, Any]:
+    """Every string value (nested too) that names a moved file, renamed to its new place."""
+
+    def fix(v: Any) -> Any:
+        if isinstance(v, str):
+            return moves.get(v, v)
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        return v
+
+    out: dict[str, Any] = fix(table)
+    return out
+
+
+def export_bundles(plan: ChainPlan, out: Path) -> dict[str, Path]:
+    """Write one bundle per host of `plan` under `out`; host name → its directory."""
+    topo = plan.topology
+    written: dict[str, Path] = {}
+    for h in topo.hosts:
+        d = out / h.name
+        (d / "tls").mkdir(parents=True, exist_ok=True)
+        cert, key = plan.pki.certs[h.name]
+        shutil.copyfile(cert, d / "tls" / "cert.pem")
+        shutil.copyfile(key, d / "tls" / "key.pem")
+        (d / "tls" / "key.pem").chmod(0o600)
+        shutil.copyfile(plan.pki.ca.cert_path, d / "tls" / "ca.pem")
+        moves = {
+            str(cert): "tls/cert.pem",
+            str(key): "tls/key.pem",
+            str(plan.pki.ca.cert_path): "tls/ca.pem",
+            str(plan.keylog): "keys.log",
+        }
+        if h.role == "lost":
+            shutil.copyfile(plan.lost.boundaries, d / "boundaries.geojson")
+            moves[str(plan.lost.boundaries)] = "boundaries.geojson"
+            table = plan.lost.to_dict()
+        else:
+            table = plan.configs[h.name].to_dict()
+            table["log_file"] = ""
+            if h.role == "psap":
+                (d / "state").mkdir(exist_ok=True)
+                table["registrations"] = "state/registrations.sqlite"
+        head = (
+            f"# ng911 bundle for host {h.name} ({h.role}) of topology {topo.name!r}, "
+            f"transports {','.join(topo.transports)} / {topo.lost}.\n"
+            f"# Run it on the machine that has address {plan.addresses[h.name]}:\n"
+            f"#   ng911 run --bundle {h.name}\n"
+            "# Paths are relative to this directory.\n"
+        )
+        body = toml_table("bundle", {"host": h.name, "role": h.role, "format": FORMAT})
+        body += "\n" + toml_table(h.name, _relative(table, moves))
+        (d / BUNDLE_FILE).write_text(head + body, encoding="utf-8")
+        written[h.name] = d
+    return written
+
+
+def export_topology(
+    topo: Topology, out: Path, *, subnet: str = "10.91.0.0/24", opts: ChainOptions | None = None
+) -> dict[str, Path]:
+    """Plan `topo` on `subnet` (hosts without an address) and export its bundles to `out`.
+    The CA's key stays in `out/.pki` (only certificates and each host's own key travel)."""
+    addresses = subnet_addresses(topo, subnet)
+    plan = build_plan(topo, out / ".pki", opts or ChainOptions(), addresses=addresses)
+    return export_bundles(plan, out)
+
+
+def read_bundle(directory: Path) -> tuple[str, str, Path]:
+    """(host, role, bundle.toml) of a bundle directory; a clear error when it is not one."""
+    path = directory / BUNDLE_FILE
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{directory}: not an ng911 bundle (no {BUNDLE_FILE})") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    head = data.get("bundle")
+    if not isinstance(head, dict) or not {"host", "role"} <= set(head):
+        raise ConfigError(f"{path}: no [bundle] table with host and role")
+    if head.get("format", FORMAT) != FORMAT:
+        raise ConfigError(f"{path}: bundle format {head.get('format')!r}, this ng911 reads 1")
+    host, role = str(head["host"]), str(head["role"])
+    if host not in data:
+        raise ConfigError(f"{path}: no [{host}] table")
+    return host, role, path
