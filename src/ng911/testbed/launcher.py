@@ -46,11 +46,11 @@ from ng911.elements.psap import Psapd
 from ng911.elements.runtime import SipElement
 from ng911.elements.ua import Caller, CallRecord
 from ng911.elements.vsp import VspProxy
+from ng911.lost.client import LostClient
 from ng911.lost.embedded import EmbeddedStore
 from ng911.lost.server import RunningServer, make_app, serve
 from ng911.lost.store import MappingConfig, slug
 from ng911.observe.hops import HOP_ROLES, HOPS
-from ng911.observe.lostprobe import ObservedLostClient
 from ng911.pki.ca import init_ca
 from ng911.pki.certs import IssuedCert, issue
 from ng911.pki.testpki import cached_key
@@ -124,7 +124,7 @@ class RunningChain:
     caller: Caller
     elements: dict[str, SipElement]
     lost_server: RunningServer
-    lost_client: ObservedLostClient
+    lost_client: LostClient
     keylog: Path
     ca_path: Path
     opts: ChainOptions
@@ -441,7 +441,7 @@ async def _start_claimed(
                 key=key if topo.lost_mutual else None,
                 keylog=keylog,
             )
-        lost_client = ObservedLostClient(
+        lost_client = LostClient(
             lost_server.url,
             element=esrp_host.name,
             server=lost.name,
