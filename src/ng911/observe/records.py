@@ -37,7 +37,7 @@ def addr(value: Any) -> tuple[str, int]:
 
 
 def transport_kind(transport: str) -> str:
-    """ "udp" or "stream": TCP and TLS share the port space an address is owned in."""
+    """Either "udp" or "stream": TCP and TLS share the port space an address is owned in."""
     return "udp" if transport.lower() == "udp" else "stream"
 
 
@@ -47,12 +47,12 @@ class Record:
     analysis (`ng911.observe.calls.Trace`), which also replaces a relay's `remote` by the
     element address it stands for."""
 
-    ts: float
-    mono: float
-    element: str
+    element: str  # who reported it
     transport: str
     local: tuple[str, int]
     remote: tuple[str, int]
+    ts: float  # time.time()
+    mono: float  # time.perf_counter(): one clock for every element on the machine
     peer: str | None = None
     hop: str | None = None
 
@@ -98,27 +98,18 @@ class MsgRecord(Record):
         return line.split(" ", 1)[1] if line.startswith("SIP/") else line
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "ts": self.ts,
-            "mono": self.mono,
-            "element": self.element,
-            "peer": self.peer,
-            "hop": self.hop,
-            "direction": self.direction,
-            "transport": self.transport,
-            "local": list(self.local),
-            "remote": list(self.remote),
-            "sip_bytes": self.sip_bytes,
-            "wire_bytes": self.wire_bytes,
-            "call_id": self.call_id,
-            "group": self.group,
-            "cseq": f"{self.cseq_num} {self.cseq_method}" if self.cseq_num is not None else None,
-            "first_line": self.first_line,
-            "retransmission": self.retransmission,
-            "partner": self.partner,
-            "data": self.data.decode("utf-8", "replace"),
-        }
+        """A line of `hopN.jsonl`: what a reader needs to recompute the figures."""
+        d = {name: getattr(self, name) for name in _JSON_FIELDS}
+        d["local"], d["remote"] = list(self.local), list(self.remote)
+        d["cseq"] = f"{self.cseq_num} {self.cseq_method}" if self.cseq_num is not None else None
+        d["data"] = self.data.decode("utf-8", "replace")
+        return d
+
+
+_JSON_FIELDS = (
+    *("index", "ts", "mono", "element", "peer", "hop", "direction", "transport"),
+    *("sip_bytes", "wire_bytes", "call_id", "group", "first_line", "retransmission", "partner"),
+)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -140,6 +131,18 @@ class WireRecord(Record):
 
     direction: str
     data: bytes
+
+
+def _base(ev: Any, transport: str | None = None) -> dict[str, Any]:
+    """The `Record` fields, from any event that has them."""
+    return {
+        "ts": float(ev.ts),
+        "mono": float(ev.mono),
+        "element": str(ev.element),
+        "transport": (transport or str(ev.transport)).lower(),
+        "local": addr(ev.local),
+        "remote": addr(ev.remote),
+    }
 
 
 def _field(fn: Callable[[], T]) -> T | None:
@@ -170,14 +173,9 @@ def message_record(ev: Any, index: int) -> MsgRecord:
         ecid = _field(lambda: extract_ids(msg).call_id)
     sip_bytes = int(getattr(ev, "sip_bytes", len(data)) or len(data))
     return MsgRecord(
+        **_base(ev),
         index=index,
-        ts=float(ev.ts),
-        mono=float(ev.mono),
-        element=str(ev.element),
         direction=str(ev.direction),
-        transport=str(ev.transport).lower(),
-        local=addr(ev.local),
-        remote=addr(ev.remote),
         sip_bytes=sip_bytes,
         wire_bytes=int(getattr(ev, "wire_bytes", sip_bytes) or sip_bytes),
         data=data,
@@ -231,12 +229,7 @@ class Recorder:
         elif hasattr(ev, "resumed") and hasattr(ev, "duration"):
             self.handshakes.append(
                 HandshakeRecord(
-                    ts=float(ev.ts),
-                    mono=float(ev.mono),
-                    element=str(ev.element),
-                    transport="tls",
-                    local=addr(ev.local),
-                    remote=addr(ev.remote),
+                    **_base(ev, "tls"),
                     role=str(ev.role),
                     resumed=bool(ev.resumed),
                     duration=float(ev.duration),
@@ -250,16 +243,7 @@ class Recorder:
             self.lost_queries.append(ev)
         elif hasattr(ev, "connection_id") and hasattr(ev, "data"):
             self.wires.append(
-                WireRecord(
-                    ts=float(ev.ts),
-                    mono=float(ev.mono),
-                    element=str(ev.element),
-                    transport=str(ev.transport).lower(),
-                    local=addr(ev.local),
-                    remote=addr(ev.remote),
-                    direction=str(ev.direction),
-                    data=bytes(ev.data),
-                )
+                WireRecord(**_base(ev), direction=str(ev.direction), data=bytes(ev.data))
             )
         elif hasattr(ev, "what") and hasattr(ev, "transport"):
             self.connections.append(ev)
