@@ -15,6 +15,7 @@ from ng911.lost.client import LostClient
 from ng911.lost.embedded import EmbeddedStore
 from ng911.lost.engine import EngineConfig, NextServer
 from ng911.lost.errors import LostClientError, LostNotFound, LostResponseError
+from ng911.lost.events import LostQueryEvent
 from ng911.lost.server import LostServer, RunningServer, ServerConfig, serve
 from ng911.lost.store import BoundaryStore
 
@@ -150,3 +151,36 @@ async def test_client_follows_redirect(store: BoundaryStore, tmp_path: Path) -> 
     finally:
         await a.close()
         await b.close()
+
+
+async def test_observers_get_one_event_per_find_service(embedded_store: EmbeddedStore) -> None:
+    running = await start(embedded_store, ttl=3600)
+    events: list[LostQueryEvent] = []
+
+    def broken(ev: object) -> None:
+        raise RuntimeError("an observer must never break a query")
+
+    cid = "urn:emergency:uid:callid:abcdefghij:esrp.test"
+    try:
+        async with LostClient(
+            running.url, element="esrp-1", server="ecrf", observers=[broken, events.append]
+        ) as client:
+            p = Point(*BOROUGH_POINTS["queens"])
+            await client.find_service(p, call_id=cid)
+            await client.find_service(p)  # the client's default: cached
+            await client.find_service(p, use_cache=False)
+            with pytest.raises(LostNotFound):
+                await client.find_service(Point(*OUTSIDE_POINTS["atlantic"]))
+        assert [e.cached for e in events] == [False, True, False, False]
+        assert [e.ok for e in events] == [True, True, True, False]
+        first = events[0]
+        assert first.call_id == cid and events[1].call_id is None
+        assert (first.element, first.server, first.transport) == ("esrp-1", "ecrf", "http")
+        assert first.result == psap_uri("queens") and first.duration > 0
+        assert events[3].result == "notFound"
+        async with LostClient(running.url, use_cache=False) as client:
+            await client.find_service(p)
+            r = await client.find_service(p)
+            assert not r.cached and client.queries == 2 and client.observers == []
+    finally:
+        await running.close()

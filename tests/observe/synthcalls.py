@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ng911.lost.events import LostQueryEvent
 from ng911.net.events import ConnectionEvent, HandshakeEvent, MessageEvent
-from ng911.observe.wire import LostQueryEvent
 
 HOST = "127.0.0.1"
 PORTS = {"caller": 5001, "vsp": 5002, "esrp": 5003, "psap-manhattan": 5004, "taker-manhattan": 5005}

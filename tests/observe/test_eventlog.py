@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from ng911.lost.events import LostQueryEvent
 from ng911.net.events import ConnectionEvent, HandshakeEvent, MessageEvent, WireEvent
 from ng911.observe.eventlog import (
     EventLogError,
@@ -13,7 +14,6 @@ from ng911.observe.eventlog import (
     event_to_json,
     read_events,
 )
-from ng911.observe.wire import LostQueryEvent
 
 EVENTS = [
     MessageEvent(1.5, 2.5, "vsp", "out", "tls", ("127.0.0.2", 5061), ("127.0.0.3", 40000),

@@ -6,6 +6,7 @@ import subprocess
 import pytest
 from synthcalls import ROLES, Chain
 
+from ng911.observe.calls import Trace
 from ng911.observe.pcap import (
     LINKTYPE_ETHERNET,
     LINKTYPE_RAW,
@@ -18,7 +19,6 @@ from ng911.observe.pcap import (
     write_capture,
     write_captures,
 )
-from ng911.observe.trace import Trace
 
 TSHARK = shutil.which("tshark")
 
@@ -94,7 +94,7 @@ def test_tls_hop_without_wire_chunks_is_left_out_not_written_in_clear(tmp_path):
 
 
 def test_empty_trace_writes_an_empty_valid_pcap(tmp_path):
-    n, notes = write_capture(Trace(), tmp_path / "x.pcap")
+    n, notes = write_capture(Trace({}), tmp_path / "x.pcap")
     assert n == 0 and notes == ["no events"]
     assert read_pcap(tmp_path / "x.pcap") == (LINKTYPE_ETHERNET, [])
 

@@ -10,8 +10,8 @@ import pytest
 
 from ng911.net import SipTransportLayer, Source
 from ng911.net.events import WireEvent
+from ng911.observe.calls import Trace
 from ng911.observe.pcap import read_pcap, tcp_streams, write_captures
-from ng911.observe.trace import Trace
 from ng911.pki.testpki import build_test_pki
 from ng911.sip.message import Request, Response, make_response
 from ng911.sip.parse import parse_message
@@ -64,7 +64,7 @@ async def test_layers_report_the_tls_records_they_write(pki, tmp_path):
     trace = Trace({"vsp": "vsp", "esrp": "esrp"})
     await _tls_call(pki, tmp_path, trace)
     trace.finalize()
-    wires = [w for w in trace.wires if isinstance(w, WireEvent)]
+    wires = [w for w in trace.events if isinstance(w, WireEvent)]
     assert {w.element for w in wires} == {"vsp", "esrp"}
     assert wires[0].element == "vsp" and wires[0].data[:1] == b"\x16"  # ClientHello record
     assert all(b"INVITE" not in w.data for w in wires)  # ciphertext only

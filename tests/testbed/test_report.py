@@ -6,7 +6,7 @@ import re
 import pytest
 from synthcalls import ROLES, Chain, Timing, expected_srd
 
-from ng911.observe.trace import Trace
+from ng911.observe.calls import Trace
 from ng911.testbed.measure import SEGMENTS, add_baseline_diffs, scenario_results
 from ng911.testbed.report import (
     GREEN,

@@ -357,10 +357,10 @@ def unroute_logs(handler: logging.Handler) -> None:
 
 
 def _observed_lost_client(cfg: Any, recorder: Any, use_cache: bool) -> Any:
-    """The ESRP's LoST client, reporting each query (`ng911.observe.lostprobe`)."""
+    """The ESRP's LoST client, reporting each query to the event file."""
     from pathlib import Path
 
-    from ng911.observe.lostprobe import ObservedLostClient
+    from ng911.lost.client import LostClient
     from ng911.pki.tls import client_context
 
     ctx = None
@@ -371,7 +371,7 @@ def _observed_lost_client(cfg: Any, recorder: Any, use_cache: bool) -> Any:
             key=Path(cfg.lost_key) if cfg.lost_key else None,
             keylog=Path(cfg.tls.keylog) if cfg.tls.keylog else None,
         )
-    return ObservedLostClient(
+    return LostClient(
         cfg.lost_url,
         element=cfg.name,
         use_cache=use_cache,

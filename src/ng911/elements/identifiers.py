@@ -18,7 +18,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from ng911.sip.message import Request
+from ng911.sip.message import Message, Request
 
 __all__ = ["EmergencyIds", "add_missing_ids", "extract_ids", "new_id", "split_call_info"]
 
@@ -79,15 +79,16 @@ class EmergencyIds:
         return self.call_id is not None and self.incident_id is not None
 
 
-def _entries(request: Request) -> list[str]:
+def _entries(request: Message) -> list[str]:
     entries: list[str] = []
     for value in request.headers.get_all("Call-Info"):
         entries.extend(split_call_info(value))
     return entries
 
 
-def extract_ids(request: Request) -> EmergencyIds:
-    """The first call and incident identifier of the request (used in the LoST query)."""
+def extract_ids(request: Message) -> EmergencyIds:
+    """The first call and incident identifier of the request (used in the LoST query; a
+    response's too, for the observer, which groups every message of a call by them)."""
     call_id: str | None = None
     incident_id: str | None = None
     for entry in _entries(request):

@@ -13,6 +13,12 @@ Errors are typed: `LostClientError` (kind "unreachable", "timeout", "http", "pro
 the server could not be asked, `LostNotFound` for `<notFound>`, `LostResponseError` (kind =
 the RFC 5222 §13.1 element) for any other `<errors>`. A `<redirect>` whose target is an
 http(s) URL is followed (at most `max_redirects`, never back to a URL already asked).
+
+Observers (`observers=[...]`, each a callable) get one `LostQueryEvent` per `find_service`:
+sent time, duration, outcome, cached or not, the call's emergency-CallId, named by `element`
+(who asks) and `server` (whom). Without observers nothing is timed or built. `use_cache`
+(default True) is whether `find_service` uses the cache; the testbed turns it off so every
+call pays the LoST round trip.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +36,7 @@ import shapely
 from ng911.location.civic import CivicAddress
 from ng911.location.geodetic import Point, Shape
 from ng911.lost.errors import LostClientError, LostNotFound, LostProtocolError, LostResponseError
+from ng911.lost.events import LostQueryEvent
 from ng911.lost.protocol import (
     CONTENT_TYPE,
     PROFILE_CIVIC,
@@ -98,6 +106,10 @@ class LostClient:
         max_cache_age: float = 86400.0,
         max_cache_entries: int = 10_000,
         max_redirects: int = 3,
+        use_cache: bool = True,
+        observers: list[Callable[[Any], None]] | None = None,
+        element: str = "esrp",
+        server: str = "lost",
     ) -> None:
         self.url = url
         self.ssl = ssl
@@ -107,6 +119,10 @@ class LostClient:
         self.max_cache_age = max_cache_age
         self.max_cache_entries = max_cache_entries
         self.max_redirects = max_redirects
+        self.use_cache = use_cache
+        self.observers: list[Callable[[Any], None]] = observers if observers is not None else []
+        self.element = element
+        self.server = server
         self._session: aiohttp.ClientSession | None = None
         self._cache: dict[tuple[str, Shape | CivicAddress], _Entry] = {}
         self._areas: list[tuple[str, _Entry]] = []
@@ -208,7 +224,7 @@ class LostClient:
         if boundary is not None:
             self._areas.append((service, entry))
 
-    async def find_service(
+    def find_service(
         self,
         location: Shape | CivicAddress,
         service: str = "urn:service:sos",
@@ -216,9 +232,63 @@ class LostClient:
         call_id: str | None = None,
         incident_id: str | None = None,
         location_id: str = "loc1",
-        use_cache: bool = True,
+        use_cache: bool | None = None,
+    ) -> Coroutine[Any, Any, FindServiceResult]:
+        """Map `location` + `service` to a mapping (RFC 5222 §8); cached by `expires` unless
+        `use_cache` (default: the client's) is False. A plain function returning the query's
+        coroutine, so that without observers awaiting it costs no extra frame."""
+        find = self._find_service(
+            location,
+            service,
+            call_id,
+            incident_id,
+            location_id,
+            self.use_cache if use_cache is None else use_cache,
+        )
+        return self._observed(find, call_id) if self.observers else find
+
+    async def _observed(
+        self, find: Coroutine[Any, Any, FindServiceResult], call_id: str | None
     ) -> FindServiceResult:
-        """Map `location` + `service` to a mapping (RFC 5222 §8); cached by `expires`."""
+        """Await `find`, then report it to every observer (an observer never breaks a call)."""
+        ts, mono, queries = time.time(), time.perf_counter(), self.queries
+        ok, result = False, None
+        try:
+            res = await find
+            ok, result = True, res.sip_uri or (res.uris[0] if res.uris else None)
+            return res
+        except Exception as exc:
+            result = getattr(exc, "kind", None) or type(exc).__name__
+            raise
+        finally:
+            ev = LostQueryEvent(
+                ts=ts,
+                mono=mono,
+                duration=time.perf_counter() - mono,
+                element=self.element,
+                url=self.url,
+                transport="https" if self.url.startswith("https:") else "http",
+                ok=ok,
+                call_id=call_id,
+                result=result,
+                server=self.server,
+                cached=self.queries == queries,
+            )
+            for obs in list(self.observers):
+                try:
+                    obs(ev)
+                except Exception:
+                    pass
+
+    async def _find_service(
+        self,
+        location: Shape | CivicAddress,
+        service: str,
+        call_id: str | None,
+        incident_id: str | None,
+        location_id: str,
+        use_cache: bool,
+    ) -> FindServiceResult:
         now = time.time()
         if use_cache:
             hit = self._from_cache(service, location, now)

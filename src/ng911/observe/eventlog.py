@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ng911.lost.events import LostQueryEvent
 from ng911.net.events import ConnectionEvent, HandshakeEvent, MessageEvent, WireEvent
-from ng911.observe.wire import LostQueryEvent
 
 _TYPES: dict[str, type[Any]] = {
     "message": MessageEvent,

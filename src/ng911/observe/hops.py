@@ -7,6 +7,8 @@ both, so that `observe/` never reaches up into `testbed/`.
 
 from __future__ import annotations
 
+# Roles in call order: the columns of a ladder diagram, the rows of a capture's address plan.
+COLUMNS: tuple[str, ...] = ("caller", "vsp", "esrp", "lost", "psap", "calltaker")
 # The SIP hops of the call chain, in call order, and the roles at each end (upstream, downstream).
 HOPS: tuple[str, ...] = ("hop1", "hop2", "hop3", "hop4")
 HOP_ROLES: dict[str, tuple[str, str]] = {

@@ -33,7 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ng911.observe.trace import COLUMNS, Trace
+from ng911.observe.calls import Trace
+from ng911.observe.hops import COLUMNS
+from ng911.observe.records import MsgRecord, WireRecord
 
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
@@ -279,18 +281,6 @@ def tcp_streams(packets: Iterable[Packet]) -> dict[tuple[tuple[str, int], tuple[
 
 
 @dataclass(slots=True)
-class _Chunk:
-    mono: float
-    ts: float
-    element: str
-    transport: str
-    local: tuple[str, int]
-    remote: tuple[str, int]
-    data: bytes
-    hop: str
-
-
-@dataclass(slots=True)
 class CaptureResult:
     """What `write_captures` produced: a pcap per hop, and the hops it had to leave out."""
 
@@ -340,46 +330,20 @@ class AddressPlan:
         return SIPS_PORT if transport == "tls" else SIP_PORT
 
 
-def _stream_chunks(trace: Trace, hop: str | None, transport: str) -> list[_Chunk]:
-    """Chunks written on the hop's connections: wire events if any, else the messages."""
-    chunks: list[_Chunk] = []
-    for w in trace.wires:
-        if str(w.direction) != "out" or str(w.transport).lower() != transport:
-            continue
-        local = _addr_of(w.local)
-        remote = trace.canonical(transport, _addr_of(w.remote))
-        peer = trace.owner(transport, remote)
-        h = trace.hop_between(str(w.element), peer) or "other"
-        if hop is not None and h != hop:
-            continue
-        chunks.append(
-            _Chunk(
-                float(w.mono),
-                float(w.ts),
-                str(w.element),
-                transport,
-                local,
-                remote,
-                bytes(w.data),
-                h,
-            )
-        )
-    if chunks or transport == "tls":
-        return chunks
-    for m in trace.messages:
-        if m.direction != "out" or m.transport != transport:
-            continue
-        h = m.hop or "other"
-        if hop is not None and h != hop:
-            continue
-        chunks.append(_Chunk(m.mono, m.ts, m.element, transport, m.local, m.remote, m.data, h))
-    return chunks
+def _stream_chunks(trace: Trace, hop: str | None, transport: str) -> list[MsgRecord | WireRecord]:
+    """Chunks written on the hop's connections: wire records if any, else the messages."""
 
+    def out_on_hop(records: Iterable[MsgRecord | WireRecord]) -> list[MsgRecord | WireRecord]:
+        return [
+            r
+            for r in records
+            if r.direction == "out"
+            and r.transport == transport
+            and (hop is None or (r.hop or "other") == hop)
+        ]
 
-def _addr_of(value: Any) -> tuple[str, int]:
-    if hasattr(value, "host"):
-        return (str(value.host), int(value.port))
-    return (str(value[0]), int(value[1]))
+    chunks = out_on_hop(trace.wires)
+    return chunks if chunks or transport == "tls" else out_on_hop(trace.messages)
 
 
 def write_capture(
@@ -398,18 +362,17 @@ def write_capture(
     notes: list[str] = []
     # A common time base: wall clock of the first event plus the monotonic offset, so packets
     # keep the in-process order exactly (time.time() may step).
-    all_mono = [m.mono for m in trace.messages] + [float(w.mono) for w in trace.wires]
+    all_mono = [m.mono for m in trace.messages] + [w.mono for w in trace.wires]
     if not all_mono:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as fh:
             PcapWriter(fh, linktype=linktype)
         return 0, ["no events"]
     first = min(trace.messages, key=lambda m: m.mono) if trace.messages else None
-    base_ts = first.ts if first is not None else float(trace.wires[0].ts)
-    base_mono = first.mono if first is not None else float(trace.wires[0].mono)
+    base = first if first is not None else trace.wires[0]
 
     def when(mono: float) -> float:
-        return base_ts + (mono - base_mono)
+        return base.ts + (mono - base.mono)
 
     items: list[tuple[float, int, Any]] = []  # (mono, order, action)
     for m in trace.messages:
@@ -437,7 +400,7 @@ def write_capture(
 
     convs: dict[tuple[tuple[str, int], tuple[str, int]], tuple[TcpConversation, tuple[str, int]]]
     convs = {}
-    last_mono: float = items[-1][0] if items else base_mono
+    last_mono: float = items[-1][0] if items else base.mono
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as fh:
         w = PcapWriter(fh, linktype=linktype)
@@ -449,7 +412,7 @@ def write_capture(
                 dst = (plan.ip(peer), plan.port("udp", m.remote, True))
                 w.udp(when(mono), src, dst, m.data)
                 continue
-            ch: _Chunk = obj
+            ch: MsgRecord | WireRecord = obj
             key = (min(ch.local, ch.remote), max(ch.local, ch.remote))
             if key not in convs:
                 # the client is the side that is not a known server; unknown: first sender

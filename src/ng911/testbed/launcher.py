@@ -28,10 +28,10 @@ from ng911.elements.psap import Psapd
 from ng911.elements.runtime import SipElement
 from ng911.elements.ua import Caller, CallRecord
 from ng911.elements.vsp import VspProxy
+from ng911.lost.client import LostClient
 from ng911.lost.embedded import EmbeddedStore
 from ng911.lost.server import RunningServer, make_app, serve
 from ng911.lost.store import MappingConfig
-from ng911.observe.lostprobe import ObservedLostClient
 from ng911.pki.tls import client_context, server_context
 from ng911.testbed.errors import TestbedError
 from ng911.testbed.impair import HopRelay
@@ -50,7 +50,7 @@ class RunningChain:
     caller: Caller
     elements: dict[str, SipElement]
     lost_server: RunningServer | None
-    lost_client: ObservedLostClient
+    lost_client: LostClient
     relays: list[HopRelay] = field(default_factory=list)
     claim: socket.socket | None = None
     errors: list[str] = field(default_factory=list)
@@ -195,7 +195,7 @@ async def start_chain(
     )
 
 
-def _lost_client(plan: ChainPlan, observers: Sequence[Observer]) -> ObservedLostClient:
+def _lost_client(plan: ChainPlan, observers: Sequence[Observer]) -> LostClient:
     """The ESRP's LoST client, reporting each findService to the observers."""
     topo = plan.topology
     esrp = topo.one("esrp")
@@ -209,7 +209,7 @@ def _lost_client(plan: ChainPlan, observers: Sequence[Observer]) -> ObservedLost
             key=key if mutual else None,
             keylog=plan.keylog,
         )
-    return ObservedLostClient(
+    return LostClient(
         plan.lost.url,
         element=esrp.name,
         server=plan.lost.host.name,

@@ -1,8 +1,9 @@
 """From one scenario's trace to the JSON-ready results the report and the terminal print.
 
-Everything here is computed from the message trace (`ng911.observe.trace.Trace`), i.e. from
-what the transports reported, not from what elements say about themselves: the numbers in
-`results.json` can be recomputed from the per-hop JSON-lines logs written beside it.
+Everything here is computed from the message trace (`ng911.observe.calls.Trace`,
+`ng911.observe.output`), i.e. from what the transports reported, not from what elements say
+about themselves: the numbers in `results.json` can be recomputed from the per-hop JSON-lines
+logs written beside it.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from ng911.observe import output
+from ng911.observe.calls import Call, Trace
 from ng911.observe.hops import HOPS
 from ng911.observe.stats import METRICS, Summary, aggregate, diff_summary, summarize
-from ng911.observe.trace import Call, Trace
 from ng911.testbed.scenarios import BASELINE, Scenario
 
 # Segments of the SRD breakdown, in the order a call crosses them (stacked bar order).
@@ -116,9 +118,9 @@ def scenario_results(
             "call_id": ladder_call.key,
             "cold": bool(lm.cold) if lm is not None else None,
             "srd": lm.srd if lm is not None else None,
-            "arrows": [a.to_json() for a in trace.ladder(ladder_call)],
+            "arrows": [a.to_json() for a in output.ladder(trace, ladder_call)],
         }
-    lost = trace.lost_summary()
+    lost = output.lost_summary(trace)
     srd_samples = sorted(m.srd for m in measures if m.ok and m.srd is not None and not m.cold)
     answer_samples = sorted(
         m.invite_to_200 for m in measures if m.ok and m.invite_to_200 is not None and not m.cold
@@ -131,14 +133,14 @@ def scenario_results(
         "lost_transport": scenario.lost,
         "lost_mutual": scenario.lost_mutual,
         "encrypted": {h: scenario.encrypted(h) for h in HOPS},
-        "observed_transports": trace.hop_transports(),
+        "observed_transports": output.hop_transports(trace),
         **agg,
         "srd_samples": srd_samples,
         "invite_to_200_samples": answer_samples,
         "breakdown": {k: _mean_dict(v) for k, v in breakdowns.items()},
         "breakdown_calls": {k: len(v) for k, v in breakdowns.items()},
-        "handshakes": trace.handshake_stats(),
-        "bytes": trace.hop_bytes(),
+        "handshakes": output.handshake_stats(trace),
+        "bytes": output.hop_bytes(trace),
         "processing": processing,
         "lost": lost.to_dict() if lost is not None else None,
         "lost_queries": len(trace.lost_queries),

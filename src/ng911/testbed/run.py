@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ng911 import __version__
+from ng911.observe.calls import Trace
+from ng911.observe.output import write_logs
 from ng911.observe.pcap import write_captures
 from ng911.observe.stats import METRICS, PERCENTILE_METHOD
-from ng911.observe.trace import Trace
 from ng911.testbed.errors import TestbedError
 from ng911.testbed.launcher import RunningChain, start_chain, wait_registered
 from ng911.testbed.measure import add_baseline_diffs, scenario_results
@@ -208,7 +209,7 @@ def _finish(live: _Live, run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
         failures=live.failures,
         placed=cfg.calls,
     )
-    logs = live.trace.write_logs(live.work)
+    logs = write_logs(live.trace, live.work)
     files: dict[str, Any] = {
         "logs": {k: str(p.relative_to(run_dir)) for k, p in logs.items()},
         "keylog": str((live.work / "keys.log").relative_to(run_dir)),

@@ -104,7 +104,7 @@ class Topology:
 
     @property
     def roles(self) -> dict[str, str]:
-        """Host name → role, what `ng911.observe.trace` needs to name hops."""
+        """Host name → role, what `ng911.observe.calls.Trace` needs to name hops."""
         return {h.name: h.role for h in self.hosts}
 
     def takers_of(self, psap: str) -> list[Host]:

@@ -1,9 +1,8 @@
-"""The event the observer needs beyond `ng911.net.events`: LoST queries.
+"""What a `LostClient` reports to its observers: one event per findService.
 
-`ng911.net` reports each SIP message (`MessageEvent`), each TLS handshake (`HandshakeEvent`)
-and the raw bytes of each stream write (`WireEvent`, the TLS records a capture needs).
-`LostQueryEvent` is one LoST request/response exchange as seen by its client (the ESRP), for
-the ladder diagram and the LoST column of the report.
+The HTTP exchange is not a SIP message, so `ng911.net` never sees it; the client reports it
+itself (`LostClient(observers=[...])`), for the trace's ladder and the report's LoST column.
+Event files (`ng911.observe.eventlog`) carry it as `{"type": "lost", ...}`.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ class LostQueryEvent:
     url: str
     transport: str  # "http" | "https"
     ok: bool
-    call_id: str | None = None  # SIP Call-ID of the call that caused the query
+    call_id: str | None = None  # the NENA emergency-CallId URN of the call that caused it
     request_bytes: int = 0
     response_bytes: int = 0
     result: str | None = None  # the mapped URI, or the error kind
