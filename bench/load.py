@@ -86,6 +86,7 @@ from rig import (
     RESULTS,
     Element,
     free_port,
+    opt,
     percentile,
     start_proxy,
     write_result,
@@ -622,31 +623,19 @@ def run_ladder(
     bisect: bool = True,
 ) -> Ladder:
     """Start the callee and the proxy, step the rate up, always tear both down."""
-    if transport == "tls":
-        tuas = Callee(free_port(), pki_dir)
-        try:
-            port = target.start("tls", tuas.port, workdir)
-            lad = ladder(
-                target, transport, rates,
-                lambda r: run_tls_step(target, port, tuas, r, seconds, pki_dir), log, bisect,
-            )  # fmt: skip
-        finally:
-            target.stop()
-            tuas.stop()
-        if isinstance(target, Ng911Target):
-            lad.rss_mb_at_end = target.rss_mb
-        return lad
-    suas = SippUas(workdir, transport)
+    callee = Callee(free_port(), pki_dir) if transport == "tls" else SippUas(workdir, transport)
     try:
-        port = target.start(transport, suas.port, workdir)
-        lad = ladder(
-            target, transport, rates,
-            lambda r: run_sipp_step(target, port, suas, transport, r, seconds, workdir, scenario),
-            log, bisect,
-        )  # fmt: skip
+        port = target.start(transport, callee.port, workdir)
+
+        def step(rate: int) -> Step:
+            if isinstance(callee, Callee):  # TLS: SIPp here has none
+                return run_tls_step(target, port, callee, rate, seconds, pki_dir)
+            return run_sipp_step(target, port, callee, transport, rate, seconds, workdir, scenario)
+
+        lad = ladder(target, transport, rates, step, log, bisect)
     finally:
         target.stop()
-        suas.stop()
+        callee.stop()
     if isinstance(target, Ng911Target):
         lad.rss_mb_at_end = target.rss_mb
     return lad
@@ -814,11 +803,8 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
         f"{'proxy':<17} {'tr':<4} {'uac':<3} {'max cps':>8} {'x Kam':>6} {'cpu us/call':>11} "
         f"{'x Kam':>6} {'setup p50':>9} {'p99 ms':>7}  limited by"
     )
+    f = opt
     for r in rows:
-
-        def f(v: Any, fmt: str) -> str:
-            return format(v, fmt) if v is not None else "-"
-
         print(
             f"{r['proxy']:<17} {r['transport']:<4} {r['uac'][:3]:<3} {r['max_cps']:>8} "
             f"{f(r.get('rate_vs_kamailio'), '.2f'):>6} {f(r['cpu_us_per_call'], '.0f'):>11} "

@@ -64,7 +64,7 @@ from loadgen import HOLD, Callee, in_dialog
 from ng911.interop.kamailio import Kamailio, flood_limited_cfg, missing_reason
 from ng911.interop.procs import stop
 from ng911.interop.sipp import SIPP, SippUas, read_stat, sipp_args, stat_count
-from rig import LOCAL, Element, free_port, percentile, rss_mb, start_proxy, write_result
+from rig import LOCAL, Element, free_port, opt, percentile, rss_mb, start_proxy, write_result
 
 FLOOD_SRC = "127.0.0.2"  # the flooding peer
 SOS_SRC = "127.0.0.3"  # the emergency caller (this process)
@@ -478,9 +478,7 @@ def rung(
 
 
 def fmt_rung(r: Rung) -> str:
-    def f(v: Any, fmt: str) -> str:
-        return format(v, fmt) if v is not None else "-"
-
+    f = opt
     return (
         f"{r.proxy:<17} {r.factor:>3.0f}x {r.flood_cps:>6} {r.flood_achieved_cps:>6.0f} "
         f"{r.sos_ok:>4}/{r.sos_calls:<4} "

@@ -42,6 +42,7 @@ from ng911.interop.procs import (
     options_probe,
     rss_mb,
     stop,
+    tail,
 )
 
 # element configs are written as the testbed writes them for `--processes`
@@ -62,6 +63,11 @@ def percentile(values: Sequence[float], q: float) -> float | None:
         return None
     v = sorted(values)
     return v[min(len(v) - 1, max(0, round(q / 100 * (len(v) - 1))))]
+
+
+def opt(value: Any, spec: str) -> str:
+    """`value` formatted for a table, "-" when there is none."""
+    return format(value, spec) if value is not None else "-"
 
 
 def best_rate(fn: Callable[[], object], n: int, repeats: int = 5) -> float:
@@ -216,10 +222,7 @@ class Element:
         return sum(cpu_seconds(p) for p in self.pids())
 
     def stderr_tail(self, n: int = 2000) -> str:
-        try:
-            return self.stderr_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+        return tail(self.stderr_path, n)
 
     def stop(self, timeout: float = 15.0) -> int | None:
         p = self.proc

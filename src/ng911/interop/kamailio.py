@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from ng911.interop.procs import LOCAL, cpu_seconds, options_probe, stop, tree
+from ng911.interop.procs import LOCAL, cpu_seconds, options_probe, stop, tail, tree
 
 __all__ = [
     "KAMAILIO",
@@ -430,11 +430,8 @@ class Kamailio:
     def cpu_seconds(self) -> float:
         return sum(cpu_seconds(p) for p in self.pids())
 
-    def log(self, tail: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-tail:]
-        except OSError:
-            return ""
+    def log(self, n: int = 3000) -> str:
+        return tail(self.log_path, n)
 
     def stop(self) -> None:
         stop(self.proc, group=True)  # its own process group: every worker goes with it

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 LOCAL = "127.0.0.1"
@@ -76,6 +77,14 @@ def children_of(pid: int) -> list[int]:
         if len(rest) > 1 and rest[1] == str(pid):
             out.append(int(d))
     return out
+
+
+def tail(path: Path, n: int) -> str:
+    """The last `n` characters of a child's log file ("" when there is none)."""
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
 
 
 def tree(pid: int) -> list[int]:
