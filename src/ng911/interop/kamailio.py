@@ -127,14 +127,16 @@ _SEQUENTIAL = """    if (has_totag()) {{
     }}
 """
 
-_STATEFUL = """
-{tls}loadmodule "tm.so"
+# what every configuration here loads, and how its request route starts (a format template)
+_TLS_MODULE = 'loadmodule "tls.so"\nmodparam("tls", "config", "{tls_cfg}")\n'
+_MODULES = """loadmodule "tm.so"
 loadmodule "sl.so"
 loadmodule "rr.so"
 loadmodule "maxfwd.so"
 loadmodule "textops.so"
 loadmodule "pv.so"
 loadmodule "siputils.so"
+loadmodule "xlog.so"
 {modules}modparam("tm", "fr_timer", 5000)
 modparam("tm", "fr_inv_timer", 30000)
 modparam("rr", "enable_full_lr", 1)
@@ -144,7 +146,12 @@ request_route {{
         sl_send_reply("483", "Too Many Hops");
         exit;
     }}
-{sequential}{limits}    if (!t_newtran()) {{
+"""
+
+_STATEFUL = (
+    "\n{tls}"
+    + _MODULES
+    + """{sequential}{limits}    if (!t_newtran()) {{
         sl_reply_error();
         exit;
     }}
@@ -157,6 +164,7 @@ request_route {{
     }}
 }}
 """
+)
 
 # flood_limited_cfg: the modules, and the checks between in-dialog handling and relaying
 _LIMIT_MODULES = """loadmodule "pike.so"
@@ -194,26 +202,11 @@ _LIMITS = """    # emergency first: never limited (NENA i3)
     }}
 """
 
-_EMERGENCY = """
-loadmodule "tls.so"
-loadmodule "tm.so"
-loadmodule "sl.so"
-loadmodule "rr.so"
-loadmodule "maxfwd.so"
-loadmodule "textops.so"
-loadmodule "pv.so"
-loadmodule "siputils.so"
-loadmodule "xlog.so"
-modparam("tls", "config", "{tls_cfg}")
-modparam("tm", "fr_timer", 5000)
-modparam("rr", "enable_full_lr", 1)
-
-request_route {{
-    if (!mf_process_maxfwd_header("10")) {{
-        sl_send_reply("483", "Too Many Hops");
-        exit;
-    }}
-    if (is_method("OPTIONS") && $rU == $null) {{
+_EMERGENCY = (
+    "\n"
+    + _TLS_MODULE
+    + _MODULES
+    + """    if (is_method("OPTIONS") && $rU == $null) {{
         sl_send_reply("200", "OK");
         exit;
     }}
@@ -236,6 +229,7 @@ request_route {{
     sl_send_reply("403", "Only emergency calls here");
 }}
 """
+)
 
 _TLS_CFG = """[server:default]
 method = TLSv1.2+
@@ -297,7 +291,7 @@ def stateful_proxy_cfg(
     tls = tls_cfg_path is not None
     head = config_head(listen, tcp=tcp, tls=tls, children=children, debug=debug)
     return head + _STATEFUL.format(
-        tls=f'loadmodule "tls.so"\nmodparam("tls", "config", "{tls_cfg_path}")\n' if tls else "",
+        tls=_TLS_MODULE.format(tls_cfg=tls_cfg_path) if tls else "",
         modules="",
         sequential=_SEQUENTIAL.format(host_table=""),
         limits="",
@@ -352,7 +346,9 @@ def emergency_vsp_cfg(
         for name, uri in (hosts or {}).items()
     )
     sequential = _SEQUENTIAL.format(host_table=table)
-    return head + _EMERGENCY.format(tls_cfg=tls_cfg_path, esrp=esrp, sequential=sequential)
+    return head + _EMERGENCY.format(
+        tls_cfg=tls_cfg_path, esrp=esrp, sequential=sequential, modules=""
+    )
 
 
 @dataclass
