@@ -29,10 +29,11 @@ unit: $(STAMP)
 
 test: $(STAMP) peers lint typecheck unit
 
-# every benchmark (rig.py is their shared helper; the fuzz storm has its own target)
+# every benchmark (rig.py and loadgen.py are their shared helpers; the fuzz storm has its
+# own target)
 bench: $(STAMP)
 	for b in bench/*.py; do \
-	  case $$b in bench/rig.py|bench/fuzz.py) continue;; esac; \
+	  case $$b in bench/rig.py|bench/loadgen.py|bench/fuzz.py) continue;; esac; \
 	  $(PY) $$b || exit 1; done
 
 # a seeded storm of 1,000,000 mutated inputs against running elements (not part of `make test`)

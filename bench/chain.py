@@ -25,17 +25,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import platform
 import random
 import resource
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from ng911.elements.chain import BOROUGHS, Chain, ChainOptions, build_chain
+from rig import write_result
 
 
 def cpu() -> float:
@@ -216,10 +215,7 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "results": results,
     }
-    path = Path(__file__).parent / "results" / "chain.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_result("chain", out)
     return 0
 
 

@@ -66,6 +66,7 @@ from rig import (
     BOUNDARIES,
     FIND_SERVICE,
     LOCAL,
+    RESULTS,
     Element,
     free_port,
     in_private_netns,
@@ -76,7 +77,6 @@ from rig import (
     udp_drops,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
 UDP_MAX = 65507
 
 # --------------------------------------------------------------------------- the corpus

@@ -4,29 +4,28 @@ The rig of ANCHORS.md: a caller → the proxy under test → a callee, on loopba
 machine's cores (the load generators share them with the proxy). The proxy is a stateful,
 record-routing proxy in both cases:
 
-- Kamailio 5.6 (`tests/interop/kamailio.py`: tm + rr, `record_route(); t_relay()` to a
+- Kamailio 5.6 (`ng911.interop.kamailio`: tm + rr, `record_route(); t_relay()` to a
   fixed next hop, `children` workers, 1 GB of shared memory);
-- ng911's `VspProxy` (`ng911.elements.vsp`), started through its Python API in a separate
-  process (`bench/load.py --serve ...`), one asyncio event loop, `gc.freeze()` after start-up
-  as `ng911 run` does, logging off (as Kamailio's `debug=1`; `ng911 run vsp` writes a JSON
-  line per event). One process, one core; the `ng911 (2 workers)` row runs it as
-  `ng911 run vsp --workers 2` does (`ng911.elements.workers`): two processes sharing the UDP
+- ng911's VSP proxy as deployed: `ng911 run vsp --config FILE --quiet --ready`
+  (`bench/rig.py`'s `start_proxy`), one asyncio event loop, logging off (as Kamailio's
+  `debug=1`; without `--quiet` it writes a JSON line per event). One process, one core; the
+  `ng911 (2 workers)` row is `ng911 run vsp --workers 2`: two processes sharing the UDP
   port (SO_REUSEPORT), each with its own port for its Via, CPU summed over both.
 
-UDP and TCP: SIPp drives it (`tests/interop/sipp/uac_plain.xml` → proxy → `uas.xml`, which
+UDP and TCP: SIPp drives it (`ng911/interop/sipp/uac_plain.xml` → proxy → `uas.xml`, which
 copies Record-Route so ACK and BYE go through the proxy too; TCP: one connection each side,
-`-t t1`). TLS: SIPp here has no TLS, so a small asyncio caller/callee pair in this file
-(`--tls-uac`/`--tls-uas`, two processes, one mutual-TLS connection each side, ECDSA P-256,
-TLS 1.3) drives both
-ng911 and Kamailio (tls module). The `emergency` row sends the 1.5 KB 911 INVITE with
-PIDF-LO (`uac_emergency.xml`) through the VSP's emergency path (recognise, rewrite,
-Resource-Priority, Route to the "ESRP", which is the SIPp callee here); the `esrp` row sends
-it to ng911's ESRP, which asks a LoST server (its own process; every borough maps to the
-SIPp callee) and routes to the answer. Every ng911 row runs as `ng911 run` does, calling
-`gc.freeze()` once a second (survivors leave the collector's sight but are still freed by
-reference counting; safe because a call leaves no cyclic garbage, which a test counts); the
-`gc-off` row is the VSP with Python's cyclic garbage collector disabled and `gc-once` the VSP
-frozen only once after start-up: experiments showing what the collector's pauses cost.
+`-t t1`). TLS: SIPp here has no TLS, so a small asyncio caller/callee pair
+(`bench/loadgen.py`, two processes, one mutual-TLS connection each side, ECDSA P-256,
+TLS 1.3) drives both ng911 and Kamailio (tls module). The `emergency` row sends the 1.5 KB
+911 INVITE with PIDF-LO (`uac_emergency.xml`) through the VSP's emergency path (recognise,
+rewrite, Resource-Priority, Route to the "ESRP", which is the SIPp callee here); the `esrp`
+row sends it to ng911's ESRP, which asks a LoST server (`ng911 run lost`, every borough maps
+to the SIPp callee) and routes to the answer. Every ng911 row calls `gc.freeze()` once a
+second (`ng911 run`'s `--gc-freeze 1`; survivors leave the collector's sight but are still
+freed by reference counting; safe because a call leaves no cyclic garbage, which a test
+counts); the `gc-off` row is the VSP with Python's cyclic garbage collector disabled
+(`gc.disable()` before `ng911 run`) and `gc-once` the VSP frozen only once after start-up
+(`--gc-freeze 0`): experiments showing what the collector's pauses cost.
 
 Each rate step runs ~`--seconds`; the rate ladder stops at the first step that fails.
 A step passes when every call succeeded (SIPp: no failed call, all calls done; UDP
@@ -42,16 +41,16 @@ thread of every process, `/proc/PID/task/*/schedstat`) over the step, divided by
     .venv/bin/python bench/load.py --census   # GC-tracked objects a call holds, cyclic garbage
 
 Prints a table, writes bench/results/load.json and (cProfile of the ng911 proxy under load,
-top 15 by cumulative time) bench/results/load-profile.txt.
+`python -m cProfile -o FILE -m ng911 run vsp ...`, top 15 by cumulative time)
+bench/results/load-profile.txt.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
-import cProfile
-import csv
 import gc
 import io
 import json
@@ -59,9 +58,6 @@ import os
 import platform
 import pstats
 import re
-import shutil
-import signal
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -71,28 +67,34 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "interop"))
-
-from kamailio import (  # noqa: E402  (tests/interop is not a package)
-    Kamailio,
-    children_of,
+from loadgen import Callee, make_pki, pki_paths, tls_calls
+from ng911.interop.kamailio import Kamailio, stateful_proxy_cfg, tls_cfg
+from ng911.interop.sipp import (
+    SIPP,
+    SippUas,
+    read_stat,
+    run_sipp,
+    sipp_args,
+    start_sipp,
+    stat_count,
+    stop_sipp,
+)
+from rig import (
+    LOCAL,
+    NG911,
+    REPO,
+    RESULTS,
+    Element,
     free_port,
-    process_cpu_seconds,
-    stateful_proxy_cfg,
-    tls_cfg,
-    write_ca_bundle,
+    opt,
+    percentile,
+    start_proxy,
+    write_result,
 )
 
-from rig import rss_mb  # noqa: E402  (bench/ is the script directory)
-
-SIPP = shutil.which("sipp")
-SCENARIOS = REPO / "tests" / "interop" / "sipp"
-RESULTS = REPO / "bench" / "results"
 PROBE_RATE = 20  # cps of the latency probe (SIPp with -trace_msg)
 P99_LIMIT = 0.050  # s: a step fails when the INVITE→180 p99 is above this
 HOLD_MS = 100  # call hold time (ACK → BYE)
-LOCAL = "127.0.0.1"
 
 
 # --------------------------------------------------------------------------- results
@@ -132,50 +134,11 @@ class Ladder:
         return max(good, key=lambda s: s.rate) if good else None
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    v = sorted(values)
-    k = min(len(v) - 1, max(0, round(q / 100 * (len(v) - 1))))
-    return v[k]
-
-
 # --------------------------------------------------------------------------- SIPp
-
-
-def sipp_transport(transport: str) -> str:
-    return {"udp": "u1", "tcp": "t1"}[transport]
 
 
 def uas_key(port: int, transport: str) -> str:
     return f"{LOCAL}:{port}" + (";transport=tcp" if transport == "tcp" else "")
-
-
-class SippUas:
-    """The callee: `uas.xml` on `port`, for the whole ladder of one transport."""
-
-    def __init__(self, transport: str, workdir: Path) -> None:
-        self.transport = transport
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [
-                str(SIPP), "-sf", str(SCENARIOS / "uas.xml"), "-i", LOCAL, "-p", str(self.port),
-                "-t", sipp_transport(transport), "-nostdin", "-max_socket", "4096",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=workdir,
-        )  # fmt: skip
-        time.sleep(0.3)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 def sipp_uac(
@@ -192,44 +155,29 @@ def sipp_uac(
     timeout: float = 60,
     sockets: str = "u1",
 ) -> subprocess.Popen[bytes]:
-    mode = "un" if transport == "udp" and sockets == "un" else sipp_transport(transport)
-    cmd = [
-        str(SIPP), f"{LOCAL}:{proxy_port}", "-sf", str(SCENARIOS / scenario), "-i", LOCAL,
-        "-t", mode, "-key", "uas", uas, "-key", "dial", "urn:service:sos",
-        "-s", "svc", "-r", str(rate), "-m", str(calls), "-l", str(max(100, rate * 3)),
-        "-nostdin", "-recv_timeout", "8000", "-timeout", f"{int(timeout)}s",
+    mode = "un" if transport == "udp" and sockets == "un" else transport
+    extra = [
+        "-s", "svc", "-r", str(rate), "-l", str(max(100, rate * 3)), "-timeout", f"{int(timeout)}s",
         "-max_socket", "4096", "-trace_stat", "-stf", str(stat_file), "-fd", "200ms",
-        "-p", str(free_port()),  # never SIPp's default 5060: main and probe run side by side
     ]  # fmt: skip
     if trace is not None:
-        cmd += ["-trace_msg", "-message_file", str(trace)]
+        extra += ["-trace_msg", "-message_file", str(trace)]
+    cmd = sipp_args(
+        scenario, transport=mode, remote=f"{LOCAL}:{proxy_port}", calls=calls,
+        port=free_port(),  # never SIPp's default 5060: main and probe run side by side
+        keys={"uas": uas, "dial": "urn:service:sos"}, extra=extra,
+    )  # fmt: skip
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
 
 
 STAT_PERIOD = 0.2  # s between SIPp's -trace_stat rows (-fd 200ms)
 
 
-def read_stat(path: Path) -> list[dict[str, str]]:
-    """The rows of SIPp's `-trace_stat` CSV, one per STAT_PERIOD (`(C)` = cumulative)."""
-    try:
-        rows = list(csv.reader(path.read_text(errors="replace").splitlines(), delimiter=";"))
-    except OSError:
-        return []
-    return [dict(zip(rows[0], r, strict=False)) for r in rows[1:]] if len(rows) > 1 else []
-
-
-def _n(d: dict[str, str], k: str) -> int:
-    try:
-        return int(float(d.get(k, "0") or 0))
-    except ValueError:
-        return 0
-
-
 def completion_rate(rows: Sequence[dict[str, str]], calls: int) -> float:
     """Calls per second the rig completed: all calls over the time until the last one ended
     (minus the hold time). Below the offered rate, calls pile up: the proxy falls behind."""
     for i, r in enumerate(rows):
-        if _n(r, "SuccessfulCall(C)") + _n(r, "FailedCall(C)") >= calls:
+        if stat_count(r, "SuccessfulCall(C)") + stat_count(r, "FailedCall(C)") >= calls:
             return calls / max(STAT_PERIOD, i * STAT_PERIOD - HOLD_MS / 1000)
     return 0.0
 
@@ -278,7 +226,7 @@ class Target:
     def label(self) -> str:  # the row of the table
         return self.name
 
-    def start(self, transport: str, uas_port: int) -> int:  # returns the port to call
+    def start(self, transport: str, uas_port: int, workdir: Path) -> int:  # the port to call
         raise NotImplementedError
 
     def cpu_seconds(self) -> float:
@@ -297,37 +245,26 @@ class KamailioTarget(Target):
         self.k: Kamailio | None = None
         self.pki_dir = pki_dir
 
-    def start(self, transport: str, uas_port: int) -> int:
+    def start(self, transport: str, uas_port: int, workdir: Path) -> int:
         port = free_port()
+        tls = None
         if transport == "tls":
             assert self.pki_dir is not None
-            cfg = stateful_proxy_cfg(
-                port=port,
-                next_hop=f"sip:{LOCAL}:{uas_port};transport=tls",
-                children=self.children,
-                tcp=True,
-            )
-            tlscfg = self.pki_dir / "kamailio-tls.cfg"
-            tlscfg.write_text(
+            tls = self.pki_dir / "kamailio-tls.cfg"
+            tls.write_text(
                 tls_cfg(
                     cert=self.pki_dir / "proxy.chain.pem",
                     key=self.pki_dir / "proxy.key.pem",
                     ca=self.pki_dir / "ca-bundle.pem",
                 )
             )
-            cfg = cfg.replace(
-                "enable_tls=no", "enable_tls=yes"
-            ).replace(
-                f"listen=tcp:{LOCAL}:{port}", f"listen=tls:{LOCAL}:{port}"
-            ).replace(
-                'loadmodule "tm.so"', f'loadmodule "tls.so"\nmodparam("tls", "config", "{tlscfg}")'
-                '\nloadmodule "tm.so"',
-            )  # fmt: skip
-            self.k = Kamailio(cfg, port, "tls")
-        else:
-            next_hop = f"sip:{LOCAL}:{uas_port}" + (";transport=tcp" if transport == "tcp" else "")
-            cfg = stateful_proxy_cfg(port=port, next_hop=next_hop, children=self.children)
-            self.k = Kamailio(cfg, port, "udp")
+        next_hop = f"sip:{LOCAL}:{uas_port}" + {"udp": "", "tcp": ";transport=tcp"}.get(
+            transport, ";transport=tls"
+        )
+        cfg = stateful_proxy_cfg(
+            port=port, next_hop=next_hop, children=self.children, tls_cfg_path=tls
+        )
+        self.k = Kamailio(cfg, port, "tls" if tls else "udp")
         self.k.start()
         return port
 
@@ -341,7 +278,7 @@ class KamailioTarget(Target):
 
 
 class Ng911Target(Target):
-    """ng911's VspProxy in its own process (`bench/load.py --serve`)."""
+    """ng911's VSP (or ESRP, after its LoST server) as `ng911 run` processes."""
 
     name = "ng911"
 
@@ -355,87 +292,57 @@ class Ng911Target(Target):
         uac: str = "u1",
     ) -> None:
         self.uac_sockets = uac
-        self.proc: subprocess.Popen[str] | None = None
-        self.lost: subprocess.Popen[str] | None = None
+        self.els: list[Element] = []
         self.pki_dir = pki_dir
         self.profile = profile
-        self.gc_mode = gc_mode  # "freeze" (as `ng911 run`) | "once" | "off" (see `serve`)
+        self.gc_mode = gc_mode  # "freeze" (`ng911 run`'s default) | "once" | "off"
         self.element = element
         self.workers = workers
         self.rss_mb: float | None = None
-        self.lost_cpu = 0.0
 
-    def start(self, transport: str, uas_port: int) -> int:
+    def start(self, transport: str, uas_port: int, workdir: Path) -> int:
         port = free_port()
-        cmd = [
-            sys.executable, str(Path(__file__).resolve()), "--serve", "--port", str(port),
-            "--transport", transport, "--uas-port", str(uas_port),
-        ]  # fmt: skip
+        config: dict[str, Any] = {}
         if transport == "tls":
             assert self.pki_dir is not None
-            cmd += ["--pki", str(self.pki_dir)]
+            listeners = [{"transport": "tls", "host": LOCAL, "port": port}]
+            next_hop = f"sips:{LOCAL}:{uas_port}"
+            paths = pki_paths(self.pki_dir)
+            config["tls"] = {"cert": paths["proxy_chain"], "key": paths["proxy_key"],
+                             "ca": [paths["ca"]], "require_client_cert": True}  # fmt: skip
+        else:
+            listeners = [{"transport": t, "host": LOCAL, "port": port} for t in ("udp", "tcp")]
+            next_hop = f"sip:{LOCAL}:{uas_port}" + (";transport=tcp" if transport == "tcp" else "")
+        args = ["--gc-freeze", "0" if self.gc_mode == "once" else "1"]
+        args += ["--workers", str(self.workers)] if self.workers > 1 else []
+        launcher: Sequence[str] = NG911
         if self.profile is not None:
-            cmd += ["--profile-out", str(self.profile)]
-        if self.workers > 1:
-            cmd += ["--workers", str(self.workers)]
-        if self.element == "esrp":
-            lport = free_port()
-            self.lost = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "--serve-lost",
-                 "--port", str(lport), "--uas-port", str(uas_port)],
-                stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            assert self.lost.stdout is not None
-            ready = self.lost.stdout.readline().split()
-            if not ready or ready[0] != "READY":
-                self.stop()
-                raise RuntimeError("LoST server did not start")
-            cmd += ["--element", "esrp", "--lost-url", ready[1]]
-        env = {**os.environ, "NG911_BENCH_GC": self.gc_mode}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("READY"):
-            self.stop()
-            raise RuntimeError(f"ng911 proxy did not start: {line!r}")
+            launcher = ("-m", "cProfile", "-o", str(self.profile), *NG911)
+        elif self.gc_mode == "off":  # experiment: no cyclic collector at all
+            launcher = ("-c", "import gc, runpy; gc.disable(); runpy.run_module('ng911', "
+                        "run_name='__main__')")  # fmt: skip
+        self.els = start_proxy(
+            self.element, workdir, next_hop, listeners, config=config, extra_args=args,
+            launcher=launcher,
+        )  # fmt: skip
         return port
 
     @property
     def label(self) -> str:
         return f"ng911 ({self.workers} workers)" if self.workers > 1 else "ng911"
 
-    def pids(self) -> list[int]:
-        """The proxy process and, with workers, its worker processes."""
-        if self.proc is None:
-            return []
-        return [self.proc.pid, *(children_of(self.proc.pid) if self.workers > 1 else [])]
-
     def cpu_seconds(self) -> float:
-        return sum(process_cpu_seconds(p) for p in self.pids())
+        return self.els[-1].cpu_seconds() if self.els else 0.0
 
     def lost_cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.lost.pid) if self.lost is not None else 0.0
+        return self.els[0].cpu_seconds() if len(self.els) > 1 else 0.0
 
     def stop(self) -> None:
-        if self.lost is not None:
-            if self.lost.poll() is None:
-                self.lost.send_signal(signal.SIGTERM)
-                try:
-                    self.lost.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.lost.kill()
-                    self.lost.wait(5)
-            self.lost = None
-        if self.proc is not None and self.proc.poll() is None:
-            rss = [rss_mb(p) for p in self.pids()]
-            self.rss_mb = round(sum(r for r in rss if r is not None), 1)
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
+        if self.els:
+            self.rss_mb = self.els[-1].rss_mb()
+        for el in reversed(self.els):
+            el.stop()
+        self.els = []
 
 
 # --------------------------------------------------------------------------- one step
@@ -488,9 +395,10 @@ def run_sipp_step(
     rows, prows = read_stat(stat), read_stat(pstat)
     s, ps = (rows[-1] if rows else {}), (prows[-1] if prows else {})
     step.calls = calls + probe_calls
-    step.ok = _n(s, "SuccessfulCall(C)") + _n(ps, "SuccessfulCall(C)")
-    step.failed = _n(s, "FailedCall(C)") + _n(ps, "FailedCall(C)")
-    step.retransmissions = _n(s, "Retransmissions(C)") + _n(ps, "Retransmissions(C)")
+    ok, failed, retrans = "SuccessfulCall(C)", "FailedCall(C)", "Retransmissions(C)"
+    step.ok = stat_count(s, ok) + stat_count(ps, ok)
+    step.failed = stat_count(s, failed) + stat_count(ps, failed)
+    step.retransmissions = stat_count(s, retrans) + stat_count(ps, retrans)
     step.achieved_cps = round(completion_rate(rows, calls), 1)
     delays = setup_delays(trace)
     _finish(step, delays)
@@ -562,249 +470,15 @@ def _fmt_step(s: Step) -> str:
     )
 
 
-# --------------------------------------------------------------------------- TLS generator
-#
-# SIPp here has no TLS: a minimal caller and callee over one mutual-TLS connection each,
-# asyncio streams and ng911's own stream parser. The callee answers 180 + 200 at once
-# (copying Record-Route, RFC 3261 §12.1.1) and 200 to BYE; the caller sends ACK and BYE
-# along the reversed Record-Route set and times INVITE → 180 with perf_counter.
-
-
-def _pki_paths(pki_dir: Path) -> dict[str, str]:
-    data: dict[str, str] = json.loads((pki_dir / "pki.json").read_text())
-    return data
-
-
-def make_pki(pki_dir: Path) -> None:
-    """One test CA, certificates for the proxy (both ng911 and Kamailio), caller, callee."""
-    from ng911.pki.testpki import ElementSpec, build_test_pki
-
-    specs = [
-        ElementSpec(n, "bench", (f"{n}.bench.example",), (f"{n}.bench.example",))
-        for n in ("proxy", "uac", "uas")
-    ]
-    pki = build_test_pki(pki_dir, cas=("bench",), elements=specs)
-    ca = pki.cas["bench"].cert_path
-    out: dict[str, str] = {"ca": str(ca)}
-    for n in ("proxy", "uac", "uas"):
-        c = pki.cert(n)
-        out[f"{n}_chain"], out[f"{n}_key"] = str(c.chain_path), str(c.key_path)
-    shutil.copy(out["proxy_chain"], pki_dir / "proxy.chain.pem")
-    shutil.copy(out["proxy_key"], pki_dir / "proxy.key.pem")
-    write_ca_bundle([ca], pki_dir / "ca-bundle.pem")
-    (pki_dir / "pki.json").write_text(json.dumps(out))
-
-
-def _ctx(pki_dir: Path, name: str, server: bool) -> ssl.SSLContext:
-    from ng911.pki.tls import client_context, server_context
-
-    p = _pki_paths(pki_dir)
-    chain, key, ca = Path(p[f"{name}_chain"]), Path(p[f"{name}_key"]), Path(p["ca"])
-    if server:
-        return server_context(chain, key, [ca], require_client_cert=True)
-    return client_context([ca], cert=chain, key=key)
-
-
-def _resp(status: int, reason: str, req: Any, *, to_tag: str, contact: str, sdp: bool) -> bytes:
-    from ng911.sip.message import make_response
-
-    r = make_response(req, status, reason, to_tag=to_tag)
-    if contact:
-        r.headers.add("Contact", contact)
-    if sdp:
-        r.headers.add("Content-Type", "application/sdp")
-        r.body = (
-            b"v=0\r\no=uas 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-            b"m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
-        )
-    return r.to_bytes()
-
-
-async def tls_uas(port: int, pki_dir: Path) -> None:
-    from ng911.sip.message import Request
-    from ng911.sip.parse import StreamParser
-
-    ctx = _ctx(pki_dir, "uas", server=True)
-    contact = f"<sip:uas@{LOCAL}:{port};transport=tls>"
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        parser = StreamParser()
-        n = 0
-        with contextlib.suppress(Exception):
-            while data := await reader.read(65536):
-                for msg in parser.feed(data):
-                    if not isinstance(msg, Request):
-                        continue
-                    if msg.method == "INVITE":
-                        n += 1
-                        tag = f"uas{n}"
-                        out = _resp(180, "Ringing", msg, to_tag=tag, contact=contact, sdp=False)
-                        out += _resp(200, "OK", msg, to_tag=tag, contact=contact, sdp=True)
-                        writer.write(out)
-                    elif msg.method == "BYE":
-                        writer.write(_resp(200, "OK", msg, to_tag="", contact="", sdp=False))
-        writer.close()
-
-    server = await asyncio.start_server(handle, LOCAL, port, ssl=ctx)
-    print("READY", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
-    server.close()
-
-
-async def tls_uac(proxy_port: int, uas_port: int, rate: int, seconds: float, pki_dir: Path) -> dict:
-    from ng911.sip.message import Response
-    from ng911.sip.parse import StreamParser
-    from ng911.sip.uri import parse_name_addr_list
-
-    ctx = _ctx(pki_dir, "uac", server=False)
-    reader, writer = await asyncio.open_connection(LOCAL, proxy_port, ssl=ctx)
-    lport = writer.get_extra_info("sockname")[1]
-    calls = max(1, int(rate * seconds))
-    state: dict[str, dict[str, Any]] = {}
-    delays: list[float] = []
-    ok = failed = 0
-    done = asyncio.Event()
-    byes: set[asyncio.Future[None]] = set()
-    ruri = f"sip:svc@{LOCAL}:{uas_port};transport=tls"
-
-    def invite(i: int) -> bytes:
-        cid = f"{i}-{os.getpid()}@tlsgen"
-        branch = f"z9hG4bK{os.urandom(6).hex()}"
-        body = (
-            b"v=0\r\no=load 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-            b"m=audio 40002 RTP/AVP 0\r\n"
-        )
-        state[cid] = {"t0": time.perf_counter(), "tag": f"t{i}"}
-        return (
-            f"INVITE {ruri} SIP/2.0\r\n"
-            f"Via: SIP/2.0/TLS {LOCAL}:{lport};branch={branch};rport\r\n"
-            "Max-Forwards: 70\r\n"
-            f"From: <sip:load@{LOCAL}>;tag=t{i}\r\n"
-            f"To: <{ruri}>\r\n"
-            f"Call-ID: {cid}\r\n"
-            "CSeq: 1 INVITE\r\n"
-            f"Contact: <sip:load@{LOCAL}:{lport};transport=tls>\r\n"
-            "Content-Type: application/sdp\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode() + body
-
-    def in_dialog(method: str, seq: int, resp: Response) -> bytes:
-        routes = [
-            str(na) for na in parse_name_addr_list(", ".join(resp.headers.get_all("Record-Route")))
-        ]
-        routes.reverse()  # RFC 3261 §12.1.2: the UAC's route set is Record-Route reversed
-        target = resp.headers.get("Contact") or f"<{ruri}>"
-        target = target.split("<", 1)[-1].split(">", 1)[0]
-        hdr = "".join(f"Route: {r}\r\n" for r in routes)
-        return (
-            f"{method} {target} SIP/2.0\r\n"
-            f"Via: SIP/2.0/TLS {LOCAL}:{lport};branch=z9hG4bK{os.urandom(6).hex()};rport\r\n"
-            f"{hdr}Max-Forwards: 70\r\n"
-            f"From: {resp.headers.get('From')}\r\nTo: {resp.headers.get('To')}\r\n"
-            f"Call-ID: {resp.call_id}\r\nCSeq: {seq} {method}\r\nContent-Length: 0\r\n\r\n"
-        ).encode()
-
-    def settle() -> None:
-        if ok + failed >= calls:
-            done.set()
-
-    async def bye(resp: Response) -> None:
-        await asyncio.sleep(HOLD_MS / 1000)
-        writer.write(in_dialog("BYE", 2, resp))
-
-    async def read() -> None:
-        nonlocal ok, failed
-        parser = StreamParser()
-        while data := await reader.read(65536):
-            for msg in parser.feed(data):
-                if not isinstance(msg, Response):
-                    continue
-                st = state.get(msg.call_id)
-                if st is None:
-                    continue
-                method = msg.cseq.method
-                if method == "INVITE":
-                    if msg.status == 180 and "t180" not in st:
-                        st["t180"] = time.perf_counter()
-                        delays.append(st["t180"] - st["t0"])
-                    elif 200 <= msg.status < 300 and "acked" not in st:
-                        st["acked"] = True
-                        writer.write(in_dialog("ACK", 1, msg))
-                        task = asyncio.ensure_future(bye(msg))
-                        byes.add(task)
-                        task.add_done_callback(byes.discard)
-                    elif msg.status >= 300:
-                        failed += 1
-                        state.pop(msg.call_id, None)
-                        settle()
-                elif method == "BYE" and msg.status >= 200:
-                    if msg.status < 300:
-                        ok += 1
-                    else:
-                        failed += 1
-                    state.pop(msg.call_id, None)
-                    settle()
-
-    reader_task = asyncio.ensure_future(read())
-    t0 = time.perf_counter()
-    sent = 0
-    while sent < calls:
-        due = min(calls, int((time.perf_counter() - t0) * rate) + 1)
-        if due > sent:
-            writer.write(b"".join(invite(i) for i in range(sent, due)))
-            sent = due
-        await asyncio.sleep(0.002)
-    send_time = time.perf_counter() - t0
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(done.wait(), 10)
-    reader_task.cancel()
-    writer.close()
-    return {
-        "calls": calls,
-        "ok": ok,
-        "failed": failed + len(state),
-        "delays": delays,
-        "achieved_cps": calls / max(send_time, 1e-3),
-    }
-
-
-class TlsUas:
-    def __init__(self, pki_dir: Path) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--tls-uas", "--uas-port",
-             str(self.port), "--pki", str(pki_dir)],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        assert self.proc.stdout is not None
-        if not self.proc.stdout.readline().startswith("READY"):
-            raise RuntimeError("TLS callee did not start")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(5)
-
-
 def run_tls_step(
-    target: Target, proxy_port: int, uas: TlsUas, rate: int, seconds: float, pki_dir: Path
+    target: Target, proxy_port: int, uas: Callee, rate: int, seconds: float, pki_dir: Path
 ) -> Step:
     step = Step(target.name, "tls", rate)
     cpu0 = target.cpu_seconds()
-    out = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--tls-uac", "--port", str(proxy_port),
-         "--uas-port", str(uas.port), "--rate", str(rate), "--seconds", str(seconds),
-         "--pki", str(pki_dir)],
-        capture_output=True, text=True, timeout=seconds + 40,
-    )  # fmt: skip
+    res = tls_calls(proxy_port, uas.port, rate, seconds, pki_dir)
     step.cpu_s = target.cpu_seconds() - cpu0
-    try:
-        res = json.loads(out.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        step.why = f"generator failed: {out.stderr[-300:]}"
+    if "error" in res:
+        step.why = res["error"]
         return step
     step.calls, step.ok, step.failed = res["calls"], res["ok"], res["failed"]
     step.achieved_cps = res["achieved_cps"]
@@ -815,140 +489,6 @@ def run_tls_step(
     return step
 
 
-# --------------------------------------------------------------------------- ng911 proxy process
-
-
-async def serve_lost(args: argparse.Namespace) -> None:
-    """The ESRP's LoST server (ECRF) in its own process: every NYC borough maps to the SIPp
-    callee, so whatever the location, the call reaches it."""
-    from ng911.lost.embedded import EmbeddedStore
-    from ng911.lost.server import make_app
-    from ng911.lost.server import serve as lost_serve
-    from ng911.lost.store import MappingConfig
-
-    psap = f"sip:{LOCAL}:{args.uas_port}"
-    slugs = ("manhattan", "brooklyn", "queens", "bronx", "staten-island")
-    store = EmbeddedStore.from_geojson(None, MappingConfig(uris={s: (psap,) for s in slugs}))
-    running = await lost_serve(make_app(store), LOCAL, args.port)
-    gc.collect()
-    gc.freeze()
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    print("READY", running.url, flush=True)
-    await stop.wait()
-    await running.close()
-
-
-async def serve(args: argparse.Namespace) -> None:
-    """The proxy under test, in this process: VspProxy on one port (UDP+TCP, or TLS), or
-    the ESRP (UDP+TCP) asking the LoST server at `--lost-url`."""
-    from ng911.elements.config import EsrpConfig, ListenerConfig, OverloadConfig, VspConfig
-    from ng911.elements.esrp import Esrp
-    from ng911.elements.runtime import SipElement
-    from ng911.elements.vsp import VspProxy
-    from ng911.lost.client import LostClient
-
-    if args.transport == "tls":
-        listeners: tuple[ListenerConfig, ...] = (ListenerConfig("tls", LOCAL, args.port),)
-        esrp = f"sips:{LOCAL}:{args.uas_port}"
-    else:
-        listeners = (
-            ListenerConfig("udp", LOCAL, args.port),
-            ListenerConfig("tcp", LOCAL, args.port),
-        )
-        esrp = f"sip:{LOCAL}:{args.uas_port}" + (
-            ";transport=tcp" if args.transport == "tcp" else ""
-        )
-    kw: dict[str, Any] = {}
-    if args.transport == "tls":
-        kw = {
-            "server_tls": _ctx(Path(args.pki), "proxy", server=True),
-            "client_tls": _ctx(Path(args.pki), "proxy", server=False),
-        }
-    if args.workers > 1 and not args.worker_role:
-        await _supervise(args)
-        return
-    # SIPp is one source sending thousands of requests/s, which the per-source limit (a
-    # flood defence) would cut; overload control itself stays on, as deployed.
-    # bench/resilience.py measures both under a flood.
-    overload = OverloadConfig(source_rate=0)
-    vsp: SipElement
-    if args.element == "esrp":
-        ecfg = EsrpConfig(
-            name="esrp",
-            fqdn="esrp.esinet.example",
-            listeners=listeners,
-            lost_url=args.lost_url,
-            default_route=esrp,
-            psap_transport=args.transport,
-            overload=overload,
-        )
-        vsp = Esrp(ecfg, lost=LostClient(args.lost_url, timeout=2.0), log_keep=0, **kw)
-    else:
-        cfg = VspConfig(
-            name="vsp",
-            fqdn="proxy.vsp.example",
-            listeners=listeners,
-            esrp=esrp,
-            overload=overload,
-        )
-        vsp = VspProxy(cfg, log_keep=0, **kw)
-    if args.worker_role:
-        from ng911.elements.runtime import WorkerRole
-
-        vsp.worker = WorkerRole.from_json(args.worker_role)
-    await vsp.start()
-    # as `ng911 run` does: long-lived objects out of the cyclic collector's sight
-    gc.collect()
-    gc.freeze()
-    mode = os.environ.get("NG911_BENCH_GC", "freeze")
-    if mode == "off":  # experiment: no cyclic collector at all
-        gc.disable()
-    elif mode == "freeze":  # what `ng911 run` does by default (`--gc-freeze 1`)
-        vsp.freeze_gc_every(1.0)
-    # "once": frozen only after start-up (the experiment showing what the pauses cost)
-    prof = cProfile.Profile() if args.profile_out else None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    print("READY", flush=True)
-    if prof is not None:
-        prof.enable()
-    if args.worker_role:  # a worker also stops when its parent is gone
-        from ng911.elements.workers import parent_gone
-
-        orphaned = asyncio.ensure_future(parent_gone())
-        orphaned.add_done_callback(lambda _: stop.set())
-    await stop.wait()
-    if prof is not None:
-        prof.disable()
-        prof.dump_stats(args.profile_out)
-    await vsp.close()
-
-
-async def _supervise(args: argparse.Namespace) -> None:
-    """`--serve --workers N`: this process starts N `--serve` workers, as `ng911 run vsp
-    --workers N` does (same supervisor, same per-worker Via port)."""
-    from ng911.elements.runtime import WorkerRole
-    from ng911.elements.workers import Supervisor, free_ports
-
-    own = free_ports("udp", LOCAL, args.workers) if args.transport != "tls" else []
-    argv = list(sys.argv[1:])
-    at = argv.index("--workers")
-    del argv[at : at + 2]
-    cmds = [
-        [sys.executable, str(Path(__file__).resolve()), *argv, "--worker-role",
-         WorkerRole(i, args.workers, tuple(own)).to_json()]
-        for i in range(args.workers)
-    ]  # fmt: skip
-    sup = Supervisor(f"{args.element}-workers", cmds)
-    await sup.run(lambda _: print("READY", flush=True))
-
-
-def serve_main(args: argparse.Namespace) -> None:
-    asyncio.run(serve(args))
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -956,8 +496,6 @@ async def gc_census(calls: int, workdir: Path) -> dict[str, Any]:
     """What the VSP holds per call, for the cyclic collector: `calls` calls through an
     in-process VspProxy (collector off), then GC-tracked objects still held per call, the
     time of one full collection per held call, and the cyclic garbage the calls left."""
-    import collections
-
     from ng911.elements.config import ListenerConfig, VspConfig
     from ng911.elements.vsp import VspProxy
 
@@ -977,20 +515,14 @@ async def gc_census(calls: int, workdir: Path) -> dict[str, Any]:
     gc.disable()
     try:
         base = len(gc.get_objects())
-        uas = await asyncio.create_subprocess_exec(
-            str(SIPP), "-sf", str(SCENARIOS / "uas.xml"), "-i", LOCAL, "-p", str(uas_port),
-            "-nostdin", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir,
-        )  # fmt: skip
+        uas = await start_sipp(sipp_args("uas.xml", port=uas_port, calls=None), workdir)
         await asyncio.sleep(0.3)
-        uac = await asyncio.create_subprocess_exec(
-            str(SIPP), f"{LOCAL}:{port}", "-sf", str(SCENARIOS / "uac_plain.xml"), "-i", LOCAL,
-            "-key", "uas", f"{LOCAL}:{uas_port}", "-key", "dial", "x", "-s", "svc",
-            "-r", "100", "-m", str(calls), "-nostdin", "-p", str(free_port()),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir,
+        uac = sipp_args(
+            "uac_plain.xml", remote=f"{LOCAL}:{port}", port=free_port(), calls=calls,
+            keys={"uas": f"{LOCAL}:{uas_port}", "dial": "x"}, extra=["-s", "svc", "-r", "100"],
         )  # fmt: skip
-        rc = await uac.wait()
-        uas.terminate()
-        await uas.wait()
+        rc = (await run_sipp(uac, workdir, timeout=60)).returncode
+        await stop_sipp(uas)
         await asyncio.sleep(0.3)
         held = (len(gc.get_objects()) - base) / calls
         t0 = time.perf_counter()
@@ -1023,17 +555,17 @@ def profile_run(rate: int, seconds: float, workdir: Path) -> str:
     """cProfile of the ng911 proxy relaying `rate` cps over UDP for `seconds`."""
     out = workdir / "vsp.prof"
     target = Ng911Target(profile=out)
-    uas = SippUas("udp", workdir)
+    uas = SippUas(workdir)
     try:
-        port = target.start("udp", uas.port)
+        port = target.start("udp", uas.port, workdir)
         step = run_sipp_step(target, port, uas, "udp", rate, seconds, workdir)
     finally:
         target.stop()
         uas.stop()
     head = (
-        f"cProfile of ng911's VspProxy (one process) relaying {rate} cps over UDP "
-        f"for {seconds:.0f} s (SIPp uac_plain -> VspProxy -> SIPp uas): {step.ok} calls ok, "
-        f"{step.failed} failed; the profiler's overhead inflates every figure.\n\n"
+        f"cProfile of `ng911 run vsp` (one process, start-up included) relaying {rate} cps "
+        f"over UDP for {seconds:.0f} s (SIPp uac_plain -> VspProxy -> SIPp uas): {step.ok} "
+        f"calls ok, {step.failed} failed; the profiler's overhead inflates every figure.\n\n"
     )
     parts = [head]
     for title, key, restrict in (
@@ -1065,21 +597,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--census", action="store_true", help="only the GC census (what a call holds)")
     ap.add_argument("--out", type=Path, default=RESULTS / "load.json")
-    # internal modes (the subprocesses of a run)
-    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--serve-lost", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--element", default="vsp", help=argparse.SUPPRESS)
-    ap.add_argument("--lost-url", help=argparse.SUPPRESS)
-    ap.add_argument("--tls-uas", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--tls-uac", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--uas-port", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--transport", default="udp", help=argparse.SUPPRESS)
-    ap.add_argument("--pki", help=argparse.SUPPRESS)
-    ap.add_argument("--rate", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--profile-out", help=argparse.SUPPRESS)
-    ap.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
-    ap.add_argument("--worker-role", help=argparse.SUPPRESS)
     ap.add_argument(
         "--ng911-workers",
         default="1,2",
@@ -1087,24 +604,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
 
-    if args.serve:
-        serve_main(args)
-        return 0
-    if args.serve_lost:
-        asyncio.run(serve_lost(args))
-        return 0
     if args.census:
         with tempfile.TemporaryDirectory(prefix="ng911-census-") as tmp:
             print(json.dumps(asyncio.run(gc_census(200, Path(tmp))), indent=2))
-        return 0
-    if args.tls_uas:
-        asyncio.run(tls_uas(args.uas_port, Path(args.pki)))
-        return 0
-    if args.tls_uac:
-        res = asyncio.run(
-            tls_uac(args.port, args.uas_port, args.rate, args.seconds, Path(args.pki))
-        )
-        print(json.dumps(res))
         return 0
     return run_all(args)
 
@@ -1121,31 +623,19 @@ def run_ladder(
     bisect: bool = True,
 ) -> Ladder:
     """Start the callee and the proxy, step the rate up, always tear both down."""
-    if transport == "tls":
-        tuas = TlsUas(pki_dir)
-        try:
-            port = target.start("tls", tuas.port)
-            lad = ladder(
-                target, transport, rates,
-                lambda r: run_tls_step(target, port, tuas, r, seconds, pki_dir), log, bisect,
-            )  # fmt: skip
-        finally:
-            target.stop()
-            tuas.stop()
-        if isinstance(target, Ng911Target):
-            lad.rss_mb_at_end = target.rss_mb
-        return lad
-    suas = SippUas(transport, workdir)
+    callee = Callee(free_port(), pki_dir) if transport == "tls" else SippUas(workdir, transport)
     try:
-        port = target.start(transport, suas.port)
-        lad = ladder(
-            target, transport, rates,
-            lambda r: run_sipp_step(target, port, suas, transport, r, seconds, workdir, scenario),
-            log, bisect,
-        )  # fmt: skip
+        port = target.start(transport, callee.port, workdir)
+
+        def step(rate: int) -> Step:
+            if isinstance(callee, Callee):  # TLS: SIPp here has none
+                return run_tls_step(target, port, callee, rate, seconds, pki_dir)
+            return run_sipp_step(target, port, callee, transport, rate, seconds, workdir, scenario)
+
+        lad = ladder(target, transport, rates, step, log, bisect)
     finally:
         target.stop()
-        suas.stop()
+        callee.stop()
     if isinstance(target, Ng911Target):
         lad.rss_mb_at_end = target.rss_mb
     return lad
@@ -1264,7 +754,7 @@ def run_all(args: argparse.Namespace) -> int:
         "gc_census": census,
         "elapsed_s": round(elapsed, 1),
     }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result("load", result, args.out)
     if profile:
         prof_path = args.out.with_name(args.out.stem + "-profile.txt")
         prof_path.write_text(profile)
@@ -1276,7 +766,7 @@ def run_all(args: argparse.Namespace) -> int:
         f"collection costs {census['full_collection_us_per_held_call']} us per held call, "
         f"{census['cyclic_garbage_objects']} objects of cyclic garbage"
     )
-    print(f"\nwrote {args.out} ({elapsed:.0f} s)")
+    print(f"\n{elapsed:.0f} s")
     return 0
 
 
@@ -1313,11 +803,8 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
         f"{'proxy':<17} {'tr':<4} {'uac':<3} {'max cps':>8} {'x Kam':>6} {'cpu us/call':>11} "
         f"{'x Kam':>6} {'setup p50':>9} {'p99 ms':>7}  limited by"
     )
+    f = opt
     for r in rows:
-
-        def f(v: Any, fmt: str) -> str:
-            return format(v, fmt) if v is not None else "-"
-
         print(
             f"{r['proxy']:<17} {r['transport']:<4} {r['uac'][:3]:<3} {r['max_cps']:>8} "
             f"{f(r.get('rate_vs_kamailio'), '.2f'):>6} {f(r['cpu_us_per_call'], '.0f'):>11} "

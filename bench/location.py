@@ -16,12 +16,9 @@ Each figure is the best of 5 runs of N operations. Writes bench/results/location
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 from lxml import etree
 
@@ -31,16 +28,7 @@ from ng911.location.geodetic import Circle, Point, Polygon, destination, to_shap
 from ng911.location.gml import parse_shape, shape_to_element
 from ng911.location.pidf import build_pidf, parse_pidf, simple_pidf
 from ng911.location.xml import parse_xml
-
-
-def rate(fn: Callable[[], object], n: int, repeats: int = 5) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, time.perf_counter() - t0)
-    return n / best
+from rig import best_rate, write_result
 
 
 def main() -> None:
@@ -77,7 +65,7 @@ def main() -> None:
     results = []
     print(f"{'operation':<22}{'bytes':>7}{'ops/s':>12}{'µs/op':>9}")
     for name, fn, size in cases:
-        r = rate(fn, n)
+        r = best_rate(fn, n)
         results.append(
             {
                 "operation": name,
@@ -87,21 +75,8 @@ def main() -> None:
             }
         )
         print(f"{name:<22}{size or '':>7}{r:>12,.0f}{1e6 / r:>9.1f}")
-    out = Path(__file__).parent / "results" / "location.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "python": sys.version.split()[0],
-                "machine": platform.machine(),
-                "n": n,
-                "results": results,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"wrote {out}")
+    out = {"python": sys.version.split()[0], "machine": platform.machine(), "n": n}
+    write_result("location", {**out, "results": results})
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ from ng911.lost.protocol import (  # noqa: E402
     build_response,
     parse_request,
 )
+from rig import cpu_seconds  # noqa: E402  (bench/ is the script directory)
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 FIXED = (
@@ -118,12 +119,6 @@ def start_server(mode: str, dsn: str | None) -> tuple[subprocess.Popen[bytes], i
     port = int(Path(port_file).read_text())
     os.unlink(port_file)
     return proc, port
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime+stime of a process (all threads), from /proc (reliable on these VMs)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ----------------------------------------------------------------------------- load generator

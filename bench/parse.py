@@ -16,29 +16,16 @@ Each figure is the best of 5 runs of N operations. Writes bench/results/parse.js
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
-import time
-from collections.abc import Callable
-from pathlib import Path
 
 from ng911.sip.body import parse_multipart
 from ng911.sip.message import Request, Response
 from ng911.sip.parse import parse_message
 from ng911.sip.samples import emergency_invite, ok_with_sdp, ringing
+from rig import best_rate, write_result
 
 Message = Request | Response
-
-
-def rate(fn: Callable[[], object], n: int, repeats: int = 5) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, time.perf_counter() - t0)
-    return n / best
 
 
 def proxy_access(data: bytes) -> None:
@@ -75,10 +62,10 @@ def main() -> int:
         row = {
             "message": label,
             "bytes": len(data),
-            "parse_per_s": rate(lambda d=data: parse_message(d), n),
-            "proxy_access_per_s": rate(lambda d=data: proxy_access(d), n),
-            "full_access_per_s": rate(lambda d=data: full_access(d), n),
-            "serialise_per_s": rate(parsed.to_bytes, n),
+            "parse_per_s": best_rate(lambda d=data: parse_message(d), n),
+            "proxy_access_per_s": best_rate(lambda d=data: proxy_access(d), n),
+            "full_access_per_s": best_rate(lambda d=data: full_access(d), n),
+            "serialise_per_s": best_rate(parsed.to_bytes, n),
         }
         rows.append(row)
 
@@ -104,10 +91,7 @@ def main() -> int:
         "repeats": 5,
         "results": rows,
     }
-    path = Path(__file__).parent / "results" / "parse.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_result("parse", out)
     return 0
 
 

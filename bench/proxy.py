@@ -41,7 +41,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-LOCAL = "127.0.0.1"
+from rig import LOCAL, cpu_seconds
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -88,16 +89,6 @@ def serve(uas_port: int) -> None:
         await vsp.close()
 
     asyncio.run(main())
-
-
-def cpu_ns(pid: int) -> int:
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
-    return total
 
 
 # --------------------------------------------------------------------------- the peers
@@ -315,14 +306,14 @@ def run_udp(calls: int, rounds: int, burst: int = 1) -> list[dict[str, float]]:
             peers.calls([10_000_000 + i + j for j in range(burst)])
         n = 0
         for _ in range(rounds):
-            c0, w0 = cpu_ns(child.pid), time.perf_counter()
+            c0, w0 = cpu_seconds(child.pid), time.perf_counter()
             for _ in range(0, calls, burst):
                 peers.calls(list(range(n, n + burst)))
                 n += burst
-            c1, w1 = cpu_ns(child.pid), time.perf_counter()
+            c1, w1 = cpu_seconds(child.pid), time.perf_counter()
             results.append(
                 {
-                    "cpu_us_per_call": (c1 - c0) / 1e3 / calls,
+                    "cpu_us_per_call": (c1 - c0) * 1e6 / calls,
                     "wall_us_per_call": (w1 - w0) * 1e6 / calls,
                 }
             )

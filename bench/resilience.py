@@ -45,11 +45,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import json
 import os
 import platform
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -62,249 +60,39 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loadgen import HOLD, Callee, in_dialog
+from ng911.interop.kamailio import Kamailio, flood_limited_cfg, missing_reason
+from ng911.interop.procs import stop
+from ng911.interop.sipp import SIPP, SippUas, read_stat, sipp_args, stat_count
+from rig import LOCAL, Element, free_port, opt, percentile, rss_mb, start_proxy, write_result
 
-from rig import (
-    BOROUGHS,
-    BOUNDARIES,
-    LOCAL,
-    Element,
-    children_of,
-    free_port,
-    rss_mb,
-)
-
-SIPP = shutil.which("sipp")
-KAMAILIO = shutil.which("kamailio") or (
-    "/usr/sbin/kamailio" if Path("/usr/sbin/kamailio").exists() else None
-)
-RESULTS = Path(__file__).resolve().parent / "results"
 FLOOD_SRC = "127.0.0.2"  # the flooding peer
 SOS_SRC = "127.0.0.3"  # the emergency caller (this process)
 NG911_LADDER = [200, 300, 400, 500, 600, 750, 900, 1000, 1250, 1500, 1750, 2000, 2500]
 SOS_RATE = 2.0  # emergency calls per second, beside the flood
 CALL_TIMEOUT = 10.0  # s an emergency call may take to complete
-HOLD = 0.1  # s between ACK and BYE
 
 
-# --------------------------------------------------------------------------- SIPp scenarios
-
-_UAC_FLOOD = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="ng911 flood">
-  <send retrans="500">
-    <![CDATA[
-
-      INVITE sip:svc@[uas] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      Max-Forwards: 70
-      From: "flood" <sip:flood@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:svc@[uas]>
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: <sip:flood@[local_ip]:[local_port]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=flood 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 0
-      a=rtpmap:0 PCMU/8000
-
-    ]]>
-  </send>
-  <recv response="100" optional="true" />
-  <recv response="180" optional="true" />
-  <recv response="503" optional="true" next="rejected" />
-  <recv response="200" rrs="true" />
-  <send>
-    <![CDATA[
-
-      ACK [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      [routes]
-      Max-Forwards: 70
-      From: "flood" <sip:flood@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:svc@[uas]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="180" timeout="100" ontimeout="held" />
-  <label id="held" />
-  <send retrans="500">
-    <![CDATA[
-
-      BYE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      [routes]
-      Max-Forwards: 70
-      From: "flood" <sip:flood@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:svc@[uas]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 2 BYE
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200" crlf="true" next="done" />
-  <label id="rejected" />
-  <send>
-    <![CDATA[
-
-      ACK sip:svc@[uas] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-9];rport
-      Max-Forwards: 70
-      From: "flood" <sip:flood@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:svc@[uas]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <label id="done" />
-</scenario>
-"""
-
-_UAS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="ng911 flood callee">
-  <recv request="INVITE" crlf="true" />
-  <send>
-    <![CDATA[
-
-      SIP/2.0 180 Ringing
-      [last_Via:]
-      [last_Record-Route:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:uas@[local_ip]:[local_port];transport=[transport]>
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <send retrans="500">
-    <![CDATA[
-
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_Record-Route:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:uas@[local_ip]:[local_port];transport=[transport]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=uas 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 0
-      a=rtpmap:0 PCMU/8000
-
-    ]]>
-  </send>
-  <recv request="ACK" optional="true" next="acked" />
-  <recv request="BYE" next="bye_first" />
-  <label id="acked" />
-  <recv request="BYE" />
-  <send>
-    <![CDATA[
-
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <nop next="done" />
-  <label id="bye_first" />
-  <send>
-    <![CDATA[
-
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv request="ACK" timeout="2000" ontimeout="done" />
-  <label id="done" />
-  <timewait milliseconds="500" />
-</scenario>
-"""
-
-
-def _stop(proc: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(sig)
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
-class SippUas:
-    """The flood's callee (SIPp), on 127.0.0.1."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        sf = workdir / "uas.xml"
-        sf.write_text(_UAS)
-        self.proc = subprocess.Popen(
-            [str(SIPP), "-sf", str(sf), "-i", LOCAL, "-p", str(self.port), "-t", "u1",
-             "-nostdin", "-max_socket", "4096"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir,
-        )  # fmt: skip
-        time.sleep(0.3)
-
-    def stop(self) -> None:
-        _stop(self.proc)
+# --------------------------------------------------------------------------- SIPp
 
 
 def sipp_flood(
     proxy_port: int, uas_port: int, rate: int, calls: int, workdir: Path, tag: str
-) -> tuple[subprocess.Popen[bytes], Path]:
-    sf = workdir / "flood.xml"
-    if not sf.exists():
-        sf.write_text(_UAC_FLOOD)
-    counts = workdir / f"{tag}-counts.csv"
-    cmd = [
-        str(SIPP), f"{LOCAL}:{proxy_port}", "-sf", str(sf), "-i", FLOOD_SRC, "-p", str(free_port()),
-        "-t", "u1", "-key", "uas", f"{LOCAL}:{uas_port}", "-r", str(rate), "-m", str(calls),
-        "-l", str(max(200, rate * 4)), "-nostdin", "-recv_timeout", "5000",
-        "-timeout", "120s", "-max_socket", "4096", "-trace_counts", "-fd", "1",
-        "-trace_stat", "-stf", str(workdir / f"{tag}-stat.csv"),
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
-    return proc, counts
+) -> subprocess.Popen[bytes]:
+    cmd = sipp_args(
+        "uac_flood.xml", remote=f"{LOCAL}:{proxy_port}", local=FLOOD_SRC, port=free_port(),
+        calls=calls, keys={"uas": f"{LOCAL}:{uas_port}"},
+        extra=["-r", str(rate), "-l", str(max(200, rate * 4)), "-timeout", "120s",
+               "-max_socket", "4096", "-trace_counts", "-fd", "1",
+               "-trace_stat", "-stf", str(workdir / f"{tag}-stat.csv")],
+    )  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
 
 
 def read_counts(workdir: Path) -> dict[str, int]:
     """SIPp's `-trace_counts` CSV (last row): INVITE 503s and 200s, calls ok/failed."""
     out = {"503": 0, "200": 0}
-    for path in workdir.glob("flood_*_counts.csv"):
+    for path in workdir.glob("uac_flood_*_counts.csv"):  # SCENARIO_PID_counts.csv
         rows = list(csv.reader(path.read_text(errors="replace").splitlines(), delimiter=";"))
         if len(rows) < 2:
             continue
@@ -326,35 +114,21 @@ def read_counts(workdir: Path) -> dict[str, int]:
 
 
 def sipp_stat(path: Path) -> dict[str, int]:
-    try:
-        rows = list(csv.reader(path.read_text(errors="replace").splitlines(), delimiter=";"))
-    except OSError:
+    rows = read_stat(path)
+    if not rows:
         return {}
-    if len(rows) < 2:
-        return {}
-    last = dict(zip(rows[0], rows[-1], strict=False))
-
-    def n(k: str) -> int:
-        try:
-            return int(float(last.get(k, "0") or 0))
-        except ValueError:
-            return 0
-
-    created = 0.0  # s until SIPp had created every call (rows every second, -fd 1)
-    target = n("OutgoingCall(C)")
-    for i, row in enumerate(rows[1:], 1):
-        try:
-            if int(float(row[rows[0].index("OutgoingCall(C)")] or 0)) >= target:
-                created = float(i)
-                break
-        except (ValueError, IndexError):
-            continue
+    last = rows[-1]
+    target = stat_count(last, "OutgoingCall(C)")
+    # s until SIPp had created every call (rows every second, -fd 1)
+    created = next(
+        (i for i, row in enumerate(rows, 1) if stat_count(row, "OutgoingCall(C)") >= target), 0
+    )
     return {
         "created": target,
-        "created_in_s": int(created),
-        "ok": n("SuccessfulCall(C)"),
-        "failed": n("FailedCall(C)"),
-        "retrans": n("Retransmissions(C)"),
+        "created_in_s": created,
+        "ok": stat_count(last, "SuccessfulCall(C)"),
+        "failed": stat_count(last, "FailedCall(C)"),
+        "retrans": stat_count(last, "Retransmissions(C)"),
     }
 
 
@@ -438,23 +212,7 @@ class EmergencyUac(asyncio.DatagramProtocol):
                     interval = min(interval * 2, 4.0)
 
     def _in_dialog(self, method: str, seq: int, resp: Any) -> bytes:
-        from ng911.sip.uri import parse_name_addr_list
-
-        routes = [
-            str(na) for na in parse_name_addr_list(", ".join(resp.headers.get_all("Record-Route")))
-        ]
-        routes.reverse()  # RFC 3261 §12.1.2
-        contact = (
-            (resp.headers.get("Contact") or "<urn:service:sos>").split("<", 1)[-1].split(">", 1)[0]
-        )
-        hdr = "".join(f"Route: {r}\r\n" for r in routes)
-        return (
-            f"{method} {contact} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {SOS_SRC}:{self.port};branch=z9hG4bK{os.urandom(6).hex()};rport\r\n"
-            f"{hdr}Max-Forwards: 70\r\n"
-            f"From: {resp.headers.get('From')}\r\nTo: {resp.headers.get('To')}\r\n"
-            f"Call-ID: {resp.call_id}\r\nCSeq: {seq} {method}\r\nContent-Length: 0\r\n\r\n"
-        ).encode()
+        return in_dialog(method, seq, resp, f"UDP {SOS_SRC}:{self.port}", "urn:service:sos")
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         from ng911.sip.message import Response
@@ -514,67 +272,6 @@ async def probe_until_recovered(proxy_port: int, limit: float) -> float | None:
     return None
 
 
-async def sos_uas(port: int) -> None:
-    """The emergency callee: 180 + 200 (Record-Route copied, RFC 3261 §12.1.1), 200 to BYE."""
-    from ng911.sip.message import Request, make_response
-    from ng911.sip.parse import parse_message
-
-    contact = f"<sip:psap@{LOCAL}:{port}>"
-    sdp = (
-        b"v=0\r\no=psap 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-        b"m=audio 40000 RTP/AVP 0\r\n"
-    )
-
-    class Uas(asyncio.DatagramProtocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.tr = transport
-
-        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-            try:
-                msg = parse_message(data)
-            except Exception:
-                return
-            if not isinstance(msg, Request):
-                return
-            if msg.method == "INVITE":
-                tag = "psap" + msg.call_id[-8:].replace("@", "")
-                out = []
-                for st, reason in ((180, "Ringing"), (200, "OK")):
-                    r = make_response(msg, st, reason, to_tag=tag)
-                    r.headers.add("Contact", contact)
-                    if st == 200:
-                        r.headers.add("Content-Type", "application/sdp")
-                        r.body = sdp
-                    out.append(r.to_bytes())
-                for o in out:
-                    self.tr.sendto(o, addr)  # type: ignore[attr-defined]
-            elif msg.method in ("BYE", "OPTIONS", "CANCEL"):
-                self.tr.sendto(make_response(msg, 200, "OK").to_bytes(), addr)  # type: ignore[attr-defined]
-
-    loop = asyncio.get_running_loop()
-    tr, _ = await loop.create_datagram_endpoint(Uas, local_addr=(LOCAL, port))
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    print("READY", flush=True)
-    await stop.wait()
-    tr.close()
-
-
-class SosUas:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--sos-uas", str(self.port)],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        assert self.proc.stdout is not None
-        if not self.proc.stdout.readline().startswith("READY"):
-            raise RuntimeError("emergency callee did not start")
-
-    def stop(self) -> None:
-        _stop(self.proc)
-
-
 # --------------------------------------------------------------------------- the proxies
 
 
@@ -599,6 +296,11 @@ class Proxy:
 
 
 class Ng911Proxy(Proxy):
+    """The VSP, or the ESRP with its LoST server (`rig.start_proxy`). The per-source limit
+    is off: the flood is one SIPp source, which it would cut before overload control had
+    anything to do; the ladder measures overload control alone, the hard case
+    (tests/resilience/test_flood.py has both)."""
+
     def __init__(self, kind: str) -> None:
         self.name = f"ng911-{kind}"
         self.kind = kind
@@ -607,36 +309,7 @@ class Ng911Proxy(Proxy):
     def start(self, sos_port: int, workdir: Path) -> None:
         self.port = free_port()
         listeners = [{"transport": "udp", "host": LOCAL, "port": self.port}]
-        sos = f"sip:{LOCAL}:{sos_port}"
-        # The flood is one SIPp source: the per-source limit (500 requests/s) would cut it
-        # before overload control had anything to do, so the ladder turns it off and measures
-        # overload control alone, the hard case (tests/resilience/test_flood.py has both).
-        overload = {"source_rate": 0}
-        if self.kind == "vsp":
-            el = Element(
-                "vsp",
-                "vsp",
-                {"listeners": listeners, "esrp": sos, "overload": overload},
-                workdir,
-                quiet=True,
-                log_file=False,
-            )
-        else:
-            lost = Element(
-                "lost", "lost",
-                {"host": LOCAL, "port": free_port(), "boundaries": str(BOUNDARIES),
-                 "uris": {b: [sos] for b in BOROUGHS}},
-                workdir,
-            )  # fmt: skip
-            lost.start()
-            self.els.append(lost)
-            el = Element(
-                "esrp", "esrp",
-                {"listeners": listeners, "lost_url": lost.ready["url"], "default_route": sos,
-                 "overload": overload},
-                workdir, quiet=True, log_file=False,
-            )  # fmt: skip
-        self.els.append(el.start())
+        self.els = start_proxy(self.kind, workdir, f"sip:{LOCAL}:{sos_port}", listeners)
 
     def pids(self) -> list[int]:
         return self.els[-1].pids() if self.els else []  # the proxy (not its LoST server)
@@ -647,104 +320,11 @@ class Ng911Proxy(Proxy):
         self.els = []
 
 
-_KAMAILIO_CFG = """#!KAMAILIO
-debug=1
-log_stderror=yes
-children=2
-disable_tcp=yes
-auto_aliases=no
-dns=no
-rev_dns=no
-listen=udp:{host}:{port}
-mpath="{mpath}/"
-loadmodule "tm.so"
-loadmodule "sl.so"
-loadmodule "rr.so"
-loadmodule "maxfwd.so"
-loadmodule "textops.so"
-loadmodule "pv.so"
-loadmodule "siputils.so"
-loadmodule "pike.so"
-loadmodule "ratelimit.so"
-modparam("tm", "fr_timer", 5000)
-modparam("tm", "fr_inv_timer", 30000)
-modparam("rr", "enable_full_lr", 1)
-# pike: per source address, more than {pike} requests in 2 s blocks the source
-modparam("pike", "sampling_time_unit", 2)
-modparam("pike", "reqs_density_per_unit", {pike})
-modparam("pike", "remove_latency", 4)
-# ratelimit: one TAILDROP pipe for non-emergency initial requests, {limit} a second
-modparam("ratelimit", "timer_interval", 1)
-modparam("ratelimit", "pipe", "1:TAILDROP:{limit}")
-
-request_route {{
-    if (!mf_process_maxfwd_header("10")) {{
-        sl_send_reply("483", "Too Many Hops");
-        exit;
-    }}
-    if (has_totag()) {{
-        if (loose_route()) {{
-            t_relay();
-            exit;
-        }}
-        if (is_method("ACK")) {{
-            if (t_check_trans()) {{
-                t_relay();
-            }}
-            exit;
-        }}
-        sl_send_reply("404", "Not here");
-        exit;
-    }}
-    if (is_method("CANCEL")) {{
-        if (t_check_trans()) {{
-            t_relay();
-        }}
-        exit;
-    }}
-    if (is_method("ACK")) {{
-        exit;
-    }}
-    # emergency first: never limited (NENA i3)
-    if ($ru =~ "^urn:service:sos" || $hdr(Resource-Priority) =~ "esnet\\.") {{
-        if (!t_newtran()) {{
-            sl_reply_error();
-            exit;
-        }}
-        remove_hf("Route");
-        record_route();
-        $du = "sip:{host}:{sos_port}";
-        t_relay();
-        exit;
-    }}
-    if (!pike_check_req()) {{
-        append_to_reply("Retry-After: 5\\r\\n");
-        sl_send_reply("503", "Flood from your address");
-        exit;
-    }}
-    if (!rl_check("1")) {{
-        append_to_reply("Retry-After: 5\\r\\n");
-        sl_send_reply("503", "Over capacity");
-        exit;
-    }}
-    if (!t_newtran()) {{
-        sl_reply_error();
-        exit;
-    }}
-    remove_hf("Route");
-    if (is_method("INVITE")) {{
-        record_route();
-    }}
-    t_relay();
-}}
-"""
-
-
 class KamailioProxy(Proxy):
     name = "kamailio+pike+rl"
 
     def __init__(self) -> None:
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.k: Kamailio | None = None
         self.limit = 100000  # no limit while the ramp measures what it holds
         self.sos_port = 0
         self.workdir = Path(".")
@@ -755,59 +335,25 @@ class KamailioProxy(Proxy):
         self.start(self.sos_port, self.workdir)
 
     def start(self, sos_port: int, workdir: Path) -> None:
-        import glob
-
         self.sos_port, self.workdir = sos_port, workdir
-        mods = sorted(glob.glob("/usr/lib/*/kamailio/modules/pike.so"))
-        if KAMAILIO is None or not mods:
-            raise RuntimeError("kamailio (with pike, ratelimit) not installed: `make peers`")
+        why = missing_reason("pike", "ratelimit")
+        if why:
+            raise RuntimeError(f"{why}: `make peers`")
         self.port = free_port()
         # requests per call from one source: INVITE only (ACK/BYE are in-dialog), so the
         # pike density is in calls: twice the held rate over its 2 s unit
-        cfg = _KAMAILIO_CFG.format(
-            host=LOCAL, port=self.port, mpath=str(Path(mods[0]).parent), sos_port=sos_port,
-            limit=self.limit, pike=self.limit * 4,
-        )  # fmt: skip
-        path = workdir / "kamailio.cfg"
-        path.write_text(cfg)
-        chk = subprocess.run([KAMAILIO, "-c", "-f", str(path)], capture_output=True, text=True)
-        if chk.returncode != 0:
-            raise RuntimeError(f"kamailio -c: {chk.stderr[-2000:]}")
-        log = (workdir / "kamailio.log").open("ab")
-        self.proc = subprocess.Popen(
-            [KAMAILIO, "-f", str(path), "-DD", "-E", "-m", "1024", "-M", "16",
-             "-P", str(workdir / "kamailio.pid"), "-Y", str(workdir)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        log.close()
-        from rig import options_probe
-
-        for _ in range(100):
-            if options_probe(self.port, timeout=0.2) is not None:
-                return
-            time.sleep(0.1)
-        raise RuntimeError("kamailio did not start")
+        cfg = flood_limited_cfg(
+            port=self.port, sos=f"sip:{LOCAL}:{sos_port}", limit=self.limit, pike=self.limit * 4
+        )
+        self.k = Kamailio(cfg, self.port, "udp", workdir=workdir).start()
 
     def pids(self) -> list[int]:
-        if self.proc is None or self.proc.poll() is not None:
-            return []
-        return [self.proc.pid, *children_of(self.proc.pid)]
+        return self.k.pids() if self.k is not None else []
 
     def stop(self) -> None:
-        p, self.proc = self.proc, None
-        if p is None:
-            return
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-                p.wait(5)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        p.wait(5)
+        if self.k is not None:
+            self.k.stop()
+            self.k = None
 
 
 # --------------------------------------------------------------------------- rungs
@@ -837,13 +383,6 @@ class Rung:
     recover_rss_s: float | None = None
 
 
-def pct(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    v = sorted(values)
-    return v[min(len(v) - 1, max(0, round(q / 100 * (len(v) - 1))))]
-
-
 class RssSampler(threading.Thread):
     def __init__(self, proxy: Proxy) -> None:
         super().__init__(daemon=True)
@@ -861,13 +400,11 @@ def ramp(proxy: Proxy, uas: SippUas, rates: Sequence[int], seconds: float, workd
     for rate in rates:
         calls = max(1, int(rate * seconds))
         t0 = time.monotonic()
-        proc, _ = sipp_flood(
-            proxy.port, uas.port, rate, calls, workdir, f"ramp-{proxy.name}-{rate}"
-        )
+        proc = sipp_flood(proxy.port, uas.port, rate, calls, workdir, f"ramp-{proxy.name}-{rate}")
         try:
             proc.wait(seconds + 30)
         except subprocess.TimeoutExpired:
-            _stop(proc, signal.SIGKILL)
+            stop(proc, signal.SIGKILL)
         wall = time.monotonic() - t0
         st = sipp_stat(workdir / f"ramp-{proxy.name}-{rate}-stat.csv")
         counts = read_counts(workdir)
@@ -900,15 +437,14 @@ def rung(
     sampler.start()
     r.flood_calls = max(1, int(rate * seconds))
     tag = f"flood-{proxy.name}-{factor}"
-    flood, _ = sipp_flood(proxy.port, uas.port, rate, r.flood_calls, workdir, tag)
+    flood = sipp_flood(proxy.port, uas.port, rate, r.flood_calls, workdir, tag)
     time.sleep(0.5)  # the flood is on
     sos = asyncio.run(emergency_calls(proxy.port, seconds - 0.5))
     # the flood's calls end by themselves; what is still hanging after 5 s more is cut
     try:
         flood.wait(6)
     except subprocess.TimeoutExpired:
-        _stop(flood, signal.SIGUSR1)  # SIPp: stop placing calls, dump, exit
-        _stop(flood)
+        stop(flood, signal.SIGUSR1)  # SIPp: stop placing calls, dump, exit
     t_end = time.perf_counter()
     r.recover_call_s = asyncio.run(probe_until_recovered(proxy.port, recover))
     limit = r.rss_before_mb * 1.2
@@ -934,7 +470,7 @@ def rung(
             k = str(c["status"] or "timeout")
             r.sos_statuses[k] = r.sos_statuses.get(k, 0) + 1
     setups = [c["setup"] for c in sos if c["setup"] is not None]
-    p50, p95 = pct(setups, 50), pct(setups, 95)
+    p50, p95 = percentile(setups, 50), percentile(setups, 95)
     r.setup_p50_ms = None if p50 is None else round(p50 * 1000, 2)
     r.setup_p95_ms = None if p95 is None else round(p95 * 1000, 2)
     print("  " + fmt_rung(r), flush=True)
@@ -942,9 +478,7 @@ def rung(
 
 
 def fmt_rung(r: Rung) -> str:
-    def f(v: Any, fmt: str) -> str:
-        return format(v, fmt) if v is not None else "-"
-
+    f = opt
     return (
         f"{r.proxy:<17} {r.factor:>3.0f}x {r.flood_cps:>6} {r.flood_achieved_cps:>6.0f} "
         f"{r.sos_ok:>4}/{r.sos_calls:<4} "
@@ -972,12 +506,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--flood-seconds", type=float, help="length of each flood (default 15; quick 6)"
     )
-    ap.add_argument("--out", type=Path, default=RESULTS / "resilience.json")
-    ap.add_argument("--sos-uas", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, help="default bench/results/resilience.json")
     args = ap.parse_args(argv)
-    if args.sos_uas:
-        asyncio.run(sos_uas(args.sos_uas))
-        return 0
     if SIPP is None:
         print(
             "resilience: sipp not installed (Debian package sip-tester); `make peers`",
@@ -1004,8 +534,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     held_rates: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="ng911-resilience-") as tmp:
         workdir = Path(tmp)
-        uas = SippUas(workdir)
-        sos = SosUas()
+        uas = SippUas(workdir, scenario="uas_flood.xml")
+        sos = Callee(free_port())
         try:
             for key in [p for p in args.proxies.split(",") if p]:
                 proxy: Proxy = KamailioProxy() if key == "kamailio" else Ng911Proxy(key)
@@ -1034,7 +564,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(HEADER)
     for r in rungs:
         print(fmt_rung(r))
-    RESULTS.mkdir(parents=True, exist_ok=True)
     result = {
         "bench": "resilience",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -1053,8 +582,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rungs": [asdict(r) for r in rungs],
         "elapsed_s": round(elapsed, 1),
     }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {args.out} ({elapsed:.0f} s)")
+    write_result("resilience", result, args.out)
     return 0
 
 

@@ -1,15 +1,19 @@
-"""The rig the resilience benches share: `ng911 run` elements as processes, probes, /proc.
+"""The rig the benches share: `ng911 run` elements as processes, probes, /proc, results.
 
-Not a benchmark (running it does nothing): `bench/fuzz.py` and `bench/resilience.py` import
-it. What it holds:
+Not a benchmark (running it does nothing): `bench/load.py`, `bench/resilience.py`,
+`bench/fuzz.py` and the micro-benches import it (`bench/loadgen.py` holds the SIP traffic
+generators). What it holds:
 
 - `Element`: one `ng911 run KIND --config FILE --ready` process, its config written as TOML
   from a plain dict (`toml_table`), its stderr in a file beside the element's `log_file`, so
-  a run can count tracebacks afterwards (`tracebacks`);
+  a run can count tracebacks afterwards (`tracebacks`); `start_proxy`: ng911's VSP, or its
+  ESRP with a LoST server, as the proxy under load;
 - `options_probe` / `lost_probe`: does a SIP element answer an OPTIONS over UDP, does a LoST
   server answer a findService;
-- `/proc` readers: resident memory (`rss_mb`), CPU time of every thread (`cpu_seconds`,
-  from the scheduler's own account, ANCHORS.md), kernel drops of a UDP port (`udp_drops`);
+- `/proc` readers (`ng911.interop.procs`): resident memory (`rss_mb`), CPU time of every
+  thread (`cpu_seconds`, from the scheduler's own account, ANCHORS.md), kernel drops of a
+  UDP port (`udp_drops`);
+- `percentile`, `best_rate` (a micro-bench's best of N), `write_result` (bench/results/);
 - `in_private_netns`: re-run a command in a network namespace of its own with only `lo`
   up, so traffic the run provokes can never leave the machine (hostile input may name any
   address as a next hop).
@@ -22,82 +26,71 @@ import os
 import re
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from ng911.interop.procs import (
+    LOCAL,
+    children_of,
+    cpu_seconds,
+    free_port,
+    options_probe,
+    rss_mb,
+    stop,
+    tail,
+)
 
 # element configs are written as the testbed writes them for `--processes`
 from ng911.testbed.processes import toml_table
 
+__all__ = ["LOCAL", "children_of", "cpu_seconds", "free_port", "options_probe", "rss_mb"]
+
 REPO = Path(__file__).resolve().parents[1]
-LOCAL = "127.0.0.1"
+RESULTS = REPO / "bench" / "results"
 BOUNDARIES = REPO / "src" / "ng911" / "data" / "nyc-boroughs.geojson"
 BOROUGHS = ("manhattan", "brooklyn", "queens", "bronx", "staten-island")
+NG911 = ("-m", "ng911")  # how Python runs `ng911` (an Element's `launcher`)
 
 
-def free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 (checked both ways; racy by nature)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((LOCAL, 0))
-            port = int(s.getsockname()[1])
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s2:
-                s2.bind((LOCAL, port))
-        except OSError:
-            continue
-        return port
-    raise OSError("no port free for both TCP and UDP")
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The `q`-th percentile (0-100) of `values`, nearest rank; None when there are none."""
+    if not values:
+        return None
+    v = sorted(values)
+    return v[min(len(v) - 1, max(0, round(q / 100 * (len(v) - 1))))]
+
+
+def opt(value: Any, spec: str) -> str:
+    """`value` formatted for a table, "-" when there is none."""
+    return format(value, spec) if value is not None else "-"
+
+
+def best_rate(fn: Callable[[], object], n: int, repeats: int = 5) -> float:
+    """Calls of `fn` per second: the best of `repeats` runs of `n` (the least disturbed)."""
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, time.perf_counter() - t0)
+    return n / best
+
+
+def write_result(name: str, out: Mapping[str, Any], path: Path | None = None) -> Path:
+    """Write `out` as bench/results/NAME.json (or `path`) and say so."""
+    path = path or RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path
 
 
 # --------------------------------------------------------------------------- /proc
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time of every thread of `pid` from /proc/PID/task/*/schedstat (ANCHORS.md)."""
-    total = 0
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return 0.0
-    for t in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{t}/schedstat") as fh:
-                total += int(fh.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total / 1e9
-
-
-def children_of(pid: int) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as fh:
-                rest = fh.read().rsplit(")", 1)[-1].split()
-        except OSError:
-            continue
-        if len(rest) > 1 and rest[1] == str(pid):
-            out.append(int(d))
-    return out
 
 
 def udp_drops(port: int) -> int:
@@ -142,15 +135,13 @@ def reexec_in_netns(argv: Sequence[str]) -> int | None:
     return subprocess.call(cmd)
 
 
-
-
-
 # --------------------------------------------------------------------------- elements
 
 
 class Element:
     """One `ng911 run KIND` process: config `[name]` in `workdir/name.toml`, its log file
-    `workdir/name.log` (SIP elements), stderr in `workdir/name.stderr`."""
+    `workdir/name.log` (SIP elements), stderr in `workdir/name.stderr`. `launcher`: the
+    Python arguments that run `ng911` (e.g. under `-m cProfile -o FILE`)."""
 
     def __init__(
         self,
@@ -162,6 +153,7 @@ class Element:
         quiet: bool = False,
         log_file: bool = True,
         extra_args: Sequence[str] = (),
+        launcher: Sequence[str] = NG911,
     ) -> None:
         self.kind, self.name, self.workdir = kind, name, workdir
         self.config = dict(config)
@@ -173,13 +165,14 @@ class Element:
         self.cfg_path.write_text(toml_table(name, {"name": name, **self.config}))
         self.quiet = quiet
         self.extra_args = list(extra_args)
+        self.launcher = list(launcher)
         self.proc: subprocess.Popen[str] | None = None
         self.ready: dict[str, Any] = {}
         self.exit_code: int | None = None
 
     def start(self, timeout: float = 30.0) -> Element:
         cmd = [
-            sys.executable, "-m", "ng911", "run", self.kind, "--config", str(self.cfg_path),
+            sys.executable, *self.launcher, "run", self.kind, "--config", str(self.cfg_path),
             "--table", self.name, "--ready", *(["--quiet"] if self.quiet else []),
             *self.extra_args,
         ]  # fmt: skip
@@ -229,26 +222,54 @@ class Element:
         return sum(cpu_seconds(p) for p in self.pids())
 
     def stderr_tail(self, n: int = 2000) -> str:
-        try:
-            return self.stderr_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+        return tail(self.stderr_path, n)
 
     def stop(self, timeout: float = 15.0) -> int | None:
         p = self.proc
         if p is None:
             return self.exit_code
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-        self.exit_code = p.returncode
+        self.exit_code = stop(p, timeout=timeout)
         if p.stdout is not None:
             p.stdout.close()
         return self.exit_code
+
+
+def start_proxy(
+    kind: str,
+    workdir: Path,
+    next_hop: str,
+    listeners: Sequence[Mapping[str, Any]],
+    *,
+    config: Mapping[str, Any] | None = None,
+    extra_args: Sequence[str] = (),
+    launcher: Sequence[str] = NG911,
+) -> list[Element]:
+    """ng911's proxy under load, started: the VSP ("vsp", emergency calls to `next_hop`) or
+    the ESRP ("esrp", after its LoST server, which maps every borough to `next_hop`); the
+    proxy is the last element. Quiet, no log file (as Kamailio's `debug=1`).
+
+    The load comes from one source (SIPp, one socket) sending thousands of requests a
+    second, which the per-source limit (a flood defence) would cut before overload control
+    had anything to do: it is off; overload control itself stays on, as deployed."""
+    els: list[Element] = []
+    cfg: dict[str, Any] = {"listeners": list(listeners), "overload": {"source_rate": 0}}
+    cfg |= config or {}
+    try:
+        if kind == "vsp":
+            cfg["esrp"] = next_hop
+        else:
+            uris = {b: [next_hop] for b in BOROUGHS}
+            lost = {"host": LOCAL, "port": free_port(), "boundaries": str(BOUNDARIES), "uris": uris}
+            els.append(Element("lost", "lost", lost, workdir).start())
+            cfg |= {"lost_url": els[0].ready["url"], "default_route": next_hop}
+        el = Element(kind, kind, cfg, workdir, quiet=True, log_file=False,
+                     extra_args=extra_args, launcher=launcher)  # fmt: skip
+        els.append(el.start())
+    except BaseException:
+        for e in els:
+            e.stop()
+        raise
+    return els
 
 
 _TB = re.compile(r"Traceback \(most recent call last\):")
@@ -297,35 +318,6 @@ def tracebacks(paths: Sequence[Path], keep: int = 8) -> tuple[int, dict[str, int
 
 
 # --------------------------------------------------------------------------- probes
-
-
-def options_probe(port: int, timeout: float = 2.0, host: str = LOCAL) -> int | None:
-    """Send an OPTIONS over UDP; the status of the answer, or None if nothing came."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((LOCAL, 0))
-        me = s.getsockname()[1]
-        tag, cid, br = os.urandom(4).hex(), os.urandom(8).hex(), os.urandom(6).hex()
-        msg = (
-            f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {LOCAL}:{me};branch=z9hG4bK{br};rport\r\n"
-            "Max-Forwards: 70\r\n"
-            f"From: <sip:probe@{LOCAL}>;tag={tag}\r\nTo: <sip:{host}:{port}>\r\n"
-            f"Call-ID: {cid}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-        ).encode()
-        deadline = time.monotonic() + timeout
-        s.settimeout(0.25)
-        while time.monotonic() < deadline:
-            s.sendto(msg, (host, port))
-            try:
-                while True:
-                    data, _ = s.recvfrom(65535)
-                    if cid.encode() in data and data.startswith(b"SIP/2.0 "):
-                        code = int(data[8:11])
-                        if code >= 200:
-                            return code
-            except (TimeoutError, ValueError):
-                continue
-    return None
 
 
 FIND_SERVICE = (

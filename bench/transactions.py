@@ -19,7 +19,12 @@ from pathlib import Path
 
 from ng911.sip.message import Request, Response, make_response
 from ng911.sip.parse import parse_message
-from ng911.sip.transaction import TransactionTable, client_transaction, server_transaction
+from ng911.sip.transaction import (
+    ServerTransaction,
+    TransactionTable,
+    client_transaction,
+    server_transaction,
+)
 
 INVITE = (
     b"INVITE urn:service:sos SIP/2.0\r\n"
@@ -58,7 +63,9 @@ def one_call(
     ct = client_transaction(out_invite, reliable=False)
     table.add(ct)
     ct.start()
-    for name in ("r180", "r200"):
+
+    def relay_response(name: str, server: ServerTransaction) -> None:
+        """The response `name` to its client transaction, and upstream through `server`."""
         resp = msg(name)
         assert isinstance(resp, Response)
         tx = table.match_response(resp)
@@ -66,7 +73,10 @@ def one_call(
         tx.on_response(resp)
         up = resp.copy()
         up.headers.remove_first("Via")
-        st.send_response(up)
+        server.send_response(up)
+
+    for name in ("r180", "r200"):
+        relay_response(name, st)
     bye = msg("bye")
     assert isinstance(bye, Request)
     bst = server_transaction(bye, reliable=False)
@@ -75,14 +85,7 @@ def one_call(
     bct = client_transaction(forwarded(bye), reliable=False)
     table.add(bct)
     bct.start()
-    ok = msg("bye200")
-    assert isinstance(ok, Response)
-    tx = table.match_response(ok)
-    assert tx is not None
-    tx.on_response(ok)
-    up = ok.copy()
-    up.headers.remove_first("Via")
-    bst.send_response(up)
+    relay_response("bye200", bst)
     for t in (st, ct, bst, bct):
         table.remove(t)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import resource
 import ssl
@@ -32,6 +31,7 @@ from ng911.pki.testpki import TestPki, build_test_pki
 from ng911.sip.headers import new_branch, new_call_id, new_tag
 from ng911.sip.message import Request, Response, make_response
 from ng911.sip.uri import parse_uri
+from rig import write_result
 
 
 def options() -> Request:
@@ -196,10 +196,7 @@ def main() -> int:
             f"{name:44} {r['per_second']:8.0f} {r['ratio_to_udp']:6.2f} "
             f"{r['cpu_us_per_rt']:10.0f} {hs:>6} {r['sip_bytes']:6.0f} {r['wire_bytes']:6.0f}"
         )
-    path = Path(__file__).parent / "results" / "transport.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_result("transport", out)
     return 0
 
 

@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from kamailio import Kamailio, config_head, free_port, missing_reason
 
+from ng911.interop.kamailio import Kamailio, config_head, missing_reason
+from ng911.interop.procs import free_port
 from ng911.lost.embedded import EmbeddedStore
 from ng911.lost.engine import EngineConfig
 from ng911.lost.server import LostServer, RunningServer, ServerConfig, serve
@@ -116,7 +117,7 @@ async def kamailio(lost: RunningServer) -> AsyncIterator[tuple[int, Path]]:
     reason = missing_reason("lost", "http_client")
     if reason:
         pytest.skip(reason)
-    sip_port = free_port(socket.SOCK_DGRAM)
+    sip_port = free_port()
     head = config_head(f"listen=udp:127.0.0.1:{sip_port}", tcp=False)
     k = Kamailio(head + ROUTE.format(lost_url=lost.url), sip_port, "udp", shm_mb=64)
     await asyncio.to_thread(k.start)  # ready when it answers an OPTIONS (405 from our route)

@@ -13,8 +13,9 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-from kamailio import Kamailio, config_head, free_port, missing_reason, tls_cfg
 
+from ng911.interop.kamailio import Kamailio, config_head, missing_reason, tls_cfg
+from ng911.interop.procs import free_port
 from ng911.net import (
     Address,
     HandshakeEvent,

@@ -15,18 +15,18 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from kamailio import (
-    Kamailio,
-    emergency_vsp_cfg,
-    free_port,
-    missing_reason,
-    tls_cfg,
-    write_ca_bundle,
-)
 
 from ng911.elements.chain import BOROUGHS, ChainOptions, build_chain
 from ng911.elements.config import CallerConfig, ListenerConfig
 from ng911.elements.ua import Caller
+from ng911.interop.kamailio import (
+    Kamailio,
+    emergency_vsp_cfg,
+    missing_reason,
+    tls_cfg,
+    write_ca_bundle,
+)
+from ng911.interop.procs import free_port
 from ng911.net.events import HandshakeEvent, MessageEvent
 from ng911.sip.parse import parse_message
 

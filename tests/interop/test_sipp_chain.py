@@ -22,7 +22,9 @@ import socket
 from pathlib import Path
 
 import pytest
-from sipp_peer import (
+
+from ng911.elements.chain import BOROUGHS, ChainOptions, build_chain
+from ng911.interop.sipp import (
     MISSING,
     SCENARIOS,
     SIPP,
@@ -32,8 +34,6 @@ from sipp_peer import (
     start_sipp,
     stop_sipp,
 )
-
-from ng911.elements.chain import BOROUGHS, ChainOptions, build_chain
 from ng911.location.gml import parse_shape
 from ng911.location.xml import parse_xml
 from ng911.sip import samples

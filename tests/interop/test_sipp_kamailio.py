@@ -13,8 +13,10 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from kamailio import Kamailio, free_port, missing_reason, stateful_proxy_cfg
-from sipp_peer import MISSING, SIPP, run_sipp, sipp_args, start_sipp, stop_sipp
+
+from ng911.interop.kamailio import Kamailio, missing_reason, stateful_proxy_cfg
+from ng911.interop.procs import free_port
+from ng911.interop.sipp import MISSING, SIPP, run_sipp, sipp_args, start_sipp, stop_sipp
 
 pytestmark = [
     pytest.mark.interop,

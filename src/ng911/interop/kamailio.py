@@ -1,11 +1,15 @@
 """Kamailio as a peer of ng911: config writers and a process that is always torn down.
 
-Not a test module: `bench/load.py` and the interop tests import it. Two configurations:
+What `tests/interop/` and the benches (`bench/load.py`, `bench/resilience.py`) run. Three
+configurations:
 
 - `stateful_proxy_cfg`: the load-comparison peer. tm + rr + sl + maxfwd: `record_route()`
   and `t_relay()` of every initial request to one fixed next hop (`$du`), in-dialog
   requests by `loose_route()` (RFC 3261 §16.4), CANCEL and retransmissions matched by tm.
-  UDP and TCP listeners on the same port. This is the set-up of ANCHORS.md's figures.
+  UDP and TCP (or TLS) listeners on the same port. This is the set-up of ANCHORS.md's figures.
+- `flood_limited_cfg`: the same proxy defending itself (`bench/resilience.py`): emergency and
+  in-dialog requests pass untouched; every other initial request meets `pike` (per source)
+  and `ratelimit` (one TAILDROP pipe), over either `503` + `Retry-After: 5`.
 - `emergency_vsp_cfg`: an emergency VSP proxy over TLS with mutual authentication (tls
   module; `verify_certificate` + `require_certificate` both ways). Requests for
   `urn:service:sos*` (or a dialled 911, rewritten to `urn:service:sos`, NENA i3) get
@@ -14,25 +18,25 @@ Not a test module: `bench/load.py` and the interop tests import it. Two configur
 
 `Kamailio(cfg_text, ...)` runs `kamailio -f cfg -DD -E -m MB -P pidfile` in the foreground
 (its own process group: every worker dies with it), waits until it listens, and `stop()` (or
-leaving the `with` block) terminates it, killing it when it does not exit in 5 s.
+leaving the `with` block) terminates its process group, killing it when it does not exit in
+5 s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import glob
-import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+
+from ng911.interop.procs import LOCAL, cpu_seconds, options_probe, stop, tail, tree
 
 __all__ = [
     "KAMAILIO",
@@ -40,10 +44,8 @@ __all__ = [
     "Kamailio",
     "KamailioError",
     "emergency_vsp_cfg",
-    "free_port",
+    "flood_limited_cfg",
     "missing_reason",
-    "process_cpu_seconds",
-    "running",
     "stateful_proxy_cfg",
     "tls_cfg",
     "write_ca_bundle",
@@ -76,22 +78,6 @@ def missing_reason(*modules: str) -> str | None:
             )
             return f"kamailio module {m}.so not installed (Debian package {pkg})"
     return None
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 (checked both ways; racy by nature)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, kind) as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
-        try:
-            with socket.socket(socket.AF_INET, other) as s2:
-                s2.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return port
-    raise OSError("no port free for both TCP and UDP")
 
 
 _HEAD = """#!KAMAILIO
@@ -141,15 +127,17 @@ _SEQUENTIAL = """    if (has_totag()) {{
     }}
 """
 
-_STATEFUL = """
-loadmodule "tm.so"
+# what every configuration here loads, and how its request route starts (a format template)
+_TLS_MODULE = 'loadmodule "tls.so"\nmodparam("tls", "config", "{tls_cfg}")\n'
+_MODULES = """loadmodule "tm.so"
 loadmodule "sl.so"
 loadmodule "rr.so"
 loadmodule "maxfwd.so"
 loadmodule "textops.so"
 loadmodule "pv.so"
 loadmodule "siputils.so"
-modparam("tm", "fr_timer", 5000)
+loadmodule "xlog.so"
+{modules}modparam("tm", "fr_timer", 5000)
 modparam("tm", "fr_inv_timer", 30000)
 modparam("rr", "enable_full_lr", 1)
 
@@ -158,7 +146,12 @@ request_route {{
         sl_send_reply("483", "Too Many Hops");
         exit;
     }}
-{sequential}    if (!t_newtran()) {{
+"""
+
+_STATEFUL = (
+    "\n{tls}"
+    + _MODULES
+    + """{sequential}{limits}    if (!t_newtran()) {{
         sl_reply_error();
         exit;
     }}
@@ -166,33 +159,54 @@ request_route {{
     if (is_method("INVITE|SUBSCRIBE")) {{
         record_route();
     }}
-    $du = "{next_hop}";
-    if (!t_relay()) {{
+{relay}    if (!t_relay()) {{
         sl_reply_error();
     }}
 }}
 """
+)
 
-_EMERGENCY = """
-loadmodule "tls.so"
-loadmodule "tm.so"
-loadmodule "sl.so"
-loadmodule "rr.so"
-loadmodule "maxfwd.so"
-loadmodule "textops.so"
-loadmodule "pv.so"
-loadmodule "siputils.so"
-loadmodule "xlog.so"
-modparam("tls", "config", "{tls_cfg}")
-modparam("tm", "fr_timer", 5000)
-modparam("rr", "enable_full_lr", 1)
+# flood_limited_cfg: the modules, and the checks between in-dialog handling and relaying
+_LIMIT_MODULES = """loadmodule "pike.so"
+loadmodule "ratelimit.so"
+# pike: per source address, more than {pike} requests in 2 s blocks the source
+modparam("pike", "sampling_time_unit", 2)
+modparam("pike", "reqs_density_per_unit", {pike})
+modparam("pike", "remove_latency", 4)
+# ratelimit: one TAILDROP pipe for non-emergency initial requests, {limit} a second
+modparam("ratelimit", "timer_interval", 1)
+modparam("ratelimit", "pipe", "1:TAILDROP:{limit}")
+"""
 
-request_route {{
-    if (!mf_process_maxfwd_header("10")) {{
-        sl_send_reply("483", "Too Many Hops");
+_LIMITS = """    # emergency first: never limited (NENA i3)
+    if ($ru =~ "^urn:service:sos" || $hdr(Resource-Priority) =~ "esnet\\.") {{
+        if (!t_newtran()) {{
+            sl_reply_error();
+            exit;
+        }}
+        remove_hf("Route");
+        record_route();
+        $du = "{sos}";
+        t_relay();
         exit;
     }}
-    if (is_method("OPTIONS") && $rU == $null) {{
+    if (!pike_check_req()) {{
+        append_to_reply("Retry-After: 5\\r\\n");
+        sl_send_reply("503", "Flood from your address");
+        exit;
+    }}
+    if (!rl_check("1")) {{
+        append_to_reply("Retry-After: 5\\r\\n");
+        sl_send_reply("503", "Over capacity");
+        exit;
+    }}
+"""
+
+_EMERGENCY = (
+    "\n"
+    + _TLS_MODULE
+    + _MODULES
+    + """    if (is_method("OPTIONS") && $rU == $null) {{
         sl_send_reply("200", "OK");
         exit;
     }}
@@ -215,6 +229,7 @@ request_route {{
     sl_send_reply("403", "Only emergency calls here");
 }}
 """
+)
 
 _TLS_CFG = """[server:default]
 method = TLSv1.2+
@@ -261,16 +276,44 @@ def stateful_proxy_cfg(
     next_hop: str,
     children: int = 2,
     tcp: bool = True,
-    host: str = "127.0.0.1",
+    host: str = LOCAL,
     debug: int = 1,
+    tls_cfg_path: Path | None = None,
 ) -> str:
     """The comparison peer: `record_route(); t_relay()` to `next_hop` (a SIP URI, e.g.
-    `sip:127.0.0.1:5070;transport=tcp`), listening on UDP (and TCP) `host:port`."""
+    `sip:127.0.0.1:5070;transport=tcp`), listening on UDP and TCP `host:port` (`tcp=False`:
+    UDP only; `tls_cfg_path`, a `tls_cfg` file: UDP and TLS)."""
     listen = f"listen=udp:{host}:{port}"
-    if tcp:
+    if tls_cfg_path is not None:
+        listen += f"\nlisten=tls:{host}:{port}"
+    elif tcp:
         listen += f"\nlisten=tcp:{host}:{port}"
-    head = config_head(listen, tcp=tcp, children=children, debug=debug)
-    return head + _STATEFUL.format(next_hop=next_hop, sequential=_SEQUENTIAL.format(host_table=""))
+    tls = tls_cfg_path is not None
+    head = config_head(listen, tcp=tcp, tls=tls, children=children, debug=debug)
+    return head + _STATEFUL.format(
+        tls=_TLS_MODULE.format(tls_cfg=tls_cfg_path) if tls else "",
+        modules="",
+        sequential=_SEQUENTIAL.format(host_table=""),
+        limits="",
+        relay=f'    $du = "{next_hop}";\n',
+    )
+
+
+def flood_limited_cfg(
+    *, port: int, sos: str, limit: int, pike: int, children: int = 2, host: str = LOCAL
+) -> str:
+    """Kamailio defending itself, UDP on `host:port`: emergency requests (`urn:service:sos*`
+    or `Resource-Priority: esnet.*`) go to `sos` (a SIP URI) unlimited; any other initial
+    request meets `pike` (more than `pike` requests from one source in 2 s blocks it) and a
+    `limit`-per-second TAILDROP pipe, then goes where its Request-URI says."""
+    head = config_head(f"listen=udp:{host}:{port}", tcp=False, children=children, debug=1)
+    return head + _STATEFUL.format(
+        tls="",
+        modules=_LIMIT_MODULES.format(pike=pike, limit=limit),
+        sequential=_SEQUENTIAL.format(host_table=""),
+        limits=_LIMITS.format(sos=sos),
+        relay="",
+    )
 
 
 def tls_cfg(*, cert: Path, key: Path, ca: Path) -> str:
@@ -285,7 +328,7 @@ def emergency_vsp_cfg(
     esrp: str,
     tls_cfg_path: Path,
     children: int = 1,
-    host: str = "127.0.0.1",
+    host: str = LOCAL,
     debug: int = 2,
     hosts: dict[str, str] | None = None,
 ) -> str:
@@ -303,35 +346,9 @@ def emergency_vsp_cfg(
         for name, uri in (hosts or {}).items()
     )
     sequential = _SEQUENTIAL.format(host_table=table)
-    return head + _EMERGENCY.format(tls_cfg=tls_cfg_path, esrp=esrp, sequential=sequential)
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """CPU time of every thread of `pid` (ANCHORS: /proc/stat misses short bursts; the
-    scheduler's own per-task account in /proc/PID/task/*/schedstat does not)."""
-    total = 0
-    for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
-        try:
-            with open(path) as fh:
-                total += int(fh.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total / 1e9
-
-
-def children_of(pid: int) -> list[int]:
-    out = []
-    for stat in glob.glob("/proc/[0-9]*/stat"):
-        try:
-            with open(stat) as fh:
-                text = fh.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ..." — comm may hold spaces: split after the last ')'
-        rest = text.rsplit(")", 1)[-1].split()
-        if len(rest) > 1 and rest[1] == str(pid):
-            out.append(int(stat.split("/")[2]))
-    return out
+    return head + _EMERGENCY.format(
+        tls_cfg=tls_cfg_path, esrp=esrp, sequential=sequential, modules=""
+    )
 
 
 @dataclass
@@ -393,57 +410,27 @@ class Kamailio:
     def _probe(self) -> bool:
         if self.transport in ("tcp", "tls"):
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                with socket.create_connection((LOCAL, self.port), timeout=0.2):
                     return True
             except OSError:
                 return False
-        # UDP: any answer to an OPTIONS means the workers read the socket
-        msg = (
-            f"OPTIONS sip:127.0.0.1:{self.port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{os.urandom(6).hex()};rport\r\n"
-            "Max-Forwards: 0\r\nFrom: <sip:probe@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\n"
-            f"Call-ID: {os.urandom(8).hex()}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-        )
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            s.settimeout(0.2)
-            try:
-                s.sendto(msg.encode(), ("127.0.0.1", self.port))
-                s.recvfrom(65535)
-            except OSError:
-                return False
-        return True
+        # UDP: any answer to an OPTIONS (483 to Max-Forwards 0) means the workers read
+        return options_probe(self.port, timeout=0.2, max_forwards=0) is not None
 
     def pids(self) -> list[int]:
         """The main process and its workers (for CPU accounting)."""
         if self.proc is None or self.proc.poll() is not None:
             return []
-        return [self.proc.pid, *children_of(self.proc.pid)]
+        return tree(self.proc.pid)
 
     def cpu_seconds(self) -> float:
-        return sum(process_cpu_seconds(p) for p in self.pids())
+        return sum(cpu_seconds(p) for p in self.pids())
 
-    def log(self, tail: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-tail:]
-        except OSError:
-            return ""
+    def log(self, n: int = 3000) -> str:
+        return tail(self.log_path, n)
 
     def stop(self) -> None:
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        if proc is not None:
-            # workers left behind (the main process died first) share its process group
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop(self.proc, group=True)  # its own process group: every worker goes with it
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -457,17 +444,6 @@ class Kamailio:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-@contextlib.contextmanager
-def running(cfg: str, port: int, transport: str = "udp", shm_mb: int = 1024) -> Iterator[Kamailio]:
-    """`with running(cfg, port) as k:` — a started Kamailio, always stopped afterwards."""
-    k = Kamailio(cfg, port, transport, shm_mb)
-    k.start()
-    try:
-        yield k
-    finally:
-        k.stop()
 
 
 def write_ca_bundle(paths: Sequence[Path], out: Path) -> Path:
