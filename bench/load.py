@@ -10,7 +10,7 @@ record-routing proxy in both cases:
   process (`bench/load.py --serve ...`), one asyncio event loop, `gc.freeze()` after start-up
   as `ng911 run` does, logging off (as Kamailio's `debug=1`; `ng911 run vsp` writes a JSON
   line per event). One process, one core; the `ng911 (2 workers)` row runs it as
-  `ng911 run vsp --workers 2` does (`ng911.elements.workers`): two processes sharing the UDP
+  `ng911 run vsp --workers 2` does (`ng911.node.workers`): two processes sharing the UDP
   port (SO_REUSEPORT), each with its own port for its Via, CPU summed over both.
 
 UDP and TCP: SIPp drives it (`tests/interop/sipp/uac_plain.xml` → proxy → `uas.xml`, which
@@ -894,9 +894,12 @@ async def serve(args: argparse.Namespace) -> None:
         )
         vsp = VspProxy(cfg, log_keep=0, **kw)
     if args.worker_role:
-        from ng911.elements.runtime import WorkerRole
+        from ng911.node.workers import decode_role
 
-        vsp.worker = WorkerRole.from_json(args.worker_role)
+        vsp.worker = decode_role(args.worker_role)[0]
+    from ng911.node.memory import GcFreezer, release_freed_memory
+
+    vsp.release_memory = release_freed_memory  # as `ng911 run` (ng911.node.build) does
     await vsp.start()
     # as `ng911 run` does: long-lived objects out of the cyclic collector's sight
     gc.collect()
@@ -905,7 +908,7 @@ async def serve(args: argparse.Namespace) -> None:
     if mode == "off":  # experiment: no cyclic collector at all
         gc.disable()
     elif mode == "freeze":  # what `ng911 run` does by default (`--gc-freeze 1`)
-        vsp.freeze_gc_every(1.0)
+        GcFreezer().every(1.0)
     # "once": frozen only after start-up (the experiment showing what the pauses cost)
     prof = cProfile.Profile() if args.profile_out else None
     stop = asyncio.Event()
@@ -915,7 +918,7 @@ async def serve(args: argparse.Namespace) -> None:
     if prof is not None:
         prof.enable()
     if args.worker_role:  # a worker also stops when its parent is gone
-        from ng911.elements.workers import parent_gone
+        from ng911.node.workers import parent_gone
 
         orphaned = asyncio.ensure_future(parent_gone())
         orphaned.add_done_callback(lambda _: stop.set())
@@ -929,8 +932,8 @@ async def serve(args: argparse.Namespace) -> None:
 async def _supervise(args: argparse.Namespace) -> None:
     """`--serve --workers N`: this process starts N `--serve` workers, as `ng911 run vsp
     --workers N` does (same supervisor, same per-worker Via port)."""
-    from ng911.elements.runtime import WorkerRole
-    from ng911.elements.workers import Supervisor, free_ports
+    from ng911.elements.addressing import WorkerRole
+    from ng911.node.workers import Supervisor, encode_role, free_ports
 
     own = free_ports("udp", LOCAL, args.workers) if args.transport != "tls" else []
     argv = list(sys.argv[1:])
@@ -938,7 +941,7 @@ async def _supervise(args: argparse.Namespace) -> None:
     del argv[at : at + 2]
     cmds = [
         [sys.executable, str(Path(__file__).resolve()), *argv, "--worker-role",
-         WorkerRole(i, args.workers, tuple(own)).to_json()]
+         encode_role(WorkerRole(i, args.workers, tuple(own)))]
         for i in range(args.workers)
     ]  # fmt: skip
     sup = Supervisor(f"{args.element}-workers", cmds)

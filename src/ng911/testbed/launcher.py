@@ -41,20 +41,18 @@ from ng911.elements.config import (
     TlsProfile,
     VspConfig,
 )
-from ng911.elements.esrp import Esrp
-from ng911.elements.psap import Psapd
 from ng911.elements.runtime import SipElement
 from ng911.elements.ua import Caller, CallRecord
-from ng911.elements.vsp import VspProxy
+from ng911.lost.client import LostClient
 from ng911.lost.embedded import EmbeddedStore
 from ng911.lost.server import RunningServer, make_app, serve
 from ng911.lost.store import MappingConfig, slug
+from ng911.node import build
 from ng911.observe.hops import HOP_ROLES, HOPS
-from ng911.observe.lostprobe import ObservedLostClient
 from ng911.pki.ca import init_ca
 from ng911.pki.certs import IssuedCert, issue
 from ng911.pki.testpki import cached_key
-from ng911.pki.tls import client_context, server_context
+from ng911.pki.tls import server_context
 from ng911.testbed.errors import TestbedError
 from ng911.testbed.impair import HopRelay, Impairment
 from ng911.testbed.topology import Host, Topology
@@ -124,7 +122,7 @@ class RunningChain:
     caller: Caller
     elements: dict[str, SipElement]
     lost_server: RunningServer
-    lost_client: ObservedLostClient
+    lost_client: LostClient
     keylog: Path
     ca_path: Path
     opts: ChainOptions
@@ -431,42 +429,18 @@ async def _start_claimed(
             keylog_of=lambda h: keylog,
             overrides=overrides,
         )
-        esrp_host = topo.one("esrp")
-        client_ssl: ssl.SSLContext | None = None
-        if topo.lost == "https":
-            cert, key = pki.certs[esrp_host.name]
-            client_ssl = client_context(
-                [pki.ca.cert_path],
-                cert=cert if topo.lost_mutual else None,
-                key=key if topo.lost_mutual else None,
-                keylog=keylog,
-            )
-        lost_client = ObservedLostClient(
-            lost_server.url,
-            element=esrp_host.name,
-            server=lost.name,
-            use_cache=opts.lost_cache,
+        lost_client = build.lost_client(
+            configs[topo.one("esrp").name],
             observers=obs,
-            ssl=client_ssl,
-            timeout=opts.lost_timeout,
+            use_cache=opts.lost_cache,
+            server=lost.name,
         )
-        caller: Caller | None = None
         for name, cfg in configs.items():
             role = topo.host(name).role
-            el: SipElement
-            if role == "psap":
-                el = Psapd(cfg, observers=obs)
-            elif role == "calltaker":
-                el = CallTaker(cfg, observers=obs)
-            elif role == "esrp":
-                el = Esrp(cfg, lost=lost_client, observers=obs)
-            elif role == "vsp":
-                el = VspProxy(cfg, observers=obs)
-            else:
-                caller = Caller(cfg, observers=obs)
-                el = caller
+            el = build.build_element(role, cfg, observers=obs, lost=lost_client)
             elements[name] = await start(el)
-        assert caller is not None
+        caller = elements[topo.by_role("caller")[0].name]
+        assert isinstance(caller, Caller)
     except BaseException:
         for started_el in reversed(started):
             try:
