@@ -33,7 +33,7 @@ __all__ = ["Addressing", "WorkerRole", "loop_hash", "new_branch_with", "via_matc
 class WorkerRole:
     """This element is worker `index` of `count` processes sharing its listeners.
 
-    Why a private UDP port per worker: the workers (`ng911.node.workers`) share each
+    Why a private UDP port per worker: the worker processes (`ng911.node`) share each
     listening port (SO_REUSEPORT; the kernel hashes every upstream source address/port to one
     worker, so an INVITE and its CANCEL and retransmissions meet the same server
     transaction), but a response from downstream comes from the next hop's address and would

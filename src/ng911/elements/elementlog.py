@@ -1,6 +1,6 @@
 """An element's event log: one JSON object per event (STYLE: Kamailio-style structured logs).
 
-Named apart from `ng911.observe.eventlog` (the testbed's recorder of observer events): this
+Not the testbed's recorder of observer events (`observe/eventlog.py`, another thing): this
 is what an element says about itself (`element`, `call_id`, `hop`, `what`, ...).
 """
 

@@ -5,6 +5,9 @@ an operator edits them): `[vsp]`, `[esrp]`, `[psap.manhattan]`... `--table` pick
 by default the element's name. It runs until interrupted; the caller places `--calls` calls
 and exits. `ng911 chain` starts the whole chain in one process on loopback (LoST included)
 and places one call from each NYC borough: the quickest way to see everything work.
+
+Only the command line is here; serving is `ng911.node.serve`, worker processes
+`ng911.node.workers` (imported when the command runs, so `ng911 --help` stays fast).
 """
 
 from __future__ import annotations
