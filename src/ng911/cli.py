@@ -21,7 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ng911.pki.commands",
     "ng911.lost.commands",
     "ng911.testbed.commands",
-    "ng911.elements.commands",
+    "ng911.node.commands",
 )
 
 

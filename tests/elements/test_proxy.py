@@ -81,6 +81,7 @@ async def test_tls_from_config_files(tmp_path):
     """TLS set up from the TOML-level settings (cert/key/ca files), mutual, by name."""
     from ng911.elements.config import CallerConfig as CC
     from ng911.elements.config import load_toml
+    from ng911.node.build import build_element
     from ng911.pki.testpki import build_test_pki
 
     pki = build_test_pki(tmp_path / "pki", elements=())
@@ -118,7 +119,7 @@ listeners = [{{transport = "tls", host = "127.0.0.1", port = 0}}]
 {tls("vsp")}
 {hosts}
 """)
-    vsp = VspProxy(load_toml(topo, "vsp", VspConfig), log_keep=200)
+    vsp = build_element("vsp", load_toml(topo, "vsp", VspConfig), log_keep=200)
     await vsp.start()
     port = vsp.local("tls").port
     with topo.open("a") as fh:
@@ -142,9 +143,10 @@ listeners = [{{transport = "tls", host = "127.0.0.1", port = 0}}]
 {tls("alice")}
 {hosts}
 """)
-    bob = CallTaker(load_toml(topo, "bob", CallTakerConfig), log_keep=100)
+    bob = build_element("calltaker", load_toml(topo, "bob", CallTakerConfig), log_keep=100)
     await bob.start()
-    alice = Caller(load_toml(topo, "alice", CC), log_keep=100)
+    alice = build_element("caller", load_toml(topo, "alice", CC), log_keep=100)
+    assert isinstance(alice, Caller)
     await alice.start()
     try:
         rec = await asyncio.wait_for(alice.place_call(dial="sip:bob@vsp.example"), 10)

@@ -144,3 +144,15 @@ def test_status_of():
     assert status_of(SipParseError("bad From", 400))[0] == 400
     assert status_of(ValueError("x\r\ny"))[0] == 500
     assert "\r" not in status_of(ValueError("x\r\ny"))[1]
+
+
+async def test_a_tls_listener_needs_an_injected_server_context():
+    """An element builds no TLS context from its config (`ng911.node.build` does)."""
+    import pytest
+
+    vsp = VspProxy(VspConfig(name="vsp", listeners=(ListenerConfig("tls", "127.0.0.1", 0),)))
+    try:
+        with pytest.raises(ElementError, match="TLS listener needs a server context"):
+            await vsp.start()
+    finally:
+        await vsp.close()

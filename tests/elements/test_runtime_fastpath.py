@@ -204,25 +204,25 @@ def test_gc_threshold_is_raised_never_lowered():
         gc.set_threshold(*before)
 
 
-async def test_freeze_gc_every_freezes_until_stopped_or_closed():
-    cfg = VspConfig(name="vsp", listeners=(ListenerConfig("udp", "127.0.0.1", 0),))
-    vsp = VspProxy(cfg, log_keep=0)
-    await vsp.start()
+async def test_gc_freezer_freezes_until_stopped():
+    from ng911.node.memory import GcFreezer
+
+    freezer = GcFreezer()
     try:
         gc.unfreeze()
-        vsp.freeze_gc_every(0.01)
+        freezer.every(0.01)
         loop = asyncio.get_running_loop()
         end = loop.time() + 2.0
         while gc.get_freeze_count() == 0 and loop.time() < end:  # bounded
             await asyncio.sleep(0.01)
         assert gc.get_freeze_count() > 0
-        vsp.freeze_gc_every(0)
+        freezer.every(0)
         gc.unfreeze()
         await asyncio.sleep(0.05)
         assert gc.get_freeze_count() == 0  # stopped
-        vsp.freeze_gc_every(0.01)
+        freezer.every(0.01)
     finally:
-        await vsp.close()  # stops it too
+        freezer.stop()  # what `ng911 run` does when its element closes
         gc.unfreeze()
     await asyncio.sleep(0.05)
     assert gc.get_freeze_count() == 0

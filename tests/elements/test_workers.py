@@ -1,4 +1,4 @@
-"""`ng911 run vsp --workers N`: worker processes sharing the VSP's port (ng911.elements.workers).
+"""`ng911 run vsp --workers N`: worker processes sharing the VSP's port (ng911.node.workers).
 
 Real processes on loopback: the parent, its workers, a UDP callee here that answers every
 request from wherever it came (as SIPp does), and many caller sockets, so that the kernel
@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from ng911.cli import main
-from ng911.elements.runtime import WorkerRole
+from ng911.elements.addressing import WorkerRole
+from ng911.node.workers import decode_role, encode_role
 from ng911.sip.message import Request, make_response
 from ng911.sip.parse import parse_message
 
@@ -233,9 +234,10 @@ def test_workers_are_refused_where_state_lives_in_one_process(tmp_path, capsys):
 
 def test_worker_role_round_trips_and_refuses_garbage():
     role = WorkerRole(1, 2, (4000, 4001))
-    assert WorkerRole.from_json(role.to_json()) == role and role.udp_port == 4001
+    assert decode_role(encode_role(role)) == (role, ()) and role.udp_port == 4001
+    assert decode_role(encode_role(role, [5060, 5061])) == (role, (5060, 5061))
     with pytest.raises(Exception, match="bad worker role"):
-        WorkerRole.from_json("{not json")
+        decode_role("{not json")
 
 
 async def test_workers_that_cannot_bind_make_the_parent_exit_2(tmp_path):

@@ -15,6 +15,7 @@ import pytest
 from ng911.elements.config import ElementConfig, ListenerConfig, TlsProfile
 from ng911.elements.runtime import SipElement
 from ng911.net import Address, SipTransportLayer, Source
+from ng911.node.build import tls_contexts
 from ng911.pki.testpki import TestPki
 from ng911.sip.headers import new_branch, new_call_id, new_tag
 from ng911.sip.message import Request, Response
@@ -55,7 +56,8 @@ def esrp_config(
 
 
 async def start_element(cfg: ElementConfig) -> tuple[SipElement, Address, Address]:
-    el = SipElement(cfg)
+    client, server = tls_contexts(cfg)
+    el = SipElement(cfg, client_tls=client, server_tls=server)
     addrs = await el.start()
     tcp = next(a for a in addrs if a.transport == "tcp")
     tls = next(a for a in addrs if a.transport == "tls")

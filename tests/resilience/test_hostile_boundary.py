@@ -24,7 +24,6 @@ from dialog_helpers import RawUa, options, response_to
 
 from ng911.elements.config import EsrpConfig, HostEntry, ListenerConfig
 from ng911.elements.emergency import fix_resource_priority
-from ng911.elements.esrp import Esrp
 from ng911.elements.identifiers import add_missing_ids
 from ng911.elements.routing import (
     CallLocation,
@@ -33,6 +32,7 @@ from ng911.elements.routing import (
     extract_location,
 )
 from ng911.errors import Ng911Error
+from ng911.node.build import build_element
 from ng911.sip.message import Request
 from ng911.sip.parse import parse_message
 from ng911.sip.samples import BOUNDARY, LOCATION_CID, PIDF, SDP
@@ -355,7 +355,8 @@ async def test_mutation_storm_running_esrp() -> None:
     capture = _Capture()
     logger = logging.getLogger("ng911")
     logger.addHandler(capture)
-    esrp = Esrp(
+    esrp = build_element(
+        "esrp",
         EsrpConfig(
             name="esrp",
             fqdn=FQDN,

@@ -150,7 +150,7 @@ def test_a_flood_of_one_event_costs_a_few_lines_a_second(caplog):
 
 
 def test_route_logs_sends_every_ng911_logger_to_the_stream_and_undoes_it(tmp_path, capsys):
-    from ng911.elements.commands import route_logs, unroute_logs
+    from ng911.node.logs import route_logs, unroute_logs
 
     root = logging.getLogger("ng911")
     before = (root.propagate, root.level, logging.getLogger("ng911.elements").level)

@@ -71,7 +71,7 @@ async def test_empty_allowed_list_admits_any_peer_the_ca_vouches_for(pki):
 
 
 async def test_expected_peer_still_answers_403(pki):
-    """`tls.expected_peer` (per request, SipElement._check_peer) keeps working beside it."""
+    """`tls.expected_peer` (per request, `admitting.check_peer`) keeps working beside it."""
     import dataclasses
 
     cfg = esrp_config(pki)

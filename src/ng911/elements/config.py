@@ -347,7 +347,7 @@ class VspConfig(ElementConfig):
     auth_secret: str = ""  # nonce HMAC key; empty = random per process (set it with workers > 1)
     users: dict[str, str] = field(default_factory=dict)  # user -> password
     users_file: str = ""  # `user:realm:HA1` lines (MD5 32 hex, SHA-256 64 hex)
-    workers: int = 1  # processes sharing the listeners (ng911.elements.workers)
+    workers: int = 1  # processes sharing the listeners (ng911.node.workers)
 
     def __post_init__(self) -> None:
         bad = [a for a in self.auth_algorithms if a not in DIGEST_ALGORITHMS]
@@ -399,7 +399,7 @@ class EsrpConfig(ElementConfig):
     up_after: int = 1
     default_lat: float = 40.7128  # default location added when the call has none usable
     default_lon: float = -74.0060
-    workers: int = 1  # processes sharing the listeners (ng911.elements.workers)
+    workers: int = 1  # processes sharing the listeners (ng911.node.workers)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,9 +25,7 @@ What NENA i3 (NENA-STA-010 §4.2) asks of the emergency services routing proxy, 
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
-from pathlib import Path
 from typing import Any
 
 from ng911.elements.config import EsrpConfig
@@ -55,7 +53,6 @@ from ng911.errors import Ng911Error
 from ng911.lost.client import LostClient
 from ng911.lost.errors import LostClientError
 from ng911.lost.errors import LostNotFound as LostNotFoundError
-from ng911.pki.tls import client_context
 from ng911.sip.message import Request, Response
 from ng911.sip.transaction import State
 from ng911.sip.uri import URN, SipURI, parse_uri
@@ -77,26 +74,16 @@ def policy_of(cfg: EsrpConfig) -> RoutingPolicy:
 class Esrp(Proxy):
     role = "esrp"
 
-    def __init__(self, config: EsrpConfig, *, lost: LostClient | None = None, **kw: Any):
+    def __init__(self, config: EsrpConfig, *, lost: LostClient, **kw: Any):
+        """`lost`: the LoST client (`ng911.node.build.lost_client` makes one from `config`)."""
         super().__init__(config, **kw)
         self.cfg = config
         self.policy = policy_of(config)
-        self.lost = lost if lost is not None else self._lost_client(config)
+        self.lost = lost
         self.routed: dict[str, int] = {"lost": 0, "alternate": 0, "default": 0}
         self.lost_seconds = 0.0
         self.health = PeerHealth(self._health_policy())
         self._pinger: asyncio.TimerHandle | None = None
-
-    @staticmethod
-    def _lost_client(cfg: EsrpConfig) -> LostClient:
-        ctx: ssl.SSLContext | None = None
-        if cfg.lost_url.startswith("https:"):
-            ctx = client_context(
-                [Path(p) for p in cfg.lost_ca],
-                cert=Path(cfg.lost_cert) if cfg.lost_cert else None,
-                key=Path(cfg.lost_key) if cfg.lost_key else None,
-            )
-        return LostClient(cfg.lost_url, ssl=ctx, timeout=cfg.lost_timeout)
 
     async def close(self) -> None:
         if self._pinger is not None:

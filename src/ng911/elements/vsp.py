@@ -18,7 +18,6 @@ account, or with wrong credentials, is routed like any other (RFC 6881 §8, NENA
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from ng911.elements.auth import Authenticator, Denied
@@ -31,7 +30,6 @@ from ng911.elements.routing import CallLocation, extract_location, pick_sip_uri
 from ng911.elements.runtime import ServerCtx
 from ng911.errors import Ng911Error
 from ng911.lost.client import LostClient
-from ng911.pki.tls import client_context
 from ng911.sip.message import Request
 from ng911.sip.uri import SipURI, parse_uri
 
@@ -41,7 +39,9 @@ __all__ = ["VspProxy"]
 class VspProxy(Proxy):
     role = "vsp"
 
-    def __init__(self, config: VspConfig, **kw: Any) -> None:
+    def __init__(self, config: VspConfig, *, lost: LostClient | None = None, **kw: Any) -> None:
+        """`lost`: the LoST client for `lost_url` (`ng911.node.build.lost_client` makes one
+        with `lost_ca`); without one, a plain client (the system's CAs for https)."""
         super().__init__(config, **kw)
         self.cfg = config
         self.record_route = config.record_route
@@ -59,12 +59,9 @@ class VspProxy(Proxy):
         self.dial_plan = DialPlan.for_country(config.country, config.dial_strings)
         self.esrp = parse_uri(config.esrp)
         self.emergency_calls = 0
-        self.lost: LostClient | None = None
-        if config.lost_url:
-            ctx = None
-            if config.lost_url.startswith("https:"):
-                ctx = client_context([Path(p) for p in config.lost_ca])
-            self.lost = LostClient(config.lost_url, ssl=ctx, timeout=2.0)
+        if lost is None and config.lost_url:
+            lost = LostClient(config.lost_url, timeout=2.0)
+        self.lost = lost
 
     def _to_esrp(self, call: ProxyCall, reason: str) -> None:
         target = Target(route=self.esrp, label=f"esrp {self.esrp}", reason=reason)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ng911.elements.calltaker import CallTaker
+from ng911.elements.config import EsrpConfig
 from ng911.elements.esrp import Esrp
 from ng911.elements.psap import Psapd
 from ng911.elements.runtime import SipElement
@@ -32,7 +33,8 @@ from ng911.lost.client import LostClient
 from ng911.lost.embedded import EmbeddedStore
 from ng911.lost.server import RunningServer, make_app, serve
 from ng911.lost.store import MappingConfig
-from ng911.pki.tls import client_context, server_context
+from ng911.node import build
+from ng911.pki.tls import server_context
 from ng911.testbed.errors import TestbedError
 from ng911.testbed.impair import HopRelay
 from ng911.testbed.plan import ChainOptions, ChainPlan, build_plan, claim_block, needs_claim
@@ -195,31 +197,6 @@ async def start_chain(
     )
 
 
-def _lost_client(plan: ChainPlan, observers: Sequence[Observer]) -> LostClient:
-    """The ESRP's LoST client, reporting each findService to the observers."""
-    topo = plan.topology
-    esrp = topo.one("esrp")
-    ssl_ctx: ssl.SSLContext | None = None
-    if plan.lost.scheme == "https":
-        cert, key = plan.pki.certs[esrp.name]
-        mutual = plan.lost.mutual
-        ssl_ctx = client_context(
-            [plan.pki.ca.cert_path],
-            cert=cert if mutual else None,
-            key=key if mutual else None,
-            keylog=plan.keylog,
-        )
-    return LostClient(
-        plan.lost.url,
-        element=esrp.name,
-        server=plan.lost.host.name,
-        use_cache=plan.options.lost_cache,
-        observers=list(observers),
-        ssl=ssl_ctx,
-        timeout=plan.options.lost_timeout,
-    )
-
-
 async def _serve_lost(plan: ChainPlan) -> RunningServer:
     lp = plan.lost
     store = EmbeddedStore.from_geojson(
@@ -237,19 +214,6 @@ async def _serve_lost(plan: ChainPlan) -> RunningServer:
     return await serve(make_app(store), lp.address, lp.port, ssl_context=ctx)
 
 
-def _element(role: str, cfg: Any, obs: list[Observer], lost: Any, log_keep: int) -> SipElement:
-    kw: dict[str, Any] = {"observers": obs, "log_keep": log_keep}
-    if role == "psap":
-        return Psapd(cfg, **kw)
-    if role == "calltaker":
-        return CallTaker(cfg, **kw)
-    if role == "esrp":
-        return Esrp(cfg, lost=lost, **kw)
-    if role == "vsp":
-        return VspProxy(cfg, **kw)
-    return Caller(cfg, **kw)
-
-
 async def start_plan(plan: ChainPlan, *, observers: Sequence[Observer] = ()) -> RunningChain:
     """Start what `plan` says, in its order; on any failure stop what started and re-raise."""
     opts = plan.options
@@ -264,10 +228,21 @@ async def start_plan(plan: ChainPlan, *, observers: Sequence[Observer] = ()) -> 
             await relay.start()
         if not opts.lost_down:
             lost_server = await _serve_lost(plan)
-        lost_client = _lost_client(plan, obs)
+        esrp = plan.configs[plan.topology.one("esrp").name]
+        assert isinstance(esrp, EsrpConfig)
+        lost_client = build.lost_client(
+            esrp, observers=obs, use_cache=opts.lost_cache, server=plan.lost.host.name
+        )
         elements: dict[str, SipElement] = {}
         for name in plan.started():
-            el = _element(plan.role(name), plan.configs[name], obs, lost_client, opts.log_keep)
+            role = plan.role(name)
+            el = build.build_element(
+                role,
+                plan.configs[name],
+                observers=obs,
+                lost=lost_client if role == "esrp" else None,
+                log_keep=opts.log_keep,
+            )
             started.append(el)
             if opts.reconnect_after is not None and el.role == "caller":
                 el.transport.idle_timeout = opts.reconnect_after  # before start(): the sweeper

@@ -7,9 +7,9 @@ loop, sharing the element's listening ports (SO_REUSEPORT):
 - UDP: the kernel hashes each source address/port to one worker, so every request of one
   upstream socket (INVITE, its retransmissions, its CANCEL) meets the same server
   transaction. Each worker also binds a UDP port of its own, sends its requests from it and
-  names it in its Via (`runtime.WorkerRole`), so responses from downstream come back to the
-  worker that holds the client transaction. Record-Route keeps the shared address: ACK,
-  BYE and re-INVITEs are new transactions any worker proxies.
+  names it in its Via (`ng911.elements.addressing.WorkerRole`), so responses from downstream
+  come back to the worker that holds the client transaction. Record-Route keeps the shared
+  address: ACK, BYE and re-INVITEs are new transactions any worker proxies.
 - TCP/TLS: a connection belongs to the worker that accepted or opened it; responses go
   back over the connection their request came on (RFC 3261 §18.2.2), so they stay in that
   worker. Connection reuse (RFC 5923) is per worker: N workers may open up to N
@@ -28,9 +28,11 @@ whose parent is gone (its stdin, a pipe from the parent, reaches EOF) stops by i
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import socket
 import sys
@@ -39,7 +41,39 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-__all__ = ["Supervisor", "WorkerProcess", "free_ports", "parent_gone"]
+from ng911.elements.addressing import WorkerRole
+from ng911.elements.config import ConfigError
+
+__all__ = [
+    "Supervisor",
+    "WorkerProcess",
+    "decode_role",
+    "encode_role",
+    "free_ports",
+    "parent_gone",
+    "supervise",
+    "worker_commands",
+    "worker_count",
+]
+
+WORKER_ELEMENTS = ("vsp", "esrp")
+MAX_WORKERS = 64
+
+
+def encode_role(role: WorkerRole, ports: Sequence[int] = ()) -> str:
+    """The `--worker-role` argument: the role and the shared listening ports."""
+    d = {"index": role.index, "count": role.count, "udp": list(role.udp_ports)}
+    return json.dumps({**d, "ports": list(ports)})
+
+
+def decode_role(text: str) -> tuple[WorkerRole, tuple[int, ...]]:
+    """`encode_role` read back: the role, and the listening ports (empty when not given)."""
+    try:
+        d = json.loads(text)
+        role = WorkerRole(int(d["index"]), int(d["count"]), tuple(int(p) for p in d["udp"]))
+        return role, tuple(int(p) for p in d.get("ports", ()))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"bad worker role {text[:80]!r}: {exc}") from None
 
 
 def free_ports(transport: str, host: str, count: int) -> list[int]:
@@ -254,3 +288,65 @@ class Supervisor:
                 self.log("worker_restarted", index=w.index, pid=w.pid, restarts=self.restarts)
                 return True
         return False
+
+
+def worker_count(args: argparse.Namespace, cfg: Any) -> int:
+    """`--workers`, else the table's `workers`: 1..MAX_WORKERS, >1 only for a proxy."""
+    n = args.workers if args.workers is not None else int(getattr(cfg, "workers", 1))
+    if not 1 <= n <= MAX_WORKERS:
+        raise ConfigError(f"workers must be 1..{MAX_WORKERS}, not {n}")
+    if n > 1 and args.element not in WORKER_ELEMENTS:
+        raise ConfigError(
+            f"workers: only {' and '.join(WORKER_ELEMENTS)} run in several processes "
+            f"({args.element} keeps its state in one)"
+        )
+    return n
+
+
+def worker_commands(args: argparse.Namespace, cfg: Any, n: int) -> list[list[str]]:
+    """The command line of each of `n` workers: this one, with a `--worker-role`.
+
+    Listeners on port 0 get a port picked here, the same for every worker (they share it);
+    each worker gets a UDP port of its own for its Via (`WorkerRole`).
+    """
+    ports = [lst.port or free_ports(lst.transport, lst.host, 1)[0] for lst in cfg.listeners]
+    udp = next((lst for lst in cfg.listeners if lst.transport == "udp"), None)
+    own = tuple(free_ports("udp", udp.host, n)) if udp is not None else ()
+    base = [sys.executable, "-m", "ng911", "run", args.element, "--config", args.config]
+    base += ["--table", args.table] if args.table else []
+    base += ["--ready", "--gc-freeze", str(args.gc_freeze)]
+    base += ["--quiet"] if args.quiet else []
+    if args.idle_timeout is not None:
+        base += ["--idle-timeout", str(args.idle_timeout)]
+    if args.lost_cache:
+        base += ["--lost-cache"]
+    cmds = []
+    for i in range(n):
+        cmd = [*base, "--worker-role", encode_role(WorkerRole(i, n, own), ports)]
+        if args.events:
+            cmd += ["--events", f"{args.events}.w{i}"]
+        cmds.append(cmd)
+    return cmds
+
+
+async def supervise(args: argparse.Namespace, cfg: Any, n: int) -> int:
+    """The parent of `n` workers of the element `cfg` (`ng911 run ... --workers N`)."""
+    cmds = worker_commands(args, cfg, n)
+    sup = Supervisor(cfg.name, cmds)  # its few lines (a worker died...) even with --quiet
+    _, ports = decode_role(cmds[0][cmds[0].index("--worker-role") + 1])
+
+    def ready(workers: list[WorkerProcess]) -> None:
+        if args.ready:
+            addresses = [
+                f"{lst.transport}:{lst.host}:{port}"
+                for lst, port in zip(cfg.listeners, ports, strict=True)
+            ]
+            line = {
+                "ready": cfg.name,
+                "pid": os.getpid(),
+                "workers": [w.pid for w in workers],
+                "addresses": addresses,
+            }
+            print(json.dumps(line), flush=True)
+
+    return await sup.run(ready)

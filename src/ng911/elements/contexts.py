@@ -1,0 +1,91 @@
+"""A transaction and what the element keeps with it: `ServerCtx` (a request we answer) and
+`ClientCtx` (a request we sent). Handlers get one; `respond`/`reply` answer through the
+element's action loop (`SipElement._run`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ng911.net.address import Address, Source
+from ng911.sip.headers import new_tag
+from ng911.sip.message import Request, Response, make_response
+from ng911.sip.transaction import ClientTransaction, ServerTransaction
+
+if TYPE_CHECKING:
+    from ng911.elements.runtime import SipElement
+
+__all__ = ["ClientCtx", "Ctx", "OnFailure", "OnResponse", "ServerCtx"]
+
+
+@dataclass(eq=False, slots=True)
+class ServerCtx:
+    """A received request and its server transaction: answer it with `respond`/`reply`."""
+
+    element: SipElement
+    tx: ServerTransaction
+    request: Request
+    source: Source
+    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    final: int = 0  # status of the final response sent, 0 while none
+    to_tag: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    delivered: bool = False  # the request went up to the element (once, never again)
+    size: int = 0  # characters of the request held (overload control's memory budget)
+
+    @property
+    def call_id(self) -> str:
+        return self.request.call_id
+
+    def respond(self, response: Response) -> None:
+        if response.status >= 200:
+            if self.final:
+                return  # one final response per transaction (§16.7 step 10, §17.2.1)
+            self.final = response.status
+        self.element._run(self, self.tx.send_response(response))
+
+    def reply(
+        self,
+        status: int,
+        reason: str | None = None,
+        *,
+        to_tag: str | None = None,
+        extra: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> Response:
+        tag = to_tag if to_tag is not None else (self.to_tag if status > 100 else None)
+        if tag is None and status >= 200 and self.request.to_addr.tag is None:
+            # RFC 3261 §8.2.6.2: a final response we generate carries our To tag
+            tag = self.to_tag = new_tag()
+        resp = make_response(self.request, status, reason, to_tag=tag, extra=extra)
+        if body:
+            resp.headers.add("Content-Type", content_type or "application/sdp")
+            resp.body = body
+        self.respond(resp)
+        return resp
+
+
+OnResponse = Callable[["ClientCtx", Response], None]
+OnFailure = Callable[["ClientCtx", int, str], None]
+
+
+@dataclass(eq=False, slots=True)
+class ClientCtx:
+    """A request we sent and its client transaction; responses go to the callbacks."""
+
+    element: SipElement
+    tx: ClientTransaction
+    request: Request
+    dest: Address
+    server_name: str | None
+    on_response: OnResponse | None
+    on_failure: OnFailure | None
+    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    failed: bool = False
+
+
+Ctx = ServerCtx | ClientCtx

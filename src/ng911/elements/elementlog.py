@@ -1,0 +1,75 @@
+"""An element's event log: one JSON object per event (STYLE: Kamailio-style structured logs).
+
+Not the testbed's recorder of observer events (`observe/eventlog.py`, another thing): this
+is what an element says about itself (`element`, `call_id`, `hop`, `what`, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any, TextIO
+
+from ng911.net.log import MAX_FIELD, clean
+
+__all__ = ["EventLog"]
+
+log = logging.getLogger("ng911.elements")
+
+
+class EventLog:
+    """One JSON object per event (STYLE: Kamailio-style structured logs).
+
+    Lines go to `stream` (a file opened by the element, or stderr when `echo` is set) and,
+    when `keep` is set, to the in-memory `records` list the tests and the chain read.
+    """
+
+    def __init__(
+        self,
+        element: str,
+        *,
+        stream: TextIO | None = None,
+        keep: int = 0,
+        echo: bool = False,
+    ) -> None:
+        self.element = element
+        self.stream = stream if stream is not None else (sys.stderr if echo else None)
+        self.keep = keep
+        self.records: list[dict[str, Any]] = []
+
+    @property
+    def enabled(self) -> bool:
+        """Would a record go anywhere? Hot paths test this before formatting fields."""
+        return self.stream is not None or bool(self.keep) or log.isEnabledFor(logging.INFO)
+
+    def __call__(self, what: str, *, call_id: str | None = None, **fields: Any) -> None:
+        if self.stream is None and not self.keep and not log.isEnabledFor(logging.INFO):
+            return
+        rec: dict[str, Any] = {"ts": round(time.time(), 6), "element": self.element}
+        if call_id is not None:
+            rec["call_id"] = call_id
+        rec["what"] = what
+        for k, v in fields.items():
+            # peer-supplied text (first lines, reasons, URIs) is bounded and escaped; the
+            # common case, short printable text, costs one C-level check
+            if isinstance(v, str) and (len(v) > MAX_FIELD or not v.isprintable()):
+                v = clean(v)
+            rec[k] = v
+        if self.keep:
+            self.records.append(rec)
+            if len(self.records) > self.keep:
+                del self.records[: len(self.records) - self.keep]
+        line = json.dumps(rec, default=str)
+        if self.stream is not None:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        log.info(line)
+
+    def find(self, what: str, **match: Any) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in self.records
+            if r["what"] == what and all(r.get(k) == v for k, v in match.items())
+        ]

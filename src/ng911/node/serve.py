@@ -1,0 +1,264 @@
+"""Serving one element (or LoST) in this process until a signal: what `ng911 run` runs.
+
+Config loading (`load`), the element or LoST server, its ready line on stdout, the
+caller's `--control` loop, `--events` recording, and the worker's watch on its parent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import gc
+import json
+import os
+import signal
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from ng911.elements import config as cfgmod
+from ng911.elements.calltaker import CallTaker
+from ng911.elements.config import ConfigError
+from ng911.elements.runtime import SipElement
+from ng911.elements.ua import Caller
+from ng911.node.build import build_element, lost_client
+from ng911.node.logs import route_logs, unroute_logs
+from ng911.node.memory import GcFreezer
+from ng911.node.workers import decode_role, parent_gone
+
+__all__ = ["load", "serve_element", "serve_lost", "stop_on_signals"]
+
+CONFIG_CLASSES: dict[str, type[cfgmod.ElementConfig]] = {
+    "caller": cfgmod.CallerConfig,
+    "vsp": cfgmod.VspConfig,
+    "esrp": cfgmod.EsrpConfig,
+    "psap": cfgmod.PsapConfig,
+    "calltaker": cfgmod.CallTakerConfig,
+}
+
+# ng911.lost.limits.HttpLimits: what a `[lost]` table may set (defaults: the dataclass's)
+_LOST_LIMITS = (
+    "header_timeout", "body_timeout", "idle_timeout", "max_connections", "max_per_source",
+)  # fmt: skip
+
+
+def load(element: str, path: str, table: str | None) -> Any:
+    """The element's table of a TOML file: an `ElementConfig`, or the `[lost]` dict."""
+    if element == "lost":
+        return load_lost(path, table or element)
+    return cfgmod.load_toml(path, table or element, CONFIG_CLASSES[element])
+
+
+def load_lost(path: str, table: str) -> dict[str, Any]:
+    """The `[lost]` table: address, boundaries and the URI each boundary maps to, TLS."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    node = data.get(table)
+    if not isinstance(node, dict):
+        raise ConfigError(f"{path}: no table [{table}]")
+    allowed = {
+        "name", "host", "port", "boundaries", "domain", "uris",
+        "cert", "key", "ca", "require_client_cert", "keylog",
+        "max_body", *_LOST_LIMITS,
+    }  # fmt: skip
+    unknown = sorted(set(node) - allowed)
+    if unknown:
+        raise ConfigError(f"{path}:[{table}]: unknown option(s) {', '.join(unknown)}")
+    if not isinstance(node.get("boundaries"), str):
+        raise ConfigError(f"{path}:[{table}]: boundaries (a GeoJSON file) is required")
+    return node
+
+
+async def serve_lost(cfg: dict[str, Any], args: argparse.Namespace) -> int:
+    """A LoST server as an element: what the testbed's LoST host runs in its own process."""
+    from ng911.lost.embedded import EmbeddedStore
+    from ng911.lost.limits import HttpLimits
+    from ng911.lost.server import ServerConfig, make_app, serve
+    from ng911.lost.store import MappingConfig
+    from ng911.pki.tls import server_context
+
+    try:
+        limits = HttpLimits(**{k: cfg[k] for k in _LOST_LIMITS if k in cfg})
+        server_cfg = ServerConfig(
+            limits=limits, max_body=int(cfg.get("max_body", ServerConfig.max_body))
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[{cfg.get('name', 'lost')}]: {exc}") from None
+
+    uris = {str(k): tuple(v) for k, v in dict(cfg.get("uris", {})).items()}
+    mapping = MappingConfig(domain=str(cfg.get("domain", "esinet.example")), uris=uris)
+    store = EmbeddedStore.from_geojson(Path(cfg["boundaries"]), mapping)
+    ctx = None
+    if cfg.get("cert"):
+        ctx = server_context(
+            Path(cfg["cert"]),
+            Path(cfg["key"]),
+            [Path(c) for c in cfg.get("ca", [])],
+            require_client_cert=bool(cfg.get("require_client_cert", False)),
+            keylog=Path(cfg["keylog"]) if cfg.get("keylog") else None,
+        )
+    running = await serve(
+        make_app(store, server_cfg),
+        str(cfg.get("host", "127.0.0.1")),
+        int(cfg.get("port", 0)),
+        ssl_context=ctx,
+    )
+    stop = stop_on_signals()
+    try:
+        if args.ready:
+            print(json.dumps({"ready": cfg.get("name", "lost"), "url": running.url}), flush=True)
+        await stop.wait()
+        return 0
+    finally:
+        await running.close()
+        store.close()
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event that SIGINT/SIGTERM set. Installed before the ready line is printed: a
+    supervisor (the testbed, a worker parent) may stop us the moment it reads that line, and
+    the default handler would kill us without closing listeners or writing events."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _control(el: Caller, cfg: Any, stop: asyncio.Event) -> None:
+    """The caller's control loop: one call per stdin line, one answer per call on stdout.
+
+    Calls run concurrently (the testbed paces them); EOF or SIGTERM ends the loop.
+    """
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(req: dict[str, Any]) -> None:
+        n = req.get("call")
+        try:
+            rec = await el.place_call(
+                float(req.get("lat", cfg.lat)),
+                float(req.get("lon", cfg.lon)),
+                hangup_after=req.get("hangup_after"),
+                timeout=float(req.get("timeout", cfg.answer_timeout + 5.0)),
+            )
+            out: dict[str, Any] = {"call": n, "record": rec.to_dict(), "ok": rec.ok}
+        except TimeoutError:
+            out = {"call": n, "error": "no end within the answer timeout"}
+        except Exception as exc:  # reported, never a dead control loop
+            out = {"call": n, "error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(out), flush=True)
+
+    async def read() -> None:
+        while True:
+            line = await reader.readline()
+            if not line:
+                return
+            try:
+                req = json.loads(line)
+            except json.JSONDecodeError:
+                print(json.dumps({"error": f"not JSON: {line[:80]!r}"}), flush=True)
+                continue
+            t = asyncio.ensure_future(one(req))
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
+
+    stopper = asyncio.ensure_future(stop.wait())
+    reading = asyncio.ensure_future(read())
+    await asyncio.wait({stopper, reading}, return_when=asyncio.FIRST_COMPLETED)
+    for t in (stopper, reading, *tasks):
+        t.cancel()
+
+
+def worker_config(cfg: Any, role_text: str) -> Any:
+    """A worker's config: its listeners on the ports its parent picked (shared by all)."""
+    _, ports = decode_role(role_text)
+    listeners = tuple(
+        dataclasses.replace(lst, port=port) for lst, port in zip(cfg.listeners, ports, strict=True)
+    )
+    return dataclasses.replace(cfg, listeners=listeners)
+
+
+async def serve_element(element: str, cfg: Any, args: argparse.Namespace) -> int:
+    """Build the element from `cfg` and serve it until a signal (a caller: its calls)."""
+    recorder = None
+    lost = None
+    if args.events:
+        from ng911.observe.eventlog import EventRecorder
+
+        recorder = EventRecorder(Path(args.events))  # streams from now on (bounded buffer)
+        if element == "esrp":
+            lost = lost_client(cfg, observers=[recorder], use_cache=args.lost_cache)
+    el: SipElement | None = None
+    handler = None
+    try:
+        obs = [recorder] if recorder is not None else []
+        el = build_element(element, cfg, observers=obs, lost=lost)
+        if args.worker_role:
+            el.worker = decode_role(args.worker_role)[0]
+        if not args.quiet:
+            el.log.stream = el.log.stream or sys.stderr
+        handler = route_logs(el.log.stream)
+        if args.idle_timeout is not None:
+            el.transport.idle_timeout = args.idle_timeout  # before start(): the sweeper
+        return await _serve_started(el, cfg, args)
+    finally:
+        if handler is not None:
+            unroute_logs(handler)
+        if recorder is not None:  # only what is still pending: milliseconds
+            cpu = el.cpu_seconds if el is not None else 0.0
+            recorder.close(element=cfg.name, cpu_seconds=cpu)
+
+
+async def _serve_started(el: SipElement, cfg: Any, args: argparse.Namespace) -> int:
+    await el.start()
+    # long-lived objects (modules, lxml/shapely/aiohttp state, TLS contexts) out of the cyclic
+    # collector's sight: it would walk them on every collection (bench/chain.py: ~2x CPU)
+    gc.collect()
+    gc.freeze()
+    freezer = GcFreezer()
+    freezer.every(getattr(args, "gc_freeze", 1.0))
+    stop = stop_on_signals()
+    try:
+        if isinstance(el, CallTaker) and args.ready:
+            await asyncio.wait_for(el.registered.wait(), 10.0)
+        if args.ready:
+            ready: dict[str, Any] = {"ready": el.name, "pid": os.getpid()}
+            if el.worker is not None:
+                ready["worker"] = el.worker.index
+            print(json.dumps(ready), flush=True)
+        if isinstance(el, Caller) and args.control:
+            await _control(el, cfg, stop)
+            return 0
+        if isinstance(el, Caller):
+            recs = await el.place_calls([(cfg.lat, cfg.lon)], count=args.calls, rate=args.rate)
+            for r in recs:
+                print(json.dumps(r.to_dict()))
+            return 0 if recs and all(r.ok for r in recs) else 1
+        if el.worker is not None:
+            await _until_stopped_or_orphaned(stop)
+        else:
+            await stop.wait()
+        return 0
+    finally:
+        freezer.stop()
+        await el.close()
+
+
+async def _until_stopped_or_orphaned(stop: asyncio.Event) -> None:
+    """A worker: until a signal, or until its parent is gone (stdin EOF)."""
+    waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(parent_gone())}
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in waits:
+            t.cancel()
