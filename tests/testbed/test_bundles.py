@@ -16,7 +16,7 @@ import tomllib
 import pytest
 from smalltopo import small_topology
 
-from ng911.testbed.bundle import read_bundle
+from ng911.node.bundle import read_bundle
 from ng911.testbed.netns import NetnsLab, list_ours, unavailable_reason
 from ng911.testbed.topology import load_topology
 

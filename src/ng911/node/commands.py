@@ -3,8 +3,8 @@
 `ng911 run` starts one element from one table of a TOML file (the testbed writes such files;
 an operator edits them): `[vsp]`, `[esrp]`, `[psap.manhattan]`... `--table` picks the table,
 by default the element's name. It runs until interrupted; the caller places `--calls` calls
-and exits. `ng911 chain` starts the whole chain in one process on loopback (LoST included)
-and places one call from each NYC borough: the quickest way to see everything work.
+and exits. `ng911 run --bundle DIR` runs the host a bundle of `ng911 testbed export`
+describes (role and table from its `bundle.toml`, in DIR, so its relative paths hold).
 
 Only the command line is here; serving is `ng911.node.serve`, worker processes
 `ng911.node.workers` (imported when the command runs, so `ng911 --help` stays fast).
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import logging
 import sys
 from typing import Any
 
@@ -31,8 +29,14 @@ def register(sub: Any) -> None:
             "options of each). Logs one JSON object per event on stderr (or log_file)."
         ),
     )
-    p.add_argument("element", choices=ELEMENTS)
-    p.add_argument("--config", required=True, help="TOML file")
+    p.add_argument("element", choices=ELEMENTS, nargs="?", help="the role (not with --bundle)")
+    p.add_argument("--config", help="TOML file")
+    p.add_argument(
+        "--bundle",
+        metavar="DIR",
+        help="run the host of a bundle written by `ng911 testbed export` (its role, config "
+        "and certificates; the process works in DIR)",
+    )
     p.add_argument("--table", help="table of the file (default: the element's name)")
     p.add_argument("--calls", type=int, default=1, help="caller: calls to place")
     p.add_argument("--rate", type=float, default=1.0, help="caller: calls per second")
@@ -85,23 +89,6 @@ def register(sub: Any) -> None:
     p.add_argument("--worker-role", help=argparse.SUPPRESS)  # what the parent gives a worker
     p.set_defaults(func=run_element)
 
-    c = sub.add_parser(
-        "chain",
-        help="run the whole call chain in one process and call from each NYC borough",
-        description=(
-            "Start LoST, the VSP proxy, the ESRP, a psapd per NYC borough (+ a default PSAP) "
-            "with a call taker each, and a caller, on 127.0.0.1; place one 911 call from each "
-            "borough and print where it went and its setup delay."
-        ),
-    )
-    c.add_argument(
-        "--scenario",
-        default="plain",
-        choices=("plain", "tcp", "tls-e2e", "tls-vsp-psap", "tls-all"),
-    )
-    c.add_argument("--json", action="store_true", help="print the call records as JSON")
-    c.set_defaults(func=run_chain)
-
 
 def run_element(args: argparse.Namespace) -> int:
     from ng911.errors import Ng911Error
@@ -109,6 +96,7 @@ def run_element(args: argparse.Namespace) -> int:
     from ng911.node.workers import supervise, worker_count
 
     try:
+        _resolve_bundle(args)
         cfg = load(args.element, args.config, args.table)
         if args.element == "lost":
             return asyncio.run(serve_lost(cfg, args))
@@ -120,7 +108,7 @@ def run_element(args: argparse.Namespace) -> int:
                 return asyncio.run(supervise(args, cfg, n))
         return asyncio.run(serve_element(args.element, cfg, args))
     except Ng911Error as exc:
-        print(f"ng911 run {args.element}: {exc}", file=sys.stderr)
+        print(f"ng911 run {args.element or ''}: {exc}".replace("  ", " "), file=sys.stderr)
         return 2
     except OSError as exc:  # a listener that cannot bind: one line, not a traceback
         print(f"ng911 run {args.element}: {exc}", file=sys.stderr)
@@ -129,31 +117,23 @@ def run_element(args: argparse.Namespace) -> int:
         return 130
 
 
-async def _chain(args: argparse.Namespace) -> int:
-    from ng911.elements.chain import BOROUGHS, ChainOptions, build_chain
+def _resolve_bundle(args: argparse.Namespace) -> None:
+    """`--bundle DIR`: role, config file and table from DIR/bundle.toml, and DIR as the
+    working directory (a bundle's paths are relative). Else ELEMENT and --config are needed."""
+    import os
+    from pathlib import Path
 
-    chain = await build_chain(ChainOptions(scenario=args.scenario, caller_hangup=0.01))
-    ok = True
-    try:
-        print(f"scenario {args.scenario}: hops {' / '.join(chain.hops)}, LoST {chain.lost_scheme}")
-        for name, lat, lon in BOROUGHS.values():
-            rec = await chain.place_call(lat, lon, timeout=10)
-            ok = ok and rec.ok
-            if args.json:
-                print(json.dumps({**rec.to_dict(), "psap": chain.psap_of(rec)}))
-                continue
-            s180 = f"{rec.setup_180 * 1000:.2f} ms" if rec.setup_180 is not None else "-"
-            s200 = f"{rec.setup_200 * 1000:.2f} ms" if rec.setup_200 is not None else "-"
-            print(
-                f"  {name:<14} ({lat:.4f},{lon:.4f}) -> {rec.status} {rec.reason:<4} "
-                f"PSAP {chain.psap_of(rec) or '-':<14} INVITE->180 {s180:>9}  "
-                f"INVITE->200 {s200:>9}"
-            )
-    finally:
-        await chain.close()
-    return 0 if ok else 1
+    from ng911.elements.config import ConfigError
+    from ng911.node.bundle import read_bundle
 
-
-def run_chain(args: argparse.Namespace) -> int:
-    logging.getLogger("ng911").setLevel(logging.WARNING)
-    return asyncio.run(_chain(args))
+    if args.bundle is None:
+        if args.element is None or args.config is None:
+            raise ConfigError("give ELEMENT and --config FILE, or --bundle DIR")
+        return
+    if args.config is not None or args.table is not None:
+        raise ConfigError("--bundle names its own config: leave out --config and --table")
+    host, role, path = read_bundle(Path(args.bundle))
+    if args.element not in (None, role):
+        raise ConfigError(f"{args.bundle} is a {role} bundle, not {args.element}")
+    os.chdir(path.parent)
+    args.element, args.config, args.table = role, path.name, host

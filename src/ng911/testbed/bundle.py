@@ -19,18 +19,15 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ng911.elements.config import ConfigError
+from ng911.node.bundle import BUNDLE_FILE, FORMAT
 from ng911.testbed.plan import ChainOptions, ChainPlan, build_plan
 from ng911.testbed.processes import toml_table
 from ng911.testbed.topology import Topology
-
-BUNDLE_FILE = "bundle.toml"
-FORMAT = 1
 
 
 def subnet_addresses(topo: Topology, subnet: str) -> dict[str, str]:
@@ -119,24 +116,3 @@ def export_topology(
     addresses = subnet_addresses(topo, subnet)
     plan = build_plan(topo, out / ".pki", opts or ChainOptions(), addresses=addresses)
     return export_bundles(plan, out)
-
-
-def read_bundle(directory: Path) -> tuple[str, str, Path]:
-    """(host, role, bundle.toml) of a bundle directory; a clear error when it is not one."""
-    path = directory / BUNDLE_FILE
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{directory}: not an ng911 bundle (no {BUNDLE_FILE})") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
-    head = data.get("bundle")
-    if not isinstance(head, dict) or not {"host", "role"} <= set(head):
-        raise ConfigError(f"{path}: no [bundle] table with host and role")
-    if head.get("format", FORMAT) != FORMAT:
-        raise ConfigError(f"{path}: bundle format {head.get('format')!r}, this ng911 reads 1")
-    host, role = str(head["host"]), str(head["role"])
-    if host not in data:
-        raise ConfigError(f"{path}: no [{host}] table")
-    return host, role, path

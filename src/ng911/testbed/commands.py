@@ -1,8 +1,12 @@
-"""`ng911 testbed ...`: run the scenarios, redraw a report, list scenarios, check a topology."""
+"""`ng911 testbed ...` (run the scenarios, redraw a report, list scenarios, check or export a
+topology) and `ng911 chain` (the NYC preset in one process, one call per borough)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -128,6 +132,24 @@ def register(sub: Any) -> None:
     ex.set_defaults(func=_export)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
+    c = sub.add_parser(
+        "chain",
+        help="run the whole call chain in one process and call from each NYC borough",
+        description=(
+            "Start the NYC preset (LoST, the VSP proxy, the ESRP, a psapd per borough and a "
+            "default-route PSAP, a call taker each, a caller) in one process on loopback; "
+            "place one 911 call from each borough and print where it went and its set-up "
+            "delay."
+        ),
+    )
+    c.add_argument(
+        "--scenario",
+        default="plain",
+        choices=("plain", "tcp", "tls-e2e", "tls-vsp-psap", "tls-all"),
+    )
+    c.add_argument("--json", action="store_true", help="print the call records as JSON")
+    c.set_defaults(func=run_chain)
+
 
 def _export(args: argparse.Namespace) -> int:
     from ng911.testbed.bundle import export_topology
@@ -239,3 +261,35 @@ def _topology(args: argparse.Namespace) -> int:
         extra = h.borough or (f"psap={h.psap}" if h.psap else "") or (h.aor or "")
         print(f"  {h.name:<22} {h.role:<10} {h.domain:<40} {extra}")
     return 0
+
+
+async def _chain(args: argparse.Namespace) -> int:
+    from ng911.testbed.launcher import open_chain
+
+    chain = await open_chain(args.scenario, hangup_after=0.01, keep_events=False, log_keep=0)
+    ok = True
+    topo = chain.topology
+    try:
+        print(f"scenario {args.scenario}: hops {' / '.join(topo.transports)}, LoST {topo.lost}")
+        for loc in topo.locations:
+            name, lat, lon = loc.name, loc.lat, loc.lon
+            rec = await chain.place_call(lat, lon, timeout=10)
+            ok = ok and rec.ok
+            if args.json:
+                print(json.dumps({**rec.to_dict(), "psap": chain.psap_of(rec)}))
+                continue
+            s180 = f"{rec.setup_180 * 1000:.2f} ms" if rec.setup_180 is not None else "-"
+            s200 = f"{rec.setup_200 * 1000:.2f} ms" if rec.setup_200 is not None else "-"
+            print(
+                f"  {name:<19} ({lat:.4f},{lon:.4f}) -> {rec.status} {rec.reason:<4} "
+                f"PSAP {chain.psap_of(rec) or '-':<19} INVITE->180 {s180:>9}  "
+                f"INVITE->200 {s200:>9}"
+            )
+    finally:
+        await chain.close()
+    return 0 if ok else 1
+
+
+def run_chain(args: argparse.Namespace) -> int:
+    logging.getLogger("ng911").setLevel(logging.WARNING)
+    return asyncio.run(_chain(args))
