@@ -214,8 +214,12 @@ class ChainPlan:
         return self.topology.host(name).role
 
     def is_up(self, name: str) -> bool:
-        """Whether the host is started (not in `options.down`)."""
-        return name not in self.options.down
+        """Whether the host is started: not in `options.down`, nor a call taker of a PSAP
+        that is (it would only fail to REGISTER with a closed port)."""
+        if name in self.options.down:
+            return False
+        h = self.topology.host(name)
+        return not (h.role == "calltaker" and h.psap in self.options.down)
 
     def started(self) -> list[str]:
         """The SIP hosts to start, in start order."""
