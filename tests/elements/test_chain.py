@@ -9,9 +9,9 @@ import asyncio
 
 import pytest
 
-from ng911.testbed.launcher import open_chain
 from ng911.net.events import HandshakeEvent, MessageEvent
 from ng911.sip.parse import parse_message
+from ng911.testbed.launcher import open_chain
 
 # (element sending, element receiving) per hop, in call order
 HOPS = [("caller", "vsp"), ("vsp", "esrp"), ("esrp", "psap-{s}"), ("psap-{s}", "taker-{s}")]
