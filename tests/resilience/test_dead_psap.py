@@ -48,19 +48,17 @@ async def test_a_dead_psap_is_skipped_until_it_answers_again():
         assert skipped and peer in skipped[0]["down"]
         assert not esrp.log.find("failover", call_id=second.call_id)
 
-        # Manhattan's psapd comes back on its planned address and ports (the plan holds the
-        # configuration of a host left down): the OPTIONS pings see it, calls return
-        planned = chain.plan.configs
-        psap = Psapd(
-            dataclasses.replace(planned["psap-manhattan"], name="psap-manhattan-revived", t1=0.5)
-        )
+        # Manhattan's psapd comes back on its planned address and UDP port (the plan holds
+        # the configuration of a host left down): the OPTIONS pings see it, calls return
+        def revive(name: str, **kw):
+            cfg = chain.plan.configs[name]
+            udp = tuple(x for x in cfg.listeners if x.transport == "udp")
+            return dataclasses.replace(cfg, name=f"{name}-revived", listeners=udp, t1=0.5, **kw)
+
+        psap = Psapd(revive("psap-manhattan"))
         await psap.start()
         revived.append(psap)
-        taker = CallTaker(
-            dataclasses.replace(
-                planned["taker-manhattan"], name="taker-manhattan-revived", t1=0.5, keepalive=0
-            )
-        )
+        taker = CallTaker(revive("taker-manhattan", keepalive=0))
         await taker.start()
         revived.append(taker)
         assert await until(lambda: esrp.health.is_up(peer), 10)
