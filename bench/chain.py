@@ -1,10 +1,11 @@
 """The whole NG-9-1-1 call chain in one process: calls per second, setup delay, CPU per call.
 
 caller → VSP → ESRP (+ LoST over http/https) → psapd → call taker, every element an ng911
-element on loopback in ONE process and event loop (so the figures are the cost of the whole
-chain on one core, all five SIP elements plus the LoST server and client). A call is the full
-dialog: INVITE (multipart SDP + PIDF-LO) → 100/180/200 → ACK → BYE → 200, from a random
-point of a random NYC borough (so every LoST query is a new location, no cache hits).
+element on its own loopback address (the testbed's NYC topology, `open_chain`) in ONE process
+and event loop (so the figures are the cost of the whole chain on one core, all five SIP
+elements plus the LoST server and client). A call is the full dialog: INVITE (multipart SDP +
+PIDF-LO) → 100/180/200 → ACK → BYE → 200, from a random point near a random one of the
+topology's caller locations (every call asks LoST: the chain's LoST cache is off).
 
 Two runs per scenario (`plain`: UDP everywhere, LoST http; `tls-all`: mutual TLS on every
 hop, LoST https with client certificates; TLS connections are set up by warm-up calls and
@@ -33,7 +34,8 @@ import sys
 import time
 from typing import Any
 
-from ng911.elements.chain import BOROUGHS, Chain, ChainOptions, build_chain
+from ng911.testbed.launcher import RunningChain, open_chain
+from ng911.testbed.topology import CallLocation
 from rig import write_result
 
 
@@ -50,25 +52,25 @@ def pct(values: list[float], p: float) -> float:
     return s[k]
 
 
-def point(rng: random.Random) -> tuple[float, float]:
-    """A point near a borough's reference point (±~300 m): a new LoST query every call."""
-    _, lat, lon = rng.choice(list(BOROUGHS.values()))
-    return lat + rng.uniform(-0.003, 0.003), lon + rng.uniform(-0.003, 0.003)
+def point(rng: random.Random, locations: tuple[CallLocation, ...]) -> tuple[float, float]:
+    """A point near a caller location (±~100 m: St. George Terminal is on the shore, and a
+    point in the water would go to the default PSAP): a new location every call."""
+    loc = rng.choice(locations)
+    return loc.lat + rng.uniform(-0.001, 0.001), loc.lon + rng.uniform(-0.001, 0.001)
 
 
-def role(name: str) -> str:
-    for r in ("caller", "vsp", "esrp"):
-        if name == r:
-            return r
-    return "psapd" if name.startswith("psap-") else "calltaker"
+def role(chain: RunningChain, name: str) -> str:
+    """The table's column of an element: its role, psapd for a PSAP."""
+    r = chain.plan.role(name)
+    return "psapd" if r == "psap" else r
 
 
-async def latency_run(chain: Chain, calls: int, rng: random.Random) -> dict[str, Any]:
+async def latency_run(chain: RunningChain, calls: int, rng: random.Random) -> dict[str, Any]:
     d180: list[float] = []
     d200: list[float] = []
     failed = 0
     for _ in range(calls):
-        rec = await chain.place_call(*point(rng), timeout=10)
+        rec = await chain.place_call(*point(rng, chain.topology.locations), timeout=10)
         if rec.setup_180 is None or rec.setup_200 is None or rec.status != 200:
             failed += 1
             continue
@@ -91,7 +93,7 @@ async def latency_run(chain: Chain, calls: int, rng: random.Random) -> dict[str,
 
 
 async def throughput_run(
-    chain: Chain, calls: int, concurrency: int, rng: random.Random
+    chain: RunningChain, calls: int, concurrency: int, rng: random.Random
 ) -> dict[str, Any]:
     sem = asyncio.Semaphore(concurrency)
     ok = 0
@@ -100,19 +102,19 @@ async def throughput_run(
     async def one() -> None:
         nonlocal ok
         async with sem:
-            rec = await chain.place_call(*point(rng), timeout=20)
+            rec = await chain.place_call(*point(rng, chain.topology.locations), timeout=20)
             statuses[rec.status or 0] = statuses.get(rec.status or 0, 0) + 1
             if rec.status == 200 and rec.ended_by == "caller":
                 ok += 1
 
-    before = {e.name: e.cpu_seconds for e in chain.elements}
+    before = chain.cpu_seconds()
     c0, t0 = cpu(), time.perf_counter()
     await asyncio.gather(*(one() for _ in range(calls)))
     wall = time.perf_counter() - t0
     total_cpu = cpu() - c0
     per_role: dict[str, float] = {}
-    for e in chain.elements:
-        per_role[role(e.name)] = per_role.get(role(e.name), 0.0) + e.cpu_seconds - before[e.name]
+    for name, used in chain.cpu_seconds().items():
+        per_role[role(chain, name)] = per_role.get(role(chain, name), 0.0) + used - before[name]
     return {
         "calls": calls,
         "completed": ok,
@@ -127,18 +129,17 @@ async def throughput_run(
 
 async def scenario(name: str, calls: int, latency_calls: int, concurrency: int) -> dict[str, Any]:
     rng = random.Random(911)
-    opt = ChainOptions(
-        scenario=name,
-        takers_per_psap=max(2, concurrency // 2),
-        caller_hangup=0.001,
-        queue_size=1000,
+    chain = await open_chain(
+        name,
+        takers=max(2, concurrency // 2),
+        hangup_after=0.001,
+        settings={"psap": {"queue_size": 1000}},
         log_keep=0,
-        observe=False,
+        keep_events=False,
     )
-    chain = await build_chain(opt)
     try:
-        for _, lat, lon in BOROUGHS.values():  # warm-up: TLS handshakes, first LoST query
-            await chain.place_call(lat, lon, timeout=10)
+        for loc in chain.topology.locations:  # warm-up: TLS handshakes, first LoST query
+            await chain.place_call(loc.lat, loc.lon, timeout=10)
         # what a long-running element does after start-up (`ng911 run` does it too): move
         # everything alive now out of the cyclic GC's sight; the collector otherwise walks
         # lxml/shapely/aiohttp's module-level objects again and again (about 2x the CPU here)
@@ -150,8 +151,8 @@ async def scenario(name: str, calls: int, latency_calls: int, concurrency: int) 
         await chain.close()
     return {
         "scenario": name,
-        "hops": list(chain.hops),
-        "lost": chain.lost_scheme,
+        "hops": list(chain.topology.transports),
+        "lost": chain.topology.lost,
         "latency": lat_res,
         "throughput": thr,
     }

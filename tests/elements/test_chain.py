@@ -9,12 +9,12 @@ import asyncio
 
 import pytest
 
-from ng911.elements.chain import BOROUGHS, ChainOptions, build_chain
 from ng911.net.events import HandshakeEvent, MessageEvent
 from ng911.sip.parse import parse_message
+from ng911.testbed.launcher import open_chain
 
 # (element sending, element receiving) per hop, in call order
-HOPS = [("caller", "vsp"), ("vsp", "esrp"), ("esrp", "psap-{s}"), ("psap-{s}", "taker-{s}-1")]
+HOPS = [("caller", "vsp"), ("vsp", "esrp"), ("esrp", "psap-{s}"), ("psap-{s}", "taker-{s}")]
 
 
 def invites(events, call_id):
@@ -29,18 +29,22 @@ def invites(events, call_id):
 
 @pytest.mark.parametrize("scenario", ["plain", "tls-all"])
 async def test_five_boroughs_reach_their_psap(scenario):
-    chain = await build_chain(ChainOptions(scenario=scenario, caller_hangup=0.01))
+    chain = await open_chain(scenario, hangup_after=0.01)
     try:
-        for slug, (_name, lat, lon) in BOROUGHS.items():
-            rec = await asyncio.wait_for(chain.place_call(lat, lon), 10)
+        assert len(chain.topology.locations) == 5  # one call from each borough
+        for loc in chain.topology.locations:
+            slug = chain.topology.psap_for_borough(loc.borough).name.removeprefix("psap-")
+            rec = await asyncio.wait_for(chain.place_call(loc.lat, loc.lon), 10)
             assert rec.status == 200, (slug, rec.status, rec.reason)
-            assert chain.psap_of(rec) == slug
+            assert chain.psap_of(rec) == f"psap-{slug}"
             assert 180 in rec.provisionals
             assert rec.setup_180 is not None and rec.setup_200 >= rec.setup_180
             assert rec.ended_by == "caller"
             # every hop saw the INVITE go out of one element and into the next
             seen = invites(chain.events, rec.call_id)
-            transports = dict(zip(("hop1", "hop2", "hop3", "hop4"), chain.hops, strict=True))
+            transports = dict(
+                zip(("hop1", "hop2", "hop3", "hop4"), chain.topology.transports, strict=True)
+            )
             for (up, down), hop in zip(HOPS, transports, strict=True):
                 up, down = up.format(s=slug), down.format(s=slug)
                 outs = [e for e in seen if e.element == up and e.direction == "out"]
@@ -58,26 +62,25 @@ async def test_five_boroughs_reach_their_psap(scenario):
                 and e.first_line.startswith("BYE")
                 and e.direction == "in"
             ]
-            assert {e.element for e in byes} >= {"vsp", "esrp", f"psap-{slug}", f"taker-{slug}-1"}
+            assert {e.element for e in byes} >= {"vsp", "esrp", f"psap-{slug}", f"taker-{slug}"}
         if scenario == "tls-all":
             shakes = [e for e in chain.events if isinstance(e, HandshakeEvent)]
             assert shakes and all(e.ok for e in shakes)
             # mutual: the server side saw the client's certificate identity
             assert any(e.role == "server" and e.peer_identities for e in shakes)
     finally:
-        errors = {e.name: e.errors for e in chain.elements if e.errors}
-        errors.update(
-            {e.name: e.log.find("send_failed") for e in chain.elements if e.log.find("send_failed")}
-        )
+        els = chain.elements.values()
+        errors = {e.name: e.errors for e in els if e.errors}
+        errors.update({e.name: e.log.find("send_failed") for e in els if e.log.find("send_failed")})
         await chain.close()
     assert not errors, errors
 
 
 async def test_what_the_psap_receives():
     """NENA i3: R-URI kept, Route pushed, ids and Resource-Priority added, body unchanged."""
-    chain = await build_chain(ChainOptions(scenario="plain", caller_hangup=0.01))
+    chain = await open_chain("plain", hangup_after=0.01)
     try:
-        _, lat, lon = BOROUGHS["brooklyn"]
+        lat, lon = chain.topology.point("Brooklyn")
         rec = await asyncio.wait_for(chain.place_call(lat, lon), 10)
         assert rec.status == 200
         seen = invites(chain.events, rec.call_id)
@@ -95,45 +98,44 @@ async def test_what_the_psap_receives():
         # the ESRP kept the R-URI and pushed the PSAP's Route (loose routing)
         assert str(at_psap.uri) == "urn:service:sos"
         route = at_psap.headers.get("Route")
-        assert route.startswith("<sip:brooklyn.psap.example:") and route.endswith(";lr>")
+        assert route.startswith("<sip:psap-brooklyn@brooklyn.psap.nyc.example") and route.endswith(
+            ";lr>"
+        )
         purposes = " ".join(at_psap.headers.get_all("Call-Info"))
         assert "purpose=emergency-CallId" in purposes
         assert "purpose=emergency-IncidentId" in purposes
         rr = at_psap.headers.get_all("Record-Route")
-        assert any("esrp.esinet.example" in r for r in rr)
-        assert any("proxy.vsp.example" in r for r in rr)
+        assert any("esrp.esinet.nyc.example" in r for r in rr)
+        assert any("vsp.example" in r for r in rr)
         assert len(at_psap.vias) == 3  # caller, VSP, ESRP
         # body and the caller's other headers passed unchanged
         assert at_psap.body == sent.body
         for name in ("Geolocation", "Geolocation-Routing", "Content-Type", "From", "Contact"):
             assert at_psap.headers.get(name) == sent.headers.get(name), name
-        log = chain.psaps["brooklyn"].call_log[-1]
-        assert log.taker == "sip:taker1@brooklyn.psap.example"
-        assert log.location.startswith("Point 40.678200,-73.944200")
+        log = chain.psaps["psap-brooklyn"].call_log[-1]
+        assert log.taker == "sip:taker-brooklyn@brooklyn.psap.nyc.example"
+        assert log.location.startswith(f"Point {lat:.6f},{lon:.6f}")
         assert log.outcome == "completed"
     finally:
-        errors = {e.name: e.errors for e in chain.elements if e.errors}
-        errors.update(
-            {e.name: e.log.find("send_failed") for e in chain.elements if e.log.find("send_failed")}
-        )
+        els = chain.elements.values()
+        errors = {e.name: e.errors for e in els if e.errors}
+        errors.update({e.name: e.log.find("send_failed") for e in els if e.log.find("send_failed")})
         await chain.close()
     assert not errors, errors
 
 
 async def test_vsp_with_its_own_lost_query_routes_straight_to_the_psap():
-    chain = await build_chain(ChainOptions(vsp_lost=True, caller_hangup=0.01))
+    chain = await open_chain(vsp_lost=True, hangup_after=0.01)
     try:
-        _, lat, lon = BOROUGHS["bronx"]
-        rec = await asyncio.wait_for(chain.place_call(lat, lon), 10)
+        rec = await asyncio.wait_for(chain.place_call(*chain.topology.point("Bronx")), 10)
         assert rec.status == 200
-        assert chain.psap_of(rec) == "bronx"
+        assert chain.psap_of(rec) == "psap-bronx"
         assert chain.vsp.log.find("lost_route", call_id=rec.call_id)
         assert "esrp" not in {e.element for e in invites(chain.events, rec.call_id)}
     finally:
-        errors = {e.name: e.errors for e in chain.elements if e.errors}
-        errors.update(
-            {e.name: e.log.find("send_failed") for e in chain.elements if e.log.find("send_failed")}
-        )
+        els = chain.elements.values()
+        errors = {e.name: e.errors for e in els if e.errors}
+        errors.update({e.name: e.log.find("send_failed") for e in els if e.log.find("send_failed")})
         await chain.close()
     assert not errors, errors
 
@@ -144,10 +146,10 @@ async def test_mixed_transports_both_directions(scenario):
     and a BYE from either end across every proxy."""
     import dataclasses
 
-    chain = await build_chain(ChainOptions(scenario=scenario, caller_hangup=0))
+    chain = await open_chain(scenario, hangup_after=0)
     try:
-        _, lat, lon = BOROUGHS["staten-island"]
-        for t in chain.takers["staten-island"]:
+        lat, lon = chain.topology.point("Staten Island")
+        for t in chain.takers["psap-staten-island"]:
             t.cfg = dataclasses.replace(t.cfg, hangup_after=0.02)
         rec = await asyncio.wait_for(chain.place_call(lat, lon), 10)
         assert rec.status == 200 and rec.ended_by == "remote"
@@ -161,12 +163,11 @@ async def test_mixed_transports_both_directions(scenario):
             and e.direction == "in"
             and e.first_line.startswith("ACK")
         }
-        assert acks == {"vsp", "esrp", "psap-staten-island", "taker-staten-island-1"}
+        assert acks == {"vsp", "esrp", "psap-staten-island", "taker-staten-island"}
     finally:
-        errors = {e.name: e.errors for e in chain.elements if e.errors}
-        errors.update(
-            {e.name: e.log.find("send_failed") for e in chain.elements if e.log.find("send_failed")}
-        )
+        els = chain.elements.values()
+        errors = {e.name: e.errors for e in els if e.errors}
+        errors.update({e.name: e.log.find("send_failed") for e in els if e.log.find("send_failed")})
         await chain.close()
     assert not errors, errors
 
@@ -174,15 +175,14 @@ async def test_mixed_transports_both_directions(scenario):
 async def test_esrp_asks_lost_for_the_nena_service_urn():
     import dataclasses
 
-    chain = await build_chain(ChainOptions(caller_hangup=0.01))
+    chain = await open_chain(hangup_after=0.01)
     try:
         chain.esrp.cfg = dataclasses.replace(chain.esrp.cfg, service="urn:emergency:service:sos")
-        _, lat, lon = BOROUGHS["queens"]
-        rec = await asyncio.wait_for(chain.place_call(lat, lon), 10)
-        assert rec.status == 200 and chain.psap_of(rec) == "queens"
+        rec = await asyncio.wait_for(chain.place_call(*chain.topology.point("Queens")), 10)
+        assert rec.status == 200 and chain.psap_of(rec) == "psap-queens"
         assert chain.esrp.log.find("route", call_id=rec.call_id)[0]["outcome"] == "LostFound"
     finally:
-        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
         await chain.close()
     assert not errors, errors
 
@@ -192,9 +192,9 @@ async def test_calls_leave_no_reference_cycles():
     cyclic garbage for the collector to find (its full collections pause elements)."""
     import gc
 
-    chain = await build_chain(ChainOptions(scenario="tcp", t1=0.01, caller_hangup=0.001))
+    chain = await open_chain("tcp", t1=0.01, hangup_after=0.001)
     try:
-        _, lat, lon = BOROUGHS["bronx"]
+        lat, lon = chain.topology.point("Bronx")
         await chain.place_call(lat, lon)  # warm-up: connections, LoST session
         gc.collect()
         gc.disable()
@@ -218,9 +218,9 @@ async def test_calls_leave_no_reference_cycles():
 async def test_register_refresh_keeps_call_id_and_raises_cseq():
     # RFC 3261 §10.2.4: refreshes reuse the Call-ID with a higher CSeq, so the registrar
     # can order them; a fresh Call-ID per refresh would look like a second UA.
-    chain = await build_chain(ChainOptions(scenario="plain"))
+    chain = await open_chain("plain")
     try:
-        taker = chain.takers["manhattan"][0]
+        taker = chain.takers["psap-manhattan"][0]
         first = taker._registration.call_id
         assert await taker.register() == 200
         assert await taker.register() == 200

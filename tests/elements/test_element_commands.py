@@ -7,13 +7,25 @@ import socket
 import sys
 
 from ng911.cli import main
-from ng911.elements.chain import BOROUGHS, ChainOptions, build_chain
+from ng911.location.geodetic import Point
+from ng911.lost.embedded import EmbeddedStore
+from ng911.lost.store import slug
+from ng911.testbed.launcher import open_chain
 
 
 def test_chain_command_calls_every_borough(capsys):
     assert main(["chain", "--json"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
-    assert [x["psap"] for x in lines] == list(BOROUGHS)
+    # each call reached the PSAP of the borough it was placed from, one call per borough
+    # (by PSAP name: `manhattan` or the testbed's host name `psap-manhattan`)
+    store = EmbeddedStore.from_geojson()
+    boroughs = [
+        slug(s.area.name)
+        for x in lines
+        if (s := store.lookup(Point(x["lat"], x["lon"]), "urn:service:sos"))
+    ]
+    assert [x["psap"].removeprefix("psap-") for x in lines] == boroughs
+    assert sorted(boroughs) == ["bronx", "brooklyn", "manhattan", "queens", "staten-island"]
     assert all(x["status"] == 200 for x in lines)
 
 
@@ -26,21 +38,22 @@ def test_run_with_a_bad_config(tmp_path, capsys):
 
 
 async def test_caller_process_from_toml_calls_the_in_process_chain(tmp_path):
-    chain = await build_chain(ChainOptions(scenario="plain"))
+    chain = await open_chain("plain")
     try:
-        port = chain.vsp.local("udp").port
+        vsp = chain.vsp.local("udp")
+        lat, lon = chain.topology.point("Queens")
         cfg = tmp_path / "caller.toml"
         cfg.write_text(
             f"""
 [caller]
 name = "caller-process"
 aor = "sip:+12125550199@vsp.example"
-proxy = "sip:127.0.0.1:{port}"
+proxy = "sip:{vsp.host}:{vsp.port}"
 hangup_after = 0.01
-lat = {BOROUGHS["queens"][1]}
-lon = {BOROUGHS["queens"][2]}
+lat = {lat}
+lon = {lon}
 listeners = [{{transport = "udp", host = "127.0.0.1", port = 0}}]
-hosts = [{{name = "proxy.vsp.example", address = "127.0.0.1"}}]
+hosts = [{{name = "{chain.vsp.fqdn}", address = "{vsp.host}"}}]
 """
         )
         proc = await asyncio.create_subprocess_exec(
@@ -58,7 +71,7 @@ hosts = [{{name = "proxy.vsp.example", address = "127.0.0.1"}}]
         assert proc.returncode == 0, err.decode()[-2000:]
         rec = json.loads(out.decode().splitlines()[-1])
         assert rec["status"] == 200
-        assert chain.psaps["queens"].call_log[-1].caller == "sip:+12125550199@vsp.example"
+        assert chain.psaps["psap-queens"].call_log[-1].caller == "sip:+12125550199@vsp.example"
         # the process logged JSON lines on stderr
         first = err.decode().splitlines()[0]
         assert json.loads(first)["element"] == "caller-process"

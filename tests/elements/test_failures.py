@@ -7,11 +7,12 @@ import socket
 
 import pytest
 
-from ng911.elements.chain import BOROUGHS, ChainOptions, build_chain
 from ng911.net.events import MessageEvent
 from ng911.sip.parse import parse_message
+from ng911.testbed.launcher import open_chain
+from ng911.testbed.topology import load_topology
 
-MANHATTAN = BOROUGHS["manhattan"][1:]
+MANHATTAN = load_topology().point("Manhattan")
 
 
 def seen(chain, call_id, method, direction="in"):
@@ -27,14 +28,16 @@ def seen(chain, call_id, method, direction="in"):
 
 @pytest.mark.parametrize("scenario", ["plain", "tcp"])
 async def test_psap_down_alternate_answers(scenario):
-    opt = ChainOptions(
-        scenario=scenario, down=("manhattan",), failover_timeout=0.5, caller_hangup=0.01
+    chain = await open_chain(
+        scenario,
+        down=("psap-manhattan",),
+        settings={"esrp": {"failover_timeout": 0.5}},
+        hangup_after=0.01,
     )
-    chain = await build_chain(opt)
     try:
         rec = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
         assert rec.status == 200
-        assert chain.psap_of(rec) == "bronx"  # Manhattan's alternate
+        assert chain.psap_of(rec) == "psap-bronx"  # Manhattan's alternate
         failover = chain.esrp.log.find("failover", call_id=rec.call_id)
         # over TCP the ESRP's first OPTIONS ping may already have found Manhattan down (its
         # connection refused): then the call skips it rather than failing over
@@ -43,46 +46,49 @@ async def test_psap_down_alternate_answers(scenario):
             skipped and "bronx" in skipped[0]["first"]
         )
     finally:
-        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
         await chain.close()
     assert not errors, errors
 
 
 async def test_psap_and_its_alternate_down_default_answers():
-    opt = ChainOptions(down=("manhattan", "bronx"), failover_timeout=0.4, caller_hangup=0.01)
-    chain = await build_chain(opt)
+    chain = await open_chain(
+        down=("psap-manhattan", "psap-bronx"),
+        settings={"esrp": {"failover_timeout": 0.4}},
+        hangup_after=0.01,
+    )
     try:
         rec = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
         assert rec.status == 200
-        assert chain.psap_of(rec) == "default"
+        assert chain.psap_of(rec) == "psap-default"
         assert len(chain.esrp.log.find("failover", call_id=rec.call_id)) == 2
     finally:
-        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
         await chain.close()
     assert not errors, errors
 
 
 async def test_lost_down_default_psap_answers():
-    chain = await build_chain(ChainOptions(lost_down=True, caller_hangup=0.01))
+    chain = await open_chain(lost_down=True, hangup_after=0.01)
     try:
         rec = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
         assert rec.status == 200
-        assert chain.psap_of(rec) == "default"
+        assert chain.psap_of(rec) == "psap-default"
         route = chain.esrp.log.find("route", call_id=rec.call_id)[0]
         assert route["outcome"] == "LostUnreachable"
         assert "LoST unreachable" in route["reason"]
     finally:
-        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
         await chain.close()
     assert not errors, errors
 
 
 async def test_no_location_default_route_and_default_location():
-    chain = await build_chain(ChainOptions(caller_hangup=0.01))
+    chain = await open_chain(hangup_after=0.01)
     try:
         rec = await asyncio.wait_for(chain.place_call(*MANHATTAN, with_location=False), 10)
         assert rec.status == 200
-        assert chain.psap_of(rec) == "default"
+        assert chain.psap_of(rec) == "psap-default"
         added = chain.esrp.log.find("default_location", call_id=rec.call_id)
         assert added and added[0]["reason"] == "no Geolocation header"
         ev = next(
@@ -97,40 +103,38 @@ async def test_no_location_default_route_and_default_location():
         msg = parse_message(ev.data)
         assert msg.headers.get("Geolocation") == f"<{added[0]['added']}>"
         assert msg.headers.get("Content-Type").startswith("multipart/mixed")
-        entry = chain.psaps["default"].call_log[-1]
+        entry = chain.psaps["psap-default"].call_log[-1]
         assert entry.location.startswith("Point 40.712800,-74.006000")
     finally:
-        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
         await chain.close()
     assert not errors, errors
 
 
 async def test_call_taker_does_not_answer_reoffered_to_another():
-    chain = await build_chain(
-        ChainOptions(takers_per_psap=2, offer_timeout=0.5, caller_hangup=0.01)
-    )
+    chain = await open_chain(takers=2, settings={"psap": {"offer_timeout": 0.5}}, hangup_after=0.01)
     try:
-        t1, t2 = chain.takers["manhattan"]
+        t1, t2 = chain.takers["psap-manhattan"]
         t1.cfg = dataclasses.replace(t1.cfg, answer_delay=-1)  # rings, never answers
         rec = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
         assert rec.status == 200
         assert chain.taker_of(rec) is t2
-        psap = chain.psaps["manhattan"]
+        psap = chain.psaps["psap-manhattan"]
         assert psap.log.find("reoffer", call_id=rec.call_id)
         assert psap.call_log[-1].offers == [
-            "sip:taker1@manhattan.psap.example",
-            "sip:taker2@manhattan.psap.example",
+            "sip:taker-manhattan-1@manhattan.psap.nyc.example",
+            "sip:taker-manhattan-2@manhattan.psap.nyc.example",
         ]
         assert t1.cancelled == 1  # the first offer was CANCELled
     finally:
-        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
         await chain.close()
     assert not errors, errors
 
 
 @pytest.mark.parametrize("scenario", ["plain", "tls-all"])
 async def test_cancel_clears_every_hop(scenario):
-    chain = await build_chain(ChainOptions(scenario=scenario, answer_delay=-1))
+    chain = await open_chain(scenario, settings={"calltaker": {"answer_delay": -1}})
     try:
         rec = await chain.place_call(*MANHATTAN, wait=False)
         for _ in range(200):  # bounded: until the call taker rings
@@ -145,7 +149,7 @@ async def test_cancel_clears_every_hop(scenario):
             "vsp",
             "esrp",
             "psap-manhattan",
-            "taker-manhattan-1",
+            "taker-manhattan",
         }
         # every hop answered its INVITE with 487
         finals = {
@@ -157,36 +161,36 @@ async def test_cancel_clears_every_hop(scenario):
             and e.first_line.startswith("SIP/2.0 487")
         }
         assert finals == {"caller", "vsp", "esrp", "psap-manhattan"}
-        assert chain.takers["manhattan"][0].cancelled == 1
-        assert not chain.psaps["manhattan"].active
-        assert chain.psaps["manhattan"].call_log[-1].outcome == "abandoned"
+        assert chain.takers["psap-manhattan"][0].cancelled == 1
+        assert not chain.psaps["psap-manhattan"].active
+        assert chain.psaps["psap-manhattan"].call_log[-1].outcome == "abandoned"
     finally:
-        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
         await chain.close()
     assert not errors, errors
 
 
 async def test_bye_from_the_call_taker():
-    chain = await build_chain(ChainOptions(caller_hangup=0))
+    chain = await open_chain(hangup_after=0)
     try:
-        for t in chain.takers["queens"]:
+        for t in chain.takers["psap-queens"]:
             t.cfg = dataclasses.replace(t.cfg, hangup_after=0.02)
-        rec = await asyncio.wait_for(chain.place_call(*BOROUGHS["queens"][1:]), 10)
+        rec = await asyncio.wait_for(chain.place_call(*chain.topology.point("Queens")), 10)
         assert rec.status == 200
         assert rec.ended_by == "remote"
         assert seen(chain, rec.call_id, "BYE") >= {"psap-queens", "esrp", "vsp", "caller"}
-        assert chain.psaps["queens"].call_log[-1].outcome == "completed"
+        assert chain.psaps["psap-queens"].call_log[-1].outcome == "completed"
     finally:
-        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
         await chain.close()
     assert not errors, errors
 
 
-def udp_exchange(port: int, data: bytes, timeout: float = 2.0) -> bytes:
+def udp_exchange(addr: tuple[str, int], data: bytes, timeout: float = 2.0) -> bytes:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
         s.bind(("127.0.0.1", 0))
-        s.sendto(data, ("127.0.0.1", port))
+        s.sendto(data, addr)
         while True:  # bounded by the socket timeout
             reply, _ = s.recvfrom(65535)
             if not reply.startswith(b"SIP/2.0 100"):
@@ -215,49 +219,52 @@ def raw_request(
 
 
 async def test_malformed_and_odd_requests_get_answers_never_a_crash():
-    chain = await build_chain(ChainOptions(caller_hangup=0.01))
+    chain = await open_chain(hangup_after=0.01)
     try:
         loop = asyncio.get_running_loop()
-        vsp_port = chain.vsp.local("udp").port
-        esrp_port = chain.esrp.local("udp").port
+        vsp = chain.vsp.local("udp")
+        vsp_addr = (vsp.host, vsp.port)
+        esrp = chain.esrp.local("udp")
+        esrp_addr = (esrp.host, esrp.port)
+        bronx = chain.psaps["psap-bronx"].local("udp")
 
-        async def ask(port, data):
-            reply = await loop.run_in_executor(None, udp_exchange, port, data)
+        async def ask(addr, data):
+            reply = await loop.run_in_executor(None, udp_exchange, addr, data)
             return parse_message(reply)
 
         # unparsable header line: the transport layer answers 400
         bad = raw_request("INVITE").replace(b"Max-Forwards: 70\r\n", b"this is no header\r\n")
-        assert (await ask(vsp_port, bad)).status == 400
+        assert (await ask(vsp_addr, bad)).status == 400
         # parses, but From is garbage: the element answers 400
-        assert (await ask(vsp_port, raw_request("INVITE", from_="<<<nonsense"))).status == 400
+        assert (await ask(vsp_addr, raw_request("INVITE", from_="<<<nonsense"))).status == 400
         # Max-Forwards not a number, CSeq method mismatch
-        assert (await ask(vsp_port, raw_request("INVITE", mf="abc"))).status == 400
+        assert (await ask(vsp_addr, raw_request("INVITE", mf="abc"))).status == 400
         mism = raw_request("INVITE").replace(b"CSeq: 1 INVITE", b"CSeq: 1 BYE")
-        assert (await ask(vsp_port, mism)).status == 400
+        assert (await ask(vsp_addr, mism)).status == 400
         # hops exhausted
-        assert (await ask(vsp_port, raw_request("INVITE", mf="0"))).status == 483
+        assert (await ask(vsp_addr, raw_request("INVITE", mf="0"))).status == 483
         # OPTIONS to every proxy: 200 with Allow and Accept
-        for port in (vsp_port, esrp_port, chain.psaps["bronx"].local("udp").port):
-            resp = await ask(port, raw_request("OPTIONS", ruri="sip:127.0.0.1"))
+        for addr in (vsp_addr, esrp_addr, (bronx.host, bronx.port)):
+            resp = await ask(addr, raw_request("OPTIONS", ruri="sip:127.0.0.1"))
             assert resp.status == 200
             assert "INVITE" in resp.headers.get_field("Allow")
             assert "application/pidf+xml" in resp.headers.get_field("Accept")
         # an ESRP asked for something that is not an emergency call
-        resp = await ask(esrp_port, raw_request("INVITE", ruri="urn:service:counseling"))
+        resp = await ask(esrp_addr, raw_request("INVITE", ruri="urn:service:counseling"))
         assert resp.status == 404
         # after all that, the chain still works
         rec = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
         assert rec.status == 200
         assert chain.vsp.log.find("bad_input") or chain.vsp.log.find("request_refused")
     finally:
-        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
         await chain.close()
     assert not errors, errors
 
 
 async def test_garbled_pidf_routes_by_default(make_invite):
     """The ESRP receives a garbled PIDF-LO: default route, call answered, reason logged."""
-    chain = await build_chain(ChainOptions(caller_hangup=0.01))
+    chain = await open_chain(hangup_after=0.01)
     try:
         caller = chain.caller
         original = caller._pidf_of
@@ -267,11 +274,11 @@ async def test_garbled_pidf_routes_by_default(make_invite):
         finally:
             caller._pidf_of = original
         assert rec.status == 200
-        assert chain.psap_of(rec) == "default"
+        assert chain.psap_of(rec) == "psap-default"
         why = chain.esrp.log.find("default_location", call_id=rec.call_id)[0]["reason"]
         assert "garbled PIDF-LO" in why
     finally:
-        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
         await chain.close()
     assert not errors, errors
 
@@ -280,11 +287,11 @@ async def test_esrp_accepts_only_the_expected_tls_peer():
     """RFC 5922 §7.3: the ESRP takes calls over TLS only from the VSP its config names."""
     from ng911.elements.config import TlsProfile
 
-    chain = await build_chain(ChainOptions(scenario="tls-all", caller_hangup=0.01))
+    chain = await open_chain("tls-all", hangup_after=0.01)
     try:
         esrp = chain.esrp
         esrp.config = dataclasses.replace(
-            esrp.config, tls=TlsProfile(expected_peer="proxy.vsp.example, other.example")
+            esrp.config, tls=TlsProfile(expected_peer="vsp.example, other.example")
         )
         rec = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
         assert rec.status == 200
@@ -293,13 +300,18 @@ async def test_esrp_accepts_only_the_expected_tls_peer():
         assert rec.status == 403
         assert esrp.log.find("bad_input", status=403)
     finally:
-        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
         await chain.close()
     assert not errors, errors
 
 
 async def test_all_takers_busy_and_queue_full_486_with_retry_after():
-    chain = await build_chain(ChainOptions(answer_delay=-1, queue_size=0, offer_timeout=5.0))
+    chain = await open_chain(
+        settings={
+            "calltaker": {"answer_delay": -1},
+            "psap": {"queue_size": 0, "offer_timeout": 5.0},
+        }
+    )
     try:
         first = await chain.place_call(*MANHATTAN, wait=False)
         for _ in range(200):  # bounded: until the only call taker rings
@@ -327,10 +339,10 @@ async def test_all_takers_busy_and_queue_full_486_with_retry_after():
             chain.caller.cancel(rec)
             await asyncio.wait_for(rec.ended.wait(), 5)
             assert rec.status == 487
-        outcomes = [c.outcome for c in chain.psaps["manhattan"].call_log]
+        outcomes = [c.outcome for c in chain.psaps["psap-manhattan"].call_log]
         assert outcomes == ["rejected 486", "abandoned"]
     finally:
-        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
         await chain.close()
     assert not errors, errors
 
@@ -338,20 +350,22 @@ async def test_all_takers_busy_and_queue_full_486_with_retry_after():
 async def test_register_with_a_preloaded_route_to_the_vsp_is_registered():
     # an outbound-proxy UA (baresip's `outbound=`) puts `Route: <vsp;lr>` on its REGISTER:
     # the VSP is the registrar, so it registers the contact instead of proxying it away
-    chain = await build_chain(ChainOptions(caller_hangup=0.01))
+    chain = await open_chain(hangup_after=0.01)
     try:
         loop = asyncio.get_running_loop()
-        vsp_port = chain.vsp.local("udp").port
+        vsp = chain.vsp.local("udp")
         req = raw_request(
             "REGISTER",
             ruri="sip:vsp.example",
             from_="<sip:carol@vsp.example>;tag=7",
             extra=(
-                f"Route: <sip:127.0.0.1:{vsp_port};lr>\r\n"
+                f"Route: <sip:{vsp.host}:{vsp.port};lr>\r\n"
                 "Contact: <sip:carol@127.0.0.1:9>\r\nExpires: 60\r\n"
             ),
         ).replace(b"To: <sip:vsp.example>", b"To: <sip:carol@vsp.example>")
-        resp = parse_message(await loop.run_in_executor(None, udp_exchange, vsp_port, req))
+        resp = parse_message(
+            await loop.run_in_executor(None, udp_exchange, (vsp.host, vsp.port), req)
+        )
         assert resp.status == 200, resp.status
         assert "carol@127.0.0.1:9" in resp.headers.get_field("Contact")
     finally:

@@ -7,8 +7,8 @@ import sys
 from importlib import resources
 
 from ng911.cli import main
-from ng911.elements.chain import BOROUGHS, ChainOptions, build_chain
 from ng911.observe.eventlog import read_events
+from ng911.testbed.launcher import open_chain
 
 
 async def _line(stream, timeout=20.0):
@@ -16,18 +16,18 @@ async def _line(stream, timeout=20.0):
 
 
 async def test_a_controlled_caller_places_calls_on_request_and_reports_its_events(tmp_path):
-    chain = await build_chain(ChainOptions(scenario="plain"))
+    chain = await open_chain("plain")
     try:
-        port = chain.vsp.local("udp").port
+        vsp = chain.vsp.local("udp")
         cfg = tmp_path / "caller.toml"
         cfg.write_text(
             f"""
 [caller]
 name = "caller-child"
 aor = "sip:+12125550199@vsp.example"
-proxy = "sip:127.0.0.1:{port}"
+proxy = "sip:{vsp.host}:{vsp.port}"
 listeners = [{{transport = "udp", host = "127.0.0.1", port = 0}}]
-hosts = [{{name = "proxy.vsp.example", address = "127.0.0.1"}}]
+hosts = [{{name = "{chain.vsp.fqdn}", address = "{vsp.host}"}}]
 """
         )
         events = tmp_path / "caller.jsonl"
@@ -40,7 +40,7 @@ hosts = [{{name = "proxy.vsp.example", address = "127.0.0.1"}}]
         )
         assert proc.stdin is not None and proc.stdout is not None
         assert (await _line(proc.stdout))["ready"] == "caller-child"  # registered
-        _, lat, lon = BOROUGHS["bronx"]
+        lat, lon = chain.topology.point("Bronx")
         proc.stdin.write(b"not json\n")
         proc.stdin.write(
             json.dumps({"call": 7, "lat": lat, "lon": lon, "hangup_after": 0.01}).encode()

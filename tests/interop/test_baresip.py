@@ -34,10 +34,10 @@ from pathlib import Path
 
 import pytest
 
-from ng911.elements.chain import ChainOptions, build_chain
 from ng911.elements.config import ListenerConfig, VspConfig
 from ng911.elements.vsp import VspProxy
 from ng911.pki.testpki import build_test_pki
+from ng911.testbed.launcher import open_chain
 
 pytestmark = pytest.mark.interop
 
@@ -99,7 +99,7 @@ def _cons(port: int, command: str) -> None:
 
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
 async def test_baresip_calls_911_over_tls(tmp_path: Path) -> None:
-    chain = await build_chain(ChainOptions(hops=("udp", "udp", "udp", "udp")))
+    chain = await open_chain(hops=("udp", "udp", "udp", "udp"))
     proc: asyncio.subprocess.Process | None = None
     vsp: VspProxy | None = None
     try:
@@ -167,7 +167,7 @@ async def test_baresip_calls_911_over_tls(tmp_path: Path) -> None:
             await asyncio.sleep(0.1)
         await asyncio.sleep(0.2)
         _cons(cons_port, "/dial 911\n")
-        psap = chain.psaps["default"]
+        psap = chain.psaps["psap-default"]
         for _ in range(100):
             if any(e.answered for e in psap._entries.values()) or psap.call_log:
                 break
@@ -185,7 +185,7 @@ async def test_baresip_calls_911_over_tls(tmp_path: Path) -> None:
         assert entry.outcome == "completed"
         assert entry.caller.startswith("sip:caller@127.0.0.1")
         # no other PSAP saw it
-        assert not [s for s, p in chain.psaps.items() if s != "default" and p.call_log]
+        assert not [s for s, p in chain.psaps.items() if s != "psap-default" and p.call_log]
     finally:
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(OSError):

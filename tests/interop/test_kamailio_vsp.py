@@ -3,8 +3,9 @@
 caller (ng911 ua) ─TLS→ Kamailio (tls + tm + rr; 911 → urn:service:sos, Resource-Priority
 esnet.1, record_route, t_relay to the ESRP) ─TLS→ ESRP (LoST) ─UDP→ psapd ─UDP→ call taker.
 
-Both TLS hops are mutually authenticated: Kamailio's certificate comes from the VSP's test CA
-and it requires ours; our ESRP requires Kamailio's. The call must complete, reach Manhattan's
+Both TLS hops are mutually authenticated: Kamailio's certificate comes from the run's CA (it
+names the VSP's SIP domain, whom the ESRP's TLS listener serves) and it requires ours; our
+ESRP requires Kamailio's. The call must complete, reach Manhattan's
 PSAP (psapd's call log), and have been seen by the ESRP as coming over TLS from Kamailio with
 its certificate identity, with the service URN and the priority Kamailio set.
 """
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from ng911.elements.chain import BOROUGHS, ChainOptions, build_chain
 from ng911.elements.config import CallerConfig, ListenerConfig
 from ng911.elements.ua import Caller
 from ng911.interop.kamailio import (
@@ -28,7 +28,10 @@ from ng911.interop.kamailio import (
 )
 from ng911.interop.procs import free_port
 from ng911.net.events import HandshakeEvent, MessageEvent
+from ng911.pki.certs import issue
+from ng911.pki.tls import client_context, server_context
 from ng911.sip.parse import parse_message
+from ng911.testbed.launcher import open_chain
 
 pytestmark = pytest.mark.interop
 
@@ -37,16 +40,19 @@ REASON = missing_reason("tls", "tm", "rr")
 
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
 async def test_kamailio_vsp_over_mutual_tls(tmp_path: Path) -> None:
-    chain = await build_chain(ChainOptions(hops=("tls", "tls", "udp", "udp")))
+    chain = await open_chain(hops=("tls", "tls", "udp", "udp"))
     caller: Caller | None = None
     kam: Kamailio | None = None
     try:
-        pki = chain.pki
-        assert pki is not None
-        cert = pki.issue(
-            "kamailio", ca="vsp", dns=("kamailio.vsp.example",), sip_domains=("vsp.example",)
+        ca = chain.plan.pki.ca
+        cert = issue(
+            ca,
+            "kamailio",
+            dns=("kamailio.vsp.example",),
+            sip_domains=("vsp.example",),
+            out_dir=tmp_path / "pki",
         )
-        bundle = write_ca_bundle(pki.ca_files(), tmp_path / "cas.pem")
+        bundle = write_ca_bundle([ca.cert_path], tmp_path / "cas.pem")
         tlscfg = tmp_path / "tls.cfg"
         tlscfg.write_text(tls_cfg(cert=cert.chain_path, key=cert.key_path, ca=bundle))
         esrp = chain.esrp.local("tls")
@@ -62,8 +68,7 @@ async def test_kamailio_vsp_over_mutual_tls(tmp_path: Path) -> None:
         (tmp_path / "kam").mkdir()
         await asyncio.to_thread(kam.start)
 
-        if "caller-k" not in pki.certs:
-            pki.issue("caller-k", ca="vsp", dns=("caller.vsp.example",))
+        mine = issue(ca, "caller-k", dns=("caller.vsp.example",), out_dir=tmp_path / "pki")
         caller = Caller(
             CallerConfig(
                 name="caller-k",
@@ -78,16 +83,18 @@ async def test_kamailio_vsp_over_mutual_tls(tmp_path: Path) -> None:
             ),
             log_keep=200,
             observers=[chain.events.append],
-            client_tls=pki.client_context("caller-k"),
-            server_tls=pki.server_context("caller-k", require_client_cert=True),
+            client_tls=client_context([ca.cert_path], cert=mine.chain_path, key=mine.key_path),
+            server_tls=server_context(
+                mine.chain_path, mine.key_path, [ca.cert_path], require_client_cert=True
+            ),
         )
         await caller.start()
-        _, lat, lon = BOROUGHS["manhattan"]
+        lat, lon = chain.topology.point("Manhattan")
         rec = await asyncio.wait_for(caller.place_call(lat, lon), 15)
         assert rec.status == 200, (rec.status, rec.reason, kam.log())
         await asyncio.wait_for(rec.ended.wait(), 5)
 
-        log = chain.psaps["manhattan"].call_log
+        log = chain.psaps["psap-manhattan"].call_log
         assert len(log) == 1, kam.log()
         assert log[0].outcome == "completed"
         assert log[0].caller == "sip:+12125550123@vsp.example"
@@ -132,6 +139,6 @@ async def test_kamailio_vsp_over_mutual_tls(tmp_path: Path) -> None:
             await caller.close()
         if kam is not None:
             await asyncio.to_thread(kam.stop)
-        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
         await chain.close()
     assert not errors, errors

@@ -1,8 +1,8 @@
 """Interop: SIPp as the caller into our chain, and SIPp as the call taker behind our psapd.
 
-The whole chain runs in this test's event loop (`ng911.elements.chain`): VSP proxy, ESRP
-with the embedded LoST server (NYC boroughs), a psapd per borough. SIPp is a separate
-process speaking to it over real sockets on loopback.
+The whole chain runs in this test's event loop (`ng911.testbed.launcher.open_chain`): VSP
+proxy, ESRP with the embedded LoST server (NYC boroughs), a psapd per borough, each on its
+own loopback address. SIPp is a separate process speaking to it over real sockets.
 
 - caller: `sipp/uac_emergency.xml` (the 911 INVITE of `ng911.sip.samples`: multipart/mixed
   SDP + PIDF-LO, a GML point in Times Square, `Geolocation: <cid:...>`) into the VSP over UDP
@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 
-from ng911.elements.chain import BOROUGHS, ChainOptions, build_chain
 from ng911.interop.sipp import (
     MISSING,
     SCENARIOS,
@@ -37,6 +36,7 @@ from ng911.interop.sipp import (
 from ng911.location.gml import parse_shape
 from ng911.location.xml import parse_xml
 from ng911.sip import samples
+from ng911.testbed.launcher import open_chain
 
 pytestmark = [
     pytest.mark.interop,
@@ -67,7 +67,7 @@ def test_emergency_scenario_carries_the_sample_body() -> None:
 async def test_sipp_caller_reaches_manhattan_psap(
     tmp_path: Path, transport: str, dial: str
 ) -> None:
-    chain = await build_chain(ChainOptions(hops=(transport, transport, "udp", "udp")))
+    chain = await open_chain(hops=(transport, transport, "udp", "udp"))
     try:
         vsp = chain.vsp.local(transport)
         args = sipp_args(
@@ -79,7 +79,7 @@ async def test_sipp_caller_reaches_manhattan_psap(
         res = await run_sipp(args, tmp_path, timeout=20)
         assert res.returncode == 0, res.explain()
         assert "Successful call" in res.stdout
-        log = chain.psaps["manhattan"].call_log
+        log = chain.psaps["psap-manhattan"].call_log
         assert len(log) == 1, res.explain()
         entry = log[0]
         assert entry.caller == CALLER
@@ -87,16 +87,16 @@ async def test_sipp_caller_reaches_manhattan_psap(
         assert entry.taker is not None and "manhattan" in entry.taker
         assert entry.location is not None and "40.758" in entry.location
         # nothing went to another PSAP
-        others = [s for s, p in chain.psaps.items() if s != "manhattan" and p.call_log]
+        others = [s for s, p in chain.psaps.items() if s != "psap-manhattan" and p.call_log]
         assert not others
         assert chain.vsp.emergency_calls == 1
     finally:
-        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
         await chain.close()
     assert not errors, errors
 
 
-def _register(psap_port: int, aor: str, contact: str) -> str:
+def _register(psap: tuple[str, int], aor: str, contact: str) -> str:
     """REGISTER SIPp's contact with psapd from a plain socket (SIPp's UAS cannot)."""
     tag, cid = os.urandom(4).hex(), os.urandom(8).hex()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -111,28 +111,28 @@ def _register(psap_port: int, aor: str, contact: str) -> str:
             f"From: <{aor}>;tag={tag}\r\nTo: <{aor}>\r\nCall-ID: {cid}@127.0.0.1\r\n"
             f"CSeq: 1 REGISTER\r\nContact: <{contact}>;expires=300\r\nContent-Length: 0\r\n\r\n"
         )
-        s.sendto(msg.encode(), ("127.0.0.1", psap_port))
+        s.sendto(msg.encode(), psap)
         data, _ = s.recvfrom(65535)
         return data.decode(errors="replace").split("\r\n", 1)[0]
 
 
 async def test_sipp_call_taker_behind_psapd(tmp_path: Path) -> None:
-    chain = await build_chain(ChainOptions(takers_per_psap=0, caller_hangup=0.05))
+    chain = await open_chain(takers=0, hangup_after=0.05)
     uas = None
     try:
-        psap = chain.psaps["manhattan"]
+        psap = chain.psaps["psap-manhattan"]
+        at = psap.local("udp")
         port = _free_udp_port()
         uas = await start_sipp(sipp_args("uas.xml", port=port), tmp_path)
         await asyncio.sleep(0.3)  # SIPp binds its socket
         status = await asyncio.to_thread(
             _register,
-            psap.local("udp").port,
+            (at.host, at.port),
             f"sip:sipp-taker@{psap.fqdn}",
             f"sip:sipp-taker@127.0.0.1:{port}",
         )
         assert status.startswith("SIP/2.0 200"), status
-        _, lat, lon = BOROUGHS["manhattan"]
-        rec = await asyncio.wait_for(chain.place_call(lat, lon), 15)
+        rec = await asyncio.wait_for(chain.place_call(*chain.topology.point("Manhattan")), 15)
         assert rec.status == 200, (rec.status, rec.reason)
         assert 180 in rec.provisionals
         assert rec.answered_by is not None and f":{port}" in rec.answered_by
@@ -142,11 +142,11 @@ async def test_sipp_call_taker_behind_psapd(tmp_path: Path) -> None:
         assert res.returncode == 0, res.explain()
         entry = psap.call_log[-1]
         assert entry.outcome == "completed"
-        assert entry.taker == "sip:sipp-taker@manhattan.psap.example"
+        assert entry.taker == "sip:sipp-taker@manhattan.psap.nyc.example"
     finally:
         if uas is not None:
             await stop_sipp(uas)
-        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
         await chain.close()
     assert not errors, errors
 

@@ -45,10 +45,10 @@ class RawUa(asyncio.DatagramProtocol):
         self.dest: tuple[str, int] = ("127.0.0.1", 0)
 
     @classmethod
-    async def open(cls, dest_port: int, *, ack: bool) -> RawUa:
+    async def open(cls, dest_port: int, *, ack: bool, host: str = "127.0.0.1") -> RawUa:
         loop = asyncio.get_running_loop()
         ua = cls(ack)
-        ua.dest = ("127.0.0.1", dest_port)
+        ua.dest = (host, dest_port)
         await loop.create_datagram_endpoint(lambda: ua, local_addr=("127.0.0.1", 0))
         return ua
 

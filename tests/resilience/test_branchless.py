@@ -16,14 +16,14 @@ import pytest
 from dialog_helpers import RawUa, emergency_invite, in_dialog, response_to
 
 from ng911.elements.calltaker import CallTaker
-from ng911.elements.chain import ChainOptions, build_chain
 from ng911.elements.config import CallTakerConfig, ListenerConfig
 from ng911.net.events import MessageEvent
 from ng911.sip.parse import parse_message
+from ng911.testbed.launcher import open_chain
 
 
 async def test_branchless_call_reaches_the_psap_once_and_ends() -> None:
-    chain = await build_chain(ChainOptions(scenario="plain", t1=0.5))
+    chain = await open_chain("plain", t1=0.5)
     ua = await RawUa().open()
     try:
         vsp = chain.vsp.local("udp")
@@ -40,7 +40,7 @@ async def test_branchless_call_reaches_the_psap_once_and_ends() -> None:
         for _ in range(3):
             ua.send(ack, dest)
             await asyncio.sleep(0.2)
-        taker = chain.takers["manhattan"][0]
+        taker = chain.takers["psap-manhattan"][0]
         for _ in range(100):
             if taker.log.find("confirmed", call_id=call_id):
                 break
@@ -55,7 +55,7 @@ async def test_branchless_call_reaches_the_psap_once_and_ends() -> None:
         await asyncio.sleep(0.3)  # let late duplicates (the bug) show up
 
         # exactly one INVITE reached the call taker, and psapd saw one call
-        psap = chain.psaps["manhattan"]
+        psap = chain.psaps["psap-manhattan"]
         assert taker.offered == 1
         assert len(psap.log.find("call_received", call_id=call_id)) == 1
         into_taker = [
@@ -87,7 +87,7 @@ async def test_branchless_call_reaches_the_psap_once_and_ends() -> None:
         # the BYE ended the call at the taker and in psapd's call log
         assert [c.ended_by for c in taker.history if c.call_id == call_id] == ["remote"]
         assert [e.outcome for e in psap.call_log if e.call_id == call_id] == ["completed"]
-        assert not any(e.errors for e in chain.elements)
+        assert not any(e.errors for e in chain.elements.values())
     finally:
         ua.close()
         await chain.close()

@@ -11,12 +11,11 @@ import dataclasses
 from failover_helpers import until
 
 from ng911.elements.calltaker import CallTaker
-from ng911.elements.chain import BOROUGHS, ChainOptions, build_chain
-from ng911.elements.config import CallTakerConfig, ListenerConfig, PsapConfig
 from ng911.elements.psap import Psapd
-from ng911.sip.uri import parse_uri
+from ng911.testbed.launcher import open_chain
+from ng911.testbed.topology import load_topology
 
-MANHATTAN = BOROUGHS["manhattan"][1:]
+MANHATTAN = load_topology().point("Manhattan")
 FAILOVER_TIMEOUT = 3.0
 
 
@@ -25,8 +24,10 @@ def _manhattan_peer(chain) -> str:
 
 
 async def test_a_dead_psap_is_skipped_until_it_answers_again():
-    chain = await build_chain(
-        ChainOptions(down=("manhattan",), failover_timeout=FAILOVER_TIMEOUT, caller_hangup=0.01)
+    chain = await open_chain(
+        down=("psap-manhattan",),
+        settings={"esrp": {"failover_timeout": FAILOVER_TIMEOUT}},
+        hangup_after=0.01,
     )
     revived = []
     try:
@@ -34,47 +35,30 @@ async def test_a_dead_psap_is_skipped_until_it_answers_again():
         esrp.cfg = dataclasses.replace(esrp.cfg, ping_interval_down=0.2, ping_timeout=0.5)
         # the first call finds Manhattan dead (it may wait the failover timeout)
         first = await asyncio.wait_for(chain.place_call(*MANHATTAN), 20)
-        assert first.status == 200 and chain.psap_of(first) == "bronx"
+        assert first.status == 200 and chain.psap_of(first) == "psap-bronx"
         peer = _manhattan_peer(chain)
         assert not esrp.health.is_up(peer)
         assert esrp.log.find("peer_down", peer=peer)
 
         # the next one goes straight to the alternate: no failover timeout waited
         second = await asyncio.wait_for(chain.place_call(*MANHATTAN), 20)
-        assert second.status == 200 and chain.psap_of(second) == "bronx"
+        assert second.status == 200 and chain.psap_of(second) == "psap-bronx"
         assert second.setup_200 is not None and second.setup_200 < FAILOVER_TIMEOUT / 2
         skipped = esrp.log.find("skip_down", call_id=second.call_id)
         assert skipped and peer in skipped[0]["down"]
         assert not esrp.log.find("failover", call_id=second.call_id)
 
-        # Manhattan's psapd comes back on its port: the OPTIONS pings see it, calls return
-        port = parse_uri(peer).port
-        fq = "manhattan.psap.example"
-        hosts = esrp.cfg.hosts
-        psap = Psapd(
-            PsapConfig(
-                name="psap-manhattan-revived",
-                fqdn=fq,
-                domain=fq,
-                listeners=(ListenerConfig("udp", "127.0.0.1", port),),
-                hosts=hosts,
-                t1=0.5,
-            ),
-        )
+        # Manhattan's psapd comes back on its planned address and UDP port (the plan holds
+        # the configuration of a host left down): the OPTIONS pings see it, calls return
+        def revive(name: str, **kw):
+            cfg = chain.plan.configs[name]
+            udp = tuple(x for x in cfg.listeners if x.transport == "udp")
+            return dataclasses.replace(cfg, name=f"{name}-revived", listeners=udp, t1=0.5, **kw)
+
+        psap = Psapd(revive("psap-manhattan"))
         await psap.start()
         revived.append(psap)
-        taker = CallTaker(
-            CallTakerConfig(
-                name="taker-manhattan-revived",
-                fqdn="taker1.manhattan.psap.example",
-                listeners=(ListenerConfig("udp", "127.0.0.1", 0),),
-                hosts=hosts,
-                t1=0.5,
-                aor=f"sip:taker1@{fq}",
-                psap=f"sip:{fq}:{port}",
-                keepalive=0,
-            ),
-        )
+        taker = CallTaker(revive("taker-manhattan", keepalive=0))
         await taker.start()
         revived.append(taker)
         assert await until(lambda: esrp.health.is_up(peer), 10)
@@ -86,42 +70,42 @@ async def test_a_dead_psap_is_skipped_until_it_answers_again():
     finally:
         for el in reversed(revived):
             await el.close()
-        errors = {e.name: e.errors for e in [*chain.elements, *revived] if e.errors}
+        errors = {e.name: e.errors for e in [*chain.elements.values(), *revived] if e.errors}
         await chain.close()
     assert not errors, errors
 
 
 async def test_a_psap_without_call_takers_480_fails_over():
-    chain = await build_chain(ChainOptions(caller_hangup=0.01))
+    chain = await open_chain(hangup_after=0.01)
     try:
         # Manhattan's only call taker logs off: psapd has nobody (as after a restart)
-        assert await chain.takers["manhattan"][0].register(expires=0) == 200
+        assert await chain.takers["psap-manhattan"][0].register(expires=0) == 200
         rec = await asyncio.wait_for(chain.place_call(*MANHATTAN), 15)
-        assert rec.status == 200 and chain.psap_of(rec) == "bronx"
+        assert rec.status == 200 and chain.psap_of(rec) == "psap-bronx"
         fo = chain.esrp.log.find("failover", call_id=rec.call_id)
         assert fo and fo[0]["status"] == 480
         # a busy PSAP is alive: not marked down
         assert chain.esrp.health.is_up(_manhattan_peer(chain))
     finally:
-        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
         await chain.close()
     assert not errors, errors
 
 
 async def test_a_psap_with_every_taker_busy_486_fails_over():
-    chain = await build_chain(ChainOptions(queue_size=0, caller_hangup=0.01))
+    chain = await open_chain(settings={"psap": {"queue_size": 0}}, hangup_after=0.01)
     try:
-        t = chain.takers["manhattan"][0]
+        t = chain.takers["psap-manhattan"][0]
         t.cfg = dataclasses.replace(t.cfg, answer_delay=-1)  # rings, never answers
         first = await chain.place_call(*MANHATTAN, wait=False)
         assert await until(lambda: first.t_180 is not None, 10)
         second = await asyncio.wait_for(chain.place_call(*MANHATTAN), 15)
-        assert second.status == 200 and chain.psap_of(second) == "bronx"
+        assert second.status == 200 and chain.psap_of(second) == "psap-bronx"
         fo = chain.esrp.log.find("failover", call_id=second.call_id)
         assert fo and fo[0]["status"] == 486
         chain.caller.cancel(first)
         await asyncio.wait_for(first.ended.wait(), 5)
     finally:
-        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
         await chain.close()
     assert not errors, errors

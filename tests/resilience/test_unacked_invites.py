@@ -11,20 +11,22 @@ import dataclasses
 
 from failover_helpers import RawUa, until
 
-from ng911.elements.chain import BOROUGHS, ChainOptions, build_chain
+from ng911.testbed.launcher import open_chain
+from ng911.testbed.topology import load_topology
 
-MANHATTAN = BOROUGHS["manhattan"][1:]
+MANHATTAN = load_topology().point("Manhattan")
 SPOOFED = 12
 ACK_TIMEOUT = 0.3
 
 
 async def test_spoofed_unacked_invites_do_not_wedge_the_psap():
-    chain = await build_chain(ChainOptions(caller_hangup=0.01, failover_timeout=2.0))
+    chain = await open_chain(hangup_after=0.01, settings={"esrp": {"failover_timeout": 2.0}})
     spoofer = real = None
     try:
-        psap = chain.psaps["manhattan"]
+        psap = chain.psaps["psap-manhattan"]
+        at = psap.local("udp")
         psap.cfg = dataclasses.replace(psap.cfg, ack_timeout=ACK_TIMEOUT)
-        spoofer = await RawUa.open(psap.local("udp").port, ack=False)
+        spoofer = await RawUa.open(at.port, host=at.host, ack=False)
         spoofed = [spoofer.invite() for _ in range(SPOOFED)]
         # the one taker answers the first, ten wait in the queue, the twelfth is refused
         assert await until(lambda: len(psap.acd.queue) == 10, 10)
@@ -47,11 +49,11 @@ async def test_spoofed_unacked_invites_do_not_wedge_the_psap():
         assert sum(1 for c in spoofed if outcomes.get(c) == "rejected 486") == 1
         assert psap.acd.free_takers() == list(psap.acd.takers)
         # the taker got a BYE for each (its dialogs are closed, nothing left ringing)
-        taker = chain.takers["manhattan"][0]
+        taker = chain.takers["psap-manhattan"][0]
         assert await until(lambda: not taker.calls, 5)
 
         # a real call straight to psapd, which ACKs: answered at once, and stays up
-        real = await RawUa.open(psap.local("udp").port, ack=True)
+        real = await RawUa.open(at.port, host=at.host, ack=True)
         cid = real.invite()
         final = await real.final(cid, 5)
         assert final.status == 200
@@ -62,6 +64,6 @@ async def test_spoofed_unacked_invites_do_not_wedge_the_psap():
         for ua in (spoofer, real):
             if ua is not None:
                 ua.close()
-        errors = {e.name: e.errors for e in chain.elements if e.errors}
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
         await chain.close()
     assert not errors, errors

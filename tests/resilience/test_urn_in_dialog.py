@@ -13,12 +13,12 @@ import asyncio
 
 from dialog_helpers import RawUa, emergency_invite, in_dialog, response_to
 
-from ng911.elements.chain import ChainOptions, build_chain
 from ng911.net.events import MessageEvent
+from ng911.testbed.launcher import open_chain
 
 
 async def test_ack_and_bye_to_the_urn_reach_the_call_taker() -> None:
-    chain = await build_chain(ChainOptions(scenario="plain"))
+    chain = await open_chain("plain")
     ua = await RawUa().open()
     try:
         vsp = chain.vsp.local("udp")
@@ -32,7 +32,7 @@ async def test_ack_and_bye_to_the_urn_reach_the_call_taker() -> None:
             "ACK", ua.port, call_id, ok, cseq=1, branch="z9hG4bKurn-ack-1", ruri=sos, routes=False
         )
         ua.send(ack, dest)
-        taker = chain.takers["manhattan"][0]
+        taker = chain.takers["psap-manhattan"][0]
         for _ in range(100):
             if taker.log.find("confirmed", call_id=call_id):
                 break
@@ -46,7 +46,7 @@ async def test_ack_and_bye_to_the_urn_reach_the_call_taker() -> None:
         bye_ok = await ua.expect(response_to("BYE"), 15)
         assert bye_ok.status == 200, bye_ok.first_line
         assert [c.ended_by for c in taker.history if c.call_id == call_id] == ["remote"]
-        psap = chain.psaps["manhattan"]
+        psap = chain.psaps["psap-manhattan"]
         assert [e.outcome for e in psap.call_log if e.call_id == call_id] == ["completed"]
         # the BYE crossed every proxy as a properly routed in-dialog request
         byes_in = {
@@ -67,26 +67,27 @@ async def test_ack_and_bye_to_the_urn_reach_the_call_taker() -> None:
         ua.send(again, dest)
         late = await ua.expect(response_to("BYE"), 15)
         assert late.status == 481, late.first_line
-        assert not any(e.errors for e in chain.elements)
+        assert not any(e.errors for e in chain.elements.values())
     finally:
         ua.close()
         await chain.close()
 
 
 async def test_in_dialog_request_of_an_unknown_dialog_gets_481() -> None:
-    chain = await build_chain(ChainOptions(scenario="plain"))
+    chain = await open_chain("plain")
     ua = await RawUa().open()
     try:
         esrp = chain.esrp.local("udp")
-        for element in (chain.vsp.local("udp"), esrp):
+        # both on port 5060 of their own address: the index keeps the transactions apart
+        for i, element in enumerate((chain.vsp.local("udp"), esrp)):
             bye = "\r\n".join(
                 [
                     "BYE urn:service:sos SIP/2.0",
-                    f"Via: SIP/2.0/UDP 127.0.0.1:{ua.port};branch=z9hG4bKghost{element.port}",
+                    f"Via: SIP/2.0/UDP 127.0.0.1:{ua.port};branch=z9hG4bKghost{i}",
                     "Max-Forwards: 70",
                     "From: <sip:caller@vsp.example>;tag=ghost-from",
                     "To: <urn:service:sos>;tag=ghost-to",
-                    f"Call-ID: ghost-{element.port}@127.0.0.1",
+                    f"Call-ID: ghost-{i}@127.0.0.1",
                     "CSeq: 7 BYE",
                     "Content-Length: 0",
                     "",

@@ -116,6 +116,14 @@ class Topology:
                 return h
         return None
 
+    def point(self, borough: str) -> tuple[float, float]:
+        """(lat, lon) of the first caller location in `borough`: where a test or a bench
+        calls from to reach that borough's PSAP."""
+        for loc in self.locations:
+            if loc.borough is not None and loc.borough.lower() == borough.lower():
+                return loc.lat, loc.lon
+        raise TopologyError(f"{self.source}: no location in borough {borough!r}")
+
     def transport(self, hop: str) -> str:
         if hop not in HOPS:
             raise TopologyError(f"unknown hop {hop!r}; hops are {', '.join(HOPS)}")
