@@ -34,6 +34,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+# element configs are written as the testbed writes them for `--processes`
+from ng911.elements.config import toml_table
 from ng911.interop.procs import (
     LOCAL,
     children_of,
@@ -44,9 +46,6 @@ from ng911.interop.procs import (
     stop,
     tail,
 )
-
-# element configs are written as the testbed writes them for `--processes`
-from ng911.testbed.processes import toml_table
 
 __all__ = ["LOCAL", "children_of", "cpu_seconds", "free_port", "options_probe", "rss_mb"]
 

@@ -91,7 +91,7 @@ def test_ctrl_c_or_sigterm_mid_run_tears_everything_down(tmp_path, sig, code):
     prefix = f"ng911-{proc.pid}-"
     try:
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (tmp_path / "run" / "plain" / "keys").is_dir():
+        while time.monotonic() < deadline and not (tmp_path / "run" / "plain" / "bundles").is_dir():
             time.sleep(0.1)
         while time.monotonic() < deadline:  # the chain is placing calls
             events = tmp_path / "run" / "plain" / "stderr"

@@ -15,17 +15,16 @@ import subprocess
 import sys
 import time
 import tomllib
-from pathlib import Path
 
 import pytest
 from smalltopo import small_topology
 from test_run import _rows, _srd_from_log
 
-from ng911.elements.config import EsrpConfig, PsapConfig, load_toml
+from ng911.elements.config import ConfigError, EsrpConfig, PsapConfig, load_toml, toml_table
 from ng911.observe.hops import HOPS
 from ng911.testbed.errors import TestbedError
 from ng911.testbed.plan import ChainOptions
-from ng911.testbed.processes import start_processes, toml_table
+from ng911.testbed.processes import start_processes
 from ng911.testbed.run import RunConfig, run
 from ng911.testbed.scenarios import SCENARIOS, get_scenario
 from ng911.testbed.topology import load_topology
@@ -114,21 +113,23 @@ def test_processes_run_matches_its_raw_logs(processes_run):
     assert processes_run.results["meta"]["isolation"] == "processes"
 
 
-def test_each_element_ran_from_a_config_file_ng911_run_reads(processes_run):
+def test_each_element_ran_from_an_exported_bundle(processes_run):
+    """Each child is `ng911 run --bundle <scenario>/bundles/HOST`: what a user copies."""
     d = processes_run.run_dir / "tls-all"
-    esrp = load_toml(d / "config" / "esrp.toml", "esrp", EsrpConfig)
+    esrp = load_toml(d / "bundles" / "esrp" / "bundle.toml", "esrp", EsrpConfig)
     assert esrp.lost_url.startswith("https://127.") and esrp.psap_transport == "tls"
-    assert esrp.lost_cert and esrp.tls.require_client_cert
+    assert esrp.lost_cert == "tls/cert.pem" and esrp.tls.require_client_cert  # relative
     assert sorted(p.stem for p in (d / "events").glob("*.jsonl")) == sorted(
         h for h in load_topology(small_topology(d)).roles if h != "lost"
     )
     assert (d / "keys.log").stat().st_size > 0  # the children's key logs, merged
-    # each psapd keeps its call takers' registrations in a file of the run directory
+    # each psapd keeps its call takers' registrations in its bundle (state/)
     roles = load_topology(small_topology(d)).roles
     for name in (n for n, r in roles.items() if r == "psap"):
-        psap = load_toml(d / "config" / f"{name}.toml", name, PsapConfig)
-        assert psap.registrations.startswith(str(d))
-        assert Path(psap.registrations).stat().st_size > 0
+        bundle = d / "bundles" / name
+        psap = load_toml(bundle / "bundle.toml", name, PsapConfig)
+        assert psap.registrations == "state/registrations.sqlite"
+        assert (bundle / psap.registrations).stat().st_size > 0
 
 
 def test_tls_records_from_child_processes_decrypt_in_the_synthesised_capture(processes_run):
@@ -172,18 +173,26 @@ async def test_a_child_killed_mid_run_fails_the_run_clearly(tmp_path):
 
 async def test_a_child_that_cannot_start_is_reported_with_its_stderr(tmp_path):
     src = small_topology(tmp_path).read_text()
-    own = f'cert = "{tmp_path}/missing.pem"\nkey = "{tmp_path}/missing.key"\n'
+    own = f'cert = "{tmp_path}/broken.pem"\nkey = "{tmp_path}/broken.key"\n'
     bad = src.replace('domain = "vsp.example"\n', f'domain = "vsp.example"\n{own}', 1)
     path = tmp_path / "bad.toml"
     path.write_text(bad)
     topo = load_topology(path, get_scenario("tls-all"))
+    # files that are not what they claim: the export copies them, the vsp process dies
+    (tmp_path / "broken.pem").write_text("not a certificate\n")
+    (tmp_path / "broken.key").write_text("not a key\n")
     t0 = time.monotonic()
     with pytest.raises(
         TestbedError, match=r"element vsp \(vsp, pid \d+\) exited with status"
     ) as ei:
         await start_processes(topo, tmp_path / "w", opts=ChainOptions(processes=True))
-    assert "missing.pem" in str(ei.value) or "No such file" in str(ei.value)
+    assert "its stderr ends with" in str(ei.value)
     assert time.monotonic() - t0 < 20
+    # files that are not there at all: refused with their name before any process starts
+    for f in ("broken.pem", "broken.key"):
+        (tmp_path / f).unlink()
+    with pytest.raises(ConfigError, match=r"vsp: cannot copy .*broken\.pem"):
+        await start_processes(topo, tmp_path / "w2", opts=ChainOptions(processes=True))
 
 
 def test_netns_falls_back_to_processes_in_one_line_when_namespaces_cannot_be_made(tmp_path):

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
+import re
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self, TypeVar, Union
@@ -464,3 +467,34 @@ def load_toml(path: str | Path, table: str, cls: type[T]) -> T:
     if not isinstance(node, dict):
         raise ConfigError(f"{path}: [{table}] is not a table")
     return _from_dict(cls, node, f"{path}:[{table}]")
+
+
+# TOML out: what the testbed writes for `ng911 run` (bundles), and the benchmarks
+
+
+def _toml_key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+
+
+def _toml_value(v: Any) -> str:
+    """A TOML value: strings as JSON strings (a subset of TOML basic strings), tables inline."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, Mapping):
+        return (
+            "{" + ", ".join(f"{_toml_key(str(k))} = {_toml_value(x)}" for k, x in v.items()) + "}"
+        )
+    raise TypeError(f"no TOML form for {type(v).__name__}")
+
+
+def toml_table(name: str, data: Mapping[str, Any]) -> str:
+    """`[name]` and one `key = value` line per item (None left out: TOML has no null)."""
+    lines = [f"[{_toml_key(name)}]"]
+    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data.items() if v is not None]
+    return "\n".join(lines) + "\n"

@@ -8,11 +8,13 @@ self-contained directory per host:
     DIR/<host>/tls/            its certificate chain and key, the CA certificate
     DIR/<host>/boundaries.geojson   (the LoST host only)
     DIR/<host>/state/          psapd's registrations survive a restart here
+    DIR/<host>/keys.log        its TLS key log (NSS format), once it runs
 
 Every path in `bundle.toml` is relative to the bundle, and `ng911 run --bundle DIR` runs in
 it, so a bundle works wherever it is copied. Names resolve through the host table each
 config carries (every host's domain → its address); on real hosts that table can be dropped
-for DNS (see the README: SRV/NAPTR records per RFC 3263 §4).
+for DNS (see the README: SRV/NAPTR records per RFC 3263 §4). `--processes` and `--netns` run
+exactly these bundles, so what a user copies is what every process run exercises.
 """
 
 from __future__ import annotations
@@ -23,10 +25,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ng911.elements.config import ConfigError
+from ng911.elements.config import ConfigError, toml_table
 from ng911.node.bundle import BUNDLE_FILE, FORMAT
 from ng911.testbed.plan import ChainOptions, ChainPlan, build_plan
-from ng911.testbed.processes import toml_table
 from ng911.testbed.topology import Topology
 
 
@@ -66,6 +67,13 @@ def _relative(table: dict[str, Any], moves: Mapping[str, str]) -> dict[str, Any]
     return out
 
 
+def _copy(host: str, src: Path, dst: Path) -> None:
+    try:
+        shutil.copyfile(src, dst)
+    except OSError as exc:
+        raise ConfigError(f"{host}: cannot copy {src} into its bundle: {exc.strerror}") from None
+
+
 def export_bundles(plan: ChainPlan, out: Path) -> dict[str, Path]:
     """Write one bundle per host of `plan` under `out`; host name → its directory."""
     topo = plan.topology
@@ -74,23 +82,25 @@ def export_bundles(plan: ChainPlan, out: Path) -> dict[str, Path]:
         d = out / h.name
         (d / "tls").mkdir(parents=True, exist_ok=True)
         cert, key = plan.pki.certs[h.name]
-        shutil.copyfile(cert, d / "tls" / "cert.pem")
-        shutil.copyfile(key, d / "tls" / "key.pem")
+        _copy(h.name, cert, d / "tls" / "cert.pem")
+        _copy(h.name, key, d / "tls" / "key.pem")
         (d / "tls" / "key.pem").chmod(0o600)
-        shutil.copyfile(plan.pki.ca.cert_path, d / "tls" / "ca.pem")
+        _copy(h.name, plan.pki.ca.cert_path, d / "tls" / "ca.pem")
+        tls = plan.lost.tls if h.role == "lost" else plan.configs[h.name].tls
         moves = {
             str(cert): "tls/cert.pem",
             str(key): "tls/key.pem",
             str(plan.pki.ca.cert_path): "tls/ca.pem",
-            str(plan.keylog): "keys.log",
+            tls.keylog: "keys.log",
         }
         if h.role == "lost":
-            shutil.copyfile(plan.lost.boundaries, d / "boundaries.geojson")
+            _copy(h.name, plan.lost.boundaries, d / "boundaries.geojson")
             moves[str(plan.lost.boundaries)] = "boundaries.geojson"
             table = plan.lost.to_dict()
         else:
             table = plan.configs[h.name].to_dict()
-            table["log_file"] = ""
+            if table["log_file"]:  # the testbed's --element-logs: where the run keeps them
+                table["log_file"] = str(Path(table["log_file"]).resolve())
             if h.role == "psap":
                 (d / "state").mkdir(exist_ok=True)
                 table["registrations"] = "state/registrations.sqlite"

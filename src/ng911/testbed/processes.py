@@ -2,10 +2,11 @@
 
 Why: in one process the elements share an interpreter, a GIL and an event loop, so one
 element's work delays another's and a hop's "transit" includes waiting for the loop. Here each
-host of the topology is `python -m ng911 run ROLE --config FILE`, the same command an operator
-runs, with the configuration of the run's plan (`ng911.testbed.plan`, the same the in-process
-launcher starts), written to `<scenario>/config/<host>.toml`. With `--netns` each process also
-lives in its own network namespace (`ng911.testbed.netns`), so every hop crosses a real interface.
+host of the topology is `python -m ng911 run --bundle DIR`, the same command an operator runs
+on each machine: the run's plan (`ng911.testbed.plan`, the same the in-process launcher
+starts) is exported as one bundle per host (`<scenario>/bundles/<host>/`, what `ng911 testbed
+export` writes). With `--netns` each process also lives in its own network namespace
+(`ng911.testbed.netns`), so every hop crosses a real interface.
 
 How a child reports: `--events FILE` streams every observer event as JSON lines to FILE
 through a bounded buffer, closed with one last line when the element stops
@@ -30,7 +31,6 @@ import errno
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import socket
@@ -41,7 +41,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from ng911.node.bundle import BUNDLE_FILE
 from ng911.observe.eventlog import EventLogError, read_events
+from ng911.testbed.bundle import export_bundles
 from ng911.testbed.errors import TestbedError
 from ng911.testbed.impair import HopRelay
 from ng911.testbed.netns import NetnsLab
@@ -51,37 +53,6 @@ from ng911.testbed.topology import Host, Topology
 Observer = Callable[[Any], None]
 
 STDERR_TAIL = 12  # lines of a dead child's stderr quoted in the error
-
-
-# ------------------------------------------------------------------------------ TOML out
-
-
-def _toml_key(k: str) -> str:
-    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
-
-
-def _toml_value(v: Any) -> str:
-    """A TOML value: strings as JSON strings (a subset of TOML basic strings), tables inline."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, Mapping):
-        return (
-            "{" + ", ".join(f"{_toml_key(str(k))} = {_toml_value(x)}" for k, x in v.items()) + "}"
-        )
-    raise TypeError(f"no TOML form for {type(v).__name__}")
-
-
-def toml_table(name: str, data: Mapping[str, Any]) -> str:
-    """`[name]` and one `key = value` line per item (None left out: TOML has no null)."""
-    lines = [f"[{_toml_key(name)}]"]
-    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data.items() if v is not None]
-    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------ children
@@ -429,7 +400,7 @@ class ProcessChain:
 
     def _merge_keylogs(self) -> None:
         """One key log for the run, as in-process (tshark takes one file)."""
-        parts = sorted((self.work / "keys").glob("*.log")) if (self.work / "keys").is_dir() else []
+        parts = sorted((self.work / "bundles").glob("*/keys.log"))
         with self.keylog.open("wb") as out:
             for p in parts:
                 with contextlib.suppress(OSError):
@@ -457,17 +428,6 @@ def _outcome(msg: Mapping[str, Any]) -> CallOutcome:
 def _python() -> list[str]:
     """This interpreter running the `ng911` command (the venv's, whatever PATH says)."""
     return [sys.executable, "-m", "ng911"]
-
-
-def _write_config(work: Path, name: str, table: Mapping[str, Any]) -> Path:
-    path = work / "config" / f"{name}.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        f"# {name}: written by ng911 testbed run for `ng911 run --config {path.name}`\n"
-        + toml_table(name, table),
-        encoding="utf-8",
-    )
-    return path
 
 
 async def start_processes(
@@ -499,9 +459,7 @@ async def start_processes(
         try:
             claim = claim_block(block) if lab is None and needs_claim(topo) else None
             addresses = lab.addresses if lab is not None else None
-            plan = build_plan(
-                topo, work, opts, block=block, addresses=addresses, per_host_keylogs=True
-            )
+            plan = build_plan(topo, work, opts, block=block, addresses=addresses)
             return await start_plan_processes(plan, observers=observers, lab=lab, claim=claim)
         except _AddressInUse as exc:
             last = exc
@@ -531,11 +489,8 @@ async def start_plan_processes(
 ) -> ProcessChain:
     """Start `plan` as processes; on failure everything started is stopped (and `claim`
     closed) before the error is raised."""
-    work = plan.keylog.parent
-    keys = work / "keys"
-    keys.mkdir(exist_ok=True)
-    for old in keys.glob("*.log"):
-        old.unlink()
+    work = plan.keylog.parent.resolve()  # children run in their bundles: absolute paths
+    shutil.rmtree(work / "bundles", ignore_errors=True)
     (work / "events").mkdir(exist_ok=True)
     (work / "stderr").mkdir(exist_ok=True)
     obs = list(observers)
@@ -566,25 +521,12 @@ async def start_plan_processes(
     return chain
 
 
-def _child(
-    chain: ProcessChain,
-    host: Host,
-    table: Mapping[str, Any],
-    lab: NetnsLab | None,
-    opts: ChainOptions,
-) -> Child:
-    work = chain.work
-    if host.role == "psap" and not table.get("registrations"):
-        # psapd keeps its call takers' registrations across a restart (a fresh file per
-        # run: a previous run's takers listened on other ports)
-        state = work / "state" / f"{host.name}-registrations.sqlite"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{state}{suffix}").unlink(missing_ok=True)
-        table = {**table, "registrations": str(state)}
-    cfg = _write_config(work, host.name, table)
+def _child(chain: ProcessChain, host: Host, bundle: Path, lab: NetnsLab | None) -> Child:
+    """`ng911 run --bundle` for one host, with what the testbed drives it by."""
+    work, opts = chain.work, chain.opts
     events = work / "events" / f"{host.name}.jsonl"
     events.unlink(missing_ok=True)
-    argv = [*_python(), "run", host.role, "--config", str(cfg), "--table", host.name, "--ready"]
+    argv = [*_python(), "run", "--bundle", str(bundle), "--ready"]
     if host.role != "lost":
         argv += ["--events", str(events)]
         if opts.element_logs is None:
@@ -597,7 +539,8 @@ def _child(
         argv.append("--lost-cache")
     if lab is not None:
         argv = lab.exec_prefix(host.name) + argv
-    child = Child(host.name, host.role, argv, cfg, events, work / "stderr" / f"{host.name}.log")
+    config = bundle / BUNDLE_FILE
+    child = Child(host.name, host.role, argv, config, events, work / "stderr" / f"{host.name}.log")
     chain.children[host.name] = child
     return child
 
@@ -614,12 +557,13 @@ async def _launch(chain: ProcessChain, plan: ChainPlan, lab: NetnsLab | None) ->
     topo, opts = plan.topology, plan.options
     if lab is not None and opts.real_captures:
         await lab.start_captures(chain.work)
+    bundles = export_bundles(plan, chain.work / "bundles")
     lost = plan.lost.host
-    wave1 = [] if opts.lost_down else [_child(chain, lost, plan.lost.to_dict(), lab, opts)]
+    wave1 = [] if opts.lost_down else [_child(chain, lost, bundles[lost.name], lab)]
     wave2: list[Child] = []
     for name in plan.started():
         host = topo.host(name)
-        child = _child(chain, host, plan.configs[name].to_dict(), lab, opts)
+        child = _child(chain, host, bundles[name], lab)
         (wave1 if host.role in ("psap", "vsp") else wave2).append(child)
     for c in wave1:
         await chain.spawn(c)

@@ -221,7 +221,7 @@ def _finish(live: _Live, run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
             files["capture_notes"] = "; ".join(f"{k}: {v}" for k, v in cap.skipped.items())
     chain = live.chain
     if isinstance(chain, ProcessChain):
-        files["config"] = str((live.work / "config").relative_to(run_dir))
+        files["bundles"] = str((live.work / "bundles").relative_to(run_dir))
         files["stderr"] = str((live.work / "stderr").relative_to(run_dir))
         if chain.lab is not None:
             files["captured"] = {
