@@ -275,6 +275,8 @@ class Prism:
 
 
 Shape = Point | Circle | Ellipse | ArcBand | Polygon | Sphere | Ellipsoid | Prism
+#: The shapes that are a `center` Point and measures (the fields after it).
+Centred = Circle | Ellipse | ArcBand | Sphere | Ellipsoid
 SHAPE_TYPES: tuple[type, ...] = (Point, Circle, Ellipse, ArcBand, Polygon, Sphere, Ellipsoid, Prism)
 
 # --- planar approximation ------------------------------------------------------------------
