@@ -174,6 +174,23 @@ def _param(name: str, value: str) -> str:
     return f"{name}={value}" if _is_token(value) else f"{name}={_quote(value)}"
 
 
+#: Parameters sent as quoted strings; the others (algorithm, message-qop, nc, stale) are
+#: tokens (RFC 3261 §25.1).
+_QUOTED = frozenset({"username", "realm", "nonce", "uri", "response", "cnonce", "opaque", "domain"})
+
+
+def _render(value: Challenge | Credentials, names: str, **given: str | None) -> str:
+    """`Digest name=value, ...`: the attributes `names` (or the `given` text) that are not None,
+    quoted where `_QUOTED` says, then the unknown parameters (`extra`) as they came."""
+    parts = []
+    for name in names.split():
+        v = given[name] if name in given else getattr(value, name)
+        if v is not None:
+            parts.append(f"{name}={_quote(v) if name in _QUOTED and name not in given else v}")
+    parts.extend(_param(k, v) for k, v in value.extra)
+    return "Digest " + ", ".join(parts)
+
+
 def _algorithm(value: str | None) -> str:
     """RFC 7616 §3.3: an absent algorithm means MD5. Unknown names are kept as given."""
     if value is None:
@@ -205,18 +222,12 @@ class Challenge:
     extra: Params = ()
 
     def __str__(self) -> str:
-        parts = [f"realm={_quote(self.realm)}", f"nonce={_quote(self.nonce)}"]
-        if self.opaque is not None:
-            parts.append(f"opaque={_quote(self.opaque)}")
-        if self.domain is not None:
-            parts.append(f"domain={_quote(self.domain)}")
-        parts.append(f"algorithm={self.algorithm}")
-        if self.qop:
-            parts.append(f"qop={_quote(','.join(self.qop))}")
-        if self.stale:
-            parts.append("stale=true")
-        parts.extend(_param(k, v) for k, v in self.extra)
-        return "Digest " + ", ".join(parts)
+        return _render(
+            self,
+            "realm nonce opaque domain algorithm qop stale",
+            qop=_quote(",".join(self.qop)) if self.qop else None,
+            stale="true" if self.stale else None,
+        )
 
 
 def parse_challenge(text: str) -> Challenge:
@@ -266,24 +277,7 @@ class Credentials:
         return int(self.nc, 16) if self.nc else 0
 
     def __str__(self) -> str:
-        parts = [
-            f"username={_quote(self.username)}",
-            f"realm={_quote(self.realm)}",
-            f"nonce={_quote(self.nonce)}",
-            f"uri={_quote(self.uri)}",
-            f"response={_quote(self.response)}",
-            f"algorithm={self.algorithm}",
-        ]
-        if self.qop is not None:
-            parts.append(f"qop={self.qop}")  # RFC 3261 §25.1: message-qop is a token
-        if self.cnonce is not None:
-            parts.append(f"cnonce={_quote(self.cnonce)}")
-        if self.nc is not None:
-            parts.append(f"nc={self.nc}")
-        if self.opaque is not None:
-            parts.append(f"opaque={_quote(self.opaque)}")
-        parts.extend(_param(k, v) for k, v in self.extra)
-        return "Digest " + ", ".join(parts)
+        return _render(self, "username realm nonce uri response algorithm qop cnonce nc opaque")
 
 
 def parse_credentials(text: str) -> Credentials:
