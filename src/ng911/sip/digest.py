@@ -87,6 +87,20 @@ def _is_token(s: str) -> bool:
 Params = tuple[tuple[str, str], ...]
 
 
+def _skip(s: str, i: int, chars: str | frozenset[str]) -> int:
+    """The index of the first character of `s` at or after `i` that is not in `chars`."""
+    n = len(s)
+    while i < n and s[i] in chars:
+        i += 1
+    return i
+
+
+def _token(s: str, i: int) -> tuple[str, int]:
+    """The token (maybe empty) at `i`, and the index after it."""
+    end = _skip(s, i, _TOKEN_CHARS)
+    return s[i:end], end
+
+
 def _parse_params(text: str) -> tuple[str, dict[str, str], Params]:
     """`scheme name=value, name="quoted"` → (scheme, {lower name: value}, every (name, value)).
 
@@ -95,33 +109,24 @@ def _parse_params(text: str) -> tuple[str, dict[str, str], Params]:
     if len(text) > MAX_HEADER:
         raise DigestError(f"Digest header longer than {MAX_HEADER} characters")
     s = text.strip()
-    i = 0
     n = len(s)
-    while i < n and s[i] in _TOKEN_CHARS:
-        i += 1
-    scheme = s[:i]
+    scheme, i = _token(s, 0)
     if not scheme or (i < n and s[i] not in " \t"):
         raise DigestError(f"no authentication scheme in {_snip(s)}")
     values: dict[str, str] = {}
     items: list[tuple[str, str]] = []
     while True:
-        while i < n and s[i] in " \t,":
-            i += 1
+        i = _skip(s, i, " \t,")
         if i >= n:
             break
-        start = i
-        while i < n and s[i] in _TOKEN_CHARS:
-            i += 1
-        name = s[start:i]
+        name, end = _token(s, i)
         if not name:
-            raise DigestError(f"bad auth-param at {_snip(s[start:])}")
-        while i < n and s[i] in " \t":
-            i += 1
+            raise DigestError(f"bad auth-param at {_snip(s[i:])}")
+        i = end
+        i = _skip(s, i, " \t")
         if i >= n or s[i] != "=":
             raise DigestError(f"auth-param {_snip(name)} without a value")
-        i += 1
-        while i < n and s[i] in " \t":
-            i += 1
+        i = _skip(s, i + 1, " \t")
         if i < n and s[i] == '"':
             i += 1
             buf: list[str] = []
@@ -143,14 +148,10 @@ def _parse_params(text: str) -> tuple[str, dict[str, str], Params]:
                 i += 1
             value = "".join(buf)
         else:
-            start = i
-            while i < n and s[i] in _TOKEN_CHARS:
-                i += 1
-            value = s[start:i]
+            value, i = _token(s, i)
             if not value:
                 raise DigestError(f"auth-param {_snip(name)} has an empty value")
-        while i < n and s[i] in " \t":
-            i += 1
+        i = _skip(s, i, " \t")
         if i < n and s[i] != ",":
             raise DigestError(f"junk after auth-param {_snip(name)}")
         if len(value) > MAX_VALUE:
