@@ -71,10 +71,7 @@ class CallTaker(SipElement):
         self._psap_lost = False  # a keep-alive went unanswered, or a REGISTER failed
         self._closing = False
         self._registration = Registration.new(
-            self.cfg.aor,
-            self.fqdn,
-            username=self.cfg.auth_user,
-            password=self.cfg.auth_password,
+            config.aor, self.fqdn, username=config.auth_user, password=config.auth_password
         )
 
     # ---------------------------------------------------------------- registration

@@ -125,17 +125,16 @@ def add_missing_ids(request: Request, fqdn: str) -> tuple[EmergencyIds, list[str
     """
     ids = extract_ids(request)
     added: list[str] = []
-    call_id, incident_id = ids.call_id, ids.incident_id
-    if call_id is None:
-        call_id = f"urn:emergency:uid:callid:{new_id()}:{fqdn}"
-        request.headers.add("Call-Info", f"<{call_id}>;purpose=emergency-CallId")
-        added.append(f"added Call-Info {call_id}")
-    elif not is_valid_id_urn(call_id, "callid"):
-        added.append(f"kept malformed call identifier {call_id}")
-    if incident_id is None:
-        incident_id = f"urn:emergency:uid:incidentid:{new_id()}:{fqdn}"
-        request.headers.add("Call-Info", f"<{incident_id}>;purpose=emergency-IncidentId")
-        added.append(f"added Call-Info {incident_id}")
-    elif not is_valid_id_urn(incident_id, "incidentid"):
-        added.append(f"kept malformed incident identifier {incident_id}")
-    return EmergencyIds(call_id, incident_id), added
+    found = {"callid": ids.call_id, "incidentid": ids.incident_id}
+    for kind, purpose, what in (
+        ("callid", "CallId", "call"),
+        ("incidentid", "IncidentId", "incident"),
+    ):
+        value = found[kind]
+        if value is None:
+            value = found[kind] = f"urn:emergency:uid:{kind}:{new_id()}:{fqdn}"
+            request.headers.add("Call-Info", f"<{value}>;purpose=emergency-{purpose}")
+            added.append(f"added Call-Info {value}")
+        elif not is_valid_id_urn(value, kind):
+            added.append(f"kept malformed {what} identifier {value}")
+    return EmergencyIds(found["callid"], found["incidentid"]), added

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ng911.elements.acd import (
@@ -72,17 +72,8 @@ class CallLogEntry:
     taker_tag: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "call_id": self.call_id,
-            "caller": self.caller,
-            "location": self.location,
-            "received": self.received,
-            "taker": self.taker,
-            "answered": self.answered,
-            "ended": self.ended,
-            "offers": self.offers,
-            "outcome": self.outcome,
-        }
+        """The log's fields but the dialog tags (internal, for matching a BYE)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.endswith("_tag")}
 
 
 def _describe(where: object) -> str | None:

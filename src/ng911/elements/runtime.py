@@ -259,22 +259,16 @@ class SipElement(Addressing, Scheduler):
                 self.errors += 1
                 self.log("task_failed", error=f"{type(exc).__name__}: {exc}")
                 return
-        self.drive(self._send(message, dest, server_name, connection_id, ctx))
 
-    async def _send(
-        self,
-        message: Request | Response,
-        dest: Address,
-        server_name: str | None,
-        connection_id: int | None,
-        ctx: Ctx | None,
-    ) -> None:
-        try:
-            await self.transport.send(
-                message, dest, server_name=server_name, connection_id=connection_id
-            )
-        except (TransportError, OSError, ssl.SSLError) as exc:
-            self._send_failed(message, dest, exc, ctx)
+        async def send() -> None:
+            try:
+                await self.transport.send(
+                    message, dest, server_name=server_name, connection_id=connection_id
+                )
+            except (TransportError, OSError, ssl.SSLError) as exc:
+                self._send_failed(message, dest, exc, ctx)
+
+        self.drive(send())
 
     def _send_failed(
         self, message: Request | Response, dest: Address, exc: BaseException, ctx: Ctx | None

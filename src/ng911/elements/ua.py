@@ -82,24 +82,14 @@ class CallRecord:
         return None if t is None else self.wall_invite + (t - self.t_invite)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "call_id": self.call_id,
-            "lat": self.lat,
-            "lon": self.lon,
-            "dialled": self.dialled,
-            "wall_invite": self.wall_invite,
-            "status": self.status,
-            "reason": self.reason,
-            "provisionals": self.provisionals,
-            "setup_180": self.setup_180,
-            "setup_200": self.setup_200,
-            "answered_by": self.answered_by,
-            "ended_by": self.ended_by,
-            "wall": {
-                name: self.wall(getattr(self, f"t_{name}"))
-                for name in ("100", "provisional", "180", "183", "200", "ack", "end")
-            },
+        """The record as JSON values: wall-clock times, setup delays, no events."""
+        keys = "call_id lat lon dialled wall_invite status reason provisionals setup_180 setup_200"
+        d: dict[str, Any] = {k: getattr(self, k) for k in f"{keys} answered_by ended_by".split()}
+        d["wall"] = {
+            name: self.wall(getattr(self, f"t_{name}"))
+            for name in ("100", "provisional", "180", "183", "200", "ack", "end")
         }
+        return d
 
 
 @dataclass(eq=False)
@@ -126,10 +116,7 @@ class Caller(SipElement):
         self.records: list[CallRecord] = []
         self._refresh: asyncio.TimerHandle | None = None
         self._registration = Registration.new(
-            self.cfg.aor,
-            self.fqdn,
-            username=self.cfg.auth_user,
-            password=self.cfg.auth_password,
+            config.aor, self.fqdn, username=config.auth_user, password=config.auth_password
         )
 
     @property

@@ -231,22 +231,15 @@ _EMERGENCY = (
 """
 )
 
-_TLS_CFG = """[server:default]
-method = TLSv1.2+
-verify_certificate = yes
-require_certificate = yes
-private_key = {key}
-certificate = {cert}
-ca_list = {ca}
-
-[client:default]
-method = TLSv1.2+
+_TLS_SIDE = """method = TLSv1.2+
 verify_certificate = yes
 require_certificate = yes
 private_key = {key}
 certificate = {cert}
 ca_list = {ca}
 """
+#: Both sides (Kamailio accepting and connecting) use the same mutual-TLS settings.
+_TLS_CFG = f"[server:default]\n{_TLS_SIDE}\n[client:default]\n{_TLS_SIDE}"
 
 
 def _mpath() -> str:

@@ -106,8 +106,19 @@ def _center(center: Point, what: str, *, need_3d: bool = False) -> None:
         raise LocationError(f"{what} needs a 3D centre ({CRS_3D})")
 
 
+class _Centre:
+    """A shape around a `center` Point, whose CRS it shares."""
+
+    __slots__ = ()
+    center: Point
+
+    @property
+    def crs(self) -> str:
+        return self.center.crs
+
+
 @dataclass(frozen=True, slots=True)
-class Circle:
+class Circle(_Centre):
     """A circle of `radius` metres on the ellipsoid surface (RFC 5491 §5.2.3)."""
 
     center: Point
@@ -117,13 +128,9 @@ class Circle:
         _center(self.center, "circle")
         _positive(self.radius, "circle radius")
 
-    @property
-    def crs(self) -> str:
-        return self.center.crs
-
 
 @dataclass(frozen=True, slots=True)
-class Ellipse:
+class Ellipse(_Centre):
     """An ellipse (RFC 5491 §5.2.4); `orientation` is the semi-major axis' bearing in degrees.
 
     The RFC does not require semi_major >= semi_minor and senders get it wrong, so neither
@@ -141,13 +148,9 @@ class Ellipse:
         _positive(self.semi_minor, "ellipse semi-minor axis")
         _angle(self.orientation, "ellipse orientation")
 
-    @property
-    def crs(self) -> str:
-        return self.center.crs
-
 
 @dataclass(frozen=True, slots=True)
-class ArcBand:
+class ArcBand(_Centre):
     """The band between two concentric arcs (RFC 5491 §5.2.5), as cellular networks report it.
 
     `start_angle` is the bearing where the band starts, `opening_angle` how far it extends
@@ -175,10 +178,6 @@ class ArcBand:
         _angle(self.opening_angle, "arc band opening angle")
         if self.opening_angle == 0:
             raise LocationError("arc band opening angle must be > 0")
-
-    @property
-    def crs(self) -> str:
-        return self.center.crs
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +217,7 @@ class Polygon:
 
 
 @dataclass(frozen=True, slots=True)
-class Sphere:
+class Sphere(_Centre):
     """A sphere of `radius` metres around a 3D point (RFC 5491 §5.2.6)."""
 
     center: Point
@@ -228,13 +227,9 @@ class Sphere:
         _center(self.center, "sphere", need_3d=True)
         _positive(self.radius, "sphere radius")
 
-    @property
-    def crs(self) -> str:
-        return self.center.crs
-
 
 @dataclass(frozen=True, slots=True)
-class Ellipsoid:
+class Ellipsoid(_Centre):
     """An ellipsoid around a 3D point (RFC 5491 §5.2.7); `vertical_axis` is its half-height."""
 
     center: Point
@@ -249,10 +244,6 @@ class Ellipsoid:
         _positive(self.semi_minor, "ellipsoid semi-minor axis")
         _positive(self.vertical_axis, "ellipsoid vertical axis")
         _angle(self.orientation, "ellipsoid orientation")
-
-    @property
-    def crs(self) -> str:
-        return self.center.crs
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +266,8 @@ class Prism:
 
 
 Shape = Point | Circle | Ellipse | ArcBand | Polygon | Sphere | Ellipsoid | Prism
+#: The shapes that are a `center` Point and measures (the fields after it).
+Centred = Circle | Ellipse | ArcBand | Sphere | Ellipsoid
 SHAPE_TYPES: tuple[type, ...] = (Point, Circle, Ellipse, ArcBand, Polygon, Sphere, Ellipsoid, Prism)
 
 # --- planar approximation ------------------------------------------------------------------

@@ -26,21 +26,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import fields
 
 from lxml import etree
 
+from ng911.location import geodetic as geo
 from ng911.location.errors import LocationError
-from ng911.location.geodetic import (
-    ArcBand,
-    Circle,
-    Ellipse,
-    Ellipsoid,
-    Point,
-    Polygon,
-    Prism,
-    Shape,
-    Sphere,
-)
+from ng911.location.geodetic import Centred, Point, Polygon, Prism, Shape
 from ng911.location.ns import (
     CRS_2D,
     CRS_3D,
@@ -61,11 +53,6 @@ _G_POSLIST = q(GML, "posList")
 _G_EXTERIOR = q(GML, "exterior")
 _G_INTERIOR = q(GML, "interior")
 _G_LINEARRING = q(GML, "LinearRing")
-_S_CIRCLE = q(GS, "Circle")
-_S_ELLIPSE = q(GS, "Ellipse")
-_S_ARCBAND = q(GS, "ArcBand")
-_S_SPHERE = q(GS, "Sphere")
-_S_ELLIPSOID = q(GS, "Ellipsoid")
 _S_PRISM = q(GS, "Prism")
 _S_BASE = q(GS, "base")
 _S_RADIUS = q(GS, "radius")
@@ -232,41 +219,26 @@ def _parse_polygon(el: etree._Element, crs: str | None) -> Polygon:
     return Polygon(tuple(points))
 
 
-def _parse_circle(el: etree._Element, crs: str | None) -> Circle:
-    return Circle(_pos(el, crs), _length(el, _S_RADIUS))
+#: The shapes that are a centre and measures, `gs:<class name>`: their measures' tags in the
+#: order of the dataclass fields after `center` (lengths in metres; `_ANGLES` in degrees).
+_CENTRED: dict[type[Centred], tuple[str, ...]] = {
+    geo.Circle: (_S_RADIUS,),
+    geo.Ellipse: (_S_SEMIMAJOR, _S_SEMIMINOR, _S_ORIENTATION),
+    geo.ArcBand: (_S_INNER, _S_OUTER, _S_START, _S_OPENING),
+    geo.Sphere: (_S_RADIUS,),
+    geo.Ellipsoid: (_S_SEMIMAJOR, _S_SEMIMINOR, _S_VERTICAL, _S_ORIENTATION),
+}
+_ANGLES = frozenset({_S_ORIENTATION, _S_START, _S_OPENING})
 
 
-def _parse_ellipse(el: etree._Element, crs: str | None) -> Ellipse:
-    return Ellipse(
-        _pos(el, crs),
-        _length(el, _S_SEMIMAJOR),
-        _length(el, _S_SEMIMINOR),
-        _angle(el, _S_ORIENTATION),
-    )
+def _centred_parser(
+    cls: type[Centred], tags: tuple[str, ...]
+) -> Callable[[etree._Element, str | None], Shape]:
+    def parse(el: etree._Element, crs: str | None) -> Shape:
+        center = _pos(el, crs)
+        return cls(center, *(_angle(el, t) if t in _ANGLES else _length(el, t) for t in tags))
 
-
-def _parse_arcband(el: etree._Element, crs: str | None) -> ArcBand:
-    return ArcBand(
-        _pos(el, crs),
-        _length(el, _S_INNER),
-        _length(el, _S_OUTER),
-        _angle(el, _S_START),
-        _angle(el, _S_OPENING),
-    )
-
-
-def _parse_sphere(el: etree._Element, crs: str | None) -> Sphere:
-    return Sphere(_pos(el, crs), _length(el, _S_RADIUS))
-
-
-def _parse_ellipsoid(el: etree._Element, crs: str | None) -> Ellipsoid:
-    return Ellipsoid(
-        _pos(el, crs),
-        _length(el, _S_SEMIMAJOR),
-        _length(el, _S_SEMIMINOR),
-        _length(el, _S_VERTICAL),
-        _angle(el, _S_ORIENTATION),
-    )
+    return parse
 
 
 def _parse_prism(el: etree._Element, crs: str | None) -> Prism:
@@ -279,12 +251,8 @@ def _parse_prism(el: etree._Element, crs: str | None) -> Prism:
 _PARSERS: dict[str, Callable[[etree._Element, str | None], Shape]] = {
     _G_POINT: _parse_point,
     _G_POLYGON: _parse_polygon,
-    _S_CIRCLE: _parse_circle,
-    _S_ELLIPSE: _parse_ellipse,
-    _S_ARCBAND: _parse_arcband,
-    _S_SPHERE: _parse_sphere,
-    _S_ELLIPSOID: _parse_ellipsoid,
     _S_PRISM: _parse_prism,
+    **{q(GS, cls.__name__): _centred_parser(cls, tags) for cls, tags in _CENTRED.items()},
 }
 
 #: Clark-notation tags `parse_shape` understands.
@@ -355,30 +323,11 @@ def shape_to_element(shape: Shape, parent: etree._Element | None = None) -> etre
     elif isinstance(shape, Polygon):
         el = _new(parent, _G_POLYGON, _GML_MAP, shape.crs)
         _add_ring(el, shape.exterior)
-    elif isinstance(shape, Circle | Sphere):
-        el = _new(parent, _S_CIRCLE if isinstance(shape, Circle) else _S_SPHERE, _GS_MAP, shape.crs)
+    elif isinstance(shape, Centred):
+        el = _new(parent, q(GS, type(shape).__name__), _GS_MAP, shape.crs)
         _add_pos(el, shape.center)
-        _sub(el, _S_RADIUS, _fmt(shape.radius), UOM_METRE)
-    elif isinstance(shape, Ellipse):
-        el = _new(parent, _S_ELLIPSE, _GS_MAP, shape.crs)
-        _add_pos(el, shape.center)
-        _sub(el, _S_SEMIMAJOR, _fmt(shape.semi_major), UOM_METRE)
-        _sub(el, _S_SEMIMINOR, _fmt(shape.semi_minor), UOM_METRE)
-        _sub(el, _S_ORIENTATION, _fmt(shape.orientation), UOM_DEGREE)
-    elif isinstance(shape, ArcBand):
-        el = _new(parent, _S_ARCBAND, _GS_MAP, shape.crs)
-        _add_pos(el, shape.center)
-        _sub(el, _S_INNER, _fmt(shape.inner_radius), UOM_METRE)
-        _sub(el, _S_OUTER, _fmt(shape.outer_radius), UOM_METRE)
-        _sub(el, _S_START, _fmt(shape.start_angle), UOM_DEGREE)
-        _sub(el, _S_OPENING, _fmt(shape.opening_angle), UOM_DEGREE)
-    elif isinstance(shape, Ellipsoid):
-        el = _new(parent, _S_ELLIPSOID, _GS_MAP, shape.crs)
-        _add_pos(el, shape.center)
-        _sub(el, _S_SEMIMAJOR, _fmt(shape.semi_major), UOM_METRE)
-        _sub(el, _S_SEMIMINOR, _fmt(shape.semi_minor), UOM_METRE)
-        _sub(el, _S_VERTICAL, _fmt(shape.vertical_axis), UOM_METRE)
-        _sub(el, _S_ORIENTATION, _fmt(shape.orientation), UOM_DEGREE)
+        for f, t in zip(fields(shape)[1:], _CENTRED[type(shape)], strict=True):
+            _sub(el, t, _fmt(getattr(shape, f.name)), UOM_DEGREE if t in _ANGLES else UOM_METRE)
     elif isinstance(shape, Prism):
         el = _new(parent, _S_PRISM, _GS_MAP, shape.crs)
         polygon = etree.SubElement(etree.SubElement(el, _S_BASE), _G_POLYGON)

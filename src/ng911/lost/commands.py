@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ssl
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -51,59 +52,23 @@ def add_limit_arguments(p: argparse.ArgumentParser) -> None:
     """The connection limits (`ng911.lost.limits`) as flags; defaults from `HttpLimits`."""
     d = HttpLimits()
     g = p.add_argument_group("limits (a slow or greedy client costs seconds, not minutes)")
-    g.add_argument(
-        "--max-body",
-        type=int,
-        default=ServerConfig().max_body,
-        metavar="BYTES",
-        help="larger request bodies get 413 (default %(default)s)",
-    )
-    g.add_argument(
-        "--header-timeout",
-        type=float,
-        default=d.header_timeout,
-        metavar="S",
-        help="a request's head must arrive within this; else 408 (default %(default)s)",
-    )
-    g.add_argument(
-        "--body-timeout",
-        type=float,
-        default=d.body_timeout,
-        metavar="S",
-        help="a request's body must arrive within this; else 408 (default %(default)s)",
-    )
-    g.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=d.idle_timeout,
-        metavar="S",
-        help="close keep-alive connections idle this long (default %(default)s)",
-    )
-    g.add_argument(
-        "--max-connections",
-        type=int,
-        default=d.max_connections,
-        metavar="N",
-        help="connections beyond this are closed at once (default %(default)s)",
-    )
-    g.add_argument(
-        "--max-per-source",
-        type=int,
-        default=d.max_per_source,
-        metavar="N",
-        help="connections per client address beyond this are closed at once (default %(default)s)",
-    )
+    late, shut = "must arrive within this; else 408", "are closed at once"
+    for flag, kind, default, metavar, text in (
+        ("--max-body", int, ServerConfig().max_body, "BYTES", "larger request bodies get 413"),
+        ("--header-timeout", float, d.header_timeout, "S", f"a request's head {late}"),
+        ("--body-timeout", float, d.body_timeout, "S", f"a request's body {late}"),
+        ("--idle-timeout", float, d.idle_timeout, "S", "close idle keep-alive connections"),
+        ("--max-connections", int, d.max_connections, "N", f"connections beyond this {shut}"),
+        ("--max-per-source", int, d.max_per_source, "N", f"connections per client address {shut}"),
+    ):
+        g.add_argument(
+            flag, type=kind, default=default, metavar=metavar, help=f"{text} (default %(default)s)"
+        )
 
 
 def limits_from_args(args: argparse.Namespace) -> HttpLimits:
     try:
-        return HttpLimits(
-            header_timeout=args.header_timeout,
-            body_timeout=args.body_timeout,
-            idle_timeout=args.idle_timeout,
-            max_connections=args.max_connections,
-            max_per_source=args.max_per_source,
-        )
+        return HttpLimits(**{f.name: getattr(args, f.name) for f in fields(HttpLimits)})
     except ValueError as exc:
         raise SystemExit(f"ng911 lost serve: {exc}") from None
 

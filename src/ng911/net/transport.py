@@ -244,13 +244,7 @@ class SipTransportLayer:
         Raises `InsecureTransportError` for a sips request over UDP/TCP, `MessageTooLarge`,
         `TlsError`/`IdentityMismatch` when the TLS peer is refused, `TransportError` otherwise.
         """
-        check_secure(message, dest)
-        data = message.to_bytes()
-        if len(data) > self.max_message_size:
-            raise MessageTooLarge(
-                f"{len(data)}-byte message exceeds the limit of {self.max_message_size}",
-                peer=str(dest),
-            )
+        data = self._encode(message, dest)
         if dest.transport == "udp":
             await self._send_udp(message, data, dest)
             return
@@ -272,6 +266,12 @@ class SipTransportLayer:
         ep = self._udp_for(dest, message)
         if ep is None or ep.transport is None:
             return False
+        data = self._encode(message, dest)
+        self._sendto(ep, message, data, dest)
+        return True
+
+    def _encode(self, message: Request | Response, dest: Address) -> bytes:
+        """The bytes of `message` for `dest`, once it may go there (`check_secure`, size)."""
         check_secure(message, dest)
         data = message.to_bytes()
         if len(data) > self.max_message_size:
@@ -279,8 +279,7 @@ class SipTransportLayer:
                 f"{len(data)}-byte message exceeds the limit of {self.max_message_size}",
                 peer=str(dest),
             )
-        self._sendto(ep, message, data, dest)
-        return True
+        return data
 
     async def _send_udp(self, message: Request | Response, data: bytes, dest: Address) -> None:
         ep = self._udp_for(dest, message)

@@ -37,7 +37,7 @@ def register(sub: Any) -> None:
         "--key-type", choices=KEY_TYPES, default="ec", help="ec = P-256 (default), rsa = 2048"
     )
     pi.add_argument("--days", type=int, default=3650, help="validity in days (default 3650)")
-    pi.set_defaults(func=_init)
+    pi.set_defaults(func=_run, pki_run=_init)
 
     ps = psub.add_parser(
         "issue",
@@ -57,7 +57,7 @@ def register(sub: Any) -> None:
     ps.add_argument("--out", type=Path, default=Path("."), help="output directory (default .)")
     ps.add_argument("--key-type", choices=KEY_TYPES, default="ec")
     ps.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
-    ps.set_defaults(func=_issue)
+    ps.set_defaults(func=_run, pki_run=_issue)
 
     pw = psub.add_parser("show", help="print a certificate's subject, validity and SIP identities")
     pw.add_argument("cert", type=Path)
@@ -66,34 +66,35 @@ def register(sub: Any) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def _init(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
+    """Run the action (`pki_run`): print the line it returns (0) or its `PkiError` (1)."""
     try:
-        ca = init_ca(args.dir, name=args.name, key_type=args.key_type, days=args.days)
+        line = args.pki_run(args)
     except PkiError as exc:
-        print(f"ng911 pki init: {exc}")
+        print(f"ng911 pki {args.pki_command}: {exc}")
         return 1
-    print(f"CA {ca.name!r}: {ca.cert_path} (key {ca.key_path})")
+    print(line)
     return 0
 
 
-def _issue(args: argparse.Namespace) -> int:
-    try:
-        ca = load_ca(args.ca)
-        c = issue(
-            ca,
-            args.name,
-            dns=args.dns,
-            sip_domains=args.domain,
-            ips=args.ip,
-            out_dir=args.out,
-            key_type=args.key_type,
-            days=args.days,
-        )
-    except PkiError as exc:
-        print(f"ng911 pki issue: {exc}")
-        return 1
-    print(f"certificate {c.cert_path}, key {c.key_path}, chain {c.chain_path} (CA {ca.cert_path})")
-    return 0
+def _init(args: argparse.Namespace) -> str:
+    ca = init_ca(args.dir, name=args.name, key_type=args.key_type, days=args.days)
+    return f"CA {ca.name!r}: {ca.cert_path} (key {ca.key_path})"
+
+
+def _issue(args: argparse.Namespace) -> str:
+    ca = load_ca(args.ca)
+    c = issue(
+        ca,
+        args.name,
+        dns=args.dns,
+        sip_domains=args.domain,
+        ips=args.ip,
+        out_dir=args.out,
+        key_type=args.key_type,
+        days=args.days,
+    )
+    return f"certificate {c.cert_path}, key {c.key_path}, chain {c.chain_path} (CA {ca.cert_path})"
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -87,6 +87,20 @@ def _is_token(s: str) -> bool:
 Params = tuple[tuple[str, str], ...]
 
 
+def _skip(s: str, i: int, chars: str | frozenset[str]) -> int:
+    """The index of the first character of `s` at or after `i` that is not in `chars`."""
+    n = len(s)
+    while i < n and s[i] in chars:
+        i += 1
+    return i
+
+
+def _token(s: str, i: int) -> tuple[str, int]:
+    """The token (maybe empty) at `i`, and the index after it."""
+    end = _skip(s, i, _TOKEN_CHARS)
+    return s[i:end], end
+
+
 def _parse_params(text: str) -> tuple[str, dict[str, str], Params]:
     """`scheme name=value, name="quoted"` → (scheme, {lower name: value}, every (name, value)).
 
@@ -95,33 +109,24 @@ def _parse_params(text: str) -> tuple[str, dict[str, str], Params]:
     if len(text) > MAX_HEADER:
         raise DigestError(f"Digest header longer than {MAX_HEADER} characters")
     s = text.strip()
-    i = 0
     n = len(s)
-    while i < n and s[i] in _TOKEN_CHARS:
-        i += 1
-    scheme = s[:i]
+    scheme, i = _token(s, 0)
     if not scheme or (i < n and s[i] not in " \t"):
         raise DigestError(f"no authentication scheme in {_snip(s)}")
     values: dict[str, str] = {}
     items: list[tuple[str, str]] = []
     while True:
-        while i < n and s[i] in " \t,":
-            i += 1
+        i = _skip(s, i, " \t,")
         if i >= n:
             break
-        start = i
-        while i < n and s[i] in _TOKEN_CHARS:
-            i += 1
-        name = s[start:i]
+        name, end = _token(s, i)
         if not name:
-            raise DigestError(f"bad auth-param at {_snip(s[start:])}")
-        while i < n and s[i] in " \t":
-            i += 1
+            raise DigestError(f"bad auth-param at {_snip(s[i:])}")
+        i = end
+        i = _skip(s, i, " \t")
         if i >= n or s[i] != "=":
             raise DigestError(f"auth-param {_snip(name)} without a value")
-        i += 1
-        while i < n and s[i] in " \t":
-            i += 1
+        i = _skip(s, i + 1, " \t")
         if i < n and s[i] == '"':
             i += 1
             buf: list[str] = []
@@ -143,14 +148,10 @@ def _parse_params(text: str) -> tuple[str, dict[str, str], Params]:
                 i += 1
             value = "".join(buf)
         else:
-            start = i
-            while i < n and s[i] in _TOKEN_CHARS:
-                i += 1
-            value = s[start:i]
+            value, i = _token(s, i)
             if not value:
                 raise DigestError(f"auth-param {_snip(name)} has an empty value")
-        while i < n and s[i] in " \t":
-            i += 1
+        i = _skip(s, i, " \t")
         if i < n and s[i] != ",":
             raise DigestError(f"junk after auth-param {_snip(name)}")
         if len(value) > MAX_VALUE:
@@ -172,6 +173,23 @@ def _quote(value: str) -> str:
 def _param(name: str, value: str) -> str:
     """Unknown parameters: a token stays a token, anything else is quoted."""
     return f"{name}={value}" if _is_token(value) else f"{name}={_quote(value)}"
+
+
+#: Parameters sent as quoted strings; the others (algorithm, message-qop, nc, stale) are
+#: tokens (RFC 3261 §25.1).
+_QUOTED = frozenset({"username", "realm", "nonce", "uri", "response", "cnonce", "opaque", "domain"})
+
+
+def _render(value: Challenge | Credentials, names: str, **given: str | None) -> str:
+    """`Digest name=value, ...`: the attributes `names` (or the `given` text) that are not None,
+    quoted where `_QUOTED` says, then the unknown parameters (`extra`) as they came."""
+    parts = []
+    for name in names.split():
+        v = given[name] if name in given else getattr(value, name)
+        if v is not None:
+            parts.append(f"{name}={_quote(v) if name in _QUOTED and name not in given else v}")
+    parts.extend(_param(k, v) for k, v in value.extra)
+    return "Digest " + ", ".join(parts)
 
 
 def _algorithm(value: str | None) -> str:
@@ -205,18 +223,12 @@ class Challenge:
     extra: Params = ()
 
     def __str__(self) -> str:
-        parts = [f"realm={_quote(self.realm)}", f"nonce={_quote(self.nonce)}"]
-        if self.opaque is not None:
-            parts.append(f"opaque={_quote(self.opaque)}")
-        if self.domain is not None:
-            parts.append(f"domain={_quote(self.domain)}")
-        parts.append(f"algorithm={self.algorithm}")
-        if self.qop:
-            parts.append(f"qop={_quote(','.join(self.qop))}")
-        if self.stale:
-            parts.append("stale=true")
-        parts.extend(_param(k, v) for k, v in self.extra)
-        return "Digest " + ", ".join(parts)
+        return _render(
+            self,
+            "realm nonce opaque domain algorithm qop stale",
+            qop=_quote(",".join(self.qop)) if self.qop else None,
+            stale="true" if self.stale else None,
+        )
 
 
 def parse_challenge(text: str) -> Challenge:
@@ -266,24 +278,7 @@ class Credentials:
         return int(self.nc, 16) if self.nc else 0
 
     def __str__(self) -> str:
-        parts = [
-            f"username={_quote(self.username)}",
-            f"realm={_quote(self.realm)}",
-            f"nonce={_quote(self.nonce)}",
-            f"uri={_quote(self.uri)}",
-            f"response={_quote(self.response)}",
-            f"algorithm={self.algorithm}",
-        ]
-        if self.qop is not None:
-            parts.append(f"qop={self.qop}")  # RFC 3261 §25.1: message-qop is a token
-        if self.cnonce is not None:
-            parts.append(f"cnonce={_quote(self.cnonce)}")
-        if self.nc is not None:
-            parts.append(f"nc={self.nc}")
-        if self.opaque is not None:
-            parts.append(f"opaque={_quote(self.opaque)}")
-        parts.extend(_param(k, v) for k, v in self.extra)
-        return "Digest " + ", ".join(parts)
+        return _render(self, "username realm nonce uri response algorithm qop cnonce nc opaque")
 
 
 def parse_credentials(text: str) -> Credentials:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ng911.sip.errors import SipParseError
 from ng911.sip.uri import (
+    Parameterised,
     Params,
     _format_params,
     _get_param,
@@ -27,16 +28,13 @@ MAGIC_COOKIE = "z9hG4bK"
 
 
 @dataclass(frozen=True, slots=True)
-class Via:
+class Via(Parameterised):
     """One Via value (RFC 3261 §20.42): `SIP/2.0/UDP host:port;branch=z9hG4bK...`."""
 
     transport: str
     host: str
     port: int | None = None
     params: Params = ()
-
-    def param(self, name: str) -> str | None:
-        return _get_param(self.params, name)
 
     @property
     def branch(self) -> str | None:

@@ -357,6 +357,26 @@ class Message:
     def first_line(self) -> str:
         raise NotImplementedError
 
+    def _start(self) -> tuple[object, object]:
+        """The start line's values: (method, Request-URI) or (status, reason)."""
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        kind = Request if isinstance(self, Request) else Response
+        if not isinstance(other, kind):
+            return NotImplemented  # a request never equals a response
+        return (
+            self._start() == other._start()
+            and self.headers.same_fields(other.headers)
+            and self.body == other.body
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        first, second = self._start()
+        return f"<{type(self).__name__} {first} {second}>"
+
     @property
     def call_id(self) -> str:
         return _required(self, "Call-ID")
@@ -508,20 +528,8 @@ class Request(Message):
     def copy(self) -> Self:
         return type(self)(self.method, self.uri, self.headers.copy(), self.body)
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Request):
-            return NotImplemented
-        return (
-            self.method == other.method
-            and self.uri == other.uri
-            and self.headers.same_fields(other.headers)
-            and self.body == other.body
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"<Request {self.method} {self.uri}>"
+    def _start(self) -> tuple[object, object]:
+        return self.method, self.uri
 
 
 class Response(Message):
@@ -559,20 +567,8 @@ class Response(Message):
     def copy(self) -> Self:
         return type(self)(self.status, self.reason, self.headers.copy(), self.body)
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Response):
-            return NotImplemented
-        return (
-            self.status == other.status
-            and self.reason == other.reason
-            and self.headers.same_fields(other.headers)
-            and self.body == other.body
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"<Response {self.status} {self.reason}>"
+    def _start(self) -> tuple[object, object]:
+        return self.status, self.reason
 
 
 # RFC 3261 §21 and later RFCs: default reason phrases.

@@ -655,10 +655,19 @@ class TransactionTable:
 # Messages the transaction layer builds
 
 
-def _copy_headers(source: Request, names: tuple[str, ...], into: Headers) -> None:
-    for name in names:
-        for value in source.headers.get_all(name):
-            into.add(name, value)
+def _same_hop(invite: Request, method: str, to: str) -> Request:
+    """An ACK or CANCEL that follows `invite` hop by hop: its Request-URI, top Via (so it
+    matches the same server transaction), Route headers, From, Call-ID and CSeq number."""
+    headers = Headers()
+    headers.add("Via", invite.headers.get_all("Via")[0])
+    for route in invite.headers.get_all("Route"):
+        headers.add("Route", route)
+    headers.add("Max-Forwards", "70")
+    headers.add("From", _required(invite, "From"))
+    headers.add("To", to)
+    headers.add("Call-ID", invite.call_id)
+    headers.add("CSeq", f"{invite.cseq.seq} {method}")
+    return Request(method, invite.uri, headers)
 
 
 def make_ack_for_non2xx(invite: Request, response: Response) -> Request:
@@ -668,15 +677,7 @@ def make_ack_for_non2xx(invite: Request, response: Response) -> Request:
     its tag), one Via equal to the INVITE's top Via (so it matches the same server transaction),
     and the INVITE's Route headers.
     """
-    headers = Headers()
-    headers.add("Via", invite.headers.get_all("Via")[0])
-    _copy_headers(invite, ("Route",), headers)
-    headers.add("Max-Forwards", "70")
-    headers.add("From", _required(invite, "From"))
-    headers.add("To", _required(response, "To"))
-    headers.add("Call-ID", invite.call_id)
-    headers.add("CSeq", f"{invite.cseq.seq} ACK")
-    return Request("ACK", invite.uri, headers)
+    return _same_hop(invite, "ACK", _required(response, "To"))
 
 
 def make_cancel(invite: Request, *, reason: str | None = None) -> Request:
@@ -688,17 +689,10 @@ def make_cancel(invite: Request, *, reason: str | None = None) -> Request:
     """
     if invite.method != "INVITE":
         raise TransactionError(f"only an INVITE can be cancelled, not {invite.method}")
-    headers = Headers()
-    headers.add("Via", invite.headers.get_all("Via")[0])
-    _copy_headers(invite, ("Route",), headers)
-    headers.add("Max-Forwards", "70")
-    headers.add("From", _required(invite, "From"))
-    headers.add("To", _required(invite, "To"))
-    headers.add("Call-ID", invite.call_id)
-    headers.add("CSeq", f"{invite.cseq.seq} CANCEL")
+    cancel = _same_hop(invite, "CANCEL", _required(invite, "To"))
     if reason is not None:
-        headers.add("Reason", reason)
-    return Request("CANCEL", invite.uri, headers)
+        cancel.headers.add("Reason", reason)
+    return cancel
 
 
 def make_trying(request: Request) -> Response:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Self
 from urllib.parse import quote, unquote
 
 from ng911.sip.errors import SipParseError
@@ -95,6 +95,35 @@ def _set_params(params: Params, kw: dict[str, str | None]) -> Params:
     return tuple(out)
 
 
+class Parameterised:
+    """What the values with `;name=value` parameters share (URIs, name-addrs, Via).
+
+    For frozen dataclasses with a `params` field: the `with`/`without` methods return copies.
+    """
+
+    __slots__ = ()
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+    params: Params
+
+    def param(self, name: str) -> str | None:
+        """The parameter's value, `""` for a flag parameter, None when absent."""
+        return _get_param(self.params, name)
+
+    def has_param(self, name: str) -> bool:
+        return _get_param(self.params, name) is not None
+
+    def with_params(self, **kw: str | None) -> Self:
+        """Set or replace parameters (`None` makes a flag: `with_params(lr=None)`)."""
+        return self.replace(params=_set_params(self.params, kw))
+
+    def without_params(self, *names: str) -> Self:
+        drop = {n.lower() for n in names}
+        return self.replace(params=tuple(p for p in self.params if p[0] not in drop))
+
+    def replace(self, **fields: Any) -> Self:
+        return dataclasses.replace(self, **fields)
+
+
 def _parse_host(hostport: str, text: str) -> tuple[str, int | None]:
     """`host[:port]` -> (lower-cased host, port). IPv6 references keep their brackets."""
     if hostport.startswith("["):
@@ -129,7 +158,7 @@ def format_host(host: str, port: int | None) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class SipURI:
+class SipURI(Parameterised):
     """A `sip:` or `sips:` URI (RFC 3261 §19.1)."""
 
     scheme: str
@@ -139,24 +168,6 @@ class SipURI:
     port: int | None = None
     params: Params = ()
     headers: tuple[tuple[str, str], ...] = ()
-
-    def param(self, name: str) -> str | None:
-        """The parameter's value, `""` for a flag parameter, None when absent."""
-        return _get_param(self.params, name)
-
-    def has_param(self, name: str) -> bool:
-        return _get_param(self.params, name) is not None
-
-    def with_params(self, **kw: str | None) -> SipURI:
-        """Set or replace parameters (`None` makes a flag: `with_params(lr=None)`)."""
-        return dataclasses.replace(self, params=_set_params(self.params, kw))
-
-    def without_params(self, *names: str) -> SipURI:
-        drop = {n.lower() for n in names}
-        return dataclasses.replace(self, params=tuple(p for p in self.params if p[0] not in drop))
-
-    def replace(self, **fields: Any) -> SipURI:
-        return dataclasses.replace(self, **fields)
 
     @property
     def transport(self) -> str | None:
@@ -210,17 +221,11 @@ class SipURI:
 
 
 @dataclass(frozen=True, slots=True)
-class TelURI:
+class TelURI(Parameterised):
     """A `tel:` URI (RFC 3966): global (`+1-212-555-0100`) or local with phone-context."""
 
     number: str
     params: Params = ()
-
-    def param(self, name: str) -> str | None:
-        return _get_param(self.params, name)
-
-    def with_params(self, **kw: str | None) -> TelURI:
-        return dataclasses.replace(self, params=_set_params(self.params, kw))
 
     @property
     def is_global(self) -> bool:
@@ -437,29 +442,16 @@ def _quote_display(display: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class NameAddr:
+class NameAddr(Parameterised):
     """`"Display" <uri>;param=value` (From, To, Contact, Route, Record-Route, Refer-To...)."""
 
     uri: URI
     display: str | None = None
     params: Params = ()
 
-    def param(self, name: str) -> str | None:
-        return _get_param(self.params, name)
-
     @property
     def tag(self) -> str | None:
         return _get_param(self.params, "tag")
-
-    def with_params(self, **kw: str | None) -> NameAddr:
-        return dataclasses.replace(self, params=_set_params(self.params, kw))
-
-    def without_params(self, *names: str) -> NameAddr:
-        drop = {n.lower() for n in names}
-        return dataclasses.replace(self, params=tuple(p for p in self.params if p[0] not in drop))
-
-    def replace(self, **fields: Any) -> NameAddr:
-        return dataclasses.replace(self, **fields)
 
     def __str__(self) -> str:
         head = (
