@@ -11,9 +11,6 @@ benchmarks: the packaged NYC topology (a preset) under a scenario, on a fresh di
 from __future__ import annotations
 
 import asyncio
-import errno
-import random
-import shutil
 import socket
 import ssl
 import tempfile
@@ -35,9 +32,8 @@ from ng911.lost.server import RunningServer, make_app, serve
 from ng911.lost.store import MappingConfig
 from ng911.node import build
 from ng911.pki.tls import server_context
-from ng911.testbed.errors import TestbedError
 from ng911.testbed.impair import HopRelay
-from ng911.testbed.plan import ChainOptions, ChainPlan, build_plan, claim_block, needs_claim
+from ng911.testbed.plan import ChainOptions, ChainPlan, on_a_free_block
 from ng911.testbed.scenarios import Scenario, get_scenario
 from ng911.testbed.topology import Topology, load_topology
 
@@ -167,34 +163,19 @@ async def start_chain(
 
     Tries up to `attempts` loopback blocks when the well-known ports of one are taken.
     """
-    opts = opts or ChainOptions()
-    rng = random.Random()
-    last: Exception | None = None
-    for i in range(attempts):
-        b = block if block is not None and i == 0 else rng.randint(16, 254)
-        claim: socket.socket | None = None
+
+    async def start(plan: ChainPlan, claim: socket.socket | None) -> RunningChain:
         try:
-            claim = claim_block(b) if needs_claim(topo) else None
-            if i:  # a fresh CA for the new addresses (IP SANs)
-                shutil.rmtree(work / "pki", ignore_errors=True)
-            plan = build_plan(topo, work, opts, block=b)
             chain = await start_plan(plan, observers=observers)
-        except OSError as exc:
-            if claim is not None:
-                claim.close()
-            if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
-                raise
-            last = exc
-            continue
         except BaseException:
             if claim is not None:
                 claim.close()
             raise
         chain.claim = claim
         return chain
-    raise TestbedError(
-        f"could not bind the chain's loopback addresses after {attempts} tries: {last}"
-    )
+
+    opts = opts or ChainOptions()
+    return await on_a_free_block(topo, work, opts, start, attempts=attempts, block=block)
 
 
 async def _serve_lost(plan: ChainPlan) -> RunningServer:

@@ -26,11 +26,14 @@ leaves the ECRF down.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import random
+import shutil
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ng911.elements.config import (
     AlternateRoute,
@@ -50,6 +53,7 @@ from ng911.observe.hops import HOP_ROLES, HOPS
 from ng911.pki.ca import CA, init_ca
 from ng911.pki.certs import issue
 from ng911.pki.testpki import cached_key
+from ng911.testbed.errors import TestbedError
 from ng911.testbed.impair import Impairment
 from ng911.testbed.topology import Host, Topology
 
@@ -57,6 +61,7 @@ SIP_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 LOST_PORTS = {"http": 8080, "https": 8443}
 COLUMN = {"caller": 1, "vsp": 2, "esrp": 3, "lost": 4, "psap": 5, "calltaker": 6}
 RELAY_COLUMN = 7  # impairment relays: 127.B.7.N
+T = TypeVar("T")
 # the element configuration class of each SIP role
 CONFIG_CLASSES: dict[str, type[ElementConfig]] = {
     "psap": PsapConfig,
@@ -265,6 +270,57 @@ def claim_block(block: int) -> socket.socket:
         s.close()
         raise
     return s
+
+
+class AddressInUse(Exception):
+    """A chain could not bind its planned addresses (an element or a child process said so):
+    `on_a_free_block` tries the next block."""
+
+
+async def on_a_free_block(
+    topo: Topology,
+    work: Path,
+    opts: ChainOptions,
+    start: Callable[[ChainPlan, socket.socket | None], Awaitable[T]],
+    *,
+    attempts: int,
+    block: int | None = None,
+    addresses: Mapping[str, str] | None = None,
+) -> T:
+    """Plan `topo` on a loopback block (claimed while the chain lives) and `start` it; on
+    EADDRINUSE/EADDRNOTAVAIL or `AddressInUse`, again on another block, up to `attempts`.
+    With `addresses` (a namespace lab's) there is one attempt and no claim. `start` owns the
+    claim once called: it closes it when it fails."""
+    rng = random.Random()
+    last: BaseException | None = None
+    for i in range(attempts if addresses is None else 1):
+        b = block if block is not None and i == 0 else rng.randint(16, 254)
+        if i:  # a fresh CA for the new addresses (IP SANs)
+            shutil.rmtree(work / "pki", ignore_errors=True)
+        claim: socket.socket | None = None
+        try:
+            claim = claim_block(b) if addresses is None and needs_claim(topo) else None
+            plan = build_plan(topo, work, opts, block=b, addresses=addresses)
+        except BaseException as exc:
+            if claim is not None:
+                claim.close()
+            if not _in_use(exc):
+                raise
+            last = exc
+            continue
+        try:
+            return await start(plan, claim)
+        except (AddressInUse, OSError) as exc:
+            if not _in_use(exc):
+                raise
+            last = exc
+    raise TestbedError(f"could not bind the chain's addresses after {attempts} tries: {last}")
+
+
+def _in_use(exc: BaseException) -> bool:
+    if isinstance(exc, AddressInUse):
+        return True
+    return isinstance(exc, OSError) and exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL)
 
 
 def needs_claim(topo: Topology) -> bool:

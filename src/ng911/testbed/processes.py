@@ -27,10 +27,8 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import errno
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -47,7 +45,7 @@ from ng911.testbed.bundle import export_bundles
 from ng911.testbed.errors import TestbedError
 from ng911.testbed.impair import HopRelay
 from ng911.testbed.netns import NetnsLab
-from ng911.testbed.plan import ChainOptions, ChainPlan, build_plan, claim_block, needs_claim
+from ng911.testbed.plan import AddressInUse, ChainOptions, ChainPlan, on_a_free_block
 from ng911.testbed.topology import Host, Topology
 
 Observer = Callable[[Any], None]
@@ -449,35 +447,12 @@ async def start_processes(
             "--impair relays run in the testbed's own namespace and cannot reach hosts "
             "in their namespaces: use --processes (loopback) with --impair"
         )
-    rng = random.Random()
-    last: Exception | None = None
-    for attempt in range(attempts if lab is None else 1):
-        block = rng.randint(16, 254)
-        if attempt:  # a fresh CA for the new addresses (IP SANs)
-            shutil.rmtree(work / "pki", ignore_errors=True)
-        claim: socket.socket | None = None
-        try:
-            claim = claim_block(block) if lab is None and needs_claim(topo) else None
-            addresses = lab.addresses if lab is not None else None
-            plan = build_plan(topo, work, opts, block=block, addresses=addresses)
-            return await start_plan_processes(plan, observers=observers, lab=lab, claim=claim)
-        except _AddressInUse as exc:
-            last = exc
-        except OSError as exc:
-            if claim is not None:
-                claim.close()
-            if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):  # the block's claim
-                raise
-            last = exc
-        except BaseException:
-            if claim is not None:
-                claim.close()  # idempotent: a chain that got this far closed it too
-            raise
-    raise TestbedError(f"could not bind the chain's addresses after {attempts} tries: {last}")
 
+    async def start(plan: ChainPlan, claim: socket.socket | None) -> ProcessChain:
+        return await start_plan_processes(plan, observers=observers, lab=lab, claim=claim)
 
-class _AddressInUse(TestbedError):
-    pass
+    addresses = lab.addresses if lab is not None else None
+    return await on_a_free_block(topo, work, opts, start, attempts=attempts, addresses=addresses)
 
 
 async def start_plan_processes(
@@ -516,7 +491,7 @@ async def start_plan_processes(
     except BaseException:
         await chain.close()
         if chain.death is not None and "Address already in use" in chain.death and lab is None:
-            raise _AddressInUse(chain.death) from None
+            raise AddressInUse(chain.death) from None
         raise
     return chain
 
