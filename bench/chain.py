@@ -26,11 +26,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import platform
 import random
 import resource
 import statistics
-import sys
 import time
 from typing import Any
 
@@ -211,9 +209,6 @@ def main() -> int:
             )
     out = {
         "bench": "chain",
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "results": results,
     }
     write_result("chain", out)

@@ -16,8 +16,6 @@ Each figure is the best of 5 runs of N operations. Writes bench/results/location
 from __future__ import annotations
 
 import argparse
-import platform
-import sys
 from collections.abc import Callable
 
 from lxml import etree
@@ -75,8 +73,7 @@ def main() -> None:
             }
         )
         print(f"{name:<22}{size or '':>7}{r:>12,.0f}{1e6 / r:>9.1f}")
-    out = {"python": sys.version.split()[0], "machine": platform.machine(), "n": n}
-    write_result("location", {**out, "results": results})
+    write_result("location", {"n": n, "results": results})
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Each figure is the best of 5 runs of N operations. Writes bench/results/parse.js
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 
 from ng911.sip.body import parse_multipart
@@ -84,9 +83,6 @@ def main() -> int:
     )
     out = {
         "benchmark": "parse",
-        "python": sys.version.split()[0],
-        "implementation": platform.python_implementation(),
-        "machine": platform.machine(),
         "iterations": n,
         "repeats": 5,
         "results": rows,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import select
 import shutil
@@ -81,10 +82,17 @@ def best_rate(fn: Callable[[], object], n: int, repeats: int = 5) -> float:
 
 
 def write_result(name: str, out: Mapping[str, Any], path: Path | None = None) -> Path:
-    """Write `out` as bench/results/NAME.json (or `path`) and say so."""
+    """Write `out` as bench/results/NAME.json (or `path`) and say so, with the interpreter,
+    the machine and the time it ran on (unless `out` names them itself)."""
     path = path or RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    about = {
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    path.write_text(json.dumps({**about, **out}, indent=2) + "\n")
     print(f"wrote {path}")
     return path
 

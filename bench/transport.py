@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import platform
 import resource
 import ssl
 import statistics
@@ -169,9 +168,7 @@ async def run(seconds: float) -> dict[str, object]:
         r["ratio_to_udp"] = r["per_second"] / udp
     return {
         "bench": "transport",
-        "python": sys.version.split()[0],
         "openssl": ssl.OPENSSL_VERSION,
-        "machine": platform.machine(),
         "seconds_per_scenario": seconds,
         "results": results,
     }
