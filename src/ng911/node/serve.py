@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import tomllib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,16 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
+async def json_lines(reader: asyncio.StreamReader) -> AsyncIterator[tuple[bytes, Any]]:
+    """Each line of `reader` until EOF with its JSON value (None when it is not JSON): how a
+    controlled caller and the testbed that drives it speak, one object per line."""
+    while line := await reader.readline():
+        try:
+            yield line, json.loads(line)
+        except json.JSONDecodeError:
+            yield line, None
+
+
 async def _control(el: Caller, cfg: Any, stop: asyncio.Event) -> None:
     """The caller's control loop: one call per stdin line, one answer per call on stdout.
 
@@ -159,13 +170,8 @@ async def _control(el: Caller, cfg: Any, stop: asyncio.Event) -> None:
         print(json.dumps(out), flush=True)
 
     async def read() -> None:
-        while True:
-            line = await reader.readline()
-            if not line:
-                return
-            try:
-                req = json.loads(line)
-            except json.JSONDecodeError:
+        async for line, req in json_lines(reader):
+            if req is None:
                 print(json.dumps({"error": f"not JSON: {line[:80]!r}"}), flush=True)
                 continue
             t = asyncio.ensure_future(one(req))

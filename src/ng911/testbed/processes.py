@@ -40,6 +40,7 @@ from types import FrameType
 from typing import Any
 
 from ng911.node.bundle import BUNDLE_FILE
+from ng911.node.serve import json_lines
 from ng911.observe.eventlog import EventLogError, read_events
 from ng911.testbed.bundle import export_bundles
 from ng911.testbed.errors import TestbedError
@@ -240,17 +241,9 @@ class ProcessChain:
 
     async def _read(self, child: Child) -> None:
         assert child.proc is not None and child.proc.stdout is not None
-        out = child.proc.stdout
-        while True:
-            line = await out.readline()
-            if not line:
-                return
-            try:
-                msg = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # not ours (a library printing): ignore
+        async for _line, msg in json_lines(child.proc.stdout):
             if not isinstance(msg, dict):
-                continue
+                continue  # not ours (a library printing): ignore
             if "ready" in msg and child.ready is not None and not child.ready.done():
                 child.ready.set_result(msg)
             elif "call" in msg:
