@@ -316,10 +316,11 @@ class ProcessChain:
 
     async def _stop_children(self) -> None:
         running = [c for c in self.children.values() if c.proc and c.proc.returncode is None]
-        caller = next((c for c in running if c.role == "caller"), None)
-        if caller is not None:  # the caller first: no new call while the others stop
-            await self._stop(caller)
-        await asyncio.gather(*(self._stop(c) for c in running if c is not caller))
+        # the caller first (no new call while the others stop), then those that send on
+        # their own (call takers' keep-alives, the ESRP's OPTIONS pings), then the servers
+        # they send to: no message is left sent and never received by a stopped peer
+        for wave in (("caller",), ("calltaker", "esrp"), ("psap", "vsp", "lost")):
+            await asyncio.gather(*(self._stop(c) for c in running if c.role in wave))
         for c in self.children.values():
             code = c.proc.returncode if c.proc is not None else None
             if c.proc is not None and code not in (0, -signal.SIGTERM, -signal.SIGKILL):
