@@ -107,11 +107,9 @@ def run_element(args: argparse.Namespace) -> int:
             if n > 1:
                 return asyncio.run(supervise(args, cfg, n))
         return asyncio.run(serve_element(args.element, cfg, args))
-    except Ng911Error as exc:
-        print(f"ng911 run {args.element or ''}: {exc}".replace("  ", " "), file=sys.stderr)
-        return 2
-    except OSError as exc:  # a listener that cannot bind: one line, not a traceback
-        print(f"ng911 run {args.element}: {exc}", file=sys.stderr)
+    except (Ng911Error, OSError) as exc:  # OSError: a listener that cannot bind; one line
+        who = " ".join(x for x in ("ng911 run", args.element) if x)
+        print(f"{who}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
