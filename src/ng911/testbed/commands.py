@@ -83,8 +83,8 @@ def register(sub: Any) -> None:
     r.add_argument(
         "--processes",
         action="store_true",
-        help="run each element as its own OS process (`python -m ng911 run ROLE --config "
-        "<scenario>/config/HOST.toml`), events collected from each when it stops",
+        help="run each element as its own OS process (`python -m ng911 run --bundle "
+        "<scenario>/bundles/HOST`), events collected from each when it stops",
     )
     r.add_argument(
         "--netns",
