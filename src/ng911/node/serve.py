@@ -18,7 +18,7 @@ import sys
 import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ng911.elements import config as cfgmod
 from ng911.elements.calltaker import CallTaker
@@ -29,6 +29,9 @@ from ng911.node.build import build_element, lost_client
 from ng911.node.logs import route_logs, unroute_logs
 from ng911.node.memory import GcFreezer
 from ng911.node.workers import decode_role, parent_gone
+
+if TYPE_CHECKING:
+    from ng911.lost.server import RunningServer
 
 __all__ = ["load", "serve_element", "serve_lost", "stop_on_signals"]
 
@@ -76,8 +79,10 @@ def load_lost(path: str, table: str) -> dict[str, Any]:
     return node
 
 
-async def serve_lost(cfg: dict[str, Any], args: argparse.Namespace) -> int:
-    """A LoST server as an element: what the testbed's LoST host runs in its own process."""
+async def start_lost(cfg: dict[str, Any]) -> RunningServer:
+    """A LoST server from a `[lost]` table (`load` checked its keys): the embedded store over
+    its boundaries, its mappings, limits and TLS. What `ng911 run lost` serves and what the
+    in-process testbed starts from its plan."""
     from ng911.lost.embedded import EmbeddedStore
     from ng911.lost.limits import HttpLimits
     from ng911.lost.server import ServerConfig, make_app, serve
@@ -104,12 +109,17 @@ async def serve_lost(cfg: dict[str, Any], args: argparse.Namespace) -> int:
             require_client_cert=bool(cfg.get("require_client_cert", False)),
             keylog=Path(cfg["keylog"]) if cfg.get("keylog") else None,
         )
-    running = await serve(
+    return await serve(
         make_app(store, server_cfg),
         str(cfg.get("host", "127.0.0.1")),
         int(cfg.get("port", 0)),
         ssl_context=ctx,
     )
+
+
+async def serve_lost(cfg: dict[str, Any], args: argparse.Namespace) -> int:
+    """A LoST server as an element: what the testbed's LoST host runs in its own process."""
+    running = await start_lost(cfg)
     stop = stop_on_signals()
     try:
         if args.ready:
@@ -117,8 +127,7 @@ async def serve_lost(cfg: dict[str, Any], args: argparse.Namespace) -> int:
         await stop.wait()
         return 0
     finally:
-        await running.close()
-        store.close()
+        await running.close()  # the embedded store holds nothing to close
 
 
 def stop_on_signals() -> asyncio.Event:

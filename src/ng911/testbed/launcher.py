@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import ssl
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,11 +26,9 @@ from ng911.elements.runtime import SipElement
 from ng911.elements.ua import Caller, CallRecord
 from ng911.elements.vsp import VspProxy
 from ng911.lost.client import LostClient
-from ng911.lost.embedded import EmbeddedStore
-from ng911.lost.server import RunningServer, make_app, serve
-from ng911.lost.store import MappingConfig
+from ng911.lost.server import RunningServer
 from ng911.node import build
-from ng911.pki.tls import server_context
+from ng911.node.serve import start_lost
 from ng911.testbed.impair import HopRelay
 from ng911.testbed.plan import ChainOptions, ChainPlan, on_a_free_block
 from ng911.testbed.scenarios import Scenario, get_scenario
@@ -74,9 +71,6 @@ class RunningChain:
     @property
     def ca_path(self) -> Path:
         return self.plan.pki.ca.cert_path
-
-    def _of(self, role: str) -> list[SipElement]:
-        return [el for el in self.elements.values() if el.role == role]
 
     @property
     def vsp(self) -> VspProxy:
@@ -165,34 +159,12 @@ async def start_chain(
     """
 
     async def start(plan: ChainPlan, claim: socket.socket | None) -> RunningChain:
-        try:
-            chain = await start_plan(plan, observers=observers)
-        except BaseException:
-            if claim is not None:
-                claim.close()
-            raise
+        chain = await start_plan(plan, observers=observers)
         chain.claim = claim
         return chain
 
     opts = opts or ChainOptions()
     return await on_a_free_block(topo, work, opts, start, attempts=attempts, block=block)
-
-
-async def _serve_lost(plan: ChainPlan) -> RunningServer:
-    lp = plan.lost
-    store = EmbeddedStore.from_geojson(
-        lp.boundaries, MappingConfig(domain=lp.host.domain, uris=lp.uris)
-    )
-    ctx: ssl.SSLContext | None = None
-    if lp.scheme == "https":
-        ctx = server_context(
-            Path(lp.tls.cert),
-            Path(lp.tls.key),
-            [Path(p) for p in lp.tls.ca],
-            require_client_cert=lp.mutual,
-            keylog=Path(lp.tls.keylog),
-        )
-    return await serve(make_app(store), lp.address, lp.port, ssl_context=ctx)
 
 
 async def start_plan(plan: ChainPlan, *, observers: Sequence[Observer] = ()) -> RunningChain:
@@ -208,7 +180,7 @@ async def start_plan(plan: ChainPlan, *, observers: Sequence[Observer] = ()) -> 
         for relay in relays:
             await relay.start()
         if not opts.lost_down:
-            lost_server = await _serve_lost(plan)
+            lost_server = await start_lost(plan.lost.to_dict())
         esrp = plan.configs[plan.topology.one("esrp").name]
         assert isinstance(esrp, EsrpConfig)
         lost_client = build.lost_client(

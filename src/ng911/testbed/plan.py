@@ -213,7 +213,12 @@ class ChainPlan:
     configs: dict[str, ElementConfig]  # host name → config, in start order (down ones too)
     lost: LostPlan
     relays: list[RelaySpec]
-    keylog: Path  # the run's merged NSS key log
+    work: Path  # the run's directory (PKI, key log; bundles, events, stderr of processes)
+
+    @property
+    def keylog(self) -> Path:
+        """The run's NSS key log (every TLS context appends to it, or the children's merge)."""
+        return self.work / "keys.log"
 
     def role(self, name: str) -> str:
         return self.topology.host(name).role
@@ -289,8 +294,8 @@ async def on_a_free_block(
 ) -> T:
     """Plan `topo` on a loopback block (claimed while the chain lives) and `start` it; on
     EADDRINUSE/EADDRNOTAVAIL or `AddressInUse`, again on another block, up to `attempts`.
-    With `addresses` (a namespace lab's) there is one attempt and no claim. `start` owns the
-    claim once called: it closes it when it fails."""
+    With `addresses` (a namespace lab's) there is one attempt and no claim. The claim is
+    released here when `start` fails; the started chain keeps it otherwise."""
     rng = random.Random()
     last: BaseException | None = None
     for i in range(attempts if addresses is None else 1):
@@ -301,16 +306,10 @@ async def on_a_free_block(
         try:
             claim = claim_block(b) if addresses is None and needs_claim(topo) else None
             plan = build_plan(topo, work, opts, block=b, addresses=addresses)
+            return await start(plan, claim)
         except BaseException as exc:
             if claim is not None:
                 claim.close()
-            if not _in_use(exc):
-                raise
-            last = exc
-            continue
-        try:
-            return await start(plan, claim)
-        except (AddressInUse, OSError) as exc:
             if not _in_use(exc):
                 raise
             last = exc
@@ -425,7 +424,7 @@ def element_configs(
     opts: ChainOptions,
     *,
     lost_url: str,
-    keylog_of: Callable[[Host], Path],
+    keylog: Path,
     overrides: Mapping[tuple[str, str], str] | None = None,
 ) -> dict[str, ElementConfig]:
     """Host name → its element's configuration, in start order (PSAPs, call takers, ESRP,
@@ -443,7 +442,7 @@ def element_configs(
             "name": h.name,
             "fqdn": h.domain,
             "listeners": _listeners(h, addresses[h.name], peers),
-            "tls": pki.profile(h, require_client_cert=mutual, keylog=keylog_of(h)),
+            "tls": pki.profile(h, require_client_cert=mutual, keylog=keylog),
             "hosts": hosts_table(topo, h, addresses, ov),
             "t1": opts.t1,
             "log_file": log_file,
@@ -533,22 +532,16 @@ def build_plan(
     *,
     block: int = 0,
     addresses: Mapping[str, str] | None = None,
-    per_host_keylogs: bool = False,
 ) -> ChainPlan:
     """Plan a run of `topo` (its scenario transports already applied) under `work`.
 
     `addresses`: given by a network namespace lab; else 127.`block`.C.N on loopback.
-    `per_host_keylogs`: each host writes `work/keys/HOST.log` (separate processes cannot
-    share one file safely); else every TLS context appends to `work/keys.log`.
     """
     opts = opts or ChainOptions()
     _check_options(topo, opts)
     addr = dict(addresses) if addresses is not None else plan_addresses(topo, block)
     work.mkdir(parents=True, exist_ok=True)
     keylog = work / "keys.log"
-
-    def keylog_of(h: Host) -> Path:
-        return work / "keys" / f"{h.name}.log" if per_host_keylogs else keylog
 
     pki = RunPki(topo, work / "pki", addr)
     relays, overrides = plan_relays(topo, addr, block, opts.impairments)
@@ -561,9 +554,7 @@ def build_plan(
         mutual=topo.lost_mutual,
         boundaries=topo.boundaries_path().resolve(),
         uris=lost_mapping(topo),
-        tls=pki.profile(
-            lost_host, require_client_cert=topo.lost_mutual, keylog=keylog_of(lost_host)
-        ),
+        tls=pki.profile(lost_host, require_client_cert=topo.lost_mutual, keylog=keylog),
     )
     configs = element_configs(
         topo,
@@ -571,7 +562,7 @@ def build_plan(
         pki,
         opts,
         lost_url=lost.url,
-        keylog_of=keylog_of,
+        keylog=keylog,
         overrides=overrides,
     )
-    return ChainPlan(topo, opts, block, addr, pki, configs, lost, relays, keylog)
+    return ChainPlan(topo, opts, block, addr, pki, configs, lost, relays, work)

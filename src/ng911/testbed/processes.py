@@ -458,7 +458,7 @@ async def start_plan_processes(
 ) -> ProcessChain:
     """Start `plan` as processes; on failure everything started is stopped (and `claim`
     closed) before the error is raised."""
-    work = plan.keylog.parent.resolve()  # children run in their bundles: absolute paths
+    work = plan.work.resolve()  # children run in their bundles: absolute paths
     shutil.rmtree(work / "bundles", ignore_errors=True)
     (work / "events").mkdir(exist_ok=True)
     (work / "stderr").mkdir(exist_ok=True)
