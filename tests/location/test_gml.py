@@ -150,9 +150,9 @@ def test_srsname_missing_inferred_from_dimension() -> None:
         ),
         (f"<gs:Circle {NS}><gml:pos>1 2</gml:pos></gs:Circle>", "lacks <radius>"),
         (
-            f'<gs:Circle {NS}><gml:pos>1 2</gml:pos><gs:radius uom="urn:ogc:def:uom:EPSG::9002">'
+            f'<gs:Circle {NS}><gml:pos>1 2</gml:pos><gs:radius uom="urn:ogc:def:uom:EPSG::9999">'
             "5</gs:radius></gs:Circle>",
-            "metres",
+            "'urn:ogc:def:uom:EPSG::9999' is not a known length unit",
         ),
         (f"<gs:Circle {NS}><gml:pos>1 2</gml:pos><gs:radius>-5</gs:radius></gs:Circle>", "> 0"),
         (
@@ -163,7 +163,7 @@ def test_srsname_missing_inferred_from_dimension() -> None:
             f"<gs:Ellipse {NS}><gml:pos>1 2</gml:pos><gs:semiMajorAxis>5</gs:semiMajorAxis>"
             "<gs:semiMinorAxis>3</gs:semiMinorAxis>"
             '<gs:orientation uom="urn:ogc:def:uom:EPSG::9001">4</gs:orientation></gs:Ellipse>',
-            "neither degrees",
+            "EPSG::9001' is not a known angle unit",
         ),
         (
             f"<gml:Polygon {NS}><gml:exterior><gml:LinearRing><gml:posList>1 2 3 4 5"

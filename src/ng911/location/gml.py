@@ -3,19 +3,24 @@
 RFC 5491 §5 profiles GML down to Point and Polygon from `gml:` and Circle, Ellipse, ArcBand,
 Sphere, Ellipsoid and Prism from the GeoShape schema (`gs:`, http://www.opengis.net/pidflo/1.0).
 The profile fixes the CRS to EPSG 4326 / 4979 (srsName on the outermost element, §5.1) and the
-units to metres (EPSG 9001) and degrees or radians (EPSG 9102 / 9101).
+units to metres (EPSG 9001) and degrees or radians (EPSG 9102 / 9101). We always write that.
 
 Receivers in the field see sloppier documents than the RFC shows, and a 9-1-1 call must not be
 misrouted because of a comma, so parsing is tolerant where the meaning is unambiguous:
 
 - `"lat, lon"` and extra whitespace inside `gml:pos` / `gml:posList`;
-- srsName missing (the CRS follows from the number of coordinates), or given as a versioned
-  URN (`urn:ogc:def:crs:EPSG:6.6:4326`), `EPSG:4326` or an OGC http URI;
-- a missing `uom` on a length (metres) or angle (degrees);
+- srsName missing (the CRS follows from the number of coordinates), or any spelling
+  `ns.canonical_crs` reads (versioned URN, `urn:ogc:def::crs:`, `EPSG:4326`, OGC http URI);
+- any element of a shape in either namespace: `gs:Circle` or `gml:Circle`, `gml:pos` or
+  `gs:pos` (RFC 5491 §5 says which is which; field equipment mixes them, and no two of the
+  shapes' element names clash across the two namespaces, so the local name decides);
+- a missing `uom` on a length (metres) or angle (degrees); any EPSG length unit in
+  `ns.LENGTH_UNITS` converted to metres, any angle unit in `ns.ANGLE_UNITS` to degrees;
 - a polygon ring that is not closed (closed for the sender).
 
 Everything else (an unknown CRS or unit, a wrong coordinate count, a CRS respecified
-differently on a child, interior rings) raises `LocationError` with the reason.
+differently on a child, interior rings) raises `LocationError` with the reason (an unknown
+unit is named in it).
 
 The walk uses direct child iteration, never XPath: this runs once per call at the ESRP and once
 per query at the LoST server.
@@ -24,7 +29,6 @@ per query at the LoST server.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import fields
 
@@ -34,21 +38,32 @@ from ng911.location import geodetic as geo
 from ng911.location.errors import LocationError
 from ng911.location.geodetic import Centred, Point, Polygon, Prism, Shape
 from ng911.location.ns import (
+    ANGLE_UNITS,
     CRS_2D,
     CRS_3D,
     GML,
     GS,
+    LENGTH_UNITS,
     UOM_DEGREE,
     UOM_METRE,
-    UOM_RADIAN,
+    canonical_crs,
     q,
+    uom_code,
 )
 
-__all__ = ["SHAPE_TAGS", "is_shape_element", "parse_shape", "shape_to_element"]
+__all__ = [
+    "SHAPE_TAGS",
+    "angle_in_degrees",
+    "is_shape_element",
+    "length_in_metres",
+    "parse_shape",
+    "shape_to_element",
+]
 
 _G_POINT = q(GML, "Point")
 _G_POLYGON = q(GML, "Polygon")
 _G_POS = q(GML, "pos")
+_S_POS = q(GS, "pos")
 _G_POSLIST = q(GML, "posList")
 _G_EXTERIOR = q(GML, "exterior")
 _G_INTERIOR = q(GML, "interior")
@@ -69,14 +84,19 @@ _S_HEIGHT = q(GS, "height")
 _GML_MAP = {"gml": GML}
 _GS_MAP = {"gml": GML, "gs": GS}
 
-_CRS_RE = re.compile(
-    r"^(?:urn:ogc:def:crs:epsg:[0-9.]*:|epsg:|"
-    r"https?://www\.opengis\.net/def/crs/epsg/[0-9.]+/|"
-    r"https?://www\.opengis\.net/gml/srs/epsg\.xml#)(4326|4979)$",
-    re.IGNORECASE,
-)
-_CRS_BY_CODE = {"4326": CRS_2D, "4979": CRS_3D}
 _DIMS = {CRS_2D: 2, CRS_3D: 3}
+
+#: Every tag a shape reads, in the namespace RFC 5491 §5 gives it, mapped to the same local
+#: name in the other namespace: `_child` takes either (see the module docstring).
+_TWIN: dict[str, str] = {}
+for _local in ("Point", "Polygon", "pos", "posList", "exterior", "interior", "LinearRing"):
+    _TWIN[q(GML, _local)] = q(GS, _local)
+for _local in (
+    "Circle", "Ellipse", "ArcBand", "Sphere", "Ellipsoid", "Prism", "base", "radius",
+    "semiMajorAxis", "semiMinorAxis", "verticalAxis", "orientation", "innerRadius",
+    "outerRadius", "startAngle", "openingAngle", "height",
+):  # fmt: skip
+    _TWIN[q(GS, _local)] = q(GML, _local)
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -92,20 +112,22 @@ def _crs_of(el: etree._Element, inherited: str | None) -> str | None:
     name = el.get("srsName")
     if name is None:
         return inherited
-    m = _CRS_RE.match(name.strip())
-    if m is None:
+    crs = canonical_crs(name)
+    if crs is None:
         raise LocationError(
-            f"unsupported srsName {name!r} on {_tagname(el)} (RFC 5491 §5: {CRS_2D} or {CRS_3D})"
+            f"unsupported srsName {name[:100]!r} on {_tagname(el)}"
+            f" (RFC 5491 §5: {CRS_2D} or {CRS_3D})"
         )
-    crs = _CRS_BY_CODE[m.group(1)]
     if inherited is not None and crs != inherited:
         raise LocationError(f"srsName {name!r} on {_tagname(el)} contradicts outer {inherited}")
     return crs
 
 
 def _child(el: etree._Element, tag: str, *, required: bool = True) -> etree._Element | None:
+    """The first child named `tag`, in its RFC 5491 namespace or the other one."""
+    twin = _TWIN[tag]
     for c in el:
-        if c.tag == tag:
+        if c.tag == tag or c.tag == twin:
             return c
     if required:
         local = tag.rsplit("}", 1)[-1]
@@ -149,30 +171,51 @@ def _pos(el: etree._Element, crs: str | None) -> Point:
     return _point(_numbers(pos.text, "gml:pos"), crs, "gml:pos")
 
 
-def _length(el: etree._Element, tag: str) -> float:
+def _unit_factor(
+    uom: str | None, base: str, units: dict[int, tuple[str, float]], what: str
+) -> float:
+    if uom is None or uom == base:
+        return 1.0  # absent: the RFC 5491 unit; its RFC spelling skips the lookup
+    code = uom_code(uom)
+    known = units.get(code) if code is not None else None
+    if known is None:
+        kind = "length" if units is LENGTH_UNITS else "angle"
+        raise LocationError(
+            f"{what} uom {uom.strip()[:100]!r} is not a known {kind} unit"
+            f" (EPSG {', '.join(map(str, units))})"
+        )
+    return known[1]
+
+
+def length_in_metres(value: float, uom: str | None, what: str = "length") -> float:
+    """`value` in `uom` (any name `ns.uom_code` reads; None = metres) as metres."""
+    factor = _unit_factor(uom, UOM_METRE, LENGTH_UNITS, what)
+    return value if factor == 1.0 else value * factor
+
+
+def angle_in_degrees(value: float, uom: str | None, what: str = "angle") -> float:
+    """`value` in `uom` (any name `ns.uom_code` reads; None = degrees) as degrees."""
+    factor = _unit_factor(uom, UOM_DEGREE, ANGLE_UNITS, what)
+    return value if factor == 1.0 else value * factor
+
+
+def _measure(
+    el: etree._Element, tag: str, convert: Callable[[float, str | None, str], float]
+) -> float:
     m = _req(el, tag)
     local = tag.rsplit("}", 1)[-1]
-    uom = m.get("uom")
-    if uom is not None and uom.strip() != UOM_METRE:
-        raise LocationError(f"<{local}> uom {uom!r} is not metres ({UOM_METRE})")
     values = _numbers(m.text, local)
     if len(values) != 1:
         raise LocationError(f"<{local}> must hold one number")
-    return values[0]
+    return convert(values[0], m.get("uom"), f"<{local}>")
+
+
+def _length(el: etree._Element, tag: str) -> float:
+    return _measure(el, tag, length_in_metres)
 
 
 def _angle(el: etree._Element, tag: str) -> float:
-    m = _req(el, tag)
-    local = tag.rsplit("}", 1)[-1]
-    values = _numbers(m.text, local)
-    if len(values) != 1:
-        raise LocationError(f"<{local}> must hold one number")
-    uom = (m.get("uom") or UOM_DEGREE).strip()
-    if uom == UOM_DEGREE:
-        return values[0]
-    if uom == UOM_RADIAN:
-        return math.degrees(values[0])
-    raise LocationError(f"<{local}> uom {uom!r} is neither degrees nor radians")
+    return _measure(el, tag, angle_in_degrees)
 
 
 def _parse_point(el: etree._Element, crs: str | None) -> Point:
@@ -200,7 +243,7 @@ def _ring_points(ring: etree._Element, crs: str | None) -> list[Point]:
         ]
     points = []
     for c in ring:
-        if c.tag == _G_POS:
+        if c.tag == _G_POS or c.tag == _S_POS:
             points.append(_point(_numbers(c.text, "gml:pos"), _crs_of(c, crs), "gml:pos"))
     if not points:
         raise LocationError("gml:LinearRing has neither gml:pos nor gml:posList")
@@ -254,6 +297,8 @@ _PARSERS: dict[str, Callable[[etree._Element, str | None], Shape]] = {
     _S_PRISM: _parse_prism,
     **{q(GS, cls.__name__): _centred_parser(cls, tags) for cls, tags in _CENTRED.items()},
 }
+# ... and each shape in the other namespace too (`gml:Circle`, `gs:Point`: module docstring)
+_PARSERS.update({_TWIN[tag]: parser for tag, parser in list(_PARSERS.items())})
 
 #: Clark-notation tags `parse_shape` understands.
 SHAPE_TAGS: frozenset[str] = frozenset(_PARSERS)
