@@ -188,7 +188,7 @@ def test_valid_as_of_and_odd_attributes_accepted() -> None:
         b'asOf="2026-11-25T12:00:00+01:00" x="y">'
         b"<service>urn:service:sos</service></listServices>"
     )
-    assert ls == ListServicesRequest(service="urn:service:sos")
+    assert ls == ListServicesRequest(service="urn:service:sos", as_of="2026-11-25T12:00:00+01:00")
     assert (
         kind_of(b'<listServices xmlns="urn:ietf:params:xml:ns:lost1" asOf="soon"/>') == "badRequest"
     )

@@ -13,6 +13,9 @@ it decides, per RFC 5222 and the RFC 5582 tree of LoST servers:
   iterative one is answered with `<redirect>` (§13.3). Without a next server: the configured
   default mapping with a `defaultMappingReturned` warning, else `notFound`.
 - Loops (§13.1 `loop`): a request whose path already holds our own source id came round.
+- `asOf` (LoST planned-changes extension, not RFC 5222: see `protocol._as_of`) is echoed in
+  findService and listServices(ByLocation) answers, in the form it came; the data has one
+  version, so the answer is today's whatever the time asked.
 - Every mapping carries `expires` = now + ttl, `lastUpdated` (when the data was loaded),
   `source` (our id), `sourceId` (the area key), and the boundary by reference (key = area key)
   or by value when asked (`serviceBoundary="value"`).
@@ -266,6 +269,8 @@ class LostEngine:
             location_used=loc.id,
             warnings=tuple(warnings),
             warnings_source=self.source if warnings else None,
+            as_of=req.as_of,
+            as_of_tag=req.as_of_tag,
         )
 
     # ------------------------------------------------------------------ the others
@@ -278,7 +283,9 @@ class LostEngine:
             services = [s for s in self._services if s.startswith(prefix)]
             if not services and req.service not in self._service_set:
                 return self.error("serviceNotImplemented", f"{req.service} is not served here")
-        return ListServicesResponse(tuple(services), (*req.path, self.source))
+        return ListServicesResponse(
+            tuple(services), (*req.path, self.source), as_of=req.as_of, as_of_tag=req.as_of_tag
+        )
 
     def list_services_by_location(
         self, req: ListServicesByLocationRequest
@@ -296,7 +303,13 @@ class LostEngine:
             if onward is not None:
                 return onward
             return self.error("notFound", "no service area holds this location")
-        return ListServicesByLocationResponse(tuple(found), (*req.path, self.source), loc.id)
+        return ListServicesByLocationResponse(
+            tuple(found),
+            (*req.path, self.source),
+            loc.id,
+            as_of=req.as_of,
+            as_of_tag=req.as_of_tag,
+        )
 
     def get_service_boundary(self, req: GetServiceBoundaryRequest) -> LostResponse:
         b = self.boundary_value(req.key)

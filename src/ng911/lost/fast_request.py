@@ -1,11 +1,12 @@
 """The common findService, read without building an lxml tree: the LoST server's hot path.
 
 Nearly every query an ECRF answers has one shape: a `<findService>` with one geodetic-2d
-`gml:Point` (or `gs:Circle`), a service URN, perhaps a `<path>` and NENA i3's
-`<emergencyCallIncidentId>`. Building an lxml tree for it, and a Python proxy per element,
-costs several times more than the lookup itself. `parse_fast` matches that shape with one
-compiled regular expression over the whole document (children in the order clients send
-them), then checks names, namespaces and values in Python: about half the full path's cost.
+`gml:Point` (or `gs:Circle`; each also in the other namespace), a service URN, perhaps a
+`<path>` and NENA i3's `<emergencyCallIncidentId>`. Building an lxml tree for it, and a
+Python proxy per element, costs several times more than the lookup itself. `parse_fast`
+matches that shape with one compiled regular expression over the whole document (children
+in the order clients send them), then checks names, namespaces and values in Python: about
+half the full path's cost.
 
 It is an accelerator, never a second parser with its own opinions: it accepts only a strict
 subset of well-formed XML (ASCII, no `&` at all so no entity or character reference, no `<!`
@@ -31,7 +32,8 @@ from typing import Final
 
 from ng911.location.errors import LocationError
 from ng911.location.geodetic import Circle, Point, Shape
-from ng911.location.ns import CA, CRS_2D, GML, GS, UOM_METRE
+from ng911.location.gml import length_in_metres
+from ng911.location.ns import CA, CRS_2D, GML, GS, canonical_crs
 from ng911.lost.errors import LostProtocolError
 from ng911.lost.protocol import (
     MAX_PATH,
@@ -142,16 +144,6 @@ _VIA = re.compile(r"<(" + _QNAME + r")(" + _ATTRS + r")" + _S + r"/>")
 # tab and newline. Deleting them leaves nothing from a document in the subset.
 _ALLOWED = bytes([9, 10, *range(0x20, 0x26), *range(0x27, 0x7F)])
 
-# srsName values taken as EPSG 4326 here; any other spelling goes to the full path's regex.
-_CRS_2D_NAMES: Final = frozenset(
-    {
-        CRS_2D,
-        "urn:ogc:def:crs:EPSG:6.6:4326",
-        "EPSG:4326",
-        "http://www.opengis.net/def/crs/EPSG/0/4326",
-        "http://www.opengis.net/gml/srs/epsg.xml#4326",
-    }
-)
 _ROOT_ATTRS = frozenset({"recursive", "serviceBoundary", "validateLocation"})
 _LOCATION_ATTRS = frozenset({"id", "profile"})
 _SHAPE_ATTRS = frozenset({"srsName"})
@@ -166,10 +158,11 @@ _T_SERVICE = (NS_LOST, "service")
 _T_PATH = (NS_LOST, "path")
 _T_VIA = (NS_LOST, "via")
 _T_IDS = (NS_IDS, "emergencyCallIncidentId")
-_T_POINT = (GML, "Point")
-_T_POS = (GML, "pos")
-_T_CIRCLE = (GS, "Circle")
-_T_RADIUS = (GS, "radius")
+# Each in the namespace RFC 5491 §5 gives it or the other one, as `ng911.location.gml` reads.
+_T_POINT = frozenset({(GML, "Point"), (GS, "Point")})
+_T_POS = frozenset({(GML, "pos"), (GS, "pos")})
+_T_CIRCLE = frozenset({(GS, "Circle"), (GML, "Circle")})
+_T_RADIUS = frozenset({(GS, "radius"), (GML, "radius")})
 
 
 class _Unsure(Exception):
@@ -247,25 +240,24 @@ def _shape(
     ns: dict[str, str],
 ) -> Shape:
     srs = _attrs(shape_attrs, _SHAPE_ATTRS).get("srsName")
-    if srs is not None and srs.strip() not in _CRS_2D_NAMES:
+    if srs is not None and canonical_crs(srs) != CRS_2D:  # the one CRS reading (ns.py)
         raise _Unsure
-    if _tag(pos_tag, ns) != _T_POS:
+    if _tag(pos_tag, ns) not in _T_POS:
         raise _Unsure
     values = _numbers(pos_text)
     if len(values) != 2:  # 3 numbers: a 3D point (full path); anything else: an error
         raise _Unsure
     center = Point(values[0], values[1])
     tag = _tag(shape_tag, ns)
-    if tag == _T_POINT and rad_tag is None:
+    if tag in _T_POINT and rad_tag is None:
         return center
-    if tag == _T_CIRCLE and rad_tag is not None and _tag(rad_tag, ns) == _T_RADIUS:
+    if tag in _T_CIRCLE and rad_tag is not None and _tag(rad_tag, ns) in _T_RADIUS:
         uom = _attrs(rad_attrs, _RADIUS_ATTRS).get("uom")
-        if uom is not None and uom.strip() != UOM_METRE:
-            raise _Unsure
         radius = _numbers(rad_text or "")
         if len(radius) != 1:
             raise _Unsure
-        return Circle(center, radius[0])
+        # the full path's own conversion (an unknown unit: LocationError -> the full path)
+        return Circle(center, length_in_metres(radius[0], uom))
     raise _Unsure
 
 

@@ -97,7 +97,8 @@ class FindServiceRequest:
     path: tuple[str, ...] = ()
     call_id: str | None = None  # i3 emergencyCallIncidentId/@callId
     incident_id: str | None = None  # i3 emergencyCallIncidentId/@incidentTrackingId
-    as_of: str | None = None
+    as_of: str | None = None  # the time the answer is asked for (`_as_of`)
+    as_of_tag: str | None = None  # how it came: None = attribute, else the element's tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,8 @@ class ListServicesRequest:
 
     service: str | None = None
     path: tuple[str, ...] = ()
+    as_of: str | None = None
+    as_of_tag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,8 @@ class ListServicesByLocationRequest:
     service: str | None = None
     recursive: bool = True
     path: tuple[str, ...] = ()
+    as_of: str | None = None
+    as_of_tag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +198,8 @@ class FindServiceResponse:
     location_used: str | None = None
     warnings: tuple[LostWarning, ...] = ()
     warnings_source: str | None = None
+    as_of: str | None = None  # the request's asOf, echoed in the form it came (`_as_of`)
+    as_of_tag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +210,8 @@ class ListServicesResponse:
     path: tuple[str, ...]
     warnings: tuple[LostWarning, ...] = ()
     warnings_source: str | None = None
+    as_of: str | None = None
+    as_of_tag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +223,8 @@ class ListServicesByLocationResponse:
     location_used: str | None = None
     warnings: tuple[LostWarning, ...] = ()
     warnings_source: str | None = None
+    as_of: str | None = None
+    as_of_tag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,19 +308,38 @@ def check_service(text: str) -> str:
     return text
 
 
-def _check_as_of(el: etree._Element) -> str | None:
-    """An `asOf` (attribute or child element, any namespace) must be an xsd:dateTime."""
-    value = el.get("asOf")
+def _as_of(el: etree._Element) -> tuple[str | None, str | None]:
+    """`asOf` and how it came: (value, None) for the attribute, (value, tag) for an element.
+
+    `asOf` is not in RFC 5222: it is the request element of the LoST planned-changes
+    extension (draft-ietf-ecrit-lost-planned-changes: "validate as of this date"), which
+    senders also put as an attribute; any namespace is read. It must be an xsd:dateTime.
+    A request and its answer carry it (the server echoes it in the same form) so a client
+    can tell which time an answer is for; our data has one version, valid now.
+    """
+    value, tag = el.get("asOf"), None
     for child in el:
-        tag = child.tag
-        if isinstance(tag, str) and (tag == "asOf" or tag.endswith("}asOf")):
-            value = _text(child)
+        ctag = child.tag
+        if isinstance(ctag, str) and (ctag == "asOf" or ctag.endswith("}asOf")):
+            value, tag = _text(child), ctag
     if value is None:
-        return None
+        return None, None
     value = value.strip()
     if not is_datetime(value):
         raise _bad(f"asOf {value[:40]!r} is not a valid time")
-    return value
+    if tag is not None and len(tag) > 300:
+        raise _bad("asOf element name too long")
+    return value, tag
+
+
+def _put_as_of(root: etree._Element, value: str | None, tag: str | None) -> None:
+    """Write `asOf` as it came: the attribute, or the element (appended last)."""
+    if value is None:
+        return
+    if tag is None:
+        root.set("asOf", value)
+    else:
+        etree.SubElement(root, tag).text = value
 
 
 def _parse_path(el: etree._Element) -> tuple[str, ...]:
@@ -418,7 +448,7 @@ def parse_request(data: bytes) -> LostRequest:
     if not tag.startswith(_LOST_PREFIX):
         raise _bad(f"root element {tag[:80]!r} is not in the LoST namespace")
     name = tag[len(_LOST_PREFIX) :]
-    as_of = _check_as_of(root)
+    as_of, as_of_tag = _as_of(root)
     svc_el = root.find(_t("service"))
     service = check_service(_text(svc_el)) if svc_el is not None else None
     if name == "findService":
@@ -438,15 +468,20 @@ def parse_request(data: bytes) -> LostRequest:
             call_id=call_id,
             incident_id=incident_id,
             as_of=as_of,
+            as_of_tag=as_of_tag,
         )
     if name == "listServices":
-        return ListServicesRequest(service=service, path=_parse_path(root))
+        return ListServicesRequest(
+            service=service, path=_parse_path(root), as_of=as_of, as_of_tag=as_of_tag
+        )
     if name == "listServicesByLocation":
         return ListServicesByLocationRequest(
             locations=_parse_locations(root),
             service=service,
             recursive=bool_value(root.get("recursive"), "recursive", True),
             path=_parse_path(root),
+            as_of=as_of,
+            as_of_tag=as_of_tag,
         )
     if name == "getServiceBoundary":
         key = root.get("key")
@@ -484,8 +519,8 @@ def build_request(req: LostRequest) -> bytes:
             root.set("serviceBoundary", req.service_boundary)
         if req.validate_location:
             root.set("validateLocation", "true")
-        if req.as_of is not None:
-            root.set("asOf", req.as_of)
+        if req.as_of_tag is None:
+            _put_as_of(root, req.as_of, None)
         for loc in req.locations:
             _location_element(root, loc)
         etree.SubElement(root, _t("service")).text = req.service
@@ -499,12 +534,15 @@ def build_request(req: LostRequest) -> bytes:
                 ext.set("callId", req.call_id)
             if req.incident_id is not None:
                 ext.set("incidentTrackingId", req.incident_id)
+        if req.as_of_tag is not None:
+            _put_as_of(root, req.as_of, req.as_of_tag)
     elif isinstance(req, ListServicesRequest):
         root = etree.Element(_t("listServices"), nsmap=_NSMAP)
         if req.service is not None:
             etree.SubElement(root, _t("service")).text = req.service
         if req.path:
             _path_element(root, req.path)
+        _put_as_of(root, req.as_of, req.as_of_tag)
     elif isinstance(req, ListServicesByLocationRequest):
         root = etree.Element(_t("listServicesByLocation"), nsmap=_NSMAP_GML)
         root.set("recursive", "true" if req.recursive else "false")
@@ -514,6 +552,7 @@ def build_request(req: LostRequest) -> bytes:
             etree.SubElement(root, _t("service")).text = req.service
         if req.path:
             _path_element(root, req.path)
+        _put_as_of(root, req.as_of, req.as_of_tag)
     else:
         root = etree.Element(_t("getServiceBoundary"), nsmap=_NSMAP, key=req.key)
         if req.path:
@@ -624,7 +663,10 @@ def _fast_find_service(resp: FindServiceResponse) -> bytes:
     Produces the same document as the lxml path (tests compare both through `parse_response`)
     at a fifth of the cost; values are escaped for attribute and text context alike.
     """
-    out = [f"<?xml version='1.0' encoding='UTF-8'?>\n<findServiceResponse xmlns=\"{NS_LOST}\">"]
+    as_of = f' asOf="{_x(resp.as_of)}"' if resp.as_of is not None else ""
+    out = [
+        f"<?xml version='1.0' encoding='UTF-8'?>\n<findServiceResponse xmlns=\"{NS_LOST}\"{as_of}>"
+    ]
     for m in resp.mappings:
         out.append(_mapping_fragment(m))
     if resp.warnings:
@@ -652,6 +694,7 @@ def build_response(resp: LostResponse) -> bytes:
         isinstance(resp, FindServiceResponse)
         and all(m.boundary is None for m in resp.mappings)
         and all(_WARNING_NAME.fullmatch(w.kind) for w in resp.warnings)
+        and resp.as_of_tag is None
     ):
         return _fast_find_service(resp)
     if isinstance(resp, FindServiceResponse):
@@ -663,6 +706,7 @@ def build_response(resp: LostResponse) -> bytes:
         _path_element(root, resp.path)
         if resp.location_used is not None:
             etree.SubElement(root, _t("locationUsed"), id=resp.location_used)
+        _put_as_of(root, resp.as_of, resp.as_of_tag)
     elif isinstance(resp, ListServicesResponse | ListServicesByLocationResponse):
         name = (
             "listServicesResponse"
@@ -675,6 +719,7 @@ def build_response(resp: LostResponse) -> bytes:
         _path_element(root, resp.path)
         if isinstance(resp, ListServicesByLocationResponse) and resp.location_used is not None:
             etree.SubElement(root, _t("locationUsed"), id=resp.location_used)
+        _put_as_of(root, resp.as_of, resp.as_of_tag)
     elif isinstance(resp, GetServiceBoundaryResponse):
         root = etree.Element(_t("getServiceBoundaryResponse"), nsmap=_NSMAP_GML)
         _boundary_element(root, resp.boundary)
@@ -769,6 +814,10 @@ def parse_response(data: bytes) -> LostResponse:
     if qn.namespace != NS_LOST:
         raise _bad(f"root element {qn.localname!r} is not in the LoST namespace")
     name = qn.localname
+    try:
+        as_of, as_of_tag = _as_of(root)
+    except LostProtocolError:  # a garbled echo must not cost the client a usable answer
+        as_of, as_of_tag = None, None
     if name == "findServiceResponse":
         mappings = tuple(_parse_mapping(m) for m in root.iterchildren(_t("mapping")))
         if not mappings:
@@ -780,15 +829,19 @@ def parse_response(data: bytes) -> LostResponse:
             location_used=_location_used(root),
             warnings=warnings,
             warnings_source=wsrc,
+            as_of=as_of,
+            as_of_tag=as_of_tag,
         )
     if name in ("listServicesResponse", "listServicesByLocationResponse"):
         sl = root.find(_t("serviceList"))
         services = tuple(_text(sl).split()) if sl is not None else ()
         warnings, wsrc = _parse_warnings(root)
         if name == "listServicesResponse":
-            return ListServicesResponse(services, _parse_path(root), warnings, wsrc)
+            return ListServicesResponse(
+                services, _parse_path(root), warnings, wsrc, as_of, as_of_tag
+            )
         return ListServicesByLocationResponse(
-            services, _parse_path(root), _location_used(root), warnings, wsrc
+            services, _parse_path(root), _location_used(root), warnings, wsrc, as_of, as_of_tag
         )
     if name == "getServiceBoundaryResponse":
         sb = root.find(_t("serviceBoundary"))
