@@ -12,7 +12,10 @@ first query pays the handshake), an overall timeout per query, and a cache:
 Errors are typed: `LostClientError` (kind "unreachable", "timeout", "http", "protocol") when
 the server could not be asked, `LostNotFound` for `<notFound>`, `LostResponseError` (kind =
 the RFC 5222 §13.1 element) for any other `<errors>`. A `<redirect>` whose target is an
-http(s) URL is followed (at most `max_redirects`, never back to a URL already asked).
+http(s) URL is followed (at most `max_redirects`, never back to a URL already asked), and so
+is an HTTP 3xx with a `Location` (a server configured to answer iteratively that way, as
+some i3 test suites expect): `request` turns it into the same `Redirect`, so one loop, one
+hop bound and one loop check serve both.
 
 Observers (`observers=[...]`, each a callable) get one `LostQueryEvent` per `find_service`:
 sent time, duration, outcome, cached or not, the call's emergency-CallId, named by `element`
@@ -29,6 +32,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urljoin
 
 import aiohttp
 import shapely
@@ -159,14 +163,20 @@ class LostClient:
         try:
             async with asyncio.timeout(self.timeout):
                 async with self._get_session().post(
-                    target, data=body, headers={"Content-Type": CONTENT_TYPE}
+                    target,
+                    data=body,
+                    headers={"Content-Type": CONTENT_TYPE},
+                    allow_redirects=False,  # followed by `_find_service`, bounded and checked
                 ) as resp:
                     raw = await resp.read()
                     status = resp.status
+                    location = resp.headers.get("Location")
         except TimeoutError as exc:
             raise LostClientError("timeout", f"{target}: no answer in {self.timeout}s") from exc
         except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
             raise LostClientError("unreachable", f"{target}: {exc}") from exc
+        if 300 <= status < 400 and location:
+            return Redirect(target=_resolve(target, location), source=f"HTTP {status}")
         if status != 200:
             raise LostClientError("http", f"{target}: HTTP {status}", status=status)
         try:
@@ -330,6 +340,14 @@ class LostClient:
         if use_cache:
             self._store(service, location, result, now)
         return result
+
+
+def _resolve(base: str, location: str) -> str:
+    """A `Location` header as an absolute URL (RFC 9110 §10.2.2: it may be relative)."""
+    try:
+        return urljoin(base, location.strip())
+    except ValueError:  # a malformed URL: left as sent, and refused as a target
+        return location
 
 
 def _cached(r: FindServiceResult) -> FindServiceResult:

@@ -22,7 +22,8 @@ def register(sub: Any) -> None:
         "serve",
         help="serve findService/listServices/getServiceBoundary over HTTP(S)",
         description=(
-            "Answer LoST queries at /lost, /LoST and / from service boundaries (GeoJSON). "
+            "Answer LoST queries at /lost, /LoST (with or without a trailing /) and / from "
+            "service boundaries (GeoJSON). "
             "Default data: the five NYC boroughs, a PSAP each (sip:psap-<borough>@esinet.example)."
         ),
     )
@@ -36,6 +37,13 @@ def register(sub: Any) -> None:
     p.add_argument("--uri-scheme", choices=("sip", "sips"), default="sip")
     p.add_argument("--domain", default="esinet.example", help="domain of generated PSAP URIs")
     p.add_argument("--next-server", help="URL of the LoST server for locations we do not cover")
+    p.add_argument(
+        "--redirect-status",
+        type=int,
+        choices=(301, 302, 303, 307, 308),
+        help="answer iterative queries outside coverage with this HTTP redirect to"
+        " --next-server (Location header) instead of a LoST <redirect>",
+    )
     p.add_argument(
         "--default-uri", help="default route: answer this URI (with a warning) instead of notFound"
     )
@@ -113,6 +121,7 @@ def run_serve(args: argparse.Namespace) -> int:
         ),
         max_body=args.max_body,
         limits=limits_from_args(args),
+        redirect_status=args.redirect_status,
     )
     ctx = None
     if args.tls_cert or args.tls_key:

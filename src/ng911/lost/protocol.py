@@ -438,6 +438,22 @@ def _root(data: bytes) -> etree._Element:
     return root
 
 
+_LOST_NS_BYTES = NS_LOST.encode()
+_SNIFF = 4096
+
+
+def looks_like_lost(data: bytes) -> bool:
+    """Whether a body sent with a non-XML Content-Type is meant as LoST XML anyway.
+
+    `curl -d @file` labels a file `application/x-www-form-urlencoded`; tools and test suites
+    send `text/plain` or nothing usable. The body says what it is: markup first (after a BOM
+    and blanks) and the LoST namespace name within its first 4 KB. Only a guess at which
+    answer fits (a LoST one, or HTTP 415): the hardened parser still decides everything.
+    """
+    head = data[:_SNIFF].lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head[:1] == b"<" and _LOST_NS_BYTES in head
+
+
 # --------------------------------------------------------------------------- requests
 
 

@@ -2,12 +2,21 @@
 
 RFC 5222 §14 binds LoST to HTTP POST; LoST errors travel in the body with HTTP 200, so HTTP
 statuses are only for what is not LoST at all: 405 for a method other than POST, 415 for a
-body that is not XML (`application/lost+xml`, `application/xml`, `text/xml`, and a missing
-or `application/octet-stream` Content-Type are accepted), 413 beyond `max_body` (a declared
-Content-Length beyond it is refused before a byte of the body is read), 408 for a head or body
-that does not arrive in time (`ng911.lost.limits`: deadlines, idle timeout and connection caps
-per source and in total, enforced on every connection `serve` accepts). NENA i3 conformance
-tests POST to `/lost` and `/LoST`; `/` answers too.
+body that is not LoST XML under a Content-Type that does not say XML (`application/lost+xml`,
+`application/xml`, `text/xml`, and a missing or `application/octet-stream` Content-Type are
+read as LoST; any other type is read when the body is LoST XML, `protocol.looks_like_lost`,
+since `curl -d @file` sends `application/x-www-form-urlencoded`; the 415 carries a LoST
+`<badRequest>` saying why), 413 beyond `max_body` (a declared Content-Length beyond it is
+refused before a byte of the body is read), 408 for a head or body that does not arrive in
+time (`ng911.lost.limits`: deadlines, idle timeout and connection caps per source and in
+total, enforced on every connection `serve` accepts). NENA i3 conformance tests POST to
+`/lost` and `/LoST`; `/lost/`, `/LoST/` and `/` answer too. docs/lost-intake.md lists every
+variant accepted and why.
+
+Iterative answers (a non-recursive query outside our coverage, with a next server) are an
+RFC 5222 §13.3 `<redirect>` by default; with `ServerConfig.redirect_status` (301, 302, 303,
+307 or 308) they are that HTTP status with `Location:` the next server's URL (some i3 test
+suites expect HTTP redirects), the `<redirect>` document still in the body.
 
 Recursive queries outside our coverage are forwarded with one keep-alive client session to
 the next server (RFC 5582); its answer is checked and relayed. A next server that does not
@@ -40,8 +49,10 @@ from ng911.lost.limits import LINGER, ConnectionTable, GuardedSite, HttpLimits, 
 from ng911.lost.protocol import (
     CONTENT_TYPE,
     LostErrorResponse,
+    Redirect,
     build_request,
     build_response,
+    looks_like_lost,
     parse_response,
 )
 from ng911.lost.store import BoundaryStore
@@ -54,7 +65,9 @@ log = logging.getLogger("ng911.lost.server")
 ACCEPTED_TYPES = frozenset(
     {"application/lost+xml", "application/xml", "text/xml", "application/octet-stream"}
 )
-PATHS = ("/lost", "/LoST", "/")
+PATHS = ("/lost", "/LoST", "/lost/", "/LoST/", "/")
+#: HTTP statuses `ServerConfig.redirect_status` may name (RFC 9110 §15.4; 307/308 keep POST).
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CT_HEADER = {"Content-Type": f"{CONTENT_TYPE}; charset=utf-8"}
 #: The limits `serve` applies to an application's connections (set by `LostServer`).
 LIMITS_KEY: web.AppKey[HttpLimits] = web.AppKey("ng911_lost_limits", HttpLimits)
@@ -70,6 +83,25 @@ class ServerConfig:
     forward_timeout: float = 2.0
     forward_ssl: ssl.SSLContext | None = None  # for https:// next servers
     allowed_peers: frozenset[str] | None = None
+    # iterative answers: None = RFC 5222 `<redirect>` (HTTP 200); 301/302/303/307/308 = that
+    # HTTP status with Location: the next server's URL (the `<redirect>` still in the body)
+    redirect_status: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.redirect_status is not None and self.redirect_status not in REDIRECT_STATUSES:
+            raise ValueError(
+                f"redirect_status {self.redirect_status} is not one of"
+                f" {sorted(REDIRECT_STATUSES)} (or None for a LoST <redirect>)"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRedirect:
+    """An iterative answer as an HTTP redirect: `status`, `Location: location`, `body`."""
+
+    status: int
+    location: str
+    body: bytes
 
 
 def _event(event: str, **fields: object) -> None:
@@ -192,17 +224,20 @@ class LostServer:
 
     async def handle(self, request: web.Request) -> web.Response:
         ctype = request.headers.get("Content-Type")
+        data = await request.read()  # already read by `_limit_request`: free
         # The header as clients send it is one of a few exact strings: a set lookup, and
-        # aiohttp's parameter parsing only for the others ("text/xml; charset=utf-8", ...).
+        # aiohttp's parameter parsing only for the others ("text/xml; charset=utf-8", ...);
+        # any other type is read if the body is LoST XML (module docstring).
         if (
             ctype is not None
             and ctype not in ACCEPTED_TYPES
             and request.content_type not in ACCEPTED_TYPES
+            and not looks_like_lost(data)
         ):
-            raise web.HTTPUnsupportedMediaType(
-                text=f"LoST wants {CONTENT_TYPE}, got {request.content_type}\n"
-            )
-        data = await request.read()
+            why = f"a {request.content_type[:60]} body that is not LoST XML ({CONTENT_TYPE})"
+            _event("lost.refused", reason="content_type", peer=request.remote, ctype=ctype[:80])
+            error = build_response(self.engine.error("badRequest", why))
+            return web.Response(status=415, body=error, headers=_CT_HEADER)
         allowed = self.config.allowed_peers
         if allowed is not None and not (peer_names(request) & allowed):
             _event("lost.forbidden", peer=sorted(peer_names(request)))
@@ -212,15 +247,25 @@ class LostServer:
         result = self.decide(data)
         if isinstance(result, Forward):
             result = await self._forward(result)
+        if isinstance(result, HttpRedirect):
+            return web.Response(
+                status=result.status,
+                body=result.body,
+                headers={**_CT_HEADER, "Location": result.location},
+            )
         return self._answer(result)
 
     async def answer(self, data: bytes) -> bytes:
-        """Bytes of a request in, bytes of the response out (what `handle` serves)."""
+        """Bytes of a request in, bytes of the response out (what `handle` serves; an HTTP
+        redirect's `<redirect>` body, there being no HTTP here)."""
         result = self.decide(data)
+        if isinstance(result, HttpRedirect):
+            return result.body
         return await self._forward(result) if isinstance(result, Forward) else result
 
-    def decide(self, data: bytes) -> bytes | Forward:
-        """The answer's bytes, or the request to forward: no await on the common path."""
+    def decide(self, data: bytes) -> bytes | Forward | HttpRedirect:
+        """The answer's bytes, the request to forward, or an HTTP redirect (with
+        `redirect_status`): no await on the common path."""
         try:
             req = parse_request_fast(data)  # the full lxml parser for all but the common shape
         except LostProtocolError as exc:
@@ -238,6 +283,14 @@ class LostServer:
                     message=result.message,
                     call_id=getattr(req, "call_id", None),
                 )
+            nxt = self.config.engine.next_server
+            if (
+                isinstance(result, Redirect)
+                and self.config.redirect_status is not None
+                and nxt is not None
+            ):
+                _event("lost.redirect", status=self.config.redirect_status, url=nxt.url)
+                return HttpRedirect(self.config.redirect_status, nxt.url, build_response(result))
             return build_response(result)
         except Exception as exc:  # a store failing must not drop the request (module doc)
             log.exception(json.dumps({"event": "lost.internal_error", "error": repr(exc)}))
