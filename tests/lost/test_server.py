@@ -70,7 +70,7 @@ async def test_paths_and_content_types(
 
 
 async def test_http_level_errors(lost_server: RunningServer) -> None:
-    status, _ = await post(lost_server.url, FIND, "application/json")
+    status, _ = await post(lost_server.url, b'{"findService": 1}', "application/json")
     assert status == 415
     async with aiohttp.ClientSession() as s:
         async with s.get(lost_server.url) as r:

@@ -283,7 +283,7 @@ class LostServer:
                     message=result.message,
                     call_id=getattr(req, "call_id", None),
                 )
-            nxt = self.config.engine.next_server
+            nxt = self.engine.config.next_server
             if (
                 isinstance(result, Redirect)
                 and self.config.redirect_status is not None
