@@ -21,6 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from lost_data import BOROUGH_POINTS, OUTSIDE_POINTS, psap_uri
+from test_server import nj_store
 
 from ng911.location.geodetic import Point
 from ng911.lost.client import LostClient
@@ -326,17 +327,6 @@ async def test_no_as_of_no_echo(server: RunningServer) -> None:
 
 
 # ------------------------------------------------------------------- 6: iterative answers
-
-
-def nj_store(tmp_path: Path) -> EmbeddedStore:
-    p = tmp_path / "nj.geojson"
-    p.write_text(
-        '{"type": "FeatureCollection", "features": [{"type": "Feature", "properties":'
-        ' {"name": "Newark", "key": "nj-newark", "uri": "sip:psap-newark@nj.example"},'
-        ' "geometry": {"type": "Polygon", "coordinates": [[[-74.25, 40.68], [-74.10, 40.68],'
-        " [-74.10, 40.80], [-74.25, 40.80], [-74.25, 40.68]]]}}]}"
-    )
-    return EmbeddedStore.from_geojson(p)
 
 
 NEWARK = (
