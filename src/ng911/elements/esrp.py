@@ -305,6 +305,7 @@ class Esrp(Proxy):
                 cause=first.cause if first else "",
                 queue=decision.queue,
                 matched=decision.rule,
+                source=sorted(facts.sources),
             )
             self.routed["lost" if isinstance(outcome, LostFound) else "default"] += 1
             if call.cancelled or call.server.final:
