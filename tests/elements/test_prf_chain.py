@@ -3,6 +3,7 @@ a PSAP whose i3 state says no gets no INVITE, configured rules pick the PSAP by 
 and call source, and every route and failover record names its rule."""
 
 import asyncio
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 import pytest
@@ -22,6 +23,18 @@ ESRP_DOMAIN = TOPO.one("esrp").domain
 def uri(host: str) -> str:
     """A PSAP's URI as LoST and the ESRP's config name it (the board's key)."""
     return psap_uri(TOPO.host(host))
+
+
+@asynccontextmanager
+async def chain_of(*args, **kw):
+    """A running chain, closed on the way out; no element may have logged an error."""
+    chain = await open_chain(*args, hangup_after=0.01, **kw)
+    try:
+        yield chain
+    finally:
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
+        await chain.close()
+    assert not errors, errors
 
 
 def invites_at(chain, call_id: str, element: str) -> int:
@@ -50,8 +63,7 @@ def going_down(board, peer):
 
 @pytest.mark.parametrize("set_state", [full_queue, unstaffed, going_down])
 async def test_a_psap_whose_state_says_no_gets_no_invite(set_state):
-    chain = await open_chain(hangup_after=0.01)
-    try:
+    async with chain_of() as chain:
         esrp = chain.esrp
         set_state(esrp.states, uri("psap-manhattan"))
         rec = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
@@ -77,24 +89,17 @@ async def test_a_psap_whose_state_says_no_gets_no_invite(set_state):
         again = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
         assert again.status == 200 and chain.psap_of(again) == "psap-manhattan"
         assert esrp.log.find("route", call_id=again.call_id)[0]["rule"] == "normal"
-    finally:
-        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
-        await chain.close()
-    assert not errors, errors
 
 
 async def test_every_psap_full_still_gets_the_call():
     """States may be stale: with every candidate full the plan is tried as it is."""
-    chain = await open_chain(hangup_after=0.01)
-    try:
+    async with chain_of() as chain:
         esrp = chain.esrp
         for h in ("psap-manhattan", "psap-bronx", "psap-default"):
             full_queue(esrp.states, uri(h))
         rec = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
         assert rec.status == 200 and chain.psap_of(rec) == "psap-manhattan"
         assert esrp.log.find("all_routes_unavailable", call_id=rec.call_id)
-    finally:
-        await chain.close()
 
 
 NIGHT = QueuePolicy(
@@ -114,12 +119,8 @@ NIGHT = QueuePolicy(
 async def test_time_rule_routes_and_failover_names_its_rule():
     # queens is down: the rule's call fails over to queens' alternate, Brooklyn; the long
     # ping timeout keeps the OPTIONS pings from marking queens down first
-    chain = await open_chain(
-        down=("psap-queens",),
-        settings={"esrp": {"policy": (NIGHT,), "failover_timeout": 0.5, "ping_timeout": 30.0}},
-        hangup_after=0.01,
-    )
-    try:
+    settings = {"policy": (NIGHT,), "failover_timeout": 0.5, "ping_timeout": 30.0}
+    async with chain_of(down=("psap-queens",), settings={"esrp": settings}) as chain:
         esrp = chain.esrp
         esrp.clock = lambda: datetime(2024, 6, 3, 23, 15)
         rec = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
@@ -135,8 +136,6 @@ async def test_time_rule_routes_and_failover_names_its_rule():
         day = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
         assert day.status == 200 and chain.psap_of(day) == "psap-manhattan"
         assert esrp.log.find("route", call_id=day.call_id)[0]["rule"] == "normal"
-    finally:
-        await chain.close()
 
 
 @pytest.mark.parametrize("scenario", ["plain", "tls-vsp-psap"])
@@ -146,11 +145,7 @@ async def test_service_and_call_source_rules(scenario):
         uri("psap-manhattan"),
         owner="manhattan.psap.nyc.example",
         rules=(
-            PolicyRule(
-                "other-network",
-                action="default",
-                when={"source": "other-vsp.example"},
-            ),
+            PolicyRule("other-network", action="default", when={"source": "other-vsp.example"}),
             PolicyRule(
                 "police-from-our-vsp",
                 action="route",
@@ -159,12 +154,8 @@ async def test_service_and_call_source_rules(scenario):
             ),
         ),
     )
-    chain = await open_chain(
-        scenario,
-        settings={"esrp": {"policy": (policy,)}, "caller": {"dial": "urn:service:sos.police"}},
-        hangup_after=0.01,
-    )
-    try:
+    settings = {"esrp": {"policy": (policy,)}, "caller": {"dial": "urn:service:sos.police"}}
+    async with chain_of(scenario, settings=settings) as chain:
         rec = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
         assert rec.status == 200 and chain.psap_of(rec) == "psap-queens"
         route = chain.esrp.log.find("route", call_id=rec.call_id)[0]
@@ -172,7 +163,3 @@ async def test_service_and_call_source_rules(scenario):
         assert route["policy_owner"] == "manhattan.psap.nyc.example"
         assert "vsp.example" in route["source"]
         assert route["cause"] == "302"  # RFC 4458 "unconditional", as none was configured
-    finally:
-        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
-        await chain.close()
-    assert not errors, errors
