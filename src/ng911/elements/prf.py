@@ -123,7 +123,8 @@ _HHMM = re.compile(r"\s*([01]\d|2[0-3]):([0-5]\d)\s*")
 
 
 def parse_window(text: str) -> TimeWindow:
-    """ "HH:MM-HH:MM" (24-hour local time); raises ValueError with what is wrong."""
+    """A window from its "HH:MM-HH:MM" text (24-hour local time); ValueError says what is
+    wrong."""
     parts = text.split("-")
     if len(parts) != 2:
         raise ValueError(f"time window {text!r} is not HH:MM-HH:MM")
