@@ -18,11 +18,14 @@ import re
 import tomllib
 import types
 import typing
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self, TypeVar, Union
 
+from ng911.elements.i3state import QUEUE_STATES, SERVICE_STATES
+from ng911.elements.prf import DEFAULT_SKIP_QUEUE, DEFAULT_SKIP_SERVICE, PolicyError, prf_of
 from ng911.errors import Ng911Error
 from ng911.sip.digest import ALGORITHMS as DIGEST_ALGORITHMS
 
@@ -36,7 +39,9 @@ __all__ = [
     "HostEntry",
     "ListenerConfig",
     "OverloadConfig",
+    "PolicyRule",
     "PsapConfig",
+    "QueuePolicy",
     "TlsProfile",
     "VspConfig",
     "load_toml",
@@ -369,6 +374,31 @@ class AlternateRoute(_Plain):
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyRule(_Plain):
+    """One rule of the ESRP's Policy Routing Function (`elements/prf.py` has the language):
+    when every condition of `when` holds (queue_state, service_state, time, weekdays,
+    service, source), do `action` ("normal" | "route" | "overflow" | "default") to
+    `recipient`, logging `cause` (an RFC 4458 cause value or an i3 reason)."""
+
+    name: str
+    action: str = "normal"
+    recipient: str = ""
+    cause: str = ""
+    when: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePolicy(_Plain):
+    """A queue's rules (i3 NormalNextHopRoutePolicy): `queue` is the PSAP URI as LoST
+    returns it, or "*" for every queue (evaluated after the queue's own rules); `owner` is
+    the i3 policyOwner logged (empty = the queue URI's host; the ESRP's domain for "*")."""
+
+    queue: str
+    owner: str = ""
+    rules: tuple[PolicyRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class EsrpConfig(ElementConfig):
     """The ESRP: location → LoST → policy → PSAP, with alternate and default routes."""
 
@@ -403,6 +433,35 @@ class EsrpConfig(ElementConfig):
     default_lat: float = 40.7128  # default location added when the call has none usable
     default_lon: float = -74.0060
     workers: int = 1  # processes sharing the listeners (ng911.node.workers)
+    # Policy Routing Function (elements/prf.py): rules per queue, first match wins; none
+    # configured = LoST URI, its alternates, the default route (as before rules existed)
+    policy: tuple[QueuePolicy, ...] = ()
+    policy_timezone: str = ""  # IANA zone of the rules' `time` windows; "" = the host's
+    # a PSAP whose last i3 state (SUBSCRIBE/NOTIFY, `Esrp.states`) is one of these is tried
+    # after the others, with no INVITE waiting on it first
+    skip_queue_states: tuple[str, ...] = DEFAULT_SKIP_QUEUE
+    skip_service_states: tuple[str, ...] = DEFAULT_SKIP_SERVICE
+
+    def __post_init__(self) -> None:
+        _check_timeouts(self)
+        for what, values, allowed in (
+            ("skip_queue_states", self.skip_queue_states, QUEUE_STATES),
+            ("skip_service_states", self.skip_service_states, SERVICE_STATES),
+        ):
+            bad = [v for v in values if v not in allowed]
+            if bad:
+                raise ConfigError(f"{self.name}: {what}: {bad} not among {', '.join(allowed)}")
+        if self.policy_timezone:
+            try:
+                zoneinfo.ZoneInfo(self.policy_timezone)
+            except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+                raise ConfigError(
+                    f"{self.name}: policy_timezone {self.policy_timezone!r} is not a known zone"
+                ) from None
+        try:
+            prf_of(self)
+        except PolicyError as exc:
+            raise ConfigError(f"{self.name}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,20 +19,30 @@ What NENA i3 (NENA-STA-010 §4.2) asks of the emergency services routing proxy, 
   (`elements/keepalive.py`; the ESRP pings the PSAPs LoST named, the alternates and the
   default route, as Kamailio's `dispatcher` does); when every route is down they are all
   tried anyway, in plan order: a call is never dropped on a stale "down";
-- every decision is logged with its reason, and no call ends without a final answer.
+- after LoST, the Policy Routing Function (`elements/prf.py`) picks the plan: the first
+  matching rule of the queue LoST named (or of "*"), else the built-in rules above; a PSAP
+  whose i3 state (`self.states`, a `StateBoard` filled from its NOTIFYs) says it cannot take
+  a call (queue Full, service Down...) is tried last, so no INVITE waits on it first;
+- every decision is logged with its reason and the PRF rule (i3 policyOwner / policyType),
+  and no call ends without a final answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import zoneinfo
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from ng911.elements.config import EsrpConfig
 from ng911.elements.emergency import fix_resource_priority
 from ng911.elements.health import HealthPolicy, PeerHealth, Transition
+from ng911.elements.i3state import StateBoard
 from ng911.elements.identifiers import add_missing_ids
 from ng911.elements.keepalive import ping
+from ng911.elements.prf import CallFacts, Decision, Prf, evaluate, prf_of, routing_policy_of
 from ng911.elements.proxy import Branch, Proxy, ProxyCall, Target
 from ng911.elements.routing import (
     LocationProblem,
@@ -61,14 +71,7 @@ __all__ = ["Esrp"]
 
 
 def policy_of(cfg: EsrpConfig) -> RoutingPolicy:
-    return RoutingPolicy(
-        default_route=cfg.default_route,
-        alternates=tuple((a.psap, a.alternates) for a in cfg.alternates),
-        sips_policy=cfg.sips_policy,
-        hop_transport=cfg.psap_transport,
-        failover_on=frozenset(cfg.failover_on),
-        failover_classes=frozenset(cfg.failover_classes),
-    )
+    return routing_policy_of(cfg)
 
 
 class Esrp(Proxy):
@@ -84,6 +87,11 @@ class Esrp(Proxy):
         self.lost_seconds = 0.0
         self.health = PeerHealth(self._health_policy())
         self._pinger: asyncio.TimerHandle | None = None
+        # the i3 states of the PSAPs (their NOTIFYs fill it), read by the PRF
+        self.states = StateBoard()
+        # local time of the PRF's time windows (tests replace it)
+        self.clock: Callable[[], datetime] = self._local_now
+        self._prf: tuple[EsrpConfig, Prf] = (config, prf_of(config))
 
     async def close(self) -> None:
         if self._pinger is not None:
@@ -91,6 +99,34 @@ class Esrp(Proxy):
             self._pinger = None
         await self.lost.close()
         await super().close()
+
+    def _local_now(self) -> datetime:
+        tz = self.cfg.policy_timezone
+        return datetime.now(zoneinfo.ZoneInfo(tz)) if tz else datetime.now().astimezone()
+
+    @property
+    def prf(self) -> Prf:
+        """The Policy Routing Function of the current config (recompiled when it changes)."""
+        if self._prf[0] is not self.cfg:
+            self._prf = (self.cfg, prf_of(self.cfg))
+        return self._prf[1]
+
+    def call_source(self, call: ProxyCall) -> frozenset[str]:
+        """Who handed us the call (i3 CallSource: the last network before the ESInet).
+
+        A certificate's SIP identities when the hop is TLS with one (RFC 5922: proven);
+        else the static host table's names of the source address (the configured peers);
+        and the address itself. Not the From domain: the caller writes it, so any caller
+        could claim any network. Host-table names are only as good as the table: several
+        names on one address all match.
+        """
+        src = call.server.source
+        ip = src.address.host
+        names = {n.lower() for n in src.peer_identities}
+        if not names:
+            names = {name for name, addr in self.hosts.items() if addr == ip}
+        names.add(ip.lower())
+        return frozenset(names)
 
     # ---------------------------------------------------------------- PSAP health
 
@@ -246,7 +282,12 @@ class Esrp(Proxy):
             self.lost_seconds += lost_time
         t1 = time.thread_time()
         try:
-            plan = plan_routes(outcome, self.policy)
+            facts = CallFacts(outcome, str(req.uri).lower(), self.call_source(call))
+            decision = evaluate(self.prf, facts, self.states, self.clock())
+            self._log_states(call, decision)
+            plan = decision.plan
+            ordered = self._order_plan(call, plan)
+            first = ordered[0] if ordered else None
             self.log(
                 "route",
                 call_id=call.call_id,
@@ -257,17 +298,42 @@ class Esrp(Proxy):
                 location_source=None if isinstance(where, LocationProblem) else where.source,
                 ids=[ids.call_id, ids.incident_id],
                 notes=notes + ([rp_note] if rp_note else []),
+                recipient=first.uri if first else None,
+                rule=first.rule if first else decision.rule,
+                policy_owner=first.owner if first else decision.owner,
+                policy_type=first.policy_type if first else None,
+                cause=first.cause if first else "",
+                queue=decision.queue,
+                matched=decision.rule,
+                source=sorted(facts.sources),
             )
             self.routed["lost" if isinstance(outcome, LostFound) else "default"] += 1
             if call.cancelled or call.server.final:
                 self.reply(call, 487)
                 return
             call.request = req
-            call.data["plan"], call.data["next"] = self._order_plan(call, plan), 0
+            call.data["plan"], call.data["next"] = ordered, 0
             if not self._try_next(call):
                 self._maybe_finish(call)
         finally:
             self.cpu_seconds += time.thread_time() - t1
+
+    def _log_states(self, call: ProxyCall, decision: Decision) -> None:
+        """What the PSAPs' i3 states did to the plan (the twin of "skip_down" for health)."""
+        if decision.all_unavailable:
+            self.log(
+                "all_routes_unavailable",
+                call_id=call.call_id,
+                states=[f"{uri}: {why}" for uri, why in decision.deferred],
+            )
+        elif decision.deferred:
+            self.log(
+                "skip_state",
+                call_id=call.call_id,
+                skipped=[uri for uri, _ in decision.deferred],
+                states=[why for _, why in decision.deferred],
+                first=decision.plan[0].uri,
+            )
 
     def _service(self, req: Request) -> str:
         """The service URN asked of LoST: `service` for a plain `urn:service:sos` (an
@@ -318,5 +384,8 @@ class Esrp(Proxy):
             status=status if status is not None else "no answer",
             next=plan[nxt].uri,
             reason=plan[nxt].reason,
+            rule=plan[nxt].rule,
+            policy_owner=plan[nxt].owner,
+            cause=plan[nxt].cause,
         )
         return self._try_next(call)

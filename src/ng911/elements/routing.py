@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ng911.errors import Ng911Error
 from ng911.location.civic import CivicAddress
@@ -36,6 +36,7 @@ from ng911.sip.message import Request
 from ng911.sip.uri import SipURI, parse_uri
 
 __all__ = [
+    "ROUTE_POLICY_TYPE",
     "CallLocation",
     "LocationProblem",
     "LostFound",
@@ -43,13 +44,16 @@ __all__ = [
     "LostOutcome",
     "LostUnreachable",
     "NoLocation",
+    "PlanBuilder",
     "RouteCandidate",
     "RoutingPolicy",
     "add_default_location",
     "apply_hop_policy",
     "extract_location",
+    "normal_next_hop",
     "pick_sip_uri",
     "plan_routes",
+    "same_uri",
     "should_fail_over",
 ]
 
@@ -279,6 +283,11 @@ class NoLocation:
 LostOutcome = LostFound | LostNotFound | LostUnreachable | NoLocation
 
 
+# the i3 Policy Store's policyType of the rules evaluated after LoST, per queue
+# (NENA-STA-010.3 Policy Type registry; policyQueueName = the NormalNextHop's URI)
+ROUTE_POLICY_TYPE = "NormalNextHopRoutePolicy"
+
+
 @dataclass(frozen=True, slots=True)
 class RoutingPolicy:
     """The ESRP's routing configuration (built from `EsrpConfig`)."""
@@ -289,27 +298,36 @@ class RoutingPolicy:
     hop_transport: str = ""  # "" (as the URI says) | "udp" | "tcp" | "tls"
     failover_on: frozenset[int] = frozenset({408, 480, 486})
     failover_classes: frozenset[int] = frozenset({5, 6})
+    owner: str = ""  # i3 policyOwner of the built-in rules: the ESRP's domain
 
     def alternates_of(self, uri: str) -> tuple[str, ...]:
         for psap, alts in self.alternates:
-            if _same_uri(psap, uri):
+            if same_uri(psap, uri):
                 return alts
         return ()
 
 
 @dataclass(frozen=True, slots=True)
 class RouteCandidate:
+    """One next hop of a plan: why it is there, and the PRF rule (`elements/prf.py`) that put
+    it there with that rule's i3 policyOwner / policyType and cause (for the log)."""
+
     uri: str
     reason: str
+    rule: str = ""
+    owner: str = ""
+    policy_type: str = ROUTE_POLICY_TYPE
+    cause: str = ""
 
 
-def _same_uri(a: str, b: str) -> bool:
+def same_uri(a: str, b: str) -> bool:
+    """One PSAP named two ways? Compared ignoring scheme and transport, which the hop policy
+    may have changed (LoST and the config say `sip:`, the plan may say `sips:`)."""
     try:
         ua, ub = parse_uri(a), parse_uri(b)
     except Ng911Error:
         return a == b
     if isinstance(ua, SipURI) and isinstance(ub, SipURI):
-        # compare ignoring scheme and transport: the policy may have upgraded one of them
         return (ua.user, ua.host, ua.port) == (ub.user, ub.host, ub.port)
     return a == b
 
@@ -328,6 +346,13 @@ def pick_sip_uri(uris: Iterable[str], *, prefer_secure: bool = False) -> str | N
             if u.lower().startswith("sips:"):
                 return u
     return sip[0]
+
+
+def normal_next_hop(outcome: LostOutcome, policy: RoutingPolicy) -> str | None:
+    """The SIP URI LoST mapped the call to (i3's NormalNextHop), None when LoST gave none."""
+    if not isinstance(outcome, LostFound):
+        return None
+    return pick_sip_uri(outcome.uris, prefer_secure=policy.hop_transport == "tls")
 
 
 def apply_hop_policy(uri: str, policy: RoutingPolicy) -> tuple[str, str | None]:
@@ -364,43 +389,69 @@ def apply_hop_policy(uri: str, policy: RoutingPolicy) -> tuple[str, str | None]:
     return new, "; ".join(notes) or None
 
 
-def plan_routes(outcome: LostOutcome, policy: RoutingPolicy) -> list[RouteCandidate]:
-    """The ordered next hops to try for one call, each with its reason."""
-    out: list[RouteCandidate] = []
-    skipped: list[str] = []
+class PlanBuilder:
+    """Collects a plan's candidates: hop policy applied, duplicates dropped (a PSAP is tried
+    once per call), URIs the sips policy refuses noted on the first candidate."""
 
-    def add(uri: str, reason: str) -> None:
+    def __init__(self, policy: RoutingPolicy) -> None:
+        self.policy = policy
+        self.out: list[RouteCandidate] = []
+        self.skipped: list[str] = []
+
+    def add(self, uri: str, reason: str, rule: str, *, owner: str = "", cause: str = "") -> None:
         try:
-            new, note = apply_hop_policy(uri, policy)
+            new, note = apply_hop_policy(uri, self.policy)
         except SipsPolicyError as exc:
-            skipped.append(f"{uri} skipped: {exc}")
+            self.skipped.append(f"{uri} skipped: {exc}")
             return
-        if any(_same_uri(c.uri, new) for c in out):
+        if any(same_uri(c.uri, new) for c in self.out):
             return
-        out.append(RouteCandidate(new, f"{reason}; {note}" if note else reason))
+        why = f"{reason}; {note}" if note else reason
+        self.out.append(
+            RouteCandidate(new, why, rule, owner or self.policy.owner, ROUTE_POLICY_TYPE, cause)
+        )
 
+    def add_alternates(self, uri: str, reason: str) -> None:
+        """`uri`'s configured alternates, in order (built-in rule "alternate")."""
+        for alt in self.policy.alternates_of(uri):
+            self.add(alt, f"{reason} {uri}", "alternate")
+
+    def add_default(self, reason: str) -> None:
+        """The default route and its alternates: the end of every plan (rule "default-route"),
+        so that no call is left without a PSAP to try."""
+        default = self.policy.default_route
+        self.add(default, reason, "default-route")
+        self.add_alternates(default, "alternate of default route")
+
+    def plan(self) -> list[RouteCandidate]:
+        out = list(self.out)
+        if self.skipped and out:
+            first = out[0]
+            out[0] = replace(first, reason=f"{first.reason}; {'; '.join(self.skipped)}")
+        return out
+
+
+def plan_routes(outcome: LostOutcome, policy: RoutingPolicy) -> list[RouteCandidate]:
+    """The ordered next hops to try for one call, each with its reason: the built-in rule set
+    of the PRF (what an ESRP does with no rules configured). Rules "normal" (the LoST URI),
+    "alternate" (its alternates), "default-route" (the default route, then its alternates)."""
+    b = PlanBuilder(policy)
     if isinstance(outcome, LostFound):
-        uri = pick_sip_uri(outcome.uris, prefer_secure=policy.hop_transport == "tls")
+        uri = normal_next_hop(outcome, policy)
         if uri is None:
-            add(policy.default_route, f"LoST mapping has no SIP URI ({', '.join(outcome.uris)})")
+            b.add_default(f"LoST mapping has no SIP URI ({', '.join(outcome.uris)})")
         else:
             src = f" from {outcome.source}" if outcome.source else ""
-            add(uri, f"LoST mapping{src}")
-            for alt in policy.alternates_of(uri):
-                add(alt, f"alternate of {uri}")
-            add(policy.default_route, "default route after alternates")
+            b.add(uri, f"LoST mapping{src}", "normal")
+            b.add_alternates(uri, "alternate of")
+            b.add_default("default route after alternates")
     elif isinstance(outcome, LostNotFound):
-        add(policy.default_route, f"LoST notFound: {outcome.reason}")
+        b.add_default(f"LoST notFound: {outcome.reason}")
     elif isinstance(outcome, LostUnreachable):
-        add(policy.default_route, f"LoST unreachable: {outcome.reason}")
+        b.add_default(f"LoST unreachable: {outcome.reason}")
     else:
-        add(policy.default_route, f"no usable location: {outcome.reason}")
-    for alt in policy.alternates_of(policy.default_route):
-        add(alt, f"alternate of default route {policy.default_route}")
-    if skipped and out:
-        first = out[0]
-        out[0] = RouteCandidate(first.uri, f"{first.reason}; {'; '.join(skipped)}")
-    return out
+        b.add_default(f"no usable location: {outcome.reason}")
+    return b.plan()
 
 
 def should_fail_over(status: int | None, policy: RoutingPolicy) -> bool:
