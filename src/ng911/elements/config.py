@@ -443,6 +443,7 @@ class PsapConfig(ElementConfig):
     test_call_limit: int = 2
     test_calls_when_busy: bool = False
     test_call_max: float = 30.0
+    rtp_host: str = "127.0.0.1"  # where a test call's media port is bound (and its SDP says)
 
 
 @dataclass(frozen=True, slots=True)

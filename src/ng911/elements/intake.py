@@ -7,13 +7,14 @@ element mark the call with a service URN and an `esnet` priority; a conformance 
 calls that were answered 400/404/416 instead. Pure functions over `ng911.sip` values; the
 elements log each `Correction` as an `intake_corrected` event.
 
-| Request-URI                              | VSP (originating BCF)       | ESRP                   |
-|------------------------------------------|-----------------------------|------------------------|
-| `urn:service:sos`, registered sub-service| emergency, as written       | same                   |
-| `urn:service:SOS`, `sos.bogus`, `sos;x`  | `urn:service:sos` (logged)  | same                   |
-| `sip:911@…`, `tel:911` (the dial plan)   | `urn:service:sos` (logged)  | same                   |
-| `urn:service:test.sos[.sub]`             | test call, no esnet priority| same                   |
-| anything else (`sip:alice@…`, `counseling`)| a normal call, untouched | `urn:service:sos`, rule `non-emergency-at-esrp` |
+- `urn:service:sos` or a registered sub-service: an emergency call, as written (both);
+- `urn:service:SOS`, `urn:service:sos.bogus`, `urn:service:sos;x`: `urn:service:sos`
+  (rules service-urn-case, unknown-sub-service, invalid-service-urn; both);
+- `sip:911@…`, `tel:911`, `urn:service:911` (the dial plan): `urn:service:sos`, rule
+  dial-string (both);
+- `urn:service:test.sos[.sub]`: a test call, routed without `esnet` priority (both);
+- anything else (`sip:alice@…`, `urn:service:counseling`): a normal call at the VSP,
+  untouched; at the ESRP `urn:service:sos`, rule non-emergency-at-esrp.
 
 At the VSP a normal call stays a normal call: only the dial plan and the service URNs make
 an emergency call (a VSP that turned a mistyped number into a 911 call would flood PSAPs).
