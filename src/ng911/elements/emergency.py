@@ -40,6 +40,7 @@ __all__ = [
     "is_test_service",
     "rewrite_emergency",
     "service_of_urn",
+    "tested_service",
 ]
 
 SOS = "urn:service:sos"
@@ -141,6 +142,15 @@ def service_of_urn(uri: URN) -> ServiceMatch | None:
 def is_test_service(service: str) -> bool:
     """`urn:service:test.sos` or one of its sub-services (RFC 6881 §15)."""
     return service.lower().startswith(TEST_SOS)
+
+
+def tested_service(service: str) -> str:
+    """The emergency service a test call tests (`urn:service:test.sos.fire` →
+    `urn:service:sos.fire`), asked of LoST so that the test call reaches the PSAP the
+    emergency call would; any other service as it is."""
+    if is_test_service(service):
+        return "urn:service:" + service.lower().removeprefix("urn:service:test.")
+    return service
 
 
 @dataclass(frozen=True, slots=True)

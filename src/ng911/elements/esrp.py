@@ -36,7 +36,7 @@ import time
 from typing import Any
 
 from ng911.elements.config import EsrpConfig
-from ng911.elements.emergency import DialPlan, rewrite_emergency
+from ng911.elements.emergency import DialPlan, rewrite_emergency, tested_service
 from ng911.elements.health import HealthPolicy, PeerHealth, Transition
 from ng911.elements.identifiers import add_missing_ids
 from ng911.elements.intake import Intake, priority_correction, take_in
@@ -302,9 +302,7 @@ class Esrp(Proxy):
         ESInet may ask its ECRF for `urn:emergency:service:sos`), a sub-service as called;
         a test call's (`urn:service:test.sos[.sub]`) is the emergency service it tests,
         so that it reaches the PSAP the emergency call would (RFC 6881 §15)."""
-        uri = str(req.uri).lower()
-        if uri.startswith("urn:service:test."):
-            uri = "urn:service:" + uri.removeprefix("urn:service:test.")
+        uri = tested_service(str(req.uri).lower())
         return self.cfg.service if uri == "urn:service:sos" else uri
 
     def _try_next(self, call: ProxyCall) -> bool:

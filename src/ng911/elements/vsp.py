@@ -26,7 +26,13 @@ from typing import Any
 
 from ng911.elements.auth import Authenticator, Denied
 from ng911.elements.config import VspConfig
-from ng911.elements.emergency import DialPlan, classify, is_test_service, rewrite_emergency
+from ng911.elements.emergency import (
+    DialPlan,
+    classify,
+    is_test_service,
+    rewrite_emergency,
+    tested_service,
+)
 from ng911.elements.intake import priority_correction, take_in, user_part_problem
 from ng911.elements.proxy import Proxy, ProxyCall, Target
 from ng911.elements.registrar import Registrar
@@ -82,7 +88,8 @@ class VspProxy(Proxy):
         uri: str | None = None
         if isinstance(where, CallLocation):
             try:
-                res = await self.lost.find_service(where.location, str(call.request.uri))
+                service = tested_service(str(call.request.uri))
+                res = await self.lost.find_service(where.location, service)
                 uri = pick_sip_uri(res.uris)
                 if uri is None:
                     reason = "own LoST answer has no SIP URI"
