@@ -3,9 +3,9 @@ malformed input. Short timers keep every test to about a second."""
 
 import asyncio
 import dataclasses
-import socket
 
 import pytest
+from udp_probe import udp_exchange
 
 from ng911.net.events import MessageEvent
 from ng911.sip.parse import parse_message
@@ -184,17 +184,6 @@ async def test_bye_from_the_call_taker():
         errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
         await chain.close()
     assert not errors, errors
-
-
-def udp_exchange(addr: tuple[str, int], data: bytes, timeout: float = 2.0) -> bytes:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(timeout)
-        s.bind(("127.0.0.1", 0))
-        s.sendto(data, addr)
-        while True:  # bounded by the socket timeout
-            reply, _ = s.recvfrom(65535)
-            if not reply.startswith(b"SIP/2.0 100"):
-                return reply
 
 
 def raw_request(

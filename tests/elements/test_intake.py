@@ -4,9 +4,9 @@ is an emergency call, each correction logged; the pure rules first, then over re
 
 import asyncio
 import dataclasses
-import socket
 
 import pytest
+from udp_probe import udp_exchange
 
 from ng911.elements.emergency import DialPlan, service_of_urn
 from ng911.elements.intake import priority_correction, take_in, user_part_problem
@@ -104,17 +104,6 @@ def test_user_part_problem():
 
 
 # ------------------------------------------------------------------ over real sockets
-
-
-def udp_exchange(addr, data: bytes, timeout: float = 2.0) -> bytes:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(timeout)
-        s.bind(("127.0.0.1", 0))
-        s.sendto(data, addr)
-        while True:  # bounded by the socket timeout
-            reply, _ = s.recvfrom(65535)
-            if not reply.startswith(b"SIP/2.0 100"):
-                return reply
 
 
 def raw(method: str, ruri: str, call_id: str) -> bytes:
