@@ -432,6 +432,14 @@ class EsrpConfig(ElementConfig):
     up_after: int = 1
     default_lat: float = 40.7128  # default location added when the call has none usable
     default_lon: float = -74.0060
+    # intake (elements/intake.py): every INVITE reaching the ESRP is routed as an emergency
+    # call (NENA-STA-010.3 §4.2); the dial plan only names the rule logged for `sip:911@…`
+    country: str = "US"
+    dial_strings: tuple[str, ...] = ()  # empty = the country's defaults (emergency.DIAL_STRINGS)
+    # hosts (names in `hosts` or IP addresses) whose INVITEs to a non-emergency URI are
+    # proxied as they are, i.e. the PSAPs' callbacks (RFC 7090); empty = none: such an
+    # INVITE from anyone else is an emergency call that reached the ESRP
+    callbacks_from: tuple[str, ...] = ()
     workers: int = 1  # processes sharing the listeners (ng911.node.workers)
     # Policy Routing Function (elements/prf.py): rules per queue, first match wins; none
     # configured = LoST URI, its alternates, the default route (as before rules existed)
@@ -485,6 +493,16 @@ class PsapConfig(ElementConfig):
     # ESRPs: a spoofed INVITE sent straight to psapd from elsewhere gets 403 (empty = any)
     calls_from: tuple[str, ...] = ()
     call_log: str = ""  # JSON lines per call; empty = the element log
+    # `urn:service:test.sos` test calls (RFC 6881 §15): psapd answers them itself, never a
+    # call taker. Off: 404. More than `test_call_limit` at once: 486 (NENA: the PSAP may
+    # limit test calls). `test_calls_when_busy` off: 486 too while a call waits in the
+    # queue or every call taker is busy (the PSAP may refuse tests under load). A test
+    # call is hung up (BYE) after `test_call_max` seconds if the caller has not.
+    test_calls: bool = True
+    test_call_limit: int = 2
+    test_calls_when_busy: bool = False
+    test_call_max: float = 30.0
+    rtp_host: str = "127.0.0.1"  # where a test call's media port is bound (and its SDP says)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,12 @@ so the originating network rewrites the call once, at its edge (RFC 6881 §8, NE
 - Request-URI and To become `urn:service:sos` (a sub-service such as `urn:service:sos.fire`
   is kept as dialled);
 - `Resource-Priority: esnet.1` is added (RFC 7135 §2 "esnet" namespace, priorities 0–4);
-  an invalid esnet value is replaced, other namespaces' well-formed values are kept.
+  an invalid esnet value is replaced, other namespaces' well-formed values are kept;
+- a service URN of the `sos` family that is not a registered one (`urn:service:sos.bogus`,
+  `urn:service:sos;x`) is read as `urn:service:sos`: the caller asked for help, and an
+  ECRF knows no mapping for the unknown service (`service_of_urn`);
+- `urn:service:test.sos` (RFC 6881 §15, the IANA `test` service) is a test call: routed like
+  an emergency call, but without emergency priority.
 
 Pure functions: no I/O, the request is copied, never changed in place.
 """
@@ -20,19 +25,26 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ng911.sip.message import Request
-from ng911.sip.uri import URN, AbsoluteURI, SipURI, TelURI, parse_name_addr
+from ng911.sip.uri import URN, AbsoluteURI, SipURI, TelURI, parse_name_addr, parse_uri
 
 __all__ = [
     "DIAL_STRINGS",
     "SOS",
+    "SOS_SUB_SERVICES",
+    "TEST_SOS",
     "DialPlan",
     "EmergencyRewrite",
+    "ServiceMatch",
     "classify",
     "fix_resource_priority",
+    "is_test_service",
     "rewrite_emergency",
+    "service_of_urn",
+    "tested_service",
 ]
 
 SOS = "urn:service:sos"
+TEST_SOS = "urn:service:test.sos"
 RESOURCE_PRIORITY = "esnet.1"
 
 # Emergency dial strings per country (ITU-T E.161 / national numbering plans). 112 is
@@ -52,9 +64,93 @@ DIAL_STRINGS: dict[str, tuple[str, ...]] = {
     "JP": ("110", "119"),
 }
 
+# The registered sub-services of `sos` (IANA "Service URN Labels": RFC 5031 §4.2, RFC 8147).
+SOS_SUB_SERVICES: frozenset[str] = frozenset(
+    {
+        "ambulance",
+        "animal-control",
+        "ecall",
+        "ecall.automatic",
+        "ecall.manual",
+        "fire",
+        "gas",
+        "marine",
+        "mountain",
+        "physician",
+        "poison",
+        "police",
+    }
+)
+
 _VISUAL = re.compile(r"[-.() ]")  # RFC 3966 §5.1.1 visual separators
 _RP_VALUE = re.compile(r"^[A-Za-z0-9!%*_+`'~-]+\.[A-Za-z0-9!%*_+`'~-]+$")  # RFC 4412 §3.1 r-value
 _ESNET = re.compile(r"^esnet\.[0-4]$", re.IGNORECASE)  # RFC 7135 §2
+_SOS_FAMILY = re.compile(r"sos(?![a-z0-9-])")  # `sos`, then the end or a non-label character
+_SERVICE = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceMatch:
+    """What an emergency (or test) service URN is read as.
+
+    `rule` names the correction made (None: the URN stands as written): "service-urn-case"
+    (`urn:service:SOS`), "unknown-sub-service" (well formed but not registered),
+    "invalid-service-urn" (not an RFC 5031 service name at all: `sos;x`, `sos..`).
+    """
+
+    service: str
+    rule: str | None = None
+    test: bool = False
+
+
+def _sos_family(nss: str, prefix: str) -> ServiceMatch | None:
+    """`nss` (lower case) read as an `sos` service under `prefix` (`urn:service:` or
+    `urn:service:test.`); None when it is not of the `sos` family."""
+    if not _SOS_FAMILY.match(nss):
+        return None
+    test = prefix.endswith("test.")
+    if nss == "sos" or (nss.startswith("sos.") and nss[4:] in SOS_SUB_SERVICES):
+        return ServiceMatch(prefix + nss, None, test)
+    rule = "unknown-sub-service" if _SERVICE.fullmatch(nss) else "invalid-service-urn"
+    return ServiceMatch(prefix + "sos", rule, test)
+
+
+def service_of_urn(uri: URN) -> ServiceMatch | None:
+    """The emergency or test service a URN asks for; None for any other URN.
+
+    `urn:service:sos` and its registered sub-services stand (lower-cased: RFC 5031 §3 URNs
+    compare case-insensitively); an unregistered or malformed member of the `sos` family is
+    `urn:service:sos`; `urn:service:test.sos[.sub]` is a test call (RFC 6881 §15), read the
+    same way; NENA i3's `urn:emergency:service:sos*` (ESInet-internal) stands as written.
+    """
+    nss = uri.nss.lower()
+    if uri.nid == "emergency":
+        if nss.startswith("service:") and _SOS_FAMILY.match(nss[8:]):
+            return ServiceMatch(str(uri))
+        return None
+    if uri.nid != "service":
+        return None
+    if nss.startswith("test."):
+        match = _sos_family(nss[5:], "urn:service:test.")
+    else:
+        match = _sos_family(nss, "urn:service:")
+    if match is not None and match.rule is None and match.service != str(uri):
+        return ServiceMatch(match.service, "service-urn-case", match.test)
+    return match
+
+
+def is_test_service(service: str) -> bool:
+    """`urn:service:test.sos` or one of its sub-services (RFC 6881 §15)."""
+    return service.lower().startswith(TEST_SOS)
+
+
+def tested_service(service: str) -> str:
+    """The emergency service a test call tests (`urn:service:test.sos.fire` →
+    `urn:service:sos.fire`), asked of LoST so that the test call reaches the PSAP the
+    emergency call would; any other service as it is."""
+    if is_test_service(service):
+        return "urn:service:" + service.lower().removeprefix("urn:service:test.")
+    return service
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,17 +176,16 @@ def _digits(text: str) -> str:
 def classify(uri: object, plan: DialPlan) -> str | None:
     """The service URN an emergency Request-URI maps to, or None for a normal call.
 
-    Recognised: `urn:service:sos` and its sub-services (RFC 5031 §4.2, kept as dialled),
-    `urn:service:911`-style URNs naming a dial string, `tel:911` (RFC 3966), and
-    `sip:911@any-domain` / `sip:911;phone-context=...@domain;user=phone` (RFC 3261 §19.1.6).
+    Recognised: `urn:service:sos` and its sub-services (RFC 5031 §4.2, as `service_of_urn`
+    reads them), the test service `urn:service:test.sos` (RFC 6881 §15), `urn:service:911`
+    -style URNs naming a dial string, `tel:911` (RFC 3966), and `sip:911@any-domain` /
+    `sip:911;phone-context=...@domain;user=phone` (RFC 3261 §19.1.6).
     """
     if isinstance(uri, URN):
-        if uri.nid.lower() != "service":
-            return None
-        nss = uri.nss.lower()
-        if nss == "sos" or nss.startswith("sos."):
-            return f"urn:service:{nss}"
-        if nss in plan.dial_strings:
+        match = service_of_urn(uri)
+        if match is not None:
+            return match.service
+        if uri.nid == "service" and uri.nss.lower() in plan.dial_strings:
             return SOS
         return None
     if isinstance(uri, TelURI):
@@ -149,18 +244,25 @@ class EmergencyRewrite:
 
 
 def rewrite_emergency(
-    request: Request, service: str, *, in_place: bool = False
+    request: Request,
+    service: str,
+    *,
+    in_place: bool = False,
+    rewrite_to: bool = True,
+    priority: bool = True,
 ) -> EmergencyRewrite:
     """Rewrite an INVITE recognised as an emergency call (see module docstring).
 
     The input is not modified (unless `in_place`: a proxy rewriting its own copy);
-    every other header and the body are kept as they are.
+    every other header and the body are kept as they are. `rewrite_to=False` leaves To as
+    the caller wrote it (the ESRP: only the originating network rewrites it);
+    `priority=False` leaves Resource-Priority alone (a test call has no emergency priority).
     """
     out = request if in_place else request.copy()
     changes: list[str] = []
-    target = URN("service", service.split(":", 2)[2])
+    target = parse_uri(service)
     old_uri = request.uri
-    to_raw = request.headers.get("To")
+    to_raw = request.headers.get("To") if rewrite_to else None
     if str(old_uri) != service:
         changes.append(f"Request-URI {old_uri} -> {service}")
         out.uri = target
@@ -169,8 +271,9 @@ def rewrite_emergency(
         if str(to.uri) != service:
             out.headers.set("To", str(dataclasses.replace(to, uri=target)))
             changes.append(f"To {to.uri} -> {service}")
-    rp, note = fix_resource_priority(request.headers.get_all("Resource-Priority"))
-    if note is not None:
-        out.headers.set("Resource-Priority", rp)
-        changes.append(note)
+    if priority:
+        rp, note = fix_resource_priority(request.headers.get_all("Resource-Priority"))
+        if note is not None:
+            out.headers.set("Resource-Priority", rp)
+            changes.append(note)
     return EmergencyRewrite(out, service, tuple(changes))

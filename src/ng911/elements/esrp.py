@@ -2,6 +2,13 @@
 
 What NENA i3 (NENA-STA-010 §4.2) asks of the emergency services routing proxy, and how:
 
+- intake (`intake.py`): every INVITE reaching the ESRP is routed as an emergency call. A
+  dialled `sip:911@…`/`tel:911`, a malformed or unregistered `urn:service:sos…`, or any
+  other URI (`sip:alice@…`, rule `non-emergency-at-esrp`) becomes `urn:service:sos` in the
+  Request-URI, a missing or invalid Resource-Priority `esnet.1`, each change logged as
+  `intake_corrected`; a `urn:service:test.sos` test call is routed like the emergency call
+  it tests (LoST asked for the `sos` service) without priority. Only an INVITE from a
+  `callbacks_from` host (a PSAP's callback) to a non-emergency URI passes through as is;
 - the location is taken from the call (`routing.extract_location`); a missing, garbled or
   undereferenceable one never stops the call: the default route, a default location added
   (first Geolocation value, its own PIDF-LO part), the original headers and body kept;
@@ -37,10 +44,11 @@ from datetime import datetime
 from typing import Any
 
 from ng911.elements.config import EsrpConfig
-from ng911.elements.emergency import fix_resource_priority
+from ng911.elements.emergency import DialPlan, rewrite_emergency, tested_service
 from ng911.elements.health import HealthPolicy, PeerHealth, Transition
 from ng911.elements.i3state import StateBoard
 from ng911.elements.identifiers import add_missing_ids
+from ng911.elements.intake import Intake, priority_correction, take_in
 from ng911.elements.keepalive import ping
 from ng911.elements.prf import CallFacts, Decision, Prf, evaluate, prf_of, routing_policy_of
 from ng911.elements.proxy import Branch, Proxy, ProxyCall, Target
@@ -65,7 +73,7 @@ from ng911.lost.errors import LostClientError
 from ng911.lost.errors import LostNotFound as LostNotFoundError
 from ng911.sip.message import Request, Response
 from ng911.sip.transaction import State
-from ng911.sip.uri import URN, SipURI, parse_uri
+from ng911.sip.uri import SipURI, parse_uri
 
 __all__ = ["Esrp"]
 
@@ -82,6 +90,7 @@ class Esrp(Proxy):
         super().__init__(config, **kw)
         self.cfg = config
         self.policy = policy_of(config)
+        self.dial_plan = DialPlan.for_country(config.country, config.dial_strings)
         self.lost = lost
         self.routed: dict[str, int] = {"lost": 0, "alternate": 0, "default": 0}
         self.lost_seconds = 0.0
@@ -223,13 +232,35 @@ class Esrp(Proxy):
 
     def route(self, call: ProxyCall) -> None:
         uri = call.request.uri
-        if call.request.method == "INVITE" and isinstance(uri, URN) and uri.is_emergency:
-            self.spawn(self._route_emergency(call))
-            return
+        if call.request.method == "INVITE":
+            intake = take_in(call.request, self.dial_plan, at_esrp=True)
+            if intake is not None and not (intake.non_emergency and self._is_callback(call)):
+                self._take_in(call, intake)
+                self.spawn(self._route_emergency(call))
+                return
         if isinstance(uri, SipURI) and not self.is_own(uri):
-            super().route(call)  # e.g. a PSAP's callback passing through
+            super().route(call)  # a PSAP's callback passing through, a non-INVITE
             return
         self.reply(call, 404, "Not an emergency call")
+
+    def _take_in(self, call: ProxyCall, intake: Intake) -> None:
+        """Apply the intake rules to our copy of the request (Request-URI; Resource-Priority
+        but on a test call) and log each correction (`intake_corrected`)."""
+        req = call.request
+        fixes = list(intake.corrections)
+        if not intake.test:
+            rp, fix = priority_correction(req.headers.get_all("Resource-Priority"))
+            if fix is not None:
+                req.headers.set("Resource-Priority", rp)
+                fixes.append(fix)
+        rewrite_emergency(req, intake.service, in_place=True, rewrite_to=False, priority=False)
+        for fix in fixes:
+            self.log("intake_corrected", call_id=call.call_id, **fix.fields())
+
+    def _is_callback(self, call: ProxyCall) -> bool:
+        """An INVITE from a `callbacks_from` host (by name in `hosts`, or address)."""
+        allowed = {self.hosts.get(h.lower(), h) for h in self.cfg.callbacks_from}
+        return call.server.source.address.host in allowed
 
     async def _route_emergency(self, call: ProxyCall) -> None:
         try:
@@ -252,9 +283,6 @@ class Esrp(Proxy):
         req = call.request.copy()
         where = extract_location(req)
         ids, notes = add_missing_ids(req, self.fqdn)
-        rp, rp_note = fix_resource_priority(req.headers.get_all("Resource-Priority"))
-        if rp_note is not None:
-            req.headers.set("Resource-Priority", rp)
         outcome: LostOutcome
         lost_time = 0.0
         if isinstance(where, LocationProblem):
@@ -297,7 +325,7 @@ class Esrp(Proxy):
                 reason=plan[0].reason if plan else None,
                 location_source=None if isinstance(where, LocationProblem) else where.source,
                 ids=[ids.call_id, ids.incident_id],
-                notes=notes + ([rp_note] if rp_note else []),
+                notes=notes,
                 recipient=first.uri if first else None,
                 rule=first.rule if first else decision.rule,
                 policy_owner=first.owner if first else decision.owner,
@@ -337,8 +365,10 @@ class Esrp(Proxy):
 
     def _service(self, req: Request) -> str:
         """The service URN asked of LoST: `service` for a plain `urn:service:sos` (an
-        ESInet may ask its ECRF for `urn:emergency:service:sos`), a sub-service as called."""
-        uri = str(req.uri).lower()
+        ESInet may ask its ECRF for `urn:emergency:service:sos`), a sub-service as called;
+        a test call's (`urn:service:test.sos[.sub]`) is the emergency service it tests,
+        so that it reaches the PSAP the emergency call would (RFC 6881 §15)."""
+        uri = tested_service(str(req.uri).lower())
         return self.cfg.service if uri == "urn:service:sos" else uri
 
     def _try_next(self, call: ProxyCall) -> bool:

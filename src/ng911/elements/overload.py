@@ -44,6 +44,7 @@ import random as _random
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from ng911.elements.config import OverloadConfig
 from ng911.sip.priority import Priority, classify
@@ -261,7 +262,7 @@ class RejectedRequests:
         return len(self._keys)
 
 
-LogRecord = tuple[str, dict[str, object]]
+LogRecord = tuple[str, dict[str, Any]]  # (what, fields) for EventLog(what, **fields)
 
 
 class Admission:

@@ -19,6 +19,13 @@ What a few packets must not wedge:
   the host that holds the AOR's unexpired binding: a spoofed REGISTER cannot steal calls;
 - a BYE frees the taker only when its tags are those of the call's dialog;
 - with `calls_from` set, only those hosts (the ESRPs) may start a call at all.
+
+Test calls (`urn:service:test.sos`, RFC 6881 §15, `testcall.py`): psapd answers them itself
+as a UAS (200 with an SDP answer on a bound port and NENA's text/plain part; 2xx
+retransmitted until the ACK, `sip.dialog.AckWait`; BYE answered, or sent after
+`test_call_max`); they never enter the ACD, so no call taker is offered or held by one.
+Each answer is logged `test_call`, each refusal (404 disabled, 486 over `test_call_limit`
+or while the PSAP is busy) `test_call_refused`.
 """
 
 from __future__ import annotations
@@ -41,18 +48,24 @@ from ng911.elements.acd import (
 )
 from ng911.elements.binding_store import BindingStore
 from ng911.elements.config import PsapConfig
+from ng911.elements.emergency import is_test_service
+from ng911.elements.media import RtpPort, sdp
 from ng911.elements.proxy import Branch, Proxy, ProxyCall, Target
 from ng911.elements.registrar import Registrar, aor_key
 from ng911.elements.registration import answer_register
 from ng911.elements.routing import CallLocation, extract_location
 from ng911.elements.runtime import ServerCtx
+from ng911.elements.testcall import TestCallPolicy, answer_body, refusal
 from ng911.errors import Ng911Error
 from ng911.location.civic import CivicAddress
 from ng911.location.geodetic import reference_point
 from ng911.net.address import Source
-from ng911.sip.headers import new_branch
+from ng911.sip.body import find_part
+from ng911.sip.dialog import AckWait, Dialog, DialogError
+from ng911.sip.headers import new_branch, new_tag, parse_via
 from ng911.sip.message import Request, Response
-from ng911.sip.uri import URI, parse_name_addr
+from ng911.sip.transaction import Action, CancelTimer, Send, StartTimer, Timeout
+from ng911.sip.uri import URI, URN, NameAddr, parse_name_addr
 
 __all__ = ["CallLogEntry", "Psapd"]
 
@@ -97,6 +110,28 @@ class _Answered:
     timer: asyncio.TimerHandle
 
 
+@dataclass(eq=False, slots=True)
+class _TestCall:
+    """A test call psapd answers itself (RFC 6881 §15)."""
+
+    call_id: str
+    source: Source
+    dialog: Dialog | None = None
+    rtp: RtpPort | None = None
+    wait: AckWait | None = None  # the 2xx's retransmission until its ACK
+    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+
+
+def _has_sdp(req: Request) -> bool:
+    ctype = req.headers.get("Content-Type")
+    if not ctype or not req.body:
+        return False
+    try:
+        return find_part(ctype, req.body, mime="application/sdp") is not None
+    except Ng911Error:
+        return False
+
+
 class Psapd(Proxy):
     role = "psap"
 
@@ -115,6 +150,8 @@ class Psapd(Proxy):
         self._awaiting_ack: dict[str, _Answered] = {}
         self._origin: dict[str, str] = {}  # AOR -> host its binding was registered from
         self._allowed = frozenset(self._aor_of(a) for a in config.takers)
+        self.tests: dict[str, _TestCall] = {}  # test calls being answered or up, by Call-ID
+        self.test_calls_answered = 0
         self.store: BindingStore | None = None
         if config.registrations:
             self.store = BindingStore(config.registrations)
@@ -145,6 +182,8 @@ class Psapd(Proxy):
             self.log("registrations_reloaded", takers=aors, path=str(store.path))
 
     async def close(self) -> None:
+        for test in list(self.tests.values()):
+            self._end_test(test, "psapd closing", bye=False)
         for a in self._awaiting_ack.values():
             a.timer.cancel()
         self._awaiting_ack.clear()
@@ -181,6 +220,10 @@ class Psapd(Proxy):
                 except Exception as exc:  # a full disk must not stop call takers registering
                     self.log("registrations_not_saved", error=f"{type(exc).__name__}: {exc}")
             self._act(self.acd.add_taker(aor) if bindings else self.acd.remove_taker(aor))
+            return
+        test = self.tests.get(req.call_id) if req.to_addr.tag is not None else None
+        if test is not None and test.dialog is not None:
+            self._in_test_dialog(ctx, test)
             return
         super().on_request(ctx)
 
@@ -220,6 +263,9 @@ class Psapd(Proxy):
         if self.cfg.calls_from and src not in self._calls_from():
             self.log("call_refused", call_id=call.call_id, hop=src, reason="not from an ESRP")
             self.reply(call, 403, "Calls only from the ESRP")
+            return
+        if isinstance(req.uri, URN) and is_test_service(str(req.uri)):
+            self._test_call(call)
             return
         entry = CallLogEntry(
             call.call_id,
@@ -321,6 +367,11 @@ class Psapd(Proxy):
         )
 
     def on_ack(self, req: Request, source: Source) -> None:
+        test = self.tests.get(req.call_id)
+        if test is not None and test.dialog is not None:
+            if test.wait is not None and req.to_addr.tag == test.dialog.local_tag:
+                self._test_actions(test, test.wait.on_ack(req))
+            return  # ours: the end of the test call's 2xx, not a request to forward
         waiting = self._awaiting_ack.get(req.call_id)
         if waiting is not None and req.from_addr.tag == waiting.call.request.from_addr.tag:
             waiting.timer.cancel()
@@ -448,3 +499,128 @@ class Psapd(Proxy):
             call_id=call_id,
             **{k: v for k, v in entry.to_dict().items() if k != "call_id"},
         )
+
+    # ---------------------------------------------------------------- test calls
+
+    def _test_call(self, call: ProxyCall) -> None:
+        """A `urn:service:test.sos` call: refused (`testcall.refusal`) or answered by
+        psapd itself; the ACD never sees it."""
+        cfg = self.cfg
+        policy = TestCallPolicy(cfg.test_calls, cfg.test_call_limit, cfg.test_calls_when_busy)
+        refused = refusal(
+            policy,
+            active=len(self.tests),
+            queued=len(self.acd.queue),
+            free_takers=len(self.acd.free_takers()),
+        )
+        if refused is not None:
+            status, reason = refused
+            self.log(
+                "test_call_refused",
+                call_id=call.call_id,
+                service=str(call.request.uri),
+                status=status,
+                reason=reason,
+            )
+            extra = (("Retry-After", str(cfg.retry_after)),) if status == 486 else ()
+            self.reply(call, status, reason, extra=extra)
+            return
+        test = _TestCall(call.call_id, call.server.source)
+        self.tests[call.call_id] = test  # counted against the limit from now on
+        self.spawn(self._answer_test(call, test))
+
+    async def _answer_test(self, call: ProxyCall, test: _TestCall) -> None:
+        req = call.request
+        try:
+            if _has_sdp(req):
+                test.rtp = RtpPort()
+                await test.rtp.open(self.cfg.rtp_host)
+            if call.server.final or call.cancelled:
+                self._end_test(test, "cancelled", bye=False)
+                return
+            tag = new_tag()
+            call.server.to_tag = tag
+            contact = NameAddr(self.own_uri(call.incoming_transport, lr=False, sips=False))
+            test.dialog = Dialog.uas_from_request(req, tag, local_target=contact.uri)
+        except (DialogError, OSError) as exc:
+            self._end_test(test, f"cannot answer: {exc}", bye=False)
+            self.reply(call, getattr(exc, "status", 500), "Test call not answered")
+            return
+        location = _describe(extract_location(req))
+        answer = sdp(self.cfg.rtp_host, test.rtp.port, user=self.name) if test.rtp else None
+        ctype, body = answer_body(self.name, location, answer)
+        ok = call.server.reply(200, extra=(("Contact", str(contact)),), body=body,
+                               content_type=ctype)  # fmt: skip
+        self._finish(call)
+        self.test_calls_answered += 1
+        self.log(
+            "test_call",
+            call_id=call.call_id,
+            service=str(req.uri),
+            answered_by=str(contact.uri),
+            caller=str(req.from_addr.uri),
+            location=location,
+        )
+        test.wait = AckWait(ok, timers=self.timers)
+        # the server transaction sent the 2xx once; AckWait resends it until the ACK
+        self._test_actions(test, [a for a in test.wait.start() if not isinstance(a, Send)])
+        test.timers["max"] = self.call_later(
+            max(0.0, self.cfg.test_call_max), self._end_test, test, "test_call_max", True
+        )
+
+    def _test_actions(self, test: _TestCall, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, Send):
+                src = test.source
+                self.send_stateless(a.message, src.address, connection_id=src.connection_id)
+            elif isinstance(a, StartTimer):
+                old = test.timers.pop(a.name, None)
+                if old is not None:
+                    old.cancel()
+                test.timers[a.name] = self.call_later(a.delay, self._test_timer, test, a.name)
+            elif isinstance(a, CancelTimer):
+                handle = test.timers.pop(a.name, None)
+                if handle is not None:
+                    handle.cancel()
+            elif isinstance(a, Timeout):
+                self._end_test(test, "no ACK for the 2xx", bye=True)
+
+    def _test_timer(self, test: _TestCall, name: str) -> None:
+        test.timers.pop(name, None)
+        if test.wait is not None:
+            self._test_actions(test, test.wait.on_timer(name))
+
+    def _in_test_dialog(self, ctx: ServerCtx, test: _TestCall) -> None:
+        """A request in a test call's dialog: psapd is its UAS (RFC 3261 §12.2.2)."""
+        req = ctx.request
+        assert test.dialog is not None
+        try:
+            test.dialog.receive_request(req)
+        except DialogError as exc:
+            ctx.reply(exc.status, exc.reason)
+            return
+        if req.method == "BYE":
+            ctx.reply(200)
+            self._end_test(test, "caller hung up", bye=False)
+        elif req.method == "INVITE":
+            ctx.reply(488, "No re-INVITE on a test call")  # the session stays as it is
+        else:
+            ctx.reply(200)
+
+    def _end_test(self, test: _TestCall, reason: str, bye: bool) -> None:
+        if self.tests.pop(test.call_id, None) is None:
+            return
+        for handle in test.timers.values():
+            handle.cancel()
+        test.timers.clear()
+        if test.rtp is not None:
+            test.rtp.close()
+        if bye and test.dialog is not None:
+            try:
+                dest, name = self.locate(test.dialog.next_hop())
+                via = parse_via(self.via(dest.transport, new_branch()))
+                self.send_request(test.dialog.create_request("BYE", via=via), dest,
+                                  server_name=name)  # fmt: skip
+            except Ng911Error as exc:
+                self.log("bye_failed", call_id=test.call_id, to="caller", error=str(exc)[:200])
+        self.log("test_call_ended", call_id=test.call_id, reason=reason, bye_sent=bye)

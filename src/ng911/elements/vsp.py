@@ -1,12 +1,16 @@
 """The VSP proxy: registrar and outbound proxy of a voice service provider.
 
 Emergency calls are recognised here, at the originating network's edge (NENA i3, RFC 6881
-§8): a dialled `911`/`112` or `urn:service:sos*` becomes `urn:service:sos` in Request-URI and
-To, `Resource-Priority: esnet.1` is added (`emergency.py`), and the call goes into the ESInet:
+§8), by the intake rules (`intake.py`): a dialled `911`/`112` or `urn:service:sos*` becomes
+`urn:service:sos` (a registered sub-service stays) in Request-URI and To,
+`Resource-Priority: esnet.1` is added (`emergency.py`), each correction is logged
+(`intake_corrected`), and the call goes into the ESInet (a `urn:service:test.sos` test call
+too, without the priority):
 to the configured ESRP by a pushed `Route: <esrp;lr>` (loose routing keeps the service URN
 as Request-URI), or, with `lost_url` set, to the PSAP URI the VSP's own LoST query returns
-(the ESRP stays the fallback). Any other call is proxied: to the registered contact of a user of our
-domain, or towards the Request-URI's domain.
+(the ESRP stays the fallback). Any other call is a normal call, never made an emergency one:
+proxied to the registered contact of a user of our domain, or towards the Request-URI's
+domain; an INVITE whose user part has control characters gets 400 saying so.
 
 With `auth` on (off by default), the registrar takes a REGISTER only with valid Digest
 credentials of the AoR's own user (401 with SHA-256 and MD5 challenges, RFC 8760; 403 for
@@ -22,7 +26,14 @@ from typing import Any
 
 from ng911.elements.auth import Authenticator, Denied
 from ng911.elements.config import VspConfig
-from ng911.elements.emergency import DialPlan, classify, rewrite_emergency
+from ng911.elements.emergency import (
+    DialPlan,
+    classify,
+    is_test_service,
+    rewrite_emergency,
+    tested_service,
+)
+from ng911.elements.intake import priority_correction, take_in, user_part_problem
 from ng911.elements.proxy import Proxy, ProxyCall, Target
 from ng911.elements.registrar import Registrar
 from ng911.elements.registration import answer_register
@@ -77,7 +88,8 @@ class VspProxy(Proxy):
         uri: str | None = None
         if isinstance(where, CallLocation):
             try:
-                res = await self.lost.find_service(where.location, str(call.request.uri))
+                service = tested_service(str(call.request.uri))
+                res = await self.lost.find_service(where.location, service)
                 uri = pick_sip_uri(res.uris)
                 if uri is None:
                     reason = "own LoST answer has no SIP URI"
@@ -118,8 +130,10 @@ class VspProxy(Proxy):
         super().on_request(ctx)
 
     def recognises_emergency(self, req: Request) -> bool:
-        # a dialled 911 is an emergency call for overload control before it is rewritten
-        return classify(req.uri, self.dial_plan) is not None
+        # a dialled 911 is an emergency call for overload control before it is rewritten;
+        # a test call is not (RFC 6881 §15: no emergency priority)
+        service = classify(req.uri, self.dial_plan)
+        return service is not None and not is_test_service(service)
 
     def _authorized(self, call: ProxyCall) -> bool:
         """A non-emergency out-of-dialog request needs our realm's Proxy-Authorization
@@ -143,11 +157,19 @@ class VspProxy(Proxy):
 
     def route(self, call: ProxyCall) -> None:
         req = call.request
-        service = classify(req.uri, self.dial_plan) if req.method == "INVITE" else None
-        if service is not None:
+        intake = take_in(req, self.dial_plan, at_esrp=False) if req.method == "INVITE" else None
+        if intake is not None:
+            service = intake.service
             dialled = str(req.uri)
-            rw = rewrite_emergency(req, service, in_place=True)  # call.request is our copy
-            self.emergency_calls += 1
+            rp_values = req.headers.get_all("Resource-Priority")
+            # call.request is our copy
+            rw = rewrite_emergency(req, service, in_place=True, priority=not intake.test)
+            fixes = list(intake.corrections)
+            if not intake.test:
+                fixes.extend(c for c in (priority_correction(rp_values)[1],) if c is not None)
+            for fix in fixes:
+                self.log("intake_corrected", call_id=call.call_id, **fix.fields())
+            self.emergency_calls += 0 if intake.test else 1  # a test call is none
             self.log(
                 "emergency_call",
                 call_id=call.call_id,
@@ -160,6 +182,10 @@ class VspProxy(Proxy):
                 self.spawn(self._route_by_lost(call))
                 return
             self._to_esrp(call, "emergency call")
+            return
+        problem = user_part_problem(req.uri) if req.method == "INVITE" else None
+        if problem is not None:
+            self.reply(call, 400, problem)
             return
         if self.auth is not None and self.cfg.auth_invites and not self._authorized(call):
             return
