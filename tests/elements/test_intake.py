@@ -361,11 +361,15 @@ async def test_test_calls_refused_when_off_or_over_the_limit_and_ended_after_max
         rec = await asyncio.wait_for(chain.place_call(*MANHATTAN, dial="urn:service:test.sos"), 10)
         assert rec.status == 404
         assert manhattan.log.find("test_call_refused", call_id=rec.call_id)
-        # every PSAP at its limit: 486 (the ESRP tried the alternates on its way)
+        # the caller's PSAP at its limit: 486, and the ESRP does not spread the test to the
+        # alternates, which would take it (RFC 6881 §15: the refusal is the test's answer)
         for p in psaps.values():
-            p.cfg = dataclasses.replace(p.cfg, test_calls=True, test_call_limit=0)
+            p.cfg = dataclasses.replace(p.cfg, test_calls=True)
+        manhattan.cfg = dataclasses.replace(manhattan.cfg, test_call_limit=0)
         rec = await asyncio.wait_for(chain.place_call(*MANHATTAN, dial="urn:service:test.sos"), 10)
         assert rec.status == 486
+        assert chain.esrp.log.find("test_call_refused", call_id=rec.call_id)
+        assert not any(p.log.find("test_call", call_id=rec.call_id) for p in psaps.values())
         assert manhattan.log.find("test_call_refused", call_id=rec.call_id)[0]["reason"] == (
             "Too many test calls"
         )

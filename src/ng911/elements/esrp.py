@@ -44,7 +44,7 @@ from datetime import datetime
 from typing import Any
 
 from ng911.elements.config import EsrpConfig
-from ng911.elements.emergency import DialPlan, rewrite_emergency, tested_service
+from ng911.elements.emergency import DialPlan, is_test_service, rewrite_emergency, tested_service
 from ng911.elements.health import HealthPolicy, PeerHealth, Transition
 from ng911.elements.i3state import StateBoard
 from ng911.elements.identifiers import add_missing_ids
@@ -399,6 +399,14 @@ class Esrp(Proxy):
         call = branch.call
         self._note_failure(branch, status)
         if not should_fail_over(status, self.policy):
+            return False
+        if status is not None and status < 500 and is_test_service(str(call.request.uri)):
+            # a PSAP that refuses a test call (486 over its limit, 404 test calls off) has
+            # answered the test (RFC 6881 §15); trying its alternates would only spread the
+            # test load to PSAPs the caller's location does not belong to
+            self.log(
+                "test_call_refused", call_id=call.call_id, psap=branch.target.label, status=status
+            )
             return False
         plan: list[RouteCandidate] = call.data.get("plan", [])
         nxt = call.data.get("next", 0)
