@@ -472,6 +472,9 @@ class PsapConfig(ElementConfig):
     # ESRPs: a spoofed INVITE sent straight to psapd from elsewhere gets 403 (empty = any)
     calls_from: tuple[str, ...] = ()
     call_log: str = ""  # JSON lines per call; empty = the element log
+    # the queueUri of its i3 QueueState notifications (`queue_size` is queueMaxLength);
+    # empty = sip:<domain>
+    queue_uri: str = ""
 
 
 @dataclass(frozen=True, slots=True)
