@@ -489,9 +489,14 @@ class ClientSubscription:
             self.failures = 0
             return
         if resp.status == 423:
-            most = parse_expires(resp.headers.get("Min-Expires")) if resp.headers else None
-            if most is not None and most > self.expires and self.failures < 3:
-                self.expires = most  # retry at once with what the notifier wants
+            # §4.1.2.1: ask again at once with the notifier's minimum (it only grows, and
+            # is bounded by MAX_EXPIRES: no loop)
+            try:
+                least = parse_expires(resp.headers.get("Min-Expires"))
+            except SubscriptionError:
+                least = None
+            if least is not None and least > self.expires:
+                self.expires = least
                 self.retry_after = 0.0
         elif resp.status in (503, 500, 486) and resp.headers.get("Retry-After"):
             ra = bounded_int((resp.headers.get("Retry-After") or "").split(";")[0].strip(), 86400)
