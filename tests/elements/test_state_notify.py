@@ -322,3 +322,22 @@ async def test_the_esrp_board_shows_a_full_psap():
         errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
         await chain.close()
     assert not errors, errors
+
+
+async def test_the_esrp_subscribes_to_every_configured_psap_over_tls():
+    chain = await open_chain("tls-all")
+    try:
+        esrp = chain.esrp
+        configured = [k for k in esrp.health.peers if k.startswith("sips:")]
+        assert len(configured) == 6  # five boroughs and the default route
+
+        def known():
+            return [k for k in configured if esrp.states.service(k) is not None]
+
+        await until(lambda: len(known()) == 6)
+        assert {esrp.states.service(k).state for k in configured} == {"Normal"}
+        assert all(esrp.states.queue(k).state == "Active" for k in configured)
+    finally:
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
+        await chain.close()
+    assert not errors, errors
