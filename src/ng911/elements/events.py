@@ -287,8 +287,8 @@ class StateEvents:
     def _send_subscribe(self, key: tuple[str, str], expires: int | None = None) -> None:
         self._cancel_timer(key)
         sub = self.held.get(key)
-        if sub is None or self._closed:
-            return
+        if sub is None or (self._closed and expires != 0):
+            return  # closing: only the unsubscription goes out
         el = self.element
         now = el.loop.time()
         try:
@@ -389,18 +389,31 @@ class StateEvents:
 
     # ------------------------------------------------------------------ closing
 
-    def close(self) -> None:
-        """Final NOTIFYs (`terminated;reason=noresource`, with the last state: the element
-        says GoingDown) to every subscriber; our own subscriptions are left to expire."""
+    async def close(self, wait: float = 1.0) -> None:
+        """Unsubscribe what we hold (Expires: 0, RFC 6665 §4.1.2.3) and wait, at most
+        `wait` s, for the answers and the final NOTIFYs, so that no notifier is left
+        sending to a closed element; then final NOTIFYs (`terminated;reason=noresource`,
+        with the last state: the element says GoingDown) to our own subscribers."""
+        self._closed = True
+        for key in list(self._timers):
+            self._cancel_timer(key)
+        leaving = [
+            k for k, s in self.held.items() if s.dialog is not None and s.state != "terminated"
+        ]
+        for key in leaving:
+            self._send_subscribe(key, expires=0)
+        loop = self.element.loop
+        end = loop.time() + wait
+        while loop.time() < end and any(
+            self.held[k].state != "terminated" or self.held[k].request is not None for k in leaving
+        ):
+            await asyncio.sleep(0.01)
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None
         for sub in self.notifier.terminate_all("noresource"):
             sub.in_flight = False
             self._send_notify(sub)
-        self._closed = True
         if self._sweep is not None:
             self._sweep[1].cancel()
             self._sweep = None
-        for key in list(self._timers):
-            self._cancel_timer(key)

@@ -202,10 +202,10 @@ class SipElement(Addressing, Scheduler):
 
     async def close(self) -> None:
         self.going_down = True
-        if len(self.events.notifier):
-            self.events.close()  # final NOTIFYs, saying GoingDown
-            await asyncio.sleep(0.02)  # let a NOTIFY on a stream leave before the close
-        self.events.close()
+        had = len(self.events.notifier) + len(self.events.held)
+        await self.events.close()  # unsubscribe; final NOTIFYs, saying GoingDown
+        if had:
+            await asyncio.sleep(0.02)  # let the last messages on a stream leave
         self.gate.stop()
         for ctx in list(self._ctxs.values()):
             for h in ctx.timers.values():

@@ -475,7 +475,8 @@ class ClientSubscription:
             except SubscriptionError:
                 granted = None
             if granted == 0 or (req.headers.get("Expires") or "").strip() == "0":
-                self._ended("unsubscribed", now)
+                if self.state != "terminated":
+                    self.state = "terminating"  # the final NOTIFY is still to come
                 return
             self.expires_at = now + (self.expires if granted is None else granted)
             if self.dialog is None:
