@@ -393,7 +393,8 @@ class StateEvents:
         """Unsubscribe what we hold (Expires: 0, RFC 6665 §4.1.2.3) and wait, at most
         `wait` s, for the answers and the final NOTIFYs, so that no notifier is left
         sending to a closed element; then final NOTIFYs (`terminated;reason=noresource`,
-        with the last state: the element says GoingDown) to our own subscribers."""
+        with the last state: the element says GoingDown) to our own subscribers, and wait
+        (at most `wait` s again) for their answers."""
         self._closed = True
         for key in list(self._timers):
             self._cancel_timer(key)
@@ -411,9 +412,13 @@ class StateEvents:
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None
-        for sub in self.notifier.terminate_all("noresource"):
+        final = self.notifier.terminate_all("noresource")
+        for sub in final:
             sub.in_flight = False
             self._send_notify(sub)
+        end = loop.time() + wait
+        while loop.time() < end and any(s.in_flight for s in final):
+            await asyncio.sleep(0.01)  # their answers, so no 200 meets a closed element
         if self._sweep is not None:
             self._sweep[1].cancel()
             self._sweep = None
