@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pytest
 
-from ng911.elements.config import PolicyRule, QueuePolicy
+from ng911.elements.config import PolicyRule, QueuePolicy, StateConfig
 from ng911.elements.i3state import QueueState, ServiceState
 from ng911.net.events import MessageEvent
 from ng911.testbed.launcher import open_chain
@@ -27,8 +27,12 @@ def uri(host: str) -> str:
 
 @asynccontextmanager
 async def chain_of(*args, **kw):
-    """A running chain, closed on the way out; no element may have logged an error."""
-    chain = await open_chain(*args, hangup_after=0.01, **kw)
+    """A running chain, closed on the way out; no element may have logged an error. The
+    ESRP does not subscribe to its PSAPs' states here: the tests set its board themselves
+    (test_state_notify.py has the skip driven by a real psapd's NOTIFYs)."""
+    settings = kw.pop("settings", {})
+    esrp = {"state": StateConfig(subscribe=False), **settings.get("esrp", {})}
+    chain = await open_chain(*args, hangup_after=0.01, settings={**settings, "esrp": esrp}, **kw)
     try:
         yield chain
     finally:

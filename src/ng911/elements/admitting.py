@@ -108,6 +108,8 @@ class Gate:
         backlog = el.transport.udp_backlog()
         for what, fields in self.admission.sample(now - expected, backlog, live, now):
             el.log(what, **fields)
+            if what in ("overload", "overload_end"):
+                el.load_changed()  # ElementState / ServiceState Overloaded (i3 state)
         self._table_high = max(self._table_high, live)
         if now >= self._trim_check:
             # every 5 s: when the table has shrunk well below its high-water mark (a flood

@@ -42,6 +42,7 @@ __all__ = [
     "PolicyRule",
     "PsapConfig",
     "QueuePolicy",
+    "StateConfig",
     "TlsProfile",
     "VspConfig",
     "load_toml",
@@ -279,6 +280,50 @@ class OverloadConfig(_Plain):
                 raise ConfigError(f"overload.trusted: {net!r} is not a network") from None
 
 
+POSTURES = ("Green", "Yellow", "Orange", "Red")  # NENA-STA-010.3 SecurityPosture
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig(_Plain):
+    """i3 state notifications (RFC 6665 SUBSCRIBE/NOTIFY, NENA-STA-010.3; `elements/events.py`).
+
+    As notifier (every element: emergency-ElementState and emergency-SecurityPosture of
+    itself; psapd also QueueState and ServiceState): `posture` is what SecurityPosture says;
+    a SUBSCRIBE asking less than `min_expires` s gets 423, more than `max_expires` is cut to
+    it, none gets `default_expires`; at most `max_subscriptions` at once, `max_per_source`
+    of them from one host (then 503 + Retry-After `retry_after`); state changes within
+    `notify_interval` s go out as one NOTIFY. As subscriber (the ESRP, to its PSAPs' queue
+    and service states, when `subscribe`): it asks for `subscribe_expires` s (refreshed
+    before they run out; the ESRP's board forgets a state after twice that) and retries a
+    failed subscription after `retry_min`, doubling up to `retry_max` s.
+    """
+
+    posture: str = "Green"
+    min_expires: int = 60
+    max_expires: int = 3600
+    default_expires: int = 3600
+    max_subscriptions: int = 256
+    max_per_source: int = 32
+    retry_after: int = 30
+    notify_interval: float = 0.1
+    subscribe: bool = True
+    subscribe_expires: int = 90
+    retry_min: float = 1.0
+    retry_max: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.posture not in POSTURES:
+            raise ConfigError(f"state.posture must be one of {', '.join(POSTURES)}")
+        if not 0 < self.min_expires <= self.default_expires <= self.max_expires:
+            raise ConfigError("state: need 0 < min_expires <= default_expires <= max_expires")
+        if self.max_subscriptions < 1 or self.max_per_source < 1 or self.retry_after < 0:
+            raise ConfigError("state: max_subscriptions, max_per_source >= 1, retry_after >= 0")
+        if self.notify_interval < 0 or self.subscribe_expires < 1:
+            raise ConfigError("state: notify_interval >= 0, subscribe_expires >= 1")
+        if not 0 < self.retry_min <= self.retry_max:
+            raise ConfigError("state: need 0 < retry_min <= retry_max")
+
+
 @dataclass(frozen=True, slots=True)
 class HostEntry(_Plain):
     """Static resolution of a host name (RFC 3263 without DNS): name → IP address."""
@@ -304,6 +349,7 @@ class ElementConfig(_Plain):
     idle_timeout: float = 300.0  # any connection with no byte either way for this long
     log_file: str = ""  # JSON lines; empty = stderr
     overload: OverloadConfig = field(default_factory=OverloadConfig)
+    state: StateConfig = field(default_factory=StateConfig)
 
     def __post_init__(self) -> None:
         _check_timeouts(self)
@@ -503,6 +549,9 @@ class PsapConfig(ElementConfig):
     test_calls_when_busy: bool = False
     test_call_max: float = 30.0
     rtp_host: str = "127.0.0.1"  # where a test call's media port is bound (and its SDP says)
+    # the queueUri of its i3 QueueState notifications (`queue_size` is queueMaxLength);
+    # empty = sip:<domain>
+    queue_uri: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ from typing import Any
 from ng911.elements.config import EsrpConfig
 from ng911.elements.emergency import DialPlan, is_test_service, rewrite_emergency, tested_service
 from ng911.elements.health import HealthPolicy, PeerHealth, Transition
-from ng911.elements.i3state import StateBoard
+from ng911.elements.i3state import QueueState, ServiceState, StateBoard
 from ng911.elements.identifiers import add_missing_ids
 from ng911.elements.intake import Intake, priority_correction, take_in
 from ng911.elements.keepalive import ping
@@ -96,8 +96,10 @@ class Esrp(Proxy):
         self.lost_seconds = 0.0
         self.health = PeerHealth(self._health_policy())
         self._pinger: asyncio.TimerHandle | None = None
-        # the i3 states of the PSAPs (their NOTIFYs fill it), read by the PRF
-        self.states = StateBoard()
+        # the PSAPs' i3 queue and service states (RFC 6665 subscriptions, `_watch_states`),
+        # for the routing policy; a state not refreshed for two subscription periods is
+        # unknown again, and one whose subscription ended is forgotten at once
+        self.states = StateBoard(max_age=2.0 * config.state.subscribe_expires)
         # local time of the PRF's time windows (tests replace it)
         self.clock: Callable[[], datetime] = self._local_now
         self._prf: tuple[EsrpConfig, Prf] = (config, prf_of(config))
@@ -165,6 +167,43 @@ class Esrp(Proxy):
             if hop is not None:
                 self.health.track(hop, pinned=True)
         self._ping_tick()
+        if self.cfg.state.subscribe:
+            for uri in dict.fromkeys(configured):
+                self._watch_states(uri)
+
+    # ---------------------------------------------------------------- PSAP i3 states
+
+    def _watch_states(self, uri: str) -> None:
+        """Subscribe to a PSAP's emergency-QueueState and emergency-ServiceState
+        (NENA-STA-010.3 §2.4) over the hop the calls take (the sips/transport hop policy
+        applied, so TLS where the ESRP→PSAP hop is TLS); kept up by `events` (refreshed,
+        renewed with backoff after a failure). The board holds each state under the URI as
+        configured and as the hop names it (what `plan_routes` candidates carry)."""
+        hop = self._hop_uri(uri)
+        if hop is None:
+            return
+        keys = tuple(dict.fromkeys((uri, hop)))
+
+        def queue(state: QueueState | None) -> None:
+            for k in keys:
+                if state is None:
+                    self.states.queues.pop(k, None)
+                else:
+                    self.states.update_queue(k, state)
+            if state is not None:
+                self.log("peer_queue_state", peer=hop, state=state.state, length=state.length)
+
+        def service(state: ServiceState | None) -> None:
+            for k in keys:
+                if state is None:
+                    self.states.services.pop(k, None)
+                else:
+                    self.states.update_service(k, state)
+            if state is not None:
+                self.log("peer_service_state", peer=hop, state=state.state, reason=state.reason)
+
+        self.events.subscribe(hop, "emergency-QueueState", queue)
+        self.events.subscribe(hop, "emergency-ServiceState", service)
 
     def _ping_tick(self) -> None:
         """Ping the PSAPs that are due (health.due), then come back in the shorter period."""

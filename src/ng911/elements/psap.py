@@ -49,6 +49,7 @@ from ng911.elements.acd import (
 from ng911.elements.binding_store import BindingStore
 from ng911.elements.config import PsapConfig
 from ng911.elements.emergency import is_test_service
+from ng911.elements.i3state import QueueState, ServiceState
 from ng911.elements.media import RtpPort, sdp
 from ng911.elements.proxy import Branch, Proxy, ProxyCall, Target
 from ng911.elements.registrar import Registrar, aor_key
@@ -68,6 +69,9 @@ from ng911.sip.transaction import Action, CancelTimer, Send, StartTimer, Timeout
 from ng911.sip.uri import URI, URN, NameAddr, parse_name_addr
 
 __all__ = ["CallLogEntry", "Psapd"]
+
+QUEUE_STATE = "emergency-QueueState"
+SERVICE_STATE = "emergency-ServiceState"
 
 
 @dataclass(eq=False, slots=True)
@@ -156,6 +160,8 @@ class Psapd(Proxy):
         if config.registrations:
             self.store = BindingStore(config.registrations)
             self._reload(self.store)
+        self._published: tuple[QueueState, ServiceState] | None = None
+        self._state_changed()
 
     @staticmethod
     def _aor_of(uri: str) -> str:
@@ -181,9 +187,74 @@ class Psapd(Proxy):
         if aors:
             self.log("registrations_reloaded", takers=aors, path=str(store.path))
 
+    # ---------------------------------------------------------------- i3 state
+
+    def state_packages(self) -> tuple[str, ...]:
+        return (*super().state_packages(), QUEUE_STATE, SERVICE_STATE)
+
+    def queue_state(self) -> QueueState:
+        """NENA-STA-010.3 QueueState of the PSAP's one queue: queueLength = calls waiting
+        for a call taker (182 Queued), queueMaxLength = `queue_size`; Disabled while closing,
+        Inactive with no call taker registered (a call would get 480), Full when the next
+        call would get 486 (every taker busy, the queue full), else Active."""
+        acd = self.acd
+        if self.going_down:
+            state = "Disabled"
+        elif not acd.takers:
+            state = "Inactive"
+        elif not acd.free_takers() and len(acd.queue) >= acd.queue_size:
+            state = "Full"
+        else:
+            state = "Active"
+        uri = self.cfg.queue_uri or f"sip:{self.cfg.domain}"
+        return QueueState(uri, len(acd.queue), acd.queue_size, state)
+
+    def service_state(self) -> ServiceState:
+        """NENA-STA-010.3 ServiceState of the PSAP service: GoingDown while closing,
+        Unstaffed with no call taker registered, Overloaded while overload control sheds,
+        else Normal; the security posture is the configured one."""
+        posture = self.config.state.posture
+        if self.going_down:
+            state, reason = "GoingDown", "psapd is shutting down"
+        elif not self.acd.takers:
+            state, reason = "Unstaffed", "no call taker registered"
+        elif self.gate.enabled and self.admission.controller.overloaded:
+            state, reason = "Overloaded", "overload control is shedding requests"
+        else:
+            state, reason = "Normal", ""
+        return ServiceState("PSAP", self.cfg.domain, state, reason, posture)
+
+    def state_body(self, package: str) -> Any:
+        if package == QUEUE_STATE:
+            return self.queue_state()
+        if package == SERVICE_STATE:
+            return self.service_state()
+        return super().state_body(package)
+
+    def _state_changed(self) -> None:
+        """After anything that may move the queue or the service state: NOTIFY the
+        subscribers of what changed (coalesced by `events`), log a new service state."""
+        queue, service = self.queue_state(), self.service_state()
+        before = self._published
+        if before is not None and before == (queue, service):
+            return
+        self._published = (queue, service)
+        if before is None or before[1].state != service.state:
+            self.log("service_state", state=service.state, reason=service.reason)
+            self.events.changed(SERVICE_STATE)
+            self.events.changed("emergency-ElementState")
+        if before is None or before[0] != queue:
+            self.events.changed(QUEUE_STATE)
+
+    def load_changed(self) -> None:
+        super().load_changed()
+        self._state_changed()
+
     async def close(self) -> None:
         for test in list(self.tests.values()):
             self._end_test(test, "psapd closing", bye=False)
+        self.going_down = True
+        self._state_changed()
         for a in self._awaiting_ack.values():
             a.timer.cancel()
         self._awaiting_ack.clear()
@@ -285,6 +356,12 @@ class Psapd(Proxy):
 
     def _act(self, actions: Sequence[AcdAction]) -> bool:
         """Carry out ACD actions; True when the call it concerns is still alive."""
+        try:
+            return self._carry_out(actions)
+        finally:
+            self._state_changed()  # the queue or the takers may have moved
+
+    def _carry_out(self, actions: Sequence[AcdAction]) -> bool:
         alive = False
         for a in actions:
             call = self.active.get(a.call)

@@ -44,6 +44,8 @@ from ng911.elements.config import ElementConfig
 from ng911.elements.contexts import ClientCtx, Ctx, OnFailure, OnResponse, ServerCtx
 from ng911.elements.elementlog import EventLog
 from ng911.elements.errors import ElementError, status_of
+from ng911.elements.events import StateEvents
+from ng911.elements.i3state import ElementState, SecurityPosture
 from ng911.elements.scheduling import Scheduler
 from ng911.errors import Ng911Error
 from ng911.net.address import Address, Source
@@ -80,7 +82,7 @@ __all__ = [
     "via_matches",
 ]
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY"
 ACCEPT = "application/sdp, application/pidf+xml, multipart/mixed"
 
 log = logging.getLogger("ng911.elements")
@@ -154,6 +156,9 @@ class SipElement(Addressing, Scheduler):
         self.release_memory: Callable[[], bool] | None = None
         self.gate = Gate(self)
         self.admission = self.gate.admission
+        self.going_down = False  # close() started: ElementState GoingDown
+        # i3 state notifications (RFC 6665): SUBSCRIBE/NOTIFY addressed to this element
+        self.events = StateEvents(self, config.state)
 
     @property
     def transactions(self) -> int:
@@ -196,6 +201,11 @@ class SipElement(Addressing, Scheduler):
         """Hook: after the listeners are up (REGISTER, for a UA)."""
 
     async def close(self) -> None:
+        self.going_down = True
+        had = len(self.events.notifier) + len(self.events.held)
+        await self.events.close()  # unsubscribe; final NOTIFYs, saying GoingDown
+        if had:
+            await asyncio.sleep(0.02)  # let the last messages on a stream leave
         self.gate.stop()
         for ctx in list(self._ctxs.values()):
             for h in ctx.timers.values():
@@ -479,7 +489,13 @@ class SipElement(Addressing, Scheduler):
                 self._on_cancel(ctx)
                 return
             if req.method == "OPTIONS" and self.answers_options and self.options_for_us(req):
-                ctx.reply(200, extra=(("Allow", ALLOW), ("Accept", ACCEPT)))
+                events = ", ".join(self.state_packages())
+                ctx.reply(
+                    200, extra=(("Allow", ALLOW), ("Accept", ACCEPT), ("Allow-Events", events))
+                )
+                return
+            if req.method in ("SUBSCRIBE", "NOTIFY") and self.events.handles(req):
+                self.events.on_request(ctx)  # RFC 6665, to this element itself
                 return
             self.on_request(ctx)
         except Ng911Error as exc:
@@ -513,6 +529,32 @@ class SipElement(Addressing, Scheduler):
         if isinstance(inv, ServerCtx) and not inv.final:
             self.log("cancel", call_id=inv.call_id, hop=str(ctx.source.address))
             self.on_cancel(inv)
+
+    # -------------------------------------------------------------- i3 state
+
+    def state_packages(self) -> tuple[str, ...]:
+        """The RFC 6665 event packages this element publishes (NENA-STA-010.3 §2.4: every
+        element its ElementState and SecurityPosture). Called once, from `__init__`."""
+        return ("emergency-ElementState", "emergency-SecurityPosture")
+
+    def element_state(self) -> ElementState:
+        if self.going_down:
+            return ElementState(self.fqdn, "GoingDown", "shutting down")
+        if self.gate.enabled and self.admission.controller.overloaded:
+            return ElementState(self.fqdn, "Overloaded", "shedding load")
+        return ElementState(self.fqdn)
+
+    def state_body(self, package: str) -> Any:
+        """The current state of `package` (an i3state value with `to_json`), None if none."""
+        if package == "emergency-ElementState":
+            return self.element_state()
+        if package == "emergency-SecurityPosture":
+            return SecurityPosture(self.fqdn, self.config.state.posture)
+        return None
+
+    def load_changed(self) -> None:
+        """Overload control started or stopped shedding (`admitting.Gate`)."""
+        self.events.changed()
 
     # -------------------------------------------------------------- element hooks
 
