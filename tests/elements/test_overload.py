@@ -159,9 +159,7 @@ async def test_a_shed_request_gets_503_retry_after_and_oc_and_its_ack_is_absorbe
         await asyncio.sleep(0.3)
         assert vsp.transport.stats.messages_out == forwarded  # absorbed, not proxied
         # an emergency call is admitted all the same
-        sos = invite.replace("sip:bob@127.0.0.1:9", "urn:service:sos").replace(
-            "shed1", "shed2"
-        )
+        sos = invite.replace("sip:bob@127.0.0.1:9", "urn:service:sos").replace("shed1", "shed2")
         t.sendto(sos.replace("shed-1", "shed-2").encode(), vsp_addr)
         resp = (await asyncio.wait_for(sink.got.get(), 5)).decode()
         assert resp.startswith("SIP/2.0 100")

@@ -93,8 +93,11 @@ class _Esrp(asyncio.DatagramProtocol):
         if not data.startswith(b"INVITE"):
             return
         head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-        keep = [h for h in head[1:] if h.split(":", 1)[0].lower() in
-                ("via", "from", "call-id", "cseq", "to")]
+        keep = [
+            h
+            for h in head[1:]
+            if h.split(":", 1)[0].lower() in ("via", "from", "call-id", "cseq", "to")
+        ]
         keep = [h + ";tag=esrp" if h.lower().startswith("to:") else h for h in keep]
         resp = "SIP/2.0 200 OK\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n"
         self.transport.sendto(resp.encode(), addr)
@@ -145,9 +148,7 @@ listeners = [{{transport = "udp", host = "127.0.0.1", port = {vsp_port}}}]
         assert vsp.stdout is not None
         line = await asyncio.wait_for(vsp.stdout.readline(), 30)
         assert "ready" in json.loads(line)
-        probe_t, probe = await loop.create_datagram_endpoint(
-            _Probe, local_addr=("127.0.0.1", 0)
-        )
+        probe_t, probe = await loop.create_datagram_endpoint(_Probe, local_addr=("127.0.0.1", 0))
         lport = probe_t.get_extra_info("sockname")[1]
         # the flood: ~4x what one Python proxy process carries (~1.5k INVITEs/s)
         flood = await asyncio.create_subprocess_exec(
@@ -198,4 +199,3 @@ listeners = [{{transport = "udp", host = "127.0.0.1", port = {vsp_port}}}]
             if p is not None and p.returncode is None:
                 p.kill()
                 await p.wait()
-

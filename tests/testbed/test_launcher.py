@@ -21,7 +21,8 @@ def test_addresses_by_role_column():
     assert a["caller"] == "127.42.1.1" and a["vsp"] == "127.42.2.1"
     assert a["esrp"] == "127.42.3.1" and a["lost"] == "127.42.4.1"
     assert sorted(v for k, v in a.items() if k.startswith("psap-")) == [
-        f"127.42.5.{i}" for i in range(1, 7)  # five boroughs + the default PSAP
+        f"127.42.5.{i}"
+        for i in range(1, 7)  # five boroughs + the default PSAP
     ]
     assert len(set(a.values())) == len(a)
 
