@@ -25,6 +25,7 @@ import base64
 import binascii
 import datetime as dt
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ from ng911.pki.keys import PrivateKey, load_key
 __all__ = ["ACCEPTED_ALGORITHMS", "Signer", "Verified", "Verifier", "alg_for_key"]
 
 ACCEPTED_ALGORITHMS = frozenset({"ES256", "ES384", "RS256", "PS256"})
+_B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 MAX_X5C = 8  # certificates in a chain: an element's is 2 or 3
 MAX_X5C_BYTES = 16 * 1024  # one certificate, base64
 MAX_PAYLOAD = 256 * 1024  # a LogEvent's JSON: a SIP message with a large body fits
@@ -138,8 +140,8 @@ class Verified:
 
 
 def _b64url(value: Any, what: str) -> bytes:
-    if not isinstance(value, str):
-        raise SignatureError(f"JWS {what} must be a base64url string")
+    if not isinstance(value, str) or not _B64URL.match(value):
+        raise SignatureError(f"JWS {what} must be a base64url string (RFC 7515 §2)")
     try:
         return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
     except (binascii.Error, ValueError):

@@ -50,7 +50,11 @@ __all__ = ["LoggingServer", "LoggingServerConfig", "serve_logging"]
 
 log = logging.getLogger("ng911.i3log.server")
 
-JSON_TYPES = frozenset({"application/json", "application/jose+json"})
+# i3 POSTs application/json; RFC 7515 §9.2 registers application/jose+json; HTTP libraries
+# label bytes and strings of unstated type octet-stream or text/plain
+JSON_TYPES = frozenset(
+    {"application/json", "application/jose+json", "application/octet-stream", "text/plain"}
+)
 _FILTERS = {
     "callId": "call_id",
     "incidentId": "incident_id",
