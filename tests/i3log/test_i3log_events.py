@@ -39,8 +39,18 @@ def test_common_members_have_i3_names():
     )
     d = ev.to_json()
     assert d["logEventType"] == "CallSignalingMessageLogEvent"
-    assert {"timestamp", "elementId", "agencyId", "callId", "incidentId", "callIdSip",
-            "ipAddressPort", "text", "direction", "protocol"} <= set(d)  # fmt: skip
+    assert {
+        "timestamp",
+        "elementId",
+        "agencyId",
+        "callId",
+        "incidentId",
+        "callIdSip",
+        "ipAddressPort",
+        "text",
+        "direction",
+        "protocol",
+    } <= set(d)
     assert d["protocol"] == "sip"
     assert "extension" not in d  # None members are left out
 
@@ -60,7 +70,7 @@ def test_each_type_round_trips_and_uses_i3_type_names():
             policy_owner="o",
             policy_type="OriginationPolicy",
             cause="normal",
-        ),  # fmt: skip
+        ),
         ServiceStateChangeLogEvent(**COMMON, new_state="Down", affected_service_identifier="esrp"),
     ]
     for ev in events:
@@ -97,7 +107,7 @@ def test_rfc3339():
                 "agencyId": "a",
             },
             "unknown logEventType",
-        ),  # fmt: skip
+        ),
         (
             {
                 "logEventType": "CallStartLogEvent",
@@ -107,7 +117,7 @@ def test_rfc3339():
                 "direction": "incoming",
             },
             "timestamp",
-        ),  # fmt: skip
+        ),
         (
             {
                 "logEventType": "CallStartLogEvent",
@@ -116,7 +126,7 @@ def test_rfc3339():
                 "agencyId": "a",
             },
             "requires direction",
-        ),  # fmt: skip
+        ),
         (
             {
                 "logEventType": "CallStartLogEvent",
@@ -126,7 +136,7 @@ def test_rfc3339():
                 "direction": "sideways",
             },
             "direction",
-        ),  # fmt: skip
+        ),
         (
             {
                 "logEventType": "CallProcessLogEvent",
@@ -136,7 +146,7 @@ def test_rfc3339():
                 "callId": 5,
             },
             "callId",
-        ),  # fmt: skip
+        ),
         (
             {
                 "logEventType": "CallProcessLogEvent",
@@ -146,7 +156,7 @@ def test_rfc3339():
                 "callId": "x" * 600,
             },
             "callId",
-        ),  # fmt: skip
+        ),
         (b"[" * 100_000, "not JSON"),
     ],
 )

@@ -101,10 +101,12 @@ async def test_post_then_get_by_id_call_and_time(logger, signer):
 )
 async def test_bad_retrieval_parameters_are_400_with_reason(logger, params, code):
     _server, running = logger
-    async with aiohttp.ClientSession() as s:
-        async with s.get(running.url + "LogEvents", params=params) as r:
-            assert r.status == 400
-            body = await r.json()
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(running.url + "LogEvents", params=params) as r,
+    ):
+        assert r.status == 400
+        body = await r.json()
     assert body["code"] == code and body["detail"]
 
 
@@ -112,8 +114,14 @@ async def test_refusals_are_400_with_i3_codes(logger, signer, pki: TestPki, tmp_
     server, running = logger
     good = signer.sign(_msg(1))
     tampered = dict(good, signature=good["signature"][:-4] + "AAAA")
-    unknown_type = signer.sign({"logEventType": "NoSuchLogEvent", "timestamp": rfc3339(time.time()),
-                                "elementId": "e", "agencyId": "a"})  # fmt: skip
+    unknown_type = signer.sign(
+        {
+            "logEventType": "NoSuchLogEvent",
+            "timestamp": rfc3339(time.time()),
+            "elementId": "e",
+            "agencyId": "a",
+        }
+    )
     not_json_payload = signer.sign(b"hello")
     cases = [
         (b"not a jws", 434),
@@ -137,9 +145,16 @@ async def test_refusals_are_400_with_i3_codes(logger, signer, pki: TestPki, tmp_
 
 async def test_too_large_body_is_413(logger, signer):
     _server, running = logger
-    big = RouteLogEvent(timestamp=rfc3339(time.time()), element_id="e", agency_id="a",
-                        recipient_uri="sip:x", rule_id="r", policy_owner="o", policy_type="t",
-                        cause="x" * 100_000)  # fmt: skip
+    big = RouteLogEvent(
+        timestamp=rfc3339(time.time()),
+        element_id="e",
+        agency_id="a",
+        recipient_uri="sip:x",
+        rule_id="r",
+        policy_owner="o",
+        policy_type="t",
+        cause="x" * 100_000,
+    )
     async with aiohttp.ClientSession() as s:
         status, body, _ = await _post(s, running.url, json.dumps(signer.sign(big)))
     assert status == 413 and body["code"] == 461
