@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,7 @@ from aiohttp import web
 from ng911.i3log.errors import BadLogEvent, I3LogError
 from ng911.i3log.events import parse_payload, parse_rfc3339
 from ng911.i3log.jws import MAX_PAYLOAD, Verifier
-from ng911.i3log.store import LogStore, Query
+from ng911.i3log.store import LogStore, Query, StoredEvent
 from ng911.lost.limits import HttpLimits
 from ng911.lost.server import RunningServer, request_limits, serve
 from ng911.net.log import clean
@@ -212,26 +213,29 @@ class LoggingServer:
             limit = int(raw)
         return Query(limit=limit, offset=offset, **kw)
 
-    async def list_events(self, request: web.Request) -> web.Response:
+    async def _page(
+        self, request: web.Request, key: str, item: Callable[[StoredEvent], Any]
+    ) -> web.Response:
+        """One page of the stored LogEvents the query names, i3's `{count, totalCount, key:
+        [...]}` with `item(row)` for each."""
         try:
             q = self._query(request)
         except I3LogError as exc:
             return _i3_error(exc)
         rows, total = await self.store.query(q)
-        containers = [{"logEventId": r.id, "logEvent": json.loads(r.jws)} for r in rows]
         return web.json_response(
-            {"count": len(rows), "totalCount": total, "logEventContainers": containers}
+            {"count": len(rows), "totalCount": total, key: [item(r) for r in rows]}
+        )
+
+    async def list_events(self, request: web.Request) -> web.Response:
+        return await self._page(
+            request,
+            "logEventContainers",
+            lambda r: {"logEventId": r.id, "logEvent": json.loads(r.jws)},
         )
 
     async def list_ids(self, request: web.Request) -> web.Response:
-        try:
-            q = self._query(request)
-        except I3LogError as exc:
-            return _i3_error(exc)
-        rows, total = await self.store.query(q)
-        return web.json_response(
-            {"count": len(rows), "totalCount": total, "logEventIds": [r.id for r in rows]}
-        )
+        return await self._page(request, "logEventIds", lambda r: r.id)
 
     async def versions(self, _request: web.Request) -> web.Response:
         return web.json_response({"versions": [{"major": 1, "minor": 1}]})
