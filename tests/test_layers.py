@@ -12,12 +12,16 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "ng911"
 
 # package → the ng911 packages it must never import (each layer imports only downwards)
 FORBIDDEN: dict[str, set[str]] = {
-    "sip": {"net", "elements", "node", "observe", "testbed", "lost", "pki", "interop"},
-    "location": {"sip", "net", "elements", "node", "observe", "testbed", "lost", "interop"},
-    "pki": {"net", "elements", "node", "observe", "testbed", "lost", "interop"},
-    "net": {"elements", "node", "observe", "testbed", "lost", "interop"},
-    "lost": {"elements", "node", "observe", "testbed", "interop"},
-    "elements": {"node", "observe", "testbed", "interop"},
+    "sip": {"net", "elements", "node", "observe", "testbed", "lost", "pki", "interop", "i3log"},
+    "location": {
+        *("sip", "net", "elements", "node", "observe", "testbed", "lost", "interop", "i3log"),
+    },
+    "pki": {"net", "elements", "node", "observe", "testbed", "lost", "interop", "i3log"},
+    "net": {"elements", "node", "observe", "testbed", "lost", "interop", "i3log"},
+    "lost": {"elements", "node", "observe", "testbed", "interop", "i3log"},
+    # the i3 Logging Service: beside lost/ (it reuses the LoST server's HTTP limits)
+    "i3log": {"elements", "node", "observe", "testbed", "interop"},
+    "elements": {"node", "observe", "testbed", "interop", "i3log"},
     "node": {"testbed", "interop"},
     "observe": {"node", "testbed", "interop"},
     "interop": {"testbed"},

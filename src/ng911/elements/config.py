@@ -235,6 +235,11 @@ def _check_timeouts(cfg: ElementConfig) -> None:
         )
 
 
+def _check_logger(cfg: ElementConfig) -> None:
+    if cfg.logger is not None and not cfg.logger.startswith(("http://", "https://")):
+        raise ConfigError(f"{cfg.name}: logger must be an http(s) URL, not {cfg.logger!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class OverloadConfig(_Plain):
     """Overload control and per-source limits (`ng911.elements.overload` says why).
@@ -350,9 +355,16 @@ class ElementConfig(_Plain):
     log_file: str = ""  # JSON lines; empty = stderr
     overload: OverloadConfig = field(default_factory=OverloadConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    # the i3 Logging Service (NENA-STA-010.3 §4.12) this element sends signed LogEvents to:
+    # its base URL ("https://logger.esinet.example:8443/"; POSTs go to .../LogEvents). None =
+    # no LogEvents. Signed with `tls.cert`/`tls.key` (required then); https uses `tls.ca`.
+    logger: str | None = None
+    # i3 Agency Identifier (§2.1.1, a domain) in every LogEvent; "" = fqdn minus its host
+    agency_id: str = ""
 
     def __post_init__(self) -> None:
         _check_timeouts(self)
+        _check_logger(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,6 +416,7 @@ class VspConfig(ElementConfig):
     workers: int = 1  # processes sharing the listeners (ng911.node.workers)
 
     def __post_init__(self) -> None:
+        _check_logger(self)
         bad = [a for a in self.auth_algorithms if a not in DIGEST_ALGORITHMS]
         if bad or not self.auth_algorithms:
             raise ConfigError(

@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from ng911.net.log import MAX_FIELD, clean
@@ -23,7 +24,9 @@ class EventLog:
     """One JSON object per event (STYLE: Kamailio-style structured logs).
 
     Lines go to `stream` (a file opened by the element, or stderr when `echo` is set) and,
-    when `keep` is set, to the in-memory `records` list the tests and the chain read.
+    when `keep` is set, to the in-memory `records` list the tests and the chain read, and to
+    each of `sinks` (callables given each record dict, e.g. the i3 Logging Service's mapper,
+    `ng911.node.logevents`); a sink that raises is ignored, never the element's problem.
     """
 
     def __init__(
@@ -38,14 +41,20 @@ class EventLog:
         self.stream = stream if stream is not None else (sys.stderr if echo else None)
         self.keep = keep
         self.records: list[dict[str, Any]] = []
+        self.sinks: list[Callable[[dict[str, Any]], None]] = []
 
     @property
     def enabled(self) -> bool:
         """Would a record go anywhere? Hot paths test this before formatting fields."""
-        return self.stream is not None or bool(self.keep) or log.isEnabledFor(logging.INFO)
+        return (
+            self.stream is not None
+            or bool(self.keep)
+            or bool(self.sinks)
+            or log.isEnabledFor(logging.INFO)
+        )
 
     def __call__(self, what: str, *, call_id: str | None = None, **fields: Any) -> None:
-        if self.stream is None and not self.keep and not log.isEnabledFor(logging.INFO):
+        if not self.enabled:
             return
         rec: dict[str, Any] = {"ts": round(time.time(), 6), "element": self.element}
         if call_id is not None:
@@ -61,6 +70,13 @@ class EventLog:
             self.records.append(rec)
             if len(self.records) > self.keep:
                 del self.records[: len(self.records) - self.keep]
+        for sink in self.sinks:
+            try:
+                sink(rec)
+            except Exception:  # a sink never breaks the element (the Logging Service's rule)
+                pass
+        if self.stream is None and not log.isEnabledFor(logging.INFO):
+            return
         line = json.dumps(rec, default=str)
         if self.stream is not None:
             self.stream.write(line + "\n")

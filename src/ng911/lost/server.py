@@ -36,6 +36,7 @@ import json
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,6 +161,63 @@ def peer_names(request: web.Request) -> set[str]:
     return names
 
 
+Refuse = Callable[[int, str], web.Response]
+
+
+def request_limits(
+    max_body: int,
+    limits: HttpLimits,
+    *,
+    refuse: Refuse | None = None,
+    event: Callable[..., None] | None = None,
+) -> Any:
+    """The middleware that holds every request, routed or not, to its body deadline and
+    size before the handler runs; the connection's guard is told each step
+    (`ng911.lost.limits`). `refuse(status, text)` builds the 408/413/400 answers (default:
+    plain text, connection closed); `event(name, **fields)` logs ("lost.refused", ...).
+    Shared by the LoST server and the i3 Logging Service."""
+    answer = refuse or _closing
+    note = event or _event
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        guard = guard_of(request)
+        if guard is not None:
+            guard.head_done()
+        try:
+            declared = request.content_length
+            if declared is not None and declared > max_body:
+                note("lost.refused", reason="max_body", peer=request.remote, bytes=declared)
+                return answer(413, f"body larger than {max_body} bytes\n")
+            lim = guard.limits if guard is not None else limits
+            if request.body_exists:
+                try:
+                    async with asyncio.timeout(lim.body_timeout):
+                        await request.read()  # kept by aiohttp: the handler's read() is free
+                except TimeoutError:
+                    if guard is not None:
+                        guard.timed_out("body", request.content.total_bytes)
+                    else:
+                        note("lost.timeout", phase="body", peer=request.remote)
+                    return answer(408, "request body too slow\n")
+                except web.HTTPRequestEntityTooLarge:
+                    note("lost.refused", reason="max_body", peer=request.remote)
+                    return answer(413, f"body larger than {max_body} bytes\n")
+                except (ConnectionError, RuntimeError) as exc:
+                    # the client left mid-body (aiohttp: reset, or "Connection closed")
+                    note("lost.client_gone", peer=request.remote, error=type(exc).__name__)
+                    return answer(400, "connection closed mid-body\n")
+            if guard is not None:
+                guard.body_done()
+            response: web.StreamResponse = await handler(request)
+            return response
+        finally:
+            if guard is not None:
+                guard.request_done()
+
+    return middleware
+
+
 class LostServer:
     """Holds the engine and the forwarding session; `app` is the aiohttp application."""
 
@@ -169,7 +227,8 @@ class LostServer:
         self.engine = LostEngine(store, self.config.engine)
         self._session: aiohttp.ClientSession | None = None
         self.app = web.Application(
-            client_max_size=self.config.max_body, middlewares=[self._limit_request]
+            client_max_size=self.config.max_body,
+            middlewares=[request_limits(self.config.max_body, self.config.limits)],
         )
         self.app[LIMITS_KEY] = self.config.limits
         for path in PATHS:
@@ -180,44 +239,6 @@ class LostServer:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    @web.middleware
-    async def _limit_request(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """Every request, routed or not: the body within its deadline and size, then the
-        handler; the connection's guard is told each step (`ng911.lost.limits`)."""
-        guard = guard_of(request)
-        if guard is not None:
-            guard.head_done()
-        try:
-            declared = request.content_length
-            if declared is not None and declared > self.config.max_body:
-                _event("lost.refused", reason="max_body", peer=request.remote, bytes=declared)
-                return _closing(413, f"body larger than {self.config.max_body} bytes\n")
-            limits = guard.limits if guard is not None else self.config.limits
-            if request.body_exists:
-                try:
-                    async with asyncio.timeout(limits.body_timeout):
-                        await request.read()  # kept by aiohttp: the handler's read() is free
-                except TimeoutError:
-                    if guard is not None:
-                        guard.timed_out("body", request.content.total_bytes)
-                    else:
-                        _event("lost.timeout", phase="body", peer=request.remote)
-                    return _closing(408, "request body too slow\n")
-                except web.HTTPRequestEntityTooLarge:
-                    _event("lost.refused", reason="max_body", peer=request.remote)
-                    return _closing(413, f"body larger than {self.config.max_body} bytes\n")
-                except (ConnectionError, RuntimeError) as exc:
-                    # the client left mid-body (aiohttp: reset, or "Connection closed")
-                    _event("lost.client_gone", peer=request.remote, error=type(exc).__name__)
-                    return _closing(400, "connection closed mid-body\n")
-            if guard is not None:
-                guard.body_done()
-            response: web.StreamResponse = await handler(request)
-            return response
-        finally:
-            if guard is not None:
-                guard.request_done()
 
     def _answer(self, body: bytes) -> web.Response:
         return web.Response(body=body, headers=_CT_HEADER)
@@ -345,11 +366,12 @@ class RunningServer:
     port: int
     scheme: str
     connections: ConnectionTable | None = None  # live counts, refusals, timeouts
+    path: str = "/lost"  # what `url` ends with (the Logging Service serves "/")
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}/lost"
+        return f"{self.scheme}://{host}:{self.port}{self.path}"
 
     async def close(self) -> None:
         await self.runner.cleanup()
@@ -362,11 +384,13 @@ async def serve(
     *,
     ssl_context: ssl.SSLContext | None = None,
     limits: HttpLimits | None = None,
+    path: str = "/lost",
 ) -> RunningServer:
     """Start `app` on host:port (0 = ephemeral); returns the bound address and a closer.
 
     Every connection goes through `ng911.lost.limits` with `limits`, by default the ones the
-    application was made with (`ServerConfig.limits`).
+    application was made with (`ServerConfig.limits`). Any aiohttp application may be
+    served so (the i3 Logging Service is, with `path="/"`).
     """
     limits = limits or app.get(LIMITS_KEY) or HttpLimits()
     runner = web.AppRunner(
@@ -383,4 +407,4 @@ async def serve(
     addresses: list[Any] = list(runner.addresses)
     bound = addresses[0][1] if addresses else port
     scheme = "https" if ssl_context else "http"
-    return RunningServer(runner, host, int(bound), scheme, site.table)
+    return RunningServer(runner, host, int(bound), scheme, site.table, path)

@@ -9,22 +9,35 @@ what a process starting from a TOML table (or the testbed's configs) does, once,
 from __future__ import annotations
 
 import ssl
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ng911.elements.calltaker import CallTaker
-from ng911.elements.config import ElementConfig, EsrpConfig, VspConfig
+from ng911.elements.config import ConfigError, ElementConfig, EsrpConfig, VspConfig
 from ng911.elements.esrp import Esrp
 from ng911.elements.psap import Psapd
 from ng911.elements.runtime import SipElement
 from ng911.elements.ua import Caller
 from ng911.elements.vsp import VspProxy
+from ng911.i3log.jws import Signer
+from ng911.i3log.sender import LogSender
 from ng911.lost.client import LostClient
+from ng911.node.logevents import LogEventMapper
 from ng911.node.memory import release_freed_memory
+from ng911.pki.errors import PkiError
 from ng911.pki.tls import client_context, server_context
 
-__all__ = ["ELEMENT_CLASSES", "build_element", "lost_client", "tls_contexts"]
+__all__ = [
+    "ELEMENT_CLASSES",
+    "attach_logger",
+    "build_element",
+    "close_element",
+    "log_sender",
+    "lost_client",
+    "tls_contexts",
+]
 
 Observer = Callable[[Any], None]
 
@@ -117,4 +130,61 @@ def build_element(
         kw["lost"] = lost if lost is not None else lost_client(config)
     el = cls(config, log_keep=log_keep, observers=obs, client_tls=client, server_tls=server, **kw)
     el.release_memory = release_freed_memory
+    if config.logger:
+        attach_logger(el, config, client_tls=client)
     return el
+
+
+_SENDERS: weakref.WeakKeyDictionary[SipElement, LogSender] = weakref.WeakKeyDictionary()
+
+
+def element_ids(config: ElementConfig) -> tuple[str, str]:
+    """(elementId, agencyId) of an element's LogEvents (NENA-STA-010.3 §2.1.1, §2.1.3):
+    its fqdn (its name when the fqdn is "localhost"), and `agency_id` or the fqdn's
+    domain."""
+    element_id = config.fqdn if config.fqdn not in ("", "localhost") else config.name
+    agency = config.agency_id or (element_id.split(".", 1)[1] if "." in element_id else element_id)
+    return element_id, agency
+
+
+def attach_logger(
+    el: SipElement, config: ElementConfig, *, client_tls: ssl.SSLContext | None = None
+) -> LogSender:
+    """Give `el` a `LogSender` to `config.logger` and the mapper of its observations
+    (`ng911.node.logevents`): on its transport's observers, its EventLog's sinks and its
+    LoST client's observers. LogEvents are signed with the element's own TLS certificate
+    and key; https to the logger uses `client_tls` (mutual TLS with that certificate)."""
+    if not config.logger:
+        raise ConfigError(f"{config.name}: no logger URL")
+    if not config.tls.enabled:
+        raise ConfigError(
+            f"{config.name}: logger needs tls.cert and tls.key (LogEvents are signed with them)"
+        )
+    try:
+        signer = Signer.from_files(config.tls.cert, config.tls.key)
+    except PkiError as exc:
+        raise ConfigError(f"{config.name}: logger signing key: {exc}") from None
+    ctx = client_tls if config.logger.startswith("https:") else None
+    sender = LogSender(config.logger, signer, ssl_context=ctx)
+    element_id, agency_id = element_ids(config)
+    mapper = LogEventMapper(sender, element_id, agency_id)
+    el.transport.observers.append(mapper.observe)
+    el.log.sinks.append(mapper.record)
+    lost = getattr(el, "lost", None)
+    if isinstance(lost, LostClient):
+        lost.observers.append(mapper.observe)
+    _SENDERS[el] = sender
+    return sender
+
+
+def log_sender(el: SipElement) -> LogSender | None:
+    """The element's LogSender, when its config names a logger."""
+    return _SENDERS.get(el)
+
+
+async def close_element(el: SipElement, drain: float = 1.0) -> None:
+    """Close `el`, then its LogSender (what is still queued gets `drain` seconds)."""
+    await el.close()
+    sender = _SENDERS.pop(el, None)
+    if sender is not None:
+        await sender.close(drain)

@@ -17,16 +17,21 @@ import asyncio
 import sys
 from typing import Any
 
-ELEMENTS = ("caller", "vsp", "esrp", "psap", "calltaker", "lost")
+ELEMENTS = ("caller", "vsp", "esrp", "psap", "calltaker", "lost", "logger")
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "run",
-        help="run one call-chain element (caller, vsp, esrp, psap, calltaker, lost)",
+        help="run one call-chain element (caller, vsp, esrp, psap, calltaker, lost, logger)",
         description=(
             "Run one element from a table of a TOML file (see ng911.elements.config for the "
-            "options of each). Logs one JSON object per event on stderr (or log_file)."
+            "options of each). Logs one JSON object per event on stderr (or log_file). "
+            "`logger` is the NENA i3 Logging Service: a [logger] table with host, port, "
+            "cert/key/ca (TLS; require_client_cert for mutual TLS), signer_ca (CA files whose "
+            "element certificates may sign LogEvents; default ca), store (a PostgreSQL DSN, "
+            "else a SQLite file; default logevents.sqlite), max_body, page_size, max_page, "
+            "and the HTTP limits of [lost]."
         ),
     )
     p.add_argument("element", choices=ELEMENTS, nargs="?", help="the role (not with --bundle)")
@@ -92,7 +97,7 @@ def register(sub: Any) -> None:
 
 def run_element(args: argparse.Namespace) -> int:
     from ng911.errors import Ng911Error
-    from ng911.node.serve import load, serve_element, serve_lost, worker_config
+    from ng911.node.serve import load, serve_element, serve_logger, serve_lost, worker_config
     from ng911.node.workers import supervise, worker_count
 
     try:
@@ -100,6 +105,8 @@ def run_element(args: argparse.Namespace) -> int:
         cfg = load(args.element, args.config, args.table)
         if args.element == "lost":
             return asyncio.run(serve_lost(cfg, args))
+        if args.element == "logger":
+            return asyncio.run(serve_logger(cfg, args))
         if args.worker_role:
             cfg = worker_config(cfg, args.worker_role)
         else:

@@ -14,9 +14,10 @@ import gc
 import json
 import os
 import signal
+import ssl
 import sys
 import tomllib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,7 @@ from ng911.elements.calltaker import CallTaker
 from ng911.elements.config import ConfigError
 from ng911.elements.runtime import SipElement
 from ng911.elements.ua import Caller
-from ng911.node.build import build_element, lost_client
+from ng911.node.build import build_element, close_element, lost_client
 from ng911.node.logs import route_logs, unroute_logs
 from ng911.node.memory import GcFreezer
 from ng911.node.workers import decode_role, parent_gone
@@ -33,7 +34,15 @@ from ng911.node.workers import decode_role, parent_gone
 if TYPE_CHECKING:
     from ng911.lost.server import RunningServer
 
-__all__ = ["load", "serve_element", "serve_lost", "stop_on_signals"]
+__all__ = [
+    "load",
+    "serve_element",
+    "serve_logger",
+    "serve_lost",
+    "start_logger",
+    "start_lost",
+    "stop_on_signals",
+]
 
 CONFIG_CLASSES: dict[str, type[cfgmod.ElementConfig]] = {
     "caller": cfgmod.CallerConfig,
@@ -49,15 +58,25 @@ _LOST_LIMITS = (
 )  # fmt: skip
 
 
+# a `[logger]` table: the i3 Logging Service (ng911.i3log; defaults in `start_logger`)
+_LOGGER_KEYS = (
+    "name", "host", "port", "cert", "key", "ca", "require_client_cert", "keylog",
+    "signer_ca", "store", "table", "max_body", "page_size", "max_page", *_LOST_LIMITS,
+)  # fmt: skip
+
+
 def load(element: str, path: str, table: str | None) -> Any:
-    """The element's table of a TOML file: an `ElementConfig`, or the `[lost]` dict."""
+    """The element's table of a TOML file: an `ElementConfig`, or the `[lost]` or
+    `[logger]` dict."""
     if element == "lost":
         return load_lost(path, table or element)
+    if element == "logger":
+        return load_logger(path, table or element)
     return cfgmod.load_toml(path, table or element, CONFIG_CLASSES[element])
 
 
-def load_lost(path: str, table: str) -> dict[str, Any]:
-    """The `[lost]` table: address, boundaries and the URI each boundary maps to, TLS."""
+def _load_table(path: str, table: str, allowed: Iterable[str]) -> dict[str, Any]:
+    """One table of a TOML file as a dict, with no key outside `allowed`."""
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -66,14 +85,31 @@ def load_lost(path: str, table: str) -> dict[str, Any]:
     node = data.get(table)
     if not isinstance(node, dict):
         raise ConfigError(f"{path}: no table [{table}]")
+    unknown = sorted(set(node) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{path}:[{table}]: unknown option(s) {', '.join(unknown)}")
+    return node
+
+
+def load_logger(path: str, table: str) -> dict[str, Any]:
+    """The `[logger]` table: address, TLS, the CAs whose elements may log, the store."""
+    node = _load_table(path, table, _LOGGER_KEYS)
+    if not (node.get("signer_ca") or node.get("ca")):
+        raise ConfigError(
+            f"{path}:[{table}]: signer_ca (or ca) is required: the CA files whose element "
+            "certificates may sign LogEvents"
+        )
+    return node
+
+
+def load_lost(path: str, table: str) -> dict[str, Any]:
+    """The `[lost]` table: address, boundaries and the URI each boundary maps to, TLS."""
     allowed = {
         "name", "host", "port", "boundaries", "domain", "uris",
         "cert", "key", "ca", "require_client_cert", "keylog",
         "max_body", *_LOST_LIMITS,
     }  # fmt: skip
-    unknown = sorted(set(node) - allowed)
-    if unknown:
-        raise ConfigError(f"{path}:[{table}]: unknown option(s) {', '.join(unknown)}")
+    node = _load_table(path, table, allowed)
     if not isinstance(node.get("boundaries"), str):
         raise ConfigError(f"{path}:[{table}]: boundaries (a GeoJSON file) is required")
     return node
@@ -87,7 +123,6 @@ async def start_lost(cfg: dict[str, Any]) -> RunningServer:
     from ng911.lost.limits import HttpLimits
     from ng911.lost.server import ServerConfig, make_app, serve
     from ng911.lost.store import MappingConfig
-    from ng911.pki.tls import server_context
 
     try:
         limits = HttpLimits(**{k: cfg[k] for k in _LOST_LIMITS if k in cfg})
@@ -100,34 +135,93 @@ async def start_lost(cfg: dict[str, Any]) -> RunningServer:
     uris = {str(k): tuple(v) for k, v in dict(cfg.get("uris", {})).items()}
     mapping = MappingConfig(domain=str(cfg.get("domain", "esinet.example")), uris=uris)
     store = EmbeddedStore.from_geojson(Path(cfg["boundaries"]), mapping)
-    ctx = None
-    if cfg.get("cert"):
-        ctx = server_context(
-            Path(cfg["cert"]),
-            Path(cfg["key"]),
-            [Path(c) for c in cfg.get("ca", [])],
-            require_client_cert=bool(cfg.get("require_client_cert", False)),
-            keylog=Path(cfg["keylog"]) if cfg.get("keylog") else None,
-        )
     return await serve(
         make_app(store, server_cfg),
         str(cfg.get("host", "127.0.0.1")),
         int(cfg.get("port", 0)),
-        ssl_context=ctx,
+        ssl_context=_server_tls(cfg),
+    )
+
+
+def _server_tls(cfg: dict[str, Any]) -> ssl.SSLContext | None:
+    """The server context of a `[lost]` or `[logger]` table (None without `cert`)."""
+    from ng911.pki.tls import server_context
+
+    if not cfg.get("cert"):
+        return None
+    return server_context(
+        Path(cfg["cert"]),
+        Path(cfg["key"]),
+        [Path(c) for c in cfg.get("ca", [])],
+        require_client_cert=bool(cfg.get("require_client_cert", False)),
+        keylog=Path(cfg["keylog"]) if cfg.get("keylog") else None,
+    )
+
+
+async def start_logger(cfg: dict[str, Any]) -> RunningServer:
+    """An i3 Logging Service from a `[logger]` table (`load` checked its keys): its store
+    (`store`: a PostgreSQL DSN, else a SQLite file, default "logevents.sqlite"; ":memory:"
+    keeps nothing), the CAs that vouch for signers (`signer_ca`, default `ca`), limits and
+    TLS (`require_client_cert` for mutual TLS). What `ng911 run logger` serves and what an
+    in-process chain starts; closing the returned server closes the store."""
+    from ng911.i3log.jws import Verifier
+    from ng911.i3log.server import LoggingServer, LoggingServerConfig, serve_logging
+    from ng911.i3log.store import open_store
+
+    name = cfg.get("name", "logger")
+    try:
+        defaults = LoggingServerConfig()
+        limits = dataclasses.replace(
+            defaults.limits, **{k: cfg[k] for k in _LOST_LIMITS if k in cfg}
+        )
+        server_cfg = LoggingServerConfig(
+            max_body=int(cfg.get("max_body", defaults.max_body)),
+            limits=limits,
+            page_size=int(cfg.get("page_size", defaults.page_size)),
+            max_page=int(cfg.get("max_page", defaults.max_page)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[{name}]: {exc}") from None
+    signer_ca = cfg.get("signer_ca") or cfg.get("ca") or []
+    verifier = Verifier.from_files([str(p) for p in signer_ca])  # PkiError: one line, exit 2
+    ctx = _server_tls(cfg)
+    try:
+        store = await open_store(
+            str(cfg.get("store", "logevents.sqlite")), table=str(cfg.get("table", "log_events"))
+        )
+    except Exception as exc:  # sqlite3/psycopg errors: a bad path or DSN is a config error
+        raise ConfigError(f"[{name}]: store: {type(exc).__name__}: {exc}") from None
+    server = LoggingServer(store, verifier, server_cfg)
+
+    async def close_store(_app: Any) -> None:
+        await store.close()
+
+    server.app.on_cleanup.append(close_store)
+    return await serve_logging(
+        server, str(cfg.get("host", "127.0.0.1")), int(cfg.get("port", 0)), ssl_context=ctx
     )
 
 
 async def serve_lost(cfg: dict[str, Any], args: argparse.Namespace) -> int:
     """A LoST server as an element: what the testbed's LoST host runs in its own process."""
-    running = await start_lost(cfg)
+    return await _serve_http(await start_lost(cfg), cfg.get("name", "lost"), args)
+
+
+async def serve_logger(cfg: dict[str, Any], args: argparse.Namespace) -> int:
+    """The i3 Logging Service as an element (`ng911 run logger`)."""
+    return await _serve_http(await start_logger(cfg), cfg.get("name", "logger"), args)
+
+
+async def _serve_http(running: RunningServer, name: str, args: argparse.Namespace) -> int:
+    """Serve an HTTP service until a signal, its ready line naming its URL."""
     stop = stop_on_signals()
     try:
         if args.ready:
-            print(json.dumps({"ready": cfg.get("name", "lost"), "url": running.url}), flush=True)
+            print(json.dumps({"ready": name, "url": running.url}), flush=True)
         await stop.wait()
         return 0
     finally:
-        await running.close()  # the embedded store holds nothing to close
+        await running.close()
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -266,7 +360,7 @@ async def _serve_started(el: SipElement, cfg: Any, args: argparse.Namespace) -> 
         return 0
     finally:
         freezer.stop()
-        await el.close()
+        await close_element(el)
 
 
 async def _until_stopped_or_orphaned(stop: asyncio.Event) -> None:

@@ -1,0 +1,259 @@
+"""The element side of the Logging Service: sign LogEvents and POST them, off the call path.
+
+A logger that is slow, down or refusing must cost an emergency call nothing (NENA i3 has
+the element log; it never has a call wait for its log). So:
+
+- `submit(item)` only appends to a BOUNDED queue (`max_queue`): it never awaits, never
+  blocks and never raises. When the queue is full the OLDEST item is dropped and counted
+  (`dropped`): the newest are the most useful to whoever looks after an outage, and memory
+  stays bounded whatever the call rate. An item is a `LogEvent`, or anything `mapper`
+  turns into LogEvents (an element's raw observations: `ng911.node.logevents`), so that
+  even the mapping (parsing a SIP message) happens off the call path.
+- `concurrency` background tasks (default 4) take items in order, map them (`mapper`
+  calls `emit` with each LogEvent: a second bounded queue), sign each LogEvent
+  (`jws.Signer`) and POST it to `{url}/LogEvents` over one keep-alive aiohttp session
+  (https with the element's client context: mutual TLS when the logger asks for it).
+- A connection error, a timeout or a 5xx is retried after a backoff (`backoff` doubling to
+  `max_backoff`, at most `retries` times, counted in `retried`); then the event is counted
+  `failed` and the next one is tried. A 4xx
+  is the logger refusing that event (bad signature, bad LogEvent): counted `refused`, never
+  retried.
+- `close()` gives the queue `drain` seconds to empty, then cancels the task.
+
+Counters: `sent`, `failed`, `refused`, `dropped`, `retried`, `unmapped` (a mapper that
+raised: a bug, counted, never propagated); `stats()` for logs and tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import ssl
+from typing import Any, Protocol
+
+import aiohttp
+
+from ng911.i3log.events import LogEvent
+from ng911.i3log.jws import Signer
+
+__all__ = ["LogSender", "endpoint"]
+
+log = logging.getLogger("ng911.i3log.sender")
+
+
+class Mapper(Protocol):
+    """Turns submitted items into LogEvents, handed to `LogSender.emit`."""
+
+    def map(self, item: Any) -> None: ...
+
+    def flush(self) -> None:
+        """Emit whatever is held back (the sender is closing)."""
+
+
+def endpoint(url: str) -> str:
+    """`https://logger.example/` or `.../Logging/v1` → the POST URL `.../LogEvents`."""
+    base = url.rstrip("/")
+    return base if base.endswith("/LogEvents") else base + "/LogEvents"
+
+
+class LogSender:
+    """Bounded queue + background poster (module docstring). Start it inside a running
+    loop (`start()`); `submit` before `start` only queues."""
+
+    def __init__(
+        self,
+        url: str,
+        signer: Signer,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_queue: int = 10_000,
+        timeout: float = 2.0,
+        retries: int = 3,
+        backoff: float = 0.1,
+        max_backoff: float = 2.0,
+        concurrency: int = 4,
+        mapper: Mapper | None = None,
+    ) -> None:
+        self.url = endpoint(url)
+        self.signer = signer
+        self.ssl_context = ssl_context
+        self.max_queue = max(1, max_queue)
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.concurrency = max(1, concurrency)
+        self.mapper = mapper
+        self._queue: collections.deque[Any] = collections.deque()  # submitted items
+        self._ready: collections.deque[LogEvent] = collections.deque()  # mapped, to send
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._busy = 0
+        self._closed = False
+        self._session: aiohttp.ClientSession | None = None
+        self.sent = self.failed = self.refused = self.dropped = self.retried = 0
+        self.unmapped = 0
+        self.ids: collections.deque[str] = collections.deque(maxlen=1000)  # last logEventIds
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue) + len(self._ready)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "sent": self.sent,
+            "failed": self.failed,
+            "refused": self.refused,
+            "dropped": self.dropped,
+            "retried": self.retried,
+            "unmapped": self.unmapped,
+            "pending": self.pending,
+        }
+
+    def _push(self, queue: collections.deque[Any], item: Any) -> None:
+        try:
+            if not self._tasks and not self._closed:
+                self._autostart()
+            if len(queue) >= self.max_queue:
+                queue.popleft()
+                self.dropped += 1
+            queue.append(item)
+            self._wake.set()
+        except Exception:  # an observer must never break the element
+            self.dropped += 1
+
+    def submit(self, item: Any) -> None:
+        """Queue `item`; drop the oldest when full. Never blocks, never raises."""
+        self._push(self._queue, item)
+
+    def emit(self, event: LogEvent) -> None:
+        """What `mapper` calls with each LogEvent it makes (bounded like `submit`)."""
+        self._push(self._ready, event)
+
+    def _autostart(self) -> None:
+        """Start on the first item queued inside a running loop (an element built outside
+        one starts sending once it runs)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self.start()
+
+    def start(self) -> None:
+        """Start the background tasks (inside the running loop)."""
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [
+                loop.create_task(self._run(), name=f"i3log-sender-{i}")
+                for i in range(self.concurrency)
+            ]
+
+    async def close(self, drain: float = 1.0) -> None:
+        """Send what is queued (and what the mapper holds) for up to `drain` seconds, then
+        stop; nothing submitted afterwards is sent."""
+        if self.mapper is not None:
+            try:
+                self.mapper.flush()
+            except Exception:
+                self.unmapped += 1
+        self._closed = True
+        tasks, self._tasks = self._tasks, []
+        if tasks and drain > 0 and (self.pending or self._busy):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained(), drain)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _drained(self) -> None:
+        while self.pending or self._busy:
+            await asyncio.sleep(0.01)
+
+    def _next(self) -> LogEvent | None:
+        """The next LogEvent to send, mapping submitted items as needed (synchronously, so
+        the mapper sees items in submission order whatever task runs it)."""
+        while not self._ready and self._queue:
+            item = self._queue.popleft()
+            if isinstance(item, LogEvent):
+                return item
+            if self.mapper is None:
+                self.unmapped += 1
+                continue
+            try:
+                self.mapper.map(item)
+            except Exception as exc:  # a bug of ours: counted, logged, never raised
+                self.unmapped += 1
+                log.warning(json.dumps({"event": "logger.map_error", "error": repr(exc)}))
+        return self._ready.popleft() if self._ready else None
+
+    async def _run(self) -> None:
+        while True:
+            event = self._next()
+            if event is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            self._busy += 1
+            try:
+                await self._deliver(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug of ours: count it, keep the loop alive
+                self.failed += 1
+                log.warning(json.dumps({"event": "logger.send_error", "error": repr(exc)}))
+            finally:
+                self._busy -= 1
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                ssl=self.ssl_context if self.ssl_context is not None else True,
+                limit=self.concurrency,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout)
+            )
+        return self._session
+
+    async def _deliver(self, event: LogEvent) -> None:
+        body = json.dumps(self.signer.sign(event)).encode()
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.retried += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff)
+            try:
+                async with self._client().post(
+                    self.url, data=body, headers={"Content-Type": "application/json"}
+                ) as resp:
+                    answer = await resp.read()
+                    status = resp.status
+            except (aiohttp.ClientError, OSError, TimeoutError, ssl.SSLError):
+                continue
+            if status == 201:
+                self.sent += 1
+                with contextlib.suppress(ValueError, AttributeError, TypeError):
+                    self.ids.append(str(json.loads(answer).get("id")))
+                return
+            if 400 <= status < 500:
+                self.refused += 1
+                log.warning(
+                    json.dumps(
+                        {"event": "logger.refused", "status": status, "type": event.TYPE,
+                         "answer": answer[:200].decode("utf-8", "replace")}
+                    )
+                )  # fmt: skip
+                return
+        self.failed += 1
+
+    def __repr__(self) -> str:
+        return f"LogSender({self.url!r}, {self.stats()})"
