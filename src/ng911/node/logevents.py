@@ -24,7 +24,12 @@ the Logging Service (`elements/` never imports `ng911.i3log`):
   (`badRequest`, HTTP 415) sets `malformedQuery` to the server's reason.
 - its `EventLog` records (`EventLog.sinks`): "route" → RouteLogEvent (`recipient`, `rule`,
   `policy_owner`, `policy_type`, `reason`; without them, the ESRP's `plan[0]` and `outcome`),
-  "service_state" → ServiceStateChangeLogEvent (`state`, `reason`, `service`).
+  "service_state" → ServiceStateChangeLogEvent (`state`, `reason`, `service`); psapd's
+  "call_answered" → CallStateChangeLogEvent (state "callAnswered", `agencyAgentId` the call
+  taker's AOR, the wait in `changeReason`), its "agent_state" (a call taker registered,
+  unregistered or unreachable) → AgentStateChangeLogEvent (`primaryAgentState` Available |
+  NotAvailable, `agencyAgentId`). psapd's other call records (queued, offers, call_log)
+  stay in its log: the SIP messages already give CallStart/CallEnd.
 
 `callId`/`incidentId` are the NENA emergency identifiers, read from Call-Info of the SIP
 messages (`elements.identifiers.extract_ids`) and remembered per SIP Call-ID. The first
@@ -47,9 +52,11 @@ from typing import Any
 
 from ng911.elements.identifiers import extract_ids
 from ng911.i3log.events import (
+    AgentStateChangeLogEvent,
     CallEndLogEvent,
     CallSignalingMessageLogEvent,
     CallStartLogEvent,
+    CallStateChangeLogEvent,
     LogEvent,
     LostQueryLogEvent,
     LostResponseLogEvent,
@@ -69,7 +76,7 @@ from ng911.sip.parse import parse_message
 __all__ = ["MAX_ADAPTER", "RECORDS", "SKIPPED_METHODS", "LogEventMapper"]
 
 #: EventLog `what` names that become LogEvents (the others stay in the element's log).
-RECORDS = frozenset({"route", "service_state"})
+RECORDS = frozenset({"route", "service_state", "call_answered", "agent_state"})
 #: SIP methods (of requests, and of the CSeq of responses) that are not call signalling.
 SKIPPED_METHODS = frozenset({"OPTIONS", "REGISTER"})
 MAX_CALLS = 10_000  # SIP Call-IDs remembered (identifiers, started, ended)
@@ -342,8 +349,33 @@ class LogEventMapper:
                     rule_id=str(rec.get("rule") or rec.get("outcome") or ""),
                     policy_owner=str(rec.get("policy_owner") or self.agency_id),
                     policy_type=str(rec.get("policy_type") or "OriginationPolicy"),
+                    policy_queue_name=_text(rec.get("queue")),
                     cause=_text(rec.get("reason")),
                     extension=ext or None,
+                ),
+            )
+        elif what == "call_answered":
+            taker = _text(rec.get("taker"))
+            wait = rec.get("wait_s")
+            self._emit(
+                sip_cid,
+                CallStateChangeLogEvent(
+                    **common,
+                    state="callAnswered",
+                    direction="incoming",
+                    agency_agent_id=taker,
+                    change_reason=f"answered by {taker} after {wait} s in the PSAP",
+                ),
+            )
+        elif what == "agent_state":
+            reason = _text(rec.get("reason"))
+            self._emit(
+                None,
+                AgentStateChangeLogEvent(
+                    **common,
+                    primary_agent_state=str(rec.get("state") or ""),
+                    agency_agent_id=_text(rec.get("taker")),
+                    extension={"reason": reason} if reason else None,
                 ),
             )
         elif what == "service_state":
