@@ -277,54 +277,47 @@ class LogEventMapper:
     def _lost(self, ev: LostQueryEvent) -> None:
         if ev.cached:
             return
-        query_id = uuid.uuid4().hex
         common = self._common(ev.ts)
         common["call_id"] = ev.call_id
         common["ip_address_port"] = ev.url
-        summary = f"findService from {ev.element} to {ev.url} ({ev.transport})"
         status = "ok" if ev.ok else (ev.result or "error")
-        query = LostQueryLogEvent(
-            **common, query_adapter=summary, direction="outgoing", query_id=query_id
-        )
-        self.sender.emit(query)
-        common["timestamp"] = rfc3339(ev.ts + ev.duration)
         answer = f"{status}: {ev.result}" if ev.ok else f"no mapping: {status}"
-        self.sender.emit(
-            LostResponseLogEvent(
-                **common,
-                response_adapter=answer,
-                direction="incoming",
-                response_id=query_id,
-                response_status=status,
-                malformed_response=answer if status == "protocol" else None,
-            )
-        )
+        query = {"query_adapter": f"findService from {ev.element} to {ev.url} ({ev.transport})"}
+        response = {
+            "response_adapter": answer,
+            "response_status": status,
+            "malformed_response": answer if status == "protocol" else None,
+        }
+        self._lost_pair(common, ev.ts + ev.duration, "outgoing", query, response)
 
     def _served(self, ev: LostServedEvent) -> None:
         """The ECRF's side of one LoST exchange: the query in, the answer out."""
-        query_id = uuid.uuid4().hex
         status, malformed = _served_status(ev)
         common = self._common(ev.ts)
         common["ip_address_port"] = ev.peer
         common["call_id"], common["incident_id"] = _query_ids(ev.request)
+        query = {"query_adapter": _xml(ev.request), "malformed_query": malformed}
+        response = {"response_adapter": _xml(ev.response), "response_status": status}
+        self._lost_pair(common, ev.ts + ev.duration, "incoming", query, response)
+
+    def _lost_pair(
+        self,
+        common: dict[str, Any],
+        answered: float,
+        query_direction: str,
+        query: dict[str, Any],
+        response: dict[str, Any],
+    ) -> None:
+        """A LostQuery and its LostResponse (`queryId` = `responseId`, opposite directions;
+        the response stamped when the answer came)."""
+        query_id = uuid.uuid4().hex
+        back = "incoming" if query_direction == "outgoing" else "outgoing"
         self.sender.emit(
-            LostQueryLogEvent(
-                **common,
-                query_adapter=_xml(ev.request),
-                direction="incoming",
-                query_id=query_id,
-                malformed_query=malformed,
-            )
+            LostQueryLogEvent(**common, **query, direction=query_direction, query_id=query_id)
         )
-        common["timestamp"] = rfc3339(ev.ts + ev.duration)
+        common = {**common, "timestamp": rfc3339(answered)}
         self.sender.emit(
-            LostResponseLogEvent(
-                **common,
-                response_adapter=_xml(ev.response),
-                direction="outgoing",
-                response_id=query_id,
-                response_status=status,
-            )
+            LostResponseLogEvent(**common, **response, direction=back, response_id=query_id)
         )
 
     def _record(self, rec: dict[str, Any]) -> None:
