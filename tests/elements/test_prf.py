@@ -8,7 +8,14 @@ import pytest
 
 from ng911.elements.config import ConfigError, EsrpConfig, load_toml, toml_table
 from ng911.elements.i3state import QueueState, ServiceState, StateBoard
-from ng911.elements.prf import CallFacts, evaluate, parse_window, prf_of
+from ng911.elements.prf import (
+    ORIGINATION_POLICY_TYPE,
+    CallFacts,
+    evaluate,
+    originate,
+    parse_window,
+    prf_of,
+)
 from ng911.elements.routing import (
     ROUTE_POLICY_TYPE,
     LostFound,
@@ -318,3 +325,74 @@ def test_dataclass_replace_checks_rules_too(tmp_path):
     bad = dataclasses.replace(bad, rules=(dataclasses.replace(bad.rules[0], action="nope"),))
     with pytest.raises(ConfigError, match="rule 'police-to-pd': action 'nope'"):
         dataclasses.replace(c, policy=(bad,))
+
+
+ORIGINATION = f"""
+[[esrp.policy]]
+queue = "origination"
+
+[[esrp.policy.rules]]
+name = "poison-control"
+when = {{ service = "urn:service:sos.poison" }}
+action = "route"
+recipient = "{POLICE}"
+cause = "i3: poison control line"
+
+[[esrp.policy.rules]]
+name = "lab-network"
+when = {{ source = "lab.example" }}
+action = "default"
+
+[[esrp.policy.rules]]
+name = "ask-lost"
+when = {{ source = "vsp.example" }}
+action = "normal"
+"""
+
+
+def originate_of(config, *, service="urn:service:sos", sources=("vsp.example",), board=None):
+    p = prf_of(config)
+    return originate(p, service, frozenset(sources), board or StateBoard(), MONDAY_NOON, 0.0)
+
+
+def test_origination_rules_route_before_lost(tmp_path):
+    c = cfg(tmp_path, BASE + ORIGINATION)
+    d = originate_of(c, service="urn:service:sos.poison")
+    assert d is not None and d.rule == "poison-control" and d.queue == "origination"
+    assert uris(d) == [POLICE, DEFAULT]
+    assert d.plan[0].policy_type == ORIGINATION_POLICY_TYPE
+    assert d.plan[0].cause == "i3: poison control line"
+    assert d.plan[0].owner == "esrp.esinet.example"  # the ESRP's own queue
+    assert d.plan[1].policy_type == ROUTE_POLICY_TYPE  # the default route closing every plan
+    lab = originate_of(c, sources=("edge.lab.example",))
+    assert lab is not None and lab.rule == "lab-network" and uris(lab) == [DEFAULT]
+    # "normal" or no rule matching: LoST is asked, then the NormalNextHop rules
+    assert originate_of(c) is None
+    assert originate_of(c, sources=("other.example",)) is None
+    assert originate_of(cfg(tmp_path, BASE)) is None
+    # the origination queue is not a queue LoST can name: its rules never apply after LoST
+    assert decide(c, service="urn:service:sos.poison").rule == "normal"
+
+
+def test_origination_route_still_skips_a_full_psap(tmp_path):
+    c = cfg(tmp_path, BASE + ORIGINATION)
+    d = originate_of(c, service="urn:service:sos.poison", board=full(POLICE))
+    assert d is not None and uris(d) == [DEFAULT, POLICE] and d.deferred
+
+
+@pytest.mark.parametrize(
+    ("rule", "match"),
+    [
+        ('action = "overflow"', r"rule 'r1': action 'overflow' needs a queue"),
+        ('when = { queue_state = "Full" }', r"rule 'r1': condition\(s\) queue_state need a queue"),
+        ('when = { service_state = "Down" }', r"condition\(s\) service_state need a queue"),
+        ('action = "route"', r"rule 'r1': route needs a recipient"),
+    ],
+)
+def test_hostile_origination_rules(tmp_path, rule, match):
+    text = BASE + '[[esrp.policy]]\nqueue = "origination"\n[[esrp.policy.rules]]\nname = "r1"\n'
+    with pytest.raises(ConfigError, match=match):
+        cfg(tmp_path, text + rule + "\n")
+    twice = '[[esrp.policy]]\nqueue = "origination"\n' * 2
+    with pytest.raises(ConfigError, match="the origination queue has two rule sets"):
+        cfg(tmp_path, BASE + twice)

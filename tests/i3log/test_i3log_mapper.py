@@ -172,3 +172,31 @@ def test_event_log_sinks_never_break_the_element():
         assert got and got[0]["what"] == "something" and got[0]["call_id"] == "c"
     finally:
         lg.setLevel(old)
+
+
+def test_psapd_answer_and_agent_records():
+    """What a PSAP logs when a call taker answers (CallStateChange callAnswered, held until
+    the call's identifiers are known) and when one comes or goes (AgentStateChange)."""
+    m, c = _mapper()
+    log = EventLog("psap")
+    log.sinks.append(m.record)
+    log("agent_state", taker="sip:taker1@psap.example", state="Available", reason="registered")
+    log("call_answered", call_id="sip-1", taker="sip:taker1@psap.example", wait_s=0.25)
+    log("call_log", call_id="sip-1", outcome="completed")  # not a LogEvent
+    assert c.types() == ["AgentStateChangeLogEvent"]  # the answer waits for the call's ids
+    m.observe(_msg(_invite(ids=True)))
+    assert sorted(c.types()) == sorted(
+        ["AgentStateChangeLogEvent", "CallStateChangeLogEvent", "CallStartLogEvent",
+         "CallSignalingMessageLogEvent"]
+    )  # fmt: skip
+    agent = c.events[0]
+    answered = next(e for e in c.events if e.TYPE == "CallStateChangeLogEvent")
+    assert agent.primary_agent_state == "Available"  # type: ignore[attr-defined]
+    assert agent.agency_agent_id == "sip:taker1@psap.example"
+    assert agent.extension == {"reason": "registered"} and agent.call_id is None
+    assert answered.state == "callAnswered" and answered.direction == "incoming"  # type: ignore[attr-defined]
+    assert answered.call_id == CID and answered.call_id_sip == "sip-1"
+    assert answered.agency_agent_id == "sip:taker1@psap.example"
+    assert "0.25 s" in (answered.change_reason or "")  # type: ignore[attr-defined]
+    js = answered.to_json()
+    assert js["agencyAgentId"] == "sip:taker1@psap.example" and js["state"] == "callAnswered"

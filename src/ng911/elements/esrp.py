@@ -26,6 +26,9 @@ What NENA i3 (NENA-STA-010 §4.2) asks of the emergency services routing proxy, 
   (`elements/keepalive.py`; the ESRP pings the PSAPs LoST named, the alternates and the
   default route, as Kamailio's `dispatcher` does); when every route is down they are all
   tried anyway, in plan order: a call is never dropped on a stale "down";
+- before LoST, the OriginationRoutePolicy (`prf.originate`, rules of queue "origination"):
+  a rule on service, call source or time may route the call (or send it to the default
+  route) with no LoST query; "normal" or no match goes on to LoST;
 - after LoST, the Policy Routing Function (`elements/prf.py`) picks the plan: the first
   matching rule of the queue LoST named (or of "*"), else the built-in rules above; a PSAP
   whose i3 state (`self.states`, a `StateBoard` filled from its NOTIFYs) says it cannot take
@@ -50,7 +53,15 @@ from ng911.elements.i3state import QueueState, ServiceState, StateBoard
 from ng911.elements.identifiers import add_missing_ids
 from ng911.elements.intake import Intake, priority_correction, take_in
 from ng911.elements.keepalive import ping
-from ng911.elements.prf import CallFacts, Decision, Prf, evaluate, prf_of, routing_policy_of
+from ng911.elements.prf import (
+    CallFacts,
+    Decision,
+    Prf,
+    evaluate,
+    originate,
+    prf_of,
+    routing_policy_of,
+)
 from ng911.elements.proxy import Branch, Proxy, ProxyCall, Target
 from ng911.elements.routing import (
     LocationProblem,
@@ -92,7 +103,8 @@ class Esrp(Proxy):
         self.policy = policy_of(config)
         self.dial_plan = DialPlan.for_country(config.country, config.dial_strings)
         self.lost = lost
-        self.routed: dict[str, int] = {"lost": 0, "alternate": 0, "default": 0}
+        # "origination": routed by an OriginationRoutePolicy rule, LoST not asked
+        self.routed: dict[str, int] = {"lost": 0, "alternate": 0, "default": 0, "origination": 0}
         self.lost_seconds = 0.0
         self.health = PeerHealth(self._health_policy())
         self._pinger: asyncio.TimerHandle | None = None
@@ -328,8 +340,12 @@ class Esrp(Proxy):
             cid = add_default_location(req, self.cfg.default_lat, self.cfg.default_lon, self.fqdn)
             outcome = NoLocation(where.reason)
             self.log("default_location", call_id=call.call_id, reason=where.reason, added=cid)
+        sources = self.call_source(call)
+        early = originate(self.prf, str(req.uri).lower(), sources, self.states, self.clock())
+        if early is not None:  # the OriginationRoutePolicy routed it: LoST is not asked
+            outcome = NoLocation("LoST not asked: origination policy")
         self.cpu_seconds += time.thread_time() - t0
-        if not isinstance(where, LocationProblem):
+        if early is None and not isinstance(where, LocationProblem):
             start = time.perf_counter()
             try:
                 res = await self.lost.find_service(
@@ -349,8 +365,8 @@ class Esrp(Proxy):
             self.lost_seconds += lost_time
         t1 = time.thread_time()
         try:
-            facts = CallFacts(outcome, str(req.uri).lower(), self.call_source(call))
-            decision = evaluate(self.prf, facts, self.states, self.clock())
+            facts = CallFacts(outcome, str(req.uri).lower(), sources)
+            decision = early or evaluate(self.prf, facts, self.states, self.clock())
             self._log_states(call, decision)
             plan = decision.plan
             ordered = self._order_plan(call, plan)
@@ -358,7 +374,7 @@ class Esrp(Proxy):
             self.log(
                 "route",
                 call_id=call.call_id,
-                outcome=type(outcome).__name__,
+                outcome="NotAsked" if early is not None else type(outcome).__name__,
                 lost_ms=round(lost_time * 1000, 3),
                 plan=[c.uri for c in plan],
                 reason=plan[0].reason if plan else None,
@@ -374,7 +390,10 @@ class Esrp(Proxy):
                 matched=decision.rule,
                 source=sorted(facts.sources),
             )
-            self.routed["lost" if isinstance(outcome, LostFound) else "default"] += 1
+            if early is not None:
+                self.routed["origination"] += 1
+            else:
+                self.routed["lost" if isinstance(outcome, LostFound) else "default"] += 1
             if call.cancelled or call.server.final:
                 self.reply(call, 487)
                 return

@@ -30,6 +30,14 @@ the built-in rule set (`routing.plan_routes`): what the ESRP did before rules ex
 An action's targets are not evaluated again (another ESRP evaluates its own queues), so an
 overflow cannot loop; a rule sending its queue to itself is refused at load.
 
+The queue named "origination" holds the i3 OriginationRoutePolicy: the policy of the queue
+the call arrived on (the ESRP's own), evaluated *before* LoST is asked (`originate`). Its
+conditions are those known then (time, weekdays, service, source: no queue or service state,
+since no queue is named yet) and its actions "normal" (ask LoST, then the queue's rules: the
+NormalNextHop path above), "route" (to `recipient`, LoST not asked) and "default" (the
+default route, LoST not asked). So a service or a call source can be sent somewhere fixed
+(a poison-control line, a test network's PSAP) without an ECRF query.
+
 Whatever rule chose the plan, a PSAP whose state says it cannot take the call now (by
 default: queue Full, Inactive or Disabled; service Down, GoingDown, Unstaffed or
 ScheduledMaintenanceDown) goes after the others, so no INVITE waits on it; when every
@@ -54,6 +62,7 @@ from ng911.elements.i3state import (
 )
 from ng911.elements.routing import (
     LostOutcome,
+    NoLocation,
     PlanBuilder,
     RouteCandidate,
     RoutingPolicy,
@@ -72,6 +81,8 @@ __all__ = [
     "CONDITIONS",
     "DEFAULT_SKIP_QUEUE",
     "DEFAULT_SKIP_SERVICE",
+    "ORIGINATION",
+    "ORIGINATION_POLICY_TYPE",
     "CallFacts",
     "Conditions",
     "Decision",
@@ -82,6 +93,7 @@ __all__ = [
     "TimeWindow",
     "compile_policy",
     "evaluate",
+    "originate",
     "parse_window",
     "prf_of",
     "routing_policy_of",
@@ -95,6 +107,11 @@ UNKNOWN = "Unknown"  # no fresh state on the board
 # still can; their calls may still be diverted by a rule)
 DEFAULT_SKIP_QUEUE = ("Full", "Inactive", "Disabled")
 DEFAULT_SKIP_SERVICE = ("Down", "GoingDown", "Unstaffed", "ScheduledMaintenanceDown")
+# the queue name of the rules evaluated before LoST, and their i3 policyType
+ORIGINATION = "origination"
+ORIGINATION_POLICY_TYPE = "OriginationRoutePolicy"
+ORIGINATION_ACTIONS = ("normal", "route", "default")
+ORIGINATION_CONDITIONS = ("time", "weekdays", "service", "source")
 # RFC 4458 §7 cause values, for actions configured without one
 DEFAULT_CAUSE = {"route": "302", "overflow": "486", "default": "404"}
 
@@ -164,7 +181,7 @@ class Rule:
 class QueueRules:
     """A queue's rule set: i3 NormalNextHopRoutePolicy, policyQueueName `queue`."""
 
-    queue: str  # a PSAP URI, or "*" (every queue)
+    queue: str  # a PSAP URI, "*" (every queue) or "origination" (before LoST)
     owner: str  # i3 policyOwner: the agency's domain
     rules: tuple[Rule, ...]
 
@@ -180,8 +197,16 @@ class Prf:
 
     def rule_sets(self, queue: str) -> list[QueueRules]:
         """The queue's own rule set, then the wildcard's: evaluated in that order."""
-        own = [q for q in self.queues if q.queue != "*" and same_uri(q.queue, queue)]
+        own = [q for q in self.queues if _is_uri_queue(q.queue) and same_uri(q.queue, queue)]
         return own + [q for q in self.queues if q.queue == "*"]
+
+    def origination(self) -> QueueRules | None:
+        """The OriginationRoutePolicy (queue "origination"), if configured."""
+        return next((q for q in self.queues if q.queue == ORIGINATION), None)
+
+
+def _is_uri_queue(queue: str) -> bool:
+    return queue not in ("*", ORIGINATION)
 
 
 # ---------------------------------------------------------------- compiling the config
@@ -265,24 +290,25 @@ def _host(uri: str) -> str:
 def compile_policy(queues: Iterable[QueuePolicy], routing: RoutingPolicy) -> tuple[QueueRules, ...]:
     """The configured rule sets, checked; raises `PolicyError` naming the queue and rule.
 
-    Refused: a queue that is not a SIP URI or "*", a queue twice, a rule without a name or
-    with a name used twice in its queue, an unknown action or condition, a bad time window
-    or state value, a route without a recipient, a recipient that is the rule's own queue
-    (a loop), an overflow to the alternates of a queue that has none configured.
+    Refused: a queue that is not a SIP URI, "*" or "origination", a queue twice, a rule
+    without a name or with a name used twice in its queue, an unknown action or condition, a
+    bad time window or state value, a route without a recipient, a recipient that is the
+    rule's own queue (a loop), an overflow to the alternates of a queue that has none
+    configured; before LoST ("origination"), an action or a condition that needs a queue.
     """
     out: list[QueueRules] = []
     for qp in queues:
         q = qp.queue.strip()
         where = f"policy for queue {q!r}"
-        if q != "*":
+        if _is_uri_queue(q):
             try:
                 _sip_uri(q, "queue")
             except ValueError as exc:
                 raise PolicyError(f"{where}: {exc}") from None
-            if any(o.queue != "*" and same_uri(o.queue, q) for o in out):
+            if any(_is_uri_queue(o.queue) and same_uri(o.queue, q) for o in out):
                 raise PolicyError(f"{where}: the queue has two rule sets")
-        elif any(o.queue == "*" for o in out):
-            raise PolicyError(f"{where}: the wildcard queue has two rule sets")
+        elif any(o.queue == q for o in out):
+            raise PolicyError(f"{where}: the {q} queue has two rule sets")
         rules: list[Rule] = []
         for i, r in enumerate(qp.rules):
             name = r.name.strip()
@@ -296,7 +322,7 @@ def compile_policy(queues: Iterable[QueuePolicy], routing: RoutingPolicy) -> tup
                 )
             except ValueError as exc:
                 raise PolicyError(f"{where}, rule {name!r}: {exc}") from None
-        owner = qp.owner.strip() or (routing.owner if q == "*" else _host(q))
+        owner = qp.owner.strip() or (_host(q) if _is_uri_queue(q) else routing.owner)
         out.append(QueueRules(q, owner, tuple(rules)))
     return tuple(out)
 
@@ -312,15 +338,27 @@ def _rule(
 ) -> Rule:
     if action not in ACTIONS:
         raise ValueError(f"action {action!r} is not one of {', '.join(ACTIONS)}")
+    if queue == ORIGINATION:
+        if action not in ORIGINATION_ACTIONS:
+            raise ValueError(
+                f"action {action!r} needs a queue; before LoST only"
+                f" {', '.join(ORIGINATION_ACTIONS)}"
+            )
+        early = sorted(set(when) - set(ORIGINATION_CONDITIONS))
+        if early:
+            raise ValueError(
+                f"condition(s) {', '.join(early)} need a queue; before LoST only"
+                f" {', '.join(ORIGINATION_CONDITIONS)}"
+            )
     if recipient:
         if action not in ("route", "overflow"):
             raise ValueError(f"a recipient is for route and overflow, not {action}")
         _sip_uri(recipient, "recipient")
-        if queue != "*" and same_uri(recipient, queue):
+        if _is_uri_queue(queue) and same_uri(recipient, queue):
             raise ValueError(f"recipient {recipient} is the rule's own queue (a loop)")
     elif action == "route":
         raise ValueError("route needs a recipient")
-    elif action == "overflow" and queue != "*" and not routing.alternates_of(queue):
+    elif action == "overflow" and _is_uri_queue(queue) and not routing.alternates_of(queue):
         raise ValueError(f"overflow without a recipient, and {queue} has no alternates")
     return Rule(
         name, action, recipient, cause.strip() or DEFAULT_CAUSE.get(action, ""), _conditions(when)
@@ -503,6 +541,46 @@ def evaluate(
     if plan is None:
         plan = plan_routes(facts.outcome, prf.routing)
         rule_name = plan[0].rule if plan else ""
+    return _by_state(prf, plan, queue, rule_name, owner, board, mono)
+
+
+def originate(
+    prf: Prf,
+    service: str,
+    sources: frozenset[str],
+    board: StateBoard,
+    now: datetime,
+    mono: float | None = None,
+) -> Decision | None:
+    """The OriginationRoutePolicy, before LoST: the plan of its first matching "route" or
+    "default" rule (each entry's policy_type OriginationRoutePolicy, then the default route
+    as every plan ends), or None when no rule matches or the one that does says "normal"
+    (ask LoST). PSAPs whose state says no are moved last, as after LoST."""
+    rs = prf.origination()
+    if rs is None:
+        return None
+    facts = CallFacts(NoLocation("not asked: origination policy"), service, sources)
+    rule = next((r for r in rs.rules if _holds(r.when, facts, None, None, now)), None)
+    if rule is None or rule.action == "normal":
+        return None
+    plan = [
+        replace(c, policy_type=ORIGINATION_POLICY_TYPE) if c.rule == rule.name else c
+        for c in _act(prf, rule, rs.owner, ORIGINATION, facts.outcome)
+    ]
+    return _by_state(prf, plan, ORIGINATION, rule.name, rs.owner, board, mono)
+
+
+def _by_state(
+    prf: Prf,
+    plan: list[RouteCandidate],
+    queue: str,
+    rule_name: str,
+    owner: str,
+    board: StateBoard,
+    mono: float | None,
+) -> Decision:
+    """The plan with the PSAPs whose state says no moved last (all in plan order when every
+    one says no: a state may be stale, and a call is never dropped on one)."""
     ready: list[RouteCandidate] = []
     later: list[RouteCandidate] = []
     deferred: list[tuple[str, str]] = []

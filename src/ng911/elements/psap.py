@@ -290,6 +290,7 @@ class Psapd(Proxy):
                     self.store.save(aor, bindings, host)
                 except Exception as exc:  # a full disk must not stop call takers registering
                     self.log("registrations_not_saved", error=f"{type(exc).__name__}: {exc}")
+            self._agent_state(aor, bool(bindings), "registered" if bindings else "unregistered")
             self._act(self.acd.add_taker(aor) if bindings else self.acd.remove_taker(aor))
             return
         test = self.tests.get(req.call_id) if req.to_addr.tag is not None else None
@@ -354,6 +355,13 @@ class Psapd(Proxy):
         )
         self._act(self.acd.incoming(call.call_id))
 
+    def _agent_state(self, taker: str, available: bool, reason: str) -> None:
+        """Log a call taker joining or leaving the ACD ("agent_state", i3 primary agent
+        state Available / NotAvailable), once per change (a REGISTER refresh is none)."""
+        if available != (taker in self.acd.takers):
+            state = "Available" if available else "NotAvailable"
+            self.log("agent_state", taker=taker, state=state, reason=reason)
+
     def _act(self, actions: Sequence[AcdAction]) -> bool:
         """Carry out ACD actions; True when the call it concerns is still alive."""
         try:
@@ -386,6 +394,8 @@ class Psapd(Proxy):
                     reason="offer",
                 )
                 if not bindings or self.forward(call, target) is None:
+                    why = "unreachable" if bindings else "registration expired"
+                    self._agent_state(a.taker, False, why)
                     self._act(self.acd.remove_taker(a.taker))
                     continue
                 if entry is not None and len(entry.offers) > 1:

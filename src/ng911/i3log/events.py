@@ -26,9 +26,11 @@ from ng911.i3log.errors import BadLogEvent
 __all__ = [
     "DIRECTIONS",
     "I3_LOG_EVENT_TYPES",
+    "AgentStateChangeLogEvent",
     "CallEndLogEvent",
     "CallSignalingMessageLogEvent",
     "CallStartLogEvent",
+    "CallStateChangeLogEvent",
     "IndexedEvent",
     "LogEvent",
     "LostQueryLogEvent",
@@ -154,6 +156,7 @@ class LogEvent:
     call_id_sip: str | None = None
     ip_address_port: str | None = None
     client_assigned_identifier: str | None = None
+    agency_agent_id: str | None = None  # the call taker (agent) the event is about
     extension: dict[str, Any] | None = None
 
     @property
@@ -261,6 +264,29 @@ class ServiceStateChangeLogEvent(LogEvent):
     new_security_posture: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallStateChangeLogEvent(LogEvent):
+    """A call changed state at this element (§4.12.3.7): `state` a CallStates registry
+    value, e.g. "callAnswered" when a PSAP's call taker answers; `change_reason` free text."""
+
+    TYPE: ClassVar[str] = "CallStateChangeLogEvent"
+    state: str = ""
+    direction: str = "incoming"
+    leg_call_id: str | None = None
+    target_id: str | None = None
+    change_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentStateChangeLogEvent(LogEvent):
+    """A call taker (agent, `agency_agent_id`) became Available or NotAvailable."""
+
+    TYPE: ClassVar[str] = "AgentStateChangeLogEvent"
+    primary_agent_state: str = ""  # "Available" | "NotAvailable"
+    secondary_agent_state: str | None = None
+    device_id: str | None = None
+
+
 #: The LogEvent classes we produce, by logEventType.
 CLASSES: dict[str, type[LogEvent]] = {
     c.TYPE: c
@@ -272,6 +298,8 @@ CLASSES: dict[str, type[LogEvent]] = {
         LostResponseLogEvent,
         RouteLogEvent,
         ServiceStateChangeLogEvent,
+        CallStateChangeLogEvent,
+        AgentStateChangeLogEvent,
     )
 }
 
@@ -284,6 +312,8 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "LostResponseLogEvent": ("responseAdapter", "direction", "responseId"),
     "RouteLogEvent": ("recipientUri", "ruleId", "policyOwner", "policyType"),
     "ServiceStateChangeLogEvent": ("newState", "affectedServiceIdentifier", "direction"),
+    "CallStateChangeLogEvent": ("state", "direction"),
+    "AgentStateChangeLogEvent": ("primaryAgentState",),
 }
 
 

@@ -3,7 +3,9 @@
 The scenarios are package data (`sipp/*.xml`): `uac_plain.xml` / `uac_emergency.xml` (a
 caller through a proxy to the `[uas]` key), `uas.xml` (a callee copying Record-Route, so ACK
 and BYE go through the proxy too), `uac_flood.xml` / `uas_flood.xml` (a call storm whose
-503s are ACKed, and a callee that takes a BYE before the ACK).
+503s are ACKed, and a callee that takes a BYE before the ACK), `subscribe_queuestate.xml`
+(an i3 state subscriber: SUBSCRIBE emergency-QueueState at `[target]`, the NOTIFY's JSON
+checked, unsubscribe, the terminated NOTIFY).
 
 - `run_sipp` runs one scenario as an asyncio subprocess, so the event loop that runs our
   elements keeps serving while SIPp talks to them; it returns SIPp's exit code (0: every

@@ -27,3 +27,19 @@ class LostQueryEvent:
     result: str | None = None  # the mapped URI, or the error kind
     server: str = "lost"  # the LoST server's host name in the topology
     cached: bool = False  # answered from the client's cache (RFC 5222 §5.4 expires): no query
+
+
+@dataclass(frozen=True, slots=True)
+class LostServedEvent:
+    """One request the LoST server answered (`ServerConfig.observers`), so that the ECRF's
+    own log can hold the query and its answer (NENA-STA-010.3 §4.12.3 LostQuery/LostResponse
+    LogEvents; `ng911.node.logevents` maps it). The bytes are bounded by the server's
+    `max_body` (in) and the answer it built (out); a request refused at the HTTP layer
+    (413, 408: no LoST read) is not reported."""
+
+    ts: float  # when the request had been read (time.time())
+    duration: float  # seconds until the answer was ready
+    request: bytes
+    response: bytes
+    status: int  # the HTTP status (200 for every LoST answer, errors included; 415; 30x)
+    peer: str  # "host:port" of the client

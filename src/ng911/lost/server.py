@@ -24,6 +24,12 @@ answer in `forward_timeout` gives `serverTimeout`, one that answers nonsense or 
 reached gives `serverError`. An exception inside the engine or the store (a PostGIS
 connection gone) gives `internalError` and a log line, never a dropped request.
 
+Observers (`ServerConfig.observers`) are called with a `LostServedEvent` (request and
+answer bytes, HTTP status, peer) for every request the handler answers, after the answer is
+built: how an ECRF logs its own LostQuery/LostResponse LogEvents (`ng911.node.serve` wires
+the i3 Logging Service; lost/ knows nothing of it). An observer that raises is logged and
+never changes the answer; none configured costs nothing.
+
 Mutual TLS: pass an `ssl.SSLContext` with `verify_mode = CERT_REQUIRED` to `serve`. With
 `allowed_peers`, only clients whose certificate names (DNS SANs, else CN) or, without TLS,
 whose IP address are listed get answers; the others get `forbidden` (RFC 5222 §13.1).
@@ -36,7 +42,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +51,7 @@ from aiohttp import web
 
 from ng911.lost.engine import EngineConfig, Forward, LostEngine
 from ng911.lost.errors import LostProtocolError
+from ng911.lost.events import LostServedEvent
 from ng911.lost.fast_request import parse_request_fast
 from ng911.lost.limits import LINGER, ConnectionTable, GuardedSite, HttpLimits, guard_of
 from ng911.lost.protocol import (
@@ -87,6 +94,8 @@ class ServerConfig:
     # iterative answers: None = RFC 5222 `<redirect>` (HTTP 200); 301/302/303/307/308 = that
     # HTTP status with Location: the next server's URL (the `<redirect>` still in the body)
     redirect_status: int | None = None
+    # called with each answered request (module docstring); must not block
+    observers: Sequence[Callable[[LostServedEvent], None]] = ()
 
     def __post_init__(self) -> None:
         if self.redirect_status is not None and self.redirect_status not in REDIRECT_STATUSES:
@@ -244,8 +253,24 @@ class LostServer:
         return web.Response(body=body, headers=_CT_HEADER)
 
     async def handle(self, request: web.Request) -> web.Response:
-        ctype = request.headers.get("Content-Type")
         data = await request.read()  # already read by `_limit_request`: free
+        if not self.config.observers:
+            return await self._handle(request, data)
+        ts, t0 = time.time(), time.perf_counter()
+        resp = await self._handle(request, data)
+        body = resp.body if isinstance(resp.body, bytes) else b""
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(request.remote)
+        ev = LostServedEvent(ts, time.perf_counter() - t0, data, body, resp.status, where)
+        for observe in self.config.observers:
+            try:
+                observe(ev)
+            except Exception as exc:  # an observer's bug never costs the client its answer
+                _event("lost.observer_error", error=f"{type(exc).__name__}: {exc}")
+        return resp
+
+    async def _handle(self, request: web.Request, data: bytes) -> web.Response:
+        ctype = request.headers.get("Content-Type")
         # The header as clients send it is one of a few exact strings: a set lookup, and
         # aiohttp's parameter parsing only for the others ("text/xml; charset=utf-8", ...);
         # any other type is read if the body is LoST XML (module docstring).

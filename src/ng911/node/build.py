@@ -34,6 +34,8 @@ __all__ = [
     "attach_logger",
     "build_element",
     "close_element",
+    "element_ids",
+    "ids_of",
     "log_sender",
     "lost_client",
     "tls_contexts",
@@ -142,8 +144,13 @@ def element_ids(config: ElementConfig) -> tuple[str, str]:
     """(elementId, agencyId) of an element's LogEvents (NENA-STA-010.3 §2.1.1, §2.1.3):
     its fqdn (its name when the fqdn is "localhost"), and `agency_id` or the fqdn's
     domain."""
-    element_id = config.fqdn if config.fqdn not in ("", "localhost") else config.name
-    agency = config.agency_id or (element_id.split(".", 1)[1] if "." in element_id else element_id)
+    return ids_of(config.fqdn, config.name, config.agency_id)
+
+
+def ids_of(fqdn: str, name: str, agency_id: str = "") -> tuple[str, str]:
+    """(elementId, agencyId) from a name, the fqdn when there is one, and an agency."""
+    element_id = fqdn if fqdn not in ("", "localhost") else name
+    agency = agency_id or (element_id.split(".", 1)[1] if "." in element_id else element_id)
     return element_id, agency
 
 

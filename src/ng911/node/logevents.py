@@ -15,9 +15,21 @@ the Logging Service (`elements/` never imports `ng911.i3log`):
   "ok" or the client's error kind ("timeout", "unreachable", "http", "protocol", a LoST
   error such as "notFound"); a "protocol" answer (not LoST) sets `malformedResponse`. An
   answer from the client's cache asked nobody: no LogEvent.
+- a LoST server's `LostServedEvent`s (`lost.server.ServerConfig.observers`, the ECRF's own
+  log): a LostQueryLogEvent (incoming, `queryAdapter` the query's XML) and a
+  LostResponseLogEvent (outgoing, `responseAdapter` the answer's XML) sharing `queryId` =
+  `responseId`, each XML cut at `MAX_ADAPTER` characters, `callId`/`incidentId` those the
+  query carries (i3 emergencyCallIncidentId); `responseStatus` "ok", a LoST
+  error kind, "redirect" or "http <status>"; a query the server could not read
+  (`badRequest`, HTTP 415) sets `malformedQuery` to the server's reason.
 - its `EventLog` records (`EventLog.sinks`): "route" → RouteLogEvent (`recipient`, `rule`,
   `policy_owner`, `policy_type`, `reason`; without them, the ESRP's `plan[0]` and `outcome`),
-  "service_state" → ServiceStateChangeLogEvent (`state`, `reason`, `service`).
+  "service_state" → ServiceStateChangeLogEvent (`state`, `reason`, `service`); psapd's
+  "call_answered" → CallStateChangeLogEvent (state "callAnswered", `agencyAgentId` the call
+  taker's AOR, the wait in `changeReason`), its "agent_state" (a call taker registered,
+  unregistered or unreachable) → AgentStateChangeLogEvent (`primaryAgentState` Available |
+  NotAvailable, `agencyAgentId`). psapd's other call records (queued, offers, call_log)
+  stay in its log: the SIP messages already give CallStart/CallEnd.
 
 `callId`/`incidentId` are the NENA emergency identifiers, read from Call-Info of the SIP
 messages (`elements.identifiers.extract_ids`) and remembered per SIP Call-ID. The first
@@ -40,9 +52,11 @@ from typing import Any
 
 from ng911.elements.identifiers import extract_ids
 from ng911.i3log.events import (
+    AgentStateChangeLogEvent,
     CallEndLogEvent,
     CallSignalingMessageLogEvent,
     CallStartLogEvent,
+    CallStateChangeLogEvent,
     LogEvent,
     LostQueryLogEvent,
     LostResponseLogEvent,
@@ -51,18 +65,24 @@ from ng911.i3log.events import (
     rfc3339,
 )
 from ng911.i3log.sender import LogSender
-from ng911.lost.events import LostQueryEvent
+from ng911.lost.errors import LostProtocolError
+from ng911.lost.events import LostQueryEvent, LostServedEvent
+from ng911.lost.fast_request import parse_request_fast
+from ng911.lost.protocol import FindServiceRequest, LostErrorResponse, Redirect, parse_response
 from ng911.net.events import MessageEvent
 from ng911.sip.message import Request, Response
 from ng911.sip.parse import parse_message
 
-__all__ = ["RECORDS", "SKIPPED_METHODS", "LogEventMapper"]
+__all__ = ["MAX_ADAPTER", "RECORDS", "SKIPPED_METHODS", "LogEventMapper"]
 
 #: EventLog `what` names that become LogEvents (the others stay in the element's log).
-RECORDS = frozenset({"route", "service_state"})
+RECORDS = frozenset({"route", "service_state", "call_answered", "agent_state"})
 #: SIP methods (of requests, and of the CSeq of responses) that are not call signalling.
 SKIPPED_METHODS = frozenset({"OPTIONS", "REGISTER"})
 MAX_CALLS = 10_000  # SIP Call-IDs remembered (identifiers, started, ended)
+#: characters of LoST XML a served query's LogEvents carry (a findService is < 2 KB; the
+#: server reads up to 64 KB): the rest is cut, the cut said
+MAX_ADAPTER = 16 * 1024
 
 
 @dataclasses.dataclass(slots=True)
@@ -100,7 +120,7 @@ class LogEventMapper:
 
     def observe(self, event: Any) -> None:
         """A transport or LoST client observer: SIP messages and LoST queries are queued."""
-        if isinstance(event, MessageEvent | LostQueryEvent):
+        if isinstance(event, MessageEvent | LostQueryEvent | LostServedEvent):
             self.sender.submit(event)
 
     def record(self, rec: dict[str, Any]) -> None:
@@ -115,6 +135,8 @@ class LogEventMapper:
             self._message(item)
         elif isinstance(item, LostQueryEvent):
             self._lost(item)
+        elif isinstance(item, LostServedEvent):
+            self._served(item)
         elif isinstance(item, dict):
             self._record(item)
 
@@ -255,27 +277,47 @@ class LogEventMapper:
     def _lost(self, ev: LostQueryEvent) -> None:
         if ev.cached:
             return
-        query_id = uuid.uuid4().hex
         common = self._common(ev.ts)
         common["call_id"] = ev.call_id
         common["ip_address_port"] = ev.url
-        summary = f"findService from {ev.element} to {ev.url} ({ev.transport})"
         status = "ok" if ev.ok else (ev.result or "error")
-        query = LostQueryLogEvent(
-            **common, query_adapter=summary, direction="outgoing", query_id=query_id
-        )
-        self.sender.emit(query)
-        common["timestamp"] = rfc3339(ev.ts + ev.duration)
         answer = f"{status}: {ev.result}" if ev.ok else f"no mapping: {status}"
+        query = {"query_adapter": f"findService from {ev.element} to {ev.url} ({ev.transport})"}
+        response = {
+            "response_adapter": answer,
+            "response_status": status,
+            "malformed_response": answer if status == "protocol" else None,
+        }
+        self._lost_pair(common, ev.ts + ev.duration, "outgoing", query, response)
+
+    def _served(self, ev: LostServedEvent) -> None:
+        """The ECRF's side of one LoST exchange: the query in, the answer out."""
+        status, malformed = _served_status(ev)
+        common = self._common(ev.ts)
+        common["ip_address_port"] = ev.peer
+        common["call_id"], common["incident_id"] = _query_ids(ev.request)
+        query = {"query_adapter": _xml(ev.request), "malformed_query": malformed}
+        response = {"response_adapter": _xml(ev.response), "response_status": status}
+        self._lost_pair(common, ev.ts + ev.duration, "incoming", query, response)
+
+    def _lost_pair(
+        self,
+        common: dict[str, Any],
+        answered: float,
+        query_direction: str,
+        query: dict[str, Any],
+        response: dict[str, Any],
+    ) -> None:
+        """A LostQuery and its LostResponse (`queryId` = `responseId`, opposite directions;
+        the response stamped when the answer came)."""
+        query_id = uuid.uuid4().hex
+        back = "incoming" if query_direction == "outgoing" else "outgoing"
         self.sender.emit(
-            LostResponseLogEvent(
-                **common,
-                response_adapter=answer,
-                direction="incoming",
-                response_id=query_id,
-                response_status=status,
-                malformed_response=answer if status == "protocol" else None,
-            )
+            LostQueryLogEvent(**common, **query, direction=query_direction, query_id=query_id)
+        )
+        common = {**common, "timestamp": rfc3339(answered)}
+        self.sender.emit(
+            LostResponseLogEvent(**common, **response, direction=back, response_id=query_id)
         )
 
     def _record(self, rec: dict[str, Any]) -> None:
@@ -300,8 +342,33 @@ class LogEventMapper:
                     rule_id=str(rec.get("rule") or rec.get("outcome") or ""),
                     policy_owner=str(rec.get("policy_owner") or self.agency_id),
                     policy_type=str(rec.get("policy_type") or "OriginationPolicy"),
+                    policy_queue_name=_text(rec.get("queue")),
                     cause=_text(rec.get("reason")),
                     extension=ext or None,
+                ),
+            )
+        elif what == "call_answered":
+            taker = _text(rec.get("taker"))
+            wait = rec.get("wait_s")
+            self._emit(
+                sip_cid,
+                CallStateChangeLogEvent(
+                    **common,
+                    state="callAnswered",
+                    direction="incoming",
+                    agency_agent_id=taker,
+                    change_reason=f"answered by {taker} after {wait} s in the PSAP",
+                ),
+            )
+        elif what == "agent_state":
+            reason = _text(rec.get("reason"))
+            self._emit(
+                None,
+                AgentStateChangeLogEvent(
+                    **common,
+                    primary_agent_state=str(rec.get("state") or ""),
+                    agency_agent_id=_text(rec.get("taker")),
+                    extension={"reason": reason} if reason else None,
                 ),
             )
         elif what == "service_state":
@@ -316,6 +383,43 @@ class LogEventMapper:
                     extension={"reason": reason} if reason else None,
                 ),
             )
+
+
+def _xml(data: bytes) -> str:
+    """LoST XML as a LogEvent member: text, at most `MAX_ADAPTER` characters."""
+    text = data.decode("utf-8", "replace")
+    if len(text) <= MAX_ADAPTER:
+        return text
+    return f"{text[:MAX_ADAPTER]}... [{len(text) - MAX_ADAPTER} characters cut]"
+
+
+def _query_ids(data: bytes) -> tuple[str | None, str | None]:
+    """The i3 callId/incidentId a findService carries (emergencyCallIncidentId), if any."""
+    try:
+        req = parse_request_fast(data)
+    except Exception:  # a malformed query: logged as such, without identifiers
+        return None, None
+    if isinstance(req, FindServiceRequest):
+        return req.call_id, req.incident_id
+    return None, None
+
+
+def _served_status(ev: LostServedEvent) -> tuple[str, str | None]:
+    """(responseStatus, malformedQuery) of an answer the server built itself."""
+    try:
+        answer = parse_response(ev.response)
+    except LostProtocolError:
+        answer = None
+    malformed = None
+    if isinstance(answer, LostErrorResponse) and answer.kind == "badRequest":
+        malformed = answer.message or "badRequest"
+    if ev.status != 200 and not isinstance(answer, Redirect):
+        return f"http {ev.status}", malformed
+    if isinstance(answer, LostErrorResponse):
+        return answer.kind, malformed
+    if isinstance(answer, Redirect):
+        return "redirect", None
+    return ("ok" if answer is not None else "unknown"), None
 
 
 def _text(value: Any) -> str | None:

@@ -17,7 +17,7 @@ import signal
 import ssl
 import sys
 import tomllib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,10 +32,12 @@ from ng911.node.memory import GcFreezer
 from ng911.node.workers import decode_role, parent_gone
 
 if TYPE_CHECKING:
+    from ng911.i3log.sender import LogSender
     from ng911.lost.server import RunningServer
 
 __all__ = [
     "load",
+    "lost_logger",
     "serve_element",
     "serve_logger",
     "serve_lost",
@@ -57,6 +59,10 @@ _LOST_LIMITS = (
     "header_timeout", "body_timeout", "idle_timeout", "max_connections", "max_per_source",
 )  # fmt: skip
 
+
+# a `[lost]` table's own LogEvents (`lost_logger`): the Logging Service's URL, the certificate
+# and key that sign them (default: the table's cert/key), the agencyId (default: the domain's)
+_LOST_LOGGER_KEYS = ("logger", "logger_cert", "logger_key", "agency_id")
 
 # a `[logger]` table: the i3 Logging Service (ng911.i3log; defaults in `start_logger`)
 _LOGGER_KEYS = (
@@ -107,7 +113,7 @@ def load_lost(path: str, table: str) -> dict[str, Any]:
     allowed = {
         "name", "host", "port", "boundaries", "domain", "uris",
         "cert", "key", "ca", "require_client_cert", "keylog",
-        "max_body", *_LOST_LIMITS,
+        "max_body", *_LOST_LIMITS, *_LOST_LOGGER_KEYS,
     }  # fmt: skip
     node = _load_table(path, table, allowed)
     if not isinstance(node.get("boundaries"), str):
@@ -135,12 +141,60 @@ async def start_lost(cfg: dict[str, Any]) -> RunningServer:
     uris = {str(k): tuple(v) for k, v in dict(cfg.get("uris", {})).items()}
     mapping = MappingConfig(domain=str(cfg.get("domain", "esinet.example")), uris=uris)
     store = EmbeddedStore.from_geojson(Path(cfg["boundaries"]), mapping)
+    sender = None
+    if cfg.get("logger"):
+        sender, observe = lost_logger(cfg)
+        server_cfg.observers = (observe,)
+    app = make_app(store, server_cfg)
+    if sender is not None:
+        log_sender = sender
+
+        async def close_sender(_app: Any) -> None:
+            await log_sender.close()
+
+        app.on_cleanup.append(close_sender)
     return await serve(
-        make_app(store, server_cfg),
+        app,
         str(cfg.get("host", "127.0.0.1")),
         int(cfg.get("port", 0)),
         ssl_context=_server_tls(cfg),
     )
+
+
+def lost_logger(cfg: dict[str, Any]) -> tuple[LogSender, Callable[[Any], None]]:
+    """The ECRF's own LogEvents (NENA-STA-010.3 §4.12.3: an ECRF logs the LoST queries it
+    answers): a `LogSender` to the table's `logger`, signing with `logger_cert`/`logger_key`
+    (default: the table's TLS `cert`/`key`), https to the logger with the table's `ca` (and
+    that certificate for mutual TLS), and the observer to hand the LoST server
+    (`ServerConfig.observers`): served queries become LostQuery/LostResponse LogEvents
+    (`node.logevents`), elementId the table's `domain`."""
+    from ng911.i3log.jws import Signer
+    from ng911.i3log.sender import LogSender
+    from ng911.node.build import ids_of
+    from ng911.node.logevents import LogEventMapper
+    from ng911.pki.errors import PkiError
+    from ng911.pki.tls import client_context
+
+    name = str(cfg.get("name", "lost"))
+    cert, key = cfg.get("logger_cert") or cfg.get("cert"), cfg.get("logger_key") or cfg.get("key")
+    if not (cert and key):
+        raise ConfigError(
+            f"[{name}]: logger needs cert and key (or logger_cert and logger_key):"
+            " LogEvents are signed with them"
+        )
+    try:
+        signer = Signer.from_files(str(cert), str(key))
+        url = str(cfg["logger"])
+        ctx = None
+        if url.startswith("https:"):
+            cafiles = [Path(c) for c in cfg.get("ca", [])]
+            ctx = client_context(cafiles, cert=Path(cert), key=Path(key))
+    except (PkiError, OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"[{name}]: logger: {exc}") from None
+    sender = LogSender(url, signer, ssl_context=ctx)
+    element_id, agency_id = ids_of(str(cfg.get("domain", "")), name, str(cfg.get("agency_id", "")))
+    mapper = LogEventMapper(sender, element_id, agency_id)
+    return sender, mapper.observe
 
 
 def _server_tls(cfg: dict[str, Any]) -> ssl.SSLContext | None:

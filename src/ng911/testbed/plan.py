@@ -55,7 +55,7 @@ from ng911.pki.certs import issue
 from ng911.pki.testpki import cached_key
 from ng911.testbed.errors import TestbedError
 from ng911.testbed.impair import Impairment
-from ng911.testbed.topology import Host, Topology
+from ng911.testbed.topology import Host, Topology, psap_uri
 
 SIP_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 LOST_PORTS = {"http": 8080, "https": 8443}
@@ -327,12 +327,6 @@ def needs_claim(topo: Topology) -> bool:
     return any(h.address in ("auto", "") for h in topo.hosts)
 
 
-def psap_uri(h: Host) -> str:
-    """A PSAP's plain sip: URI, as a LoST data set holds it (no port, no transport: the ESRP
-    applies its sips policy for hop 3). Alternates and the default route use the same form."""
-    return f"sip:{h.name}@{h.domain}"
-
-
 def lost_mapping(topo: Topology) -> dict[str, tuple[str, ...]]:
     """Each borough's boundary → its PSAP's sip: URI."""
     return {slug(p.borough): (psap_uri(p),) for p in topo.by_role("psap") if p.borough is not None}
@@ -478,6 +472,8 @@ def element_configs(
         ),
         sips_policy="hop",
         psap_transport=tr["hop3"],
+        policy=topo.policy(),  # the topology's PRF rules (topology.py)
+        policy_timezone=esrp_host.policy_timezone,
     )
     # VSP proxy: its callers' certificates are optional
     vsp = topo.one("vsp")

@@ -6,6 +6,12 @@ the `[transports]` table and nothing else, so the same hosts are measured under 
 
 Validation happens once, here, with errors that name the file, the host and the key: an unknown
 key is an error too (a misspelt `borugh` silently ignored would route every call by default).
+
+Routing policy (the ESRP's PRF, `elements/prf.py`): a PSAP host's `[[hosts.<psap>.rules]]` are
+its queue's rules (i3 NormalNextHopRoutePolicy, owner the PSAP's domain); the ESRP host's
+`[[hosts.<esrp>.rules]]` apply to every queue ("*") and its `[[hosts.<esrp>.origination]]`
+before LoST (OriginationRoutePolicy); `policy_timezone` on the ESRP host. A rule's
+`recipient` is a PSAP host name or a URI. `Topology.policy()` is what the ESRP's config gets.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ng911.elements.config import PolicyRule, QueuePolicy
+from ng911.elements.prf import ORIGINATION, PolicyError, compile_policy
+from ng911.elements.routing import RoutingPolicy
 from ng911.observe.hops import HOP_ROLES, HOPS, hop_of_roles
 from ng911.testbed.errors import TopologyError
 from ng911.testbed.scenarios import LOST_TRANSPORTS, SIP_TRANSPORTS, Scenario
@@ -42,7 +51,11 @@ _HOST_KEYS = {
     "psap",
     "alternates",
     "default_route",
+    "rules",
+    "origination",
+    "policy_timezone",
 }
+_RULE_KEYS = {"name", "action", "recipient", "cause", "when"}
 _LOCATION_KEYS = {"name", "lat", "lon", "borough"}
 
 
@@ -62,6 +75,17 @@ class Host:
     psap: str | None = None  # a call taker's PSAP host
     alternates: tuple[str, ...] = ()  # a PSAP's alternate PSAP hosts, tried in order (i3)
     default_route: bool = False  # the PSAP of the ESRP's default route (else the first PSAP)
+    # PRF rules (recipients as written: a PSAP host name or a URI): a PSAP's are its queue's,
+    # the ESRP's apply to every queue; `origination` (ESRP) before LoST
+    rules: tuple[PolicyRule, ...] = ()
+    origination: tuple[PolicyRule, ...] = ()
+    policy_timezone: str = ""  # the ESRP's: IANA zone of the rules' time windows
+
+
+def psap_uri(h: Host) -> str:
+    """A PSAP's plain sip: URI, as a LoST data set holds it (no port, no transport: the ESRP
+    applies its sips policy for hop 3). Alternates and the default route use the same form."""
+    return f"sip:{h.name}@{h.domain}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +130,28 @@ class Topology:
     def roles(self) -> dict[str, str]:
         """Host name → role, what `ng911.observe.calls.Trace` needs to name hops."""
         return {h.name: h.role for h in self.hosts}
+
+    def policy(self) -> tuple[QueuePolicy, ...]:
+        """The ESRP's PRF rule sets: each PSAP's rules under its URI, owned by its domain;
+        the ESRP's under "*" and "origination"; recipient host names made PSAP URIs."""
+        names = {p.name: psap_uri(p) for p in self.by_role("psap")}
+
+        def resolved(rules: tuple[PolicyRule, ...]) -> tuple[PolicyRule, ...]:
+            return tuple(
+                dataclasses.replace(r, recipient=names.get(r.recipient, r.recipient)) for r in rules
+            )
+
+        out = [
+            QueuePolicy(psap_uri(p), owner=p.domain, rules=resolved(p.rules))
+            for p in self.by_role("psap")
+            if p.rules
+        ]
+        for h in self.by_role("esrp"):
+            if h.rules:
+                out.append(QueuePolicy("*", owner=h.domain, rules=resolved(h.rules)))
+            if h.origination:
+                out.append(QueuePolicy(ORIGINATION, owner=h.domain, rules=resolved(h.origination)))
+        return tuple(out)
 
     def takers_of(self, psap: str) -> list[Host]:
         return [h for h in self.hosts if h.role == "calltaker" and h.psap == psap]
@@ -200,6 +246,35 @@ def _transport(where: str, value: Any, allowed: tuple[str, ...]) -> str:
     return value.lower()
 
 
+def _rules(where: str, host: Mapping[str, Any], key: str) -> tuple[PolicyRule, ...]:
+    """`[[hosts.<name>.<key>]]`: each rule's keys and types (the PRF checks the rest)."""
+    raw = host.get(key, [])
+    if not isinstance(raw, list):
+        raise TopologyError(f"{where}: {key} must be an array of tables ([[...{key}]])")
+    out: list[PolicyRule] = []
+    for i, r in enumerate(raw):
+        what = f"{where} {key} #{i + 1}"
+        rule = _table(what, r)
+        _check_keys(what, rule, _RULE_KEYS)
+        name = _str(what, rule, "name")
+        what = f"{where} rule {name!r}"
+        texts = {k: rule.get(k, "") for k in ("action", "recipient", "cause")}
+        for k, v in texts.items():
+            if not isinstance(v, str):
+                raise TopologyError(f"{what}: {k} must be a string, got {v!r}")
+        when = _table(f"{what} when", rule.get("when", {}))
+        out.append(
+            PolicyRule(
+                name,
+                action=texts["action"] or "normal",
+                recipient=texts["recipient"],
+                cause=texts["cause"],
+                when=dict(when),
+            )
+        )
+    return tuple(out)
+
+
 def parse_topology(data: Mapping[str, Any], source: str = "<memory>") -> Topology:
     """Build and validate a Topology from the parsed TOML tables."""
     _check_keys(source, data, _TOP_KEYS)
@@ -250,6 +325,9 @@ def parse_topology(data: Mapping[str, Any], source: str = "<memory>") -> Topolog
             raise TopologyError(f"{where}: alternates must be a list of PSAP host names")
         if not isinstance(h.get("default_route", False), bool):
             raise TopologyError(f"{where}: default_route must be true or false")
+        tz = h.get("policy_timezone", "")
+        if not isinstance(tz, str):
+            raise TopologyError(f"{where}: policy_timezone must be a string (an IANA zone)")
         hosts.append(
             Host(
                 name=hname,
@@ -264,6 +342,9 @@ def parse_topology(data: Mapping[str, Any], source: str = "<memory>") -> Topolog
                 psap=h.get("psap"),
                 alternates=tuple(alternates),
                 default_route=h.get("default_route", False),
+                rules=_rules(where, h, "rules"),
+                origination=_rules(where, h, "origination"),
+                policy_timezone=tz,
             )
         )
 
@@ -353,6 +434,7 @@ def validate(topo: Topology) -> None:
                     f"{src} [hosts.{h.name}]: alternate {a!r} is not another psap host "
                     f"(psaps: {', '.join(sorted(psaps))})"
                 )
+    _validate_policy(topo)
     defaults = [p.name for p in topo.by_role("psap") if p.default_route]
     if len(defaults) > 1:
         raise TopologyError(f"{src}: {len(defaults)} PSAPs marked default_route: {defaults}")
@@ -374,6 +456,38 @@ def validate(topo: Topology) -> None:
     lost = topo.one("lost")
     if topo.lost not in lost.listen:
         raise TopologyError(f"{src}: LoST uses {topo.lost} but {lost.name!r} does not listen on it")
+
+
+def _validate_policy(topo: Topology) -> None:
+    """Rules where they belong, recipients that are PSAP hosts (or URIs), each host's rules
+    as the ESRP's PRF will read them: an error names the host and the rule, on one line."""
+    src = topo.source
+    psaps = {p.name: psap_uri(p) for p in topo.by_role("psap")}
+    esrp = topo.by_role("esrp")
+    routing = RoutingPolicy(
+        default_route="",
+        alternates=tuple(
+            (psap_uri(p), tuple(psaps[a] for a in p.alternates if a in psaps))
+            for p in topo.by_role("psap")
+        ),
+        owner=esrp[0].domain if esrp else "",
+    )
+    for h in topo.hosts:
+        where = f"{src} [hosts.{h.name}]"
+        if h.role not in ("psap", "esrp") and h.rules:
+            raise TopologyError(f"{where}: rules are for PSAP hosts (their queue) and the ESRP")
+        if h.role != "esrp" and (h.origination or h.policy_timezone):
+            raise TopologyError(f"{where}: origination/policy_timezone are for the ESRP host")
+        for r in (*h.rules, *h.origination):
+            if r.recipient and ":" not in r.recipient and r.recipient not in psaps:
+                raise TopologyError(
+                    f"{where} rule {r.name!r}: recipient {r.recipient!r} is neither a psap host"
+                    f" ({', '.join(sorted(psaps))}) nor a URI"
+                )
+        try:  # the rule sets a host owns (host domains are unique); its zone at plan time
+            compile_policy([q for q in topo.policy() if q.owner == h.domain], routing)
+        except PolicyError as exc:
+            raise TopologyError(f"{where}: {exc}") from None
 
 
 def load_topology(path: Path | str | None = None, scenario: Scenario | None = None) -> Topology:
