@@ -21,7 +21,8 @@ def register(sub: Any) -> None:
         description=(
             "Run the call chain (caller, VSP proxy, ESRP + LoST, PSAP server, call taker) in "
             "one process under each scenario's per-hop transports, place calls, and write "
-            "report.html, results.json, per-hop message logs, per-hop pcaps and a TLS key log."
+            "report.html, results.json, per-hop message logs, per-hop pcapng captures (TLS keys "
+            "and element names inside) and a TLS key log."
         ),
     )
     tsub = p.add_subparsers(dest="testbed_command", metavar="ACTION")
@@ -94,7 +95,7 @@ def register(sub: Any) -> None:
         "--processes on loopback when namespaces cannot be made)",
     )
     r.add_argument("--element-logs", action="store_true", help="a JSON log per element")
-    r.add_argument("--no-captures", action="store_true", help="skip writing pcaps")
+    r.add_argument("--no-captures", action="store_true", help="skip writing the pcapng captures")
     r.add_argument("--quiet", action="store_true", help="no progress or tables")
     r.set_defaults(func=_run)
 
