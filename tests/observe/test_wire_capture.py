@@ -105,20 +105,9 @@ async def test_tshark_decrypts_the_tls_hop_with_the_key_log(pki, tmp_path):
             check=True,
         ).stdout
 
-    assert tshark("-Y", "sip").strip() == ""  # without keys: nothing readable
-    fields = tshark(
-        "-o",
-        f"tls.keylog_file:{keylog}",
-        "-Y",
-        "sip",
-        "-T",
-        "fields",
-        "-e",
-        "sip.Method",
-        "-e",
-        "sip.Status-Code",
-    )
-    assert [r.split("\t") for r in fields.splitlines()] == [["INVITE", ""], ["", "200"]]
+    assert _tshark_fields(res.files["hop2"], "-Y", "sip") == []  # no keys: nothing readable
+    keys = ("-o", f"tls.keylog_file:{keylog}")
+    assert _tshark_fields(res.files["hop2"], *keys, "-Y", "sip") == [["INVITE", ""], ["", "200"]]
     detail = tshark("-o", f"tls.keylog_file:{keylog}", "-Y", 'sip.Method == "INVITE"', "-V")
     assert "application/pidf+xml" in detail
     assert "Geolocation: <cid:" in detail
@@ -127,19 +116,9 @@ async def test_tshark_decrypts_the_tls_hop_with_the_key_log(pki, tmp_path):
 
 def _tshark_fields(path, *args: str) -> list[list[str]]:
     """tshark with its defaults: no key log option, so only what the file holds decrypts."""
+    fields = ("-T", "fields", "-e", "sip.Method", "-e", "sip.Status-Code")
     out = subprocess.run(
-        [
-            TSHARK,
-            "-r",
-            str(path),
-            *args,
-            "-T",
-            "fields",
-            "-e",
-            "sip.Method",
-            "-e",
-            "sip.Status-Code",
-        ],
+        [TSHARK, "-r", str(path), *args, *fields],
         capture_output=True,
         text=True,
         timeout=60,
