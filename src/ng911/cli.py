@@ -3,6 +3,10 @@
 Each sub-command lives beside the code it drives, in a module exposing
 `register(subparsers)`; this file only lists those modules. They are imported lazily, so
 `ng911 --help` stays fast and a sub-command's dependencies load only when it runs.
+
+Errors are one line on stderr naming the file, table or address, exit status 2: argparse's
+usage errors (`Parser.error`), and any `Ng911Error` a command lets through (`main`). Every
+sub-command and option has help text (tests/test_cli_errors.py walks the tree).
 """
 
 from __future__ import annotations
@@ -10,9 +14,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import NoReturn
 
 from ng911 import __version__
+from ng911.errors import Ng911Error
 
 # Modules that add sub-commands. Each has `register(subparsers: argparse._SubParsersAction)`;
 # a registered command sets `func` (taking the parsed namespace, returning an exit code).
@@ -25,8 +31,25 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (not the usage block), exit 2.
+    Sub-parsers are made of the same class (argparse uses the parent's type)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def walk(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """The parser and every sub-parser under it, depth first."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases: once
+                yield from walk(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ng911",
         description=(
             "An NG-9-1-1 emergency call network with TLS on every SIP hop, "
@@ -37,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for p in walk(parser):
+        p.set_defaults(cli_prog=p.prog)  # the deepest parser's wins: who to name in an error
     return parser
 
 
@@ -47,7 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
-    result = func(args)
+    try:
+        result = func(args)
+    except Ng911Error as exc:  # a command's own handling missed it: still one line
+        print(f"{args.cli_prog}: {exc}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

@@ -4,7 +4,7 @@ Every scenario of DESIGN.md (plain, tcp, tls-e2e, tls-vsp-psap, tls-all) on the 
 New York City topology: the whole chain (caller, VSP proxy, ESRP with its LoST server, one
 PSAP and call taker per borough) in this process, 50 calls per scenario from the five
 boroughs, then `report.html` (set-up delay tables, CDF, where the delay goes, one ladder
-diagram per scenario), `results.json`, per-hop message logs, per-hop pcaps and the TLS key
+diagram per scenario), `results.json`, per-hop message logs, per-hop pcapng captures and the TLS key
 log under `runs/<timestamp>/`. About 20 seconds; no flags needed.
 
 `ng911 demo --invite` prints the sample emergency INVITE and what each element reads from
@@ -68,11 +68,8 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(f"{total} calls in {took:.0f} s, {result.failed} failed.")
     print(f"report:   {result.report.resolve()}")
-    print(f"captures: {result.run_dir.resolve()}/<scenario>/hopN.pcap (+ keys.log), e.g.")
-    print(
-        f"  tshark -r {result.run_dir}/tls-all/hop2.pcap "
-        f"-o tls.keylog_file:{result.run_dir}/tls-all/keys.log -Y sip"
-    )
+    print(f"captures: {result.run_dir.resolve()}/<scenario>/hopN.pcapng (TLS keys inside), e.g.")
+    print(f"  tshark -N n -r {result.run_dir}/tls-all/hop2.pcapng -Y sip")
     return 1 if result.failed else 0
 
 

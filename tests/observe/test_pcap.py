@@ -62,7 +62,7 @@ def test_udp_hop_packets_read_back(tmp_path):
 
 def test_tcp_hop_has_handshake_and_reassembles(tmp_path):
     tr = _trace(("tcp",) * 4, calls=2)
-    path = tmp_path / "hop2.pcap"
+    path = tmp_path / "hop2.pcapng"
     n, notes = write_capture(tr, path, hop="hop2", linktype=LINKTYPE_RAW)
     assert notes == []
     linktype, pkts = read_pcap(path)
@@ -93,16 +93,19 @@ def test_tls_hop_without_wire_chunks_is_left_out_not_written_in_clear(tmp_path):
     assert not any(b"INVITE" in p.payload and p.proto == 6 for p in allp)
 
 
-def test_empty_trace_writes_an_empty_valid_pcap(tmp_path):
-    n, notes = write_capture(Trace({}), tmp_path / "x.pcap")
+def test_empty_trace_writes_an_empty_valid_capture(tmp_path):
+    n, notes = write_capture(Trace({}), tmp_path / "x.pcapng")
     assert n == 0 and notes == ["no events"]
-    assert read_pcap(tmp_path / "x.pcap") == (LINKTYPE_ETHERNET, [])
+    assert read_pcap(tmp_path / "x.pcapng") == (LINKTYPE_ETHERNET, [])
 
 
-def test_reader_refuses_what_is_not_a_pcap(tmp_path):
-    p = tmp_path / "x.pcap"
-    p.write_bytes(b"\x0a\x0d\x0d\x0a" + b"\x00" * 40)  # pcapng
-    with pytest.raises(ValueError, match="not a little-endian"):
+def test_reader_refuses_what_is_not_a_capture(tmp_path):
+    p = tmp_path / "x.pcapng"
+    p.write_bytes(b"\x0a\x0d\x0d\x0a" + b"\x00" * 40)  # a pcapng SHB with no magic
+    with pytest.raises(ValueError, match=r"x\.pcapng: big-endian"):
+        read_pcap(p)
+    p.write_bytes(b"GIF89a" + b"\x00" * 40)
+    with pytest.raises(ValueError, match="neither pcap nor pcapng"):
         read_pcap(p)
     p.write_bytes(b"abc")
     with pytest.raises(ValueError, match="too short"):
@@ -112,7 +115,7 @@ def test_reader_refuses_what_is_not_a_pcap(tmp_path):
 def test_writer_refuses_bad_input(tmp_path):
     with (tmp_path / "x").open("wb") as fh:
         with pytest.raises(ValueError, match="link type"):
-            PcapWriter(fh, linktype=42)
+            PcapWriter(fh, linktype=42).write_ip(0.0, b"")
         w = PcapWriter(fh)
         with pytest.raises(ValueError, match="IPv4"):
             w.udp(0.0, ("::1", 5060), ("10.0.0.1", 5060), b"x")

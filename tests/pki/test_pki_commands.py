@@ -30,10 +30,10 @@ def test_pki_init_issue_show(tmp_path, capsys):
 
 def test_pki_rsa_and_errors(tmp_path, capsys):
     assert main(["pki", "init", str(tmp_path / "ca"), "--key-type", "rsa"]) == 0
-    assert main(["pki", "init", str(tmp_path / "ca")]) == 1
-    assert "already holds" in capsys.readouterr().out
-    assert main(["pki", "issue", "x", "--ca", str(tmp_path / "none"), "--dns", "a"]) == 1
-    assert "holds no CA" in capsys.readouterr().out
-    assert main(["pki", "issue", "x", "--ca", str(tmp_path / "ca")]) == 1
-    assert main(["pki", "show", str(tmp_path / "missing.pem")]) == 1
+    assert main(["pki", "init", str(tmp_path / "ca")]) == 2  # errors: one line on stderr, 2
+    assert "already holds" in capsys.readouterr().err
+    assert main(["pki", "issue", "x", "--ca", str(tmp_path / "none"), "--dns", "a"]) == 2
+    assert "holds no CA" in capsys.readouterr().err
+    assert main(["pki", "issue", "x", "--ca", str(tmp_path / "ca")]) == 2
+    assert main(["pki", "show", str(tmp_path / "missing.pem")]) == 2
     assert main(["pki"]) == 2

@@ -169,7 +169,7 @@ def test_a_run_through_a_delayed_tls_hop(tmp_path):
             tshark,
             "-n",
             "-r",
-            str(d / "hop2.pcap"),
+            str(d / "hop2.pcapng"),
             "-o",
             f"tls.keylog_file:{d / 'keys.log'}",
             "-Y",

@@ -23,6 +23,7 @@ from test_processes import (
     tshark_methods,
 )
 
+from ng911.observe import pcapng
 from ng911.observe.hops import HOPS
 from ng911.testbed.netns import PREFIX, list_ours, unavailable_reason
 
@@ -60,20 +61,25 @@ def test_each_hop_has_a_real_capture_beside_the_synthesised_one(netns_run):
         assert set(captured) == set(HOPS), res["files"].get("captured_notes")
         for hop in HOPS:
             assert (d / captured[hop]).stat().st_size > 24
-            assert (d / name / f"{hop}.pcap").is_file()  # the synthesised one too
+            assert captured[hop].endswith(".pcapng")  # converted: names and keys inside
+            assert not (d / name / f"captured-{hop}.pcap").exists()
+            assert (d / name / f"{hop}.pcapng").is_file()  # the synthesised one too
 
 
 def test_tshark_decrypts_the_real_capture_of_a_tls_hop(netns_run):
     if TSHARK is None:
         pytest.skip("tshark not installed (scripts/install-peers.sh installs it)")
     d = netns_run.run_dir / "tls-all"
-    if not (d / "captured-hop3.pcap").exists():
+    if not (d / "captured-hop3.pcapng").exists():
         pytest.skip("no capture tool: no real capture")
-    assert tshark_methods(d / "captured-hop3.pcap", d / "nothing.log") == []  # ciphertext
-    methods = tshark_methods(d / "captured-hop3.pcap", d / "keys.log")
+    # the key log is inside (DSB): a key log option naming no file changes nothing
+    methods = tshark_methods(d / "captured-hop3.pcapng", d / "nothing.log")
     assert methods.count("INVITE") == CALLS and "ACK" in methods and "BYE" in methods
-    plain = tshark_methods(netns_run.run_dir / "plain" / "captured-hop3.pcap", d / "keys.log")
+    plain = tshark_methods(netns_run.run_dir / "plain" / "captured-hop3.pcapng", d / "keys.log")
     assert plain.count("INVITE") == CALLS
+    names = pcapng.read_names((d / "captured-hop3.pcapng").read_bytes())
+    addresses = netns_run.results["scenarios"]["tls-all"]["addresses"]
+    assert names == {ip: host for host, ip in addresses.items()}  # NRB: the hosts' names
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

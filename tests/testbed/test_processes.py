@@ -136,7 +136,7 @@ def test_tls_records_from_child_processes_decrypt_in_the_synthesised_capture(pro
     if TSHARK is None:
         pytest.skip("tshark not installed (scripts/install-peers.sh installs it)")
     d = processes_run.run_dir / "tls-all"
-    methods = tshark_methods(d / "hop2.pcap", d / "keys.log")
+    methods = tshark_methods(d / "hop2.pcapng", d / "keys.log")
     assert methods.count("INVITE") == CALLS and "BYE" in methods
 
 

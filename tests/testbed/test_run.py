@@ -144,10 +144,10 @@ def test_captures_hold_ciphertext_on_tls_hops_and_sip_on_plain_ones(testbed_run)
     run_dir = testbed_run.run_dir
     res = testbed_run.results["scenarios"]["tls-vsp-psap"]
     assert "capture_notes" not in res["files"]
-    _, hop1 = read_pcap(run_dir / "tls-vsp-psap" / "hop1.pcap")
+    _, hop1 = read_pcap(run_dir / "tls-vsp-psap" / "hop1.pcapng")
     assert any(p.payload.startswith(b"INVITE ") for p in hop1)
     assert {p.proto for p in hop1} == {17}
-    _, hop2 = read_pcap(run_dir / "tls-vsp-psap" / "hop2.pcap")
+    _, hop2 = read_pcap(run_dir / "tls-vsp-psap" / "hop2.pcapng")
     assert hop2 and {p.proto for p in hop2} == {6}
     assert not any(b"INVITE" in p.payload for p in hop2)
     assert all(p.ip_checksum_ok and p.l4_checksum_ok for p in hop1 + hop2)
@@ -158,7 +158,7 @@ def test_tshark_decrypts_a_tls_hop_and_finds_the_pidf_lo(testbed_run, scenario, 
     if TSHARK is None:
         pytest.skip("tshark not installed (scripts/install-peers.sh installs it)")
     d = testbed_run.run_dir / scenario
-    pcap, keys = d / f"{hop}.pcap", d / "keys.log"
+    pcap = d / f"{hop}.pcapng"
 
     def tshark(*args: str) -> str:
         return subprocess.run(
@@ -169,13 +169,11 @@ def test_tshark_decrypts_a_tls_hop_and_finds_the_pidf_lo(testbed_run, scenario, 
             check=True,
         ).stdout
 
-    assert tshark("-Y", "sip").strip() == ""  # encrypted without the keys
-    methods = tshark(
-        "-o", f"tls.keylog_file:{keys}", "-Y", "sip", "-T", "fields", "-e", "sip.Method"
-    ).split()
+    # no key log option: the capture carries the run's keys (pcapng DSB)
+    methods = tshark("-Y", "sip", "-T", "fields", "-e", "sip.Method").split()
     assert methods.count("INVITE") == CALLS  # hop4: every PSAP's taker, in one capture
     assert "BYE" in methods and "ACK" in methods
-    detail = tshark("-o", f"tls.keylog_file:{keys}", "-Y", 'sip.Method == "INVITE"', "-V")
+    detail = tshark("-Y", 'sip.Method == "INVITE"', "-V")
     assert "application/pidf+xml" in detail and "gml:pos" in detail
     assert "urn:service:sos" in detail
 

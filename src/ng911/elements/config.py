@@ -125,7 +125,8 @@ def _from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
     kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
     try:
         obj = cls(**kwargs)
-    except TypeError as exc:  # a required field is missing
+    except (TypeError, ValueError, ConfigError) as exc:
+        # a required field missing, a value __post_init__ refuses: say which file and table
         raise ConfigError(f"{where}: {exc}") from None
     return obj
 

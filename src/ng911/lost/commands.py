@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ssl
+import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from ng911.errors import Ng911Error
 from ng911.lost.engine import EngineConfig, NextServer
 from ng911.lost.limits import HttpLimits
 from ng911.lost.server import LostServer, ServerConfig, serve
@@ -27,14 +28,30 @@ def register(sub: Any) -> None:
             "Default data: the five NYC boroughs, a PSAP each (sip:psap-<borough>@esinet.example)."
         ),
     )
-    p.add_argument("--data", type=Path, help="GeoJSON FeatureCollection of service areas")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--store", choices=("embedded", "postgis"), default="embedded")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="GeoJSON FeatureCollection of service areas (default: the packaged NYC boroughs)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    p.add_argument(
+        "--port", type=port_number, default=8080, help="TCP port, 0-65535 (default %(default)s)"
+    )
+    p.add_argument(
+        "--store",
+        choices=("embedded", "postgis"),
+        default="embedded",
+        help="boundary store: in memory (shapely) or PostgreSQL/PostGIS (default %(default)s)",
+    )
     p.add_argument("--dsn", help="PostgreSQL DSN for --store postgis (data loaded at start)")
     p.add_argument("--source", default="ecrf.esinet.example", help="this server's LoST name")
     p.add_argument("--ttl", type=float, default=3600.0, help="seconds a mapping may be cached")
-    p.add_argument("--uri-scheme", choices=("sip", "sips"), default="sip")
+    p.add_argument(
+        "--uri-scheme",
+        choices=("sip", "sips"),
+        default="sip",
+        help="scheme of generated PSAP URIs (default %(default)s)",
+    )
     p.add_argument("--domain", default="esinet.example", help="domain of generated PSAP URIs")
     p.add_argument("--next-server", help="URL of the LoST server for locations we do not cover")
     p.add_argument(
@@ -47,13 +64,24 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--default-uri", help="default route: answer this URI (with a warning) instead of notFound"
     )
-    p.add_argument("--tls-cert", type=Path)
-    p.add_argument("--tls-key", type=Path)
+    p.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--tls-key", type=Path, help="the private key of --tls-cert (PEM)")
     p.add_argument("--tls-ca", type=Path, help="CA file to verify client certificates")
     p.add_argument("--require-client-cert", action="store_true", help="mutual TLS")
     add_limit_arguments(p)
     p.set_defaults(func=run_serve)
     lost.set_defaults(func=lambda args: (lost.print_help(), 2)[1])
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP/UDP port, 0-65535 (0: any free port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} out of range 0-65535")
+    return port
 
 
 def add_limit_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,20 +106,11 @@ def limits_from_args(args: argparse.Namespace) -> HttpLimits:
     try:
         return HttpLimits(**{f.name: getattr(args, f.name) for f in fields(HttpLimits)})
     except ValueError as exc:
-        raise SystemExit(f"ng911 lost serve: {exc}") from None
+        raise CommandError(str(exc)) from None
 
 
-def server_ssl_context(
-    cert: Path, key: Path, ca: Path | None, require_client_cert: bool
-) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(str(cert), str(key))
-    if ca is not None:
-        ctx.load_verify_locations(cafile=str(ca))
-    if require_client_cert:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
+class CommandError(Ng911Error):
+    """A command-line mistake `lost serve` reports in one line (exit 2)."""
 
 
 def build_store(args: argparse.Namespace, mapping: MappingConfig) -> BoundaryStore:
@@ -99,16 +118,39 @@ def build_store(args: argparse.Namespace, mapping: MappingConfig) -> BoundarySto
         from ng911.lost.postgis import PostgisStore
 
         if not args.dsn:
-            raise SystemExit("--store postgis needs --dsn")
-        return PostgisStore.from_geojson(args.dsn, args.data, mapping)
+            raise CommandError("--store postgis needs --dsn")
+        try:
+            return PostgisStore.from_geojson(args.dsn, args.data, mapping)
+        except Ng911Error:
+            raise
+        except Exception as exc:  # psycopg's errors: a bad DSN, no PostGIS
+            raise CommandError(f"PostgreSQL {args.dsn}: {type(exc).__name__}: {exc}") from None
     from ng911.lost.embedded import EmbeddedStore
 
     return EmbeddedStore.from_geojson(args.data, mapping)
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    """Serve until Ctrl-C; a bad data file, TLS file, port or limit is one line, exit 2."""
+    try:
+        return _serve(args)
+    except (Ng911Error, OSError) as exc:  # OSError: the address cannot be bound
+        print(f"ng911 lost serve: {exc}", file=sys.stderr)
+        return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ng911.pki.tls import server_context
+
+    ctx = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise CommandError("--tls-cert and --tls-key go together")
+        cas = [args.tls_ca] if args.tls_ca is not None else []
+        ctx = server_context(
+            args.tls_cert, args.tls_key, cas, require_client_cert=args.require_client_cert
+        )
     mapping = MappingConfig(uri_scheme=args.uri_scheme, domain=args.domain)
-    store = build_store(args, mapping)
     default = None
     if args.default_uri:
         default = ServiceArea("default", "Default", (args.default_uri,), "Default PSAP")
@@ -123,11 +165,7 @@ def run_serve(args: argparse.Namespace) -> int:
         limits=limits_from_args(args),
         redirect_status=args.redirect_status,
     )
-    ctx = None
-    if args.tls_cert or args.tls_key:
-        if not (args.tls_cert and args.tls_key):
-            raise SystemExit("--tls-cert and --tls-key go together")
-        ctx = server_ssl_context(args.tls_cert, args.tls_key, args.tls_ca, args.require_client_cert)
+    store = build_store(args, mapping)
     server = LostServer(store, config)
 
     async def main() -> None:

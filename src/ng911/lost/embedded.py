@@ -25,6 +25,7 @@ from shapely.strtree import STRtree
 
 from ng911.location.civic import CivicAddress
 from ng911.location.geodetic import Circle, Point, Shape
+from ng911.lost.errors import BoundaryDataError
 from ng911.lost.store import (
     AreaData,
     MappingConfig,
@@ -98,7 +99,12 @@ class EmbeddedStore:
     def from_geojson(
         cls, path: Path | str | None = None, config: MappingConfig | None = None
     ) -> EmbeddedStore:
-        return cls(load_geojson(path, config))
+        areas = load_geojson(path, config)
+        try:
+            return cls(areas)
+        except (ValueError, TypeError, AttributeError, shapely.errors.ShapelyError) as exc:
+            where = path if path is not None else "the packaged boundaries"
+            raise BoundaryDataError(f"{where}: bad geometry: {exc}") from None
 
     def services(self) -> list[str]:
         return list(self._services)

@@ -69,3 +69,9 @@ class LostResponseError(LostClientError):
 
 class LostNotFound(LostResponseError):
     """`<notFound>`: the server has no mapping for this location and service."""
+
+
+class BoundaryDataError(Ng911Error, ValueError):
+    """A service-boundary file (GeoJSON) that cannot be read: missing, not JSON, not a
+    FeatureCollection of polygons. The message names the file; `ng911 lost serve` and
+    `ng911 run lost` print it as their one error line."""

@@ -21,13 +21,14 @@ wins: the one naming the most fields, then the one naming the deepest level (A3 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from ng911.location.civic import CivicAddress
 from ng911.location.geodetic import Shape, to_shapely
+from ng911.lost.errors import BoundaryDataError
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "nyc-boroughs.geojson"
 
@@ -209,11 +210,20 @@ def load_geojson(
     """
     cfg = config or MappingConfig()
     p = Path(path) if path is not None else DEFAULT_DATA
-    doc = json.loads(p.read_text(encoding="utf-8"))
-    features: Sequence[dict[str, Any]] = doc.get("features", []) if isinstance(doc, dict) else []
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BoundaryDataError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BoundaryDataError(f"{p}: not GeoJSON: {exc}") from None
+    features = doc.get("features") if isinstance(doc, dict) else None
+    if not isinstance(features, list) or not all(isinstance(f, dict) for f in features):
+        raise BoundaryDataError(f"{p}: not a GeoJSON FeatureCollection (a list of features)")
     out: list[AreaData] = []
     for i, feat in enumerate(features):
-        props: dict[str, Any] = feat.get("properties") or {}
+        props = feat.get("properties") or {}
+        if not isinstance(props, dict):
+            raise BoundaryDataError(f"{p}: feature {i + 1}: properties is not an object")
         geom = feat.get("geometry")
         if not isinstance(geom, dict) or geom.get("type") not in ("Polygon", "MultiPolygon"):
             continue
@@ -249,5 +259,5 @@ def load_geojson(
             rules = nyc_civic_rules(name, key)
         out.append(AreaData(area, geom, tuple(rules)))
     if not out:
-        raise ValueError(f"{p}: no Polygon/MultiPolygon features")
+        raise BoundaryDataError(f"{p}: no Polygon/MultiPolygon features")
     return out

@@ -100,6 +100,7 @@ def _load_table(path: str, table: str, allowed: Iterable[str]) -> dict[str, Any]
 def load_logger(path: str, table: str) -> dict[str, Any]:
     """The `[logger]` table: address, TLS, the CAs whose elements may log, the store."""
     node = _load_table(path, table, _LOGGER_KEYS)
+    _check_http_table(node, f"{path}:[{table}]")
     if not (node.get("signer_ca") or node.get("ca")):
         raise ConfigError(
             f"{path}:[{table}]: signer_ca (or ca) is required: the CA files whose element "
@@ -118,7 +119,26 @@ def load_lost(path: str, table: str) -> dict[str, Any]:
     node = _load_table(path, table, allowed)
     if not isinstance(node.get("boundaries"), str):
         raise ConfigError(f"{path}:[{table}]: boundaries (a GeoJSON file) is required")
+    _check_http_table(node, f"{path}:[{table}]")
     return node
+
+
+def _check_http_table(node: dict[str, Any], where: str) -> None:
+    """The values of a `[lost]`/`[logger]` table checked where the file and table are known
+    (`start_lost`/`start_logger` take a dict the testbed may have built)."""
+    from ng911.lost.limits import HttpLimits
+
+    port = node.get("port", 0)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"{where}: port must be an integer 0..65535, not {port!r}")
+    for key in ("max_body", "page_size", "max_page"):
+        v = node.get(key, 1)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{where}: {key} must be a positive integer, not {v!r}")
+    try:
+        HttpLimits(**{k: node[k] for k in _LOST_LIMITS if k in node})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 async def start_lost(cfg: dict[str, Any]) -> RunningServer:

@@ -3,20 +3,25 @@
 The chain runs in one process on loopback, so there is nothing for tcpdump to see that says
 which element is which. Instead the observer rebuilds each hop's packets from what the
 transports reported: the SIP bytes for UDP and TCP hops, and for TLS hops the TLS records
-exactly as they crossed the socket (ciphertext, `WireEvent`s). With the key log the TLS
-transport wrote (NSS `SSLKEYLOGFILE` format), `tshark -o tls.keylog_file:keys.log` decrypts it.
+exactly as they crossed the socket (ciphertext, `WireEvent`s). The run's key log (NSS
+`SSLKEYLOGFILE` format, what the TLS transport wrote) goes into the file as a pcapng
+Decryption Secrets Block, so Wireshark decrypts the TLS hops with no extra step.
 
 What the synthesis does, so a reader can trust it:
 
-- classic libpcap format (magic a1b2c3d4, microsecond timestamps), LINKTYPE_ETHERNET (1) or
-  LINKTYPE_RAW (101, bare IPv4); IPv4 header checksums and UDP/TCP checksums are correct;
+- pcapng (`ng911.observe.pcapng`), LINKTYPE_ETHERNET (1) or LINKTYPE_RAW (101, bare IPv4);
+  IPv4 header checksums and UDP/TCP checksums are correct;
 - each element gets its own address, 10.0.R.N with R its role's column (caller 1, VSP 2,
-  ESRP 3, LoST 4, PSAPs 5, call takers 6), so a capture reads like a real network;
+  ESRP 3, LoST 4, PSAPs 5, call takers 6), so a capture reads like a real network, and a
+  Name Resolution Block names each address after its element;
 - listening ports become the well-known ones, 5060 for UDP/TCP SIP and 5061 for SIP over TLS
   (RFC 3261 §19.1.2), so no `-d` decode hint is needed; clients' ephemeral ports are kept;
 - a TCP connection starts with SYN, SYN-ACK, ACK, carries each chunk in segments of at most
   1448 bytes with consistent sequence and acknowledgement numbers, and ends with FIN/ACK,
   so tshark's TCP reassembly and the SIP/TLS dissectors work.
+
+Real captures (dumpcap/tcpdump under --netns) are rewritten the same way by
+`convert_capture`: every frame as captured, plus the names and the key log.
 
 A TLS hop with no wire chunks (the transport did not report them) is left out rather than
 written in plaintext: a capture must never show as clear text what crossed encrypted.
@@ -28,18 +33,20 @@ import ipaddress
 import struct
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ng911.observe import pcapng
 from ng911.observe.calls import Trace
 from ng911.observe.hops import COLUMNS
 from ng911.observe.records import MsgRecord, WireRecord
 
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
-PCAP_MAGIC = 0xA1B2C3D4
+PCAP_MAGIC = 0xA1B2C3D4  # classic libpcap, microseconds (what dumpcap -P and tcpdump write)
+PCAP_MAGIC_NS = 0xA1B23C4D  # classic libpcap, nanoseconds
 SIP_PORT = 5060
 SIPS_PORT = 5061
 MSS = 1448
@@ -120,32 +127,43 @@ def tcp_segment(
 
 
 class PcapWriter:
-    """Writes a classic libpcap file: global header, then (record header, frame) pairs."""
+    """Writes a pcapng capture (`ng911.observe.pcapng`): SHB and IDB, then the NRB (address →
+    element name) and the DSB (the TLS key log) when given, then one EPB per frame."""
 
     def __init__(
-        self, fh: BinaryIO, *, linktype: int = LINKTYPE_ETHERNET, snaplen: int = 262144
+        self,
+        fh: BinaryIO,
+        *,
+        linktype: int = LINKTYPE_ETHERNET,
+        snaplen: int = 262144,
+        names: Mapping[str, str] | None = None,
+        keylog: bytes = b"",
+        interface: str = "ng911",
     ) -> None:
-        if linktype not in (LINKTYPE_ETHERNET, LINKTYPE_RAW):
-            raise ValueError(f"unsupported link type {linktype}")
         self.fh = fh
         self.linktype = linktype
         self.snaplen = snaplen
         self.packets = 0
         self._ident = 0
-        fh.write(struct.pack("<IHHiIII", PCAP_MAGIC, 2, 4, 0, 0, snaplen, linktype))
+        fh.write(pcapng.section_header())
+        fh.write(pcapng.interface_description(linktype, snaplen, interface))
+        if names:
+            fh.write(pcapng.name_resolution(names))
+        if keylog:
+            fh.write(pcapng.decryption_secrets(keylog))
+
+    def write_frame(self, ts: float, frame: bytes) -> None:
+        """One frame of the interface's link type, as it is."""
+        self.fh.write(pcapng.enhanced_packet(ts, frame, self.snaplen))
+        self.packets += 1
 
     def write_ip(self, ts: float, ip_packet: bytes) -> None:
+        if self.linktype not in (LINKTYPE_ETHERNET, LINKTYPE_RAW):
+            raise ValueError(f"cannot frame an IP packet for link type {self.linktype}")
         frame = ip_packet
         if self.linktype == LINKTYPE_ETHERNET:
             frame = _ETH_DST + _ETH_SRC + b"\x08\x00" + ip_packet
-        sec = int(ts)
-        usec = round((ts - sec) * 1_000_000)
-        if usec >= 1_000_000:
-            sec, usec = sec + 1, usec - 1_000_000
-        caplen = min(len(frame), self.snaplen)
-        self.fh.write(struct.pack("<IIII", sec, usec, caplen, len(frame)))
-        self.fh.write(frame[:caplen])
-        self.packets += 1
+        self.write_frame(ts, frame)
 
     def next_ident(self) -> int:
         self._ident = (self._ident + 1) & 0xFFFF
@@ -232,22 +250,53 @@ def _ip_str(b: bytes) -> str:
     return ".".join(str(x) for x in b)
 
 
-def read_pcap(path: Path) -> tuple[int, list[Packet]]:
-    """Parse a classic pcap of IPv4 UDP/TCP (what this module writes): (linktype, packets)."""
+def _classic_frames(data: bytes) -> tuple[int, list[tuple[float, bytes]]]:
+    """(link type, [(timestamp, frame)]) of a classic libpcap file, either byte order."""
+    for endian in "<>":
+        magic = struct.unpack(endian + "I", data[:4])[0]
+        if magic in (PCAP_MAGIC, PCAP_MAGIC_NS):
+            break
+    else:
+        raise ValueError(f"neither pcap nor pcapng (magic {data[:4].hex()})")
+    scale = 1e6 if magic == PCAP_MAGIC else 1e9
+    linktype = struct.unpack(endian + "I", data[20:24])[0] & 0x0FFFFFFF
+    pos = 24
+    frames: list[tuple[float, bytes]] = []
+    while pos + 16 <= len(data):
+        sec, frac, caplen, _orig = struct.unpack(endian + "IIII", data[pos : pos + 16])
+        frames.append((sec + frac / scale, data[pos + 16 : pos + 16 + caplen]))
+        pos += 16 + caplen
+    return linktype, frames
+
+
+def read_frames(path: Path) -> tuple[int, list[tuple[float, bytes]]]:
+    """(link type, [(timestamp, frame)]) of a pcapng (ours) or a classic pcap (a capture
+    tool's); ValueError, naming the file, on anything else."""
     data = Path(path).read_bytes()
     if len(data) < 24:
-        raise ValueError(f"{path}: too short for a pcap header")
-    magic = struct.unpack("<I", data[:4])[0]
-    if magic != PCAP_MAGIC:
-        raise ValueError(f"{path}: not a little-endian microsecond pcap (magic {magic:#x})")
-    linktype = struct.unpack("<I", data[20:24])[0]
-    pos = 24
+        raise ValueError(f"{path}: too short for a capture file header")
+    try:
+        if struct.unpack("<I", data[:4])[0] == pcapng.SHB:
+            return pcapng.read_frames(data)
+        return _classic_frames(data)
+    except (ValueError, struct.error) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def read_pcap(path: Path) -> tuple[int, list[Packet]]:
+    """The IPv4 UDP/TCP packets of a capture (pcapng or classic pcap): (linktype, packets).
+    Frames of other protocols (ARP, IPv6 on a real bridge) are skipped."""
+    linktype, frames = read_frames(path)
     out: list[Packet] = []
-    while pos + 16 <= len(data):
-        sec, usec, caplen, _orig = struct.unpack("<IIII", data[pos : pos + 16])
-        frame = data[pos + 16 : pos + 16 + caplen]
-        pos += 16 + caplen
-        ip = frame[14:] if linktype == LINKTYPE_ETHERNET else frame
+    for ts, frame in frames:
+        if linktype == LINKTYPE_ETHERNET:
+            if frame[12:14] != b"\x08\x00":
+                continue
+            ip = frame[14:]
+        else:
+            ip = frame
+        if len(ip) < 20 or ip[0] >> 4 != 4:
+            continue
         ihl = (ip[0] & 0x0F) * 4
         total = struct.unpack("!H", ip[2:4])[0]
         proto = ip[9]
@@ -255,7 +304,6 @@ def read_pcap(path: Path) -> tuple[int, list[Packet]]:
         ip_ok = _checksum(ip[:ihl]) == 0
         l4 = ip[ihl:total]
         l4_ok = _checksum(_pseudo(src, dst, proto, len(l4)) + l4) == 0
-        ts = sec + usec / 1e6
         if proto == 17:
             sport, dport = struct.unpack("!HH", l4[:4])
             out.append(Packet(ts, src, dst, 17, sport, dport, l4[8:], 0, 0, 0, ip_ok, l4_ok))
@@ -266,6 +314,29 @@ def read_pcap(path: Path) -> tuple[int, list[Packet]]:
                 Packet(ts, src, dst, 6, sport, dport, l4[hl:], seq, ack, flags, ip_ok, l4_ok)
             )
     return linktype, out
+
+
+def convert_capture(
+    src: Path, dst: Path, *, names: Mapping[str, str], keylog: Path | None = None
+) -> int:
+    """Rewrite a capture tool's file (classic pcap or pcapng) as our pcapng, every frame
+    byte for byte, with the NRB `names` and the key log as a DSB: what a real capture needs
+    to open like the synthesised ones. Returns the frames written."""
+    linktype, frames = read_frames(src)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with dst.open("wb") as fh:
+        w = PcapWriter(
+            fh, linktype=linktype, names=names, keylog=_keylog_bytes(keylog), interface="bridge"
+        )
+        for ts, frame in frames:
+            w.write_frame(ts, frame)
+        return w.packets
+
+
+def _keylog_bytes(keylog: Path | None) -> bytes:
+    if keylog is None or not keylog.is_file():
+        return b""
+    return keylog.read_bytes()
 
 
 def tcp_streams(packets: Iterable[Packet]) -> dict[tuple[tuple[str, int], tuple[str, int]], bytes]:
@@ -282,7 +353,7 @@ def tcp_streams(packets: Iterable[Packet]) -> dict[tuple[tuple[str, int], tuple[
 
 @dataclass(slots=True)
 class CaptureResult:
-    """What `write_captures` produced: a pcap per hop, and the hops it had to leave out."""
+    """What `write_captures` produced: a pcapng per hop, and the hops it had to leave out."""
 
     files: dict[str, Path] = field(default_factory=dict)
     packets: dict[str, int] = field(default_factory=dict)
@@ -352,13 +423,21 @@ def write_capture(
     *,
     hop: str | None = None,
     linktype: int = LINKTYPE_ETHERNET,
+    keylog: Path | None = None,
 ) -> tuple[int, list[str]]:
-    """Write one pcap with the packets of `hop` (every hop when None).
+    """Write one pcapng with the packets of `hop` (every hop when None), the elements' names
+    (NRB) and, when `keylog` is given, the run's TLS key log (DSB).
 
     Returns (packets written, notes on what was left out).
     """
     trace.finalize()
     plan = AddressPlan(trace)
+    secrets = _keylog_bytes(keylog)
+
+    def writer(fh: BinaryIO) -> PcapWriter:
+        names = {ip: element for element, ip in plan.ips.items()}
+        return PcapWriter(fh, linktype=linktype, names=names, keylog=secrets)
+
     notes: list[str] = []
     # A common time base: wall clock of the first event plus the monotonic offset, so packets
     # keep the in-process order exactly (time.time() may step).
@@ -366,7 +445,7 @@ def write_capture(
     if not all_mono:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as fh:
-            PcapWriter(fh, linktype=linktype)
+            writer(fh)
         return 0, ["no events"]
     first = min(trace.messages, key=lambda m: m.mono) if trace.messages else None
     base = first if first is not None else trace.wires[0]
@@ -403,7 +482,7 @@ def write_capture(
     last_mono: float = items[-1][0] if items else base.mono
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as fh:
-        w = PcapWriter(fh, linktype=linktype)
+        w = writer(fh)
         for mono, _, (kind, obj) in items:
             if kind == "udp":
                 m = obj
@@ -443,22 +522,24 @@ def write_captures(
     *,
     hops: Iterable[str] = ("hop1", "hop2", "hop3", "hop4"),
     linktype: int = LINKTYPE_ETHERNET,
+    keylog: Path | None = None,
 ) -> CaptureResult:
-    """`hopN.pcap` for each hop that carried messages, and `all.pcap` with every hop."""
+    """`hopN.pcapng` for each hop that carried messages, and `all.pcapng` with every hop;
+    each holds the elements' names and, with `keylog`, the TLS key log (see `write_capture`)."""
     trace.finalize()
     result = CaptureResult()
     used = {m.hop for m in trace.messages if m.hop is not None}
     for hop in hops:
         if hop not in used:
             continue
-        path = out_dir / f"{hop}.pcap"
-        n, notes = write_capture(trace, path, hop=hop, linktype=linktype)
+        path = out_dir / f"{hop}.pcapng"
+        n, notes = write_capture(trace, path, hop=hop, linktype=linktype, keylog=keylog)
         result.files[hop] = path
         result.packets[hop] = n
         if notes:
             result.skipped[hop] = "; ".join(notes)
-    path = out_dir / "all.pcap"
-    n, _ = write_capture(trace, path, hop=None, linktype=linktype)
+    path = out_dir / "all.pcapng"
+    n, _ = write_capture(trace, path, hop=None, linktype=linktype, keylog=keylog)
     result.files["all"] = path
     result.packets["all"] = n
     return result

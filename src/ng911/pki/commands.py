@@ -12,6 +12,7 @@ which CA to trust (a TLS profile, like Kamailio's tls.cfg sections).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,24 +56,27 @@ def register(sub: Any) -> None:
     ps.add_argument("--dns", action="append", default=[], help="DNS subjectAltName; repeatable")
     ps.add_argument("--ip", action="append", default=[], help="IP subjectAltName; repeatable")
     ps.add_argument("--out", type=Path, default=Path("."), help="output directory (default .)")
-    ps.add_argument("--key-type", choices=KEY_TYPES, default="ec")
+    ps.add_argument(
+        "--key-type", choices=KEY_TYPES, default="ec", help="ec = P-256 (default), rsa = 2048"
+    )
     ps.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
     ps.set_defaults(func=_run, pki_run=_issue)
 
     pw = psub.add_parser("show", help="print a certificate's subject, validity and SIP identities")
-    pw.add_argument("cert", type=Path)
+    pw.add_argument("cert", type=Path, help="certificate file (PEM)")
     pw.set_defaults(func=_show)
 
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
 def _run(args: argparse.Namespace) -> int:
-    """Run the action (`pki_run`): print the line it returns (0) or its `PkiError` (1)."""
+    """Run the action (`pki_run`): print the line it returns (0) or, on stderr, its
+    `PkiError` (2: one line, like every ng911 error)."""
     try:
         line = args.pki_run(args)
     except PkiError as exc:
-        print(f"ng911 pki {args.pki_command}: {exc}")
-        return 1
+        print(f"ng911 pki {args.pki_command}: {exc}", file=sys.stderr)
+        return 2
     print(line)
     return 0
 
@@ -105,8 +109,9 @@ def _show(args: argparse.Namespace) -> int:
     try:
         cert = x509.load_pem_x509_certificate(args.cert.read_bytes())
     except (OSError, ValueError) as exc:
-        print(f"ng911 pki show: cannot read {args.cert}: {exc}")
-        return 1
+        reason = exc.strerror if isinstance(exc, OSError) else exc
+        print(f"ng911 pki show: cannot read {args.cert}: {reason}", file=sys.stderr)
+        return 2
     print(f"subject:    {cert.subject.rfc4514_string()}")
     print(f"issuer:     {cert.issuer.rfc4514_string()}")
     start, end = cert.not_valid_before_utc, cert.not_valid_after_utc

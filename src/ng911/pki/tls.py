@@ -16,14 +16,14 @@ of their last connection to the same peer (`ng911.net` keeps one per peer).
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from ng911.pki.errors import CertificateError
+from ng911.pki.errors import CertificateError, PkiError
 
 TLS_VERSIONS: dict[str, ssl.TLSVersion] = {
     "1.2": ssl.TLSVersion.TLSv1_2,
@@ -46,7 +46,8 @@ def _base(
     ctx.maximum_version = TLS_VERSIONS[max_version]
     ctx.check_hostname = False  # RFC 5922 identity check done by ng911.net after the handshake
     for ca in cafiles:
-        ctx.load_verify_locations(cafile=str(ca))
+        _require_file(ca, f"CA file {ca}")
+        _load(ctx.load_verify_locations, f"CA file {ca}", cafile=str(ca))
     if keylog is not None:
         # NSS key log format (SSLKEYLOGFILE): Wireshark/tshark decrypt captures with it
         Path(keylog).parent.mkdir(parents=True, exist_ok=True)
@@ -71,7 +72,7 @@ def server_context(
     then optional (asked for, verified if sent, not required).
     """
     ctx = _base(ssl.Purpose.CLIENT_AUTH, cafiles, min_version, max_version, keylog)
-    ctx.load_cert_chain(str(cert), str(key))
+    load_cert_chain(ctx, cert, key)
     if require_client_cert:
         ctx.verify_mode = ssl.CERT_REQUIRED
     elif cafiles:
@@ -98,8 +99,31 @@ def client_context(
     ctx = _base(ssl.Purpose.SERVER_AUTH, cafiles, min_version, max_version, keylog)
     ctx.verify_mode = ssl.CERT_REQUIRED
     if cert is not None:
-        ctx.load_cert_chain(str(cert), str(key) if key is not None else None)
+        load_cert_chain(ctx, cert, key)
     return ctx
+
+
+def load_cert_chain(ctx: ssl.SSLContext, cert: Path, key: Path | None) -> None:
+    """`ctx.load_cert_chain`, failing with a `PkiError` that names the files (a missing or
+    garbled certificate or key is an operator's mistake, one line, never a traceback)."""
+    what = f"certificate {cert}" + (f" with key {key}" if key is not None else "")
+    for path in (cert, key):
+        if path is not None:
+            _require_file(path, what)
+    _load(ctx.load_cert_chain, what, str(cert), str(key) if key is not None else None)
+
+
+def _require_file(path: Path, what: str) -> None:
+    if not Path(path).is_file():
+        raise PkiError(f"cannot load {what}: {path}: no such file")
+
+
+def _load(fn: Callable[..., None], what: str, *a: Any, **kw: Any) -> None:
+    try:
+        fn(*a, **kw)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+        raise PkiError(f"cannot load {what}: {reason}") from None
 
 
 def _identities_from_x509(cert: x509.Certificate) -> set[str]:

@@ -21,7 +21,8 @@ def register(sub: Any) -> None:
         description=(
             "Run the call chain (caller, VSP proxy, ESRP + LoST, PSAP server, call taker) in "
             "one process under each scenario's per-hop transports, place calls, and write "
-            "report.html, results.json, per-hop message logs, per-hop pcaps and a TLS key log."
+            "report.html, results.json, per-hop message logs, per-hop pcapng captures (TLS keys "
+            "and element names inside) and a TLS key log."
         ),
     )
     tsub = p.add_subparsers(dest="testbed_command", metavar="ACTION")
@@ -94,12 +95,12 @@ def register(sub: Any) -> None:
         "--processes on loopback when namespaces cannot be made)",
     )
     r.add_argument("--element-logs", action="store_true", help="a JSON log per element")
-    r.add_argument("--no-captures", action="store_true", help="skip writing pcaps")
+    r.add_argument("--no-captures", action="store_true", help="skip writing the pcapng captures")
     r.add_argument("--quiet", action="store_true", help="no progress or tables")
     r.set_defaults(func=_run)
 
     rep = tsub.add_parser("report", help="redraw report.html from a results.json")
-    rep.add_argument("results", type=Path)
+    rep.add_argument("results", type=Path, help="the results.json of a run directory")
     rep.add_argument("--out", type=Path, help="HTML file (default: beside results.json)")
     rep.set_defaults(func=_report)
 
@@ -146,6 +147,7 @@ def register(sub: Any) -> None:
         "--scenario",
         default="plain",
         choices=("plain", "tcp", "tls-e2e", "tls-vsp-psap", "tls-all"),
+        help="transports of the four hops (default %(default)s; `ng911 testbed scenarios`)",
     )
     c.add_argument("--json", action="store_true", help="print the call records as JSON")
     c.set_defaults(func=run_chain)
@@ -227,10 +229,15 @@ def _report(args: argparse.Namespace) -> int:
     try:
         results = load_results(args.results)
     except (OSError, ValueError) as exc:
-        print(f"ng911 testbed report: cannot read {args.results}: {exc}", file=sys.stderr)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        print(f"ng911 testbed report: {args.results}: {reason}", file=sys.stderr)
         return 2
     out = args.out or args.results.with_name("report.html")
-    write_report(results, out)
+    try:
+        write_report(results, out)
+    except OSError as exc:
+        print(f"ng911 testbed report: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(out)
     return 0
 

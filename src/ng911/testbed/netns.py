@@ -161,8 +161,9 @@ class NetnsLab:
         return " or ".join(f"(host {a} and host {b})" for a, b in sorted(pairs))
 
     async def start_captures(self, work: Path) -> None:
-        """A real capture per hop on the hub's bridge (`captured-hopN.pcap`), when a capture
-        tool is installed; waits (bounded) until each one has written its file header."""
+        """A real capture per hop on the hub's bridge (`captured-hopN.pcap`, classic pcap;
+        `testbed.run` rewrites it as pcapng with names and keys), when a capture tool is
+        installed; waits (bounded) until each one has written its file header."""
         import asyncio
 
         tool = shutil.which("dumpcap") or shutil.which("tcpdump")

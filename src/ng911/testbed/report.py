@@ -83,8 +83,24 @@ def write_results(results: Mapping[str, Any], path: Path) -> Path:
     return path
 
 
+# the top-level keys every results.json has (a minimal check; the full JSON Schema of
+# results.json, when there is one, checks the rest)
+RESULTS_KEYS = ("meta", "scenarios")
+
+
 def load_results(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+    """A run's results.json; ValueError (one line) for a file that is not JSON or not
+    results: an object with the `RESULTS_KEYS`, each an object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"not an ng911 results file: a JSON {type(data).__name__}, not an object")
+    missing = [k for k in RESULTS_KEYS if not isinstance(data.get(k), dict)]
+    if missing:
+        keys = ", ".join(repr(k) for k in missing)
+        raise ValueError(f"not an ng911 results file: no {keys} object at the top level")
     return data
 
 

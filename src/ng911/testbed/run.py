@@ -15,7 +15,8 @@ The run directory:
     runs/<UTC timestamp>/
       report.html  results.json
       <scenario>/hop1.jsonl .. hop4.jsonl  lost.jsonl   every message event, per hop
-      <scenario>/hop1.pcap .. hop4.pcap  all.pcap       synthesised captures
+      <scenario>/hop1.pcapng .. hop4.pcapng  all.pcapng synthesised captures, keys inside
+      <scenario>/captured-hopN.pcapng                    --netns: real captures, the same way
       <scenario>/keys.log                                TLS key log (NSS format)
       <scenario>/pki/                                    the run's CA and certificates
 """
@@ -37,7 +38,7 @@ from typing import Any, TextIO
 from ng911 import __version__
 from ng911.observe.calls import Trace
 from ng911.observe.output import write_logs
-from ng911.observe.pcap import write_captures
+from ng911.observe.pcap import convert_capture, write_captures
 from ng911.observe.stats import METRICS, PERCENTILE_METHOD
 from ng911.testbed.errors import TestbedError
 from ng911.testbed.launcher import RunningChain, start_chain, wait_registered
@@ -210,12 +211,13 @@ def _finish(live: _Live, run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
         placed=cfg.calls,
     )
     logs = write_logs(live.trace, live.work)
+    keylog = live.work / "keys.log"
     files: dict[str, Any] = {
         "logs": {k: str(p.relative_to(run_dir)) for k, p in logs.items()},
-        "keylog": str((live.work / "keys.log").relative_to(run_dir)),
+        "keylog": str(keylog.relative_to(run_dir)),
     }
     if cfg.captures:
-        cap = write_captures(live.trace, live.work)
+        cap = write_captures(live.trace, live.work, keylog=keylog)
         files["pcaps"] = {k: str(p.relative_to(run_dir)) for k, p in cap.files.items()}
         if cap.skipped:
             files["capture_notes"] = "; ".join(f"{k}: {v}" for k, v in cap.skipped.items())
@@ -224,9 +226,8 @@ def _finish(live: _Live, run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
         files["bundles"] = str((live.work / "bundles").relative_to(run_dir))
         files["stderr"] = str((live.work / "stderr").relative_to(run_dir))
         if chain.lab is not None:
-            files["captured"] = {
-                k: str(p.relative_to(run_dir)) for k, p in chain.lab.capture_files.items()
-            }
+            captured = _convert_real_captures(chain.lab.capture_files, chain.addresses, keylog)
+            files["captured"] = {k: str(p.relative_to(run_dir)) for k, p in captured.items()}
             if chain.lab.capture_note:
                 files["captured_notes"] = chain.lab.capture_note
     res["files"] = files
@@ -237,6 +238,26 @@ def _finish(live: _Live, run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
     res["errors"] = live.errors
     res["addresses"] = live.chain.addresses
     return res
+
+
+def _convert_real_captures(
+    raw: dict[str, Path], addresses: dict[str, str], keylog: Path
+) -> dict[str, Path]:
+    """The capture tool's `captured-hopN.pcap` → `captured-hopN.pcapng` with the hosts' names
+    and the key log inside (the raw file is removed: the pcapng has every frame of it). A file
+    the tool left unreadable stays as it is."""
+    names = {ip: host for host, ip in addresses.items()}
+    out: dict[str, Path] = {}
+    for hop, path in raw.items():
+        dst = path.with_suffix(".pcapng")
+        try:
+            convert_capture(path, dst, names=names, keylog=keylog)
+        except ValueError:
+            out[hop] = path
+            continue
+        path.unlink()
+        out[hop] = dst
+    return out
 
 
 def _isolation(chain: RunningChain | ProcessChain) -> str:
