@@ -87,10 +87,15 @@ def test_failures_reported_by_the_caller_and_unsent_calls_count(results):
 def test_html_is_self_contained_and_colours_match_the_hops(results, tmp_path):
     page = render_html(results)
     assert "<script" not in page and "http://" not in page.replace("http://www.w3.org", "")
-    assert page.count("<svg") == 3 + 2  # CDF, warm and cold stacked bars, a ladder each
+    # CDF, warm and cold stacked bars, a warm and a cold ladder each
+    assert page.count("<svg") == 3 + 2 + 2
     # per ladder: green arrows exactly on encrypted hops (and none red there)
     ladders = re.findall(r"<svg[^>]*aria-label=\"(plain|tls-e2e): .*?</svg>", page, re.S)
-    assert ladders == ["plain", "tls-e2e"]
+    assert ladders == ["plain", "plain", "tls-e2e", "tls-e2e"]
+    cold = re.search(r'aria-label="tls-e2e: [^"]*\(cold call\)".*?</svg>', page, re.S).group(0)
+    # the cold call opened hop 1, 2 and 3 (TLS): a handshake band on each
+    assert cold.count('class="handshake"') == 3
+    assert "TLS handshake (full" in cold
     for name in ("plain", "tls-e2e"):
         res = results["scenarios"][name]
         svg = re.search(rf'aria-label="{name}: .*?</svg>', page, re.S).group(0)
