@@ -598,7 +598,10 @@ def _scenario_detail(res: Mapping[str, Any]) -> str:
         notes = files.get("capture_notes") if isinstance(files, Mapping) else None
         if notes:
             out.append(f"<p class=note>Capture notes: {_e(notes)}</p>")
-    return "\n".join(out)
+    page = "\n".join(out)  # narrow screens: each table scrolls in its own box
+    return page.replace("<table>", '<div class="scroll"><table>').replace(
+        "</table>", "</table></div>"
+    )
 
 
 def _ladders(res: Mapping[str, Any]) -> list[str]:
