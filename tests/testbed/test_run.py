@@ -245,9 +245,11 @@ def test_calls_csv_matches_the_raw_message_logs(testbed_run):
 
 def test_results_json_validates_against_the_packaged_schema(testbed_run):
     data = json.loads((testbed_run.run_dir / "results.json").read_text())
-    assert data["schema_version"] == SCHEMA_VERSION == schema()["properties"][
-        "schema_version"
-    ]["const"]
+    assert (
+        data["schema_version"]
+        == SCHEMA_VERSION
+        == schema()["properties"]["schema_version"]["const"]
+    )
     assert validate(data) == []
     broken = json.loads(json.dumps(data))
     broken["scenarios"]["plain"]["call_records"][0]["srd_ms"] = "fast"

@@ -16,7 +16,14 @@ from typing import Any
 
 from ng911.testbed.errors import TestbedError
 from ng911.testbed.hoptable import ROW_KIND, compare
-from ng911.testbed.report import escape, html_page, load_results, ms_text
+from ng911.testbed.report import (
+    escape,
+    html_page,
+    interval_html,
+    interval_text,
+    load_results,
+    ms_text,
+)
 
 
 def results_path(run: Path) -> Path:
@@ -56,13 +63,6 @@ def compare_runs(runs: Sequence[Path]) -> dict[str, Any]:
     return compare(loaded, labels)
 
 
-def _d(d: Mapping[str, Any] | None) -> str:
-    if not d:
-        return "—"
-    txt = f"{d['ms']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
-    return txt + (" within noise" if d.get("within_noise") else "")
-
-
 def format_compare(cmp: Mapping[str, Any], group: str = "warm") -> str:
     """The terminal table: one line per run, scenario and row."""
     ref = cmp["reference"]
@@ -81,7 +81,7 @@ def format_compare(cmp: Mapping[str, Any], group: str = "warm") -> str:
         d = (r.get("diff") or {}).get("median")
         lines.append(
             f"{r['run']:<16} {r['scenario']:<13} {r['row']:<10} {ms_text(r['median'][0]):>10} "
-            f"{ms_text(r['median'][1]):>10}  {_d(d)}"
+            f"{ms_text(r['median'][1]):>10}  {interval_text(d)}"
         )
     return "\n".join(lines)
 
@@ -106,13 +106,7 @@ def render_compare_html(cmp: Mapping[str, Any]) -> str:
         )
         for r in rows:
             diff = r.get("diff") or {}
-            cells = []
-            for k in ("median", "mean"):
-                d = diff.get(k)
-                txt = escape(_d(d).replace(" within noise", ""))
-                if d and d.get("within_noise"):
-                    txt += " <span class=noise>within noise</span>"
-                cells.append(f"<td>{txt}</td>")
+            cells = [f"<td>{interval_html(diff.get(k))}</td>" for k in ("median", "mean")]
             parts.append(
                 f"<tr><td class=l>{escape(r['run'])}</td><td class=l>{escape(r['scenario'])}"
                 f"</td><td class=l>{escape(r['row'])} <span class=note>"

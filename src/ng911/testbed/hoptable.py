@@ -26,22 +26,11 @@ from ng911.observe.stats import (
     bootstrap_diff,
     replicates,
 )
+from ng911.testbed.measure import SEGMENTS
 from ng911.testbed.scenarios import BASELINE
 
 # Rows of the per-hop table, in the order a call crosses them, then the SRD they add up to.
-ROWS: tuple[str, ...] = (
-    "hop1",
-    "vsp",
-    "hop2",
-    "esrp",
-    "lost",
-    "hop3",
-    "psap",
-    "hop4",
-    "calltaker",
-    "handshake",
-    "srd",
-)
+ROWS: tuple[str, ...] = (*(seg for seg in SEGMENTS if seg != "other"), "srd")
 ROW_KIND: dict[str, str] = {
     **{h: "transit" for h in ("hop1", "hop2", "hop3", "hop4")},
     **{e: "element" for e in ("vsp", "esrp", "psap", "calltaker")},

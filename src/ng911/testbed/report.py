@@ -199,12 +199,17 @@ def format_scenario(res: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _interval_txt(d: Mapping[str, Any] | None) -> str:
-    """ "+1.234 [+0.9, +1.6]" (ms, 95% CI), "within noise" appended when it includes zero."""
+def interval_text(d: Mapping[str, Any] | None, *, noise: str = " within noise") -> str:
+    """ "+1.234 [+0.900, +1.600]" (ms, 95% CI), `noise` appended when it includes zero."""
     if not d:
         return "—"
     txt = f"{d['ms']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
-    return txt + (" within noise" if d.get("within_noise") else "")
+    return txt + (noise if d.get("within_noise") else "")
+
+
+def interval_html(d: Mapping[str, Any] | None) -> str:
+    """`interval_text` for a table cell, the noise flag styled."""
+    return interval_text(d, noise=" <span class=noise>within noise</span>")
 
 
 def format_hop_table(results: Mapping[str, Any], group: str = "warm") -> str:
@@ -230,7 +235,7 @@ def format_hop_table(results: Mapping[str, Any], group: str = "warm") -> str:
         label = f"{r['row']} ({ROW_KIND.get(r['row'], '')})"
         lines.append(
             f"{r['scenario']:<13} {label:<24} {r['n']:>5} {_ms(r['median']):>9} "
-            f"{_ms(r['mean']):>9}  {_interval_txt(d) if d else ''}"
+            f"{_ms(r['mean']):>9}  {interval_text(d) if d else ''}"
         )
     return "\n".join(lines)
 
@@ -662,12 +667,7 @@ def _hop_table_html(results: Mapping[str, Any]) -> str:
             if r is None:
                 tds.append("<td>—</td>" * 4)
                 continue
-            d = (r.get("diff") or {}).get("median")
-            dtxt = "—"
-            if d:
-                dtxt = f"{d['ms']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
-                if d.get("within_noise"):
-                    dtxt += " <span class=noise>within noise</span>"
+            dtxt = interval_html((r.get("diff") or {}).get("median"))
             tds.append(
                 f"<td>{r['n']}</td><td>{_ms(r['median'])}</td><td>{_ms(r['mean'])}</td>"
                 f"<td>{dtxt}</td>"
