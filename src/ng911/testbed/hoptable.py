@@ -35,7 +35,7 @@ ROW_KIND: dict[str, str] = {
     **{h: "transit" for h in ("hop1", "hop2", "hop3", "hop4")},
     **{e: "element" for e in ("vsp", "esrp", "psap", "calltaker")},
     "lost": "LoST query",
-    "handshake": "TLS handshakes waited for",
+    "handshake": "connection set-up, TLS handshakes",
     "srd": "total (SRD)",
 }
 GROUPS: tuple[str, ...] = ("warm", "cold")

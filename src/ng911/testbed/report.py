@@ -221,20 +221,19 @@ def format_hop_table(results: Mapping[str, Any], group: str = "warm") -> str:
         return ""
     base = table.get("baseline") or "the baseline"
     header = (
-        f"{'scenario':<13} {'hop / element':<24} {'n':>5} {'median':>9} {'mean':>9}  "
+        f"{'scenario':<13} {'row':<10} {'n':>5} {'median':>9} {'mean':>9}  "
         f"Δmedian vs {base} [95% CI]"
     )
     lines = [
-        f"Per hop, {group} calls (ms): hop transit, element time, LoST, TLS handshakes waited "
-        f"for, SRD; intervals: {table.get('method', 'bootstrap')}",
+        f"Per hop, {group} calls (ms); intervals: {table.get('method', 'bootstrap')}",
+        "rows: " + "; ".join(f"{k} {v}" for k, v in ROW_KIND.items()),
         header,
-        "-" * (len(header) + 24),
+        "-" * (len(header) + 12),
     ]
     for r in rows:
         d = (r.get("diff") or {}).get("median")
-        label = f"{r['row']} ({ROW_KIND.get(r['row'], '')})"
         lines.append(
-            f"{r['scenario']:<13} {label:<24} {r['n']:>5} {_ms(r['median']):>9} "
+            f"{r['scenario']:<13} {r['row']:<10} {r['n']:>5} {_ms(r['median']):>9} "
             f"{_ms(r['mean']):>9}  {interval_text(d) if d else ''}"
         )
     return "\n".join(lines)
