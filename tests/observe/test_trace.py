@@ -155,7 +155,13 @@ def test_ladder_has_every_message_and_lost_with_colours():
     lost = [a for a in arrows if "lost" in (a.src, a.dst)]
     assert [a.label for a in lost] == ["LoST findService", "LoST response"]
     assert [a.t_send for a in arrows] == sorted(a.t_send for a in arrows)
-    assert sum(1 for a in arrows if a.hop is not None) == 27  # 7 × 4, the taker sends no 100
+    messages = [a for a in arrows if a.kind == "message"]
+    assert sum(1 for a in messages if a.hop is not None) == 27  # 7 × 4, the taker sends no 100
+    # the first call opened hop 2 and hop 3: its ladder shows both TLS handshakes
+    shakes = [a for a in arrows if a.kind == "handshake"]
+    assert sorted(a.hop or "" for a in shakes) == ["hop2", "hop3"]
+    assert all(a.t_recv is not None and a.t_recv >= a.t_send for a in shakes)
+    assert all(a.label.startswith("TLS handshake (full") for a in shakes)
 
 
 def test_logs_hold_every_event_and_reproduce_the_srd(tmp_path):

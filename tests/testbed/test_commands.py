@@ -48,7 +48,8 @@ def test_run_one_scenario_sequentially_then_redraw_the_report(capsys, tmp_path):
     assert results["meta"]["interleaved"] is False
     (out / "report.html").unlink()
     assert main(["testbed", "report", str(out / "results.json")]) == 0
-    assert (out / "report.html").read_text().count("<svg") == 4  # CDF, 2 bars, 1 ladder
+    # CDF, 2 bars, a warm and a cold ladder
+    assert (out / "report.html").read_text().count("<svg") == 5
     assert main(["testbed", "report", str(tmp_path / "missing.json")]) == 2
 
 

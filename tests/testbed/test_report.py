@@ -7,6 +7,7 @@ import pytest
 from synthcalls import ROLES, Chain, Timing, expected_srd
 
 from ng911.observe.calls import Trace
+from ng911.testbed.hoptable import between_runs, hop_table
 from ng911.testbed.measure import SEGMENTS, add_baseline_diffs, scenario_results
 from ng911.testbed.report import (
     GREEN,
@@ -18,6 +19,7 @@ from ng911.testbed.report import (
     write_report,
     write_results,
 )
+from ng911.testbed.results import SCHEMA_VERSION
 from ng911.testbed.scenarios import get_scenario
 
 SLOW_TLS = Timing(transit=(0.15, 0.25, 0.35, 0.4))  # TLS hops a little slower, hop4 udp
@@ -30,16 +32,34 @@ def _run(name: str, timing: Timing, calls: int = 5) -> dict:
         chain.call(timing)
     tr = Trace(ROLES)
     tr.extend(chain.events)
-    return scenario_results(sc, tr, cold_calls=1)
+    res = scenario_results(sc, tr, cold_calls=1)
+    res["between_runs"] = between_runs(res["call_records"])
+    return res
 
 
 @pytest.fixture(scope="module")
 def results():
     scen = {"plain": _run("plain", Timing()), "tls-e2e": _run("tls-e2e", SLOW_TLS)}
     add_baseline_diffs(scen)
+    meta = {
+        "started": "2026-11-25T16:00:00Z",
+        "ng911": "test",
+        "topology": "nyc",
+        "calls": 5,
+        "rate": 10,
+        "repeat": 1,
+        "interleaved": True,
+        "cold_design": "synthetic",
+        "baseline": "plain",
+        "interrupted": False,
+        "percentiles": "synthetic",
+        "intervals": "synthetic",
+    }
     return {
-        "meta": {"started": "2026-11-25T16:00:00Z", "topology": "nyc", "calls": 5, "rate": 10},
+        "schema_version": SCHEMA_VERSION,
+        "meta": meta,
         "scenarios": scen,
+        "hop_table": hop_table(scen),
     }
 
 
@@ -87,10 +107,15 @@ def test_failures_reported_by_the_caller_and_unsent_calls_count(results):
 def test_html_is_self_contained_and_colours_match_the_hops(results, tmp_path):
     page = render_html(results)
     assert "<script" not in page and "http://" not in page.replace("http://www.w3.org", "")
-    assert page.count("<svg") == 3 + 2  # CDF, warm and cold stacked bars, a ladder each
+    # CDF, warm and cold stacked bars, a warm and a cold ladder each
+    assert page.count("<svg") == 3 + 2 + 2
     # per ladder: green arrows exactly on encrypted hops (and none red there)
     ladders = re.findall(r"<svg[^>]*aria-label=\"(plain|tls-e2e): .*?</svg>", page, re.S)
-    assert ladders == ["plain", "tls-e2e"]
+    assert ladders == ["plain", "plain", "tls-e2e", "tls-e2e"]
+    cold = re.search(r'aria-label="tls-e2e: [^"]*\(cold call\)".*?</svg>', page, re.S).group(0)
+    # the cold call opened hop 1, 2 and 3 (TLS): a handshake band on each
+    assert cold.count('class="handshake"') == 3
+    assert "TLS handshake (full" in cold
     for name in ("plain", "tls-e2e"):
         res = results["scenarios"][name]
         svg = re.search(rf'aria-label="{name}: .*?</svg>', page, re.S).group(0)

@@ -27,7 +27,7 @@ import logging
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from ng911.net.address import Address, Source, is_ip_literal
@@ -229,6 +229,21 @@ class SipTransportLayer:
             return False
         conn.close()
         return True
+
+    def drop_connections(
+        self, hosts: Collection[str] | None = None, *, forget_sessions: bool = True
+    ) -> int:
+        """Close every TCP/TLS connection (only those whose peer address is one of `hosts`,
+        when given) and, by default, forget the TLS sessions kept for resuming them, so the
+        next message to that peer opens a new connection with a full handshake: what the
+        testbed does before a cold call. Returns how many it closed."""
+        conns = [c for c in self._conns.values() if hosts is None or c.remote.host in hosts]
+        for conn in conns:
+            conn.close()
+        if forget_sessions:
+            for key in [k for k in self._sessions if hosts is None or k[0] in hosts]:
+                del self._sessions[key]
+        return len(conns)
 
     # ================================================================= sending
     async def send(

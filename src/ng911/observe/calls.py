@@ -266,7 +266,7 @@ class Trace(Recorder):
                 return r
         return None
 
-    def _setup_before(self, inv: MsgRecord) -> float:
+    def setup_start(self, inv: MsgRecord) -> float:
         """When the caller started sending `inv`: earlier than its "out" event when it first
         had to open the connection (TCP connect, TLS handshake), which the transport does
         before it reports the message. Connection set-up the caller did between its previous
@@ -294,7 +294,7 @@ class Trace(Recorder):
         if inv is None:
             return CallMeasure(call.key, ok=False, cold=cold, reason="no INVITE sent")
         caller = inv.element
-        t0 = self._setup_before(inv)
+        t0 = self.setup_start(inv)
         ringing = final = None
         for r in call.records:
             if r.element != caller or r.direction != "in" or r.status is None:
@@ -416,7 +416,7 @@ class Trace(Recorder):
             out = self.messages[cur.partner]
             seg[cur.hop or "other"] += (cur.mono - out.mono) * 1000.0
             if out.index == inv.index:
-                seg["handshake"] += (inv.mono - self._setup_before(inv)) * 1000.0
+                seg["handshake"] += (inv.mono - self.setup_start(inv)) * 1000.0
                 return dict(seg)
             cause = self._cause(call, out)
             if cause is None:

@@ -34,6 +34,7 @@ class Arrow:
     encrypted: bool
     sip_bytes: int
     wire_bytes: int
+    kind: str = "message"  # "message", "lost", or "handshake" (a TLS handshake: t_send..t_recv)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,12 +81,59 @@ def ladder(trace: Trace, call: Call, *, include_retransmissions: bool = True) ->
         t_send = (start - t0) * 1000.0
         t_back = (start + float(q.duration) - t0) * 1000.0
         arrows.append(
-            Arrow(src, "lost", "LoST findService", t_send, t_send, None, transport, enc, rq, rq)
+            Arrow(
+                src,
+                "lost",
+                "LoST findService",
+                t_send,
+                t_send,
+                None,
+                transport,
+                enc,
+                rq,
+                rq,
+                "lost",
+            )
         )
         label = "LoST response" if getattr(q, "ok", True) else "LoST error"
-        arrows.append(Arrow("lost", src, label, t_back, t_back, None, transport, enc, rs, rs))
+        arrows.append(
+            Arrow("lost", src, label, t_back, t_back, None, transport, enc, rs, rs, "lost")
+        )
+    arrows.extend(_handshake_arrows(trace, call, t0, end))
     arrows.sort(key=lambda a: a.t_send)
     return arrows
+
+
+def _handshake_arrows(trace: Trace, call: Call, t0: float, end: float) -> list[Arrow]:
+    """The TLS handshakes the call waited for: client handshakes that finished between the
+    start of the call's set-up (its caller's connection included) and its last message, on
+    an element the call crossed. A cold call's ladder shows each hop it opened."""
+    inv = trace.initial_invite(call)
+    start = trace.setup_start(inv) if inv is not None else t0
+    elements = {r.element for r in call.records}
+    out: list[Arrow] = []
+    for h in trace.handshakes:
+        if h.role != "client" or h.element not in elements or not start <= h.mono <= end:
+            continue
+        began = h.mono - h.duration
+        what = "resumed" if h.resumed else "full"
+        out.append(
+            Arrow(
+                src=trace.role(h.element) or h.element,
+                dst=trace.role(h.peer) or h.peer or "?",
+                label=f"TLS handshake ({what}{', failed' if not h.ok else ''}) "
+                f"{h.duration * 1000.0:.2f} ms",
+                t_send=(began - t0) * 1000.0,
+                t_recv=(h.mono - t0) * 1000.0,
+                hop=h.hop,
+                transport="tls",
+                encrypted=True,
+                sip_bytes=0,
+                wire_bytes=0,
+                kind="handshake",
+            )
+        )
+    return out
 
 
 def hop_bytes(trace: Trace) -> dict[str, dict[str, float | int]]:

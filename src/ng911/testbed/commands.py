@@ -48,6 +48,21 @@ def register(sub: Any) -> None:
         help="run the scenarios one after the other (default: all chains up at once, "
         "warm calls round-robin, so background load drifts hit every scenario alike)",
     )
+    r.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the whole set N times on fresh chains and report the spread between runs "
+        "(default 1)",
+    )
+    r.add_argument(
+        "--cold-calls",
+        type=int,
+        metavar="N",
+        help="cold calls per scenario (new connections, full TLS handshakes), spread over "
+        "its calls under the same load as warm ones (default: one per caller location)",
+    )
     r.add_argument("--out", type=Path, help="run directory (default runs/<UTC timestamp>)")
     r.add_argument("--topology", type=Path, help="topology TOML (default: packaged NYC)")
     r.add_argument(
@@ -103,6 +118,27 @@ def register(sub: Any) -> None:
     rep.add_argument("results", type=Path, help="the results.json of a run directory")
     rep.add_argument("--out", type=Path, help="HTML file (default: beside results.json)")
     rep.set_defaults(func=_report)
+
+    cmp = tsub.add_parser(
+        "compare",
+        help="two or more runs side by side: per scenario and hop, the differences and "
+        "their 95%% intervals",
+        description=(
+            "Set every later run against the first: for each scenario they share and each "
+            "hop, element, LoST, handshakes and the SRD, warm and cold, the medians and the "
+            "difference with 95%% bootstrap intervals of the median and the mean. A RUN is a "
+            "run directory or its results.json."
+        ),
+    )
+    cmp.add_argument(
+        "runs",
+        type=Path,
+        nargs="+",
+        metavar="RUN",
+        help="results.json files, or run directories holding one; the first is the baseline",
+    )
+    cmp.add_argument("--out", type=Path, help="HTML file (default compare.html here)")
+    cmp.set_defaults(func=_compare)
 
     ls = tsub.add_parser("scenarios", help="list the scenarios and their transports")
     ls.set_defaults(func=_scenarios)
@@ -179,8 +215,11 @@ def _run(args: argparse.Namespace) -> int:
     from ng911.testbed.plan import ChainOptions
     from ng911.testbed.run import RunConfig, run
 
-    if args.calls < 1 or args.rate <= 0:
-        print("ng911 testbed: --calls must be ≥ 1 and --rate > 0", file=sys.stderr)
+    if args.calls < 1 or args.rate <= 0 or args.repeat < 1:
+        print("ng911 testbed: --calls and --repeat must be ≥ 1 and --rate > 0", file=sys.stderr)
+        return 2
+    if args.cold_calls is not None and not 0 <= args.cold_calls <= args.calls:
+        print("ng911 testbed: --cold-calls must be between 0 and --calls", file=sys.stderr)
         return 2
     try:
         impairments = tuple(parse_impairment(x) for x in args.impair)
@@ -194,6 +233,8 @@ def _run(args: argparse.Namespace) -> int:
         out=args.out,
         topology=args.topology,
         baseline=not args.no_baseline,
+        repeat=args.repeat,
+        cold_calls=args.cold_calls,
         chain=ChainOptions(
             t1=args.t1,
             hangup_after=args.hangup,
@@ -213,10 +254,17 @@ def _run(args: argparse.Namespace) -> int:
     except Ng911Error as exc:
         print(f"ng911 testbed: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # the chains were closed on the way out
+    except KeyboardInterrupt:  # a second Ctrl-C: the chains were closed on the way out
         print("\nng911 testbed: interrupted; no report written", file=sys.stderr)
         return 130
     print(f"\nreport: {result.report}")
+    if result.interrupted:
+        done = sum(len(r.get("call_records", [])) for r in result.results["scenarios"].values())
+        print(
+            f"ng911 testbed: interrupted; the report covers the {done} calls measured so far",
+            file=sys.stderr,
+        )
+        return 130
     if result.failed:
         print(f"{result.failed} calls failed: see results.json", file=sys.stderr)
         return 1
@@ -239,6 +287,24 @@ def _report(args: argparse.Namespace) -> int:
         print(f"ng911 testbed report: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     print(out)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from ng911.testbed.compare import compare_runs, format_compare, render_compare_html
+
+    try:
+        cmp = compare_runs(args.runs)
+    except Ng911Error as exc:
+        print(f"ng911 testbed compare: {exc}", file=sys.stderr)
+        return 2
+    print(format_compare(cmp, "warm"))
+    if any(r["group"] == "cold" for r in cmp["rows"]):
+        print()
+        print(format_compare(cmp, "cold"))
+    out = args.out or Path("compare.html")
+    out.write_text(render_compare_html(cmp), encoding="utf-8")
+    print(f"\n{out}")
     return 0
 
 

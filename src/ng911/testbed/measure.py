@@ -8,14 +8,24 @@ logs written beside it.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ng911.observe import output
 from ng911.observe.calls import Call, Trace
 from ng911.observe.hops import HOPS
-from ng911.observe.stats import METRICS, Summary, aggregate, diff_summary, summarize
+from ng911.observe.stats import (
+    METRICS,
+    CallMeasure,
+    Summary,
+    aggregate,
+    diff_summary,
+    summarize,
+)
 from ng911.testbed.scenarios import BASELINE, Scenario
 
 # Segments of the SRD breakdown, in the order a call crosses them (stacked bar order).
@@ -41,21 +51,95 @@ def _mean_dict(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: math.fsum(r.get(k, 0.0) for r in rows) / len(rows) for k in keys}
 
 
-def pick_ladder_call(trace: Trace, measures: Mapping[str, Any]) -> Call | None:
-    """The call drawn as a ladder: the warm call with the median SRD (a typical one),
-    or the first call when there is no warm call."""
+@dataclass(frozen=True, slots=True)
+class PlacedCall:
+    """What the runner knows of a call it placed: which repeat of the run, cold or warm."""
+
+    call_id: str
+    repeat: int = 1
+    cold: bool = False
+
+
+# Columns of a per-call record (`calls.csv`, `results.json` "call_records"), in order.
+# Times in ms; a segment is None when the call's event chain was incomplete (or it failed).
+CALL_COLUMNS: tuple[str, ...] = (
+    "scenario",
+    "repeat",
+    "call_id",
+    "cold",
+    "start",
+    "start_unix",
+    "ok",
+    "status",
+    "srd_ms",
+    "invite_to_200_ms",
+    "sdd_ms",
+    *(f"{seg}_ms" for seg in SEGMENTS),
+)
+
+
+def pick_ladder_call(
+    trace: Trace, measures: Mapping[str, Any], *, cold: bool = False
+) -> Call | None:
+    """The call drawn as a ladder: the warm (or, `cold=True`, cold) call with the median SRD
+    (a typical one); for warm, the first call when there is no warm call."""
     calls = trace.calls()
     if not calls:
         return None
-    warm = []
+    picked = []
     for i, c in enumerate(calls):
         m = measures.get(c.key)
-        if m is not None and m.ok and not m.cold and m.srd is not None:
-            warm.append((m.srd, i))
-    if not warm:
-        return calls[0]
-    warm.sort()
-    return calls[warm[(len(warm) - 1) // 2][1]]
+        if m is not None and m.ok and m.cold == cold and m.srd is not None:
+            picked.append((m.srd, i))
+    if not picked:
+        return None if cold else calls[0]
+    picked.sort()
+    return calls[picked[(len(picked) - 1) // 2][1]]
+
+
+def _ladder(
+    trace: Trace, call: Call | None, by_key: Mapping[str, CallMeasure]
+) -> dict[str, Any] | None:
+    if call is None:
+        return None
+    lm = by_key.get(call.key)
+    return {
+        "call_id": call.key,
+        "cold": bool(lm.cold) if lm is not None else None,
+        "srd": lm.srd if lm is not None else None,
+        "arrows": [a.to_json() for a in output.ladder(trace, call)],
+    }
+
+
+def call_record(
+    scenario: str,
+    trace: Trace,
+    call: Call,
+    m: CallMeasure,
+    repeat: int = 1,
+) -> dict[str, Any]:
+    """One call's row: identity, when, outcome, delays and its SRD split (ms)."""
+    inv = trace.initial_invite(call)
+    ts = inv.ts if inv is not None else None
+    b = trace.breakdown(call) if m.ok else None
+    rec: dict[str, Any] = {
+        "scenario": scenario,
+        "repeat": repeat,
+        "call_id": m.call_id,
+        "cold": m.cold,
+        "start": dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="microseconds")
+        if ts
+        else None,
+        "start_unix": ts,
+        "ok": m.ok,
+        "status": m.final_status,
+        "srd_ms": m.srd,
+        "invite_to_200_ms": m.invite_to_200,
+        "sdd_ms": m.sdd,
+    }
+    for seg in SEGMENTS:
+        rec[f"{seg}_ms"] = None if b is None else b.get(seg, 0.0)
+    return rec
 
 
 def scenario_results(
@@ -65,19 +149,27 @@ def scenario_results(
     cold_calls: int = 1,
     failures: Mapping[str, str] | None = None,
     placed: int | None = None,
+    placed_calls: Mapping[str, PlacedCall] | None = None,
 ) -> dict[str, Any]:
     """Measure one scenario's run.
 
     `failures`: calls the caller itself reported as failed (Call-ID → reason), merged with
     what the trace shows. `placed`: how many calls the runner placed; calls that never
-    produced an INVITE on the wire count as failed.
+    produced an INVITE on the wire count as failed. `placed_calls`: the runner's record of
+    each call (Call-ID → repeat, cold); without it the first `cold_calls` are the cold ones.
     """
     trace.finalize()
     calls = trace.calls()
-    measures = [trace.measure(c, cold=i < cold_calls) for i, c in enumerate(calls)]
+    if placed_calls is not None:
+        # the runner's own list: cold or warm as it placed them; a call it never got an
+        # answer for (cut short by Ctrl-C) is not measured
+        calls = [c for c in calls if (c.call_ids & placed_calls.keys())]
+        measures = [
+            trace.measure(c, cold=placed_calls[_placed_id(c, placed_calls)].cold) for c in calls
+        ]
+    else:
+        measures = [trace.measure(c, cold=i < cold_calls) for i, c in enumerate(calls)]
     if failures:
-        import dataclasses
-
         measures = [
             dataclasses.replace(m, ok=False, reason=failures[m.call_id])
             if m.call_id in failures
@@ -110,16 +202,18 @@ def scenario_results(
             s = summarize(vals)
             processing[role][kind] = s.to_dict() if s is not None else None
 
-    ladder_call = pick_ladder_call(trace, by_key)
-    ladder: dict[str, Any] | None = None
-    if ladder_call is not None:
-        lm = by_key.get(ladder_call.key)
-        ladder = {
-            "call_id": ladder_call.key,
-            "cold": bool(lm.cold) if lm is not None else None,
-            "srd": lm.srd if lm is not None else None,
-            "arrows": [a.to_json() for a in output.ladder(trace, ladder_call)],
-        }
+    ladder = _ladder(trace, pick_ladder_call(trace, by_key), by_key)
+    ladder_cold = _ladder(trace, pick_ladder_call(trace, by_key, cold=True), by_key)
+    records = [
+        call_record(
+            scenario.name,
+            trace,
+            c,
+            m,
+            placed_calls[_placed_id(c, placed_calls)].repeat if placed_calls else 1,
+        )
+        for c, m in zip(calls, measures, strict=True)
+    ]
     lost = output.lost_summary(trace)
     srd_samples = sorted(m.srd for m in measures if m.ok and m.srd is not None and not m.cold)
     answer_samples = sorted(
@@ -146,11 +240,17 @@ def scenario_results(
         "lost_queries": len(trace.lost_queries),
         "lost_cached": sum(1 for q in trace.lost_queries if getattr(q, "cached", False)),
         "ladder": ladder,
+        "ladder_cold": ladder_cold,
+        "call_records": records,
         "messages": len(trace.messages),
         "unpaired_messages": sum(
             1 for r in trace.messages if r.direction == "out" and r.partner is None
         ),
     }
+
+
+def _placed_id(call: Call, placed: Mapping[str, PlacedCall]) -> str:
+    return next(cid for cid in sorted(call.call_ids) if cid in placed)
 
 
 def add_baseline_diffs(scenarios: dict[str, dict[str, Any]], baseline: str = BASELINE) -> None:

@@ -18,7 +18,9 @@ from typing import Any
 
 from ng911.observe.hops import HOP_LABELS, HOPS
 from ng911.observe.stats import METRICS, PERCENTILE_METHOD, percentile
+from ng911.testbed.hoptable import ROW_KIND
 from ng911.testbed.measure import SEGMENTS
+from ng911.testbed.results import validate
 
 GREEN = "#1a7f37"
 RED = "#cf222e"
@@ -58,12 +60,18 @@ KIND_ORDER: tuple[str, ...] = (
 )
 
 
-def _e(text: object) -> str:
+def escape(text: object) -> str:
+    """HTML-escape anything (quotes too)."""
     return html.escape(str(text), quote=True)
 
 
-def _ms(v: float | None, digits: int = 3) -> str:
+def ms_text(v: float | None, digits: int = 3) -> str:
+    """A time in ms for a table cell: "—" when absent."""
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+_e = escape
+_ms = ms_text
 
 
 def _pct(v: float | None) -> str:
@@ -89,8 +97,9 @@ RESULTS_KEYS = ("meta", "scenarios")
 
 
 def load_results(path: Path) -> dict[str, Any]:
-    """A run's results.json; ValueError (one line) for a file that is not JSON or not
-    results: an object with the `RESULTS_KEYS`, each an object."""
+    """A run's results.json; ValueError (one line) for a file that is not JSON, not
+    results (an object with the `RESULTS_KEYS`, each an object), or not of the packaged
+    results schema (`ng911/data/results.schema.json`, checked by `results.validate`)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -101,6 +110,10 @@ def load_results(path: Path) -> dict[str, Any]:
     if missing:
         keys = ", ".join(repr(k) for k in missing)
         raise ValueError(f"not an ng911 results file: no {keys} object at the top level")
+    problems = validate(data)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ValueError(f"results do not match the results schema: {problems[0]}{more}")
     return data
 
 
@@ -118,7 +131,8 @@ def _get(d: Mapping[str, Any] | None, *keys: str) -> Any:
 
 def _delta_ci(d: Mapping[str, Any]) -> str:
     ci = d.get("ci95_ms")
-    return _delta(d.get("ms")) + (f" ±{ci:.3f}" if ci is not None else "")
+    noise = "~" if d.get("within_noise") else ""  # ~: the interval includes zero
+    return noise + _delta(d.get("ms")) + (f" ±{ci:.3f}" if ci is not None else "")
 
 
 def _handshake_cell(res: Mapping[str, Any]) -> str:
@@ -151,13 +165,18 @@ def format_table(results: Mapping[str, Any], group: str = "warm") -> str:
             f"{_ms(srd.get('p99')):>8} {_delta_ci(d):>16} {_pct(d.get('pct')):>7} "
             f"{_ms(ans.get('mean')):>9} {_ms(ans.get('p95')):>8} {_handshake_cell(res):>8}"
         )
+    if any(
+        _get(r, "diff", group, "srd", "mean", "within_noise")
+        for r in results.get("scenarios", {}).values()
+    ):
+        lines.append("~ the difference is within noise: its 95% interval includes zero")
     cold = [
         (name, _get(res, "cold", "srd", "mean"), _get(res, "cold", "invite_to_200", "mean"))
         for name, res in results.get("scenarios", {}).items()
     ]
     if any(c[1] is not None for c in cold):
         lines.append(
-            "cold (each PSAP's first call, new connections), mean: "
+            "cold (new connections, full TLS handshakes), mean: "
             + "; ".join(f"{n} SRD {_ms(s)} / →200 {_ms(a)}" for n, s, a in cold)
         )
     return "\n".join(lines)
@@ -199,6 +218,64 @@ def format_scenario(res: Mapping[str, Any]) -> str:
     lost = res.get("lost")
     if lost:
         lines.append(f"  LoST query   mean {_ms(lost['mean'])}  p95 {_ms(lost['p95'])} ms")
+    return "\n".join(lines)
+
+
+def interval_text(d: Mapping[str, Any] | None, *, noise: str = " within noise") -> str:
+    """ "+1.234 [+0.900, +1.600]" (ms, 95% CI), `noise` appended when it includes zero."""
+    if not d:
+        return "—"
+    txt = f"{d['ms']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
+    return txt + (noise if d.get("within_noise") else "")
+
+
+def interval_html(d: Mapping[str, Any] | None) -> str:
+    """`interval_text` for a table cell, the noise flag styled."""
+    return interval_text(d, noise=" <span class=noise>within noise</span>")
+
+
+def format_hop_table(results: Mapping[str, Any], group: str = "warm") -> str:
+    """Per scenario and hop: median and mean (ms), and the median's difference from the
+    baseline with its 95% bootstrap interval, flagged when the interval includes zero."""
+    table = results.get("hop_table") or {}
+    rows = [r for r in table.get("rows", []) if r["group"] == group]
+    if not rows:
+        return ""
+    base = table.get("baseline") or "the baseline"
+    header = (
+        f"{'scenario':<13} {'row':<10} {'n':>5} {'median':>9} {'mean':>9}  "
+        f"Δmedian vs {base} [95% CI]"
+    )
+    lines = [
+        f"Per hop, {group} calls (ms); intervals: {table.get('method', 'bootstrap')}",
+        "rows: " + "; ".join(f"{k} {v}" for k, v in ROW_KIND.items()),
+        header,
+        "-" * (len(header) + 12),
+    ]
+    for r in rows:
+        d = (r.get("diff") or {}).get("median")
+        lines.append(
+            f"{r['scenario']:<13} {r['row']:<10} {r['n']:>5} {_ms(r['median']):>9} "
+            f"{_ms(r['mean']):>9}  {interval_text(d) if d else ''}"
+        )
+    return "\n".join(lines)
+
+
+def format_between_runs(results: Mapping[str, Any]) -> str:
+    """With --repeat: each scenario's warm SRD median in each run, and their spread."""
+    items = [
+        (name, res["between_runs"])
+        for name, res in (results.get("scenarios") or {}).items()
+        if res.get("between_runs") and len(res["between_runs"]["repeats"]) > 1
+    ]
+    if not items:
+        return ""
+    lines = ["Between runs: warm SRD median of each run (ms), range and standard deviation"]
+    for name, b in items:
+        runs = "  ".join(_ms(v) for v in b["srd_p50"])
+        lines.append(
+            f"  {name:<13} {runs}   range {_ms(b['p50_range_ms'])}  sd {_ms(b['p50_stdev_ms'])}"
+        )
     return "\n".join(lines)
 
 
@@ -256,6 +333,16 @@ def cdf_svg(series: Mapping[str, Sequence[float]], *, title: str = "SRD (ms)") -
         f'<text x="14" y="{mt + ph / 2}" text-anchor="middle" '
         f'transform="rotate(-90 14 {mt + ph / 2})">fraction of calls</text>'
     )
+    clipped = {name: sum(1 for v in s if v > xmax) for name, s in series.items()}
+    if any(clipped.values()):
+        # the slow tail beyond the axis is drawn at its edge: say so on the plot
+        x = ml + pw
+        body.append(
+            f'<line x1="{x}" y1="{mt}" x2="{x}" y2="{mt + ph}" stroke="{RED}" '
+            f'stroke-width="2" stroke-dasharray="4 3"/>'
+            f'<text class="clip" x="{x - 4}" y="{mt + 12}" text-anchor="end" fill="{RED}">'
+            f"▶ slower calls drawn at {xmax:g} ms</text>"
+        )
     for k, (name, s) in enumerate(series.items()):
         colour = PALETTE[k % len(PALETTE)]
         xs = sorted(s)
@@ -274,7 +361,9 @@ def cdf_svg(series: Mapping[str, Sequence[float]], *, title: str = "SRD (ms)") -
         body.append(
             f'<line x1="{ml + pw + 14}" y1="{ly - 4}" x2="{ml + pw + 34}" y2="{ly - 4}" '
             f'stroke="{colour}" stroke-width="3"/>'
-            f'<text x="{ml + pw + 40}" y="{ly}">{_e(name)} (n={len(xs)})</text>'
+            f'<text x="{ml + pw + 40}" y="{ly}">{_e(name)} (n={len(xs)}'
+            + (f", {clipped[name]} beyond" if clipped.get(name) else "")
+            + ")</text>"
         )
     return _svg(w, h, body, "CDF of " + title)
 
@@ -376,6 +465,9 @@ def ladder_svg(
     for i, a in enumerate(shown):
         y = mt + row * (i + 1)
         x1, x2 = xs[a["src"]], xs[a["dst"]]
+        if a.get("kind") == "handshake":
+            body.append(_handshake_band(a, x1, x2, y, ml))
+            continue
         enc = bool(a.get("encrypted"))
         colour = GREEN if enc else RED
         marker = "g" if enc else "r"
@@ -402,6 +494,22 @@ def ladder_svg(
     return _svg(int(w), int(h), body, title or "ladder diagram")
 
 
+def _handshake_band(a: Mapping[str, Any], x1: float, x2: float, y: int, ml: int) -> str:
+    """A TLS handshake on a ladder: a wide translucent band between the two ends."""
+    lo, hi = min(x1, x2), max(x1, x2)
+    dur = float(a.get("t_recv") or a.get("t_send", 0.0)) - float(a.get("t_send", 0.0))
+    return (
+        f'<rect class="handshake" x="{lo:.1f}" y="{y - 7}" width="{hi - lo:.1f}" height="10" '
+        f'fill="{GREEN}" fill-opacity="0.25" stroke="{GREEN}" stroke-dasharray="3 2">'
+        f"<title>{_e(a.get('hop') or '')}: {_e(a.get('label', ''))}</title></rect>"
+        f'<text x="{lo + 6:.1f}" y="{y - 9}" font-size="11" fill="{GREEN}">'
+        f"{_e(a.get('label', ''))}</text>"
+        f'<text x="{ml - 60}" y="{y + 4}" font-size="10" fill="{GREY}">'
+        f"{float(a.get('t_send', 0.0)):.3f} ms</text>"
+        + (f"<desc>{dur:.3f} ms</desc>" if dur > 0 else "")
+    )
+
+
 # ------------------------------------------------------------------------------ HTML
 
 _CSS = """
@@ -414,6 +522,9 @@ th{background:#f6f8fa} td.l,th.l{text-align:left}
 .ok{color:#1a7f37;font-weight:bold} .bad{color:#cf222e;font-weight:bold}
 .enc{background:#dafbe1;color:#1a7f37} .clr{background:#ffebe9;color:#cf222e}
 .note{color:#57606a;font-size:12px} code{font-size:12px}
+.scroll{max-width:100%;overflow-x:auto} svg{max-width:100%;height:auto}
+.noise{color:#9a6700;font-style:italic} .warn{background:#fff8c5;padding:6px 10px}
+@media (max-width:900px){body{margin:8px} table{font-size:12px} th,td{padding:2px 4px}}
 """
 
 
@@ -433,7 +544,8 @@ def _diff_cells(d: Mapping[str, Any] | None) -> str:
     m = d.get("mean") or {}
     ci = m.get("ci95_ms")
     ci_txt = f" ± {ci:.3f}" if ci is not None else ""
-    return f"<td>{_delta(m.get('ms'))}{ci_txt}</td><td>{_pct(m.get('pct'))}</td>"
+    noise = " <span class=noise>within noise</span>" if m.get("within_noise") else ""
+    return f"<td>{_delta(m.get('ms'))}{ci_txt}{noise}</td><td>{_pct(m.get('pct'))}</td>"
 
 
 def _scenario_detail(res: Mapping[str, Any]) -> str:
@@ -499,20 +611,7 @@ def _scenario_detail(res: Mapping[str, Any]) -> str:
             "<p class=note>CPU per call (µs, <code>time.thread_time</code> around each "
             "element's handlers): " + ", ".join(f"{_e(k)} {v:.0f}" for k, v in cpu.items()) + "</p>"
         )
-    ladder = res.get("ladder")
-    if ladder and ladder.get("arrows"):
-        which = "cold call" if ladder.get("cold") else "warm call with the median SRD"
-        out.append(
-            f"<p class=note>Ladder of one {which}, Call-ID <code>{_e(ladder['call_id'])}</code>, "
-            f"SRD {_ms(ladder.get('srd'))} ms. Green: encrypted hop; red: plaintext.</p>"
-        )
-        out.append(
-            ladder_svg(
-                ladder["arrows"],
-                hop_transports={**res.get("transports", {})},
-                title=f"{res['name']}: {res.get('summary', '')}",
-            )
-        )
+    out.extend(_ladders(res))
     files = res.get("files") or {}
     if files:
         items = []
@@ -525,6 +624,108 @@ def _scenario_detail(res: Mapping[str, Any]) -> str:
         notes = files.get("capture_notes") if isinstance(files, Mapping) else None
         if notes:
             out.append(f"<p class=note>Capture notes: {_e(notes)}</p>")
+    page = "\n".join(out)  # narrow screens: each table scrolls in its own box
+    return page.replace("<table>", '<div class="scroll"><table>').replace(
+        "</table>", "</table></div>"
+    )
+
+
+def _ladders(res: Mapping[str, Any]) -> list[str]:
+    """The warm ladder (median SRD) and, beside it, the cold one (median cold SRD) with the
+    TLS handshakes each hop opened."""
+    out: list[str] = []
+    for key, title in (("ladder", ""), ("ladder_cold", " (cold call)")):
+        ladder = res.get(key)
+        if not ladder or not ladder.get("arrows"):
+            continue
+        which = "cold call" if ladder.get("cold") else "warm call"
+        hs = sum(1 for a in ladder["arrows"] if a.get("kind") == "handshake")
+        out.append(
+            f"<p class=note>Ladder of the {which} with the median SRD, Call-ID "
+            f"<code>{_e(ladder['call_id'])}</code>, SRD {_ms(ladder.get('srd'))} ms"
+            + (f", {hs} TLS handshake(s) (bands)" if hs else "")
+            + ". Green: encrypted hop; red: plaintext.</p>"
+        )
+        out.append(
+            '<div class="scroll">'
+            + ladder_svg(
+                ladder["arrows"],
+                hop_transports={**res.get("transports", {})},
+                title=f"{res['name']}: {res.get('summary', '')}{title}",
+            )
+            + "</div>"
+        )
+    return out
+
+
+def _hop_table_html(results: Mapping[str, Any]) -> str:
+    """The per-hop table: one row per scenario and hop/element, warm and cold side by side,
+    each with its median, mean and the median's difference from the baseline [95% CI]."""
+    table = results.get("hop_table") or {}
+    rows = table.get("rows") or []
+    if not rows:
+        return ""
+    cells: dict[tuple[str, str], dict[str, Mapping[str, Any]]] = {}
+    for r in rows:
+        cells.setdefault((r["scenario"], r["row"]), {})[r["group"]] = r
+    base = table.get("baseline") or "baseline"
+    out = [
+        f"<h2>Per hop: transit and element time, and the difference from {_e(base)}</h2>",
+        f"<p class=note>ms over successful calls; Δ: median minus {_e(base)}'s median for the "
+        f"same hop, with its 95% interval ({_e(table.get('method', ''))}). "
+        "<span class=noise>within noise</span>: the interval includes zero, so this run "
+        "cannot tell the difference from none. Δ mean intervals are in results.json.</p>",
+        '<div class="scroll"><table class="hops"><tr><th class=l rowspan=2>scenario</th>'
+        "<th class=l rowspan=2>hop / element</th><th colspan=4>warm</th>"
+        "<th colspan=4>cold</th></tr><tr>"
+        + "<th>n</th><th>median</th><th>mean</th><th>Δ median [95% CI]</th>" * 2
+        + "</tr>",
+    ]
+    for (name, row), by in cells.items():
+        tds = []
+        for group in ("warm", "cold"):
+            r = by.get(group)
+            if r is None:
+                tds.append("<td>—</td>" * 4)
+                continue
+            dtxt = interval_html((r.get("diff") or {}).get("median"))
+            tds.append(
+                f"<td>{r['n']}</td><td>{_ms(r['median'])}</td><td>{_ms(r['mean'])}</td>"
+                f"<td>{dtxt}</td>"
+            )
+        out.append(
+            f"<tr><td class=l>{_e(name)}</td><td class=l>{_e(row)} "
+            f"<span class=note>{_e(ROW_KIND.get(row, ''))}</span></td>{''.join(tds)}</tr>"
+        )
+    out.append("</table></div>")
+    return "\n".join(out)
+
+
+def _between_runs_html(results: Mapping[str, Any]) -> str:
+    text = format_between_runs(results)
+    if not text:
+        return ""
+    scenarios = results.get("scenarios") or {}
+    n = max(len(r["between_runs"]["repeats"]) for r in scenarios.values() if r.get("between_runs"))
+    out = [
+        "<h2>Between runs</h2><p class=note>The whole set ran "
+        f"{n} times on fresh chains; the warm SRD median of each run, and their spread. "
+        "The per-hop intervals above pool the runs' calls; a spread wider than those "
+        "intervals is drift between runs that they do not show.</p>",
+        '<div class="scroll"><table><tr><th class=l>scenario</th>'
+        + "".join(f"<th>run {i + 1}</th>" for i in range(n))
+        + "<th>range</th><th>sd</th></tr>",
+    ]
+    for name, res in scenarios.items():
+        b = res.get("between_runs")
+        if not b:
+            continue
+        vals = "".join(f"<td>{_ms(v)}</td>" for v in b["srd_p50"])
+        out.append(
+            f"<tr><td class=l>{_e(name)}</td>{vals}<td>{_ms(b['p50_range_ms'])}</td>"
+            f"<td>{_ms(b['p50_stdev_ms'])}</td></tr>"
+        )
+    out.append("</table></div>")
     return "\n".join(out)
 
 
@@ -534,6 +735,7 @@ def render_html(results: Mapping[str, Any]) -> str:
     scenarios: Mapping[str, Any] = results.get("scenarios", {})
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
         "<title>ng911 testbed report</title>",
         f"<style>{_CSS}</style></head><body>",
         "<h1>ng911 testbed: what TLS costs on each hop of an emergency call</h1>",
@@ -546,6 +748,13 @@ def render_html(results: Mapping[str, Any]) -> str:
         + _isolation_note(meta.get("isolation"))
         + "</p>",
     ]
+    if meta.get("interrupted"):
+        parts.append(
+            "<p class=warn><b>Interrupted</b> (Ctrl-C): this report covers only the calls "
+            "that ended before the run was stopped.</p>"
+        )
+    if meta.get("cold_design"):
+        parts.append(f"<p class=note>Cold calls: {_e(meta['cold_design'])}.</p>")
     failed = sum(int(r.get("failed", 0)) for r in scenarios.values())
     parts.append(
         f"<p>Failed calls: <span class={'ok' if failed == 0 else 'bad'}>{failed}</span> "
@@ -554,7 +763,8 @@ def render_html(results: Mapping[str, Any]) -> str:
     # main tables (warm)
     parts.append("<h2>Call set-up delay (warm calls: connections and TLS sessions reused)</h2>")
     parts.append(
-        "<table><tr><th class=l rowspan=2>scenario</th><th rowspan=2>hop1</th>"
+        '<div class="scroll"><table class="main"><tr><th class=l rowspan=2>scenario</th>'
+        "<th rowspan=2>hop1</th>"
         "<th rowspan=2>hop2</th><th rowspan=2>hop3</th><th rowspan=2>hop4</th>"
         "<th rowspan=2>LoST</th><th rowspan=2>calls</th><th rowspan=2>failed</th>"
         "<th colspan=4>SRD: INVITE → 180 (ms)</th><th colspan=2>Δ mean vs plain (95% CI)</th>"
@@ -577,9 +787,10 @@ def render_html(results: Mapping[str, Any]) -> str:
             f"{_diff_cells(_get(res, 'diff', 'warm', 'srd'))}"
             f"<td>{_ms(_get(res, 'lost', 'mean'))}</td></tr>"
         )
-    parts.append("</table>")
+    parts.append("</table></div>")
     parts.append(
-        "<table><tr><th class=l rowspan=2>scenario</th><th colspan=4>INVITE → 200 (ms)</th>"
+        '<div class="scroll"><table><tr><th class=l rowspan=2>scenario</th>'
+        "<th colspan=4>INVITE → 200 (ms)</th>"
         "<th colspan=2>Δ mean vs plain</th><th colspan=4>SDD: BYE → 200 (ms)</th>"
         "<th rowspan=2>SER %</th></tr><tr>"
         + "<th>mean</th><th>p50</th><th>p95</th><th>p99</th>"
@@ -594,13 +805,14 @@ def render_html(results: Mapping[str, Any]) -> str:
             f"{_summary_cells(_get(res, 'warm', 'sdd'))}"
             f"<td>{_ms(res.get('ser_pct'), 1)}</td></tr>"
         )
-    parts.append("</table>")
+    parts.append("</table></div>")
+    parts.append(_hop_table_html(results))
+    parts.append(_between_runs_html(results))
     # cold vs warm
+    parts.append("<h2>Cold (new connections, full TLS handshakes) vs warm</h2>")
     parts.append(
-        "<h2>Cold (each PSAP's first call: new connections, full TLS handshakes) vs warm</h2>"
-    )
-    parts.append(
-        "<table><tr><th class=l>scenario</th><th>cold SRD mean</th><th>warm SRD mean</th>"
+        '<div class="scroll"><table><tr><th class=l>scenario</th>'
+        "<th>cold SRD mean</th><th>warm SRD mean</th>"
         "<th>cold − warm</th><th>cold INVITE→200 mean</th><th>warm INVITE→200 mean</th>"
         "<th>TLS handshakes full / resumed (all hops)</th><th>mean full handshake ms</th></tr>"
     )
@@ -618,7 +830,7 @@ def render_html(results: Mapping[str, Any]) -> str:
             f"<td>{_ms(ca)}</td><td>{_ms(wa)}</td><td>{_handshake_cell(res)}</td>"
             f"<td>{_ms(sum(fulls) / len(fulls)) if fulls else '—'}</td></tr>"
         )
-    parts.append("</table>")
+    parts.append("</table></div>")
     # plots
     parts.append("<h2>Distribution of the SRD (warm calls)</h2>")
     parts.append(cdf_svg({n: r.get("srd_samples", []) for n, r in scenarios.items()}))
@@ -634,7 +846,7 @@ def render_html(results: Mapping[str, Any]) -> str:
     )
     cold = {n: _get(r, "breakdown", "cold") or {} for n, r in scenarios.items()}
     if any(cold.values()):
-        parts.append("<h3>Cold calls (each PSAP's first): the same split, handshakes included</h3>")
+        parts.append("<h3>Cold calls: the same split, handshakes included</h3>")
         parts.append(stacked_bar_svg(cold))
     parts.append("<h2>Per scenario: hops, elements, one call's ladder</h2>")
     for res in scenarios.values():
@@ -651,11 +863,13 @@ def render_html(results: Mapping[str, Any]) -> str:
         "recomputed from them.</li>"
         "<li>Wire bytes: for TLS the TLS records that carried the message (headers, AEAD tags); "
         "IP/TCP/UDP headers are not counted on any transport.</li>"
-        "<li>Captures: <code>hopN.pcap</code> are synthesised from the transports' events with "
-        "well-known ports (5060, 5061 for TLS); decrypt with "
-        "<code>tshark -r hop2.pcap -o tls.keylog_file:keys.log -Y sip</code>. With --netns, "
-        "<code>captured-hopN.pcap</code> are real captures on the namespaces' bridge (the same "
-        "key log decrypts them).</li></ul>"
+        "<li>Captures: <code>hopN.pcapng</code> are synthesised from the transports' events "
+        "with well-known ports (5060, 5061 for TLS); each carries the run's TLS keys (a "
+        "Decryption Secrets Block) and the element names (a Name Resolution Block), so "
+        "<code>tshark -N n -r hop2.pcapng -Y sip</code> or Wireshark shows decrypted SIP "
+        "between named elements with no option. With --netns, "
+        "<code>captured-hopN.pcapng</code> are the real captures on the namespaces' bridge, "
+        "with the same keys and names inside.</li></ul>"
     )
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -665,6 +879,15 @@ _ISOLATION = {
     "processes": "each element its own OS process (loopback)",
     "netns": "each element its own process and network namespace (veth + bridge)",
 }
+
+
+def html_page(title: str, body: str) -> str:
+    """A self-contained page in the report's style (no script, no external resource)."""
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n{body}\n</body></html>"
+    )
 
 
 def _isolation_note(isolation: Any) -> str:

@@ -1,24 +1,31 @@
 """Run the scenarios: start the chain, place calls, trace everything, write the run directory.
 
-For each scenario a fresh chain is started (`launcher.start_chain`), so the first calls are
-truly cold: the first one opens the VSP→ESRP connection and the ESRP's HTTP connection to
-LoST, and the first call to each PSAP opens that ESRP→PSAP connection, each with a full TLS
-handshake on TLS hops. (The caller and the call takers registered at start, so hop 1 and
-hop 4 are already open, as for a registered phone.) The cold calls, one per caller location
-(one per borough, so one per PSAP), are placed one at a time; the warm calls follow at the
-configured rate, cycling through the same locations. By default every scenario's chain is
-up at once and the warm calls go round-robin across them (`run_interleaved`), so a machine's
-drifting background load falls on all scenarios alike; `interleave=False` runs them in turn.
+For each scenario a fresh chain is started (`launcher.start_chain`); by default every
+scenario's chain is up at once and all calls go round-robin across them at the configured
+rate (`run_set`), so a machine's drifting background load falls on all scenarios alike;
+`interleave=False` runs them in turn. `repeat` runs the whole set again on fresh chains and
+the report gives the spread between the runs.
+
+Cold and warm calls are measured under the same load. The cold calls (one per caller
+location by default: each borough, so each PSAP, once) sit in the same paced schedule as
+the warm ones, spread evenly over it (the first call is one). Before a cold call its chain
+waits until none of its own calls is in flight (`_Gate`), then every element closes its
+TCP/TLS connections and forgets its TLS sessions, and the ESRP closes its LoST connection
+(`_reset`): every hop opens anew with a full handshake, while the other scenarios' calls go
+on loading the machine. (Element processes, `--processes`/`--netns`, are beyond the
+testbed's reach: there the cold calls are each PSAP's first, placed alone, as the report
+says.) A Ctrl-C stops the calls and writes the report of what was measured so far.
 
 The run directory:
 
     runs/<UTC timestamp>/
-      report.html  results.json
+      report.html  results.json  calls.csv               calls.csv: one row per call
       <scenario>/hop1.jsonl .. hop4.jsonl  lost.jsonl   every message event, per hop
       <scenario>/hop1.pcapng .. hop4.pcapng  all.pcapng synthesised captures, keys inside
       <scenario>/captured-hopN.pcapng                    --netns: real captures, the same way
       <scenario>/keys.log                                TLS key log (NSS format)
       <scenario>/pki/                                    the run's CA and certificates
+      <scenario>/repeat-N/                               later repeats' chains (pki, keys)
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ import dataclasses
 import datetime as dt
 import os
 import platform
+import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -39,14 +48,23 @@ from ng911 import __version__
 from ng911.observe.calls import Trace
 from ng911.observe.output import write_logs
 from ng911.observe.pcap import convert_capture, write_captures
-from ng911.observe.stats import METRICS, PERCENTILE_METHOD
+from ng911.observe.stats import BOOTSTRAP_METHOD, METRICS, PERCENTILE_METHOD
 from ng911.testbed.errors import TestbedError
+from ng911.testbed.hoptable import between_runs, hop_table
 from ng911.testbed.launcher import RunningChain, start_chain, wait_registered
-from ng911.testbed.measure import add_baseline_diffs, scenario_results
+from ng911.testbed.measure import PlacedCall, add_baseline_diffs, scenario_results
 from ng911.testbed.netns import NetnsLab, unavailable_reason
 from ng911.testbed.plan import ChainOptions
 from ng911.testbed.processes import ProcessChain, sigterm_exits, start_processes
-from ng911.testbed.report import format_scenario, format_table, write_report, write_results
+from ng911.testbed.report import (
+    format_between_runs,
+    format_hop_table,
+    format_scenario,
+    format_table,
+    write_report,
+    write_results,
+)
+from ng911.testbed.results import SCHEMA_VERSION, write_calls_csv
 from ng911.testbed.scenarios import BASELINE, Scenario, get_scenario, select
 from ng911.testbed.topology import Topology, load_topology
 
@@ -64,8 +82,9 @@ class RunConfig:
     cold_calls: int | None = None  # None: one per caller location (each PSAP's first call)
     chain: ChainOptions = field(default_factory=ChainOptions)
     progress: TextIO | None = None  # where the progress line and tables go (None: quiet)
-    interleave: bool = True  # all chains up at once, warm calls round-robin (see below)
+    interleave: bool = True  # all chains up at once, calls round-robin (see `run_set`)
     captures: bool = True
+    repeat: int = 1  # run the whole set this many times (fresh chains each time)
 
 
 @dataclass
@@ -80,6 +99,11 @@ class RunResult:
     @property
     def report(self) -> Path:
         return self.run_dir / "report.html"
+
+    @property
+    def interrupted(self) -> bool:
+        """Ctrl-C stopped the run: the report covers the calls done until then."""
+        return bool(self.results["meta"].get("interrupted"))
 
 
 class Progress:
@@ -124,43 +148,114 @@ def _say(stream: TextIO | None, text: str) -> None:
 
 
 @dataclass
-class _Live:
-    """One scenario's running chain and what its calls produced."""
+class _Acc:
+    """One scenario over every repeat of the run: its trace (one, pooled), the calls the
+    runner placed (Call-ID → repeat, cold), and what went wrong."""
 
     scenario: Scenario
     work: Path
     trace: Trace
-    chain: RunningChain | ProcessChain
-    locations: list[tuple[float, float]]
-    cold: int
+    placed: dict[str, PlacedCall] = field(default_factory=dict)
+    done: int = 0  # calls that ended (answered, failed or timed out): the ones measured
     failures: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)
+    chain: RunningChain | ProcessChain | None = None  # the latest repeat's
+    keylogs: list[Path] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
 
 
-async def _start_live(scenario: Scenario, base: Topology, run_dir: Path, cfg: RunConfig) -> _Live:
+class _Gate:
+    """Warm calls share a chain; a cold call has it to itself: it waits until no call of its
+    chain is in flight, holds new ones back, and runs after its chain's connections are reset.
+    The other scenarios' calls go on meanwhile, so the machine's load is the warm calls'."""
+
+    def __init__(self) -> None:
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._open = asyncio.Event()
+        self._open.set()
+        self._cold = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def warm(self) -> AsyncIterator[None]:
+        while not self._open.is_set():
+            await self._open.wait()
+        self._active += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def cold(self) -> AsyncIterator[None]:
+        async with self._cold:
+            self._open.clear()
+            try:
+                await self._idle.wait()
+                yield
+            finally:
+                self._open.set()
+
+
+@dataclass
+class _Live:
+    """One scenario's running chain in one repeat of the run."""
+
+    acc: _Acc
+    repeat: int
+    chain: RunningChain | ProcessChain
+    locations: list[tuple[float, float, str | None]]  # lat, lon, borough
+    cold: int
+    calls: int
+    gate: _Gate = field(default_factory=_Gate)
+
+    @property
+    def resettable(self) -> bool:
+        """In one process the testbed can close the elements' connections before a cold
+        call; element processes are out of its reach (their cold calls are their first)."""
+        return isinstance(self.chain, RunningChain)
+
+    @property
+    def cold_at(self) -> dict[int, int]:
+        """Call index → cold call number. Resettable chains: spread evenly over the calls
+        (the first is one), so cold calls run under the same load as warm ones; otherwise the
+        first calls, placed alone."""
+        if not self.resettable:
+            return {i: i for i in range(self.cold)}
+        return {k * self.calls // self.cold: k for k in range(self.cold)}
+
+
+async def _start_live(acc: _Acc, repeat: int, base: Topology, cfg: RunConfig) -> _Live:
+    scenario = acc.scenario
     topo = base.with_scenario(scenario)
-    work = run_dir / scenario.name
-    trace = Trace(topo.roles)
-    locations = [(loc.lat, loc.lon) for loc in topo.locations] or [(40.7580, -73.9855)]
+    work = acc.work if repeat == 1 else acc.work / f"repeat-{repeat}"
+    locations = [(loc.lat, loc.lon, loc.borough) for loc in topo.locations] or [
+        (40.7580, -73.9855, None)
+    ]
     cold = min(cfg.calls, len(locations) if cfg.cold_calls is None else cfg.cold_calls)
     opts = cfg.chain
     if opts.element_logs is not None:
         opts = dataclasses.replace(opts, element_logs=work / "elements")
     if not cfg.captures:
         opts = dataclasses.replace(opts, real_captures=False)
+    chain: RunningChain | ProcessChain
     if opts.processes or opts.netns:
-        return _Live(
-            scenario, work, trace, await _start_processes(topo, work, trace, opts), locations, cold
-        )
-    chain = await start_chain(topo, work, observers=[trace], opts=opts)
-    try:
-        await wait_registered(chain)
-    except BaseException:
-        await chain.close()
-        raise
-    return _Live(scenario, work, trace, chain, locations, cold)
+        chain = await _start_processes(topo, work, acc.trace, opts)
+    else:
+        chain = await start_chain(topo, work, observers=[acc.trace], opts=opts)
+        try:
+            await wait_registered(chain)
+        except BaseException:
+            await chain.close()
+            raise
+    acc.chain = chain
+    acc.keylogs.append(work / "keys.log")
+    return _Live(acc, repeat, chain, locations, cold, cfg.calls)
 
 
 async def _start_processes(
@@ -180,63 +275,105 @@ async def _start_processes(
         raise
 
 
+def cold_path(topo: Topology, borough: str | None) -> set[str] | None:
+    """The hosts a call from `borough` crosses: caller, VSP, ESRP, the borough's PSAP and its
+    call takers (None when the topology does not say which PSAP: then every host)."""
+    psap = topo.psap_for_borough(borough) if borough else None
+    if psap is None:
+        return None
+    hosts = {h.name for h in topo.hosts if h.role in ("caller", "vsp", "esrp")}
+    hosts.add(psap.name)
+    hosts |= {h.name for h in topo.by_role("calltaker") if h.psap == psap.name}
+    return hosts
+
+
+async def _reset(chain: RunningChain, borough: str | None) -> None:
+    """Make the next call cold: on its path, every element's TCP/TLS connections closed and
+    their TLS sessions forgotten (full handshakes, no resumption), the ESRP's LoST connection
+    closed. The ESRP keeps its connections to the other PSAPs, so the warm calls that follow
+    find them open."""
+    await asyncio.sleep(0.02)  # the last call's ACK/BYE answers drain
+    path = cold_path(chain.topology, borough)
+    peers = None if path is None else {chain.addresses[h] for h in path if h in chain.addresses}
+    for name, el in chain.elements.items():
+        if path is None or name in path:
+            el.transport.drop_connections(peers if el.role == "esrp" else None)
+    await chain.lost_client.close()
+    await asyncio.sleep(0.01)  # the peers see the close before the next call
+
+
 async def _call(live: _Live, i: int, progress: Progress) -> None:
-    """Place call number `i` of a scenario (location i mod n) and wait for its end."""
-    lat, lon = live.locations[i % len(live.locations)]
+    """Place call number `i` of a scenario and wait for its end (a cold one after a reset)."""
+    k = live.cold_at.get(i)
+    cold = k is not None
+    where = live.locations[(k if k is not None else i) % len(live.locations)]
+    lat, lon, borough = where
+    acc = live.acc
+    gate = live.gate.cold() if cold and live.resettable else live.gate.warm()
     try:
-        rec = await live.chain.place_call(lat, lon)
+        async with gate:
+            if cold and isinstance(live.chain, RunningChain):
+                await _reset(live.chain, borough)
+            rec = await live.chain.place_call(lat, lon)
     except TimeoutError:
-        live.errors.append(f"call {i}: no end within the answer timeout")
+        acc.done += 1
+        acc.errors.append(f"repeat {live.repeat} call {i}: no end within the answer timeout")
         progress.update(False)
         return
+    acc.done += 1
+    acc.placed[rec.call_id] = PlacedCall(rec.call_id, live.repeat, cold)
     if not rec.ok:
-        live.failures[rec.call_id] = rec.reason or f"status {rec.status}"
+        acc.failures[rec.call_id] = rec.reason or f"status {rec.status}"
     progress.update(rec.ok)
 
 
 async def _close_live(live: _Live) -> None:
     await asyncio.sleep(0.05)  # the last ACK/BYE transactions drain
     await live.chain.close()  # element processes: their events and CPU arrive here
-    live.cpu = live.chain.cpu_seconds()
-    live.errors.extend(live.chain.errors)
+    for k, v in live.chain.cpu_seconds().items():
+        live.acc.cpu[k] = live.acc.cpu.get(k, 0.0) + v
+    live.acc.errors.extend(live.chain.errors)
 
 
-def _finish(live: _Live, run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
-    """Measure a finished scenario and write its logs and captures."""
+def _finish(acc: _Acc, run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
+    """Measure a finished scenario (every repeat) and write its logs and captures."""
     res = scenario_results(
-        live.scenario,
-        live.trace,
-        cold_calls=live.cold,
-        failures=live.failures,
-        placed=cfg.calls,
+        acc.scenario,
+        acc.trace,
+        failures=acc.failures,
+        placed=acc.done,
+        placed_calls=acc.placed,
     )
-    logs = write_logs(live.trace, live.work)
-    keylog = live.work / "keys.log"
+    acc.work.mkdir(parents=True, exist_ok=True)
+    logs = write_logs(acc.trace, acc.work)
+    _merge_keylogs(acc)
+    keylog = acc.work / "keys.log"
     files: dict[str, Any] = {
         "logs": {k: str(p.relative_to(run_dir)) for k, p in logs.items()},
         "keylog": str(keylog.relative_to(run_dir)),
     }
     if cfg.captures:
-        cap = write_captures(live.trace, live.work, keylog=keylog)
+        cap = write_captures(acc.trace, acc.work, keylog=keylog)
         files["pcaps"] = {k: str(p.relative_to(run_dir)) for k, p in cap.files.items()}
         if cap.skipped:
             files["capture_notes"] = "; ".join(f"{k}: {v}" for k, v in cap.skipped.items())
-    chain = live.chain
+    chain = acc.chain
     if isinstance(chain, ProcessChain):
-        files["bundles"] = str((live.work / "bundles").relative_to(run_dir))
-        files["stderr"] = str((live.work / "stderr").relative_to(run_dir))
+        files["bundles"] = str((acc.work / "bundles").relative_to(run_dir))
+        files["stderr"] = str((acc.work / "stderr").relative_to(run_dir))
         if chain.lab is not None:
             captured = _convert_real_captures(chain.lab.capture_files, chain.addresses, keylog)
             files["captured"] = {k: str(p.relative_to(run_dir)) for k, p in captured.items()}
             if chain.lab.capture_note:
                 files["captured_notes"] = chain.lab.capture_note
     res["files"] = files
-    res["isolation"] = _isolation(chain)
+    res["isolation"] = _isolation(chain) if chain is not None else None
     n = max(1, res["calls"])
-    res["cpu_us_per_call"] = {k: v / n * 1e6 for k, v in sorted(live.cpu.items()) if v > 0}
-    res["wall_seconds"] = time.perf_counter() - live.started
-    res["errors"] = live.errors
-    res["addresses"] = live.chain.addresses
+    res["cpu_us_per_call"] = {k: v / n * 1e6 for k, v in sorted(acc.cpu.items()) if v > 0}
+    res["wall_seconds"] = time.perf_counter() - acc.started
+    res["errors"] = acc.errors
+    res["addresses"] = chain.addresses if chain is not None else {}
+    res["between_runs"] = between_runs(res["call_records"])
     return res
 
 
@@ -258,6 +395,18 @@ def _convert_real_captures(
         path.unlink()
         out[hop] = dst
     return out
+
+
+def _merge_keylogs(acc: _Acc) -> None:
+    """The repeats' TLS key logs appended to the scenario's `keys.log` (the pcaps are of
+    every repeat)."""
+    main = acc.work / "keys.log"
+    extra = [p for p in acc.keylogs[1:] if p.is_file()]
+    if not extra:
+        return
+    with main.open("a", encoding="utf-8") as f:
+        for p in extra:
+            f.write(p.read_text(encoding="utf-8"))
 
 
 def _isolation(chain: RunningChain | ProcessChain) -> str:
@@ -290,90 +439,131 @@ async def _paced(calls: list[tuple[_Live, int]], rate: float, progress: Progress
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def run_scenario(
-    scenario: Scenario,
-    base: Topology,
-    run_dir: Path,
-    cfg: RunConfig,
-) -> dict[str, Any]:
-    """One scenario alone: start its chain, cold calls one by one, warm calls at the rate."""
-    progress = Progress(cfg.progress, scenario.name, cfg.calls)
-    live = await _start_live(scenario, base, run_dir, cfg)
-    try:
-        for i in range(live.cold):  # alone: nothing else warms the connections meanwhile
-            await _call(live, i, progress)
-        await _paced([(live, i) for i in range(live.cold, cfg.calls)], cfg.rate, progress)
-    finally:
-        await _close_live(live)
-    progress.finish()
-    return _finish(live, run_dir, cfg)
+async def run_set(
+    accs: list[_Acc], repeat: int, base: Topology, cfg: RunConfig, progress: Progress
+) -> None:
+    """One repeat of the run: every scenario's chain up at once, all calls round-robin over
+    the scenarios at the rate (or, `cfg.interleave` false, one scenario after the other).
 
-
-async def run_interleaved(
-    scenarios: list[Scenario], base: Topology, run_dir: Path, cfg: RunConfig
-) -> dict[str, dict[str, Any]]:
-    """Every scenario's chain up at once; warm calls round-robin over the scenarios.
-
-    Why: on a shared machine the background load drifts during a run; interleaving gives
-    every scenario the same share of it, so their differences are not the drift's. Cold calls
-    are still placed one at a time, scenario after scenario, with nothing else running.
+    Why interleave: on a shared machine the background load drifts during a run; interleaving
+    gives every scenario the same share of it, so their differences are not the drift's. Cold
+    calls are spread over the schedule and wait only for their own chain to be idle, so the
+    other chains' calls load the machine for them as much as for the warm ones.
     """
-    progress = Progress(cfg.progress, "all", cfg.calls * len(scenarios))
-    lives: list[_Live] = []
-    try:
-        for s in scenarios:
-            lives.append(await _start_live(s, base, run_dir, cfg))
-        for live in lives:
-            for i in range(live.cold):
-                await _call(live, i, progress)
-        warm = [
-            (live, i)
-            for i in range(max(lv.cold for lv in lives), cfg.calls)
-            for live in lives
-            if i >= live.cold
-        ]
-        await _paced(warm, cfg.rate, progress)
-    finally:
-        for live in lives:
-            await _close_live(live)
-    progress.finish()
-    return {live.scenario.name: _finish(live, run_dir, cfg) for live in lives}
+    groups = [accs] if cfg.interleave else [[a] for a in accs]
+    for group in groups:
+        lives: list[_Live] = []
+        try:
+            for acc in group:
+                lives.append(await _start_live(acc, repeat, base, cfg))
+            for live in lives:  # element processes: the first calls alone, as before
+                for i in range(len(live.cold_at) if not live.resettable else 0):
+                    await _call(live, i, progress)
+            paced = [
+                (live, i)
+                for i in range(cfg.calls)
+                for live in lives
+                if live.resettable or i not in live.cold_at
+            ]
+            await _paced(paced, cfg.rate, progress)
+        finally:
+            for live in lives:
+                await _close_live(live)
+
+
+COLD_DESIGN = (
+    "cold calls spread evenly over each scenario's calls (the first is one) and placed in the "
+    "same paced, interleaved schedule as the warm ones; before each, its chain waits until it "
+    "has no call in flight, then every element closes its TCP/TLS connections and forgets its "
+    "TLS sessions and the ESRP closes its LoST connection, so every hop opens anew with a full "
+    "handshake while the other scenarios' calls keep the machine as loaded as for warm calls"
+)
+COLD_DESIGN_PROCESSES = (
+    "element processes: cold calls are each scenario's first calls (one per caller location, "
+    "so each PSAP's first), placed one at a time before the warm ones (the testbed cannot "
+    "reset connections inside element processes)"
+)
 
 
 def _meta(cfg: RunConfig, topo: Topology, started: dt.datetime) -> dict[str, Any]:
+    separate = cfg.chain.netns or cfg.chain.processes
     return {
         "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "ng911": __version__,
         "topology": f"{topo.name} ({topo.source})",
         "calls": cfg.calls,
         "rate": cfg.rate,
+        "repeat": cfg.repeat,
         "interleaved": cfg.interleave,
         "cold_calls": cfg.cold_calls
         if cfg.cold_calls is not None
         else f"one per caller location ({len(topo.locations) or 1})",
+        "cold_design": COLD_DESIGN_PROCESSES if separate else COLD_DESIGN,
         "lost_cache": cfg.chain.lost_cache,
         "t1": cfg.chain.t1,
         "hangup_after": cfg.chain.hangup_after,
         "impairments": [i.describe() for i in cfg.chain.impairments],
         "reconnect_after": cfg.chain.reconnect_after,
-        "isolation": "netns"
-        if cfg.chain.netns
-        else ("processes" if cfg.chain.processes else "in-process"),
+        "isolation": "netns" if cfg.chain.netns else ("processes" if separate else "in-process"),
         "platform": f"{platform.system()} {platform.release()} {platform.machine()}, "
         f"{os.cpu_count()} CPUs",
         "python": sys.version.split()[0],
         "percentiles": PERCENTILE_METHOD,
+        "intervals": BOOTSTRAP_METHOD,
         "metrics": METRICS,
         "baseline": BASELINE,
+        "interrupted": False,
     }
 
 
+class _Interrupt:
+    """The first Ctrl-C stops the calls and lets the run write what it measured (the
+    chains close on the way out); a second one is the default KeyboardInterrupt."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __enter__(self) -> _Interrupt:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+
+        def on_sigint() -> None:
+            self.hit = True
+            loop.remove_signal_handler(signal.SIGINT)
+            if task is not None:
+                task.cancel()
+
+        try:
+            loop.add_signal_handler(signal.SIGINT, on_sigint)
+            self._loop = loop
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread: Ctrl-C stays the default
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and not self.hit:
+            self._loop.remove_signal_handler(signal.SIGINT)
+
+    def swallow(self) -> bool:
+        """After a CancelledError: True (and the task un-cancelled) when it was our Ctrl-C."""
+        task = asyncio.current_task()
+        if not self.hit or task is None:
+            return False
+        while task.cancelling():
+            task.uncancel()
+        return True
+
+
 async def run_testbed(cfg: RunConfig) -> RunResult:
-    """Run every selected scenario; write results.json and report.html; return them."""
+    """Run every selected scenario (`cfg.repeat` times); write results.json, calls.csv and
+    report.html; return them. A Ctrl-C writes the report of the calls done so far."""
     if cfg.calls < 1:
         raise ValueError("calls must be at least 1")
     if cfg.rate <= 0:
         raise ValueError("rate must be positive")
+    if cfg.repeat < 1:
+        raise ValueError("repeat must be at least 1")
     scenarios = select(cfg.scenarios)
     if cfg.baseline and BASELINE not in {s.name for s in scenarios}:
         _say(cfg.progress, f"adding {BASELINE!r} as the baseline (--no-baseline to skip)")
@@ -404,26 +594,49 @@ async def run_testbed(cfg: RunConfig) -> RunResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     _say(
         cfg.progress,
-        f"ng911 testbed: {len(scenarios)} scenarios × {cfg.calls} calls at {cfg.rate:g}/s "
-        f"on topology {topo.name}; writing {run_dir}",
+        f"ng911 testbed: {len(scenarios)} scenarios × {cfg.calls} calls at {cfg.rate:g}/s"
+        + (f", {cfg.repeat} times" if cfg.repeat > 1 else "")
+        + f" on topology {topo.name}; writing {run_dir}",
     )
-    results: dict[str, Any] = {"meta": _meta(cfg, topo, started), "scenarios": {}}
+    results: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "meta": _meta(cfg, topo, started),
+        "scenarios": {},
+    }
+    accs = [_Acc(s, run_dir / s.name, Trace(topo.with_scenario(s).roles)) for s in scenarios]
     separate = cfg.chain.processes or cfg.chain.netns
-    with sigterm_exits() if separate else contextlib.nullcontext():
-        if cfg.interleave and len(scenarios) > 1:
-            for name, res in (await run_interleaved(scenarios, topo, run_dir, cfg)).items():
-                results["scenarios"][name] = res
-                _say(cfg.progress, format_scenario(res))
-        else:
-            for s in scenarios:
-                res = await run_scenario(s, topo, run_dir, cfg)
-                results["scenarios"][s.name] = res
-                _say(cfg.progress, format_scenario(res))
+    with sigterm_exits() if separate else contextlib.nullcontext(), _Interrupt() as stop:
+        try:
+            for repeat in range(1, cfg.repeat + 1):
+                label = "all" if cfg.interleave else "scenarios"
+                if cfg.repeat > 1:
+                    label += f" {repeat}/{cfg.repeat}"
+                progress = Progress(cfg.progress, label, cfg.calls * len(accs))
+                await run_set(accs, repeat, topo, cfg, progress)
+                progress.finish()
+        except asyncio.CancelledError:
+            if not stop.swallow():
+                raise
+            _say(cfg.progress, "\ninterrupted: writing the report of the calls measured so far")
+    results["meta"]["interrupted"] = stop.hit
+    for acc in accs:
+        res = _finish(acc, run_dir, cfg)
+        results["scenarios"][acc.scenario.name] = res
+        _say(cfg.progress, format_scenario(res))
     add_baseline_diffs(results["scenarios"])
+    _say(cfg.progress, "computing the per-hop intervals (bootstrap)…")
+    results["hop_table"] = hop_table(results["scenarios"])
     write_results(results, run_dir / "results.json")
+    write_calls_csv(results, run_dir / "calls.csv")
     write_report(results, run_dir / "report.html")
     _say(cfg.progress, "")
     _say(cfg.progress, format_table(results))
+    _say(cfg.progress, "")
+    _say(cfg.progress, format_hop_table(results))
+    spread = format_between_runs(results)
+    if spread:
+        _say(cfg.progress, "")
+        _say(cfg.progress, spread)
     return RunResult(run_dir, results)
 
 
