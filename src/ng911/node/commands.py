@@ -91,17 +91,27 @@ def register(sub: Any) -> None:
         help="vsp, esrp: run N worker processes sharing the listening ports "
         "(default: `workers` of the table, else 1); see ng911.node.workers",
     )
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: `metrics` of "
+        "the table, else off; port 0 picks one, named in the --ready line); with --workers, "
+        "worker i serves PORT+i. `ng911 stats` prints them",
+    )
     p.add_argument("--worker-role", help=argparse.SUPPRESS)  # what the parent gives a worker
     p.set_defaults(func=run_element)
 
 
 def run_element(args: argparse.Namespace) -> int:
+    from ng911.elements.config import metrics_address
     from ng911.errors import Ng911Error
     from ng911.node.serve import load, serve_element, serve_logger, serve_lost, worker_config
     from ng911.node.workers import supervise, worker_count
 
     try:
         _resolve_bundle(args)
+        if args.metrics is not None:
+            metrics_address(args.metrics)  # a bad value: one line, before anything starts
         cfg = load(args.element, args.config, args.table)
         if args.element == "lost":
             return asyncio.run(serve_lost(cfg, args))
