@@ -364,6 +364,7 @@ async def _serve_started(el: SipElement, cfg: Any, args: argparse.Namespace) -> 
             await asyncio.wait_for(el.registered.wait(), 10.0)
         if args.ready:
             ready: dict[str, Any] = {"ready": el.name, "pid": os.getpid()}
+            ready["addresses"] = [str(a) for a in el.addresses]
             if el.worker is not None:
                 ready["worker"] = el.worker.index
             if metrics is not None:
