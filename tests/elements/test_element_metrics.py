@@ -194,3 +194,138 @@ async def test_a_running_vsp_serves_metrics_whose_counts_move_with_a_call(tmp_pa
         ctr.close()
     assert proc.returncode == 0, err.decode()[-2000:]
 
+
+async def test_a_tls_chain_reports_handshakes_connections_lost_latency_and_queues(capsys):
+    """A call through the in-process chain, every hop TLS and LoST over mutual HTTPS, with
+    /metrics on for the VSP, the ESRP and the PSAP; then `ng911 stats` over all three."""
+    chain = await open_chain("tls-all", hangup_after=0.01)
+    servers = []
+    try:
+        lat, lon = chain.topology.point("Bronx")
+        psap = chain.psaps["psap-bronx"]
+        for el in (chain.vsp, chain.esrp, psap):
+            servers.append(await start_metrics(f"{LOCAL}:0", el))
+        rec = await asyncio.wait_for(chain.place_call(lat, lon), 15)
+        assert rec.status == 200
+        await asyncio.sleep(0.2)  # the BYE's transactions end
+        vsp, esrp, pp = [await _scrape(s.url) for s in servers]
+        for fams in (vsp, esrp, pp):
+            assert _v(fams, "ng911_calls_total", outcome="answered") == 1
+            assert _v(fams, "ng911_sip_requests_total", dir="in", method="BYE") == 1
+            assert _v(fams, "ng911_tls_handshakes_total", kind="full") >= 1
+            assert _v(fams, "ng911_tls_handshakes_total", kind="resumed") == 0
+        # the VSP's handshakes: one as server (the caller's), one as client (to the ESRP)
+        assert _v(vsp, "ng911_tls_handshakes_total", role="server") >= 1
+        assert _v(vsp, "ng911_tls_handshakes_total", role="client") >= 1
+        # connections per peer, named by the identity its certificate proved
+        peers = {lab["peer"] for lab, n in esrp["ng911_connections"] if n}
+        assert {"vsp.example", "psap-bronx.esinet.example"} & peers, peers
+        # the ESRP's LoST query, timed
+        assert _v(esrp, "ng911_lost_query_seconds_count") == 1
+        assert _v(esrp, "ng911_lost_query_seconds_sum") > 0
+        assert _v(esrp, "ng911_esrp_routed_total", how="lost") == 1
+        assert _v(pp, "ng911_queue_length", queue="acd") == 0
+        assert "ng911_lost_query_seconds_count" not in vsp  # the VSP asks no LoST here
+
+        urls = [s.url for s in servers]
+        rc = await asyncio.to_thread(main, ["stats", *urls])
+        out = capsys.readouterr().out
+        assert rc == 0
+        assert [ln.split()[0] for ln in out.splitlines() if not ln.startswith(" ")] == [
+            "vsp",
+            "esrp",
+            "psap-bronx",
+        ]
+        assert "lost          1 queries  p50 " in out and " p95 " in out
+        assert "queues        acd 0" in out
+        assert "tls           full " in out and "connections " in out
+    finally:
+        for s in servers:
+            await s.close()
+        await chain.close()
+
+
+async def test_workers_each_serve_their_own_metrics(tmp_path):
+    loop = asyncio.get_running_loop()
+    ctr, _ = await loop.create_datagram_endpoint(Callee, local_addr=(LOCAL, 0))
+    cfg = _vsp_config(tmp_path, ctr.get_extra_info("sockname")[1], f'metrics = "{LOCAL}:0"')
+    proc, ready = await _start_vsp(cfg, "--workers", "2")
+    try:
+        urls = ready["metrics"]
+        assert len(urls) == 2 and len(set(urls)) == 2
+        workers = [(await _scrape(u))["ng911_element_info"][0][0]["worker"] for u in urls]
+        assert sorted(workers) == ["0", "1"]
+        rc, out, err = await _cli("stats", *urls)
+        assert rc == 0, err
+        assert "vsp-metrics/w0  (vsp)" in out and "vsp-metrics/w1  (vsp)" in out
+    finally:
+        err = await _stop(proc)
+        ctr.close()
+    assert proc.returncode == 0, err.decode()[-2000:]
+
+
+def test_bad_metrics_values_are_one_line_and_exit_2(tmp_path, capsys):
+    cfg = _vsp_config(tmp_path, 9)
+    for bad in ("nope", "127.0.0.1:http", "127.0.0.1:70000", "127.0.0.1"):
+        assert main(["run", "vsp", "--config", str(cfg), "--metrics", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "metrics: want HOST:PORT" in err, err
+    cfg = _vsp_config(tmp_path, 9, 'metrics = "9100"')
+    assert main(["run", "vsp", "--config", str(cfg)]) == 2
+    assert "metrics: want HOST:PORT" in capsys.readouterr().err
+    # ng911 stats: nothing to scrape, an unreadable target, a directory of no bundles
+    assert main(["stats"]) == 2
+    assert "give metrics URLs" in capsys.readouterr().err
+    assert main(["stats", "no-port"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert main(["stats", str(tmp_path / "missing")]) == 2  # not a dir: read as HOST:PORT
+    assert main(["stats", str(tmp_path)]) == 2
+    assert "no bundle.toml" in capsys.readouterr().err
+
+
+def test_stats_finds_every_worker_of_bundles_and_config_tables(tmp_path):
+    b = tmp_path / "run" / "bundles" / "vsp"
+    b.mkdir(parents=True)
+    (b / "bundle.toml").write_text(
+        '[bundle]\nhost = "vsp"\nrole = "vsp"\n[vsp]\nworkers = 3\nmetrics = "0.0.0.0:9100"\n'
+    )
+    p = tmp_path / "run" / "bundles" / "psap"
+    p.mkdir()
+    (p / "bundle.toml").write_text('[bundle]\nhost = "psap"\nrole = "psap"\n[psap]\n')
+    assert targets_of([str(tmp_path / "run")]) == [
+        ("vsp/w0", "http://127.0.0.1:9100/metrics"),
+        ("vsp/w1", "http://127.0.0.1:9101/metrics"),
+        ("vsp/w2", "http://127.0.0.1:9102/metrics"),
+    ]
+    cfg = tmp_path / "chain.toml"
+    cfg.write_text('[esrp]\nmetrics = "[::1]:9200"\n[psap.bronx]\nmetrics = "10.0.0.5:9300"\n')
+    assert targets_of(["http://x:1/metrics"], str(cfg)) == [
+        ("http://x:1/metrics", "http://x:1/metrics"),
+        ("esrp", "http://[::1]:9200/metrics"),
+        ("psap.bronx", "http://10.0.0.5:9300/metrics"),
+    ]
+
+
+def test_histograms_quantiles_and_outcomes():
+    h = Histogram((0.001, 0.01, 0.1))
+    for v in (0.0005, 0.002, 0.003, 0.05, 3.0):
+        h.observe(v)
+    fam = h.family("x_seconds", "x")
+    buckets = [(s.labels["le"], s.value) for s in fam.samples if s.name == "x_seconds_bucket"]
+    assert buckets == [("0.001", 1), ("0.01", 3), ("0.1", 4), ("+Inf", 5)]
+    s = Scrape("x", "u", {"x_bucket": [({"le": le}, v) for le, v in buckets]})
+    b = s.buckets("x")
+    assert quantile(b, 0.2) == 0.001
+    assert 0.001 < quantile(b, 0.5) < 0.01  # interpolated within its bucket
+    assert quantile(b, 0.99) == 0.1  # in +Inf: the highest finite bound
+    assert quantile([], 0.5) is None
+    assert [call_outcome(c) for c in (200, 487, 0, 408, 486, 302, 404, 503)] == [
+        "answered",
+        "cancelled",
+        "timeout",
+        "timeout",
+        "busy",
+        "redirected",
+        "failed",
+        "failed",
+    ]

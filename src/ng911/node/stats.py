@@ -28,6 +28,7 @@ __all__ = ["Scrape", "quantile", "render", "scrape", "targets_of"]
 
 MAX_BUNDLES = 1000  # bundle.toml files read under one directory
 MAX_BODY = 8 << 20  # bytes of one /metrics page
+MAX_SHOWN = 4  # peers named on the tls line (the busiest)
 
 
 @dataclass
@@ -227,12 +228,14 @@ def render(s: Scrape) -> str:
             f"{_n(s.value('ng911_transactions_started_total', side='client'))} client",
         )
         conns = s.by("ng911_connections", "peer")
+        top = dict(sorted(conns.items(), key=lambda kv: -kv[1])[:MAX_SHOWN])
+        more = f"  +{len(conns) - len(top)} more" if len(conns) > len(top) else ""
         row(
             "tls",
             f"full {_n(s.value('ng911_tls_handshakes_total', kind='full'))}  "
             f"resumed {_n(s.value('ng911_tls_handshakes_total', kind='resumed'))}  "
             f"failed {_n(s.value('ng911_transport_tls_refused_total'))}  "
-            f"connections {_n(sum(conns.values()))}" + (f" ({_pairs(conns)})" if conns else ""),
+            f"connections {_n(sum(conns.values()))}" + (f" ({_pairs(top)}{more})" if conns else ""),
         )
     lost = s.buckets("ng911_lost_query_seconds")
     if lost:
@@ -244,11 +247,13 @@ def render(s: Scrape) -> str:
             f"failed {_n(s.value('ng911_lost_query_failures_total'))}",
         )
     lag = s.buckets("ng911_event_loop_lag_seconds")
-    row(
-        "loop lag",
-        f"p50 {_ms(quantile(lag, 0.5))}  p95 {_ms(quantile(lag, 0.95))}  "
-        f"max {_ms(s.value('ng911_event_loop_lag_max_seconds'))}",
-    )
+    top_lag = s.value("ng911_event_loop_lag_max_seconds")
+
+    def lag_q(q: float) -> str:  # interpolation may overshoot the largest lag seen
+        v = quantile(lag, q)
+        return _ms(None if v is None else min(v, top_lag))
+
+    row("loop lag", f"p50 {lag_q(0.5)}  p95 {lag_q(0.95)}  max {_ms(top_lag)}")
     if info:
         row("queues", _pairs(s.by("ng911_queue_length", "queue"), zeros=True))
         if not s.value("ng911_overload_enabled"):
