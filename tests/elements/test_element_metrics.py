@@ -329,3 +329,19 @@ def test_histograms_quantiles_and_outcomes():
         "failed",
         "failed",
     ]
+
+
+def test_a_plan_with_metrics_gives_every_sip_element_an_address_stats_finds(tmp_path):
+    from ng911.testbed.bundle import export_topology
+    from ng911.testbed.plan import ChainOptions
+    from ng911.testbed.topology import load_topology
+
+    topo = load_topology()
+    written = export_topology(topo, tmp_path / "b", opts=ChainOptions(metrics=True))
+    found = dict(targets_of([str(tmp_path / "b")]))
+    sip_hosts = {h.name for h in topo.hosts if h.role not in ("lost", "logger")}
+    assert set(found) == sip_hosts and set(written) >= sip_hosts
+    assert all(
+        u.startswith("http://10.91.0.") and u.endswith(":9100/metrics") for u in found.values()
+    )
+    assert len(set(found.values())) == len(found)  # each its own address

@@ -64,7 +64,7 @@ def _tally(
         requests[m] = requests.get(m, 0) + 1
         return
     try:
-        m = msg.cseq.method
+        m = msg.cseq_method
     except SipParseError:
         m = "other"
     key = (m if m in METHODS else "other", msg.status)
