@@ -226,6 +226,9 @@ async def test_session_resumption(make_element, pki):
     assert not first.resumed and second.resumed and second.ok
     assert second.bytes_in < first.bytes_in  # no certificate chain on resumption
     assert [h.resumed for h in server.of(HandshakeEvent)] == [False, True]
+    # counted without observers too (what /metrics reports: ng911.node.metrics)
+    assert client.layer.stats.tls_handshakes == {("client", False): 1, ("client", True): 1}
+    assert server.layer.stats.tls_handshakes == {("server", False): 1, ("server", True): 1}
     # identities survive resumption
     assert second.peer_identities == ("esinet.example",)
 

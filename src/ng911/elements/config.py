@@ -46,6 +46,8 @@ __all__ = [
     "TlsProfile",
     "VspConfig",
     "load_toml",
+    "metrics_address",
+    "metrics_spec",
 ]
 
 TRANSPORTS = ("udp", "tcp", "tls")
@@ -241,6 +243,29 @@ def _check_logger(cfg: ElementConfig) -> None:
         raise ConfigError(f"{cfg.name}: logger must be an http(s) URL, not {cfg.logger!r}")
 
 
+def metrics_address(text: str) -> tuple[str, int]:
+    """(host, port) of a `metrics` value or `--metrics` argument: "HOST:PORT" with an IPv4
+    address or a name, "[V6]:PORT", or ":PORT" (127.0.0.1). Port 0 picks a free one."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.strip("[]") or ("127.0.0.1" if sep else "")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"metrics: want HOST:PORT (e.g. 127.0.0.1:9100), not {text!r}")
+    return host, int(port)
+
+
+def metrics_spec(host: str, port: int) -> str:
+    """`metrics_address` written back: HOST:PORT, [V6]:PORT."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _check_element(cfg: ElementConfig) -> None:
+    """What every element's table is checked for, whatever its subclass adds."""
+    _check_timeouts(cfg)
+    _check_logger(cfg)
+    if cfg.metrics:
+        metrics_address(cfg.metrics)
+
+
 @dataclass(frozen=True, slots=True)
 class OverloadConfig(_Plain):
     """Overload control and per-source limits (`ng911.elements.overload` says why).
@@ -362,10 +387,12 @@ class ElementConfig(_Plain):
     logger: str | None = None
     # i3 Agency Identifier (§2.1.1, a domain) in every LogEvent; "" = fqdn minus its host
     agency_id: str = ""
+    # serve Prometheus text format at http://HOST:PORT/metrics (`ng911.node.metrics`);
+    # "" = off. With workers, worker i serves PORT + i. `ng911 run --metrics` overrides it.
+    metrics: str = ""
 
     def __post_init__(self) -> None:
-        _check_timeouts(self)
-        _check_logger(self)
+        _check_element(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,7 +444,7 @@ class VspConfig(ElementConfig):
     workers: int = 1  # processes sharing the listeners (ng911.node.workers)
 
     def __post_init__(self) -> None:
-        _check_logger(self)
+        _check_element(self)
         bad = [a for a in self.auth_algorithms if a not in DIGEST_ALGORITHMS]
         if bad or not self.auth_algorithms:
             raise ConfigError(
@@ -511,7 +538,7 @@ class EsrpConfig(ElementConfig):
     skip_service_states: tuple[str, ...] = DEFAULT_SKIP_SERVICE
 
     def __post_init__(self) -> None:
-        _check_timeouts(self)
+        _check_element(self)
         for what, values, allowed in (
             ("skip_queue_states", self.skip_queue_states, QUEUE_STATES),
             ("skip_service_states", self.skip_service_states, SERVICE_STATES),

@@ -44,6 +44,9 @@ class ServerCtx:
             if self.final:
                 return  # one final response per transaction (§16.7 step 10, §17.2.1)
             self.final = response.status
+            req = self.request
+            if req.method == "INVITE" and req.to_addr.tag is None:  # a call, not a re-INVITE
+                self.element.count_call(response.status)
         self.element._run(self, self.tx.send_response(response))
 
     def reply(

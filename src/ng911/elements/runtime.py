@@ -151,6 +151,13 @@ class SipElement(Addressing, Scheduler):
         self._ctxs: dict[Any, Ctx] = {}
         self.handled = 0
         self.held_bytes = 0  # request text held by server transactions
+        # counters read at scrape time (`ng911.node.metrics`), plain ints and dicts so the
+        # per-message path pays an increment, not a metrics library call
+        self.server_transactions = 0  # started since start-up
+        self.client_transactions = 0
+        # calls: final status of each initial INVITE this element answered (a caller: of
+        # each call it placed; 0 = none came) -> how many
+        self.call_outcomes: dict[int, int] = {}
         # the process's "give freed memory back to the OS" (malloc_trim), called after a
         # flood; `ng911.node.build` sets it, a library element leaves the heap alone
         self.release_memory: Callable[[], bool] | None = None
@@ -164,6 +171,10 @@ class SipElement(Addressing, Scheduler):
     def transactions(self) -> int:
         """Live transactions (server and client): overload control's table size."""
         return len(self._ctxs)
+
+    def count_call(self, status: int) -> None:
+        """Count a call's outcome by its final status (`call_outcomes`)."""
+        self.call_outcomes[status] = self.call_outcomes.get(status, 0) + 1
 
     # -------------------------------------------------------------- start/stop
 
@@ -234,6 +245,7 @@ class SipElement(Addressing, Scheduler):
         ctx = ClientCtx(self, tx, request, dest, server_name, on_response, on_failure)
         self.table.add(tx)
         self._ctxs[tx.key] = ctx
+        self.client_transactions += 1
         self._run(ctx, tx.start())
         return ctx
 
@@ -475,6 +487,7 @@ class SipElement(Addressing, Scheduler):
         self.held_bytes += ctx.size
         self.table.add(stx)
         self._ctxs[stx.key] = ctx
+        self.server_transactions += 1
         self._run(ctx, stx.start())
 
     # -------------------------------------------------------------- answering

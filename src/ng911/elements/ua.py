@@ -373,7 +373,8 @@ class Caller(SipElement):
             call.timer = None
         if call.rtp is not None:
             call.rtp.close()
-        self.calls.pop(rec.call_id, None)
+        if self.calls.pop(rec.call_id, None) is not None:
+            self.count_call(rec.status or 0)
         rec.done.set()
         rec.ended.set()
 

@@ -255,6 +255,7 @@ class StreamConnection(asyncio.Protocol):
         self.hs_bytes_out += self._flush()
         self.handshake_done = True
         self.resumed = self._sslobj.session_reused
+        self.layer.stats.handshake(self.role, self.resumed)
         try:
             der = self._sslobj.getpeercert(binary_form=True)
             self.identities = frozenset(peer_identities(der))

@@ -46,11 +46,44 @@ from ng911.sip.parse import DEFAULT_MAX_SIZE
 OnMessage = Callable[[Request | Response, Source], None]
 Observer = Callable[[NetEvent], None]
 
+# methods counted by name; any other (a peer may send any token) is counted as "other", so
+# a hostile peer cannot grow the counters without bound
+METHODS = frozenset(
+    ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "SUBSCRIBE", "NOTIFY", "REFER",
+     "INFO", "UPDATE", "PRACK", "MESSAGE", "PUBLISH")
+)  # fmt: skip
+
+
+def _tally(
+    msg: Request | Response, requests: dict[str, int], responses: dict[tuple[str, int], int]
+) -> None:
+    """One message into the per-method (request) or per-(CSeq method, status) counters: two
+    dict operations, what the per-message path can afford (`ng911.node.metrics` reads them)."""
+    if isinstance(msg, Request):
+        m = msg.method if msg.method in METHODS else "other"
+        requests[m] = requests.get(m, 0) + 1
+        return
+    try:
+        m = msg.cseq_method
+    except SipParseError:
+        m = "other"
+    key = (m if m in METHODS else "other", msg.status)
+    responses[key] = responses.get(key, 0) + 1
+
 
 @dataclass
 class TransportStats:
+    """Counters of one transport layer (read, never reset; `ng911 stats` shows them)."""
+
     messages_in: int = 0
     messages_out: int = 0
+    # method -> requests, (CSeq method, status) -> responses; each direction
+    requests_in: dict[str, int] = field(default_factory=dict)
+    requests_out: dict[str, int] = field(default_factory=dict)
+    responses_in: dict[tuple[str, int], int] = field(default_factory=dict)
+    responses_out: dict[tuple[str, int], int] = field(default_factory=dict)
+    # TLS handshakes completed: (role "client"|"server", resumed) -> count
+    tls_handshakes: dict[tuple[str, bool], int] = field(default_factory=dict)
     parse_errors: int = 0
     tls_refused: int = 0
     connections_refused: int = 0  # every refusal at accept (limits, closing)
@@ -62,6 +95,18 @@ class TransportStats:
     handshake_timeouts: int = 0
     first_message_timeouts: int = 0
     message_timeouts: int = 0  # a message begun and not finished (a trickling peer)
+
+    def count_in(self, msg: Request | Response) -> None:
+        self.messages_in += 1
+        _tally(msg, self.requests_in, self.responses_in)
+
+    def count_out(self, msg: Request | Response) -> None:
+        self.messages_out += 1
+        _tally(msg, self.requests_out, self.responses_out)
+
+    def handshake(self, role: str, resumed: bool) -> None:
+        key = (role, resumed)
+        self.tls_handshakes[key] = self.tls_handshakes.get(key, 0) + 1
 
 
 @dataclass
@@ -222,6 +267,16 @@ class SipTransportLayer:
     def connections(self) -> list[dict[str, object]]:
         return [c.describe() for c in self._conns.values()]
 
+    def peer_connections(self) -> dict[tuple[str, str], int]:
+        """Open connections by (transport, peer): the peer is the first SIP identity its
+        certificate proved, else its address (what a scrape reports per peer)."""
+        out: dict[tuple[str, str], int] = {}
+        for c in self._conns.values():
+            peer = min(c.identities) if c.identities else c.remote.host
+            key = (c.kind, peer)
+            out[key] = out.get(key, 0) + 1
+        return out
+
     def close_connection(self, connection_id: int) -> bool:
         """Close one connection (TLS sessions stay cached for resumption)."""
         conn = self._conns.get(connection_id)
@@ -267,7 +322,7 @@ class SipTransportLayer:
         if conn is None:
             conn = await self._connect(dest, server_name)
         wire = conn.write(data)
-        self.stats.messages_out += 1
+        self.stats.count_out(message)
         if self.observers:
             self._emit_message(
                 "out", conn.kind, conn.local, conn.remote, data, wire, message, conn.id
@@ -316,7 +371,7 @@ class SipTransportLayer:
             ep.transport.sendto(data, (dest.host, dest.port))
         except OSError as exc:
             raise TransportError(f"UDP send to {dest} failed: {exc}", peer=str(dest)) from exc
-        self.stats.messages_out += 1
+        self.stats.count_out(message)
         if self.observers:
             self._emit_message("out", "udp", ep.local, dest, data, len(data), message, None)
 
@@ -575,7 +630,7 @@ class SipTransportLayer:
         msg: Request | Response,
         acct: tuple[bytes, int, int] | None,
     ) -> None:
-        self.stats.messages_in += 1
+        self.stats.count_in(msg)
         if not conn.proven:
             conn.proven = True  # a complete message: the first-message timer stops
             self._unproven.pop(conn.id, None)
@@ -592,7 +647,7 @@ class SipTransportLayer:
     def _received_udp(
         self, ep: UdpEndpoint, msg: Request | Response, data: bytes, addr: tuple[str, int]
     ) -> None:
-        self.stats.messages_in += 1
+        self.stats.count_in(msg)
         remote = Address("udp", addr[0], addr[1])
         if isinstance(msg, Request) and not self._server_via(msg, remote, None, ep):
             return

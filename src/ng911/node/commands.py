@@ -91,17 +91,82 @@ def register(sub: Any) -> None:
         help="vsp, esrp: run N worker processes sharing the listening ports "
         "(default: `workers` of the table, else 1); see ng911.node.workers",
     )
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: `metrics` of "
+        "the table, else off; port 0 picks one, named in the --ready line); with --workers, "
+        "worker i serves PORT+i. `ng911 stats` prints them",
+    )
     p.add_argument("--worker-role", help=argparse.SUPPRESS)  # what the parent gives a worker
     p.set_defaults(func=run_element)
+    _register_stats(sub)
+
+
+def _register_stats(sub: Any) -> None:
+    p = sub.add_parser(
+        "stats",
+        help="print the metrics of running elements (ng911 run --metrics)",
+        description=(
+            "Scrape each element's Prometheus /metrics and print a compact table per "
+            "element: calls by outcome, requests and responses, transactions, TLS handshakes "
+            "(full/resumed) and connections per peer, LoST p50/p95, event-loop lag, queues, "
+            "overload. Exit 2 when a target cannot be read (one line on stderr for each)."
+        ),
+    )
+    p.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="an element's metrics URL (http://HOST:PORT/metrics) or HOST:PORT; or a "
+        "directory: a bundle (`ng911 testbed export`) or a tree of them (a --processes "
+        "run), scraped at each host's `metrics` address (with workers: every worker's port)",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a TOML file: every table (e.g. [vsp], [psap.manhattan]) that sets `metrics`",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=3.0, metavar="S", help="seconds per scrape (default 3)"
+    )
+    p.set_defaults(func=print_stats)
+
+
+def print_stats(args: argparse.Namespace) -> int:
+    from ng911.errors import Ng911Error
+    from ng911.node.stats import render, scrape, targets_of
+
+    try:
+        if not args.targets and args.config is None:
+            raise Ng911Error("give metrics URLs, bundle directories or --config FILE")
+        targets = targets_of(args.targets, args.config)
+    except Ng911Error as exc:
+        print(f"ng911 stats: {exc}", file=sys.stderr)
+        return 2
+    status = 0
+    for name, url in targets:
+        try:
+            page = scrape(name, url, args.timeout)
+        except Ng911Error as exc:
+            who = "" if name in str(exc) else f"{name}: "
+            print(f"ng911 stats: {who}{exc}", file=sys.stderr)
+            status = 2
+            continue
+        print(render(page), flush=True)
+    return status
 
 
 def run_element(args: argparse.Namespace) -> int:
+    from ng911.elements.config import metrics_address
     from ng911.errors import Ng911Error
     from ng911.node.serve import load, serve_element, serve_logger, serve_lost, worker_config
     from ng911.node.workers import supervise, worker_count
 
     try:
         _resolve_bundle(args)
+        if args.metrics is not None:
+            metrics_address(args.metrics)  # a bad value: one line, before anything starts
         cfg = load(args.element, args.config, args.table)
         if args.element == "lost":
             return asyncio.run(serve_lost(cfg, args))

@@ -29,6 +29,7 @@ from ng911.elements.ua import Caller
 from ng911.node.build import build_element, close_element, lost_client
 from ng911.node.logs import route_logs, unroute_logs
 from ng911.node.memory import GcFreezer
+from ng911.node.metrics import start_metrics
 from ng911.node.workers import decode_role, parent_gone
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ _LOST_LOGGER_KEYS = ("logger", "logger_cert", "logger_key", "agency_id")
 
 # a `[logger]` table: the i3 Logging Service (ng911.i3log; defaults in `start_logger`)
 _LOGGER_KEYS = (
-    "name", "host", "port", "cert", "key", "ca", "require_client_cert", "keylog",
+    "name", "host", "port", "cert", "key", "ca", "require_client_cert", "keylog", "metrics",
     "signer_ca", "store", "table", "max_body", "page_size", "max_page", *_LOST_LIMITS,
 )  # fmt: skip
 
@@ -114,7 +115,7 @@ def load_lost(path: str, table: str) -> dict[str, Any]:
     allowed = {
         "name", "host", "port", "boundaries", "domain", "uris",
         "cert", "key", "ca", "require_client_cert", "keylog",
-        "max_body", *_LOST_LIMITS, *_LOST_LOGGER_KEYS,
+        "max_body", "metrics", *_LOST_LIMITS, *_LOST_LOGGER_KEYS,
     }  # fmt: skip
     node = _load_table(path, table, allowed)
     if not isinstance(node.get("boundaries"), str):
@@ -278,23 +279,36 @@ async def start_logger(cfg: dict[str, Any]) -> RunningServer:
 
 async def serve_lost(cfg: dict[str, Any], args: argparse.Namespace) -> int:
     """A LoST server as an element: what the testbed's LoST host runs in its own process."""
-    return await _serve_http(await start_lost(cfg), cfg.get("name", "lost"), args)
+    return await _serve_http(await start_lost(cfg), cfg, "lost", args)
 
 
 async def serve_logger(cfg: dict[str, Any], args: argparse.Namespace) -> int:
     """The i3 Logging Service as an element (`ng911 run logger`)."""
-    return await _serve_http(await start_logger(cfg), cfg.get("name", "logger"), args)
+    return await _serve_http(await start_logger(cfg), cfg, "logger", args)
 
 
-async def _serve_http(running: RunningServer, name: str, args: argparse.Namespace) -> int:
-    """Serve an HTTP service until a signal, its ready line naming its URL."""
+async def _serve_http(
+    running: RunningServer, cfg: dict[str, Any], role: str, args: argparse.Namespace
+) -> int:
+    """Serve an HTTP service until a signal, its ready line naming its URL (and its
+    metrics': event-loop lag and the process's CPU and memory)."""
+    name = cfg.get("name", role)
     stop = stop_on_signals()
+    metrics = None
     try:
+        spec = getattr(args, "metrics", None) or cfg.get("metrics")
+        if spec:
+            metrics = await start_metrics(str(spec))
         if args.ready:
-            print(json.dumps({"ready": name, "url": running.url}), flush=True)
+            ready = {"ready": name, "url": running.url}
+            if metrics is not None:
+                ready["metrics"] = metrics.url
+            print(json.dumps(ready), flush=True)
         await stop.wait()
         return 0
     finally:
+        if metrics is not None:
+            await metrics.close()
         await running.close()
 
 
@@ -404,6 +418,14 @@ async def serve_element(element: str, cfg: Any, args: argparse.Namespace) -> int
 
 async def _serve_started(el: SipElement, cfg: Any, args: argparse.Namespace) -> int:
     await el.start()
+    metrics = None
+    spec = getattr(args, "metrics", None) or cfg.metrics
+    if spec:
+        try:
+            metrics = await start_metrics(spec, el)
+        except BaseException:
+            await close_element(el)
+            raise
     # long-lived objects (modules, lxml/shapely/aiohttp state, TLS contexts) out of the cyclic
     # collector's sight: it would walk them on every collection (bench/chain.py: ~2x CPU)
     gc.collect()
@@ -416,8 +438,11 @@ async def _serve_started(el: SipElement, cfg: Any, args: argparse.Namespace) -> 
             await asyncio.wait_for(el.registered.wait(), 10.0)
         if args.ready:
             ready: dict[str, Any] = {"ready": el.name, "pid": os.getpid()}
+            ready["addresses"] = [str(a) for a in el.addresses]
             if el.worker is not None:
                 ready["worker"] = el.worker.index
+            if metrics is not None:
+                ready["metrics"] = metrics.url
             print(json.dumps(ready), flush=True)
         if isinstance(el, Caller) and args.control:
             await _control(el, cfg, stop)
@@ -434,6 +459,8 @@ async def _serve_started(el: SipElement, cfg: Any, args: argparse.Namespace) -> 
         return 0
     finally:
         freezer.stop()
+        if metrics is not None:
+            await metrics.close()
         await close_element(el)
 
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from ng911.elements.addressing import WorkerRole
-from ng911.elements.config import ConfigError
+from ng911.elements.config import ConfigError, metrics_address, metrics_spec
 
 __all__ = [
     "Supervisor",
@@ -54,6 +54,7 @@ __all__ = [
     "supervise",
     "worker_commands",
     "worker_count",
+    "worker_metrics",
 ]
 
 WORKER_ELEMENTS = ("vsp", "esrp")
@@ -320,13 +321,27 @@ def worker_commands(args: argparse.Namespace, cfg: Any, n: int) -> list[list[str
         base += ["--idle-timeout", str(args.idle_timeout)]
     if args.lost_cache:
         base += ["--lost-cache"]
+    metrics = worker_metrics(args.metrics or cfg.metrics, n)
     cmds = []
     for i in range(n):
         cmd = [*base, "--worker-role", encode_role(WorkerRole(i, n, own), ports)]
+        if metrics:
+            cmd += ["--metrics", metrics[i]]
         if args.events:
             cmd += ["--events", f"{args.events}.w{i}"]
         cmds.append(cmd)
     return cmds
+
+
+def worker_metrics(spec: str | None, n: int) -> list[str]:
+    """Each of `n` workers' `--metrics`: PORT + i (each worker its own counters), or port 0
+    for all (each picks one; its ready line names it). Empty when metrics are off."""
+    if not spec:
+        return []
+    host, port = metrics_address(spec)
+    if port and port + n - 1 > 65535:
+        raise ConfigError(f"metrics: ports {port}..{port + n - 1} do not all exist")
+    return [metrics_spec(host, port + i if port else 0) for i in range(n)]
 
 
 async def supervise(args: argparse.Namespace, cfg: Any, n: int) -> int:
@@ -347,6 +362,9 @@ async def supervise(args: argparse.Namespace, cfg: Any, n: int) -> int:
                 "workers": [w.pid for w in workers],
                 "addresses": addresses,
             }
+            urls = [w.ready["metrics"] for w in workers if "metrics" in w.ready]
+            if urls:
+                line["metrics"] = urls
             print(json.dumps(line), flush=True)
 
     return await sup.run(ready)

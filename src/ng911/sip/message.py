@@ -388,6 +388,13 @@ class Message:
         )
 
     @property
+    def cseq_method(self) -> str:
+        """`cseq.method`, straight from the parse cache when CSeq is parsed already (the
+        parser parses it; a copy shares it): per-message counters read it on every message."""
+        parsed = self.headers._cache.get("cseq")
+        return parsed.method if parsed is not None else self.cseq.method  # type: ignore[no-any-return]
+
+    @property
     def from_addr(self) -> NameAddr:
         return self.headers.cached(
             "from", lambda: _guard(self, lambda: parse_name_addr(_required(self, "From")))
@@ -638,6 +645,9 @@ def make_response(
     elif 100 < status < 300 and request.method in DIALOG_CREATING:
         items.extend(it for it in req_items if it[0] == "record-route")
     resp = Response(status, reason, Headers._from_parsed(items))
+    cseq = request.headers._cache.get("cseq")
+    if cseq is not None:  # copied as written: the request's parsed CSeq is the response's
+        resp.headers.remember("cseq", cseq)
     for name, value in extra:
         resp.headers.add(name, value)
     return resp

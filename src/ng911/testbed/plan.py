@@ -47,6 +47,7 @@ from ng911.elements.config import (
     PsapConfig,
     TlsProfile,
     VspConfig,
+    metrics_spec,
 )
 from ng911.lost.store import slug
 from ng911.observe.hops import HOP_ROLES, HOPS
@@ -107,6 +108,9 @@ class ChainOptions:
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     log_keep: int = 0  # in-process: each element keeps its last N log records (tests read them)
     keep_events: bool = False  # in-process: `RunningChain.events` keeps every network event
+    # every SIP element's config sets `metrics` = its address:9100 (ng911.node.metrics): what
+    # `ng911 run` serves, so --processes/--netns/bundles can be read by `ng911 stats DIR`
+    metrics: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,6 +497,11 @@ def element_configs(
             answer_timeout=opts.answer_timeout,
             rtp_host=addresses[ch.name],
         )
+    if opts.metrics:  # each on its own address, so one well-known port (as 5060 for SIP)
+        out = {
+            n: dataclasses.replace(c, metrics=metrics_spec(addresses[n], 9100))
+            for n, c in out.items()
+        }
     return {name: _tuned(cfg, topo.host(name).role, opts) for name, cfg in out.items()}
 
 
