@@ -46,9 +46,9 @@ __all__ = [
     "LostTls",
     "emergency_vsp_cfg",
     "esrp_cfg",
+    "flood_limited_cfg",
     "host_table",
     "listen_lines",
-    "flood_limited_cfg",
     "missing_reason",
     "stateful_proxy_cfg",
     "tls_cfg",
@@ -276,8 +276,7 @@ _ESRP = (
     # NENA i3 call and incident identifiers, when the call has none (the first ESInet element)
     if (!search("^Call-Info:.*purpose=emergency-CallId")) {{
         $var(inc) = $ci + "/incident";
-        append_hf("Call-Info: <urn:emergency:uid:callid:$(ci{{s.md5}}):{fqdn}>;purpose=emergency-CallId\\r\\n");
-        append_hf("Call-Info: <urn:emergency:uid:incidentid:$(var(inc){{s.md5}}):{fqdn}>;purpose=emergency-IncidentId\\r\\n");
+{call_info}
     }}
     # RFC 5222 findService: the PIDF-LO from the body (Geolocation cid:), the URN from the R-URI
     $var(uri) = "";
@@ -498,6 +497,17 @@ class LostTls:
         return "\n".join(out) + "\n"
 
 
+def _call_info(fqdn: str) -> str:
+    """append_hf lines for the i3 call and incident identifiers (NENA-STA-010 §2.1.6):
+    `urn:emergency:uid:<kind>:<32 hex>:<fqdn>`, the hex an MD5 of the Call-ID."""
+    ids = (("callid", "$(ci{s.md5})", "CallId"), ("incidentid", "$(var(inc){s.md5})", "IncidentId"))
+    return "".join(
+        f'        append_hf("Call-Info: <urn:emergency:uid:{kind}:{value}:{fqdn}>;'
+        f'purpose=emergency-{purpose}\\r\\n");\n'
+        for kind, value, purpose in ids
+    )
+
+
 def esrp_cfg(
     *,
     listen: str,
@@ -546,7 +556,7 @@ def esrp_cfg(
         tls=_TLS_MODULE.format(tls_cfg=tls_cfg_path) if tls else "",
         modules=lost,
         sequential=_SEQUENTIAL.format(host_table=host_table(hosts or {})),
-        fqdn=fqdn,
+        call_info=_call_info(fqdn),
         default_route=default_route,
         psaps=table,
         default_du=psaps.get(default_host, ""),

@@ -114,8 +114,29 @@ def with_implementations(
         if impl == "ng911":
             continue
         variants = [s.variant(role, "kamailio") for s in out]
-        out = variants if impl == "kamailio" else [x for p in zip(out, variants) for x in p]
+        out = (
+            variants
+            if impl == "kamailio"
+            else [x for p in zip(out, variants, strict=True) for x in p]
+        )
     return out
+
+
+def check_runnable(topologies: Iterable[Topology], *, processes: bool) -> None:
+    """Refuse, before anything starts, a run whose Kamailio hosts cannot run: Kamailio or a
+    module missing, or `--processes`/`--netns` (Kamailio runs beside the in-process chain
+    only)."""
+    for topo in topologies:
+        if not any(h.implementation == "kamailio" for h in topo.hosts):
+            continue
+        if processes:
+            raise TestbedError(
+                "Kamailio in the chain runs beside the in-process chain only "
+                "(not with --processes or --netns)"
+            )
+        reason = unavailable(topo)
+        if reason is not None:
+            raise TestbedError(f"Kamailio in the chain: {reason}")
 
 
 def _uri(transport: str, address: str) -> str:

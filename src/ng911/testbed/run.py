@@ -43,6 +43,7 @@ from ng911.testbed.errors import TestbedError
 from ng911.testbed.launcher import RunningChain, start_chain, wait_registered
 from ng911.testbed.measure import add_baseline_diffs, scenario_results
 from ng911.testbed.netns import NetnsLab, unavailable_reason
+from ng911.testbed.peers import check_runnable, labels, with_implementations
 from ng911.testbed.plan import ChainOptions
 from ng911.testbed.processes import ProcessChain, sigterm_exits, start_processes
 from ng911.testbed.report import format_scenario, format_table, write_report, write_results
@@ -65,6 +66,9 @@ class RunConfig:
     progress: TextIO | None = None  # where the progress line and tables go (None: quiet)
     interleave: bool = True  # all chains up at once, warm calls round-robin (see below)
     captures: bool = True
+    # role → "ng911" | "kamailio" | "both" (`--vsp`, `--esrp`): who runs that place;
+    # "both" runs each scenario with ng911 and with Kamailio side by side (testbed/peers.py)
+    implementations: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -236,6 +240,7 @@ def _finish(live: _Live, run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
     res["wall_seconds"] = time.perf_counter() - live.started
     res["errors"] = live.errors
     res["addresses"] = live.chain.addresses
+    res["implementations"] = labels(live.chain.topology)  # who ran each element
     return res
 
 
@@ -357,9 +362,13 @@ async def run_testbed(cfg: RunConfig) -> RunResult:
     if cfg.baseline and BASELINE not in {s.name for s in scenarios}:
         _say(cfg.progress, f"adding {BASELINE!r} as the baseline (--no-baseline to skip)")
         scenarios = select([BASELINE, *(s.name for s in scenarios)])
+    scenarios = with_implementations(scenarios, cfg.implementations)
     topo = load_topology(cfg.topology)
-    for s in scenarios:  # fail early on a topology that cannot carry a scenario
-        load_topology(cfg.topology, s)
+    # fail early on a topology that cannot carry a scenario, or a Kamailio that cannot run
+    check_runnable(
+        (load_topology(cfg.topology, s) for s in scenarios),
+        processes=cfg.chain.processes or cfg.chain.netns,
+    )
     if cfg.chain.netns and cfg.chain.impairments:
         raise TestbedError(
             "--impair relays run in the testbed's own namespace and cannot reach hosts in "
