@@ -15,6 +15,11 @@ configurations:
   `urn:service:sos*` (or a dialled 911, rewritten to `urn:service:sos`, NENA i3) get
   `Resource-Priority: esnet.1`, a Record-Route, and go to the configured ESRP; anything else
   is refused with 403.
+- `vsp_cfg` / `esrp_cfg`: Kamailio in the testbed chain (`ng911.testbed.peers`): the
+  emergency VSP on any listeners (`listen_lines`), and a plain routing proxy in the ESRP's
+  place whose `lost` module asks the ECRF (RFC 5222) and routes to the PSAP it names, as
+  ng911's ESRP sends it (what it leaves out is in `esrp_cfg`'s docstring). Kamailio's resolver
+  knows neither the testbed's names nor its host table: `host_table` maps names to addresses.
 
 `Kamailio(cfg_text, ...)` runs `kamailio -f cfg -DD -E -m MB -P pidfile` in the foreground
 (its own process group: every worker dies with it), waits until it listens, and `stop()` (or
@@ -208,14 +213,21 @@ _LIMITS = """    # emergency first: never limited (NENA i3)
     }}
 """
 
-_EMERGENCY = (
+# the emergency proxies' start: TLS when asked, OPTIONS to the proxy itself answered (a
+# keep-alive ping, as the ESRP sends), requests inside a dialog and CANCEL/ACK handled
+_PROXY_HEAD = (
     "\n{tls}"
     + _MODULES
     + """    if (is_method("OPTIONS") && $rU == $null) {{
         sl_send_reply("200", "OK");
         exit;
     }}
-{sequential}    if (is_method("INVITE") && ($rU == "911" || $ru =~ "^urn:service:sos")) {{
+{sequential}"""
+)
+
+_EMERGENCY = (
+    _PROXY_HEAD
+    + """    if (is_method("INVITE") && ($rU == "911" || $ru =~ "^urn:service:sos")) {{
         # NENA i3 originating network: the service URN, and the emergency priority
         if ($rU == "911") {{
             $ru = "urn:service:sos";
@@ -250,13 +262,8 @@ modparam("http_client", "keep_connections", 1)
 """
 
 _ESRP = (
-    "\n{tls}"
-    + _MODULES
-    + """    if (is_method("OPTIONS") && $rU == $null) {{
-        sl_send_reply("200", "OK");
-        exit;
-    }}
-{sequential}    if (!is_method("INVITE")) {{
+    _PROXY_HEAD
+    + """    if (!is_method("INVITE")) {{
         sl_send_reply("405", "Only INVITE here");
         exit;
     }}
