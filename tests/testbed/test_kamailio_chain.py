@@ -141,6 +141,7 @@ async def test_run_labels_implementations(tmp_path: Path) -> None:
     assert scenarios["plain"]["implementations"]["vsp"].startswith("ng911 ")
     assert scenarios["plain+kamailio-vsp"]["implementations"]["vsp"].startswith("kamailio 5.")
     assert scenarios["plain+kamailio-vsp"]["implementations"]["esrp"].startswith("ng911 ")
+    assert scenarios["plain+kamailio-vsp"]["cpu_us_per_call"]["vsp"] > 0  # Kamailio's, read
     line = implementations_line(scenarios)
     assert line is not None and "as vsp in plain+kamailio-vsp" in line
     assert "as vsp in plain+kamailio-vsp" in render_html(result.results)

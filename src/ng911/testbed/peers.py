@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -221,15 +221,20 @@ class Peers:
     """The Kamailio processes of a running chain; `close()` stops every one."""
 
     procs: list[Kamailio]
-
-    def pids(self) -> dict[str, list[int]]:
-        return {p.dir.name: p.pids() for p in self.procs}
+    cpu: dict[str, float] = field(default_factory=dict)  # read just before the stop
+    ready_cpu: dict[str, float] = field(default_factory=dict)  # start-up's, left out
 
     def cpu_seconds(self) -> dict[str, float]:
-        return {p.dir.name: p.cpu_seconds() for p in self.procs}
+        """Host → CPU seconds its whole process tree spent since it was ready (start-up,
+        config parsing and forking its workers, is not the calls'; the last reading once
+        stopped). Its idle timer processes' share is in it, as for any process."""
+        live = {p.dir.name: p.cpu_seconds() for p in self.procs if p.pids()}
+        return {k: v - self.ready_cpu.get(k, 0.0) for k, v in (self.cpu | live).items()}
 
     async def close(self) -> None:
         for p in self.procs:
+            if p.pids():
+                self.cpu[p.dir.name] = p.cpu_seconds()
             await asyncio.to_thread(p.stop)
 
 
@@ -262,7 +267,7 @@ async def start_kamailios(
     for obs in observers:
         for ev in events:
             obs(ev)
-    return Peers(procs)
+    return Peers(procs, ready_cpu={k.dir.name: k.cpu_seconds() for k in procs})
 
 
 def as_kamailio(topo: Topology, role: str) -> Topology:
