@@ -15,6 +15,11 @@ configurations:
   `urn:service:sos*` (or a dialled 911, rewritten to `urn:service:sos`, NENA i3) get
   `Resource-Priority: esnet.1`, a Record-Route, and go to the configured ESRP; anything else
   is refused with 403.
+- `vsp_cfg` / `esrp_cfg`: Kamailio in the testbed chain (`ng911.testbed.peers`): the
+  emergency VSP on any listeners (`listen_lines`), and a plain routing proxy in the ESRP's
+  place whose `lost` module asks the ECRF (RFC 5222) and routes to the PSAP it names, as
+  ng911's ESRP sends it (what it leaves out is in `esrp_cfg`'s docstring). Kamailio's resolver
+  knows neither the testbed's names nor its host table: `host_table` maps names to addresses.
 
 `Kamailio(cfg_text, ...)` runs `kamailio -f cfg -DD -E -m MB -P pidfile` in the foreground
 (its own process group: every worker dies with it), waits until it listens, and `stop()` (or
@@ -31,7 +36,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -43,11 +48,17 @@ __all__ = [
     "MODULE_DIR",
     "Kamailio",
     "KamailioError",
+    "LostTls",
     "emergency_vsp_cfg",
+    "esrp_cfg",
     "flood_limited_cfg",
+    "host_table",
+    "listen_lines",
     "missing_reason",
     "stateful_proxy_cfg",
     "tls_cfg",
+    "version",
+    "vsp_cfg",
     "write_ca_bundle",
 ]
 
@@ -202,15 +213,21 @@ _LIMITS = """    # emergency first: never limited (NENA i3)
     }}
 """
 
-_EMERGENCY = (
-    "\n"
-    + _TLS_MODULE
+# the emergency proxies' start: TLS when asked, OPTIONS to the proxy itself answered (a
+# keep-alive ping, as the ESRP sends), requests inside a dialog and CANCEL/ACK handled
+_PROXY_HEAD = (
+    "\n{tls}"
     + _MODULES
     + """    if (is_method("OPTIONS") && $rU == $null) {{
         sl_send_reply("200", "OK");
         exit;
     }}
-{sequential}    if (is_method("INVITE") && ($rU == "911" || $ru =~ "^urn:service:sos")) {{
+{sequential}"""
+)
+
+_EMERGENCY = (
+    _PROXY_HEAD
+    + """    if (is_method("INVITE") && ($rU == "911" || $ru =~ "^urn:service:sos")) {{
         # NENA i3 originating network: the service URN, and the emergency priority
         if ($rU == "911") {{
             $ru = "urn:service:sos";
@@ -231,15 +248,80 @@ _EMERGENCY = (
 """
 )
 
+# esrp_cfg: Kamailio as a plain routing proxy in the ESRP's place (its `lost` module asks
+# the ECRF). No failover, no PRF, no default location: see `esrp_cfg`'s docstring.
+# http_client reads its parameters in order: a connection (httpcon) takes the values set above
+# it, so the TLS files and timeouts come first. keep_connections: one keep-alive connection per
+# worker, as ng911's LoST client keeps one session (else every call pays a TLS handshake).
+_LOST_MODULES = """loadmodule "http_client.so"
+loadmodule "lost.so"
+modparam("http_client", "query_result", 0)
+modparam("http_client", "connection_timeout", 2)
+modparam("http_client", "keep_connections", 1)
+{lost_tls}modparam("http_client", "httpcon", "ecrf=>{lost_url}")
+"""
+
+_ESRP = (
+    _PROXY_HEAD
+    + """    if (!is_method("INVITE")) {{
+        sl_send_reply("405", "Only INVITE here");
+        exit;
+    }}
+    if (!t_newtran()) {{
+        sl_reply_error();
+        exit;
+    }}
+    # the only Route a VSP preloads is ours (RFC 3261 §16.4)
+    remove_hf("Route");
+    # NENA i3 intake: every INVITE here is an emergency call, with the emergency priority
+    if (!($ru =~ "^urn:service:")) {{
+        $ru = "urn:service:sos";
+    }}
+    if (!is_present_hf("Resource-Priority")) {{
+        append_hf("Resource-Priority: esnet.1\\r\\n");
+    }}
+    # NENA i3 call and incident identifiers, when the call has none (the first ESInet element)
+    if (!search("^Call-Info:.*purpose=emergency-CallId")) {{
+        $var(inc) = $ci + "/incident";
+{call_info}
+    }}
+    # RFC 5222 findService: the PIDF-LO from the body (Geolocation cid:), the URN from the R-URI
+    $var(uri) = "";
+    $var(name) = "";
+    $var(err) = "";
+    $var(res) = lost_query("ecrf", "$var(uri)", "$var(name)", "$var(err)");
+    if ($var(res) != 200 || $var(uri) == "") {{
+        xlog("L_WARN", "LoST gave no route for $ci ($var(res) $var(err)): default route\\n");
+        $var(uri) = "{default_route}";
+    }}
+    $var(host) = $(var(uri){{uri.host}});
+    $var(user) = $(var(uri){{uri.user}});
+    $du = $null;
+{psaps}    if ($du == $null) {{
+        xlog("L_WARN", "LoST URI $var(uri) names no known PSAP: default route\\n");
+        $var(uri) = "{default_route}";
+        $var(host) = $(var(uri){{uri.host}});
+        $var(user) = $(var(uri){{uri.user}});
+        $du = "{default_du}";
+    }}
+    # like ng911's ESRP: the R-URI stays the service URN, the PSAP goes in a pushed Route
+    insert_hf("Route: <{scheme}:$var(user)@$var(host){param};lr>\\r\\n");
+    xlog("L_INFO", "emergency call $ci to $var(user)@$var(host) via $du\\n");
+    record_route();
+    if (!t_relay()) {{
+        sl_reply_error();
+    }}
+}}
+"""
+)
+
 _TLS_SIDE = """method = TLSv1.2+
 verify_certificate = yes
-require_certificate = yes
+require_certificate = {require}
 private_key = {key}
 certificate = {cert}
 ca_list = {ca}
 """
-#: Both sides (Kamailio accepting and connecting) use the same mutual-TLS settings.
-_TLS_CFG = f"[server:default]\n{_TLS_SIDE}\n[client:default]\n{_TLS_SIDE}"
 
 
 def _mpath() -> str:
@@ -309,10 +391,16 @@ def flood_limited_cfg(
     )
 
 
-def tls_cfg(*, cert: Path, key: Path, ca: Path) -> str:
-    """Kamailio's tls.cfg: one profile for both directions, mutual authentication required.
-    `cert` should be the chain file (leaf + CA), `ca` a PEM bundle of every trusted CA."""
-    return _TLS_CFG.format(cert=cert, key=key, ca=ca)
+def tls_cfg(*, cert: Path, key: Path, ca: Path, require_client_cert: bool = True) -> str:
+    """Kamailio's tls.cfg: one profile for both directions, mutual authentication required
+    (`require_client_cert=False`: a client certificate is verified when sent, as ng911's VSP
+    does for its callers). `cert` should be the chain file (leaf + CA), `ca` a PEM bundle of
+    every trusted CA."""
+    server = _TLS_SIDE.format(
+        cert=cert, key=key, ca=ca, require="yes" if require_client_cert else "no"
+    )
+    client = _TLS_SIDE.format(cert=cert, key=key, ca=ca, require="yes")
+    return f"[server:default]\n{server}\n[client:default]\n{client}"
 
 
 def emergency_vsp_cfg(
@@ -332,16 +420,157 @@ def emergency_vsp_cfg(
     ng911's elements record-route with their FQDN, which no DNS here knows; Kamailio's
     resolver does not read ng911's host table, so the route's next hop is mapped here."""
     head = config_head(f"listen=tls:{host}:{port}", tls=True, children=children, debug=debug)
-    table = "".join(
-        f'            if ($du =~ "^sips?:([^@]*@)?{re.escape(name)}[:;>]?") {{\n'
-        f'                $du = "{uri}";\n'
-        "            }\n"
-        for name, uri in (hosts or {}).items()
-    )
-    sequential = _SEQUENTIAL.format(host_table=table)
     return head + _EMERGENCY.format(
-        tls_cfg=tls_cfg_path, esrp=esrp, sequential=sequential, modules=""
+        tls=_TLS_MODULE.format(tls_cfg=tls_cfg_path),
+        esrp=esrp,
+        sequential=_SEQUENTIAL.format(host_table=host_table(hosts or {})),
+        modules="",
     )
+
+
+def host_table(hosts: Mapping[str, str], indent: int = 12) -> str:
+    """If-statements that point `$du` at an address when it names a host of `hosts`
+    (name → SIP URI of that host): Kamailio's resolver knows neither the testbed's host table
+    nor its names, so the next hop a Route names is mapped here (RFC 3263 on static records)."""
+    pad = " " * indent
+    return "".join(
+        f'{pad}if ($du =~ "^sips?:([^@]*@)?{re.escape(name)}([:;>]|$)") {{\n'
+        f'{pad}    $du = "{uri}";\n'
+        f"{pad}}}\n"
+        for name, uri in hosts.items()
+    )
+
+
+def listen_lines(
+    address: str, transports: Sequence[str], ports: Mapping[str, int], alias: str = ""
+) -> str:
+    """`listen=` lines for `address` on each transport's port (its outgoing TCP/TLS
+    connections leave from it too, so the peer sees who connected), `alias=` lines so that
+    Kamailio takes a Route naming `alias` (its domain) as itself. Its Via and Record-Route
+    carry the address: Kamailio's `advertise` wants a name its resolver knows, and the
+    testbed's names live in host tables only."""
+    out = [f"listen={t}:{address}:{ports[t]}" for t in transports]
+    if {"tcp", "tls"} & set(transports):  # connections it opens leave from it too
+        out.append(f"tcp_source_ipv4={address}")
+    if alias:
+        out += sorted({f"alias={alias}:{ports[t]}" for t in transports})
+    return "\n".join(out)
+
+
+def vsp_cfg(
+    *,
+    listen: str,
+    esrp: str,
+    tls_cfg_path: Path | None = None,
+    hosts: Mapping[str, str] | None = None,
+    children: int = 2,
+    debug: int = 1,
+) -> str:
+    """Kamailio in the testbed's VSP place: `emergency_vsp_cfg`'s routing on any listeners
+    (`listen_lines`), TLS only when `tls_cfg_path` is given. `esrp` is the ESRP's SIP URI
+    with its address (`sip:10.0.0.3:5061;transport=tls`); `hosts` maps names of in-dialog
+    Routes to such URIs (see `host_table`)."""
+    tls = tls_cfg_path is not None
+    head = config_head(listen, tls=tls, children=children, debug=debug)
+    return head + _EMERGENCY.format(
+        tls=_TLS_MODULE.format(tls_cfg=tls_cfg_path) if tls else "",
+        esrp=esrp,
+        sequential=_SEQUENTIAL.format(host_table=host_table(hosts or {})),
+        modules="",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LostTls:
+    """The ECRF's https for Kamailio's http_client: the CA file, and a client certificate
+    for mutual TLS (both empty: server authentication only)."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+
+    def modparams(self) -> str:
+        out = [
+            f'modparam("http_client", "cacert", "{self.ca}")',
+            'modparam("http_client", "verify_peer", 1)',
+            # the ECRF's certificate names its domain; the URL carries its address
+            'modparam("http_client", "verify_host", 0)',
+        ]
+        if self.cert is not None and self.key is not None:
+            out += [
+                f'modparam("http_client", "client_cert", "{self.cert}")',
+                f'modparam("http_client", "client_key", "{self.key}")',
+            ]
+        return "\n".join(out) + "\n"
+
+
+def _call_info(fqdn: str) -> str:
+    """append_hf lines for the i3 call and incident identifiers (NENA-STA-010 §2.1.6):
+    `urn:emergency:uid:<kind>:<32 hex>:<fqdn>`, the hex an MD5 of the Call-ID."""
+    ids = (("callid", "$(ci{s.md5})", "CallId"), ("incidentid", "$(var(inc){s.md5})", "IncidentId"))
+    return "".join(
+        f'        append_hf("Call-Info: <urn:emergency:uid:{kind}:{value}:{fqdn}>;'
+        f'purpose=emergency-{purpose}\\r\\n");\n'
+        for kind, value, purpose in ids
+    )
+
+
+def esrp_cfg(
+    *,
+    listen: str,
+    fqdn: str,
+    lost_url: str,
+    psaps: Mapping[str, str],
+    default_route: str,
+    psap_transport: str,
+    tls_cfg_path: Path | None = None,
+    lost_tls: LostTls | None = None,
+    hosts: Mapping[str, str] | None = None,
+    children: int = 2,
+    debug: int = 1,
+) -> str:
+    """Kamailio as a plain routing proxy in the ESRP's place (NENA i3 ESRP, the routing only).
+
+    For each INVITE: the preloaded Route is dropped, a non-URN Request-URI becomes
+    `urn:service:sos`, `Resource-Priority: esnet.1` and the i3 Call-Info identifiers are
+    added when absent, the `lost` module asks `lost_url` (RFC 5222 findService) with the
+    PIDF-LO of the body and the URN of the Request-URI, and the call goes to the PSAP it
+    names as ng911's ESRP sends it: Request-URI kept, `Route: <sips:psap@domain;lr>` (or
+    `sip:…;transport=udp|tcp`, by `psap_transport`) pushed, Record-Route added. `psaps`
+    maps each PSAP domain to the URI Kamailio sends to (its address: Kamailio's resolver
+    does not know the testbed's names); LoST failing or naming another domain sends the
+    call to `default_route`.
+
+    What it does not do, unlike ng911's ESRP: no failover to alternates or the default route
+    when a PSAP refuses or does not answer (the PSAP's answer goes back as is), no Policy
+    Routing Function, no PSAP health (OPTIONS pings), no default location for a call
+    without one, no i3 state subscriptions, no i3 LogEvents; LoST is asked on every call
+    (no cache); and it trusts any client certificate of the run's CA (no per-listener
+    `allowed_peers`)."""
+    tls = tls_cfg_path is not None
+    tls_hop = psap_transport == "tls"
+    scheme, param = ("sips", "") if tls_hop else ("sip", f";transport={psap_transport}")
+    table = "".join(
+        f'    if ($var(host) == "{domain}") {{\n        $du = "{uri}";\n    }}\n'
+        for domain, uri in psaps.items()
+    )
+    default_host = default_route.split("@", 1)[-1].split(";", 1)[0]
+    head = config_head(listen, tls=tls, children=children, debug=debug)
+    lost = _LOST_MODULES.format(
+        lost_url=lost_url, lost_tls=lost_tls.modparams() if lost_tls is not None else ""
+    )
+    body = _ESRP.format(
+        tls=_TLS_MODULE.format(tls_cfg=tls_cfg_path) if tls else "",
+        modules=lost,
+        sequential=_SEQUENTIAL.format(host_table=host_table(hosts or {})),
+        call_info=_call_info(fqdn),
+        default_route=default_route,
+        psaps=table,
+        default_du=psaps.get(default_host, ""),
+        scheme=scheme,
+        param=param,
+    )
+    return head + body
 
 
 @dataclass
@@ -354,6 +583,7 @@ class Kamailio:
     shm_mb: int = 1024  # ANCHORS: the default 64 MB runs out near 400 cps with 2 KB INVITEs
     workdir: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
+    host: str = LOCAL  # the address readiness is probed on
 
     def __post_init__(self) -> None:
         self._own_dir = self.workdir is None
@@ -403,12 +633,12 @@ class Kamailio:
     def _probe(self) -> bool:
         if self.transport in ("tcp", "tls"):
             try:
-                with socket.create_connection((LOCAL, self.port), timeout=0.2):
+                with socket.create_connection((self.host, self.port), timeout=0.2):
                     return True
             except OSError:
                 return False
         # UDP: any answer to an OPTIONS (483 to Max-Forwards 0) means the workers read
-        return options_probe(self.port, timeout=0.2, max_forwards=0) is not None
+        return options_probe(self.port, timeout=0.2, host=self.host, max_forwards=0) is not None
 
     def pids(self) -> list[int]:
         """The main process and its workers (for CPU accounting)."""
@@ -437,6 +667,26 @@ class Kamailio:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+_VERSION: list[str] = []
+
+
+def version() -> str:
+    """ "kamailio 5.6.3" (from `kamailio -v`), what a report labels its elements with."""
+    if not _VERSION:
+        label = "kamailio"
+        if KAMAILIO is not None:
+            try:
+                out = subprocess.run(
+                    [KAMAILIO, "-v"], capture_output=True, text=True, timeout=10
+                ).stdout
+            except (OSError, subprocess.SubprocessError):
+                out = ""
+            m = re.search(r"version:\s*kamailio\s+(\S+)", out)
+            label = f"kamailio {m.group(1)}" if m else "kamailio"
+        _VERSION.append(label)
+    return _VERSION[0]
 
 
 def write_ca_bundle(paths: Sequence[Path], out: Path) -> Path:

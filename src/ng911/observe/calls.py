@@ -19,6 +19,10 @@ call's measurements. Everything here runs after the run, over `Recorder`'s recor
   answers. RFC 3261 §16.6 / §16.7 (a proxy forwards requests and responses).
 - **SRD breakdown**: walking that cause chain backwards from the caller's first 180 to its
   INVITE splits the Session Request Delay exactly into per-hop transit and per-element time.
+  An element that reports nothing (a third-party proxy, announced by a `PeerEvent`) owns
+  every port of its address; the walk crosses it from the message it delivered back to the
+  one it was sent, so its segment (named by its role) holds its own time and both its hops'
+  transit: nothing observed splits them.
 """
 
 from __future__ import annotations
@@ -117,6 +121,8 @@ class Trace(Recorder):
             owners = self._owner_port.get((kind, addr[1]))
             if owners is not None and len(owners) == 1:
                 hit = next(iter(owners))
+        if hit is None:  # an element that reports nothing (`PeerEvent`) owns its address
+            hit = self.unobserved.get(addr[0])
         return hit
 
     def hop_between(self, a: str | None, b: str | None) -> str | None:
@@ -391,6 +397,8 @@ class Trace(Recorder):
         `psap`, `calltaker`), `lost` (the ESRP's LoST query, taken out of `esrp`) and
         `handshake` (TLS handshakes an element waited for before it could send). They sum
         to the SRD. None when the chain of events is incomplete (a message was not observed).
+        Through an element that reports nothing, its role's segment is the whole transit
+        (in-hop, its time, out-hop), and those two hops count none of it.
         """
         inv = self.initial_invite(call)
         if inv is None:
@@ -411,10 +419,15 @@ class Trace(Recorder):
         seg: dict[str, float] = defaultdict(float)
         cur = end
         for _ in range(64):  # a call chain has a handful of hops; bounded anyway
-            if cur.partner is None:
-                return None
-            out = self.messages[cur.partner]
-            seg[cur.hop or "other"] += (cur.mono - out.mono) * 1000.0
+            if cur.partner is not None:
+                out = self.messages[cur.partner]
+                seg[cur.hop or "other"] += (cur.mono - out.mono) * 1000.0
+            else:  # from an element that reports nothing: its hops and time as one segment
+                bridged = self._through_unobserved(call, cur)
+                if bridged is None:
+                    return None
+                out = bridged
+                seg[self.role(cur.peer) or "other"] += (cur.mono - out.mono) * 1000.0
             if out.index == inv.index:
                 seg["handshake"] += (inv.mono - self.setup_start(inv)) * 1000.0
                 return dict(seg)
@@ -429,6 +442,28 @@ class Trace(Recorder):
             seg[self.role(out.element) or out.element] += own * 1000.0
             cur = cause
         return None
+
+    def _through_unobserved(self, call: Call, rec: MsgRecord) -> MsgRecord | None:
+        """For `rec`, received from an element that reports nothing (`PeerEvent`): the
+        message an observed element sent that element last before, which it forwarded as
+        `rec` (the same request, or the same response; a proxy keeps the CSeq)."""
+        if rec.peer is None or rec.peer not in self.unobserved.values():
+            return None
+        best: MsgRecord | None = None
+        for r in call.records:
+            if (
+                r.direction != "out"
+                or r.peer != rec.peer
+                or r.element == rec.element
+                or r.mono > rec.mono
+                or r.cseq_num != rec.cseq_num
+                or r.cseq_method != rec.cseq_method
+            ):
+                continue
+            same = r.method == rec.method if rec.is_request else r.status == rec.status
+            if same and r.is_request == rec.is_request and (best is None or r.mono > best.mono):
+                best = r
+        return best
 
     def processing(self) -> dict[str, dict[str, list[float]]]:
         """Each role's own processing times (ms) by message kind, over all calls.

@@ -133,6 +133,17 @@ class WireRecord(Record):
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class PeerEvent:
+    """An element that reports no events of its own (a third-party proxy such as Kamailio):
+    its name and address, so the analysis can still name the far end of every message the
+    observed elements exchange with it (any port of `address` is its)."""
+
+    element: str
+    address: str
+    implementation: str
+
+
 def _base(ev: Any, transport: str | None = None) -> dict[str, Any]:
     """The `Record` fields, from any event that has them."""
     return {
@@ -202,6 +213,8 @@ class Recorder:
         self.connections: list[Any] = []  # ng911.net.events.ConnectionEvent
         # (transport kind, relay address) → the element address it stands for (testbed.impair)
         self.aliases: dict[tuple[str, tuple[str, int]], tuple[str, int]] = {}
+        # address → element that reports no events (`PeerEvent`): a third-party peer
+        self.unobserved: dict[str, str] = {}
         self.ignored = 0
         self._done = 0  # number of events already collected
 
@@ -247,6 +260,8 @@ class Recorder:
             )
         elif hasattr(ev, "what") and hasattr(ev, "transport"):
             self.connections.append(ev)
+        elif hasattr(ev, "implementation") and hasattr(ev, "address"):
+            self.unobserved[str(ev.address)] = str(ev.element)
         elif hasattr(ev, "alias") and hasattr(ev, "target"):
             self.aliases[(transport_kind(str(ev.transport)), addr(ev.alias))] = addr(ev.target)
         else:

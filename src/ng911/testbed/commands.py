@@ -109,6 +109,15 @@ def register(sub: Any) -> None:
         "10.91.0.0/24, a real capture per hop (root; implies --processes; falls back to "
         "--processes on loopback when namespaces cannot be made)",
     )
+    for role, place in (("vsp", "VSP proxy"), ("esrp", "ESRP (a plain routing proxy + LoST)")):
+        r.add_argument(
+            f"--{role}",
+            choices=("ng911", "kamailio", "both"),
+            default="ng911",
+            help=f"who runs the {place}: ng911, kamailio, or both (each scenario run twice "
+            "side by side, `NAME+kamailio-" + role + "`); Kamailio runs beside the in-process "
+            "chain",
+        )
     r.add_argument("--element-logs", action="store_true", help="a JSON log per element")
     r.add_argument("--no-captures", action="store_true", help="skip writing the pcapng captures")
     r.add_argument("--quiet", action="store_true", help="no progress or tables")
@@ -248,6 +257,7 @@ def _run(args: argparse.Namespace) -> int:
         progress=None if args.quiet else sys.stdout,
         interleave=not args.sequential,
         captures=not args.no_captures,
+        implementations={"vsp": args.vsp, "esrp": args.esrp},
     )
     try:
         result = run(cfg)

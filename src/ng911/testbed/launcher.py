@@ -30,6 +30,7 @@ from ng911.lost.server import RunningServer
 from ng911.node import build
 from ng911.node.serve import start_lost
 from ng911.testbed.impair import HopRelay
+from ng911.testbed.peers import Peers, start_kamailios
 from ng911.testbed.plan import ChainOptions, ChainPlan, on_a_free_block
 from ng911.testbed.scenarios import Scenario, get_scenario
 from ng911.testbed.topology import Topology, load_topology
@@ -51,6 +52,7 @@ class RunningChain:
     errors: list[str] = field(default_factory=list)
     events: list[Any] = field(default_factory=list)  # every network event (`keep_events`)
     tmp: tempfile.TemporaryDirectory[str] | None = None  # `open_chain`'s own directory
+    peers: Peers = field(default_factory=lambda: Peers([]))  # Kamailio hosts (testbed.peers)
 
     @property
     def topology(self) -> Topology:
@@ -119,7 +121,9 @@ class RunningChain:
         return await self.caller.place_call(lat, lon, **kw)
 
     def cpu_seconds(self) -> dict[str, float]:
-        return {name: el.cpu_seconds for name, el in self.elements.items()}
+        return {name: el.cpu_seconds for name, el in self.elements.items()} | (
+            self.peers.cpu_seconds()
+        )
 
     async def close(self) -> None:
         order = [self.caller.name] + [n for n in self.elements if n != self.caller.name]
@@ -128,6 +132,10 @@ class RunningChain:
                 await self.elements[name].close()
             except Exception as exc:  # keep closing the others
                 self.errors.append(f"closing {name}: {type(exc).__name__}: {exc}")
+        try:
+            await self.peers.close()
+        except Exception as exc:
+            self.errors.append(f"closing Kamailio: {type(exc).__name__}: {exc}")
         if self.lost_server is not None:
             try:
                 await self.lost_server.close()
@@ -176,6 +184,7 @@ async def start_plan(plan: ChainPlan, *, observers: Sequence[Observer] = ()) -> 
     relays = [HopRelay(**r.kwargs(), observers=obs) for r in plan.relays]
     started: list[SipElement] = []
     lost_server: RunningServer | None = None
+    peers = Peers([])
     try:
         for relay in relays:
             await relay.start()
@@ -187,6 +196,7 @@ async def start_plan(plan: ChainPlan, *, observers: Sequence[Observer] = ()) -> 
             esrp, observers=obs, use_cache=opts.lost_cache, server=plan.lost.host.name
         )
         elements: dict[str, SipElement] = {}
+        peers = await start_kamailios(plan, obs)  # none unless a host says kamailio
         for name in plan.started():
             role = plan.role(name)
             el = build.build_element(
@@ -208,6 +218,7 @@ async def start_plan(plan: ChainPlan, *, observers: Sequence[Observer] = ()) -> 
                 await el.close()
             except Exception:
                 pass
+        await peers.close()
         if lost_server is not None:
             await lost_server.close()
         for relay in relays:
@@ -224,6 +235,7 @@ async def start_plan(plan: ChainPlan, *, observers: Sequence[Observer] = ()) -> 
         lost_client=lost_client,
         relays=relays,
         events=events,
+        peers=peers,
     )
 
 

@@ -236,8 +236,13 @@ class ChainPlan:
         return host.role != "calltaker" or (host.psap or "") not in self.options.down
 
     def started(self) -> list[str]:
-        """The SIP hosts to start, in start order."""
-        return [n for n in self.configs if self.is_up(n)]
+        """The ng911 SIP hosts to start, in start order (a Kamailio host is started by
+        `testbed.peers`, from the same plan)."""
+        return [
+            n
+            for n in self.configs
+            if self.is_up(n) and self.topology.host(n).implementation == "ng911"
+        ]
 
 
 # -------------------------------------------------------------------------- addressing
@@ -493,6 +498,7 @@ def element_configs(
             **common(ch, mutual=False),
             aor=ch.aor or f"sip:{ch.name}@{vsp.domain}",
             proxy=hop_uri(tr["hop1"], vsp.domain),
+            register=vsp.implementation == "ng911",  # Kamailio's VSP is no registrar
             hangup_after=opts.hangup_after,
             answer_timeout=opts.answer_timeout,
             rtp_host=addresses[ch.name],

@@ -179,7 +179,34 @@ def format_table(results: Mapping[str, Any], group: str = "warm") -> str:
             "cold (new connections, full TLS handshakes), mean: "
             + "; ".join(f"{n} SRD {_ms(s)} / →200 {_ms(a)}" for n, s, a in cold)
         )
+    impl = implementations_line(results.get("scenarios", {}))
+    if impl is not None:
+        lines.append(impl)
     return "\n".join(lines)
+
+
+def implementations_line(scenarios: Mapping[str, Any]) -> str | None:
+    """Who ran each element, in one line: ng911 everywhere except where a scenario put
+    another implementation (`results["scenarios"][name]["implementations"]`, host → label;
+    None for results written before the field existed)."""
+    mine: set[str] = set()
+    other: dict[str, list[str]] = {}
+    for name, res in scenarios.items():
+        for host, label in (res.get("implementations") or {}).items():
+            if str(label).startswith("ng911"):
+                mine.add(str(label))
+            else:
+                other.setdefault(f"{label} as {host}", []).append(name)
+    if not mine and not other:
+        return None
+    text = f"Implementations: {', '.join(sorted(mine)) or 'ng911'} for every element"
+    if other:
+        text += ", except " + "; ".join(f"{k} in {', '.join(v)}" for k, v in other.items())
+        text += (
+            " (Kamailio reports no events: its segment of the SRD breakdown is the whole "
+            "transit through it, both of its hops included)"
+        )
+    return text
 
 
 def format_scenario(res: Mapping[str, Any]) -> str:
@@ -755,6 +782,9 @@ def render_html(results: Mapping[str, Any]) -> str:
         )
     if meta.get("cold_design"):
         parts.append(f"<p class=note>Cold calls: {_e(meta['cold_design'])}.</p>")
+    impl = implementations_line(scenarios)
+    if impl is not None:
+        parts.append(f"<p class=note>{_e(impl)}</p>")
     failed = sum(int(r.get("failed", 0)) for r in scenarios.values())
     parts.append(
         f"<p>Failed calls: <span class={'ok' if failed == 0 else 'bad'}>{failed}</span> "

@@ -54,6 +54,7 @@ from ng911.testbed.hoptable import between_runs, hop_table
 from ng911.testbed.launcher import RunningChain, start_chain, wait_registered
 from ng911.testbed.measure import PlacedCall, add_baseline_diffs, scenario_results
 from ng911.testbed.netns import NetnsLab, unavailable_reason
+from ng911.testbed.peers import check_runnable, labels, with_implementations
 from ng911.testbed.plan import ChainOptions
 from ng911.testbed.processes import ProcessChain, sigterm_exits, start_processes
 from ng911.testbed.report import (
@@ -85,6 +86,9 @@ class RunConfig:
     interleave: bool = True  # all chains up at once, calls round-robin (see `run_set`)
     captures: bool = True
     repeat: int = 1  # run the whole set this many times (fresh chains each time)
+    # role → "ng911" | "kamailio" | "both" (`--vsp`, `--esrp`): who runs that place;
+    # "both" runs each scenario with ng911 and with Kamailio side by side (testbed/peers.py)
+    implementations: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -374,6 +378,7 @@ def _finish(acc: _Acc, run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
     res["errors"] = acc.errors
     res["addresses"] = chain.addresses if chain is not None else {}
     res["between_runs"] = between_runs(res["call_records"])
+    res["implementations"] = labels(chain.topology) if chain is not None else {}
     return res
 
 
@@ -568,9 +573,13 @@ async def run_testbed(cfg: RunConfig) -> RunResult:
     if cfg.baseline and BASELINE not in {s.name for s in scenarios}:
         _say(cfg.progress, f"adding {BASELINE!r} as the baseline (--no-baseline to skip)")
         scenarios = select([BASELINE, *(s.name for s in scenarios)])
+    scenarios = with_implementations(scenarios, cfg.implementations)
     topo = load_topology(cfg.topology)
-    for s in scenarios:  # fail early on a topology that cannot carry a scenario
-        load_topology(cfg.topology, s)
+    # fail early on a topology that cannot carry a scenario, or a Kamailio that cannot run
+    check_runnable(
+        (load_topology(cfg.topology, s) for s in scenarios),
+        processes=cfg.chain.processes or cfg.chain.netns,
+    )
     if cfg.chain.netns and cfg.chain.impairments:
         raise TestbedError(
             "--impair relays run in the testbed's own namespace and cannot reach hosts in "

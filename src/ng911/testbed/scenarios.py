@@ -9,6 +9,7 @@ one hop, which is exactly what the ladder diagram colours).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ng911.observe.hops import HOPS
@@ -28,6 +29,19 @@ class Scenario:
     lost: str = "http"
     lost_mutual: bool = False
     description: str = ""
+    # (role, implementation) pairs replacing the topology's, e.g. (("vsp", "kamailio"),):
+    # the same transports with a production proxy in that place (testbed/peers.py)
+    implementations: tuple[tuple[str, str], ...] = ()
+
+    def variant(self, role: str, implementation: str) -> Scenario:
+        """This scenario with `implementation` running the `role` host: `plain+kamailio-vsp`."""
+        impls = (*((r, i) for r, i in self.implementations if r != role), (role, implementation))
+        return dataclasses.replace(
+            self,
+            name=f"{self.name}+{implementation}-{role}",
+            implementations=impls,
+            description=f"{self.description} ({implementation} as the {role})",
+        )
 
     def __post_init__(self) -> None:
         for t in self.hops:

@@ -34,6 +34,9 @@ from ng911.testbed.scenarios import LOST_TRANSPORTS, SIP_TRANSPORTS, Scenario
 ROLES: tuple[str, ...] = ("caller", "vsp", "esrp", "lost", "psap", "calltaker")
 SINGLE_ROLES: tuple[str, ...] = ("vsp", "esrp", "lost")  # exactly one of each
 DEFAULT_TOPOLOGY = "topology-nyc.toml"
+# who runs a host: ng911's element, or Kamailio (`testbed/peers.py`) in these roles only
+IMPLEMENTATIONS: tuple[str, ...] = ("ng911", "kamailio")
+THIRD_PARTY_ROLES: tuple[str, ...] = ("vsp", "esrp")
 
 _TOP_KEYS = {"topology", "pki", "transports", "hosts", "locations"}
 _TOPOLOGY_KEYS = {"name", "address", "boundaries"}
@@ -54,6 +57,7 @@ _HOST_KEYS = {
     "rules",
     "origination",
     "policy_timezone",
+    "implementation",
 }
 _RULE_KEYS = {"name", "action", "recipient", "cause", "when"}
 _LOCATION_KEYS = {"name", "lat", "lon", "borough"}
@@ -80,6 +84,8 @@ class Host:
     rules: tuple[PolicyRule, ...] = ()
     origination: tuple[PolicyRule, ...] = ()
     policy_timezone: str = ""  # the ESRP's: IANA zone of the rules' time windows
+    # "ng911", or "kamailio" in the VSP's or the ESRP's place (testbed/peers.py)
+    implementation: str = "ng911"
 
 
 def psap_uri(h: Host) -> str:
@@ -183,9 +189,16 @@ class Topology:
         return hop_of_roles(roles[a], roles[b])
 
     def with_scenario(self, scenario: Scenario) -> Topology:
-        """The same hosts with the scenario's transports (the only thing a scenario changes)."""
+        """The same hosts with the scenario's transports and, when it names any, its
+        implementation per role (`Scenario.implementations`)."""
+        hosts = self.hosts
+        for role, impl in scenario.implementations:
+            hosts = tuple(
+                dataclasses.replace(h, implementation=impl) if h.role == role else h for h in hosts
+            )
         return dataclasses.replace(
             self,
+            hosts=hosts,
             transports=scenario.hops,
             lost=scenario.lost,
             lost_mutual=scenario.lost_mutual,
@@ -325,6 +338,11 @@ def parse_topology(data: Mapping[str, Any], source: str = "<memory>") -> Topolog
             raise TopologyError(f"{where}: alternates must be a list of PSAP host names")
         if not isinstance(h.get("default_route", False), bool):
             raise TopologyError(f"{where}: default_route must be true or false")
+        impl = h.get("implementation", "ng911")
+        if impl not in IMPLEMENTATIONS:
+            raise TopologyError(
+                f"{where}: implementation {impl!r} is not one of {', '.join(IMPLEMENTATIONS)}"
+            )
         tz = h.get("policy_timezone", "")
         if not isinstance(tz, str):
             raise TopologyError(f"{where}: policy_timezone must be a string (an IANA zone)")
@@ -345,6 +363,7 @@ def parse_topology(data: Mapping[str, Any], source: str = "<memory>") -> Topolog
                 rules=_rules(where, h, "rules"),
                 origination=_rules(where, h, "origination"),
                 policy_timezone=tz,
+                implementation=impl,
             )
         )
 
@@ -434,6 +453,12 @@ def validate(topo: Topology) -> None:
                     f"{src} [hosts.{h.name}]: alternate {a!r} is not another psap host "
                     f"(psaps: {', '.join(sorted(psaps))})"
                 )
+    for h in topo.hosts:
+        if h.implementation != "ng911" and h.role not in THIRD_PARTY_ROLES:
+            raise TopologyError(
+                f"{src} [hosts.{h.name}]: implementation {h.implementation!r} runs the "
+                f"{' or '.join(THIRD_PARTY_ROLES)} role only (this host is a {h.role})"
+            )
     _validate_policy(topo)
     defaults = [p.name for p in topo.by_role("psap") if p.default_route]
     if len(defaults) > 1:
