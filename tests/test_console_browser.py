@@ -49,9 +49,7 @@ async def test_click_brooklyn_ring_answer_ladder_hangup(tmp_path):
     requests: list[str] = []
     try:
         async with async_api.async_playwright() as pw:
-            browser = await pw.chromium.launch(
-                executable_path=CHROMIUM, headless=True, args=ARGS
-            )
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
             page = await browser.new_page(viewport={"width": 1600, "height": 1100})
             page.on("request", lambda r: requests.append(r.url))
             page.on("console", lambda m: print("console:", m.text))
@@ -64,8 +62,7 @@ async def test_click_brooklyn_ring_answer_ladder_hangup(tmp_path):
             # a person sits at the Brooklyn position: the call rings until Answer
             await page.check("[data-taker='taker-brooklyn'] .attend")
             await page.wait_for_function(
-                "window.ng911.lastState && window.ng911.lastState.takers"
-                "['taker-brooklyn'].attended"
+                "window.ng911.lastState && window.ng911.lastState.takers['taker-brooklyn'].attended"
             )
             lat, lon = console.chain.topology.point("Brooklyn")
             x, y = await page.evaluate(f"window.ng911.screenPoint({lat}, {lon})")
@@ -107,9 +104,15 @@ async def test_click_brooklyn_ring_answer_ladder_hangup(tmp_path):
 
             await page.click("[data-taker='taker-brooklyn'] button.hangup")
             try:
-                await page.wait_for_function("document.querySelectorAll('.edge.lit').length === 0", timeout=8000)
+                await page.wait_for_function(
+                    "document.querySelectorAll('.edge.lit').length === 0", timeout=8000
+                )
             except Exception:
-                print(await page.evaluate("JSON.stringify(Object.entries(window.ng911.calls).map(([k,v])=>[k,v.active,[...v.edges]]))"))
+                print(
+                    await page.evaluate(
+                        "JSON.stringify(Object.entries(window.ng911.calls).map(([k,v])=>[k,v.active,[...v.edges]]))"
+                    )
+                )
                 print(console.stats, console.hub.stats())
                 raise
             for hop in ("hop1", "hop2", "hop3", "hop4"):

@@ -12,9 +12,31 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "ng911"
 
 # package → the ng911 packages it must never import (each layer imports only downwards)
 FORBIDDEN: dict[str, set[str]] = {
-    "sip": {"net", "elements", "node", "observe", "testbed", "lost", "pki", "interop", "i3log", "console"},
+    "sip": {
+        "net",
+        "elements",
+        "node",
+        "observe",
+        "testbed",
+        "lost",
+        "pki",
+        "interop",
+        "i3log",
+        "console",
+    },
     "location": {
-        *("sip", "net", "elements", "node", "observe", "testbed", "lost", "interop", "i3log", "console"),
+        *(
+            "sip",
+            "net",
+            "elements",
+            "node",
+            "observe",
+            "testbed",
+            "lost",
+            "interop",
+            "i3log",
+            "console",
+        ),
     },
     "pki": {"net", "elements", "node", "observe", "testbed", "lost", "interop", "i3log", "console"},
     "net": {"elements", "node", "observe", "testbed", "lost", "interop", "i3log", "console"},

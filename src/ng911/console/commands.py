@@ -27,9 +27,7 @@ def register(sub: Any) -> None:
         help=f"the scenario to start with (default {BASELINE})",
     )
     p.add_argument("--port", type=int, default=8911, help="TCP port (default 8911; 0: any)")
-    p.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
-    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.set_defaults(func=run)
 
 

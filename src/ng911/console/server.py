@@ -315,13 +315,16 @@ class Console:
             "scenario": self.scenario,
             "scenarios": {n: s.summary() for n, s in SCENARIOS.items()},
             "hosts": [
-                {"name": h.name, "role": h.role, "domain": h.domain, "borough": h.borough,
-                 "psap": h.psap}
+                {
+                    "name": h.name,
+                    "role": h.role,
+                    "domain": h.domain,
+                    "borough": h.borough,
+                    "psap": h.psap,
+                }
                 for h in topo.hosts
             ],
-            "hops": {
-                h: {"transport": topo.transport(h), "label": HOP_LABELS[h]} for h in HOPS
-            },
+            "hops": {h: {"transport": topo.transport(h), "label": HOP_LABELS[h]} for h in HOPS},
             "lost": {"transport": sc.lost, "mutual": sc.lost_mutual},
             "locations": [
                 {"name": loc.name, "lat": loc.lat, "lon": loc.lon, "borough": loc.borough}

@@ -150,8 +150,7 @@ def pidf_json(p: PidfLo) -> dict[str, Any]:
     return {
         "entity": p.entity,
         "locations": [
-            {**shape_json(li.location), "method": li.method, "kind": li.kind}
-            for li in p.locations
+            {**shape_json(li.location), "method": li.method, "kind": li.kind} for li in p.locations
         ],
     }
 
