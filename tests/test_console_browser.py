@@ -91,14 +91,16 @@ async def test_click_brooklyn_ring_answer_ladder_hangup(tmp_path):
                 colour = "t-tls" if transport == "tls" else "t-plain"
                 assert colour in (await row.get_attribute("class") or "")
             assert await page.locator(".edge.lit").count() >= 4
+            assert "mTLS" in await page.text_content("#net")  # a mutual handshake was seen
             await page.screenshot(path=str(shots / "3-answered.png"))
+            await page.locator("#network-panel").screenshot(path=str(shots / "network.png"))
 
             # the message inspector: the INVITE as it crossed hop 3, its PIDF-LO parsed
             await page.locator("#ladder tr[data-hop='hop3']", has_text="INVITE").first.click()
             await page.wait_for_selector("#inspector pre.sip")
             text = await page.inner_text("#inspector")
             assert "INVITE urn:service:sos" in text and "PIDF-LO" in text and "coordinates" in text
-            assert "TLS records" in text
+            assert "TLS records" in text and " B" in text  # the record sizes
             await page.screenshot(path=str(shots / "4-inspector.png"))
             await page.locator("#inspector-panel").screenshot(path=str(shots / "inspector.png"))
 
@@ -120,7 +122,6 @@ async def test_click_brooklyn_ring_answer_ladder_hangup(tmp_path):
             await page.wait_for_selector("#stats tr[data-scenario='tls-e2e']")
             assert await page.locator("[data-taker='taker-brooklyn'] .call").count() == 0
             await page.screenshot(path=str(shots / "5-hung-up.png"))
-            await page.locator("#network-panel").screenshot(path=str(shots / "network.png"))
             await browser.close()
     finally:
         await console.close()

@@ -84,5 +84,12 @@ async def test_hostile_api_requests_get_clear_errors():
                 assert topo["scenario"] == "plain" and topo["hops"]["hop1"]["transport"] == "udp"
             async with s.get(url) as resp:
                 assert "ng911 live console" in await resp.text()
+            # switching scenario restarts the chain under it; a call then completes
+            async with s.post(url + "api/scenario", json={"scenario": "tls-all"}) as resp:
+                topo = await resp.json()
+                assert topo["hops"]["hop4"]["transport"] == "tls" and topo["lost"]["mutual"]
+            assert console.chain is not None
+            rec = await console.chain.place_call(*console.chain.topology.point("Bronx"))
+            assert rec.status == 200 and console.chain.psap_of(rec) == "psap-bronx"
     finally:
         await console.close()

@@ -88,15 +88,21 @@ class Hub:
             self.errors += 1
 
     def start(self) -> None:
+        """Start (or resume) the pump; events observed meanwhile are processed first."""
+        self._wake.set()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._pump())
 
-    async def close(self) -> None:
+    async def stop_pump(self) -> None:
+        """Stop turning events into frames (they wait, bounded) until `start()` again."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    async def close(self) -> None:
+        await self.stop_pump()
         for v in list(self.viewers):
             v.wake.set()
 

@@ -93,6 +93,7 @@ class Console:
             raise
         self.describer = Describer(chain.topology.roles, chain.addresses, self._hops(chain))
         hub.describe = self.describer
+        hub.start()  # the chain's start-up events waited in the hub's bounded deque
         self.chain = chain
         self.scenario = sc.name
 
@@ -102,7 +103,6 @@ class Console:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         self.hub = Hub(lambda ev: None, viewer_size=self.viewer_size)
-        self.hub.start()
         await self._open(self.scenario)
         app = web.Application(client_max_size=MAX_BODY)
         app.add_routes(
@@ -271,6 +271,8 @@ class Console:
                 old, self.chain = self.chain, None
                 if old is not None:
                     await old.close()
+                if self.hub is not None:
+                    await self.hub.stop_pump()  # restarted by `_open` with the new describer
                 await self._open(name)
         self._publish_state(force=True)
         return web.json_response(self._topology_json())

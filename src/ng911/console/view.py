@@ -16,7 +16,7 @@ from ng911.location.civic import CivicAddress
 from ng911.location.geodetic import Circle, Ellipse, Point, Polygon, reference_point
 from ng911.location.pidf import PidfLo, parse_pidf
 from ng911.lost.events import LostQueryEvent
-from ng911.net.events import HandshakeEvent, MessageEvent
+from ng911.net.events import HandshakeEvent, MessageEvent, WireEvent
 from ng911.observe.hops import hop_of_roles
 from ng911.sip.body import find_part
 from ng911.sip.message import Message, Request
@@ -39,6 +39,9 @@ class Describer:
         self.endpoints: dict[tuple[str, int], str] = {}
         self.counters: dict[str, dict[str, int]] = {n: {} for n in roles}
         self.full_handshakes = 0  # not resumed: a call set up meanwhile was "cold"
+        # (element, connection) → the TLS records of the last bytes it wrote: a TLS message's
+        # ciphertext is written (WireEvent) just before its MessageEvent is reported
+        self.last_wire: dict[tuple[str, int], list[int]] = {}
 
     def _count(self, element: str, what: str) -> None:
         c = self.counters.setdefault(element, {})
@@ -58,6 +61,12 @@ class Describer:
         return hop_of_roles(self.roles[a], self.roles[b])
 
     def __call__(self, ev: Any) -> Frame | None:
+        if isinstance(ev, WireEvent):
+            if ev.transport == "tls":
+                if len(self.last_wire) >= MAX_ENDPOINTS:
+                    self.last_wire.clear()
+                self.last_wire[(ev.element, ev.connection_id)] = tls_records(ev.data)
+            return None
         if isinstance(ev, MessageEvent):
             self._learn(ev.element, ev.local)
             if ev.direction != "out":
@@ -66,7 +75,13 @@ class Describer:
             line = ev.first_line
             if line.startswith("INVITE "):
                 self._count(ev.element, "invites")
+            records: list[int] = []
+            if ev.transport == "tls" and ev.connection_id is not None:
+                records = self.last_wire.pop((ev.element, ev.connection_id), [])
+                if sum(records) != ev.wire_bytes:
+                    records = []  # not this message's bytes: show none rather than wrong ones
             return {
+                "records": records,
                 "type": "msg",
                 "ts": ev.ts,
                 "from": ev.element,
@@ -118,6 +133,20 @@ class Describer:
                 "response_bytes": ev.response_bytes,
             }
         return None
+
+
+def tls_records(data: bytes) -> list[int]:
+    """Sizes of the TLS records in `data` (5-byte header + fragment each, RFC 8446 §5.1);
+    what is left after the last whole record counts as one more (its true size unknown)."""
+    sizes: list[int] = []
+    i = 0
+    while i + 5 <= len(data) and len(sizes) < 1000:
+        n = 5 + int.from_bytes(data[i + 3 : i + 5], "big")
+        sizes.append(min(n, len(data) - i))
+        i += n
+    if i < len(data) and not sizes:
+        sizes.append(len(data))
+    return sizes
 
 
 # ------------------------------------------------------------------ the inspector

@@ -347,6 +347,7 @@ async function inspect(id, tr) {
   kv("SIP bytes", String(f.sip_bytes));
   kv("on the wire", f.transport === "tls"
      ? `${f.wire_bytes} bytes of TLS records (+${d.tls_overhead}: headers, AEAD tags)` : `${f.wire_bytes}`);
+  if (f.records && f.records.length) kv("TLS records", f.records.map((n) => n + " B").join(", "));
   if (d.ids) { kv("IncidentId", d.ids.incident_id || "—"); kv("CallId", d.ids.call_id || "—"); }
   if (d.geolocation) kv("Geolocation", d.geolocation);
   if (d.pidf) {
