@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the real peers the interop tests talk to (Kamailio, SIPp, tshark, PostgreSQL/PostGIS,
-# baresip, iproute2) from Debian's packages. Does nothing for what is already there; without root
+# baresip, iproute2, chromium for the console's browser tests) from Debian's packages. Does nothing for what is already there; without root
 # it only says what is missing, and the tests that need a missing peer are skipped with that reason.
 set -uo pipefail
 need=()
@@ -13,6 +13,7 @@ command -v tshark >/dev/null || need+=(tshark)
 ls /usr/share/postgresql/15/extension/postgis.control >/dev/null 2>&1 || need+=(postgresql-15-postgis-3)
 command -v baresip >/dev/null || need+=(baresip)
 command -v ip >/dev/null || need+=(iproute2)
+[ -x /usr/bin/chromium ] || need+=(chromium)  # the console's browser tests (Playwright drives it)
 if [ ${#need[@]} -eq 0 ]; then
     echo "peers: all present"
     exit 0

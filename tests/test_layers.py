@@ -12,19 +12,43 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "ng911"
 
 # package → the ng911 packages it must never import (each layer imports only downwards)
 FORBIDDEN: dict[str, set[str]] = {
-    "sip": {"net", "elements", "node", "observe", "testbed", "lost", "pki", "interop", "i3log"},
-    "location": {
-        *("sip", "net", "elements", "node", "observe", "testbed", "lost", "interop", "i3log"),
+    "sip": {
+        "net",
+        "elements",
+        "node",
+        "observe",
+        "testbed",
+        "lost",
+        "pki",
+        "interop",
+        "i3log",
+        "console",
     },
-    "pki": {"net", "elements", "node", "observe", "testbed", "lost", "interop", "i3log"},
-    "net": {"elements", "node", "observe", "testbed", "lost", "interop", "i3log"},
-    "lost": {"elements", "node", "observe", "testbed", "interop", "i3log"},
+    "location": {
+        *(
+            "sip",
+            "net",
+            "elements",
+            "node",
+            "observe",
+            "testbed",
+            "lost",
+            "interop",
+            "i3log",
+            "console",
+        ),
+    },
+    "pki": {"net", "elements", "node", "observe", "testbed", "lost", "interop", "i3log", "console"},
+    "net": {"elements", "node", "observe", "testbed", "lost", "interop", "i3log", "console"},
+    "lost": {"elements", "node", "observe", "testbed", "interop", "i3log", "console"},
     # the i3 Logging Service: beside lost/ (it reuses the LoST server's HTTP limits)
-    "i3log": {"elements", "node", "observe", "testbed", "interop"},
-    "elements": {"node", "observe", "testbed", "interop", "i3log"},
-    "node": {"testbed", "interop"},
-    "observe": {"node", "testbed", "interop"},
-    "interop": {"testbed"},
+    "i3log": {"elements", "node", "observe", "testbed", "interop", "console"},
+    "elements": {"node", "observe", "testbed", "interop", "i3log", "console"},
+    "node": {"testbed", "interop", "console"},
+    "observe": {"node", "testbed", "interop", "console"},
+    "interop": {"testbed", "console"},
+    # the live console sits beside testbed/ (it starts a chain); testbed never imports it
+    "testbed": {"console"},
 }
 # modules of a lower layer that one layer must not reach either
 FORBIDDEN_MODULES: dict[str, set[str]] = {

@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ng911.lost.commands",
     "ng911.testbed.commands",
     "ng911.node.commands",
+    "ng911.console.commands",
 )
 
 

@@ -11,6 +11,10 @@ when psapd answers again after not answering (it was restarted, or the path was 
 taker registers at once instead of waiting for its refresh (up to `register_expires`), so a
 restarted psapd that lost its registrations gets its takers back within seconds. A failed
 REGISTER is retried the same way, on the next answered ping.
+
+A person at a console (`attended = True`, set by `ng911.console`) turns auto-answer off: the
+call rings until `answer(call_id)`, and `hangup(call_id)` declines a ringing call (486) or
+ends an answered one (BYE).
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class CallTaker(SipElement):
         self._refresh: asyncio.TimerHandle | None = None
         self._keepalive: asyncio.TimerHandle | None = None
         self._psap_lost = False  # a keep-alive went unanswered, or a REGISTER failed
+        self.attended = False  # a person answers (the console): no auto-answer
         self._closing = False
         self._registration = Registration.new(
             config.aor, self.fqdn, username=config.auth_user, password=config.auth_password
@@ -200,8 +205,8 @@ class CallTaker(SipElement):
         if call.state != "ringing":
             return
         ctx.reply(180, extra=extra)
-        if self.cfg.answer_delay < 0:
-            return  # never answers: psapd re-offers
+        if self.cfg.answer_delay < 0 or self.attended:
+            return  # never answers (psapd re-offers), or a person will: `answer()`
         call.timers.append(self.call_later(self.cfg.answer_delay, self._answer, call))
 
     def _answer(self, call: TakerCall) -> None:
@@ -273,10 +278,23 @@ class CallTaker(SipElement):
         self.log("hangup", call_id=call.call_id)
         self._end(call, "local")
 
+    def answer(self, call_id: str) -> None:
+        """A person answers a ringing call (the console's Answer button)."""
+        call = self.calls.get(call_id)
+        if call is None or call.state != "ringing":
+            raise ElementError(481, "no such ringing call")
+        self._answer(call)
+
     def hangup(self, call_id: str) -> None:
+        """End a call: BYE once answered; a ringing one is declined (486 Busy Here, so
+        psapd offers it to another call taker or queues it)."""
         call = self.calls.get(call_id)
         if call is None:
             raise ElementError(481, "no such call")
+        if call.state == "ringing":
+            call.server.reply(486)
+            self._end(call, "declined")
+            return
         self._send_bye(call)
 
     def _end(self, call: TakerCall, by: str) -> None:

@@ -1,0 +1,168 @@
+"""Bounded fan-out of console frames: the chain never waits for a browser.
+
+The chain's observer hook (`Hub.observe`) runs inside the elements' send and receive paths,
+so it does one O(1) thing: append the event to a bounded deque (a full deque drops the
+oldest and counts it) and wake the pump. The pump task turns events into frames (the
+`describe` callable) and hands each frame to every viewer's own bounded deque; a viewer
+whose browser does not read (a stalled EventSource, a slow link) loses its oldest frames,
+counted in `Viewer.dropped`, and never holds up another viewer or a call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Any
+
+Frame = dict[str, Any]
+
+
+class Viewer:
+    """One browser's queue of frames (JSON text), at most `size` of them."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self.frames: deque[str] = deque()
+        self.dropped = 0
+        self.sent = 0
+        self.wake = asyncio.Event()
+
+    def push(self, text: str) -> None:
+        if len(self.frames) >= self.size:
+            self.frames.popleft()
+            self.dropped += 1
+        self.frames.append(text)
+        self.wake.set()
+
+    async def next_batch(self, timeout: float) -> list[str]:
+        """The frames waiting (empty after `timeout` s of silence: time for a keep-alive)."""
+        if not self.frames:
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout)
+        out = list(self.frames)
+        self.frames.clear()
+        self.sent += len(out)
+        return out
+
+
+class Hub:
+    """Events in (`observe`), frames out to every viewer; the last `keep` frames kept by id
+    for the message inspector."""
+
+    def __init__(
+        self,
+        describe: Callable[[Any], Frame | None],
+        *,
+        raw_size: int = 20000,
+        viewer_size: int = 2000,
+        keep: int = 3000,
+    ) -> None:
+        self.describe = describe
+        self.raw: deque[Any] = deque()
+        self.raw_size = raw_size
+        self.raw_dropped = 0
+        self.viewer_size = viewer_size
+        self.viewers: set[Viewer] = set()
+        self.recent: OrderedDict[int, tuple[Frame, Any]] = OrderedDict()
+        self.keep = keep
+        self.seq = 0
+        self.errors = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------ the chain's side
+
+    def observe(self, event: Any) -> None:
+        """The chain's observer: O(1), never raises (a console bug must not fail a call)."""
+        try:
+            if len(self.raw) >= self.raw_size:
+                self.raw.popleft()
+                self.raw_dropped += 1
+            self.raw.append(event)
+            self._wake.set()
+        except Exception:
+            self.errors += 1
+
+    def start(self) -> None:
+        """Start (or resume) the pump; events observed meanwhile are processed first."""
+        self._wake.set()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._pump())
+
+    async def stop_pump(self) -> None:
+        """Stop turning events into frames (they wait, bounded) until `start()` again."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def close(self) -> None:
+        await self.stop_pump()
+        for v in list(self.viewers):
+            v.wake.set()
+
+    async def _pump(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch = 0
+            while self.raw:
+                event = self.raw.popleft()
+                try:
+                    frame = self.describe(event)
+                except Exception:
+                    self.errors += 1
+                    continue
+                if frame is not None:
+                    self.publish(frame, event)
+                batch += 1
+                if batch >= 200:  # let the calls run between batches
+                    batch = 0
+                    await asyncio.sleep(0)
+
+    # ------------------------------------------------------------ the browsers' side
+
+    def publish(self, frame: Frame, source: Any = None, *, keep: bool = True) -> int:
+        """Number `frame`, keep it (with its source event; not a state snapshot, which the
+        next one replaces) and send it to every viewer."""
+        self.seq += 1
+        frame["id"] = self.seq
+        if keep:
+            self.recent[self.seq] = (frame, source)
+            while len(self.recent) > self.keep:
+                self.recent.popitem(last=False)
+        text = json.dumps(frame, separators=(",", ":"))
+        for v in self.viewers:
+            v.push(text)
+        return self.seq
+
+    def frames_since(self, since: int) -> list[Frame]:
+        """Kept frames after `since` (a viewer that just connected catches up)."""
+        return [f for i, (f, _src) in self.recent.items() if i > since]
+
+    def lookup(self, frame_id: int) -> tuple[Frame, Any] | None:
+        return self.recent.get(frame_id)
+
+    def join(self, size: int | None = None) -> Viewer:
+        v = Viewer(self.viewer_size if size is None else size)
+        self.viewers.add(v)
+        return v
+
+    def leave(self, viewer: Viewer) -> None:
+        self.viewers.discard(viewer)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "viewers": len(self.viewers),
+            "frames": self.seq,
+            "raw_waiting": len(self.raw),
+            "raw_dropped": self.raw_dropped,
+            "viewer_dropped": sum(v.dropped for v in self.viewers),
+            "max_viewer_queue": max((len(v.frames) for v in self.viewers), default=0),
+            "errors": self.errors,
+        }

@@ -1,0 +1,432 @@
+"""The live console: an aiohttp application beside a chain running in this process.
+
+The browser gets the static page (`static/`, shipped in the package: no CDN, no build step),
+the topology and the borough boundaries as JSON, and one server-sent event stream
+(`/api/events`, the HTML Living Standard's EventSource) carrying every message, handshake
+and LoST query as it happens plus a state frame (call takers' calls, PSAP i3 QueueState and
+ServiceState) whenever it changes. Actions are small JSON POSTs: place a call from a point,
+sit at a call taker's position (auto-answer off), Answer, Hang up, switch scenario.
+
+Only the in-process chain is supported (`open_chain`); a chain of OS processes
+(`--processes`/`--netns`) would need the child processes' events streamed back first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from ng911.console.hub import Hub
+from ng911.console.view import Describer, inspect, pidf_of_message
+from ng911.elements.calltaker import CallTaker
+from ng911.elements.identifiers import extract_ids
+from ng911.elements.runtime import ElementError
+from ng911.elements.ua import CallRecord
+from ng911.observe.hops import HOP_LABELS, HOPS
+from ng911.testbed.launcher import RunningChain, open_chain, wait_registered
+from ng911.testbed.scenarios import SCENARIOS, get_scenario
+
+STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
+SSE_SNDBUF = 16384  # a small kernel buffer: a stalled browser fills its own bounded queue
+STATE_PERIOD = 0.25  # s between state snapshots (sent only when changed)
+CATCH_UP = 400  # frames a newly connected viewer gets from history
+MAX_BODY = 4096  # the JSON of an action
+
+
+@dataclass
+class CallStat:
+    call_id: str
+    scenario: str
+    lat: float
+    lon: float
+    status: int | None = None
+    setup_ms: float | None = None  # INVITE → 180 (RFC 6076 Session Request Delay)
+    cold: bool = False  # a full TLS handshake happened during its set-up
+    psap: str | None = None
+
+
+@dataclass
+class Console:
+    """The chain, its event hub and the web application serving both."""
+
+    scenario: str = "plain"
+    viewer_size: int = 2000
+    chain_options: dict[str, Any] = field(default_factory=dict)
+    chain: RunningChain | None = None
+    hub: Hub | None = None
+    describer: Describer | None = None
+    stats: list[CallStat] = field(default_factory=list)
+    _runner: web.AppRunner | None = None
+    _state_task: asyncio.Task[None] | None = None
+    _calls: set[asyncio.Task[None]] = field(default_factory=set)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _pidf_cache: dict[str, Any] = field(default_factory=dict)
+    _last_state: str = ""
+    url: str = ""
+
+    # -------------------------------------------------------------- the chain
+
+    async def _open(self, scenario: str) -> None:
+        sc = get_scenario(scenario)
+        opts: dict[str, Any] = {
+            "answer_timeout": 300.0,  # a person answers: give them time
+            "settings": {"psap": {"offer_timeout": 120.0}},
+            "keep_events": False,
+        }
+        opts.update(self.chain_options)
+        self.describer = None
+        hub = self.hub
+        assert hub is not None
+        chain = await open_chain(sc, observers=[hub.observe], **opts)
+        try:
+            await wait_registered(chain, 10.0)
+        except BaseException:
+            await chain.close()
+            raise
+        self.describer = Describer(chain.topology.roles, chain.addresses, self._hops(chain))
+        hub.describe = self.describer
+        hub.start()  # the chain's start-up events waited in the hub's bounded deque
+        self.chain = chain
+        self.scenario = sc.name
+
+    @staticmethod
+    def _hops(chain: RunningChain) -> dict[str, str]:
+        return {h: chain.topology.transport(h) for h in HOPS}
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self.hub = Hub(lambda ev: None, viewer_size=self.viewer_size)
+        await self._open(self.scenario)
+        app = web.Application(client_max_size=MAX_BODY)
+        app.add_routes(
+            [
+                web.get("/", self.page),
+                web.get("/static/{name}", self.static),
+                web.get("/api/topology", self.topology),
+                web.get("/api/boroughs", self.boroughs),
+                web.get("/api/events", self.events),
+                web.get("/api/message/{id}", self.message),
+                web.get("/api/stats", self.stats_json),
+                web.post("/api/call", self.place),
+                web.post("/api/scenario", self.switch),
+                web.post("/api/takers/{name}/{action}", self.taker_action),
+            ]
+        )
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound = self._runner.addresses[0][1]
+        self.url = f"http://{host}:{bound}/"
+        self._state_task = asyncio.get_running_loop().create_task(self._state_loop())
+        return self.url
+
+    async def close(self) -> None:
+        if self._state_task is not None:
+            self._state_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._state_task
+        for t in list(self._calls):
+            t.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.hub is not None:
+            await self.hub.close()
+        if self.chain is not None:
+            await self.chain.close()
+            self.chain = None
+
+    # -------------------------------------------------------------- state snapshots
+
+    def taker(self, name: str) -> CallTaker:
+        el = self.chain.elements.get(name) if self.chain is not None else None
+        if not isinstance(el, CallTaker):
+            raise web.HTTPNotFound(text=f"no call taker {name!r}")
+        return el
+
+    def _call_view(self, t: CallTaker, call: Any, queue: tuple[str, ...]) -> dict[str, Any]:
+        cid = call.call_id
+        if cid not in self._pidf_cache:
+            req = call.server.request
+            ids = extract_ids(req)
+            self._pidf_cache[cid] = {
+                "pidf": pidf_of_message(req),
+                "incident_id": ids.incident_id,
+                "emergency_call_id": ids.call_id,
+            }
+            if len(self._pidf_cache) > 500:
+                self._pidf_cache.pop(next(iter(self._pidf_cache)))
+        return {
+            "call_id": cid,
+            "state": call.state,
+            "caller": call.caller,
+            "received": call.received,
+            "queue_position": queue.index(cid) + 1 if cid in queue else None,
+            **self._pidf_cache[cid],
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        chain = self.chain
+        if chain is None:
+            return {"type": "state", "ready": False}
+        psaps: dict[str, Any] = {}
+        for name, p in chain.psaps.items():
+            psaps[name] = {
+                "queue": p.queue_state().to_json(),
+                "service": p.service_state().to_json(),
+            }
+        takers: dict[str, Any] = {}
+        for psap, ts in chain.takers.items():
+            queue = chain.psaps[psap].acd.queue if psap in chain.psaps else ()
+            for t in ts:
+                takers[t.name] = {
+                    "psap": psap,
+                    "attended": t.attended,
+                    "offered": t.offered,
+                    "answered": t.answered,
+                    "calls": [self._call_view(t, c, queue) for c in t.calls.values()],
+                }
+        hub = self.hub
+        return {
+            "type": "state",
+            "ready": True,
+            "scenario": self.scenario,
+            "psaps": psaps,
+            "takers": takers,
+            "counters": self.describer.counters if self.describer else {},
+            "hub": hub.stats() if hub else {},
+        }
+
+    async def _state_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATE_PERIOD)
+            try:
+                self._publish_state()
+            except Exception as exc:  # a bug here must not stop the console
+                if self.hub is not None:
+                    self.hub.errors += 1
+                print(f"console: state snapshot failed: {type(exc).__name__}: {exc}")
+
+    def _publish_state(self, force: bool = False) -> None:
+        snap = self.snapshot()
+        hub_stats = snap.pop("hub", {})
+        text = json.dumps(snap, sort_keys=True, default=str)
+        if (force or text != self._last_state) and self.hub is not None:
+            self._last_state = text
+            snap["hub"] = hub_stats
+            self.hub.publish(snap, keep=False)
+
+    # -------------------------------------------------------------- calls
+
+    async def _run_call(self, lat: float, lon: float, stat: CallStat) -> None:
+        chain = self.chain
+        assert chain is not None and self.hub is not None and self.describer is not None
+        hs_before = self.describer.full_handshakes
+        try:
+            rec: CallRecord = await chain.place_call(lat, lon, hangup_after=0.0)
+        except Exception as exc:
+            self.hub.publish({"type": "call_done", "call": stat.call_id, "error": str(exc)})
+            return
+        stat.status = rec.status
+        stat.setup_ms = None if rec.setup_180 is None else round(rec.setup_180 * 1000, 2)
+        stat.psap = chain.psap_of(rec)
+        stat.call_id = rec.call_id
+        stat.cold = self.describer.full_handshakes != hs_before
+        self.stats.append(stat)
+        del self.stats[:-5000]
+        self.hub.publish({"type": "call_done", **stat.__dict__})
+
+    async def place(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        try:
+            lat, lon = float(body["lat"]), float(body["lon"])
+        except (KeyError, TypeError, ValueError):
+            raise web.HTTPBadRequest(text="lat and lon (numbers) are required") from None
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise web.HTTPBadRequest(text="lat/lon out of range")
+        if self.chain is None:
+            raise web.HTTPServiceUnavailable(text="the chain is (re)starting")
+        stat = CallStat("", self.scenario, lat, lon)
+        task = asyncio.get_running_loop().create_task(self._run_call(lat, lon, stat))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+        if self.hub is not None:
+            self.hub.publish({"type": "call_placed", "lat": lat, "lon": lon})
+        return web.json_response({"placed": True, "scenario": self.scenario})
+
+    async def switch(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        name = str(body.get("scenario", ""))
+        if name not in SCENARIOS:
+            raise web.HTTPBadRequest(text=f"unknown scenario {name!r}")
+        async with self._lock:
+            if name != self.scenario or self.chain is None:
+                old, self.chain = self.chain, None
+                if old is not None:
+                    await old.close()
+                if self.hub is not None:
+                    await self.hub.stop_pump()  # restarted by `_open` with the new describer
+                await self._open(name)
+        self._publish_state(force=True)
+        return web.json_response(self._topology_json())
+
+    async def taker_action(self, request: web.Request) -> web.Response:
+        t = self.taker(request.match_info["name"])
+        action = request.match_info["action"]
+        body = await _json(request)
+        try:
+            if action == "attend":
+                t.attended = bool(body.get("on", True))
+            elif action == "answer":
+                t.answer(str(body.get("call_id", "")))
+            elif action == "hangup":
+                t.hangup(str(body.get("call_id", "")))
+            else:
+                raise web.HTTPNotFound(text=f"no action {action!r}")
+        except ElementError as exc:
+            raise web.HTTPConflict(text=str(exc)) from None
+        self._publish_state(force=True)
+        return web.json_response({"ok": True, "attended": t.attended})
+
+    # -------------------------------------------------------------- pages and data
+
+    async def page(self, request: web.Request) -> web.Response:
+        return _static("index.html")
+
+    async def static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in STATIC_FILES:
+            raise web.HTTPNotFound()
+        return _static(name)
+
+    def _topology_json(self) -> dict[str, Any]:
+        chain = self.chain
+        if chain is None:
+            return {"ready": False}
+        topo = chain.topology
+        sc = get_scenario(self.scenario)
+        return {
+            "ready": True,
+            "scenario": self.scenario,
+            "scenarios": {n: s.summary() for n, s in SCENARIOS.items()},
+            "hosts": [
+                {
+                    "name": h.name,
+                    "role": h.role,
+                    "domain": h.domain,
+                    "borough": h.borough,
+                    "psap": h.psap,
+                }
+                for h in topo.hosts
+            ],
+            "hops": {h: {"transport": topo.transport(h), "label": HOP_LABELS[h]} for h in HOPS},
+            "lost": {"transport": sc.lost, "mutual": sc.lost_mutual},
+            "locations": [
+                {"name": loc.name, "lat": loc.lat, "lon": loc.lon, "borough": loc.borough}
+                for loc in topo.locations
+            ],
+        }
+
+    async def topology(self, request: web.Request) -> web.Response:
+        return web.json_response(self._topology_json())
+
+    async def boroughs(self, request: web.Request) -> web.Response:
+        if self.chain is None:
+            raise web.HTTPServiceUnavailable(text="the chain is (re)starting")
+        path = self.chain.topology.boundaries_path()
+        return web.Response(body=path.read_bytes(), content_type="application/json")
+
+    async def message(self, request: web.Request) -> web.Response:
+        try:
+            fid = int(request.match_info["id"])
+        except ValueError:
+            raise web.HTTPBadRequest(text="id must be a number") from None
+        assert self.hub is not None
+        found = self.hub.lookup(fid)
+        if found is None:
+            raise web.HTTPNotFound(text="no such frame (only the latest are kept)")
+        return web.json_response(inspect(*found))
+
+    async def stats_json(self, request: web.Request) -> web.Response:
+        assert self.hub is not None
+        return web.json_response(
+            {"hub": self.hub.stats(), "calls": [s.__dict__ for s in self.stats[-500:]]}
+        )
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """The event stream: catch-up frames, then live ones; a keep-alive comment when idle."""
+        hub = self.hub
+        assert hub is not None
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await resp.prepare(request)
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SSE_SNDBUF)
+        viewer = hub.join()
+        try:
+            for f in hub.frames_since(0)[-CATCH_UP:]:
+                viewer.push(json.dumps(f, separators=(",", ":")))
+            snap = self.snapshot()
+            viewer.push(json.dumps(snap, default=str))
+            while True:
+                batch = await viewer.next_batch(10.0)
+                if not batch:
+                    await resp.write(b": keep-alive\n\n")
+                    continue
+                await resp.write("".join(f"data: {t}\n\n" for t in batch).encode())
+        except (ConnectionError, RuntimeError):
+            pass  # the browser went away
+        finally:
+            hub.leave(viewer)
+        return resp
+
+
+def _static(name: str) -> web.Response:
+    data = (resources.files("ng911.console") / "static" / name).read_bytes()
+    return web.Response(body=data, content_type=STATIC_FILES[name])
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(text="the body must be JSON") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="the body must be a JSON object")
+    return body
+
+
+async def serve(
+    scenario: str,
+    host: str,
+    port: int,
+    *,
+    ready: Callable[[str], None] = print,
+    until: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Run the console until `until()` returns (default: forever, i.e. until Ctrl-C)."""
+    console = Console(scenario=scenario)
+    try:
+        url = await console.start(host, port)
+        ready(url)
+        if until is None:
+            await asyncio.Event().wait()
+        else:
+            await until()
+    finally:
+        await console.close()
+
+
+__all__ = ["CallStat", "Console", "serve"]

@@ -1,0 +1,131 @@
+"""The live console in a real browser: Debian's chromium driven by Playwright (never its
+download). Click Brooklyn on the map → the Brooklyn call taker's console rings with the
+right location → Answer → the ladder shows every hop in the scenario's colours → Hang up
+clears every hop. Every request the page makes goes to the console's own origin.
+
+Screenshots of each step go to `tmp_path`, or to $NG911_CONSOLE_SHOTS when set (the README's
+images: `NG911_CONSOLE_SHOTS=docs/console pytest tests/test_console_browser.py`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ng911.console.server import Console
+
+CHROMIUM = "/usr/bin/chromium"
+async_api = pytest.importorskip(
+    "playwright.async_api", reason="playwright (Python package) is not installed"
+)
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)"
+)
+ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-default-apps",
+    "--disable-sync",
+    "--no-first-run",
+]
+EXPECTED = {"tls-e2e": {"hop1": "tls", "hop2": "tls", "hop3": "tls", "hop4": "udp"}}
+
+
+def _shots(tmp_path: Path) -> Path:
+    out = Path(os.environ.get("NG911_CONSOLE_SHOTS") or tmp_path / "shots")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+async def test_click_brooklyn_ring_answer_ladder_hangup(tmp_path):
+    shots = _shots(tmp_path)
+    console = Console(scenario="tls-e2e")
+    url = await console.start("127.0.0.1", 0)
+    origin = url.rstrip("/")
+    requests: list[str] = []
+    try:
+        async with async_api.async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            page = await browser.new_page(viewport={"width": 1600, "height": 1100})
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("console", lambda m: print("console:", m.text))
+            page.on("pageerror", lambda e: print("pageerror:", e))
+            await page.goto(url)
+            await page.wait_for_selector("body[data-ready='1']")
+            await page.wait_for_selector("[data-taker='taker-brooklyn']")
+            await page.screenshot(path=str(shots / "1-network.png"))
+
+            # a person sits at the Brooklyn position: the call rings until Answer
+            await page.check("[data-taker='taker-brooklyn'] .attend")
+            await page.wait_for_function(
+                "window.ng911.lastState && window.ng911.lastState.takers['taker-brooklyn'].attended"
+            )
+            lat, lon = console.chain.topology.point("Brooklyn")
+            x, y = await page.evaluate(f"window.ng911.screenPoint({lat}, {lon})")
+            await page.mouse.click(x, y)
+
+            call = page.locator("[data-taker='taker-brooklyn'] .call[data-state='ringing']")
+            await call.wait_for(timeout=15000)
+            loc_text = await call.locator(".loc").inner_text()
+            got_lat, got_lon = (float(v.strip(",")) for v in loc_text.split()[2:4])
+            # one screen pixel of the 480-pixel map is ~0.001-0.0015 degrees
+            assert abs(got_lat - lat) < 5e-3 and abs(got_lon - lon) < 5e-3, loc_text
+            assert "IncidentId" in await call.inner_text()
+            assert await page.locator("[data-taker='taker-brooklyn'].ringing").count() == 1
+            await page.screenshot(path=str(shots / "2-ringing.png"))
+            await page.locator("#takers-panel").screenshot(path=str(shots / "calltaker.png"))
+
+            await call.locator("button.answer").click()
+            await page.locator(
+                "[data-taker='taker-brooklyn'] .call[data-state='confirmed']"
+            ).wait_for(timeout=10000)
+            # the route is lit, hop by hop, in the scenario's colours
+            for hop, transport in EXPECTED["tls-e2e"].items():
+                row = page.locator(f"#ladder tr[data-hop='{hop}']", has_text="INVITE").first
+                await row.wait_for(timeout=10000)
+                assert await row.get_attribute("data-transport") == transport
+                colour = "t-tls" if transport == "tls" else "t-plain"
+                assert colour in (await row.get_attribute("class") or "")
+            assert await page.locator(".edge.lit").count() >= 4
+            assert "mTLS" in await page.text_content("#net")  # a mutual handshake was seen
+            await page.screenshot(path=str(shots / "3-answered.png"))
+            await page.locator("#network-panel").screenshot(path=str(shots / "network.png"))
+
+            # the message inspector: the INVITE as it crossed hop 3, its PIDF-LO parsed
+            await page.locator("#ladder tr[data-hop='hop3']", has_text="INVITE").first.click()
+            await page.wait_for_selector("#inspector pre.sip")
+            text = await page.inner_text("#inspector")
+            assert "INVITE urn:service:sos" in text and "PIDF-LO" in text and "coordinates" in text
+            assert "TLS records" in text and " B" in text  # the record sizes
+            await page.screenshot(path=str(shots / "4-inspector.png"))
+            await page.locator("#inspector-panel").screenshot(path=str(shots / "inspector.png"))
+
+            await page.click("[data-taker='taker-brooklyn'] button.hangup")
+            try:
+                await page.wait_for_function(
+                    "document.querySelectorAll('.edge.lit').length === 0", timeout=8000
+                )
+            except Exception:
+                print(
+                    await page.evaluate(
+                        "JSON.stringify(Object.entries(window.ng911.calls).map(([k,v])=>[k,v.active,[...v.edges]]))"
+                    )
+                )
+                print(console.stats, console.hub.stats())
+                raise
+            for hop in ("hop1", "hop2", "hop3", "hop4"):
+                await page.locator(f"#ladder tr[data-hop='{hop}']", has_text="BYE").first.wait_for()
+            await page.wait_for_selector("#stats tr[data-scenario='tls-e2e']")
+            assert await page.locator("[data-taker='taker-brooklyn'] .call").count() == 0
+            await page.screenshot(path=str(shots / "5-hung-up.png"))
+            await browser.close()
+    finally:
+        await console.close()
+    assert requests, "the page made no request at all?"
+    foreign = [u for u in requests if not (u.startswith(origin) or u.startswith("data:"))]
+    assert foreign == [], f"the page reached outside its origin: {foreign}"
+    assert shutil.which(CHROMIUM) or Path(CHROMIUM).exists()
