@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real peers the interop tests talk to (Kamailio, SIPp, tshark, PostgreSQL/PostGIS,
-# baresip, iproute2, chromium for the console's browser tests) from Debian's packages. Does nothing for what is already there; without root
-# it only says what is missing, and the tests that need a missing peer are skipped with that reason.
+# baresip, iproute2, and chromium for the console's browser tests) from Debian's packages. Does
+# nothing for what is already there; without root it only says what is missing, and the tests
+# that need a missing peer are skipped with that reason.
 set -uo pipefail
 need=()
 command -v kamailio >/dev/null || need+=(kamailio)
