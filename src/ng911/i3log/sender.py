@@ -154,16 +154,13 @@ class LogSender:
     async def close(self, drain: float = 1.0) -> None:
         """Send what is queued (and what the mapper holds) for up to `drain` seconds, then
         stop; nothing submitted afterwards is sent."""
-        if self.mapper is not None:
-            try:
-                self.mapper.flush()
-            except Exception:
-                self.unmapped += 1
+        tasks = self._tasks
+        if tasks and drain > 0:
+            await self.flush(drain)
+        else:
+            self._flush_mapper()
         self._closed = True
-        tasks, self._tasks = self._tasks, []
-        if tasks and drain > 0 and (self.pending or self._busy):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained(), drain)
+        self._tasks = []
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -172,6 +169,27 @@ class LogSender:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    async def flush(self, timeout: float) -> bool:
+        """Everything queued sent (or failed, refused), then what the mapper holds back
+        emitted and sent too, in at most `timeout` s; True when done in time. The sender
+        stays open: for when the calls so far are over and someone reads the logger (a test),
+        and for `close`. (Queued items are mapped first: mapping may hold an event back.)"""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._drained()
+                self._flush_mapper()
+                await self._drained()
+        except TimeoutError:
+            return False
+        return True
+
+    def _flush_mapper(self) -> None:
+        if self.mapper is not None:
+            try:
+                self.mapper.flush()
+            except Exception:
+                self.unmapped += 1
 
     async def _drained(self) -> None:
         while self.pending or self._busy:

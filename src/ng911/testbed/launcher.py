@@ -1,10 +1,12 @@
-"""Start a planned chain in this process: relays, LoST, then the elements in start order.
+"""Start a planned chain in this process: relays, LoST, the logger, then the elements in order.
 
 What runs and where comes from the plan (`ng911.testbed.plan`): addresses, certificates,
 host tables, element configurations, failures injected on purpose. This module only starts
-it: the impairment relays, the LoST server (unless `lost_down`), then every element that is
-not `down`, in the plan's order (PSAPs, their call takers, who REGISTER, the ESRP, the VSP,
-the caller, who REGISTERs). `open_chain` is the short way used by the element tests and the
+it: the impairment relays, the LoST server (unless `lost_down`), the i3 Logging Service
+(unless off or `logger_down`), then every element that is not `down`, in the plan's order
+(PSAPs, their call takers, who REGISTER, the ESRP, the VSP, the caller, who REGISTERs).
+Closing is the reverse: the caller first, every element through `node.build.close_element`
+(its queued LogEvents drain to the logger), then LoST, the logger last. `open_chain` is the short way used by the element tests and the
 benchmarks: the packaged NYC topology (a preset) under a scenario, on a fresh directory.
 """
 
@@ -28,13 +30,14 @@ from ng911.elements.vsp import VspProxy
 from ng911.lost.client import LostClient
 from ng911.lost.server import RunningServer
 from ng911.node import build
-from ng911.node.serve import start_lost
+from ng911.node.serve import start_logger, start_lost
 from ng911.testbed.impair import HopRelay
 from ng911.testbed.plan import ChainOptions, ChainPlan, on_a_free_block
 from ng911.testbed.scenarios import Scenario, get_scenario
 from ng911.testbed.topology import Topology, load_topology
 
 Observer = Callable[[Any], None]
+DRAIN = 5.0  # s each element's LogSender may take at close to send what it still queues
 
 
 @dataclass
@@ -47,6 +50,7 @@ class RunningChain:
     lost_server: RunningServer | None
     lost_client: LostClient
     relays: list[HopRelay] = field(default_factory=list)
+    logger_server: RunningServer | None = None  # None: no logger, or `logger_down`
     claim: socket.socket | None = None
     errors: list[str] = field(default_factory=list)
     events: list[Any] = field(default_factory=list)  # every network event (`keep_events`)
@@ -121,18 +125,44 @@ class RunningChain:
     def cpu_seconds(self) -> dict[str, float]:
         return {name: el.cpu_seconds for name, el in self.elements.items()}
 
+    @property
+    def logevents_store(self) -> Path | None:
+        """The logger's SQLite store (None without a logger)."""
+        return self.plan.logger.store if self.plan.logger is not None else None
+
+    def logger_stats(self) -> dict[str, dict[str, int]]:
+        """Each logging element's LogSender counters (sent, failed, dropped...)."""
+        out: dict[str, dict[str, int]] = {}
+        for name, el in self.elements.items():
+            sender = build.log_sender(el)
+            if sender is not None:
+                out[name] = sender.stats()
+        return out
+
+    async def flush_logs(self, timeout: float = DRAIN) -> bool:
+        """Wait (bounded) until every element's queued LogEvents reached the logger (or
+        failed): True when they all did. The chain keeps running."""
+        senders = [s for el in self.elements.values() if (s := build.log_sender(el))]
+        done = await asyncio.gather(*(s.flush(timeout) for s in senders))
+        return all(done)
+
     async def close(self) -> None:
+        """The caller first, every element with its LogSender (`close_element`: queued
+        LogEvents get `DRAIN` seconds; none with `logger_down`), LoST, the logger, relays."""
+        drain = 0.0 if self.opts.logger_down else DRAIN
         order = [self.caller.name] + [n for n in self.elements if n != self.caller.name]
         for name in order:
             try:
-                await self.elements[name].close()
+                await build.close_element(self.elements[name], drain=drain)
             except Exception as exc:  # keep closing the others
                 self.errors.append(f"closing {name}: {type(exc).__name__}: {exc}")
-        if self.lost_server is not None:
+        for label, server in (("LoST", self.lost_server), ("the logger", self.logger_server)):
+            if server is None:
+                continue
             try:
-                await self.lost_server.close()
+                await server.close()
             except Exception as exc:
-                self.errors.append(f"closing LoST: {type(exc).__name__}: {exc}")
+                self.errors.append(f"closing {label}: {type(exc).__name__}: {exc}")
         for relay in self.relays:
             try:
                 await relay.close()
@@ -176,11 +206,14 @@ async def start_plan(plan: ChainPlan, *, observers: Sequence[Observer] = ()) -> 
     relays = [HopRelay(**r.kwargs(), observers=obs) for r in plan.relays]
     started: list[SipElement] = []
     lost_server: RunningServer | None = None
+    logger_server: RunningServer | None = None
     try:
         for relay in relays:
             await relay.start()
         if not opts.lost_down:
             lost_server = await start_lost(plan.lost.to_dict())
+        if plan.logger is not None and plan.logger_runs:
+            logger_server = await start_logger(plan.logger.to_dict())
         esrp = plan.configs[plan.topology.one("esrp").name]
         assert isinstance(esrp, EsrpConfig)
         lost_client = build.lost_client(
@@ -205,11 +238,12 @@ async def start_plan(plan: ChainPlan, *, observers: Sequence[Observer] = ()) -> 
     except BaseException:
         for el in reversed(started):
             try:
-                await el.close()
+                await build.close_element(el, drain=0.0)
             except Exception:
                 pass
-        if lost_server is not None:
-            await lost_server.close()
+        for server in (lost_server, logger_server):
+            if server is not None:
+                await server.close()
         for relay in relays:
             try:
                 await relay.close()
@@ -224,6 +258,7 @@ async def start_plan(plan: ChainPlan, *, observers: Sequence[Observer] = ()) -> 
         lost_client=lost_client,
         relays=relays,
         events=events,
+        logger_server=logger_server,
     )
 
 
