@@ -41,7 +41,7 @@ async def _get(url: str, **params: str) -> dict[str, Any]:
 
 
 async def test_one_call_is_logged_signed_and_retrievable():
-    chain = await open_chain(hangup_after=0.05)
+    chain = await open_chain(logger=True, logger_defer=False, hangup_after=0.05)
     try:
         assert chain.plan.logger is not None and chain.logger_server is not None
         url = chain.plan.logger.url
@@ -99,7 +99,7 @@ async def test_one_call_is_logged_signed_and_retrievable():
 async def test_calls_complete_while_the_logger_is_down():
     """`logger_down`: every element names the planned logger, which never starts; calls
     are answered as without a logger, LogEvents are dropped and counted, memory bounded."""
-    chain = await open_chain(logger_down=True, hangup_after=0.01)
+    chain = await open_chain(logger=True, logger_down=True, logger_defer=False, hangup_after=0.01)
     try:
         assert chain.logger_server is None and chain.plan.logger is not None
         senders = [log_sender(el) for el in chain.elements.values()]

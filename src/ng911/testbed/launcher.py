@@ -38,6 +38,7 @@ from ng911.testbed.topology import Topology, load_topology
 
 Observer = Callable[[Any], None]
 DRAIN = 5.0  # s each element's LogSender may take at close to send what it still queues
+DEFERRED_DRAIN = 120.0  # s for all of them together to send a deferred run's LogEvents
 
 
 @dataclass
@@ -141,7 +142,8 @@ class RunningChain:
 
     async def flush_logs(self, timeout: float = DRAIN) -> bool:
         """Wait (bounded) until every element's queued LogEvents reached the logger (or
-        failed): True when they all did. The chain keeps running."""
+        failed): True when they all did. The chain keeps running; deferred senders
+        (`logger_defer`) send from now on."""
         senders = [s for el in self.elements.values() if (s := build.log_sender(el))]
         done = await asyncio.gather(*(s.flush(timeout) for s in senders))
         return all(done)
@@ -150,6 +152,8 @@ class RunningChain:
         """The caller first, every element with its LogSender (`close_element`: queued
         LogEvents get `DRAIN` seconds; none with `logger_down`), LoST, the logger, relays."""
         drain = 0.0 if self.opts.logger_down else DRAIN
+        if self.logger_server is not None and not await self.flush_logs(DEFERRED_DRAIN):
+            self.errors.append(f"LogEvents still queued after {DEFERRED_DRAIN:g} s")
         order = [self.caller.name] + [n for n in self.elements if n != self.caller.name]
         for name in order:
             try:
@@ -230,6 +234,9 @@ async def start_plan(plan: ChainPlan, *, observers: Sequence[Observer] = ()) -> 
                 log_keep=opts.log_keep,
             )
             started.append(el)
+            sender = build.log_sender(el)
+            if sender is not None and opts.logger_defer:
+                sender.pause()
             if opts.reconnect_after is not None and el.role == "caller":
                 el.transport.idle_timeout = opts.reconnect_after  # before start(): the sweeper
             await el.start()
@@ -273,11 +280,13 @@ async def open_chain(
     observers: Sequence[Observer] = (),
     keep_events: bool = True,
     log_keep: int = 2000,
+    logger: bool = False,
     **options: Any,
 ) -> RunningChain:
     """The NYC preset (or `topology`) under `scenario`, started in a fresh directory (removed
     on close when `work` is None). `hops`/`lost` override the scenario's transports, `takers`
-    the call takers per PSAP; the rest are `ChainOptions` fields."""
+    the call takers per PSAP; the rest are `ChainOptions` fields. Unlike a testbed run, no
+    logger unless asked (`logger=True`): the element tests and benchmarks measure the chain."""
     sc = get_scenario(scenario) if isinstance(scenario, str) else scenario
     topo = (topology or load_topology()).with_scenario(sc)
     if hops is not None or lost is not None:
@@ -288,7 +297,7 @@ async def open_chain(
     if work is None:
         tmp = tempfile.TemporaryDirectory(prefix="ng911-chain-")
         work = Path(tmp.name)
-    opts = ChainOptions(keep_events=keep_events, log_keep=log_keep, **options)
+    opts = ChainOptions(keep_events=keep_events, log_keep=log_keep, logger=logger, **options)
     try:
         chain = await start_chain(topo, work, observers=observers, opts=opts)
     except BaseException:

@@ -114,6 +114,10 @@ class ChainOptions:
     # named in every config, never started (a logger outage must cost no call)
     logger: bool = True
     logger_down: bool = False
+    # in-process: the LogSenders queue during the run and map, sign and send once the calls
+    # are over (`RunningChain.close`), so logging never shares the one event loop with a
+    # measured call (~1 ms of CPU per LogEvent, ~60 LogEvents per call). Processes send live.
+    logger_defer: bool = True
     # the VSP asks LoST itself and routes straight to the PSAP (RFC 6881 §8), ESRP as fallback
     vsp_lost: bool = False
     # role → {config field: value}, applied to every element of that role (offer_timeout,
