@@ -27,6 +27,7 @@ from ng911.elements.psap import Psapd
 from ng911.elements.runtime import SipElement
 from ng911.elements.ua import Caller, CallRecord
 from ng911.elements.vsp import VspProxy
+from ng911.i3log.sender import LogSender
 from ng911.lost.client import LostClient
 from ng911.lost.server import RunningServer
 from ng911.node import build
@@ -52,6 +53,7 @@ class RunningChain:
     lost_client: LostClient
     relays: list[HopRelay] = field(default_factory=list)
     logger_server: RunningServer | None = None  # None: no logger, or `logger_down`
+    senders: dict[str, LogSender] = field(default_factory=dict)  # element → its LogSender
     claim: socket.socket | None = None
     errors: list[str] = field(default_factory=list)
     events: list[Any] = field(default_factory=list)  # every network event (`keep_events`)
@@ -132,20 +134,15 @@ class RunningChain:
         return self.plan.logger.store if self.plan.logger is not None else None
 
     def logger_stats(self) -> dict[str, dict[str, int]]:
-        """Each logging element's LogSender counters (sent, failed, dropped...)."""
-        out: dict[str, dict[str, int]] = {}
-        for name, el in self.elements.items():
-            sender = build.log_sender(el)
-            if sender is not None:
-                out[name] = sender.stats()
-        return out
+        """Each logging element's LogSender counters (sent, failed, dropped...), also once
+        the chain is closed."""
+        return {name: sender.stats() for name, sender in self.senders.items()}
 
     async def flush_logs(self, timeout: float = DRAIN) -> bool:
         """Wait (bounded) until every element's queued LogEvents reached the logger (or
         failed): True when they all did. The chain keeps running; deferred senders
         (`logger_defer`) send from now on."""
-        senders = [s for el in self.elements.values() if (s := build.log_sender(el))]
-        done = await asyncio.gather(*(s.flush(timeout) for s in senders))
+        done = await asyncio.gather(*(s.flush(timeout) for s in self.senders.values()))
         return all(done)
 
     async def close(self) -> None:
@@ -209,6 +206,7 @@ async def start_plan(plan: ChainPlan, *, observers: Sequence[Observer] = ()) -> 
     obs.extend(observers)
     relays = [HopRelay(**r.kwargs(), observers=obs) for r in plan.relays]
     started: list[SipElement] = []
+    senders: dict[str, LogSender] = {}
     lost_server: RunningServer | None = None
     logger_server: RunningServer | None = None
     try:
@@ -235,8 +233,10 @@ async def start_plan(plan: ChainPlan, *, observers: Sequence[Observer] = ()) -> 
             )
             started.append(el)
             sender = build.log_sender(el)
-            if sender is not None and opts.logger_defer:
-                sender.pause()
+            if sender is not None:
+                senders[name] = sender
+                if opts.logger_defer:
+                    sender.pause()
             if opts.reconnect_after is not None and el.role == "caller":
                 el.transport.idle_timeout = opts.reconnect_after  # before start(): the sweeper
             await el.start()
@@ -266,6 +266,7 @@ async def start_plan(plan: ChainPlan, *, observers: Sequence[Observer] = ()) -> 
         relays=relays,
         events=events,
         logger_server=logger_server,
+        senders=senders,
     )
 
 

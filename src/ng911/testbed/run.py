@@ -18,6 +18,9 @@ The run directory:
       <scenario>/hop1.pcap .. hop4.pcap  all.pcap       synthesised captures
       <scenario>/keys.log                                TLS key log (NSS format)
       <scenario>/pki/                                    the run's CA and certificates
+      <scenario>/logevents.jsonl  logevents.html         the i3 LogEvents, verified, by call
+      <scenario>/logevents.sqlite                        the logger's store (in processes:
+                                                         bundles/logger/logevents.sqlite)
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from ng911.observe.pcap import write_captures
 from ng911.observe.stats import METRICS, PERCENTILE_METHOD
 from ng911.testbed.errors import TestbedError
 from ng911.testbed.launcher import RunningChain, start_chain, wait_registered
+from ng911.testbed.logexport import export_logevents
 from ng911.testbed.measure import add_baseline_diffs, scenario_results
 from ng911.testbed.netns import NetnsLab, unavailable_reason
 from ng911.testbed.plan import ChainOptions
@@ -136,6 +140,7 @@ class _Live:
     errors: list[str] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
+    logevents: dict[str, Any] | None = None  # the results entry (ng911.testbed.logexport)
 
 
 async def _start_live(scenario: Scenario, base: Topology, run_dir: Path, cfg: RunConfig) -> _Live:
@@ -193,11 +198,34 @@ async def _call(live: _Live, i: int, progress: Progress) -> None:
     progress.update(rec.ok)
 
 
-async def _close_live(live: _Live) -> None:
+async def _close_live(live: _Live, run_dir: Path) -> None:
     await asyncio.sleep(0.05)  # the last ACK/BYE transactions drain
     await live.chain.close()  # element processes: their events and CPU arrive here
     live.cpu = live.chain.cpu_seconds()
     live.errors.extend(live.chain.errors)
+    await _export_logevents(live, run_dir)
+
+
+async def _export_logevents(live: _Live, run_dir: Path) -> None:
+    """The scenario's LogEvents, verified, to logevents.jsonl/.html (the chain has stopped:
+    its logger has everything the elements sent)."""
+    chain = live.chain
+    if chain.logevents_store is None or chain.ca_path is None:
+        return
+    try:
+        entry = await export_logevents(
+            chain.logevents_store, live.work, [chain.ca_path], run_dir=run_dir
+        )
+    except Exception as exc:  # the run's measurements stand without its LogEvents
+        live.errors.append(f"LogEvents: {type(exc).__name__}: {exc}")
+        return
+    if entry is None:
+        entry = {"count": 0, "verified": 0, "by_type": {}, "calls": 0}
+    senders = chain.logger_stats()
+    if senders:  # in one process: the elements' LogSender counters, summed
+        entry["senders"] = {k: sum(s[k] for s in senders.values()) for k in next(iter(senders.values()))}
+    entry["logger"] = "down" if chain.opts.logger_down else "up"
+    live.logevents = entry
 
 
 def _finish(live: _Live, run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
@@ -236,6 +264,8 @@ def _finish(live: _Live, run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
     res["wall_seconds"] = time.perf_counter() - live.started
     res["errors"] = live.errors
     res["addresses"] = live.chain.addresses
+    if live.logevents is not None:
+        res["logevents"] = live.logevents
     return res
 
 
@@ -283,7 +313,7 @@ async def run_scenario(
             await _call(live, i, progress)
         await _paced([(live, i) for i in range(live.cold, cfg.calls)], cfg.rate, progress)
     finally:
-        await _close_live(live)
+        await _close_live(live, run_dir)
     progress.finish()
     return _finish(live, run_dir, cfg)
 
@@ -314,7 +344,7 @@ async def run_interleaved(
         await _paced(warm, cfg.rate, progress)
     finally:
         for live in lives:
-            await _close_live(live)
+            await _close_live(live, run_dir)
     progress.finish()
     return {live.scenario.name: _finish(live, run_dir, cfg) for live in lives}
 
@@ -335,6 +365,7 @@ def _meta(cfg: RunConfig, topo: Topology, started: dt.datetime) -> dict[str, Any
         "hangup_after": cfg.chain.hangup_after,
         "impairments": [i.describe() for i in cfg.chain.impairments],
         "reconnect_after": cfg.chain.reconnect_after,
+        "logger": _logger_meta(cfg.chain),
         "isolation": "netns"
         if cfg.chain.netns
         else ("processes" if cfg.chain.processes else "in-process"),
@@ -345,6 +376,16 @@ def _meta(cfg: RunConfig, topo: Topology, started: dt.datetime) -> dict[str, Any
         "metrics": METRICS,
         "baseline": BASELINE,
     }
+
+
+def _logger_meta(opts: ChainOptions) -> str:
+    """How the run logged: off, down (injected), or on, sent live or after the calls."""
+    if not opts.logger:
+        return "off"
+    if opts.logger_down:
+        return "down"
+    separate = opts.processes or opts.netns
+    return "live" if separate or not opts.logger_defer else "deferred"
 
 
 async def run_testbed(cfg: RunConfig) -> RunResult:
