@@ -114,9 +114,11 @@ class ChainOptions:
     # named in every config, never started (a logger outage must cost no call)
     logger: bool = True
     logger_down: bool = False
-    # in-process: the LogSenders queue during the run and map, sign and send once the calls
-    # are over (`RunningChain.close`), so logging never shares the one event loop with a
-    # measured call (~1 ms of CPU per LogEvent, ~60 LogEvents per call). Processes send live.
+    # the LogSenders queue during the run and map, sign and send once the calls are over
+    # (in one process at `RunningChain.close`; element processes when stopped, `ng911 run
+    # --logger-defer`), so logging never takes CPU from a measured call (~0.8 ms per LogEvent
+    # for the element and the logger together, ~60 LogEvents per call: bench/logger.py).
+    # False: sent as they happen, as deployed (the cost then shows in the set-up delays).
     logger_defer: bool = True
     # the VSP asks LoST itself and routes straight to the PSAP (RFC 6881 §8), ESRP as fallback
     vsp_lost: bool = False

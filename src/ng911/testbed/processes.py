@@ -52,6 +52,14 @@ from ng911.testbed.topology import HTTP_ROLES, Host, Topology
 Observer = Callable[[Any], None]
 
 STDERR_TAIL = 12  # lines of a dead child's stderr quoted in the error
+# `logger_defer`: an element child sends its LogEvents once stopped, for up to this long
+# (`ng911 run --logger-defer`); its stop is given that much more time before SIGKILL
+DEFERRED_DRAIN = 30.0
+
+
+def defers_logging(opts: ChainOptions) -> bool:
+    """Whether the element children queue their LogEvents until they stop."""
+    return opts.logger and opts.logger_defer and not opts.logger_down
 
 
 # ------------------------------------------------------------------------------ children
@@ -350,12 +358,15 @@ class ProcessChain:
                 proc.stdin.close()
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
+        timeout = self.opts.stop_timeout
+        if defers_logging(self.opts) and child.role not in HTTP_ROLES:
+            timeout += DEFERRED_DRAIN
         try:
-            await asyncio.wait_for(proc.wait(), self.opts.stop_timeout)
+            await asyncio.wait_for(proc.wait(), timeout)
         except TimeoutError:
             self.errors.append(
                 f"{child.name} (pid {proc.pid}) ignored SIGTERM for "
-                f"{self.opts.stop_timeout:g} s: killed, its event file is incomplete"
+                f"{timeout:g} s: killed, its event file is incomplete"
             )
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
@@ -516,6 +527,8 @@ def _child(chain: ProcessChain, host: Host, bundle: Path, lab: NetnsLab | None) 
             argv += ["--idle-timeout", repr(opts.reconnect_after)]
     if host.role == "esrp" and opts.lost_cache:
         argv.append("--lost-cache")
+    if defers_logging(opts) and host.role not in HTTP_ROLES:
+        argv += ["--logger-defer", repr(DEFERRED_DRAIN)]
     if lab is not None:
         argv = lab.exec_prefix(host.name) + argv
     config = bundle / BUNDLE_FILE

@@ -224,7 +224,7 @@ async def _export_logevents(live: _Live, run_dir: Path) -> None:
     senders = chain.logger_stats()
     if senders:  # in one process: the elements' LogSender counters, summed
         entry["senders"] = {k: sum(s[k] for s in senders.values()) for k in next(iter(senders.values()))}
-    entry["logger"] = "down" if chain.opts.logger_down else "up"
+    entry["logger"] = _logger_meta(chain.opts)  # deferred, live or down
     live.logevents = entry
 
 
@@ -384,8 +384,7 @@ def _logger_meta(opts: ChainOptions) -> str:
         return "off"
     if opts.logger_down:
         return "down"
-    separate = opts.processes or opts.netns
-    return "live" if separate or not opts.logger_defer else "deferred"
+    return "deferred" if opts.logger_defer else "live"
 
 
 async def run_testbed(cfg: RunConfig) -> RunResult:
