@@ -138,7 +138,8 @@ def test_the_logger_process_stored_every_call_signed(processes_run):
     tls-all); the elements' processes log to it live; the run exports what it stored."""
     for name, res in processes_run.results["scenarios"].items():
         lg = res["logevents"]
-        assert lg["logger"] == "deferred" and lg["store"].endswith("bundles/logger/logevents.sqlite")
+        assert lg["logger"] == "deferred"
+        assert lg["store"].endswith("bundles/logger/logevents.sqlite")
         assert lg["count"] == lg["verified"] > 0, name
         assert lg["calls"] == CALLS, name  # each call's CallStart: every call is there
         assert lg["by_type"]["RouteLogEvent"] == CALLS  # the ESRP routed each one

@@ -6,8 +6,9 @@ it: the impairment relays, the LoST server (unless `lost_down`), the i3 Logging 
 (unless off or `logger_down`), then every element that is not `down`, in the plan's order
 (PSAPs, their call takers, who REGISTER, the ESRP, the VSP, the caller, who REGISTERs).
 Closing is the reverse: the caller first, every element through `node.build.close_element`
-(its queued LogEvents drain to the logger), then LoST, the logger last. `open_chain` is the short way used by the element tests and the
-benchmarks: the packaged NYC topology (a preset) under a scenario, on a fresh directory.
+(its queued LogEvents drain to the logger), then LoST, the logger last. `open_chain` is the
+short way used by the element tests and the benchmarks: the packaged NYC topology (a preset)
+under a scenario, on a fresh directory.
 """
 
 from __future__ import annotations

@@ -112,9 +112,7 @@ async def export_logevents(
         "verified": sum(1 for line in lines if line["verified"]),
         "by_type": dict(sorted(by_type.items())),
         # calls: SIP Call-IDs with a CallStart (the others are i3 state subscriptions)
-        "calls": len(
-            {x["callIdSip"] for x in lines if x["logEventType"] == "CallStartLogEvent"}
-        ),
+        "calls": len({x["callIdSip"] for x in lines if x["logEventType"] == "CallStartLogEvent"}),
     }
 
 

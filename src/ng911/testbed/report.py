@@ -549,8 +549,8 @@ def logevents_section(scenarios: Mapping[str, Any]) -> str:
         "<h2>i3 LogEvents (NENA-STA-010.3 §4.12 Logging Service)</h2>"
         "<p class=note>Every element but the caller signs a LogEvent (JWS, x5c) for each call "
         "event and SIP message and POSTs it to the run's logger; read back from its store "
-        "and verified again after the run. \"deferred\": the elements sent them once the calls "
-        "were over, so logging took no CPU from a measured call; \"live\": as they happened."
+        'and verified again after the run. "deferred": the elements sent them once the calls '
+        'were over, so logging took no CPU from a measured call; "live": as they happened.'
         "</p><table><tr><th class=l>scenario</th><th>logger</th><th>LogEvents</th>"
         "<th>verified</th><th>calls</th><th class=l>by type</th><th class=l>not stored</th>"
         "<th>page</th></tr>" + "".join(rows) + "</table>"

@@ -223,7 +223,9 @@ async def _export_logevents(live: _Live, run_dir: Path) -> None:
         entry = {"count": 0, "verified": 0, "by_type": {}, "calls": 0}
     senders = chain.logger_stats()
     if senders:  # in one process: the elements' LogSender counters, summed
-        entry["senders"] = {k: sum(s[k] for s in senders.values()) for k in next(iter(senders.values()))}
+        entry["senders"] = {
+            k: sum(s[k] for s in senders.values()) for k in next(iter(senders.values()))
+        }
     entry["logger"] = _logger_meta(chain.opts)  # deferred, live or down
     live.logevents = entry
 
