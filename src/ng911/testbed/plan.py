@@ -163,23 +163,12 @@ class LostPlan:
 
     def to_dict(self) -> dict[str, Any]:
         """The `[NAME]` table `ng911 run lost --config` reads."""
-        out: dict[str, Any] = {
-            "name": self.host.name,
-            "host": self.address,
-            "port": self.port,
-            "boundaries": str(self.boundaries),
-            "domain": self.host.domain,
-            "uris": {k: list(v) for k, v in self.uris.items()},
-        }
-        if self.scheme == "https":
-            out |= {
-                "cert": self.tls.cert,
-                "key": self.tls.key,
-                "ca": list(self.tls.ca),
-                "require_client_cert": self.mutual,
-                "keylog": self.tls.keylog,
-            }
-        return out
+        return _service_table(
+            self,
+            boundaries=str(self.boundaries),
+            domain=self.host.domain,
+            uris={k: list(v) for k, v in self.uris.items()},
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,22 +192,26 @@ class LoggerPlan:
 
     def to_dict(self) -> dict[str, Any]:
         """The `[NAME]` table `ng911 run logger --config` reads."""
-        out: dict[str, Any] = {
-            "name": self.host.name,
-            "host": self.address,
-            "port": self.port,
-            "signer_ca": list(self.signer_ca),
-            "store": str(self.store),
+        return _service_table(self, signer_ca=list(self.signer_ca), store=str(self.store))
+
+
+def _service_table(plan: LostPlan | LoggerPlan, **fields: Any) -> dict[str, Any]:
+    """An HTTP service's table: name, address, port, `fields`, and its TLS when https."""
+    out: dict[str, Any] = {
+        "name": plan.host.name,
+        "host": plan.address,
+        "port": plan.port,
+        **fields,
+    }
+    if plan.scheme == "https":
+        out |= {
+            "cert": plan.tls.cert,
+            "key": plan.tls.key,
+            "ca": list(plan.tls.ca),
+            "require_client_cert": plan.mutual,
+            "keylog": plan.tls.keylog,
         }
-        if self.scheme == "https":
-            out |= {
-                "cert": self.tls.cert,
-                "key": self.tls.key,
-                "ca": list(self.tls.ca),
-                "require_client_cert": self.mutual,
-                "keylog": self.tls.keylog,
-            }
-        return out
+    return out
 
 
 class RunPki:
