@@ -139,6 +139,14 @@ class RunningChain:
         the chain is closed."""
         return {name: sender.stats() for name, sender in self.senders.items()}
 
+    async def _close_server(self, label: str, server: RunningServer | None) -> None:
+        if server is None:
+            return
+        try:
+            await server.close()
+        except Exception as exc:
+            self.errors.append(f"closing {label}: {type(exc).__name__}: {exc}")
+
     async def flush_logs(self, timeout: float = DRAIN) -> bool:
         """Wait (bounded) until every element's queued LogEvents reached the logger (or
         failed): True when they all did. The chain keeps running; deferred senders
@@ -147,24 +155,29 @@ class RunningChain:
         return all(done)
 
     async def close(self) -> None:
-        """The caller first, every element with its LogSender (`close_element`: queued
-        LogEvents get `DRAIN` seconds; none with `logger_down`), LoST, the logger, relays."""
+        """The caller first, then every element in plan order, LoST; then all their
+        LogSenders at once (`node.build.close_log_sender`: what they queued, deferred ones
+        all of it, gets `DRAIN`, or `DEFERRED_DRAIN` s; none with `logger_down`), the
+        logger, relays. Closing the SIP side first keeps the chain's life (its pings,
+        keep-alives) no longer than without a logger."""
         drain = 0.0 if self.opts.logger_down else DRAIN
-        if self.logger_server is not None and not await self.flush_logs(DEFERRED_DRAIN):
-            self.errors.append(f"LogEvents still queued after {DEFERRED_DRAIN:g} s")
+        if self.opts.logger_defer and not self.opts.logger_down:
+            drain = DEFERRED_DRAIN
         order = [self.caller.name] + [n for n in self.elements if n != self.caller.name]
         for name in order:
             try:
-                await build.close_element(self.elements[name], drain=drain)
+                await self.elements[name].close()
             except Exception as exc:  # keep closing the others
                 self.errors.append(f"closing {name}: {type(exc).__name__}: {exc}")
-        for label, server in (("LoST", self.lost_server), ("the logger", self.logger_server)):
-            if server is None:
-                continue
-            try:
-                await server.close()
-            except Exception as exc:
-                self.errors.append(f"closing {label}: {type(exc).__name__}: {exc}")
+        await self._close_server("LoST", self.lost_server)
+        drains = [build.close_log_sender(self.elements[n], drain) for n in order]
+        for name, res in zip(order, await asyncio.gather(*drains, return_exceptions=True)):
+            if isinstance(res, Exception):
+                self.errors.append(f"closing {name}'s LogSender: {type(res).__name__}: {res}")
+        pending = sum(s.pending for s in self.senders.values())
+        if pending and self.logger_server is not None:
+            self.errors.append(f"{pending} LogEvents still queued after {drain:g} s")
+        await self._close_server("the logger", self.logger_server)
         for relay in self.relays:
             try:
                 await relay.close()

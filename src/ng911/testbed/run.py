@@ -345,8 +345,14 @@ async def run_interleaved(
         ]
         await _paced(warm, cfg.rate, progress)
     finally:
-        for live in lives:
-            await _close_live(live, run_dir)
+        # all at once: a chain waiting for another's LogEvents to drain would idle on,
+        # its pings and keep-alives crossing the moment its peers close
+        closed = await asyncio.gather(
+            *(_close_live(live, run_dir) for live in lives), return_exceptions=True
+        )
+        for exc in closed:
+            if isinstance(exc, BaseException):
+                raise exc
     progress.finish()
     return {live.scenario.name: _finish(live, run_dir, cfg) for live in lives}
 
