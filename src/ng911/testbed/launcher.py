@@ -171,7 +171,8 @@ class RunningChain:
                 self.errors.append(f"closing {name}: {type(exc).__name__}: {exc}")
         await self._close_server("LoST", self.lost_server)
         drains = [build.close_log_sender(self.elements[n], drain) for n in order]
-        for name, res in zip(order, await asyncio.gather(*drains, return_exceptions=True)):
+        done = await asyncio.gather(*drains, return_exceptions=True)
+        for name, res in zip(order, done, strict=True):
             if isinstance(res, Exception):
                 self.errors.append(f"closing {name}'s LogSender: {type(res).__name__}: {res}")
         pending = sum(s.pending for s in self.senders.values())
