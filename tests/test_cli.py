@@ -13,3 +13,6 @@ def test_demo_runs_the_testbed(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "30 calls in" in out and "0 failed" in out
     assert (tmp_path / "run" / "report.html").is_file()
+    # the logger ran in every scenario: its LogEvents counted by type, all verified
+    assert "i3 LogEvents:" in out and "all signatures verified" in out
+    assert "RouteLogEvent" in out and "logevents.html" in out

@@ -5,7 +5,10 @@ New York City topology: the whole chain (caller, VSP proxy, ESRP with its LoST s
 PSAP and call taker per borough) in this process, 50 calls per scenario from the five
 boroughs, then `report.html` (set-up delay tables, CDF, where the delay goes, one ladder
 diagram per scenario), `results.json`, per-hop message logs, per-hop pcapng captures and the TLS key
-log under `runs/<timestamp>/`. About 20 seconds; no flags needed.
+log under `runs/<timestamp>/`. The i3 Logging Service runs in every chain: the elements' signed
+LogEvents are sent once each scenario's calls are over (so they cost the measured calls
+nothing), read back from its store, verified, and listed by call in `<scenario>/
+logevents.html`; the demo ends with their count by type. About 40 seconds; no flags needed.
 
 `ng911 demo --invite` prints the sample emergency INVITE and what each element reads from
 it (the SIP core's own demo).
@@ -70,7 +73,30 @@ def run(args: argparse.Namespace) -> int:
     print(f"report:   {result.report.resolve()}")
     print(f"captures: {result.run_dir.resolve()}/<scenario>/hopN.pcapng (TLS keys inside), e.g.")
     print(f"  tshark -N n -r {result.run_dir}/tls-all/hop2.pcapng -Y sip")
+    for line in logevents_summary(scen, result.run_dir):
+        print(line)
     return 1 if result.failed else 0
+
+
+def logevents_summary(scenarios: dict[str, Any], run_dir: Path) -> list[str]:
+    """The demo's last lines: the LogEvents every scenario's logger stored, by type, and how
+    many verified (JWS + x5c against the run's CA, read back from the store after the run)."""
+    entries = {n: r["logevents"] for n, r in scenarios.items() if r.get("logevents")}
+    if not entries:
+        return ["i3 LogEvents: none (no logger in this run)"]
+    total = sum(int(e.get("count", 0)) for e in entries.values())
+    verified = sum(int(e.get("verified", 0)) for e in entries.values())
+    by_type: dict[str, int] = {}
+    for e in entries.values():
+        for k, v in (e.get("by_type") or {}).items():
+            by_type[k] = by_type.get(k, 0) + int(v)
+    ok = "all signatures verified" if verified == total else f"{total - verified} NOT VERIFIED"
+    out = [f"i3 LogEvents: {total} stored by the scenarios' loggers, {ok}:"]
+    out += [f"  {v:>6}  {k}" for k, v in sorted(by_type.items(), key=lambda kv: -kv[1])]
+    page = next((e["html"] for e in entries.values() if e.get("html")), None)
+    if page:
+        out.append(f"  by call: {(run_dir / page).resolve()} (and logevents.jsonl beside it)")
+    return out
 
 
 def show_invite() -> int:

@@ -1,37 +1,22 @@
-"""A chain whose elements log to a running Logging Service: one call, read back over HTTP."""
+"""A chain whose elements log to the plan's Logging Service: one call, read back over HTTP;
+and a chain whose logger is down (`logger_down`) loses no call."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import json
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from ng911.i3log.jws import Verifier
-from ng911.i3log.server import LoggingServer, serve_logging
-from ng911.i3log.store import SqliteStore
 from ng911.net.events import MessageEvent
-from ng911.node.build import close_element, element_ids, log_sender
+from ng911.node.build import element_ids, log_sender
 from ng911.sip.parse import parse_message
 from ng911.testbed.launcher import RunningChain, open_chain
 
 MANHATTAN = (40.7580, -73.9855)
-LOGGED = ("vsp", "esrp", "psap")
-
-
-def _ca_files(chain: RunningChain) -> list[str]:
-    return sorted({ca for cfg in chain.plan.configs.values() for ca in cfg.tls.ca})
-
-
-async def _close(chain: RunningChain) -> None:
-    """Close every element with its LogSender (node.build.close_element), then the rest."""
-    for el in list(chain.elements.values()):
-        if log_sender(el) is not None:
-            await close_element(el, drain=10)
-    await chain.close()
 
 
 def _call_messages(chain: RunningChain, element: str, sip_call_id: str) -> int:
@@ -54,25 +39,21 @@ async def _get(url: str, **params: str) -> dict[str, Any]:
         return body
 
 
-async def test_one_call_is_logged_signed_and_retrievable(tmp_path: Path):
-    store = await SqliteStore(str(tmp_path / "log.sqlite")).open()
-    server = LoggingServer(store, verifier=None)  # type: ignore[arg-type]  # set below
-    running = await serve_logging(server)
-    settings = {role: {"logger": running.url} for role in LOGGED}
-    chain = await open_chain(settings=settings, hangup_after=0.05)
+async def test_one_call_is_logged_signed_and_retrievable():
+    chain = await open_chain(logger=True, logger_defer=False, hangup_after=0.05)
     try:
-        verifier = Verifier.from_files(_ca_files(chain))
-        server.verifier = verifier  # the chain's PKI exists once it has started
+        assert chain.plan.logger is not None and chain.logger_server is not None
+        url = chain.plan.logger.url
+        verifier = Verifier.from_files(list(chain.plan.logger.signer_ca))
+        assert log_sender(chain.caller) is None  # the caller's phone logs nowhere
         rec = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
         assert rec.status == 200
         await asyncio.wait_for(rec.ended.wait(), 10)
         await asyncio.sleep(0.3)  # the BYE's 200 reaches every element
+        assert await chain.flush_logs(10)
         route = chain.esrp.log.find("route", call_id=rec.call_id)[0]
         emergency_call_id = route["ids"][0]
-    finally:
-        await _close(chain)
-    try:
-        by_call = await _get(running.url, callId=emergency_call_id)
+        by_call = await _get(url, callId=emergency_call_id)
         events = [c["logEvent"] for c in by_call["logEventContainers"]]
         payloads = [json.loads(verifier.verify(e).payload) for e in events]  # all verify
         kinds: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
@@ -97,8 +78,10 @@ async def test_one_call_is_logged_signed_and_retrievable(tmp_path: Path):
             assert name is not None
             sent = kinds[ids[name]]["CallSignalingMessageLogEvent"]
             assert sent == _call_messages(chain, name, rec.call_id) > 0, name
+        # the agency of a PSAP is its own domain (the plan's agency_of)
+        assert {p["agencyId"] for p in payloads if p["elementId"] == psap} == {psap}
         # the VSP never learns the emergency CallId (the ESRP mints it): by SIP Call-ID
-        vsp_events = await _get(running.url, callIdSip=rec.call_id, elementId=ids[chain.vsp.name])
+        vsp_events = await _get(url, callIdSip=rec.call_id, elementId=ids[chain.vsp.name])
         vsp_kinds = collections.Counter(
             json.loads(verifier.verify(c["logEvent"]).payload)["logEventType"]
             for c in vsp_events["logEventContainers"]
@@ -108,35 +91,31 @@ async def test_one_call_is_logged_signed_and_retrievable(tmp_path: Path):
         )
         assert vsp_kinds["CallStartLogEvent"] == vsp_kinds["CallEndLogEvent"] == 1
     finally:
-        await running.close()
-        await store.close()
+        await chain.close()
+    assert not chain.errors, chain.errors
 
 
-async def test_calls_complete_while_the_logger_refuses_connections():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}/"
-    chain = await open_chain(settings={r: {"logger": dead} for r in LOGGED}, hangup_after=0.01)
+async def test_calls_complete_while_the_logger_is_down():
+    """`logger_down`: every element names the planned logger, which never starts; calls
+    are answered as without a logger, LogEvents are dropped and counted, memory bounded."""
+    chain = await open_chain(logger=True, logger_down=True, logger_defer=False, hangup_after=0.01)
     try:
+        assert chain.logger_server is None and chain.plan.logger is not None
         senders = [log_sender(el) for el in chain.elements.values()]
         live = [s for s in senders if s is not None]
-        assert len(live) >= 3
+        assert len(live) == len(chain.elements) - 1  # all but the caller
         for sender in live:
             sender.max_queue = 20  # so that drops show within a few calls
             sender.timeout = 0.2
         recs = [await asyncio.wait_for(chain.place_call(*MANHATTAN), 10) for _ in range(3)]
-        assert [r.status for r in recs] == [
-            200,
-            200,
-            200,
-        ]  # the outcome a chain without a logger has
+        assert [r.status for r in recs] == [200, 200, 200]  # as a chain without a logger
         for sender in live:
             assert sender.pending <= 2 * sender.max_queue  # memory bounded
             assert sender.sent == 0
         assert any(s.dropped for s in live)
+        stats = chain.logger_stats()
+        assert sum(s["dropped"] + s["failed"] + s["retried"] for s in stats.values()) > 0
     finally:
         errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
-        await _close(chain)
+        await chain.close()
     assert not errors, errors

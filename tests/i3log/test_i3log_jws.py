@@ -119,6 +119,28 @@ def test_expired_signer_is_refused(pki: TestPki):
         Verifier.from_files(pki.ca_files()).verify(jws)
 
 
+def test_a_remembered_chain_is_checked_again_at_expiry_and_after_its_ttl(
+    signer: Signer, verifier: Verifier, pki: TestPki
+):
+    jws = signer.sign(_event())
+    verifier.verify(jws)  # validated: remembered for this protected header
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=3650)
+    with pytest.raises(CertificateChainError, match="not valid at validation time"):
+        verifier.verify(jws, now=later)  # past the leaf's validity: validated again, refused
+    assert verifier.verify(jws).payload  # now again: fine
+    tampered = dict(jws, signature=jws["signature"][::-1])
+    with pytest.raises(SignatureError):  # the signature is checked every time
+        verifier.verify(tampered)
+    other_ca = Verifier.from_files(pki.ca_files(["vsp"])).store
+    verifier.store = other_ca  # within the TTL the remembered validation stands
+    assert verifier.verify(jws).payload
+    strict = Verifier(verifier.cas, chain_ttl=0.0)
+    strict.verify(jws)
+    strict.store = other_ca  # TTL 0: validated every time, against the CAs of now
+    with pytest.raises(CertificateChainError):
+        strict.verify(jws)
+
+
 @pytest.mark.parametrize(
     ("body", "why"),
     [

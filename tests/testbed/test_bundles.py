@@ -17,6 +17,7 @@ import pytest
 from smalltopo import small_topology
 
 from ng911.node.bundle import read_bundle
+from ng911.testbed.logexport import read_store
 from ng911.testbed.netns import NetnsLab, list_ours, unavailable_reason
 from ng911.testbed.topology import load_topology
 
@@ -60,9 +61,17 @@ def test_export_writes_one_self_contained_bundle_per_host(tmp_path):
             assert (out / h.name / f).is_file()
         assert (out / h.name / "tls/key.pem").stat().st_mode & 0o077 == 0
         table = tomllib.loads(text)[h.name]
-        if h.role != "lost":
+        if h.role not in ("lost", "logger"):
             assert {e["name"] for e in table["hosts"]} == {x.domain for x in topo.hosts}
+            logger = tomllib.loads((out / "logger" / "bundle.toml").read_text())["logger"]
+            url = f"http://{logger['host']}:{logger['port']}/"  # tls-e2e: LoST's http
+            assert table.get("logger") == (None if h.role == "caller" else url), h.name
+            assert table.get("agency_id"), h.name
     assert (out / "lost" / "boundaries.geojson").is_file()
+    # the logger's bundle (the small topology names none: the default host): whose
+    # signatures it accepts and its store, relative to the bundle
+    logger = tomllib.loads((out / "logger" / "bundle.toml").read_text())["logger"]
+    assert logger["signer_ca"] == ["tls/ca.pem"] and logger["store"] == "logevents.sqlite"
     # a second export into the same directory is refused, not mixed
     proc = subprocess.run(
         [*NG911, "testbed", "export", str(out)], capture_output=True, text=True, timeout=60
@@ -119,9 +128,10 @@ async def test_exported_bundles_call_each_other_across_namespaces(tmp_path):
         lab.setup()
         for h in topo.hosts:  # the export's addresses are the ones the namespaces got
             table = tomllib.loads((machines / h.name / "bundle.toml").read_text())[h.name]
-            addr = table["host"] if h.role == "lost" else table["listeners"][0]["host"]
+            http = h.role in ("lost", "logger")
+            addr = table["host"] if http else table["listeners"][0]["host"]
             assert addr == lab.addresses[h.name]
-        first = [h.name for h in topo.hosts if h.role in ("lost", "psap", "vsp")]
+        first = [h.name for h in topo.hosts if h.role in ("lost", "logger", "psap", "vsp")]
         then = [h.name for h in topo.hosts if h.role in ("esrp", "calltaker", "caller")]
         for wave in (first, then):
             for name in wave:
@@ -142,6 +152,14 @@ async def test_exported_bundles_call_each_other_across_namespaces(tmp_path):
             assert taker.domain in answer["record"]["answered_by"], answer
         # TLS across the namespaces (tls-e2e): the caller's bundle holds its key log
         assert (machines / "caller" / "keys.log").stat().st_size > 0
+        for p in procs.values():  # the elements drain their LogEvents as they stop
+            if p.returncode is None:
+                p.terminate()
+        for name, p in procs.items():
+            if topo.host(name).role != "logger":
+                await asyncio.wait_for(p.wait(), 10)
+        events = await read_store(machines / "logger" / "logevents.sqlite")
+        assert {e.call_id_sip for e in events if e.log_event_type == "CallStartLogEvent"}
     finally:
         for p in procs.values():
             if p.returncode is None:

@@ -47,7 +47,10 @@ async def test_start_chain_moves_off_a_taken_block(tmp_path):
         try:
             assert not chain.addresses["vsp"].startswith(f"127.{b}.")
             assert chain.keylog.parent == tmp_path
-            assert {el.name for el in chain.elements.values()} == set(topo.roles) - {"lost"}
+            sip = set(topo.roles) - {"lost", "logger"}  # the HTTP services are no SipElement
+            assert {el.name for el in chain.elements.values()} == sip
+            assert chain.logger_server is not None  # start_chain: the logger, by default
+            assert chain.logger_server.url == chain.plan.logger.url
         finally:
             await chain.close()
         assert chain.errors == []

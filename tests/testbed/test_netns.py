@@ -26,6 +26,7 @@ from test_processes import (
 from ng911.observe import pcapng
 from ng911.observe.hops import HOPS
 from ng911.testbed.netns import PREFIX, list_ours, unavailable_reason
+from ng911.testbed.topology import load_topology
 
 REASON = unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"--netns unavailable: {REASON}")
@@ -44,6 +45,9 @@ def test_netns_run_matches_its_raw_logs(netns_run):
         addrs = list(res["addresses"].values())
         assert len(set(addrs)) == len(addrs)
         assert all(ipaddress.ip_address(a) in subnet for a in addrs)
+        # the logger in its own namespace: every call's LogEvents across the bridge
+        assert res["logevents"]["calls"] == CALLS
+        assert res["logevents"]["count"] == res["logevents"]["verified"] > 0
     assert netns_run.results["meta"]["isolation"] == "netns"
 
 
@@ -95,13 +99,14 @@ def test_ctrl_c_or_sigterm_mid_run_tears_everything_down(tmp_path, sig, code):
         text=True,
     )
     prefix = f"ng911-{proc.pid}-"
+    hosts = len(load_topology(small_topology(tmp_path)).hosts)  # the logger's too
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not (tmp_path / "run" / "plain" / "bundles").is_dir():
             time.sleep(0.1)
         while time.monotonic() < deadline:  # the chain is placing calls
             events = tmp_path / "run" / "plain" / "stderr"
-            if events.is_dir() and len(list(events.iterdir())) == 8:
+            if events.is_dir() and len(list(events.iterdir())) == hosts:
                 break
             time.sleep(0.1)
         time.sleep(1.5)

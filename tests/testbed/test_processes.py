@@ -23,6 +23,7 @@ from test_run import _rows, _srd_from_log
 from ng911.elements.config import ConfigError, EsrpConfig, PsapConfig, load_toml, toml_table
 from ng911.observe.hops import HOPS
 from ng911.testbed.errors import TestbedError
+from ng911.testbed.logexport import call_anchor
 from ng911.testbed.plan import ChainOptions
 from ng911.testbed.processes import start_processes
 from ng911.testbed.run import RunConfig, run
@@ -120,7 +121,7 @@ def test_each_element_ran_from_an_exported_bundle(processes_run):
     assert esrp.lost_url.startswith("https://127.") and esrp.psap_transport == "tls"
     assert esrp.lost_cert == "tls/cert.pem" and esrp.tls.require_client_cert  # relative
     assert sorted(p.stem for p in (d / "events").glob("*.jsonl")) == sorted(
-        h for h in load_topology(small_topology(d)).roles if h != "lost"
+        h for h, r in load_topology(small_topology(d)).roles.items() if r not in ("lost", "logger")
     )
     assert (d / "keys.log").stat().st_size > 0  # the children's key logs, merged
     # each psapd keeps its call takers' registrations in its bundle (state/)
@@ -130,6 +131,28 @@ def test_each_element_ran_from_an_exported_bundle(processes_run):
         psap = load_toml(bundle / "bundle.toml", name, PsapConfig)
         assert psap.registrations == "state/registrations.sqlite"
         assert (bundle / psap.registrations).stat().st_size > 0
+
+
+def test_the_logger_process_stored_every_call_signed(processes_run):
+    """`ng911 run logger` is one more child (its bundle: https, mutual as LoST's on
+    tls-all); the elements' processes log to it live; the run exports what it stored."""
+    for name, res in processes_run.results["scenarios"].items():
+        lg = res["logevents"]
+        assert lg["logger"] == "deferred"
+        assert lg["store"].endswith("bundles/logger/logevents.sqlite")
+        assert lg["count"] == lg["verified"] > 0, name
+        assert lg["calls"] == CALLS, name  # each call's CallStart: every call is there
+        assert lg["by_type"]["RouteLogEvent"] == CALLS  # the ESRP routed each one
+        page = (processes_run.run_dir / lg["html"]).read_text()
+        hop1 = _rows(processes_run.run_dir, name, "hop1")
+        call_ids = {r["call_id"] for r in hop1 if r["first_line"].startswith("INVITE ")}
+        assert len(call_ids) == CALLS
+        for cid in call_ids:
+            assert f'id="{call_anchor(cid)}"' in page
+    logger = tomllib.loads(
+        (processes_run.run_dir / "tls-all" / "bundles" / "logger" / "bundle.toml").read_text()
+    )["logger"]
+    assert logger["port"] == 8453 and logger["require_client_cert"] is True
 
 
 def test_tls_records_from_child_processes_decrypt_in_the_synthesised_capture(processes_run):

@@ -8,6 +8,7 @@ from synthcalls import ROLES, Chain, Timing, expected_srd
 
 from ng911.observe.calls import Trace
 from ng911.testbed.hoptable import between_runs, hop_table
+from ng911.testbed.logexport import call_anchor
 from ng911.testbed.measure import SEGMENTS, add_baseline_diffs, scenario_results
 from ng911.testbed.report import (
     GREEN,
@@ -131,6 +132,18 @@ def test_html_is_self_contained_and_colours_match_the_hops(results, tmp_path):
     assert "Failed calls: <span class=ok>0</span>" in page
     out = write_report(results, tmp_path / "r" / "report.html")
     assert out.read_text() == page
+
+
+def test_the_ladder_call_links_to_its_logevents_only_when_there_are_some(results):
+    call = results["scenarios"]["plain"]["ladder"]["call_id"]
+    assert "logevents.html" not in render_html(results)
+    entry = {"html": "plain/logevents.html", "count": 12, "verified": 12, "calls": 1,
+             "by_type": {"CallStartLogEvent": 2}, "logger": "deferred"}  # fmt: skip
+    with_logs = {**results, "scenarios": {**results["scenarios"]}}
+    with_logs["scenarios"]["plain"] = {**results["scenarios"]["plain"], "logevents": entry}
+    page = render_html(with_logs)
+    assert f'href="plain/logevents.html#{call_anchor(call)}"' in page
+    assert "i3 LogEvents" in page and "CallStart 2" in page
 
 
 def test_results_json_round_trip(results, tmp_path):

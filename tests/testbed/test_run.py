@@ -15,6 +15,7 @@ import pytest
 
 from ng911.observe.hops import HOPS
 from ng911.observe.pcap import read_pcap
+from ng911.testbed.logexport import call_anchor
 from ng911.testbed.measure import CALL_COLUMNS, SEGMENTS
 from ng911.testbed.plan import ChainOptions
 from ng911.testbed.report import GREEN, RED
@@ -182,6 +183,29 @@ def test_tshark_decrypts_a_tls_hop_and_finds_the_pidf_lo(testbed_run, scenario, 
     detail = tshark("-Y", 'sip.Method == "INVITE"', "-V")
     assert "application/pidf+xml" in detail and "gml:pos" in detail
     assert "urn:service:sos" in detail
+
+
+def test_every_call_is_in_the_logger_and_the_report_links_it(testbed_run):
+    """The plan's logger in every scenario (in one process: deferred until the calls are
+    over); every LogEvent stored verifies; the report's ladder call links to its section
+    of logevents.html, which lists that call's LogEvents from every element."""
+    run_dir = testbed_run.run_dir
+    page = (run_dir / "report.html").read_text()
+    assert testbed_run.results["meta"]["logger"] == "deferred"
+    for name, res in testbed_run.results["scenarios"].items():
+        lg = res["logevents"]
+        assert lg["logger"] == "deferred" and lg["count"] == lg["verified"] > 0, name
+        assert lg["calls"] == CALLS and lg["by_type"]["RouteLogEvent"] == CALLS, name
+        assert lg["senders"]["sent"] == lg["count"] and lg["senders"]["dropped"] == 0, name
+        call = res["ladder"]["call_id"]
+        assert f'href="{name}/logevents.html#{call_anchor(call)}"' in page
+        section = (run_dir / lg["html"]).read_text().split(f'id="{call_anchor(call)}"')[1]
+        section = section.split("<h2")[0]
+        for element in ("vsp.example", "esrp.esinet.nyc.example"):
+            assert f"<td>{element}</td>" in section, (name, element)
+        assert "urn:emergency:uid:callid:" in section and ">Route<" in section
+        first = json.loads((run_dir / lg["jsonl"]).read_text().splitlines()[0])
+        assert first["verified"] and first["jws"]["signature"]
 
 
 def test_elements_count_their_cpu(testbed_run):

@@ -19,6 +19,10 @@ the element log; it never has a call wait for its log). So:
   is the logger refusing that event (bad signature, bad LogEvent): counted `refused`, never
   retried.
 - `close()` gives the queue `drain` seconds to empty, then cancels the task.
+- `pause()` keeps the background tasks from mapping, signing and sending (items still
+  queue, bounded as ever) until `resume()`: a process that must not spend a cycle on logging
+  while it measures calls (the in-process testbed shares one event loop among all elements
+  and the logger) sends everything afterwards, with the events' own timestamps.
 
 Counters: `sent`, `failed`, `refused`, `dropped`, `retried`, `unmapped` (a mapper that
 raised: a bug, counted, never propagated); `stats()` for logs and tests.
@@ -93,6 +97,7 @@ class LogSender:
         self._tasks: list[asyncio.Task[None]] = []
         self._busy = 0
         self._closed = False
+        self.paused = False
         self._session: aiohttp.ClientSession | None = None
         self.sent = self.failed = self.refused = self.dropped = self.retried = 0
         self.unmapped = 0
@@ -151,19 +156,25 @@ class LogSender:
                 for i in range(self.concurrency)
             ]
 
+    def pause(self) -> None:
+        """Queue only (see the module docstring) until `resume`."""
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self._wake.set()
+
     async def close(self, drain: float = 1.0) -> None:
         """Send what is queued (and what the mapper holds) for up to `drain` seconds, then
-        stop; nothing submitted afterwards is sent."""
-        if self.mapper is not None:
-            try:
-                self.mapper.flush()
-            except Exception:
-                self.unmapped += 1
+        stop; nothing submitted afterwards is sent. A paused sender resumes for it."""
+        self.resume()
+        tasks = self._tasks
+        if tasks and drain > 0:
+            await self.flush(drain)
+        else:
+            self._flush_mapper()
         self._closed = True
-        tasks, self._tasks = self._tasks, []
-        if tasks and drain > 0 and (self.pending or self._busy):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained(), drain)
+        self._tasks = []
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -172,6 +183,29 @@ class LogSender:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    async def flush(self, timeout: float) -> bool:
+        """Everything queued sent (or failed, refused), then what the mapper holds back
+        emitted and sent too, in at most `timeout` s; True when done in time. The sender
+        stays open: for when the calls so far are over and someone reads the logger (a test),
+        and for `close`. (Queued items are mapped first: mapping may hold an event back.)
+        A paused sender resumes."""
+        self.resume()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._drained()
+                self._flush_mapper()
+                await self._drained()
+        except TimeoutError:
+            return False
+        return True
+
+    def _flush_mapper(self) -> None:
+        if self.mapper is not None:
+            try:
+                self.mapper.flush()
+            except Exception:
+                self.unmapped += 1
 
     async def _drained(self) -> None:
         while self.pending or self._busy:
@@ -196,7 +230,7 @@ class LogSender:
 
     async def _run(self) -> None:
         while True:
-            event = self._next()
+            event = None if self.paused else self._next()
             if event is None:
                 self._wake.clear()
                 await self._wake.wait()

@@ -34,6 +34,7 @@ __all__ = [
     "attach_logger",
     "build_element",
     "close_element",
+    "close_log_sender",
     "element_ids",
     "ids_of",
     "log_sender",
@@ -192,6 +193,12 @@ def log_sender(el: SipElement) -> LogSender | None:
 async def close_element(el: SipElement, drain: float = 1.0) -> None:
     """Close `el`, then its LogSender (what is still queued gets `drain` seconds)."""
     await el.close()
+    await close_log_sender(el, drain)
+
+
+async def close_log_sender(el: SipElement, drain: float = 1.0) -> None:
+    """Close the LogSender of an element already closed (`close_element` is both): a chain
+    stops its elements in order, then lets all their LogSenders drain at once."""
     sender = _SENDERS.pop(el, None)
     if sender is not None:
         await sender.close(drain)

@@ -72,6 +72,14 @@ def register(sub: Any) -> None:
         help="esrp with --events: cache LoST answers (default: ask LoST for every call)",
     )
     p.add_argument(
+        "--logger-defer",
+        type=float,
+        metavar="SECONDS",
+        help="queue the element's LogEvents while it runs and send them when it stops, for "
+        "up to SECONDS (a measurement that must not share the CPU with logging; default: "
+        "sent as they happen)",
+    )
+    p.add_argument(
         "--idle-timeout",
         type=float,
         help="close connections idle this long (s); the caller reconnects (TLS resumption)",

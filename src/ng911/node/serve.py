@@ -26,7 +26,7 @@ from ng911.elements.calltaker import CallTaker
 from ng911.elements.config import ConfigError
 from ng911.elements.runtime import SipElement
 from ng911.elements.ua import Caller
-from ng911.node.build import build_element, close_element, lost_client
+from ng911.node.build import build_element, close_element, log_sender, lost_client
 from ng911.node.logs import route_logs, unroute_logs
 from ng911.node.memory import GcFreezer
 from ng911.node.metrics import start_metrics
@@ -400,6 +400,9 @@ async def serve_element(element: str, cfg: Any, args: argparse.Namespace) -> int
     try:
         obs = [recorder] if recorder is not None else []
         el = build_element(element, cfg, observers=obs, lost=lost)
+        sender = log_sender(el)
+        if sender is not None and getattr(args, "logger_defer", None):
+            sender.pause()  # close_element resumes it and drains for --logger-defer s
         if args.worker_role:
             el.worker = decode_role(args.worker_role)[0]
         if not args.quiet:
@@ -461,7 +464,7 @@ async def _serve_started(el: SipElement, cfg: Any, args: argparse.Namespace) -> 
         freezer.stop()
         if metrics is not None:
             await metrics.close()
-        await close_element(el)
+        await close_element(el, drain=getattr(args, "logger_defer", None) or 1.0)
 
 
 async def _until_stopped_or_orphaned(stop: asyncio.Event) -> None:

@@ -7,6 +7,7 @@ self-contained directory per host:
     DIR/<host>/bundle.toml     [bundle] (host, role) + [<host>] (the element's config)
     DIR/<host>/tls/            its certificate chain and key, the CA certificate
     DIR/<host>/boundaries.geojson   (the LoST host only)
+    DIR/<host>/logevents.sqlite     (the logger host only: its store, once it runs)
     DIR/<host>/state/          psapd's registrations survive a restart here
     DIR/<host>/keys.log        its TLS key log (NSS format), once it runs
 
@@ -79,6 +80,8 @@ def export_bundles(plan: ChainPlan, out: Path) -> dict[str, Path]:
     topo = plan.topology
     written: dict[str, Path] = {}
     for h in topo.hosts:
+        if h.role == "logger" and plan.logger is None:
+            continue  # the run has no logger (ChainOptions.logger off)
         d = out / h.name
         (d / "tls").mkdir(parents=True, exist_ok=True)
         cert, key = plan.pki.certs[h.name]
@@ -86,7 +89,12 @@ def export_bundles(plan: ChainPlan, out: Path) -> dict[str, Path]:
         _copy(h.name, key, d / "tls" / "key.pem")
         (d / "tls" / "key.pem").chmod(0o600)
         _copy(h.name, plan.pki.ca.cert_path, d / "tls" / "ca.pem")
-        tls = plan.lost.tls if h.role == "lost" else plan.configs[h.name].tls
+        if h.role == "lost":
+            tls = plan.lost.tls
+        elif h.role == "logger" and plan.logger is not None:
+            tls = plan.logger.tls
+        else:
+            tls = plan.configs[h.name].tls
         moves = {
             str(cert): "tls/cert.pem",
             str(key): "tls/key.pem",
@@ -97,6 +105,9 @@ def export_bundles(plan: ChainPlan, out: Path) -> dict[str, Path]:
             _copy(h.name, plan.lost.boundaries, d / "boundaries.geojson")
             moves[str(plan.lost.boundaries)] = "boundaries.geojson"
             table = plan.lost.to_dict()
+        elif h.role == "logger" and plan.logger is not None:
+            moves[str(plan.logger.store)] = plan.logger.store.name
+            table = plan.logger.to_dict()
         else:
             table = plan.configs[h.name].to_dict()
             if table["log_file"]:  # the testbed's --element-logs: where the run keeps them

@@ -118,6 +118,15 @@ def register(sub: Any) -> None:
             "side by side, `NAME+kamailio-" + role + "`); Kamailio runs beside the in-process "
             "chain",
         )
+    r.add_argument(
+        "--logger",
+        choices=("deferred", "live", "down", "off"),
+        default="deferred",
+        help="the i3 Logging Service: the elements' LogEvents sent once the calls are over "
+        "(deferred, the default: logging takes no CPU from a measured call), during the calls "
+        "(live, as deployed), to a logger that never starts (down: failure injection), or no "
+        "logger (off)",
+    )
     r.add_argument("--element-logs", action="store_true", help="a JSON log per element")
     r.add_argument("--no-captures", action="store_true", help="skip writing the pcapng captures")
     r.add_argument("--quiet", action="store_true", help="no progress or tables")
@@ -253,6 +262,9 @@ def _run(args: argparse.Namespace) -> int:
             reconnect_after=args.reconnect_after,
             processes=args.processes or args.netns,
             netns=args.netns,
+            logger=args.logger != "off",
+            logger_down=args.logger == "down",
+            logger_defer=args.logger == "deferred",
         ),
         progress=None if args.quiet else sys.stdout,
         interleave=not args.sequential,

@@ -1,11 +1,14 @@
-"""Start a planned chain in this process: relays, LoST, then the elements in start order.
+"""Start a planned chain in this process: relays, LoST, the logger, then the elements in order.
 
 What runs and where comes from the plan (`ng911.testbed.plan`): addresses, certificates,
 host tables, element configurations, failures injected on purpose. This module only starts
-it: the impairment relays, the LoST server (unless `lost_down`), then every element that is
-not `down`, in the plan's order (PSAPs, their call takers, who REGISTER, the ESRP, the VSP,
-the caller, who REGISTERs). `open_chain` is the short way used by the element tests and the
-benchmarks: the packaged NYC topology (a preset) under a scenario, on a fresh directory.
+it: the impairment relays, the LoST server (unless `lost_down`), the i3 Logging Service
+(unless off or `logger_down`), then every element that is not `down`, in the plan's order
+(PSAPs, their call takers, who REGISTER, the ESRP, the VSP, the caller, who REGISTERs).
+Closing is the reverse: the caller first, every element through `node.build.close_element`
+(its queued LogEvents drain to the logger), then LoST, the logger last. `open_chain` is the
+short way used by the element tests and the benchmarks: the packaged NYC topology (a preset)
+under a scenario, on a fresh directory.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from ng911.elements.psap import Psapd
 from ng911.elements.runtime import SipElement
 from ng911.elements.ua import Caller, CallRecord
 from ng911.elements.vsp import VspProxy
+from ng911.i3log.sender import LogSender
 from ng911.lost.client import LostClient
 from ng911.lost.server import RunningServer
 from ng911.node import build
-from ng911.node.serve import start_lost
+from ng911.node.serve import start_logger, start_lost
 from ng911.testbed.impair import HopRelay
 from ng911.testbed.peers import Peers, start_kamailios
 from ng911.testbed.plan import ChainOptions, ChainPlan, on_a_free_block
@@ -36,6 +40,8 @@ from ng911.testbed.scenarios import Scenario, get_scenario
 from ng911.testbed.topology import Topology, load_topology
 
 Observer = Callable[[Any], None]
+DRAIN = 5.0  # s each element's LogSender may take at close to send what it still queues
+DEFERRED_DRAIN = 120.0  # s for all of them together to send a deferred run's LogEvents
 
 
 @dataclass
@@ -48,6 +54,8 @@ class RunningChain:
     lost_server: RunningServer | None
     lost_client: LostClient
     relays: list[HopRelay] = field(default_factory=list)
+    logger_server: RunningServer | None = None  # None: no logger, or `logger_down`
+    senders: dict[str, LogSender] = field(default_factory=dict)  # element → its LogSender
     claim: socket.socket | None = None
     errors: list[str] = field(default_factory=list)
     events: list[Any] = field(default_factory=list)  # every network event (`keep_events`)
@@ -125,7 +133,40 @@ class RunningChain:
             self.peers.cpu_seconds()
         )
 
+    @property
+    def logevents_store(self) -> Path | None:
+        """The logger's SQLite store (None without a logger)."""
+        return self.plan.logger.store if self.plan.logger is not None else None
+
+    def logger_stats(self) -> dict[str, dict[str, int]]:
+        """Each logging element's LogSender counters (sent, failed, dropped...), also once
+        the chain is closed."""
+        return {name: sender.stats() for name, sender in self.senders.items()}
+
+    async def _close_server(self, label: str, server: RunningServer | None) -> None:
+        if server is None:
+            return
+        try:
+            await server.close()
+        except Exception as exc:
+            self.errors.append(f"closing {label}: {type(exc).__name__}: {exc}")
+
+    async def flush_logs(self, timeout: float = DRAIN) -> bool:
+        """Wait (bounded) until every element's queued LogEvents reached the logger (or
+        failed): True when they all did. The chain keeps running; deferred senders
+        (`logger_defer`) send from now on."""
+        done = await asyncio.gather(*(s.flush(timeout) for s in self.senders.values()))
+        return all(done)
+
     async def close(self) -> None:
+        """The caller first, then every element in plan order, LoST; then all their
+        LogSenders at once (`node.build.close_log_sender`: what they queued, deferred ones
+        all of it, gets `DRAIN`, or `DEFERRED_DRAIN` s; none with `logger_down`), the
+        logger, relays. Closing the SIP side first keeps the chain's life (its pings,
+        keep-alives) no longer than without a logger."""
+        drain = 0.0 if self.opts.logger_down else DRAIN
+        if self.opts.logger_defer and not self.opts.logger_down:
+            drain = DEFERRED_DRAIN
         order = [self.caller.name] + [n for n in self.elements if n != self.caller.name]
         for name in order:
             try:
@@ -136,11 +177,16 @@ class RunningChain:
             await self.peers.close()
         except Exception as exc:
             self.errors.append(f"closing Kamailio: {type(exc).__name__}: {exc}")
-        if self.lost_server is not None:
-            try:
-                await self.lost_server.close()
-            except Exception as exc:
-                self.errors.append(f"closing LoST: {type(exc).__name__}: {exc}")
+        await self._close_server("LoST", self.lost_server)
+        drains = [build.close_log_sender(self.elements[n], drain) for n in order]
+        done = await asyncio.gather(*drains, return_exceptions=True)
+        for name, res in zip(order, done, strict=True):
+            if isinstance(res, Exception):
+                self.errors.append(f"closing {name}'s LogSender: {type(res).__name__}: {res}")
+        pending = sum(s.pending for s in self.senders.values())
+        if pending and self.logger_server is not None:
+            self.errors.append(f"{pending} LogEvents still queued after {drain:g} s")
+        await self._close_server("the logger", self.logger_server)
         for relay in self.relays:
             try:
                 await relay.close()
@@ -183,13 +229,17 @@ async def start_plan(plan: ChainPlan, *, observers: Sequence[Observer] = ()) -> 
     obs.extend(observers)
     relays = [HopRelay(**r.kwargs(), observers=obs) for r in plan.relays]
     started: list[SipElement] = []
+    senders: dict[str, LogSender] = {}
     lost_server: RunningServer | None = None
     peers = Peers([])
+    logger_server: RunningServer | None = None
     try:
         for relay in relays:
             await relay.start()
         if not opts.lost_down:
             lost_server = await start_lost(plan.lost.to_dict())
+        if plan.logger is not None and plan.logger_runs:
+            logger_server = await start_logger(plan.logger.to_dict())
         esrp = plan.configs[plan.topology.one("esrp").name]
         assert isinstance(esrp, EsrpConfig)
         lost_client = build.lost_client(
@@ -207,6 +257,11 @@ async def start_plan(plan: ChainPlan, *, observers: Sequence[Observer] = ()) -> 
                 log_keep=opts.log_keep,
             )
             started.append(el)
+            sender = build.log_sender(el)
+            if sender is not None:
+                senders[name] = sender
+                if opts.logger_defer:
+                    sender.pause()
             if opts.reconnect_after is not None and el.role == "caller":
                 el.transport.idle_timeout = opts.reconnect_after  # before start(): the sweeper
             await el.start()
@@ -215,12 +270,13 @@ async def start_plan(plan: ChainPlan, *, observers: Sequence[Observer] = ()) -> 
     except BaseException:
         for el in reversed(started):
             try:
-                await el.close()
+                await build.close_element(el, drain=0.0)
             except Exception:
                 pass
         await peers.close()
-        if lost_server is not None:
-            await lost_server.close()
+        for server in (lost_server, logger_server):
+            if server is not None:
+                await server.close()
         for relay in relays:
             try:
                 await relay.close()
@@ -236,6 +292,8 @@ async def start_plan(plan: ChainPlan, *, observers: Sequence[Observer] = ()) -> 
         relays=relays,
         events=events,
         peers=peers,
+        logger_server=logger_server,
+        senders=senders,
     )
 
 
@@ -250,11 +308,13 @@ async def open_chain(
     observers: Sequence[Observer] = (),
     keep_events: bool = True,
     log_keep: int = 2000,
+    logger: bool = False,
     **options: Any,
 ) -> RunningChain:
     """The NYC preset (or `topology`) under `scenario`, started in a fresh directory (removed
     on close when `work` is None). `hops`/`lost` override the scenario's transports, `takers`
-    the call takers per PSAP; the rest are `ChainOptions` fields."""
+    the call takers per PSAP; the rest are `ChainOptions` fields. Unlike a testbed run, no
+    logger unless asked (`logger=True`): the element tests and benchmarks measure the chain."""
     sc = get_scenario(scenario) if isinstance(scenario, str) else scenario
     topo = (topology or load_topology()).with_scenario(sc)
     if hops is not None or lost is not None:
@@ -265,7 +325,7 @@ async def open_chain(
     if work is None:
         tmp = tempfile.TemporaryDirectory(prefix="ng911-chain-")
         work = Path(tmp.name)
-    opts = ChainOptions(keep_events=keep_events, log_keep=log_keep, **options)
+    opts = ChainOptions(keep_events=keep_events, log_keep=log_keep, logger=logger, **options)
     try:
         chain = await start_chain(topo, work, observers=observers, opts=opts)
     except BaseException:

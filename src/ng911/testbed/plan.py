@@ -10,8 +10,15 @@ Addressing: every host gets its own address (127.B.C.N on loopback: B a block ch
 C the host's role column, N its index; or the host's own address; or the one a network
 namespace assigns) and listens on the well-known ports, 5060 for UDP and TCP and 5061 for TLS
 (RFC 3261 §19.1.2), so URIs carry no port, as in a deployed ESInet. LoST listens on 8080
-(http) or 8443 (https) of its own address, so its URL is known before it starts. Names resolve
-through a static host table (every host's domain → its address, RFC 3263 without DNS).
+(http) or 8443 (https) of its own address, so its URL is known before it starts; the i3
+Logging Service likewise on 8090 (http) or 8453 (https) of its own (distinct ports from LoST's,
+so the two may share a machine). Names resolve through a static host table (every host's
+domain → its address, RFC 3263 without DNS).
+
+Logging (NENA-STA-010.3 §4.12): every element but the caller (a citizen's phone logs nowhere)
+names the logger's URL and its agency (`agency_of`); the logger speaks https, mutual when
+LoST's is, whenever the scenario's LoST does, and accepts LogEvents signed by certificates of
+the run's CA. Its store is `<work>/logevents.sqlite`.
 
 Certificates: one CA per run (`[pki]` of the topology), one certificate per host with its
 domain as DNS and SIP-URI subjectAltName and its address as IP SAN; mutual TLS towards the
@@ -20,7 +27,7 @@ the VSP's callers.
 
 Failure injection is part of the plan: a host in `down` is planned (it has an address, its
 peers route to it) but never started, so its neighbours meet a closed port; `lost_down`
-leaves the ECRF down.
+leaves the ECRF down, `logger_down` the Logging Service (the elements still name its URL).
 """
 
 from __future__ import annotations
@@ -60,7 +67,9 @@ from ng911.testbed.topology import Host, Topology, psap_uri
 
 SIP_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 LOST_PORTS = {"http": 8080, "https": 8443}
-COLUMN = {"caller": 1, "vsp": 2, "esrp": 3, "lost": 4, "psap": 5, "calltaker": 6}
+LOGGER_PORTS = {"http": 8090, "https": 8453}
+LOGGER_STORE = "logevents.sqlite"  # in the run's directory (a bundle's own, in processes)
+COLUMN = {"caller": 1, "vsp": 2, "esrp": 3, "lost": 4, "psap": 5, "calltaker": 6, "logger": 8}
 RELAY_COLUMN = 7  # impairment relays: 127.B.7.N
 T = TypeVar("T")
 # the element configuration class of each SIP role
@@ -101,6 +110,17 @@ class ChainOptions:
     # failure injection: hosts planned but never started (their peers meet a closed port)
     down: tuple[str, ...] = ()
     lost_down: bool = False
+    # the i3 Logging Service (ng911.i3log): every element but the caller sends it signed
+    # LogEvents (off: no element names a logger and none is started); `logger_down`: planned,
+    # named in every config, never started (a logger outage must cost no call)
+    logger: bool = True
+    logger_down: bool = False
+    # the LogSenders queue during the run and map, sign and send once the calls are over
+    # (in one process at `RunningChain.close`; element processes when stopped, `ng911 run
+    # --logger-defer`), so logging never takes CPU from a measured call (~0.8 ms per LogEvent
+    # for the element and the logger together, ~60 LogEvents per call: bench/logger.py).
+    # False: sent as they happen, as deployed (the cost then shows in the set-up delays).
+    logger_defer: bool = True
     # the VSP asks LoST itself and routes straight to the PSAP (RFC 6881 §8), ESRP as fallback
     vsp_lost: bool = False
     # role → {config field: value}, applied to every element of that role (offer_timeout,
@@ -147,23 +167,55 @@ class LostPlan:
 
     def to_dict(self) -> dict[str, Any]:
         """The `[NAME]` table `ng911 run lost --config` reads."""
-        out: dict[str, Any] = {
-            "name": self.host.name,
-            "host": self.address,
-            "port": self.port,
-            "boundaries": str(self.boundaries),
-            "domain": self.host.domain,
-            "uris": {k: list(v) for k, v in self.uris.items()},
+        return _service_table(
+            self,
+            boundaries=str(self.boundaries),
+            domain=self.host.domain,
+            uris={k: list(v) for k, v in self.uris.items()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LoggerPlan:
+    """The i3 Logging Service (`ng911 run logger`): where it listens, its TLS, whose
+    signatures it accepts (`signer_ca`: the run's CA) and its store."""
+
+    host: Host
+    address: str
+    port: int
+    scheme: str  # "http" | "https": LoST's
+    mutual: bool  # https with client certificates: when LoST's is mutual
+    tls: TlsProfile
+    signer_ca: tuple[str, ...]
+    store: Path
+
+    @property
+    def url(self) -> str:
+        """The base URL the elements name (`ElementConfig.logger`); POSTs go to LogEvents."""
+        return f"{self.scheme}://{self.address}:{self.port}/"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `[NAME]` table `ng911 run logger --config` reads."""
+        return _service_table(self, signer_ca=list(self.signer_ca), store=str(self.store))
+
+
+def _service_table(plan: LostPlan | LoggerPlan, **fields: Any) -> dict[str, Any]:
+    """An HTTP service's table: name, address, port, `fields`, and its TLS when https."""
+    out: dict[str, Any] = {
+        "name": plan.host.name,
+        "host": plan.address,
+        "port": plan.port,
+        **fields,
+    }
+    if plan.scheme == "https":
+        out |= {
+            "cert": plan.tls.cert,
+            "key": plan.tls.key,
+            "ca": list(plan.tls.ca),
+            "require_client_cert": plan.mutual,
+            "keylog": plan.tls.keylog,
         }
-        if self.scheme == "https":
-            out |= {
-                "cert": self.tls.cert,
-                "key": self.tls.key,
-                "ca": list(self.tls.ca),
-                "require_client_cert": self.mutual,
-                "keylog": self.tls.keylog,
-            }
-        return out
+    return out
 
 
 class RunPki:
@@ -218,6 +270,7 @@ class ChainPlan:
     lost: LostPlan
     relays: list[RelaySpec]
     work: Path  # the run's directory (PKI, key log; bundles, events, stderr of processes)
+    logger: LoggerPlan | None = None  # None: `options.logger` off
 
     @property
     def keylog(self) -> Path:
@@ -226,6 +279,11 @@ class ChainPlan:
 
     def role(self, name: str) -> str:
         return self.topology.host(name).role
+
+    @property
+    def logger_runs(self) -> bool:
+        """Whether the Logging Service is started (planned and not `logger_down`)."""
+        return self.logger is not None and not self.options.logger_down
 
     def is_up(self, name: str) -> bool:
         """Whether the host is started: not in `options.down`, nor a call taker of a PSAP
@@ -355,6 +413,17 @@ def allowed_peers(topo: Topology, h: Host) -> tuple[str, ...]:
     return tuple(dict.fromkeys(p.domain for p in peers))
 
 
+def agency_of(topo: Topology, h: Host) -> str:
+    """The i3 Agency Identifier (NENA-STA-010.3 §2.1.1, a domain) of `h`'s LogEvents: a
+    PSAP is its own agency and its call takers are of it; the VSP is its own; the ESInet's
+    functions (ESRP) are the agency of their domain's parent."""
+    if h.role == "calltaker" and h.psap:
+        return topo.host(h.psap).domain
+    if h.role in ("psap", "vsp", "caller"):
+        return h.domain
+    return h.domain.split(".", 1)[-1]
+
+
 def hosts_table(
     topo: Topology, h: Host, addresses: Mapping[str, str], overrides: Mapping[tuple[str, str], str]
 ) -> tuple[HostEntry, ...]:
@@ -429,9 +498,10 @@ def element_configs(
     lost_url: str,
     keylog: Path,
     overrides: Mapping[tuple[str, str], str] | None = None,
+    logger_url: str | None = None,
 ) -> dict[str, ElementConfig]:
     """Host name → its element's configuration, in start order (PSAPs, call takers, ESRP,
-    VSP, caller)."""
+    VSP, caller). `logger_url`: every element but the caller logs there."""
     ov = overrides or {}
     tr = dict(zip(HOPS, topo.transports, strict=True))
 
@@ -449,6 +519,8 @@ def element_configs(
             "hosts": hosts_table(topo, h, addresses, ov),
             "t1": opts.t1,
             "log_file": log_file,
+            "logger": logger_url if h.role != "caller" else None,
+            "agency_id": agency_of(topo, h),
         }
 
     out: dict[str, ElementConfig] = {}
@@ -567,6 +639,7 @@ def build_plan(
         uris=lost_mapping(topo),
         tls=pki.profile(lost_host, require_client_cert=topo.lost_mutual, keylog=keylog),
     )
+    logger = plan_logger(topo, addr, pki, work, keylog) if opts.logger else None
     configs = element_configs(
         topo,
         addr,
@@ -575,5 +648,25 @@ def build_plan(
         lost_url=lost.url,
         keylog=keylog,
         overrides=overrides,
+        logger_url=logger.url if logger is not None else None,
     )
-    return ChainPlan(topo, opts, block, addr, pki, configs, lost, relays, work)
+    return ChainPlan(topo, opts, block, addr, pki, configs, lost, relays, work, logger)
+
+
+def plan_logger(
+    topo: Topology, addr: Mapping[str, str], pki: RunPki, work: Path, keylog: Path
+) -> LoggerPlan:
+    """The Logging Service on its own address: LoST's scheme (https, mutual when LoST's is,
+    on the TLS scenarios), the run's CA as the signers' anchor, a SQLite store in `work`."""
+    host = topo.one("logger")
+    mutual = topo.lost == "https" and topo.lost_mutual
+    return LoggerPlan(
+        host=host,
+        address=addr[host.name],
+        port=LOGGER_PORTS[topo.lost],
+        scheme=topo.lost,
+        mutual=mutual,
+        tls=pki.profile(host, require_client_cert=mutual, keylog=keylog),
+        signer_ca=(str(pki.ca.cert_path),),
+        store=(work / LOGGER_STORE).resolve(),
+    )

@@ -47,11 +47,19 @@ from ng911.testbed.errors import TestbedError
 from ng911.testbed.impair import HopRelay
 from ng911.testbed.netns import NetnsLab
 from ng911.testbed.plan import AddressInUse, ChainOptions, ChainPlan, on_a_free_block
-from ng911.testbed.topology import Host, Topology
+from ng911.testbed.topology import HTTP_ROLES, Host, Topology
 
 Observer = Callable[[Any], None]
 
 STDERR_TAIL = 12  # lines of a dead child's stderr quoted in the error
+# `logger_defer`: an element child sends its LogEvents once stopped, for up to this long
+# (`ng911 run --logger-defer`); its stop is given that much more time before SIGKILL
+DEFERRED_DRAIN = 30.0
+
+
+def defers_logging(opts: ChainOptions) -> bool:
+    """Whether the element children queue their LogEvents until they stop."""
+    return opts.logger and opts.logger_defer and not opts.logger_down
 
 
 # ------------------------------------------------------------------------------ children
@@ -166,6 +174,7 @@ class ProcessChain:
     lab: NetnsLab | None = None
     keylog: Path = Path("keys.log")
     ca_path: Path | None = None
+    logevents_store: Path | None = None  # the logger bundle's store (None: no logger)
     errors: list[str] = field(default_factory=list)
     died: asyncio.Event = field(default_factory=asyncio.Event)
     death: str | None = None
@@ -215,6 +224,10 @@ class ProcessChain:
 
     def cpu_seconds(self) -> dict[str, float]:
         return dict(self.cpu)
+
+    def logger_stats(self) -> dict[str, dict[str, int]]:
+        """The LogSenders live in the children: their counters are not seen from here."""
+        return {}
 
     def _raise_if_dead(self) -> None:
         if self.death is not None:
@@ -319,7 +332,9 @@ class ProcessChain:
         # the caller first (no new call while the others stop), then those that send on
         # their own (call takers' keep-alives, the ESRP's OPTIONS pings), then the servers
         # they send to: no message is left sent and never received by a stopped peer
-        for wave in (("caller",), ("calltaker", "esrp"), ("psap", "vsp", "lost")):
+        # the logger last: the others' LogSenders drain into it as they stop
+        waves = (("caller",), ("calltaker", "esrp"), ("psap", "vsp", "lost"), ("logger",))
+        for wave in waves:
             await asyncio.gather(*(self._stop(c) for c in running if c.role in wave))
         for c in self.children.values():
             code = c.proc.returncode if c.proc is not None else None
@@ -343,12 +358,15 @@ class ProcessChain:
                 proc.stdin.close()
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
+        timeout = self.opts.stop_timeout
+        if defers_logging(self.opts) and child.role not in HTTP_ROLES:
+            timeout += DEFERRED_DRAIN
         try:
-            await asyncio.wait_for(proc.wait(), self.opts.stop_timeout)
+            await asyncio.wait_for(proc.wait(), timeout)
         except TimeoutError:
             self.errors.append(
                 f"{child.name} (pid {proc.pid}) ignored SIGTERM for "
-                f"{self.opts.stop_timeout:g} s: killed, its event file is incomplete"
+                f"{timeout:g} s: killed, its event file is incomplete"
             )
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
@@ -358,8 +376,8 @@ class ProcessChain:
     def _collect(self) -> None:
         """Feed each child's event file to the observers (the scenario's Trace)."""
         for c in self.children.values():
-            if c.role == "lost":
-                continue  # the ESRP reports LoST queries; the server reports nothing
+            if c.role in HTTP_ROLES:
+                continue  # the ESRP reports LoST queries; LoST and the logger report nothing
             if not c.events.exists():
                 code = c.proc.returncode if c.proc is not None else None
                 self.errors.append(
@@ -475,6 +493,9 @@ async def start_plan_processes(
         lab=lab,
         keylog=plan.keylog,
         ca_path=plan.pki.ca.cert_path,
+        logevents_store=None
+        if plan.logger is None
+        else work / "bundles" / plan.logger.host.name / plan.logger.store.name,
     )
     _LIVE.add(chain)
     try:
@@ -496,7 +517,7 @@ def _child(chain: ProcessChain, host: Host, bundle: Path, lab: NetnsLab | None) 
     events = work / "events" / f"{host.name}.jsonl"
     events.unlink(missing_ok=True)
     argv = [*_python(), "run", "--bundle", str(bundle), "--ready"]
-    if host.role != "lost":
+    if host.role not in HTTP_ROLES:
         argv += ["--events", str(events)]
         if opts.element_logs is None:
             argv.append("--quiet")
@@ -506,6 +527,8 @@ def _child(chain: ProcessChain, host: Host, bundle: Path, lab: NetnsLab | None) 
             argv += ["--idle-timeout", repr(opts.reconnect_after)]
     if host.role == "esrp" and opts.lost_cache:
         argv.append("--lost-cache")
+    if defers_logging(opts) and host.role not in HTTP_ROLES:
+        argv += ["--logger-defer", repr(DEFERRED_DRAIN)]
     if lab is not None:
         argv = lab.exec_prefix(host.name) + argv
     config = bundle / BUNDLE_FILE
@@ -517,11 +540,12 @@ def _child(chain: ProcessChain, host: Host, bundle: Path, lab: NetnsLab | None) 
 async def _launch(chain: ProcessChain, plan: ChainPlan, lab: NetnsLab | None) -> None:
     """Dependency order, in two waves of parallel starts:
 
-    1. the servers nothing depends on at start: LoST, the PSAPs, the VSP proxy;
+    1. the servers nothing depends on at start: LoST, the logger, the PSAPs, the VSP proxy;
     2. those that talk to wave 1 as they start: the ESRP (its OPTIONS pings to the PSAPs;
        LoST's URL is planned), the call takers (REGISTER with their PSAP) and the caller
        (REGISTERs with the VSP).
-    A host the plan leaves `down` (and LoST with `lost_down`) is never started.
+    A host the plan leaves `down` (and LoST with `lost_down`, the logger with `logger_down`)
+    is never started.
     """
     topo, opts = plan.topology, plan.options
     if lab is not None and opts.real_captures:
@@ -529,6 +553,8 @@ async def _launch(chain: ProcessChain, plan: ChainPlan, lab: NetnsLab | None) ->
     bundles = export_bundles(plan, chain.work / "bundles")
     lost = plan.lost.host
     wave1 = [] if opts.lost_down else [_child(chain, lost, bundles[lost.name], lab)]
+    if plan.logger is not None and plan.logger_runs:
+        wave1.append(_child(chain, plan.logger.host, bundles[plan.logger.host.name], lab))
     wave2: list[Child] = []
     for name in plan.started():
         host = topo.host(name)

@@ -19,6 +19,7 @@ from typing import Any
 from ng911.observe.hops import HOP_LABELS, HOPS
 from ng911.observe.stats import METRICS, PERCENTILE_METHOD, percentile
 from ng911.testbed.hoptable import ROW_KIND
+from ng911.testbed.logexport import call_anchor
 from ng911.testbed.measure import SEGMENTS
 from ng911.testbed.results import validate
 
@@ -671,7 +672,8 @@ def _ladders(res: Mapping[str, Any]) -> list[str]:
             f"<p class=note>Ladder of the {which} with the median SRD, Call-ID "
             f"<code>{_e(ladder['call_id'])}</code>, SRD {_ms(ladder.get('srd'))} ms"
             + (f", {hs} TLS handshake(s) (bands)" if hs else "")
-            + ". Green: encrypted hop; red: plaintext.</p>"
+            + ". Green: encrypted hop; red: plaintext."
+            + f"{logevents_link(res, ladder['call_id'])}</p>"
         )
         out.append(
             '<div class="scroll">'
@@ -754,6 +756,49 @@ def _between_runs_html(results: Mapping[str, Any]) -> str:
         )
     out.append("</table></div>")
     return "\n".join(out)
+
+
+def logevents_link(res: Mapping[str, Any], call_id: str) -> str:
+    """` Its LogEvents` linking to the call's section of the scenario's logevents.html (by
+    its SIP Call-ID, `ng911.testbed.logexport.call_anchor`); "" when the run logged none."""
+    page = _get(res, "logevents", "html")
+    if not page or not _get(res, "logevents", "count"):
+        return ""
+    return f' <a href="{_e(page)}#{_e(call_anchor(call_id))}">Its i3 LogEvents</a>.'
+
+
+def logevents_section(scenarios: Mapping[str, Any]) -> str:
+    """The i3 Logging Service's share of the report: per scenario, the LogEvents stored,
+    how many verified, by type, and the page listing them by call."""
+    rows = []
+    for name, res in scenarios.items():
+        lg = res.get("logevents")
+        if not lg:
+            continue
+        kinds = ", ".join(
+            f"{k.removesuffix('LogEvent')} {v}" for k, v in (lg.get("by_type") or {}).items()
+        )
+        link = f'<a href="{_e(lg["html"])}">by call</a>' if lg.get("html") else "—"
+        sent = lg.get("senders") or {}
+        lost = ", ".join(f"{k} {sent[k]}" for k in ("failed", "refused", "dropped") if sent.get(k))
+        rows.append(
+            f"<tr><td class=l>{_e(name)}</td><td>{_e(lg.get('logger', ''))}</td>"
+            f"<td>{lg.get('count', 0)}</td><td>{lg.get('verified', 0)}</td>"
+            f"<td>{lg.get('calls', 0)}</td><td class=l>{_e(kinds)}</td>"
+            f"<td class=l>{_e(lost) or '—'}</td><td>{link}</td></tr>"
+        )
+    if not rows:
+        return ""
+    return (
+        "<h2>i3 LogEvents (NENA-STA-010.3 §4.12 Logging Service)</h2>"
+        "<p class=note>Every element but the caller signs a LogEvent (JWS, x5c) for each call "
+        "event and SIP message and POSTs it to the run's logger; read back from its store "
+        'and verified again after the run. "deferred": the elements sent them once the calls '
+        'were over, so logging took no CPU from a measured call; "live": as they happened.'
+        "</p><table><tr><th class=l>scenario</th><th>logger</th><th>LogEvents</th>"
+        "<th>verified</th><th>calls</th><th class=l>by type</th><th class=l>not stored</th>"
+        "<th>page</th></tr>" + "".join(rows) + "</table>"
+    )
 
 
 def render_html(results: Mapping[str, Any]) -> str:
@@ -881,6 +926,7 @@ def render_html(results: Mapping[str, Any]) -> str:
     parts.append("<h2>Per scenario: hops, elements, one call's ladder</h2>")
     for res in scenarios.values():
         parts.append(_scenario_detail(res))
+    parts.append(logevents_section(scenarios))
     parts.append("<h2>Method</h2><ul class=note>")
     for desc in METRICS.values():
         parts.append(f"<li>{_e(desc)}</li>")

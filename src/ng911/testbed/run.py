@@ -26,6 +26,9 @@ The run directory:
       <scenario>/keys.log                                TLS key log (NSS format)
       <scenario>/pki/                                    the run's CA and certificates
       <scenario>/repeat-N/                               later repeats' chains (pki, keys)
+      <scenario>/logevents.jsonl  logevents.html         the i3 LogEvents, verified, by call
+      <scenario>/logevents.sqlite                        the logger's store (in processes:
+                                                         bundles/logger/logevents.sqlite)
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from ng911.observe.stats import BOOTSTRAP_METHOD, METRICS, PERCENTILE_METHOD
 from ng911.testbed.errors import TestbedError
 from ng911.testbed.hoptable import between_runs, hop_table
 from ng911.testbed.launcher import RunningChain, start_chain, wait_registered
+from ng911.testbed.logexport import export_logevents
 from ng911.testbed.measure import PlacedCall, add_baseline_diffs, scenario_results
 from ng911.testbed.netns import NetnsLab, unavailable_reason
 from ng911.testbed.peers import check_runnable, labels, with_implementations
@@ -167,6 +171,7 @@ class _Acc:
     chain: RunningChain | ProcessChain | None = None  # the latest repeat's
     keylogs: list[Path] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
+    logevents: dict[str, Any] | None = None  # the results entry (ng911.testbed.logexport)
 
 
 class _Gate:
@@ -337,6 +342,43 @@ async def _close_live(live: _Live) -> None:
     for k, v in live.chain.cpu_seconds().items():
         live.acc.cpu[k] = live.acc.cpu.get(k, 0.0) + v
     live.acc.errors.extend(live.chain.errors)
+    await _export_logevents(live)
+
+
+async def _export_logevents(live: _Live) -> None:
+    """This repeat's LogEvents, verified, to logevents.jsonl/.html in its work directory (the
+    chain has stopped: its logger has everything the elements sent); the scenario's results
+    entry sums the repeats' counts and lists each repeat's page."""
+    chain, acc = live.chain, live.acc
+    store, ca = chain.logevents_store, chain.ca_path
+    if store is None or ca is None:
+        return
+    run_dir = acc.work.parent
+    work = acc.work if live.repeat == 1 else acc.work / f"repeat-{live.repeat}"
+    try:
+        entry = await export_logevents(store, work, [ca], run_dir=run_dir)
+    except Exception as exc:  # the run's measurements stand without its LogEvents
+        acc.errors.append(f"LogEvents: {type(exc).__name__}: {exc}")
+        return
+    if entry is None:
+        entry = {"count": 0, "verified": 0, "by_type": {}, "calls": 0}
+    senders = chain.logger_stats() if isinstance(chain, RunningChain) else {}
+    if senders:  # in one process: the elements' LogSender counters, summed
+        entry["senders"] = {
+            k: sum(s[k] for s in senders.values()) for k in next(iter(senders.values()))
+        }
+    entry["logger"] = _logger_meta(chain.opts)  # deferred, live or down
+    if acc.logevents is None:
+        entry["pages"] = [entry["html"]] if "html" in entry else []
+        acc.logevents = entry
+        return
+    total = acc.logevents
+    for k in ("count", "verified", "calls"):
+        total[k] = total.get(k, 0) + entry.get(k, 0)
+    for t, n in entry.get("by_type", {}).items():
+        total["by_type"][t] = total["by_type"].get(t, 0) + n
+    if "html" in entry:
+        total.setdefault("pages", []).append(entry["html"])
 
 
 def _finish(acc: _Acc, run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
@@ -379,6 +421,8 @@ def _finish(acc: _Acc, run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
     res["addresses"] = chain.addresses if chain is not None else {}
     res["between_runs"] = between_runs(res["call_records"])
     res["implementations"] = labels(chain.topology) if chain is not None else {}
+    if acc.logevents is not None:
+        res["logevents"] = acc.logevents
     return res
 
 
@@ -472,8 +516,14 @@ async def run_set(
             ]
             await _paced(paced, cfg.rate, progress)
         finally:
-            for live in lives:
-                await _close_live(live)
+            # all at once: a chain waiting for another's LogEvents to drain would idle on,
+            # its pings and keep-alives crossing the moment its peers close
+            closed = await asyncio.gather(
+                *(_close_live(live) for live in lives), return_exceptions=True
+            )
+            for exc in closed:
+                if isinstance(exc, BaseException):
+                    raise exc
 
 
 COLD_DESIGN = (
@@ -509,6 +559,7 @@ def _meta(cfg: RunConfig, topo: Topology, started: dt.datetime) -> dict[str, Any
         "hangup_after": cfg.chain.hangup_after,
         "impairments": [i.describe() for i in cfg.chain.impairments],
         "reconnect_after": cfg.chain.reconnect_after,
+        "logger": _logger_meta(cfg.chain),
         "isolation": "netns" if cfg.chain.netns else ("processes" if separate else "in-process"),
         "platform": f"{platform.system()} {platform.release()} {platform.machine()}, "
         f"{os.cpu_count()} CPUs",
@@ -558,6 +609,15 @@ class _Interrupt:
         while task.cancelling():
             task.uncancel()
         return True
+
+
+def _logger_meta(opts: ChainOptions) -> str:
+    """How the run logged: off, down (injected), or on, sent live or after the calls."""
+    if not opts.logger:
+        return "off"
+    if opts.logger_down:
+        return "down"
+    return "deferred" if opts.logger_defer else "live"
 
 
 async def run_testbed(cfg: RunConfig) -> RunResult:

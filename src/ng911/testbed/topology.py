@@ -31,8 +31,9 @@ from ng911.observe.hops import HOP_ROLES, HOPS, hop_of_roles
 from ng911.testbed.errors import TopologyError
 from ng911.testbed.scenarios import LOST_TRANSPORTS, SIP_TRANSPORTS, Scenario
 
-ROLES: tuple[str, ...] = ("caller", "vsp", "esrp", "lost", "psap", "calltaker")
-SINGLE_ROLES: tuple[str, ...] = ("vsp", "esrp", "lost")  # exactly one of each
+ROLES: tuple[str, ...] = ("caller", "vsp", "esrp", "lost", "psap", "calltaker", "logger")
+SINGLE_ROLES: tuple[str, ...] = ("vsp", "esrp", "lost", "logger")  # exactly one of each
+HTTP_ROLES: tuple[str, ...] = ("lost", "logger")  # listen on http/https, not SIP
 DEFAULT_TOPOLOGY = "topology-nyc.toml"
 # who runs a host: ng911's element, or Kamailio (`testbed/peers.py`) in these roles only
 IMPLEMENTATIONS: tuple[str, ...] = ("ng911", "kamailio")
@@ -65,13 +66,13 @@ _LOCATION_KEYS = {"name", "lat", "lon", "borough"}
 
 @dataclass(frozen=True, slots=True)
 class Host:
-    """One element of the call chain (or the LoST server)."""
+    """One element of the call chain (or the LoST server, or the i3 Logging Service)."""
 
     name: str
     role: str
     domain: str
     address: str
-    listen: tuple[str, ...]  # SIP transports it listens on (LoST: "http"/"https")
+    listen: tuple[str, ...]  # SIP transports it listens on (LoST, logger: "http"/"https")
     cert: Path | None = None  # None: issued at run time from the testbed CA
     key: Path | None = None
     aor: str | None = None  # caller's address of record
@@ -321,7 +322,7 @@ def parse_topology(data: Mapping[str, Any], source: str = "<memory>") -> Topolog
         role = _str(where, h, "role")
         if role not in ROLES:
             raise TopologyError(f"{where}: role {role!r} is not one of {', '.join(ROLES)}")
-        allowed = LOST_TRANSPORTS if role == "lost" else SIP_TRANSPORTS
+        allowed = LOST_TRANSPORTS if role in HTTP_ROLES else SIP_TRANSPORTS
         listen_raw = h.get("listen", list(allowed))
         if not isinstance(listen_raw, list) or not listen_raw:
             raise TopologyError(f"{where}: listen must be a non-empty list of transports")
@@ -389,6 +390,8 @@ def parse_topology(data: Mapping[str, Any], source: str = "<memory>") -> Topolog
             )
         )
 
+    if not any(h.role == "logger" for h in hosts):
+        hosts.append(default_logger_host(hosts, default_address, source))
     topo = Topology(
         name=name,
         hosts=tuple(hosts),
@@ -403,6 +406,19 @@ def parse_topology(data: Mapping[str, Any], source: str = "<memory>") -> Topolog
     )
     validate(topo)
     return topo
+
+
+def default_logger_host(hosts: list[Host], address: str, source: str) -> Host:
+    """The i3 Logging Service of a topology that names none: every chain logs
+    (NENA-STA-010.3 §4.12), so a topology written before the logger existed still gets one,
+    host `logger` in the ESInet's domain (LoST's domain without its first label)."""
+    if any(h.name == "logger" for h in hosts):
+        raise TopologyError(
+            f'{source}: host "logger" is not the logging service: name one with role = "logger"'
+        )
+    lost = next((h for h in hosts if h.role == "lost"), None)
+    parent = lost.domain.split(".", 1)[-1] if lost is not None else "esinet.example"
+    return Host("logger", "logger", f"logger.{parent}", address, LOST_TRANSPORTS)
 
 
 def validate(topo: Topology) -> None:
@@ -481,6 +497,12 @@ def validate(topo: Topology) -> None:
     lost = topo.one("lost")
     if topo.lost not in lost.listen:
         raise TopologyError(f"{src}: LoST uses {topo.lost} but {lost.name!r} does not listen on it")
+    logger = topo.one("logger")  # its scheme follows LoST's (ng911.testbed.plan.LoggerPlan)
+    if topo.lost not in logger.listen:
+        raise TopologyError(
+            f"{src}: the logger speaks {topo.lost} (as LoST does) but {logger.name!r} "
+            "does not listen on it"
+        )
 
 
 def _validate_policy(topo: Topology) -> None:
