@@ -14,7 +14,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from ng911.cli import main
-from ng911.node.metrics import Histogram, call_outcome, start_metrics
+from ng911.node.metrics import Histogram, call_outcome
 from ng911.node.stats import Scrape, quantile, targets_of
 from ng911.sip.message import Request, make_response
 from ng911.sip.parse import parse_message
@@ -197,14 +197,14 @@ async def test_a_running_vsp_serves_metrics_whose_counts_move_with_a_call(tmp_pa
 
 async def test_a_tls_chain_reports_handshakes_connections_lost_latency_and_queues(capsys):
     """A call through the in-process chain, every hop TLS and LoST over mutual HTTPS, with
-    /metrics on for the VSP, the ESRP and the PSAP; then `ng911 stats` over all three."""
-    chain = await open_chain("tls-all", hangup_after=0.01)
-    servers = []
+    /metrics on for every element (`metrics=True`: the plan gives each its address:9100 and
+    the launcher serves them); then `ng911 stats` over the VSP, the ESRP and the PSAP."""
+    chain = await open_chain("tls-all", hangup_after=0.01, metrics=True)
     try:
         lat, lon = chain.topology.point("Bronx")
-        psap = chain.psaps["psap-bronx"]
-        for el in (chain.vsp, chain.esrp, psap):
-            servers.append(await start_metrics(f"{LOCAL}:0", el))
+        assert set(chain.metrics) == set(chain.elements)
+        assert all(m.url.endswith(":9100/metrics") for m in chain.metrics.values())
+        servers = [chain.metrics[n] for n in ("vsp", "esrp", "psap-bronx")]
         rec = await asyncio.wait_for(chain.place_call(lat, lon), 15)
         assert rec.status == 200
         await asyncio.sleep(0.2)  # the BYE's transactions end
@@ -240,8 +240,6 @@ async def test_a_tls_chain_reports_handshakes_connections_lost_latency_and_queue
         assert "queues        acd 0" in out
         assert "tls           full " in out and "connections " in out
     finally:
-        for s in servers:
-            await s.close()
         await chain.close()
 
 

@@ -32,6 +32,7 @@ from ng911.i3log.sender import LogSender
 from ng911.lost.client import LostClient
 from ng911.lost.server import RunningServer
 from ng911.node import build
+from ng911.node.metrics import MetricsServer, start_metrics
 from ng911.node.serve import start_logger, start_lost
 from ng911.testbed.impair import HopRelay
 from ng911.testbed.peers import Peers, start_kamailios
@@ -61,6 +62,8 @@ class RunningChain:
     events: list[Any] = field(default_factory=list)  # every network event (`keep_events`)
     tmp: tempfile.TemporaryDirectory[str] | None = None  # `open_chain`'s own directory
     peers: Peers = field(default_factory=lambda: Peers([]))  # Kamailio hosts (testbed.peers)
+    # host name → its /metrics server (`ChainOptions.metrics`; `ng911 stats` scrapes them)
+    metrics: dict[str, MetricsServer] = field(default_factory=dict)
 
     @property
     def topology(self) -> Topology:
@@ -168,6 +171,11 @@ class RunningChain:
         if self.opts.logger_defer and not self.opts.logger_down:
             drain = DEFERRED_DRAIN
         order = [self.caller.name] + [n for n in self.elements if n != self.caller.name]
+        for name, m in self.metrics.items():
+            try:
+                await m.close()
+            except Exception as exc:
+                self.errors.append(f"closing {name}'s /metrics: {type(exc).__name__}: {exc}")
         for name in order:
             try:
                 await self.elements[name].close()
@@ -233,6 +241,7 @@ async def start_plan(plan: ChainPlan, *, observers: Sequence[Observer] = ()) -> 
     lost_server: RunningServer | None = None
     peers = Peers([])
     logger_server: RunningServer | None = None
+    metrics: dict[str, MetricsServer] = {}
     try:
         for relay in relays:
             await relay.start()
@@ -266,8 +275,12 @@ async def start_plan(plan: ChainPlan, *, observers: Sequence[Observer] = ()) -> 
                 el.transport.idle_timeout = opts.reconnect_after  # before start(): the sweeper
             await el.start()
             elements[name] = el
+            if plan.configs[name].metrics:
+                metrics[name] = await start_metrics(plan.configs[name].metrics, el)
         caller = next(el for el in elements.values() if isinstance(el, Caller))
     except BaseException:
+        for m in metrics.values():
+            await m.close()
         for el in reversed(started):
             try:
                 await build.close_element(el, drain=0.0)
@@ -294,6 +307,7 @@ async def start_plan(plan: ChainPlan, *, observers: Sequence[Observer] = ()) -> 
         peers=peers,
         logger_server=logger_server,
         senders=senders,
+        metrics=metrics,
     )
 
 
