@@ -58,6 +58,7 @@ from ng911.sip.transaction import (
     Deliver,
     Send,
     StartTimer,
+    State,
     Terminated,
     Timeout,
     TimerConfig,
@@ -86,6 +87,9 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY"
 ACCEPT = "application/sdp, application/pidf+xml, multipart/mixed"
 
 log = logging.getLogger("ng911.elements")
+
+# transaction states in which a request or its answer is still on its way (`in_flight`)
+_WAITING = frozenset({State.CALLING, State.TRYING, State.PROCEEDING})
 
 # Allocations between two young-generation collections of the cyclic collector (CPython's
 # default: 700). An element allocates ~1,000 container objects per call, most of them freed
@@ -171,6 +175,13 @@ class SipElement(Addressing, Scheduler):
     def transactions(self) -> int:
         """Live transactions (server and client): overload control's table size."""
         return len(self._ctxs)
+
+    @property
+    def in_flight(self) -> int:
+        """Transactions still waiting for an answer (sent without a final response yet, or
+        received and not yet answered): 0 means no request or response of this element is
+        on the wire, the quiet moment at which the testbed may close its connections."""
+        return sum(1 for c in self._ctxs.values() if c.tx.state in _WAITING)
 
     def count_call(self, status: int) -> None:
         """Count a call's outcome by its final status (`call_outcomes`)."""

@@ -296,6 +296,9 @@ def cold_path(topo: Topology, borough: str | None) -> set[str] | None:
     return hosts
 
 
+QUIET_WAIT = 1.0  # seconds a cold call's reset waits for its path to fall quiet
+
+
 async def _reset(chain: RunningChain, borough: str | None) -> None:
     """Make the next call cold: on its path, every element's TCP/TLS connections closed and
     their TLS sessions forgotten (full handshakes, no resumption), the ESRP's LoST connection
@@ -303,6 +306,13 @@ async def _reset(chain: RunningChain, borough: str | None) -> None:
     find them open."""
     await asyncio.sleep(0.02)  # the last call's ACK/BYE answers drain
     path = cold_path(chain.topology, borough)
+    # then a quiet moment on the path: no ping, keep-alive, SUBSCRIBE or NOTIFY waiting for
+    # its answer (closing under one would lose it: an unpaired message); bounded
+    on_path = [el for n, el in chain.elements.items() if path is None or n in path]
+    loop = asyncio.get_running_loop()
+    until = loop.time() + QUIET_WAIT
+    while any(el.in_flight for el in on_path) and loop.time() < until:
+        await asyncio.sleep(0.005)
     peers = None if path is None else {chain.addresses[h] for h in path if h in chain.addresses}
     for name, el in chain.elements.items():
         if path is None or name in path:
