@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import aiohttp
 
@@ -33,6 +34,19 @@ async def _read(url: str, frames: list[dict], connected: asyncio.Event) -> None:
         return
 
 
+def _config(tmp_path: Path, watch: RunConsole, *, calls: int, rate: float) -> RunConfig:
+    """Two scenarios, no baseline or captures: a short run."""
+    return RunConfig(
+        scenarios=["plain", "tcp"],
+        calls=calls,
+        rate=rate,
+        out=tmp_path / "run",
+        baseline=False,
+        captures=False,
+        watch=watch,
+    )
+
+
 async def test_the_console_shows_a_runs_calls(tmp_path):
     frames: list[dict] = []
     connected = asyncio.Event()
@@ -42,16 +56,7 @@ async def test_the_console_shows_a_runs_calls(tmp_path):
         readers.append(asyncio.get_running_loop().create_task(_read(url, frames, connected)))
 
     watch = RunConsole(ready=ready)
-    cfg = RunConfig(
-        scenarios=["plain", "tcp"],
-        calls=6,
-        rate=20.0,
-        out=tmp_path / "run",
-        baseline=False,
-        captures=False,
-        watch=watch,
-    )
-    result = await run_testbed(cfg)
+    result = await run_testbed(_config(tmp_path, watch, calls=6, rate=20.0))
     assert readers and connected.is_set()
     await asyncio.wait_for(readers[0], 15)  # the run closed the console: the stream ended
     assert result.failed == 0
@@ -93,17 +98,8 @@ async def test_a_watching_console_switches_among_the_runs_chains(tmp_path):
             async with s.post(url + "api/call", json={"lat": 40.7, "lon": -73.9}) as resp:
                 result["call"] = resp.status
 
-    cfg = RunConfig(
-        scenarios=["plain", "tcp"],
-        calls=30,
-        rate=10.0,
-        out=tmp_path / "run",
-        baseline=False,
-        captures=False,
-        watch=watch,
-    )
     poker = asyncio.ensure_future(poke())
-    res = await run_testbed(cfg)
+    res = await run_testbed(_config(tmp_path, watch, calls=30, rate=10.0))
     await asyncio.wait_for(poker, 5)
     assert result["choices"] == ["plain", "tcp"]
     assert result["switched"] == "tcp"
