@@ -101,6 +101,11 @@ class Hub:
                 await self._task
             self._task = None
 
+    def drop_pending(self) -> None:
+        """Forget the events not yet turned into frames (the chain they came from is no
+        longer the one shown: its hosts would name them wrongly)."""
+        self.raw.clear()
+
     async def close(self) -> None:
         await self.stop_pump()
         for v in list(self.viewers):

@@ -7,7 +7,11 @@ and LoST query as it happens plus a state frame (call takers' calls, PSAP i3 Que
 ServiceState) whenever it changes. Actions are small JSON POSTs: place a call from a point,
 sit at a call taker's position (auto-answer off), Answer, Hang up, switch scenario.
 
-Only the in-process chain is supported (`open_chain`); a chain of OS processes
+The console either starts its own chain (`ng911 console`: `open_chain`, switchable) or
+watches chains someone else starts (`own=False`, `attach`/`detach`: `ng911 testbed run
+--console`, through `RunConsole`, the run's `ChainWatch`); then it places no calls and
+touches no call taker (the run measures those calls), and the scenario selector picks one of
+the running chains. Only in-process chains are supported; a chain of OS processes
 (`--processes`/`--netns`) would need the child processes' events streamed back first.
 """
 
@@ -20,7 +24,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -31,8 +35,8 @@ from ng911.elements.identifiers import extract_ids
 from ng911.elements.runtime import ElementError
 from ng911.elements.ua import CallRecord
 from ng911.observe.hops import HOP_LABELS, HOPS
-from ng911.testbed.launcher import RunningChain, open_chain, wait_registered
-from ng911.testbed.scenarios import SCENARIOS, get_scenario
+from ng911.testbed.launcher import Observer, RunningChain, open_chain, wait_registered
+from ng911.testbed.scenarios import SCENARIOS, Scenario, get_scenario
 
 STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
 SSE_SNDBUF = 16384  # a small kernel buffer: a stalled browser fills its own bounded queue
@@ -59,6 +63,7 @@ class Console:
 
     scenario: str = "plain"
     viewer_size: int = 2000
+    own: bool = True  # start (and switch) its own chain; False: show chains it is given
     chain_options: dict[str, Any] = field(default_factory=dict)
     chain: RunningChain | None = None
     hub: Hub | None = None
@@ -70,6 +75,8 @@ class Console:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _pidf_cache: dict[str, Any] = field(default_factory=dict)
     _last_state: str = ""
+    # own=False: the chains attached, by scenario name (the one shown is `chain`)
+    running: dict[str, tuple[Scenario, RunningChain]] = field(default_factory=dict)
     url: str = ""
 
     # -------------------------------------------------------------- the chain
@@ -91,11 +98,61 @@ class Console:
         except BaseException:
             await chain.close()
             raise
+        self.show(sc.name, chain)
+
+    def show(self, scenario: str, chain: RunningChain) -> None:
+        """Make `chain` the one on the page: its hosts name the events' ends from now on."""
+        hub = self.hub
+        assert hub is not None
         self.describer = Describer(chain.topology.roles, chain.addresses, self._hops(chain))
         hub.describe = self.describer
         hub.start()  # the chain's start-up events waited in the hub's bounded deque
         self.chain = chain
-        self.scenario = sc.name
+        self.scenario = scenario
+
+    # -------------------------------------------------------------- chains it did not start
+
+    def observer(self, scenario: str) -> Observer:
+        """The observer to give a chain before attaching it: O(1), it passes the chain's
+        events to the hub only while that scenario is the one shown."""
+        hub_observe = self.hub.observe if self.hub is not None else None
+        assert hub_observe is not None, "start() the console first"
+
+        def observe(event: Any) -> None:
+            if self.scenario == scenario and self.chain is not None:
+                hub_observe(event)
+
+        return observe
+
+    def attach(self, scenario: Scenario, chain: RunningChain) -> None:
+        """A chain someone else started (with `observer(scenario.name)` among its observers):
+        selectable on the page, shown at once when nothing (or its scenario) is shown."""
+        self.running[scenario.name] = (scenario, chain)
+        if self.chain is None or self.scenario == scenario.name:
+            self.show(scenario.name, chain)
+            self._publish_state(force=True)
+
+    def detach(self, chain: RunningChain) -> None:
+        """`chain` is closing (its owner closes it): show another running one, if any."""
+        self.running = {n: (s, c) for n, (s, c) in self.running.items() if c is not chain}
+        if self.chain is chain:
+            self.chain, self.describer = None, None
+            if self.hub is not None:
+                self.hub.drop_pending()  # not described by the next chain's hosts
+            if self.running:
+                name, (_sc, other) = next(iter(self.running.items()))
+                self.show(name, other)
+            self._publish_state(force=True)
+
+    def _choices(self) -> dict[str, Scenario]:
+        """The scenarios the page may switch to."""
+        return SCENARIOS if self.own else {n: sc for n, (sc, _c) in self.running.items()}
+
+    def _watching(self) -> None:
+        if not self.own:
+            raise web.HTTPConflict(
+                text="this console watches a testbed run: the run places and answers the calls"
+            )
 
     @staticmethod
     def _hops(chain: RunningChain) -> dict[str, str]:
@@ -103,7 +160,8 @@ class Console:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         self.hub = Hub(lambda ev: None, viewer_size=self.viewer_size)
-        await self._open(self.scenario)
+        if self.own:
+            await self._open(self.scenario)
         app = web.Application(client_max_size=MAX_BODY)
         app.add_routes(
             [
@@ -139,9 +197,10 @@ class Console:
             await self._runner.cleanup()
         if self.hub is not None:
             await self.hub.close()
-        if self.chain is not None:
+        if self.chain is not None and self.own:
             await self.chain.close()
-            self.chain = None
+        self.chain = None
+        self.running.clear()
 
     # -------------------------------------------------------------- state snapshots
 
@@ -244,6 +303,7 @@ class Console:
         self.hub.publish({"type": "call_done", **stat.__dict__})
 
     async def place(self, request: web.Request) -> web.Response:
+        self._watching()
         body = await _json(request)
         try:
             lat, lon = float(body["lat"]), float(body["lon"])
@@ -264,8 +324,14 @@ class Console:
     async def switch(self, request: web.Request) -> web.Response:
         body = await _json(request)
         name = str(body.get("scenario", ""))
-        if name not in SCENARIOS:
+        if name not in self._choices():
             raise web.HTTPBadRequest(text=f"unknown scenario {name!r}")
+        if not self.own:  # one of the run's chains: shown, not restarted
+            if name != self.scenario and self.hub is not None:
+                self.hub.drop_pending()
+                self.show(name, self.running[name][1])
+            self._publish_state(force=True)
+            return web.json_response(self._topology_json())
         async with self._lock:
             if name != self.scenario or self.chain is None:
                 old, self.chain = self.chain, None
@@ -278,6 +344,7 @@ class Console:
         return web.json_response(self._topology_json())
 
     async def taker_action(self, request: web.Request) -> web.Response:
+        self._watching()
         t = self.taker(request.match_info["name"])
         action = request.match_info["action"]
         body = await _json(request)
@@ -311,11 +378,13 @@ class Console:
         if chain is None:
             return {"ready": False}
         topo = chain.topology
-        sc = get_scenario(self.scenario)
+        choices = self._choices()
+        sc = choices[self.scenario]
         return {
             "ready": True,
             "scenario": self.scenario,
-            "scenarios": {n: s.summary() for n, s in SCENARIOS.items()},
+            "watching": not self.own,
+            "scenarios": {n: s.summary() for n, s in choices.items()},
             "hosts": [
                 {
                     "name": h.name,
@@ -391,6 +460,32 @@ class Console:
         return resp
 
 
+@dataclass
+class RunConsole:
+    """The console as a testbed run's `ChainWatch` (`ng911 testbed run --console`): served
+    while the run lasts, showing its in-process chains as the run starts and closes them."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    ready: Callable[[str], None] = print
+    console: Console = field(default_factory=lambda: Console(own=False))
+
+    async def open(self) -> None:
+        self.ready(await self.console.start(self.host, self.port))
+
+    async def close(self) -> None:
+        await self.console.close()
+
+    def observers(self, scenario: Scenario) -> list[Observer]:
+        return [self.console.observer(scenario.name)]
+
+    def started(self, scenario: Scenario, chain: RunningChain) -> None:
+        self.console.attach(scenario, chain)
+
+    def stopped(self, scenario: Scenario, chain: RunningChain) -> None:
+        self.console.detach(chain)
+
+
 def _static(name: str) -> web.Response:
     data = (resources.files("ng911.console") / "static" / name).read_bytes()
     return web.Response(body=data, content_type=STATIC_FILES[name])
@@ -429,4 +524,9 @@ async def serve(
         await console.close()
 
 
-__all__ = ["CallStat", "Console", "serve"]
+__all__ = ["CallStat", "Console", "RunConsole", "serve"]
+
+if TYPE_CHECKING:  # RunConsole is what a testbed run calls a ChainWatch (checked by mypy)
+    from ng911.testbed.run import ChainWatch
+
+    _watch: ChainWatch = RunConsole()

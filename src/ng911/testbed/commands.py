@@ -270,6 +270,8 @@ def _run(args: argparse.Namespace) -> int:
         interleave=not args.sequential,
         captures=not args.no_captures,
         implementations={"vsp": args.vsp, "esrp": args.esrp},
+        # set by a command layer above the testbed (`--console`, ng911.console.commands)
+        watch=getattr(args, "chain_watch", None),
     )
     try:
         result = run(cfg)

@@ -42,10 +42,10 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from ng911 import __version__
 from ng911.observe.calls import Trace
@@ -54,7 +54,7 @@ from ng911.observe.pcap import convert_capture, write_captures
 from ng911.observe.stats import BOOTSTRAP_METHOD, METRICS, PERCENTILE_METHOD
 from ng911.testbed.errors import TestbedError
 from ng911.testbed.hoptable import between_runs, hop_table
-from ng911.testbed.launcher import RunningChain, start_chain, wait_registered
+from ng911.testbed.launcher import Observer, RunningChain, start_chain, wait_registered
 from ng911.testbed.logexport import export_logevents
 from ng911.testbed.measure import PlacedCall, add_baseline_diffs, scenario_results
 from ng911.testbed.netns import NetnsLab, unavailable_reason
@@ -72,6 +72,28 @@ from ng911.testbed.report import (
 from ng911.testbed.results import SCHEMA_VERSION, write_calls_csv
 from ng911.testbed.scenarios import BASELINE, Scenario, get_scenario, select
 from ng911.testbed.topology import Topology, load_topology
+
+
+class ChainWatch(Protocol):
+    """Something watching the run's in-process chains while they are measured (the live
+    console, `ng911 testbed run --console`). The hook keeps the layers: the testbed never
+    imports what watches it. Its observers run inside the elements' send and receive paths,
+    so each must be O(1) and never block (a bounded buffer: the console's `Hub.observe`)."""
+
+    async def open(self) -> None:
+        """Before the first chain starts."""
+
+    async def close(self) -> None:
+        """After the last chain closed (also on a failed or interrupted run)."""
+
+    def observers(self, scenario: Scenario) -> Sequence[Observer]:
+        """Extra observers for the chain about to start under `scenario`."""
+
+    def started(self, scenario: Scenario, chain: RunningChain) -> None:
+        """`chain` is up (its call takers and caller registered); calls follow."""
+
+    def stopped(self, scenario: Scenario, chain: RunningChain) -> None:
+        """`chain` is about to close."""
 
 
 @dataclass
@@ -93,6 +115,8 @@ class RunConfig:
     # role → "ng911" | "kamailio" | "both" (`--vsp`, `--esrp`): who runs that place;
     # "both" runs each scenario with ng911 and with Kamailio side by side (testbed/peers.py)
     implementations: dict[str, str] = field(default_factory=dict)
+    # watches each in-process chain (`ChainWatch`; None: nobody); refused with element processes
+    watch: ChainWatch | None = None
 
 
 @dataclass
@@ -256,12 +280,16 @@ async def _start_live(acc: _Acc, repeat: int, base: Topology, cfg: RunConfig) ->
     if opts.processes or opts.netns:
         chain = await _start_processes(topo, work, acc.trace, opts)
     else:
-        chain = await start_chain(topo, work, observers=[acc.trace], opts=opts)
+        watch = cfg.watch
+        extra = list(watch.observers(scenario)) if watch is not None else []
+        chain = await start_chain(topo, work, observers=[acc.trace, *extra], opts=opts)
         try:
             await wait_registered(chain)
         except BaseException:
             await chain.close()
             raise
+        if watch is not None:
+            watch.started(scenario, chain)
     acc.chain = chain
     acc.keylogs.append(work / "keys.log")
     return _Live(acc, repeat, chain, locations, cold, cfg.calls)
@@ -346,8 +374,10 @@ async def _call(live: _Live, i: int, progress: Progress) -> None:
     progress.update(rec.ok)
 
 
-async def _close_live(live: _Live) -> None:
+async def _close_live(live: _Live, watch: ChainWatch | None) -> None:
     await asyncio.sleep(0.05)  # the last ACK/BYE transactions drain
+    if watch is not None and isinstance(live.chain, RunningChain):
+        watch.stopped(live.acc.scenario, live.chain)
     await live.chain.close()  # element processes: their events and CPU arrive here
     for k, v in live.chain.cpu_seconds().items():
         live.acc.cpu[k] = live.acc.cpu.get(k, 0.0) + v
@@ -529,7 +559,7 @@ async def run_set(
             # all at once: a chain waiting for another's LogEvents to drain would idle on,
             # its pings and keep-alives crossing the moment its peers close
             closed = await asyncio.gather(
-                *(_close_live(live) for live in lives), return_exceptions=True
+                *(_close_live(live, cfg.watch) for live in lives), return_exceptions=True
             )
             for exc in closed:
                 if isinstance(exc, BaseException):
@@ -650,6 +680,11 @@ async def run_testbed(cfg: RunConfig) -> RunResult:
         (load_topology(cfg.topology, s) for s in scenarios),
         processes=cfg.chain.processes or cfg.chain.netns,
     )
+    if cfg.watch is not None and (cfg.chain.processes or cfg.chain.netns):
+        raise TestbedError(
+            "the live console needs the in-process chain: it cannot watch element processes "
+            "(--processes/--netns)"
+        )
     if cfg.chain.netns and cfg.chain.impairments:
         raise TestbedError(
             "--impair relays run in the testbed's own namespace and cannot reach hosts in "
@@ -686,13 +721,19 @@ async def run_testbed(cfg: RunConfig) -> RunResult:
     separate = cfg.chain.processes or cfg.chain.netns
     with sigterm_exits() if separate else contextlib.nullcontext(), _Interrupt() as stop:
         try:
-            for repeat in range(1, cfg.repeat + 1):
-                label = "all" if cfg.interleave else "scenarios"
-                if cfg.repeat > 1:
-                    label += f" {repeat}/{cfg.repeat}"
-                progress = Progress(cfg.progress, label, cfg.calls * len(accs))
-                await run_set(accs, repeat, topo, cfg, progress)
-                progress.finish()
+            if cfg.watch is not None:
+                await cfg.watch.open()
+            try:
+                for repeat in range(1, cfg.repeat + 1):
+                    label = "all" if cfg.interleave else "scenarios"
+                    if cfg.repeat > 1:
+                        label += f" {repeat}/{cfg.repeat}"
+                    progress = Progress(cfg.progress, label, cfg.calls * len(accs))
+                    await run_set(accs, repeat, topo, cfg, progress)
+                    progress.finish()
+            finally:
+                if cfg.watch is not None:
+                    await cfg.watch.close()
         except asyncio.CancelledError:
             if not stop.swallow():
                 raise

@@ -1,0 +1,115 @@
+"""`ng911 testbed run --console`: the live console watches a run's in-process chains.
+
+A short run (two scenarios, a few calls) with `RunConsole` as its watcher; an HTTP client
+reads the console's event stream meanwhile and gets frames of the run's own calls (their
+Call-IDs are in the results' call_records), and no call fails. With element processes the
+flag is refused in one line, exit 2, before anything starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import aiohttp
+
+from ng911.cli import main
+from ng911.console.server import RunConsole
+from ng911.testbed.run import RunConfig, run_testbed
+
+
+async def _read(url: str, frames: list[dict], connected: asyncio.Event) -> None:
+    """Every `data:` frame of the event stream, until the console closes it."""
+    try:
+        async with aiohttp.ClientSession() as s, s.get(url + "api/events") as resp:
+            connected.set()
+            for _ in range(100000):  # bounded
+                line = await resp.content.readline()
+                if not line:
+                    return
+                if line.startswith(b"data: "):
+                    frames.append(json.loads(line[6:]))
+    except (aiohttp.ClientError, ConnectionError):
+        return
+
+
+def _config(tmp_path: Path, watch: RunConsole, *, calls: int, rate: float) -> RunConfig:
+    """Two scenarios, no baseline or captures: a short run."""
+    return RunConfig(
+        scenarios=["plain", "tcp"],
+        calls=calls,
+        rate=rate,
+        out=tmp_path / "run",
+        baseline=False,
+        captures=False,
+        watch=watch,
+    )
+
+
+async def test_the_console_shows_a_runs_calls(tmp_path):
+    frames: list[dict] = []
+    connected = asyncio.Event()
+    readers: list[asyncio.Task[None]] = []
+
+    def ready(url: str) -> None:
+        readers.append(asyncio.get_running_loop().create_task(_read(url, frames, connected)))
+
+    watch = RunConsole(ready=ready)
+    result = await run_testbed(_config(tmp_path, watch, calls=6, rate=20.0))
+    assert readers and connected.is_set()
+    await asyncio.wait_for(readers[0], 15)  # the run closed the console: the stream ended
+    assert result.failed == 0
+    run_ids = {
+        r["call_id"] for res in result.results["scenarios"].values() for r in res["call_records"]
+    }
+    assert len(run_ids) == 12
+    seen = {f.get("call") for f in frames if f.get("type") == "msg"} - {None}
+    assert seen & run_ids, (len(frames), sorted(seen)[:5])
+    assert seen <= run_ids  # only the run's calls: the console places none
+    states = [f for f in frames if f.get("type") == "state" and f.get("ready")]
+    assert states and states[-1]["scenario"] in {"plain", "tcp"}
+    assert watch.console.running == {} and watch.console.chain is None
+
+
+async def test_a_watching_console_switches_among_the_runs_chains(tmp_path):
+    """The page's selector picks one of the running chains; the console places no call."""
+    result: dict[str, object] = {}
+
+    def ready(url: str) -> None:
+        result["url"] = url
+
+    watch = RunConsole(ready=ready)
+
+    async def poke() -> None:
+        for _ in range(200):  # bounded: until both chains are attached
+            if len(watch.console.running) == 2:
+                break
+            await asyncio.sleep(0.05)
+        url = str(result["url"])
+        async with aiohttp.ClientSession() as s:
+            async with s.get(url + "api/topology") as resp:
+                topo = await resp.json()
+                result["choices"] = sorted(topo["scenarios"])
+            async with s.post(url + "api/scenario", json={"scenario": "tcp"}) as resp:
+                result["switched"] = (await resp.json())["hops"]["hop1"]["transport"]
+            async with s.post(url + "api/scenario", json={"scenario": "tls-all"}) as resp:
+                result["not_running"] = resp.status
+            async with s.post(url + "api/call", json={"lat": 40.7, "lon": -73.9}) as resp:
+                result["call"] = resp.status
+
+    poker = asyncio.ensure_future(poke())
+    res = await run_testbed(_config(tmp_path, watch, calls=30, rate=10.0))
+    await asyncio.wait_for(poker, 5)
+    assert result["choices"] == ["plain", "tcp"]
+    assert result["switched"] == "tcp"
+    assert result["not_running"] == 400 and result["call"] == 409
+    assert res.failed == 0
+
+
+def test_console_with_processes_is_refused_in_one_line(capsys):
+    for flag in ("--processes", "--netns"):
+        code = main(["testbed", "run", "--console", flag, "--calls", "1", "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert err.count("\n") == 1 and "--console needs the in-process chain" in err
