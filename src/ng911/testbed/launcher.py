@@ -36,7 +36,7 @@ from ng911.node.metrics import MetricsServer, start_metrics
 from ng911.node.serve import start_logger, start_lost
 from ng911.testbed.impair import HopRelay
 from ng911.testbed.peers import Peers, start_kamailios
-from ng911.testbed.plan import ChainOptions, ChainPlan, on_a_free_block
+from ng911.testbed.plan import STOP_WAVES, ChainOptions, ChainPlan, on_a_free_block
 from ng911.testbed.scenarios import Scenario, get_scenario
 from ng911.testbed.topology import Topology, load_topology
 
@@ -162,7 +162,9 @@ class RunningChain:
         return all(done)
 
     async def close(self) -> None:
-        """The caller first, then every element in plan order, LoST; then all their
+        """The elements in `STOP_WAVES` order, as element processes stop (the caller; call
+        takers and the ESRP, who send on their own; then the PSAPs and the VSP they send
+        to), LoST, Kamailio peers; then all their
         LogSenders at once (`node.build.close_log_sender`: what they queued, deferred ones
         all of it, gets `DRAIN`, or `DEFERRED_DRAIN` s; none with `logger_down`), the
         logger, relays. Closing the SIP side first keeps the chain's life (its pings,
@@ -170,7 +172,8 @@ class RunningChain:
         drain = 0.0 if self.opts.logger_down else DRAIN
         if self.opts.logger_defer and not self.opts.logger_down:
             drain = DEFERRED_DRAIN
-        order = [self.caller.name] + [n for n in self.elements if n != self.caller.name]
+        wave = {role: i for i, roles in enumerate(STOP_WAVES) for role in roles}
+        order = sorted(self.elements, key=lambda n: wave.get(self.plan.role(n), len(wave)))
         for name, m in self.metrics.items():
             try:
                 await m.close()

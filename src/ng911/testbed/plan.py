@@ -257,6 +257,19 @@ class RunPki:
         )
 
 
+# The order a chain stops in, by role, wave after wave: the caller first (no new call while
+# the others stop), then those that send on their own (call takers' keep-alives, the ESRP's
+# OPTIONS pings and SUBSCRIBE refreshes), then the servers they send to, the logger last
+# (the others' LogSenders drain into it): no message is left sent and never received by a
+# peer that stopped first. In-process chains and element processes both stop this way.
+STOP_WAVES: tuple[tuple[str, ...], ...] = (
+    ("caller",),
+    ("calltaker", "esrp"),
+    ("psap", "vsp", "lost"),
+    ("logger",),
+)
+
+
 @dataclass
 class ChainPlan:
     """A whole run, decided: consumed by the launcher, `--processes`, `--netns` and export."""

@@ -46,7 +46,13 @@ from ng911.testbed.bundle import export_bundles
 from ng911.testbed.errors import TestbedError
 from ng911.testbed.impair import HopRelay
 from ng911.testbed.netns import NetnsLab
-from ng911.testbed.plan import AddressInUse, ChainOptions, ChainPlan, on_a_free_block
+from ng911.testbed.plan import (
+    STOP_WAVES,
+    AddressInUse,
+    ChainOptions,
+    ChainPlan,
+    on_a_free_block,
+)
 from ng911.testbed.topology import HTTP_ROLES, Host, Topology
 
 Observer = Callable[[Any], None]
@@ -329,12 +335,7 @@ class ProcessChain:
 
     async def _stop_children(self) -> None:
         running = [c for c in self.children.values() if c.proc and c.proc.returncode is None]
-        # the caller first (no new call while the others stop), then those that send on
-        # their own (call takers' keep-alives, the ESRP's OPTIONS pings), then the servers
-        # they send to: no message is left sent and never received by a stopped peer
-        # the logger last: the others' LogSenders drain into it as they stop
-        waves = (("caller",), ("calltaker", "esrp"), ("psap", "vsp", "lost"), ("logger",))
-        for wave in waves:
+        for wave in STOP_WAVES:  # in waves, each stopped in parallel
             await asyncio.gather(*(self._stop(c) for c in running if c.role in wave))
         for c in self.children.values():
             code = c.proc.returncode if c.proc is not None else None
