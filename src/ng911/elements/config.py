@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self, TypeVar, Union
 
-from ng911.elements.i3state import QUEUE_STATES, SERVICE_STATES
+from ng911.elements.i3state import QUEUE_STATES, SECURITY_POSTURES, SERVICE_STATES
 from ng911.elements.prf import DEFAULT_SKIP_QUEUE, DEFAULT_SKIP_SERVICE, PolicyError, prf_of
 from ng911.errors import Ng911Error
 from ng911.sip.digest import ALGORITHMS as DIGEST_ALGORITHMS
@@ -311,9 +311,6 @@ class OverloadConfig(_Plain):
                 raise ConfigError(f"overload.trusted: {net!r} is not a network") from None
 
 
-POSTURES = ("Green", "Yellow", "Orange", "Red")  # NENA-STA-010.3 SecurityPosture
-
-
 @dataclass(frozen=True, slots=True)
 class StateConfig(_Plain):
     """i3 state notifications (RFC 6665 SUBSCRIBE/NOTIFY, NENA-STA-010.3; `elements/events.py`).
@@ -343,8 +340,8 @@ class StateConfig(_Plain):
     retry_max: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.posture not in POSTURES:
-            raise ConfigError(f"state.posture must be one of {', '.join(POSTURES)}")
+        if self.posture not in SECURITY_POSTURES:
+            raise ConfigError(f"state.posture must be one of {', '.join(SECURITY_POSTURES)}")
         if not 0 < self.min_expires <= self.default_expires <= self.max_expires:
             raise ConfigError("state: need 0 < min_expires <= default_expires <= max_expires")
         if self.max_subscriptions < 1 or self.max_per_source < 1 or self.retry_after < 0:
