@@ -1,0 +1,52 @@
+"""`bench/goals.py`: the README's goals table is rebuilt from the benches' JSON, and only it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load_goals() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_goals", REPO / "bench" / "goals.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_ratio_goals_judge_the_ratio_and_costs_judge_downwards() -> None:
+    g = load_goals()
+    rate = g.goal_row("proxy UDP", 750, "cps", 0.6, peer="Kamailio", peer_value=2250)
+    assert rate["met"] is False and abs(rate["ratio"] - 1 / 3) < 1e-9
+    cpu = g.goal_row("CPU", 600, "µs", 1.3, peer="Kamailio", peer_value=500, lower_is_better=True)
+    assert cpu["met"] is True
+    absolute = g.goal_row("chain", 520, "cps", 500)
+    assert absolute["met"] is True and absolute["ratio"] is None
+    missing = g.goal_row("chain --processes", None, "cps", 1000)
+    assert missing["met"] is None
+    lines = g.table([rate, cpu, absolute, missing])
+    assert lines[2].startswith("| proxy UDP | 750 cps | Kamailio 2,250 | 0.33 | ≥ 0.6 | **no** |")
+    assert "| ≤ 1.3× | yes |" in lines[3]
+    assert lines[5].endswith("| not measured |")
+
+
+def test_readme_block_is_rewritten_and_nothing_else(tmp_path: Path) -> None:
+    g = load_goals()
+    results = tmp_path / "results"
+    results.mkdir()
+    row = g.goal_row("LoST point", 5000, "req/s", 0.8, peer="HTTP floor", peer_value=6000)
+    (results / "lost.json").write_text(json.dumps({"date": "D", "goals": [row]}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{g.BEGIN}\nold\n{g.END}\nafter\n")
+    rows, sources = g.gather(results)
+    assert len(rows) == 1 and "`bench/load.py`: no results yet" in sources
+    assert g.rewrite_readme(g.table(rows), readme)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("\nafter\n") and "old" not in text
+    assert "| LoST point | 5,000 req/s | HTTP floor 6,000 | 0.83 | ≥ 0.8 | yes |" in text
+    readme.write_text("no block\n")
+    assert not g.rewrite_readme(["x"], readme)
