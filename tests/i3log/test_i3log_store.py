@@ -54,3 +54,45 @@ async def test_hostile_filter_values_are_parameters_not_sql(store):
 def test_store_target_kind():
     assert is_dsn("postgresql://u@h/db") and is_dsn("host=/tmp port=5432 dbname=x")
     assert not is_dsn("logevents.sqlite") and not is_dsn("/var/lib/ng911/log.sqlite")
+
+
+async def test_concurrent_adds_are_group_committed(store):
+    """Adds that arrive while a batch is being written go in together (fewer commits)."""
+    ids = await asyncio.gather(
+        *(store.add(_ev("RouteLogEvent", 3000.0 + i, "g"), "{}") for i in range(200))
+    )
+    rows, total = await store.query(Query(call_id="g", limit=500))
+    assert total == 200 and {r.id for r in rows} == set(ids)
+    assert store.commits.rows == 200 and store.commits.batches < 50, (
+        store.commits.batches,
+        store.commits.rows,
+    )
+
+
+async def test_a_bad_row_in_a_batch_fails_only_its_own_add(store):
+    good = [_ev("RouteLogEvent", 4000.0 + i, "b") for i in range(20)]
+    bad = IndexedEvent("RouteLogEvent", "t", 1.0, None, "x", "b", None, None)  # type: ignore[arg-type]
+    results = await asyncio.gather(
+        *(store.add(e, "{}") for e in good[:10]),
+        store.add(bad, "{}"),  # element_id NOT NULL: the database refuses this row
+        *(store.add(e, "{}") for e in good[10:]),
+        return_exceptions=True,
+    )
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert len(failed) == 1 and results.index(failed[0]) == 10
+    _, total = await store.query(Query(call_id="b", limit=100))
+    assert total == 20
+
+
+async def test_a_cancelled_add_is_still_written_and_close_waits_for_it(store):
+    """A POST whose client went away mid-insert: the row lands anyway, and close() waits."""
+    tasks = [
+        asyncio.ensure_future(store.add(_ev("RouteLogEvent", 5000.0 + i, "x"), "{}"))
+        for i in range(30)
+    ]
+    await asyncio.sleep(0)
+    tasks[5].cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await store.commits.wait()
+    _, total = await store.query(Query(call_id="x", limit=100))
+    assert total == 30

@@ -13,6 +13,13 @@ One interface (`LogStore`), two implementations with the same SQL (placeholders 
 - `PostgresStore(dsn)`: one psycopg 3 `AsyncConnection` (autocommit), its use serialised by
   an asyncio lock; a connection found closed is reopened once per call.
 
+Inserts are group-committed (`GroupCommit`): while one batch is being written, the POSTs
+that arrive wait and are written together, in one transaction (one thread hop and one
+commit for SQLite, one round trip for PostgreSQL) instead of one each. A lone insert is
+written at once (no timer, no added delay); each POST is still answered 201 only after its
+own row is committed, so an acknowledged LogEvent is never lost. A batch that fails is
+written again row by row, so one bad row fails only its own POST.
+
 `open_store(target)` picks by the text: a `postgresql://` URL or a libpq `key=value` DSN
 is PostgreSQL, anything else a SQLite path.
 """
@@ -24,7 +31,7 @@ import re
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -100,6 +107,65 @@ class LogStore(Protocol):
     async def close(self) -> None: ...
 
 
+class GroupCommit:
+    """Rows written in batches by one writer task (module docstring): `await add(row)`
+    returns once `row` is committed, or raises what writing it raised."""
+
+    def __init__(
+        self, write: Callable[[list[list[Any]]], Awaitable[None]], *, max_batch: int = 256
+    ) -> None:
+        self._write = write
+        self.max_batch = max(1, max_batch)
+        self._pending: list[tuple[list[Any], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self.batches = self.rows = 0  # how well it groups: rows / batches
+
+    async def add(self, row: list[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._pending.append((row, fut))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._drain(), name="i3log-group-commit")
+        await fut
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            try:
+                await self._write([row for row, _ in batch])
+            except Exception as exc:
+                if len(batch) == 1:
+                    _settle(batch[0][1], exc)
+                    continue
+                for row, fut in batch:  # find the bad row: only its POST fails
+                    try:
+                        await self._write([row])
+                    except Exception as one:
+                        _settle(fut, one)
+                    else:
+                        _settle(fut, None)
+                continue
+            self.batches += 1
+            self.rows += len(batch)
+            for _, fut in batch:
+                _settle(fut, None)
+
+    async def wait(self) -> None:
+        """Every row queued so far written (before a store closes)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
+
+def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+    if fut.done():  # the POST was cancelled (its client went away): the row is written anyway
+        return
+    if exc is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(exc)
+
+
 class _SqlStore:
     """The statements both stores run; subclasses say how to run them."""
 
@@ -126,14 +192,17 @@ class _SqlStore:
             ),
         ]
 
-    def insert(self, event: IndexedEvent, jws: str) -> tuple[str, str, list[Any]]:
+    def insert(self, event: IndexedEvent, jws: str) -> tuple[str, list[Any]]:
         event_id = uuid.uuid4().hex
         row = [
             event_id, event.log_event_type, event.timestamp, event.ts, event.element_id,
             event.agency_id, event.call_id, event.incident_id, event.call_id_sip, time.time(), jws,
         ]  # fmt: skip
+        return event_id, row
+
+    def insert_sql(self) -> str:
         marks = ", ".join([self.ph] * len(_COLUMNS))
-        return event_id, f"INSERT INTO {self.table} ({', '.join(_COLUMNS)}) VALUES ({marks})", row
+        return f"INSERT INTO {self.table} ({', '.join(_COLUMNS)}) VALUES ({marks})"
 
     def select_one(self) -> str:
         return f"SELECT {', '.join(_COLUMNS)} FROM {self.table} WHERE id = {self.ph}"
@@ -155,6 +224,24 @@ class SqliteStore(_SqlStore):
         self.path = path
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="i3log-sqlite")
         self._conn: sqlite3.Connection | None = None
+        self.commits = GroupCommit(self._write_rows)
+
+    async def _write_rows(self, rows: list[list[Any]]) -> None:
+        sql = self.insert_sql()
+
+        def write(c: sqlite3.Connection) -> None:
+            if len(rows) == 1:
+                c.execute(sql, rows[0])
+                return
+            c.execute("BEGIN")
+            try:
+                c.executemany(sql, rows)
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
+
+        await self._run(write)
 
     def _open(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -177,8 +264,8 @@ class SqliteStore(_SqlStore):
         return self
 
     async def add(self, event: IndexedEvent, jws: str) -> str:
-        event_id, sql, row = self.insert(event, jws)
-        await self._run(lambda c: c.execute(sql, row))
+        event_id, row = self.insert(event, jws)
+        await self.commits.add(row)
         return event_id
 
     async def get(self, event_id: str) -> StoredEvent | None:
@@ -200,6 +287,7 @@ class SqliteStore(_SqlStore):
         def shut(c: sqlite3.Connection) -> None:
             c.close()
 
+        await self.commits.wait()
         if self._conn is not None:
             await self._run(shut)
             self._conn = None
@@ -218,6 +306,16 @@ class PostgresStore(_SqlStore):
         self.dsn = dsn
         self._conn: Any = None
         self._lock = asyncio.Lock()
+        self.commits = GroupCommit(self._write_rows)
+
+    async def _write_rows(self, rows: list[list[Any]]) -> None:
+        if len(rows) == 1:
+            await self._run(self.insert_sql(), rows[0])
+            return
+        async with self._lock:
+            conn = await self._connection()
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(self.insert_sql(), rows)
 
     async def _connection(self) -> Any:
         if self._conn is None or self._conn.closed:
@@ -253,8 +351,8 @@ class PostgresStore(_SqlStore):
         return self
 
     async def add(self, event: IndexedEvent, jws: str) -> str:
-        event_id, sql, row = self.insert(event, jws)
-        await self._run(sql, row)
+        event_id, row = self.insert(event, jws)
+        await self.commits.add(row)
         return event_id
 
     async def get(self, event_id: str) -> StoredEvent | None:
@@ -268,6 +366,7 @@ class PostgresStore(_SqlStore):
         return [StoredEvent(*r) for r in rows], int(total[0])
 
     async def close(self) -> None:
+        await self.commits.wait()
         async with self._lock:
             if self._conn is not None:
                 await self._conn.close()
