@@ -104,6 +104,15 @@ async def test_click_brooklyn_ring_answer_ladder_hangup(tmp_path):
             await page.screenshot(path=str(shots / "4-inspector.png"))
             await page.locator("#inspector-panel").screenshot(path=str(shots / "inspector.png"))
 
+            # the LoST exchange of the call: the findService request and the answer, as XML
+            await page.locator("#ladder tr[data-type='lost']").first.click()
+            await page.wait_for_selector("#inspector pre.lost-response")
+            sent = await page.inner_text("#inspector pre.lost-request")
+            got = await page.inner_text("#inspector pre.lost-response")
+            assert "<findService" in sent and "urn:service:sos" in sent, sent[:300]
+            assert "<findServiceResponse" in got and "<mapping" in got, got[:300]
+            assert "sip" in got  # the PSAP's URI the ESRP routes to
+
             await page.click("[data-taker='taker-brooklyn'] button.hangup")
             try:
                 await page.wait_for_function(

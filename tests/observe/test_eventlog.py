@@ -22,7 +22,8 @@ EVENTS = [
                    0.004, "TLSv1.3", "TLS_AES_128_GCM_SHA256", ("sip:esrp.example",), True, None),
     ConnectionEvent(1.0, 2.0, "vsp", "tls", ("127.0.0.2", 1), ("127.0.0.3", 5061), "open", None),
     WireEvent(1.0, 2.0, "vsp", "tls", 3, "out", ("127.0.0.2", 1), ("127.0.0.3", 5061), b"\x16\x03"),
-    LostQueryEvent(1.0, 2.0, 0.003, "esrp", "https://x/lost", "https", True, call_id="urn:x"),
+    LostQueryEvent(1.0, 2.0, 0.003, "esrp", "https://x/lost", "https", True, call_id="urn:x",
+                   request=b"<findService/>", response=b"<findServiceResponse>\xff"),
 ]  # fmt: skip
 
 

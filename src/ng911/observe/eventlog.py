@@ -15,7 +15,8 @@ A child killed with SIGKILL leaves the events written so far and no closing line
 `read_events` reports as incomplete.
 
 Each line is one event: `{"type": "message"|"handshake"|"connection"|"wire"|"lost", ...}` with
-the event's own fields; bytes are base64 (`data`), address pairs are lists. The last line is
+the event's own fields; bytes are base64 (`data`, a LoST event's `request`/`response`),
+address pairs are lists. The last line is
 `{"type": "element", "name": ..., "cpu_seconds": ..., "events": N, "dropped": D}`.
 `read_events` rebuilds the same dataclasses, so trace, measure and report cannot tell a child's
 events from in-process ones. `mono` is `time.perf_counter()`, CLOCK_MONOTONIC on Linux: one
@@ -59,6 +60,11 @@ class EventLogError(ValueError):
 # each type's field names, read once (dataclasses.fields() per event cost more than the rest)
 _FIELDS: dict[type[Any], tuple[str, ...]] = {
     cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _TYPES.values()
+}
+# each type's bytes fields (base64 in the file): `data`, a LoST event's `request`/`response`
+_BYTES: dict[type[Any], frozenset[str]] = {
+    cls: frozenset(f.name for f in dataclasses.fields(cls) if f.type in ("bytes", bytes))
+    for cls in _TYPES.values()
 }
 _b64 = binascii.b2a_base64
 _encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
@@ -117,11 +123,12 @@ def event_from_json(d: Mapping[str, Any]) -> Any:
     if cls is None:
         raise EventLogError(f"unknown event type {d.get('type')!r}")
     kwargs: dict[str, Any] = {}
+    raw = _BYTES[cls]
     for f in dataclasses.fields(cls):
         if f.name not in d:
             continue
         v = d[f.name]
-        if f.name == "data" and isinstance(v, str):
+        if f.name in raw and isinstance(v, str):
             v = base64.b64decode(v)
         elif f.name in _ADDR_FIELDS and isinstance(v, list):
             v = (str(v[0]), int(v[1])) if len(v) == 2 else ("", 0)

@@ -304,7 +304,7 @@ function rowVisible(r) {
 }
 function addRow(f) {
   const tbody = $("#ladder tbody");
-  const tr = el("tr", {"data-id": f.id, "data-hop": f.hop || "", "data-transport": f.transport,
+  const tr = el("tr", {"data-id": f.id, "data-hop": f.hop || "", "data-transport": f.transport, "data-type": f.type,
                        "data-call": f.call || "", class: "t-" + plain(f.transport)});
   el("td", {}, tr, fmtTime(f.ts));
   el("td", {}, tr, `${f.from} → ${f.to || "?"}`);
@@ -342,6 +342,11 @@ async function inspect(id, tr) {
     kv("LoST query", f.url); kv("answer", String(f.result)); kv("ok", String(f.ok));
     kv("cached", String(f.cached)); kv("time", f.duration_ms + " ms");
     kv("bytes", `${f.request_bytes} request / ${f.response_bytes} response`);
+    if (d.truncated) kv("shown", "the first 16 KB of each body");
+    el("h3", {}, box, "findService request");
+    el("pre", {class: "xml lost-request"}, box, d.request_xml || "(none: answered from the cache)");
+    el("h3", {}, box, "answer");
+    el("pre", {class: "xml lost-response"}, box, d.response_xml || "(none)");
     return;
   }
   kv("SIP bytes", String(f.sip_bytes));
