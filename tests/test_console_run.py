@@ -2,8 +2,8 @@
 
 A short run (two scenarios, a few calls) with `RunConsole` as its watcher; an HTTP client
 reads the console's event stream meanwhile and gets frames of the run's own calls (their
-Call-IDs are in the results' call_records), and no call fails. With element processes the
-flag is refused in one line, exit 2, before anything starts.
+Call-IDs are in the results' call_records), and no call fails. `--console-stay` without
+`--console` is refused in one line, exit 2. (Element processes: test_console_processes.py.)
 """
 
 from __future__ import annotations
@@ -107,9 +107,8 @@ async def test_a_watching_console_switches_among_the_runs_chains(tmp_path):
     assert res.failed == 0
 
 
-def test_console_with_processes_is_refused_in_one_line(capsys):
-    for flag in ("--processes", "--netns"):
-        code = main(["testbed", "run", "--console", flag, "--calls", "1", "--quiet"])
-        err = capsys.readouterr().err
-        assert code == 2
-        assert err.count("\n") == 1 and "--console needs the in-process chain" in err
+def test_console_stay_without_console_is_refused_in_one_line(capsys):
+    code = main(["testbed", "run", "--console-stay", "--calls", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "--console-stay needs --console" in err

@@ -303,3 +303,72 @@ def read_events(path: Path) -> EventFile:
             except EventLogError as exc:
                 raise EventLogError(f"{path}:{lineno}: {exc}") from None
     return EventFile(events, element, cpu, complete, dropped)
+
+
+class EventTail:
+    """The events an `EventRecorder` appends to `path`, read while it writes them: each
+    `read()` returns the events of the whole lines added since the last one (the live console
+    watching element processes, `ng911 testbed run --processes --console`).
+
+    Bounded: one `read()` takes at most `max_read` bytes; when more than `max_backlog` bytes
+    wait (the reader fell behind a flood), it jumps to the newest `max_backlog` and counts the
+    bytes skipped (`skipped`): a slow reader loses events, the writer never waits for it.
+    A line that is not an event (cut by the jump, or hostile) is counted in `bad`, never
+    raised. `complete` once the closing `element` line was read. A missing file (the process
+    has not started writing) reads as nothing yet.
+    """
+
+    def __init__(self, path: Path, *, max_read: int = 1 << 20, max_backlog: int = 4 << 20) -> None:
+        self.path = path
+        self.max_read = max_read
+        self.max_backlog = max(max_backlog, max_read)
+        self.offset = 0
+        self.skipped = 0
+        self.bad = 0
+        self.complete = False
+        self._partial = b""
+        self._resync = False  # after a jump: the first line is a fragment
+        self._fh: Any = None
+
+    def read(self) -> list[Any]:
+        if self._fh is None:
+            try:
+                self._fh = self.path.open("rb")
+            except OSError:
+                return []
+        try:
+            size = os.fstat(self._fh.fileno()).st_size
+            if size < self.offset:  # truncated: the file was written anew
+                self.offset, self._partial = 0, b""
+            if size - self.offset > self.max_backlog:
+                jump = size - self.max_backlog
+                self.skipped += jump - self.offset + len(self._partial)
+                self.offset, self._partial, self._resync = jump, b"", True
+            self._fh.seek(self.offset)
+            data = self._fh.read(min(size - self.offset, self.max_read))
+        except OSError:
+            return []
+        self.offset += len(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        if self._resync and lines:
+            self._resync = False
+            lines.pop(0)
+        events: list[Any] = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                if d.get("type") == "element":
+                    self.complete = True
+                    continue
+                events.append(event_from_json(d))
+            except (ValueError, TypeError, AttributeError, KeyError, IndexError, EventLogError):
+                self.bad += 1
+        return events
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None

@@ -277,6 +277,24 @@ function newCall(parent, taker, c) {
   return div;
 }
 
+// a chain of element processes, or a finished one: watched, not driven from the page
+function modeNote(t) {
+  let s = "";
+  if (t.remote) s += " · element processes (live from their event files)";
+  if (t.finished) s += " · run finished: browsing it (Ctrl-C in the terminal stops the console)";
+  return s;
+}
+function renderTakersNote(snap) {
+  const box = $("#takers");
+  const note = snap.finished ? "The run is over: its call takers have stopped."
+    : snap.remote ? "The call takers run in their own processes: their messages are in the " +
+      "ladder; answering from this page needs the in-process chain (ng911 console)." : "";
+  let p = box.querySelector("p.mode-note");
+  if (!note) { if (p) p.remove(); return; }
+  if (!p) p = el("p", {class: "hint mode-note"}, box);
+  p.textContent = note;
+}
+
 function renderCounters(snap) {
   for (const [name, n] of Object.entries(state.nodes)) {
     if (!n.counters) continue;
@@ -398,7 +416,13 @@ function addStat(f) {
 function onFrame(f) {
   if (f.type === "state") {
     state.lastState = f;
-    if (f.ready) { renderTakers(f); renderCounters(f); }
+    if (f.ready) {
+      renderTakers(f); renderCounters(f); renderTakersNote(f);
+      if (state.topo && (f.finished !== state.topo.finished || f.remote !== state.topo.remote)) {
+        state.topo.finished = f.finished; state.topo.remote = f.remote;
+        $("#summary").textContent = state.topo.scenarios[state.topo.scenario] + modeNote(state.topo);
+      }
+    }
     if (f.hub) $("#hubstats").textContent = `viewers ${f.hub.viewers} · frames ${f.hub.frames} · dropped ${f.hub.viewer_dropped + f.hub.raw_dropped}`;
     return;
   }
@@ -435,7 +459,7 @@ async function loadTopology() {
   sel.innerHTML = "";
   for (const [n, summary] of Object.entries(state.topo.scenarios)) el("option", {value: n}, sel, `${n} (${summary})`);
   sel.value = state.topo.scenario;
-  $("#summary").textContent = state.topo.scenarios[state.topo.scenario];
+  $("#summary").textContent = state.topo.scenarios[state.topo.scenario] + modeNote(state.topo);
   state.mtls = {};
   drawNetwork(state.topo);
 }
