@@ -112,3 +112,25 @@ def test_console_stay_without_console_is_refused_in_one_line(capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and "--console-stay needs --console" in err
+
+
+async def test_a_staying_console_follows_a_sequential_run_and_keeps_every_chain(tmp_path):
+    """`--sequential --console-stay`: each scenario's chain is shown as it starts (the one
+    before it finished), and after the run both stay selectable as finished chains."""
+    seen: dict[str, object] = {}
+
+    def say(text: str) -> None:
+        console = watch.console
+        seen.update(scenario=console.scenario, ended=set(console.ended), url=console.url)
+        seen["state"] = console.snapshot()
+        watch.release()
+
+    watch = RunConsole(ready=lambda _u: None, stay=True, say=say)
+    cfg = _config(tmp_path, watch, calls=2, rate=10.0)
+    cfg.interleave = False
+    result = await run_testbed(cfg)
+    assert result.failed == 0
+    assert seen["scenario"] == "tcp" and seen["ended"] == {"plain", "tcp"}
+    state = seen["state"]
+    assert isinstance(state, dict) and state["finished"] and state["takers"] == {}
+    assert watch.console.chain is None  # closed once released

@@ -139,7 +139,7 @@ class Console:
         selectable on the page, shown at once when nothing (or its scenario) is shown."""
         self.running[scenario.name] = (scenario, chain)
         self.ended.discard(scenario.name)
-        if self.chain is None or self.scenario == scenario.name:
+        if self.chain is None or self.scenario in (scenario.name, *self.ended):
             self.show(scenario.name, chain)
             self._publish_state(force=True)
 
@@ -148,6 +148,10 @@ class Console:
         `keep_finished`, it stays selectable (and shown) as a finished chain instead."""
         if self.keep_finished:
             self.ended |= {n for n, (_s, c) in self.running.items() if c is chain}
+            live = [n for n in self.running if n not in self.ended]
+            if self.chain is chain and live and self.hub is not None:
+                self.hub.drop_pending()
+                self.show(live[0], self.running[live[0]][1])  # a running one, if any
             self._publish_state(force=True)
             return
         self.running = {n: (s, c) for n, (s, c) in self.running.items() if c is not chain}

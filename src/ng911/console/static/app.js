@@ -354,7 +354,7 @@ async function inspect(id, tr) {
   const f = d.frame;
   const dl = el("dl", {}, box);
   const kv = (k, v) => { el("dt", {}, dl, k); el("dd", {}, dl, v); };
-  kv("hop", `${f.hop || "?"} (${f.from} → ${f.to || "?"})`);
+  kv("hop", `${f.hop || (f.type === "lost" ? "LoST" : "?")} (${f.from} → ${f.to || "?"})`);
   kv("transport", f.transport.toUpperCase() + (f.hop && state.mtls[f.hop] ? " (mutual TLS)" : ""));
   if (f.type === "lost") {
     kv("LoST query", f.url); kv("answer", String(f.result)); kv("ok", String(f.ok));
@@ -455,6 +455,12 @@ function connect() {
 
 async function loadTopology() {
   state.topo = await getJSON("/api/topology");
+  // a console watching a run opens before the run's first chain is up: wait for it
+  while (!state.topo.ready) {
+    $("#summary").textContent = "waiting for the run's first chain…";
+    await new Promise((r) => setTimeout(r, 500));
+    state.topo = await getJSON("/api/topology");
+  }
   const sel = $("#scenario");
   sel.innerHTML = "";
   for (const [n, summary] of Object.entries(state.topo.scenarios)) el("option", {value: n}, sel, `${n} (${summary})`);
