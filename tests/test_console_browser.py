@@ -146,24 +146,15 @@ async def test_a_process_chain_live_in_the_page_then_the_finished_run(tmp_path):
     still serves it, says so, and the LoST exchange opens with its XML."""
     import asyncio
 
+    from console_helpers import watched_run
     from ng911.console.server import RunConsole
-    from ng911.testbed.plan import ChainOptions
-    from ng911.testbed.run import RunConfig, run_testbed
+    from ng911.testbed.run import run_testbed
 
     shots = _shots(tmp_path)
     got_url: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     over = asyncio.Event()
     watch = RunConsole(ready=got_url.set_result, stay=True, say=lambda _t: over.set())
-    cfg = RunConfig(
-        scenarios=["tls-e2e"],
-        calls=10,
-        rate=2.0,
-        out=tmp_path / "run",
-        baseline=False,
-        captures=False,
-        chain=ChainOptions(processes=True),
-        watch=watch,
-    )
+    cfg = watched_run(tmp_path, watch, scenarios=["tls-e2e"], calls=10, rate=2.0, processes=True)
     requests: list[str] = []
 
     async def drive() -> None:

@@ -13,7 +13,6 @@ The command itself: `--console-stay` keeps serving after the run until SIGINT, e
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -21,26 +20,11 @@ from pathlib import Path
 
 import aiohttp
 
+from console_helpers import read_frames, watched_run
 from ng911.console.server import RunConsole
-from ng911.testbed.plan import ChainOptions
-from ng911.testbed.run import RunConfig, run_testbed
+from ng911.testbed.run import run_testbed
 
 EXPECTED = {"hop1": "tls", "hop2": "tls", "hop3": "tls", "hop4": "udp"}  # tls-e2e
-
-
-async def _read(url: str, frames: list[dict], connected: asyncio.Event) -> None:
-    """Every `data:` frame of the event stream, until the console closes it."""
-    try:
-        async with aiohttp.ClientSession() as s, s.get(url + "api/events") as resp:
-            connected.set()
-            for _ in range(200000):  # bounded
-                line = await resp.content.readline()
-                if not line:
-                    return
-                if line.startswith(b"data: "):
-                    frames.append(json.loads(line[6:]))
-    except (aiohttp.ClientError, ConnectionError):
-        return
 
 
 async def test_processes_console_streams_live_then_stays(tmp_path):
@@ -52,7 +36,7 @@ async def test_processes_console_streams_live_then_stays(tmp_path):
 
     def ready(url: str) -> None:
         urls.append(url)
-        readers.append(asyncio.get_running_loop().create_task(_read(url, frames, connected)))
+        readers.append(asyncio.get_running_loop().create_task(read_frames(url, frames, connected)))
 
     async def browse_then_release() -> None:
         """What a person does once the run is over: look, then Ctrl-C."""
@@ -73,16 +57,7 @@ async def test_processes_console_streams_live_then_stays(tmp_path):
         asyncio.get_running_loop().create_task(browse_then_release())
 
     watch = RunConsole(ready=ready, stay=True, say=say)
-    cfg = RunConfig(
-        scenarios=["tls-e2e"],
-        calls=4,
-        rate=4.0,
-        out=tmp_path / "run",
-        baseline=False,
-        captures=False,
-        chain=ChainOptions(processes=True),
-        watch=watch,
-    )
+    cfg = watched_run(tmp_path, watch, scenarios=["tls-e2e"], calls=4, rate=4.0, processes=True)
     result = await run_testbed(cfg)
     await asyncio.wait_for(readers[0], 15)  # the stay ended: the console closed the stream
     assert result.failed == 0

@@ -9,42 +9,19 @@ Call-IDs are in the results' call_records), and no call fails. `--console-stay` 
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import aiohttp
 
+from console_helpers import read_frames, watched_run
 from ng911.cli import main
 from ng911.console.server import RunConsole
 from ng911.testbed.run import RunConfig, run_testbed
 
 
-async def _read(url: str, frames: list[dict], connected: asyncio.Event) -> None:
-    """Every `data:` frame of the event stream, until the console closes it."""
-    try:
-        async with aiohttp.ClientSession() as s, s.get(url + "api/events") as resp:
-            connected.set()
-            for _ in range(100000):  # bounded
-                line = await resp.content.readline()
-                if not line:
-                    return
-                if line.startswith(b"data: "):
-                    frames.append(json.loads(line[6:]))
-    except (aiohttp.ClientError, ConnectionError):
-        return
-
-
 def _config(tmp_path: Path, watch: RunConsole, *, calls: int, rate: float) -> RunConfig:
     """Two scenarios, no baseline or captures: a short run."""
-    return RunConfig(
-        scenarios=["plain", "tcp"],
-        calls=calls,
-        rate=rate,
-        out=tmp_path / "run",
-        baseline=False,
-        captures=False,
-        watch=watch,
-    )
+    return watched_run(tmp_path, watch, scenarios=["plain", "tcp"], calls=calls, rate=rate)
 
 
 async def test_the_console_shows_a_runs_calls(tmp_path):
@@ -53,7 +30,7 @@ async def test_the_console_shows_a_runs_calls(tmp_path):
     readers: list[asyncio.Task[None]] = []
 
     def ready(url: str) -> None:
-        readers.append(asyncio.get_running_loop().create_task(_read(url, frames, connected)))
+        readers.append(asyncio.get_running_loop().create_task(read_frames(url, frames, connected)))
 
     watch = RunConsole(ready=ready)
     result = await run_testbed(_config(tmp_path, watch, calls=6, rate=20.0))

@@ -40,6 +40,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,8 @@ STDERR_TAIL = 12  # lines of a dead child's stderr quoted in the error
 DEFERRED_DRAIN = 30.0
 LIVE_PERIOD = 0.1  # s between two reads of the event files for live observers
 LIVE_INTERVAL = 0.1  # s: a watched child's `--events-interval` (its writer's period)
+LIVE_BUDGET = 0.02  # s of reading and decoding per period at most (then the next period)
+LIVE_READ = 256 << 10  # bytes one read of one file takes at most; more than 8x that: a jump
 
 
 def defers_logging(opts: ChainOptions) -> bool:
@@ -431,18 +434,28 @@ class ProcessChain:
             self._live_task = asyncio.get_running_loop().create_task(self._feed_live())
 
     async def _feed_live(self) -> None:
+        """Every `LIVE_PERIOD`: read what the children appended, within `LIVE_BUDGET` of CPU
+        (the files in turn, the first one changing each period, so a flood in one costs the
+        others nothing and the testbed's own loop stays free to pace the calls)."""
         tails: dict[Path, EventTail] = {}
+        turn = 0
         try:
             while True:
                 await asyncio.sleep(LIVE_PERIOD)
                 batch: list[Any] = []
-                for c in list(self.children.values()):
-                    if c.role in HTTP_ROLES:
-                        continue
-                    tail = tails.get(c.events)
+                files = [c.events for c in self.children.values() if c.role not in HTTP_ROLES]
+                turn += 1
+                t0 = time.perf_counter()
+                for k in range(len(files)):
+                    path = files[(turn + k) % len(files)]
+                    tail = tails.get(path)
                     if tail is None:
-                        tail = tails[c.events] = EventTail(c.events)
+                        tail = tails[path] = EventTail(
+                            path, max_read=LIVE_READ, max_backlog=8 * LIVE_READ
+                        )
                     batch.extend(tail.read())
+                    if time.perf_counter() - t0 > LIVE_BUDGET:
+                        break
                 self.live_skipped = sum(t.skipped for t in tails.values())
                 batch.sort(key=_mono)  # the elements' files interleaved, in time order
                 for ev in batch:
