@@ -104,6 +104,15 @@ async def test_click_brooklyn_ring_answer_ladder_hangup(tmp_path):
             await page.screenshot(path=str(shots / "4-inspector.png"))
             await page.locator("#inspector-panel").screenshot(path=str(shots / "inspector.png"))
 
+            # the LoST exchange of the call: the findService request and the answer, as XML
+            await page.locator("#ladder tr[data-type='lost']").first.click()
+            await page.wait_for_selector("#inspector pre.lost-response")
+            sent = await page.inner_text("#inspector pre.lost-request")
+            got = await page.inner_text("#inspector pre.lost-response")
+            assert "<findService" in sent and "urn:service:sos" in sent, sent[:300]
+            assert "<findServiceResponse" in got and "<mapping" in got, got[:300]
+            assert "sip" in got  # the PSAP's URI the ESRP routes to
+
             await page.click("[data-taker='taker-brooklyn'] button.hangup")
             try:
                 await page.wait_for_function(
@@ -129,3 +138,62 @@ async def test_click_brooklyn_ring_answer_ladder_hangup(tmp_path):
     foreign = [u for u in requests if not (u.startswith(origin) or u.startswith("data:"))]
     assert foreign == [], f"the page reached outside its origin: {foreign}"
     assert shutil.which(CHROMIUM) or Path(CHROMIUM).exists()
+
+
+async def test_a_process_chain_live_in_the_page_then_the_finished_run(tmp_path):
+    """`ng911 testbed run --processes --console --console-stay`, in a browser: the element
+    processes' messages fill the ladder in each hop's colour; once the run is over the page
+    still serves it, says so, and the LoST exchange opens with its XML."""
+    import asyncio
+
+    from console_helpers import watched_run
+    from ng911.console.server import RunConsole
+    from ng911.testbed.run import run_testbed
+
+    shots = _shots(tmp_path)
+    got_url: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    over = asyncio.Event()
+    watch = RunConsole(ready=got_url.set_result, stay=True, say=lambda _t: over.set())
+    cfg = watched_run(tmp_path, watch, scenarios=["tls-e2e"], calls=10, rate=2.0, processes=True)
+    requests: list[str] = []
+
+    async def drive() -> None:
+        try:
+            url = await asyncio.wait_for(got_url, 60)
+            async with async_api.async_playwright() as pw:
+                browser = await pw.chromium.launch(
+                    executable_path=CHROMIUM, headless=True, args=ARGS
+                )
+                page = await browser.new_page(viewport={"width": 1600, "height": 1100})
+                page.on("request", lambda r: requests.append(r.url))
+                await page.goto(url)
+                await page.wait_for_selector("body[data-ready='1']", timeout=60000)
+                for hop, transport in EXPECTED["tls-e2e"].items():
+                    row = page.locator(f"#ladder tr[data-hop='{hop}']", has_text="INVITE").first
+                    await row.wait_for(timeout=60000)
+                    colour = "t-tls" if transport == "tls" else "t-plain"
+                    assert colour in (await row.get_attribute("class") or "")
+                assert "element processes" in await page.inner_text("#summary")
+                note = await page.inner_text("#takers")  # running, or over already
+                assert "own processes" in note or "run is over" in note, note
+                await asyncio.wait_for(over.wait(), 120)
+                await page.wait_for_function(
+                    "document.querySelector('#summary').textContent.includes('run finished')",
+                    timeout=10000,
+                )
+                await page.locator("#ladder tr[data-type='lost']").first.click()
+                await page.wait_for_selector("#inspector pre.lost-response")
+                assert "<findService" in await page.inner_text("#inspector pre.lost-request")
+                await page.screenshot(path=str(shots / "processes-finished.png"))
+                await browser.close()
+        finally:
+            watch.release()
+
+    result, _ = await asyncio.gather(run_testbed(cfg), drive())
+    assert result.failed == 0
+    assert requests and all(u.startswith(url_prefix(requests[0])) for u in requests)
+
+
+def url_prefix(url: str) -> str:
+    """scheme://host:port of `url`."""
+    return "/".join(url.split("/")[:3])

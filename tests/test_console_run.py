@@ -2,49 +2,26 @@
 
 A short run (two scenarios, a few calls) with `RunConsole` as its watcher; an HTTP client
 reads the console's event stream meanwhile and gets frames of the run's own calls (their
-Call-IDs are in the results' call_records), and no call fails. With element processes the
-flag is refused in one line, exit 2, before anything starts.
+Call-IDs are in the results' call_records), and no call fails. `--console-stay` without
+`--console` is refused in one line, exit 2. (Element processes: test_console_processes.py.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import aiohttp
 
+from console_helpers import read_frames, watched_run
 from ng911.cli import main
 from ng911.console.server import RunConsole
 from ng911.testbed.run import RunConfig, run_testbed
 
 
-async def _read(url: str, frames: list[dict], connected: asyncio.Event) -> None:
-    """Every `data:` frame of the event stream, until the console closes it."""
-    try:
-        async with aiohttp.ClientSession() as s, s.get(url + "api/events") as resp:
-            connected.set()
-            for _ in range(100000):  # bounded
-                line = await resp.content.readline()
-                if not line:
-                    return
-                if line.startswith(b"data: "):
-                    frames.append(json.loads(line[6:]))
-    except (aiohttp.ClientError, ConnectionError):
-        return
-
-
 def _config(tmp_path: Path, watch: RunConsole, *, calls: int, rate: float) -> RunConfig:
     """Two scenarios, no baseline or captures: a short run."""
-    return RunConfig(
-        scenarios=["plain", "tcp"],
-        calls=calls,
-        rate=rate,
-        out=tmp_path / "run",
-        baseline=False,
-        captures=False,
-        watch=watch,
-    )
+    return watched_run(tmp_path, watch, scenarios=["plain", "tcp"], calls=calls, rate=rate)
 
 
 async def test_the_console_shows_a_runs_calls(tmp_path):
@@ -53,7 +30,7 @@ async def test_the_console_shows_a_runs_calls(tmp_path):
     readers: list[asyncio.Task[None]] = []
 
     def ready(url: str) -> None:
-        readers.append(asyncio.get_running_loop().create_task(_read(url, frames, connected)))
+        readers.append(asyncio.get_running_loop().create_task(read_frames(url, frames, connected)))
 
     watch = RunConsole(ready=ready)
     result = await run_testbed(_config(tmp_path, watch, calls=6, rate=20.0))
@@ -107,9 +84,30 @@ async def test_a_watching_console_switches_among_the_runs_chains(tmp_path):
     assert res.failed == 0
 
 
-def test_console_with_processes_is_refused_in_one_line(capsys):
-    for flag in ("--processes", "--netns"):
-        code = main(["testbed", "run", "--console", flag, "--calls", "1", "--quiet"])
-        err = capsys.readouterr().err
-        assert code == 2
-        assert err.count("\n") == 1 and "--console needs the in-process chain" in err
+def test_console_stay_without_console_is_refused_in_one_line(capsys):
+    code = main(["testbed", "run", "--console-stay", "--calls", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "--console-stay needs --console" in err
+
+
+async def test_a_staying_console_follows_a_sequential_run_and_keeps_every_chain(tmp_path):
+    """`--sequential --console-stay`: each scenario's chain is shown as it starts (the one
+    before it finished), and after the run both stay selectable as finished chains."""
+    seen: dict[str, object] = {}
+
+    def say(text: str) -> None:
+        console = watch.console
+        seen.update(scenario=console.scenario, ended=set(console.ended), url=console.url)
+        seen["state"] = console.snapshot()
+        watch.release()
+
+    watch = RunConsole(ready=lambda _u: None, stay=True, say=say)
+    cfg = _config(tmp_path, watch, calls=2, rate=10.0)
+    cfg.interleave = False
+    result = await run_testbed(cfg)
+    assert result.failed == 0
+    assert seen["scenario"] == "tcp" and seen["ended"] == {"plain", "tcp"}
+    state = seen["state"]
+    assert isinstance(state, dict) and state["finished"] and state["takers"] == {}
+    assert watch.console.chain is None  # closed once released

@@ -178,6 +178,14 @@ async def test_observers_get_one_event_per_find_service(embedded_store: Embedded
         assert (first.element, first.server, first.transport) == ("esrp-1", "ecrf", "http")
         assert first.result == psap_uri("queens") and first.duration > 0
         assert events[3].result == "notFound"
+        # each event carries its own exchange (the query's XML and the answer's), bounded
+        assert b"<findService" in first.request and b"<findServiceResponse" in first.response
+        assert (first.request_bytes, first.response_bytes) == (
+            len(first.request),
+            len(first.response),
+        )
+        assert events[1].request == b"" and events[1].request_bytes == 0  # cached: none
+        assert b"notFound" in events[3].response
         async with LostClient(running.url, use_cache=False) as client:
             await client.find_service(p)
             r = await client.find_service(p)

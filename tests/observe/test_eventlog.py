@@ -10,6 +10,7 @@ from ng911.net.events import ConnectionEvent, HandshakeEvent, MessageEvent, Wire
 from ng911.observe.eventlog import (
     EventLogError,
     EventRecorder,
+    EventTail,
     event_line,
     event_to_json,
     read_events,
@@ -22,7 +23,8 @@ EVENTS = [
                    0.004, "TLSv1.3", "TLS_AES_128_GCM_SHA256", ("sip:esrp.example",), True, None),
     ConnectionEvent(1.0, 2.0, "vsp", "tls", ("127.0.0.2", 1), ("127.0.0.3", 5061), "open", None),
     WireEvent(1.0, 2.0, "vsp", "tls", 3, "out", ("127.0.0.2", 1), ("127.0.0.3", 5061), b"\x16\x03"),
-    LostQueryEvent(1.0, 2.0, 0.003, "esrp", "https://x/lost", "https", True, call_id="urn:x"),
+    LostQueryEvent(1.0, 2.0, 0.003, "esrp", "https://x/lost", "https", True, call_id="urn:x",
+                   request=b"<findService/>", response=b"<findServiceResponse>\xff"),
 ]  # fmt: skip
 
 
@@ -100,3 +102,43 @@ def test_a_file_without_its_closing_line_is_incomplete(tmp_path):
     path.write_text("")
     ef = read_events(path)
     assert ef.events == [] and not ef.complete and ef.element is None
+
+
+def test_a_tail_reads_what_the_recorder_writes_as_it_writes_it(tmp_path):
+    path = tmp_path / "esrp.jsonl"
+    tail = EventTail(path)
+    assert tail.read() == []  # nothing written yet: nothing, no error
+    rec = EventRecorder(path, interval=0.01)
+    rec(EVENTS[0])
+    for _ in range(200):  # bounded: the writer thread's next period
+        got = tail.read()
+        if got:
+            break
+        time.sleep(0.01)
+    assert got == [EVENTS[0]] and not tail.complete
+    for ev in EVENTS[1:]:
+        rec(ev)
+    rec.close(element="esrp")
+    assert tail.read() == EVENTS[1:] and tail.complete
+    assert tail.read() == []
+    tail.close()
+
+
+def test_a_tail_keeps_half_lines_skips_hostile_ones_and_jumps_when_behind(tmp_path):
+    path = tmp_path / "vsp.jsonl"
+    line = event_line(EVENTS[0])
+    assert line is not None
+    with path.open("wb") as f:
+        f.write(b'{"type": "nonsense"}\n[1, 2]\n{"type": "message", "local": {}}\nnot json\n')
+        f.write(line[:10].encode())
+    tail = EventTail(path, max_read=4096, max_backlog=4096)
+    assert tail.read() == [] and tail.bad == 4  # refused, counted, never raised
+    with path.open("ab") as f:
+        f.write(line[10:].encode() + b"\n")
+    assert tail.read() == [EVENTS[0]]  # the half line, completed
+    with path.open("ab") as f:  # a flood the reader fell behind: it jumps, counting
+        f.write(((line + "\n") * 200).encode())
+    got = tail.read()
+    assert 0 < len(got) < 200 and tail.skipped > 0
+    assert all(ev == EVENTS[0] for ev in got)
+    tail.close()

@@ -59,8 +59,15 @@ def _extend_testbed_run(sub: Any) -> None:
         action="store_true",
         help="serve the live console on localhost while the run measures: each hop, the "
         "ladder and the call takers of the chain shown (a selector picks among the running "
-        "scenarios); the console never holds up a call (bounded buffers); in-process chains "
-        "only (not with --processes/--netns)",
+        "scenarios); the console never holds up a call (bounded buffers); with "
+        "--processes/--netns it shows the element processes' messages a tenth of a second "
+        "behind (their call takers' consoles need the in-process chain)",
+    )
+    r.add_argument(
+        "--console-stay",
+        action="store_true",
+        help="with --console: keep serving the console after the run (its report written), "
+        "to browse the finished run, until Ctrl-C",
     )
     r.add_argument(
         "--console-port",
@@ -76,19 +83,23 @@ def _extend_testbed_run(sub: Any) -> None:
 def run_with_console(args: argparse.Namespace, inner: Callable[[argparse.Namespace], int]) -> int:
     """`ng911 testbed run`, with the console watching when `--console` asks for it."""
     if not args.console:
+        if args.console_stay:
+            print("ng911 testbed: --console-stay needs --console", file=sys.stderr)
+            return 2
         return inner(args)
-    if args.processes or args.netns:
-        print(
-            "ng911 testbed: --console needs the in-process chain; drop --processes/--netns",
-            file=sys.stderr,
-        )
-        return 2
     from ng911.console.server import RunConsole
 
-    def ready(url: str) -> None:
-        print(f"ng911 console: {url}  (watching the run; it stops when the run ends)", flush=True)
+    until = "until Ctrl-C after the run" if args.console_stay else "it stops when the run ends"
 
-    args.chain_watch = RunConsole(port=args.console_port, ready=ready)
+    def ready(url: str) -> None:
+        print(f"ng911 console: {url}  (watching the run; {until})", flush=True)
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    args.chain_watch = RunConsole(
+        port=args.console_port, ready=ready, stay=args.console_stay, say=say
+    )
     return inner(args)
 
 

@@ -11,8 +11,13 @@ The console either starts its own chain (`ng911 console`: `open_chain`, switchab
 watches chains someone else starts (`own=False`, `attach`/`detach`: `ng911 testbed run
 --console`, through `RunConsole`, the run's `ChainWatch`); then it places no calls and
 touches no call taker (the run measures those calls), and the scenario selector picks one of
-the running chains. Only in-process chains are supported; a chain of OS processes
-(`--processes`/`--netns`) would need the child processes' events streamed back first.
+the running chains. A chain of element processes (`--processes`/`--netns`, a
+`ProcessChain`) is watched the same way: its events come from the children's event files,
+tailed while they run (`ProcessChain.live`, a tenth of a second behind); its call takers
+live in their own processes, so the page shows their messages but not their consoles
+(answering from the page needs the in-process chain, `ng911 console`). With `keep_finished`
+(`--console-stay`) a chain that ends stays selectable, its last frames browsable, until the
+console is stopped.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,6 +42,7 @@ from ng911.elements.runtime import ElementError
 from ng911.elements.ua import CallRecord
 from ng911.observe.hops import HOP_LABELS, HOPS
 from ng911.testbed.launcher import Observer, RunningChain, open_chain, wait_registered
+from ng911.testbed.processes import ProcessChain
 from ng911.testbed.scenarios import SCENARIOS, Scenario, get_scenario
 
 STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
@@ -43,6 +50,7 @@ SSE_SNDBUF = 16384  # a small kernel buffer: a stalled browser fills its own bou
 STATE_PERIOD = 0.25  # s between state snapshots (sent only when changed)
 CATCH_UP = 400  # frames a newly connected viewer gets from history
 MAX_BODY = 4096  # the JSON of an action
+Chain = RunningChain | ProcessChain  # what a console shows (only the first has call takers here)
 
 
 @dataclass
@@ -65,7 +73,7 @@ class Console:
     viewer_size: int = 2000
     own: bool = True  # start (and switch) its own chain; False: show chains it is given
     chain_options: dict[str, Any] = field(default_factory=dict)
-    chain: RunningChain | None = None
+    chain: Chain | None = None
     hub: Hub | None = None
     describer: Describer | None = None
     stats: list[CallStat] = field(default_factory=list)
@@ -76,8 +84,10 @@ class Console:
     _pidf_cache: dict[str, Any] = field(default_factory=dict)
     _last_state: str = ""
     # own=False: the chains attached, by scenario name (the one shown is `chain`)
-    running: dict[str, tuple[Scenario, RunningChain]] = field(default_factory=dict)
+    running: dict[str, tuple[Scenario, Chain]] = field(default_factory=dict)
     url: str = ""
+    keep_finished: bool = False  # own=False: a chain that ends stays on the page (browsable)
+    ended: set[str] = field(default_factory=set)  # scenarios whose chain ended (kept)
 
     # -------------------------------------------------------------- the chain
 
@@ -100,7 +110,7 @@ class Console:
             raise
         self.show(sc.name, chain)
 
-    def show(self, scenario: str, chain: RunningChain) -> None:
+    def show(self, scenario: str, chain: Chain) -> None:
         """Make `chain` the one on the page: its hosts name the events' ends from now on."""
         hub = self.hub
         assert hub is not None
@@ -124,16 +134,26 @@ class Console:
 
         return observe
 
-    def attach(self, scenario: Scenario, chain: RunningChain) -> None:
+    def attach(self, scenario: Scenario, chain: Chain) -> None:
         """A chain someone else started (with `observer(scenario.name)` among its observers):
         selectable on the page, shown at once when nothing (or its scenario) is shown."""
         self.running[scenario.name] = (scenario, chain)
-        if self.chain is None or self.scenario == scenario.name:
+        self.ended.discard(scenario.name)
+        if self.chain is None or self.scenario in (scenario.name, *self.ended):
             self.show(scenario.name, chain)
             self._publish_state(force=True)
 
-    def detach(self, chain: RunningChain) -> None:
-        """`chain` is closing (its owner closes it): show another running one, if any."""
+    def detach(self, chain: Chain) -> None:
+        """`chain` is closing (its owner closes it): show another running one, if any; with
+        `keep_finished`, it stays selectable (and shown) as a finished chain instead."""
+        if self.keep_finished:
+            self.ended |= {n for n, (_s, c) in self.running.items() if c is chain}
+            live = [n for n in self.running if n not in self.ended]
+            if self.chain is chain and live and self.hub is not None:
+                self.hub.drop_pending()
+                self.show(live[0], self.running[live[0]][1])  # a running one, if any
+            self._publish_state(force=True)
+            return
         self.running = {n: (s, c) for n, (s, c) in self.running.items() if c is not chain}
         if self.chain is chain:
             self.chain, self.describer = None, None
@@ -155,7 +175,7 @@ class Console:
             )
 
     @staticmethod
-    def _hops(chain: RunningChain) -> dict[str, str]:
+    def _hops(chain: Chain) -> dict[str, str]:
         return {h: chain.topology.transport(h) for h in HOPS}
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -204,8 +224,17 @@ class Console:
 
     # -------------------------------------------------------------- state snapshots
 
+    def _live_here(self) -> RunningChain | None:
+        """The chain shown when its elements are in this process and running (their call
+        takers' consoles and PSAP states can be read)."""
+        chain = self.chain
+        if isinstance(chain, RunningChain) and self.scenario not in self.ended:
+            return chain
+        return None
+
     def taker(self, name: str) -> CallTaker:
-        el = self.chain.elements.get(name) if self.chain is not None else None
+        chain = self._live_here()
+        el = chain.elements.get(name) if chain is not None else None
         if not isinstance(el, CallTaker):
             raise web.HTTPNotFound(text=f"no call taker {name!r}")
         return el
@@ -231,17 +260,19 @@ class Console:
             **self._pidf_cache[cid],
         }
 
-    def snapshot(self) -> dict[str, Any]:
-        chain = self.chain
-        if chain is None:
-            return {"type": "state", "ready": False}
+    def _in_process_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The PSAPs' i3 states and the call takers' consoles, when the chain shown runs in
+        this process (empty for element processes or a finished chain)."""
+        chain = self._live_here()
         psaps: dict[str, Any] = {}
+        takers: dict[str, Any] = {}
+        if chain is None:
+            return psaps, takers
         for name, p in chain.psaps.items():
             psaps[name] = {
                 "queue": p.queue_state().to_json(),
                 "service": p.service_state().to_json(),
             }
-        takers: dict[str, Any] = {}
         for psap, ts in chain.takers.items():
             queue = chain.psaps[psap].acd.queue if psap in chain.psaps else ()
             for t in ts:
@@ -252,11 +283,19 @@ class Console:
                     "answered": t.answered,
                     "calls": [self._call_view(t, c, queue) for c in t.calls.values()],
                 }
+        return psaps, takers
+
+    def snapshot(self) -> dict[str, Any]:
+        if self.chain is None:
+            return {"type": "state", "ready": False}
+        psaps, takers = self._in_process_state()
         hub = self.hub
         return {
             "type": "state",
             "ready": True,
             "scenario": self.scenario,
+            "remote": isinstance(self.chain, ProcessChain),  # element processes
+            "finished": self.scenario in self.ended,
             "psaps": psaps,
             "takers": takers,
             "counters": self.describer.counters if self.describer else {},
@@ -286,7 +325,8 @@ class Console:
 
     async def _run_call(self, lat: float, lon: float, stat: CallStat) -> None:
         chain = self.chain
-        assert chain is not None and self.hub is not None and self.describer is not None
+        assert isinstance(chain, RunningChain)  # own chains only (`_watching` refused others)
+        assert self.hub is not None and self.describer is not None
         hs_before = self.describer.full_handshakes
         try:
             rec: CallRecord = await chain.place_call(lat, lon, hangup_after=0.0)
@@ -384,6 +424,9 @@ class Console:
             "ready": True,
             "scenario": self.scenario,
             "watching": not self.own,
+            "remote": isinstance(chain, ProcessChain),
+            "finished": self.scenario in self.ended,
+            "ended": sorted(self.ended),
             "scenarios": {n: s.summary() for n, s in choices.items()},
             "hosts": [
                 {
@@ -463,12 +506,44 @@ class Console:
 @dataclass
 class RunConsole:
     """The console as a testbed run's `ChainWatch` (`ng911 testbed run --console`): served
-    while the run lasts, showing its in-process chains as the run starts and closes them."""
+    while the run lasts, showing its chains (in this process or element processes) as the
+    run starts and closes them. With `stay` (`--console-stay`) it goes on serving the
+    finished run, its chains selectable and their last frames browsable, until Ctrl-C (or
+    `release()`), after the report is written."""
 
     host: str = "127.0.0.1"
     port: int = 0
     ready: Callable[[str], None] = print
     console: Console = field(default_factory=lambda: Console(own=False))
+    stay: bool = False
+    say: Callable[[str], None] = print  # where the "still serving" line goes
+    _release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.console.keep_finished = self.stay
+
+    def release(self) -> None:
+        """Stop staying: `finished` returns (what Ctrl-C does)."""
+        self._release.set()
+
+    async def finished(self, result: RunResult) -> None:
+        if not self.stay:
+            return
+        loop = asyncio.get_running_loop()
+        try:  # Ctrl-C ends the stay, not the run (whose report is written): exit status kept
+            loop.add_signal_handler(signal.SIGINT, self._release.set)
+            handled = True
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            handled = False
+        self.say(
+            f"ng911 console: the run is over (report: {result.report}); the console still "
+            f"serves it at {self.console.url}  (Ctrl-C stops it)"
+        )
+        try:
+            await self._release.wait()
+        finally:
+            if handled:
+                loop.remove_signal_handler(signal.SIGINT)
 
     async def open(self) -> None:
         self.ready(await self.console.start(self.host, self.port))
@@ -479,10 +554,10 @@ class RunConsole:
     def observers(self, scenario: Scenario) -> list[Observer]:
         return [self.console.observer(scenario.name)]
 
-    def started(self, scenario: Scenario, chain: RunningChain) -> None:
+    def started(self, scenario: Scenario, chain: Chain) -> None:
         self.console.attach(scenario, chain)
 
-    def stopped(self, scenario: Scenario, chain: RunningChain) -> None:
+    def stopped(self, scenario: Scenario, chain: Chain) -> None:
         self.console.detach(chain)
 
 
@@ -527,6 +602,6 @@ async def serve(
 __all__ = ["CallStat", "Console", "RunConsole", "serve"]
 
 if TYPE_CHECKING:  # RunConsole is what a testbed run calls a ChainWatch (checked by mypy)
-    from ng911.testbed.run import ChainWatch
+    from ng911.testbed.run import ChainWatch, RunResult
 
     _watch: ChainWatch = RunConsole()

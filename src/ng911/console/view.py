@@ -209,8 +209,18 @@ def pidf_of_message(msg: Message) -> dict[str, Any] | None:
 
 def inspect(frame: Frame, source: Any) -> dict[str, Any]:
     """Everything about one kept frame: for a message, its full text as it crossed the hop,
-    its size on the wire (TLS records included) and its parsed PIDF-LO and identifiers."""
+    its size on the wire (TLS records included) and its parsed PIDF-LO and identifiers; for
+    a LoST exchange, the findService request and the answer as XML text (a cached answer
+    crossed nothing: both empty)."""
     out: dict[str, Any] = {"frame": frame}
+    if isinstance(source, LostQueryEvent):  # the findService request and its answer (XML)
+        out["request_xml"] = source.request.decode("utf-8", "replace")
+        out["response_xml"] = source.response.decode("utf-8", "replace")
+        out["truncated"] = (
+            len(source.request) < source.request_bytes
+            or len(source.response) < source.response_bytes
+        )
+        return out
     if isinstance(source, MessageEvent):
         out["text"] = source.data.decode("utf-8", "replace")
         out["tls_overhead"] = source.wire_bytes - source.sip_bytes

@@ -19,7 +19,8 @@ hop bound and one loop check serve both.
 
 Observers (`observers=[...]`, each a callable) get one `LostQueryEvent` per `find_service`:
 sent time, duration, outcome, cached or not, the call's emergency-CallId, named by `element`
-(who asks) and `server` (whom). Without observers nothing is timed or built. `use_cache`
+(who asks) and `server` (whom), with the request and answer XML of the exchange (bounded,
+`lost.events.MAX_XML`). Without observers nothing is timed or built. `use_cache`
 (default True) is whether `find_service` uses the cache; the testbed turns it off so every
 call pays the LoST round trip.
 """
@@ -27,6 +28,7 @@ call pays the LoST round trip.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ssl
 import time
 from collections.abc import Callable, Coroutine
@@ -40,7 +42,7 @@ import shapely
 from ng911.location.civic import CivicAddress
 from ng911.location.geodetic import Point, Shape
 from ng911.lost.errors import LostClientError, LostNotFound, LostProtocolError, LostResponseError
-from ng911.lost.events import LostQueryEvent
+from ng911.lost.events import MAX_XML, LostQueryEvent
 from ng911.lost.protocol import (
     CONTENT_TYPE,
     PROFILE_CIVIC,
@@ -56,6 +58,13 @@ from ng911.lost.protocol import (
     build_request,
     parse_datetime,
     parse_response,
+)
+
+# The (request, response) bodies of an observed query's last exchange: set by `_observed` for
+# the query's own task (a context variable: concurrent queries never see each other's), filled
+# by `request`; unset (None) when nobody observes, so `request` pays one lookup.
+_EXCHANGE: contextvars.ContextVar[list[bytes] | None] = contextvars.ContextVar(
+    "lost_exchange", default=None
 )
 
 
@@ -160,6 +169,7 @@ class LostClient:
         target = url or self.url
         body = build_request(req)
         self.queries += 1
+        seen = _EXCHANGE.get()
         try:
             async with asyncio.timeout(self.timeout):
                 async with self._get_session().post(
@@ -175,6 +185,8 @@ class LostClient:
             raise LostClientError("timeout", f"{target}: no answer in {self.timeout}s") from exc
         except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
             raise LostClientError("unreachable", f"{target}: {exc}") from exc
+        if seen is not None:  # an observed query: its event shows the exchange
+            seen[:] = (body, raw)
         if 300 <= status < 400 and location:
             return Redirect(target=_resolve(target, location), source=f"HTTP {status}")
         if status != 200:
@@ -263,6 +275,8 @@ class LostClient:
         """Await `find`, then report it to every observer (an observer never breaks a call)."""
         ts, mono, queries = time.time(), time.perf_counter(), self.queries
         ok, result = False, None
+        exchange: list[bytes] = []
+        token = _EXCHANGE.set(exchange)  # `find` runs in this task: `request` fills it
         try:
             res = await find
             ok, result = True, res.sip_uri or (res.uris[0] if res.uris else None)
@@ -271,6 +285,8 @@ class LostClient:
             result = getattr(exc, "kind", None) or type(exc).__name__
             raise
         finally:
+            _EXCHANGE.reset(token)
+            sent, got = exchange if exchange else (b"", b"")
             ev = LostQueryEvent(
                 ts=ts,
                 mono=mono,
@@ -283,6 +299,10 @@ class LostClient:
                 result=result,
                 server=self.server,
                 cached=self.queries == queries,
+                request_bytes=len(sent),
+                response_bytes=len(got),
+                request=sent[:MAX_XML],
+                response=got[:MAX_XML],
             )
             for obs in list(self.observers):
                 try:

@@ -3,11 +3,18 @@
 The HTTP exchange is not a SIP message, so `ng911.net` never sees it; the client reports it
 itself (`LostClient(observers=[...])`), for the trace's ladder and the report's LoST column.
 Event files (`ng911.observe.eventlog`) carry it as `{"type": "lost", ...}`.
+
+The event also carries the exchange itself, the findService request and the answer as they
+crossed (`request`, `response`; the last exchange when redirects were followed), each cut at
+`MAX_XML` bytes, so the live console's inspector can show the query and its answer (the
+client already holds both; keeping them costs two references).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+MAX_XML = 16384  # bytes of each LoST body a LostQueryEvent keeps (a findService is ~1 KB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +34,8 @@ class LostQueryEvent:
     result: str | None = None  # the mapped URI, or the error kind
     server: str = "lost"  # the LoST server's host name in the topology
     cached: bool = False  # answered from the client's cache (RFC 5222 §5.4 expires): no query
+    request: bytes = b""  # the findService XML sent (at most MAX_XML bytes; empty if cached)
+    response: bytes = b""  # the answer's XML as read (at most MAX_XML bytes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,14 @@ def register(sub: Any) -> None:
         "beyond it are dropped and counted); the last line, written at stop, closes the file",
     )
     p.add_argument(
+        "--events-interval",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="with --events: write what waits at least this often (default 0.5; the live "
+        "console watching element processes asks for less)",
+    )
+    p.add_argument(
         "--ready",
         action="store_true",
         help='print one JSON line {"ready": NAME, ...} on stdout once listening (and '

@@ -392,7 +392,9 @@ async def serve_element(element: str, cfg: Any, args: argparse.Namespace) -> int
     if args.events:
         from ng911.observe.eventlog import EventRecorder
 
-        recorder = EventRecorder(Path(args.events))  # streams from now on (bounded buffer)
+        # streams from now on (bounded buffer)
+        interval = getattr(args, "events_interval", 0.5)
+        recorder = EventRecorder(Path(args.events), interval=max(0.01, interval))
         if element == "esrp":
             lost = lost_client(cfg, observers=[recorder], use_cache=args.lost_cache)
     el: SipElement | None = None

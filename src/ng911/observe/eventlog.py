@@ -15,7 +15,8 @@ A child killed with SIGKILL leaves the events written so far and no closing line
 `read_events` reports as incomplete.
 
 Each line is one event: `{"type": "message"|"handshake"|"connection"|"wire"|"lost", ...}` with
-the event's own fields; bytes are base64 (`data`), address pairs are lists. The last line is
+the event's own fields; bytes are base64 (`data`, a LoST event's `request`/`response`),
+address pairs are lists. The last line is
 `{"type": "element", "name": ..., "cpu_seconds": ..., "events": N, "dropped": D}`.
 `read_events` rebuilds the same dataclasses, so trace, measure and report cannot tell a child's
 events from in-process ones. `mono` is `time.perf_counter()`, CLOCK_MONOTONIC on Linux: one
@@ -59,6 +60,11 @@ class EventLogError(ValueError):
 # each type's field names, read once (dataclasses.fields() per event cost more than the rest)
 _FIELDS: dict[type[Any], tuple[str, ...]] = {
     cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _TYPES.values()
+}
+# each type's bytes fields (base64 in the file): `data`, a LoST event's `request`/`response`
+_BYTES: dict[type[Any], frozenset[str]] = {
+    cls: frozenset(f.name for f in dataclasses.fields(cls) if f.type in ("bytes", bytes))
+    for cls in _TYPES.values()
 }
 _b64 = binascii.b2a_base64
 _encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
@@ -117,11 +123,12 @@ def event_from_json(d: Mapping[str, Any]) -> Any:
     if cls is None:
         raise EventLogError(f"unknown event type {d.get('type')!r}")
     kwargs: dict[str, Any] = {}
+    raw = _BYTES[cls]
     for f in dataclasses.fields(cls):
         if f.name not in d:
             continue
         v = d[f.name]
-        if f.name == "data" and isinstance(v, str):
+        if f.name in raw and isinstance(v, str):
             v = base64.b64decode(v)
         elif f.name in _ADDR_FIELDS and isinstance(v, list):
             v = (str(v[0]), int(v[1])) if len(v) == 2 else ("", 0)
@@ -296,3 +303,72 @@ def read_events(path: Path) -> EventFile:
             except EventLogError as exc:
                 raise EventLogError(f"{path}:{lineno}: {exc}") from None
     return EventFile(events, element, cpu, complete, dropped)
+
+
+class EventTail:
+    """The events an `EventRecorder` appends to `path`, read while it writes them: each
+    `read()` returns the events of the whole lines added since the last one (the live console
+    watching element processes, `ng911 testbed run --processes --console`).
+
+    Bounded: one `read()` takes at most `max_read` bytes; when more than `max_backlog` bytes
+    wait (the reader fell behind a flood), it jumps to the newest `max_backlog` and counts the
+    bytes skipped (`skipped`): a slow reader loses events, the writer never waits for it.
+    A line that is not an event (cut by the jump, or hostile) is counted in `bad`, never
+    raised. `complete` once the closing `element` line was read. A missing file (the process
+    has not started writing) reads as nothing yet.
+    """
+
+    def __init__(self, path: Path, *, max_read: int = 1 << 20, max_backlog: int = 4 << 20) -> None:
+        self.path = path
+        self.max_read = max_read
+        self.max_backlog = max(max_backlog, max_read)
+        self.offset = 0
+        self.skipped = 0
+        self.bad = 0
+        self.complete = False
+        self._partial = b""
+        self._resync = False  # after a jump: the first line is a fragment
+        self._fh: Any = None
+
+    def read(self) -> list[Any]:
+        if self._fh is None:
+            try:
+                self._fh = self.path.open("rb")
+            except OSError:
+                return []
+        try:
+            size = os.fstat(self._fh.fileno()).st_size
+            if size < self.offset:  # truncated: the file was written anew
+                self.offset, self._partial = 0, b""
+            if size - self.offset > self.max_backlog:
+                jump = size - self.max_backlog
+                self.skipped += jump - self.offset + len(self._partial)
+                self.offset, self._partial, self._resync = jump, b"", True
+            self._fh.seek(self.offset)
+            data = self._fh.read(min(size - self.offset, self.max_read))
+        except OSError:
+            return []
+        self.offset += len(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        if self._resync and lines:
+            self._resync = False
+            lines.pop(0)
+        events: list[Any] = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                if d.get("type") == "element":
+                    self.complete = True
+                    continue
+                events.append(event_from_json(d))
+            except (ValueError, TypeError, AttributeError, KeyError, IndexError, EventLogError):
+                self.bad += 1
+        return events
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None

@@ -17,6 +17,13 @@ the event files after stopping the children and feeds them to the same `Trace` a
 events, so measure, report and captures work unchanged (`mono` is CLOCK_MONOTONIC, one clock
 for all processes of the machine).
 
+Live observers (`live=[...]`: the console, `ng911 testbed run --processes --console`) get the
+same events while the chain runs: a task tails every event file (`EventTail`, every
+`LIVE_PERIOD` s; the children then write theirs every `LIVE_INTERVAL` s instead of 0.5 s) and
+hands each new event, ordered by `mono` within a read, to each live observer. The tail reads
+files the children write anyway, so a slow watcher never slows an element: it falls behind
+and skips (bounded), counted in `ProcessChain.live_skipped`.
+
 Every wait is bounded: a child's ready line (`ready_timeout`), each call (the answer timeout),
 the stop (SIGTERM, then SIGKILL after `stop_timeout`). A child that exits while the chain runs
 fails the run at once with its exit status and the tail of its stderr, never a hang.
@@ -33,6 +40,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +49,7 @@ from typing import Any
 
 from ng911.node.bundle import BUNDLE_FILE
 from ng911.node.serve import json_lines
-from ng911.observe.eventlog import EventLogError, read_events
+from ng911.observe.eventlog import EventLogError, EventTail, read_events
 from ng911.testbed.bundle import export_bundles
 from ng911.testbed.errors import TestbedError
 from ng911.testbed.impair import HopRelay
@@ -61,6 +69,10 @@ STDERR_TAIL = 12  # lines of a dead child's stderr quoted in the error
 # `logger_defer`: an element child sends its LogEvents once stopped, for up to this long
 # (`ng911 run --logger-defer`); its stop is given that much more time before SIGKILL
 DEFERRED_DRAIN = 30.0
+LIVE_PERIOD = 0.1  # s between two reads of the event files for live observers
+LIVE_INTERVAL = 0.1  # s: a watched child's `--events-interval` (its writer's period)
+LIVE_BUDGET = 0.02  # s of reading and decoding per period at most (then the next period)
+LIVE_READ = 256 << 10  # bytes one read of one file takes at most; more than 8x that: a jump
 
 
 def defers_logging(opts: ChainOptions) -> bool:
@@ -175,6 +187,9 @@ class ProcessChain:
     opts: ChainOptions
     observers: Sequence[Observer]
     children: dict[str, Child] = field(default_factory=dict)
+    live: Sequence[Observer] = ()  # fed while the chain runs, from the tailed event files
+    live_skipped: int = 0  # bytes of event files the live feed jumped over (it fell behind)
+    _live_task: asyncio.Task[None] | None = None
     relays: list[HopRelay] = field(default_factory=list)
     claim: socket.socket | None = None
     lab: NetnsLab | None = None
@@ -316,6 +331,10 @@ class ProcessChain:
             return
         self.closed = True
         self.stopping = True
+        if self._live_task is not None:
+            self._live_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._live_task
         try:
             await self._stop_children()
             self._collect()
@@ -409,6 +428,46 @@ class ProcessChain:
                     for ev in ef.events:
                         obs(ev)
 
+    def start_live(self) -> None:
+        """Feed the live observers from the children's event files until `close`."""
+        if self.live and self._live_task is None:
+            self._live_task = asyncio.get_running_loop().create_task(self._feed_live())
+
+    async def _feed_live(self) -> None:
+        """Every `LIVE_PERIOD`: read what the children appended, within `LIVE_BUDGET` of CPU
+        (the files in turn, the first one changing each period, so a flood in one costs the
+        others nothing and the testbed's own loop stays free to pace the calls)."""
+        tails: dict[Path, EventTail] = {}
+        turn = 0
+        try:
+            while True:
+                await asyncio.sleep(LIVE_PERIOD)
+                batch: list[Any] = []
+                files = [c.events for c in self.children.values() if c.role not in HTTP_ROLES]
+                turn += 1
+                t0 = time.perf_counter()
+                for k in range(len(files)):
+                    path = files[(turn + k) % len(files)]
+                    tail = tails.get(path)
+                    if tail is None:
+                        tail = tails[path] = EventTail(
+                            path, max_read=LIVE_READ, max_backlog=8 * LIVE_READ
+                        )
+                    batch.extend(tail.read())
+                    if time.perf_counter() - t0 > LIVE_BUDGET:
+                        break
+                self.live_skipped = sum(t.skipped for t in tails.values())
+                batch.sort(key=_mono)  # the elements' files interleaved, in time order
+                for ev in batch:
+                    for obs in self.live:
+                        try:
+                            obs(ev)
+                        except Exception:  # a watcher's bug never stops the feed
+                            pass
+        finally:
+            for t in tails.values():
+                t.close()
+
     def _merge_keylogs(self) -> None:
         """One key log for the run, as in-process (tshark takes one file)."""
         parts = sorted((self.work / "bundles").glob("*/keys.log"))
@@ -416,6 +475,10 @@ class ProcessChain:
             for p in parts:
                 with contextlib.suppress(OSError):
                     out.write(p.read_bytes())
+
+
+def _mono(event: Any) -> float:
+    return float(getattr(event, "mono", 0.0))
 
 
 def _outcome(msg: Mapping[str, Any]) -> CallOutcome:
@@ -449,8 +512,10 @@ async def start_processes(
     opts: ChainOptions | None = None,
     lab: NetnsLab | None = None,
     attempts: int = 4,
+    live: Sequence[Observer] = (),
 ) -> ProcessChain:
     """Start every host of `topo` as its own process (in `lab`'s namespaces when given).
+    `observers` get every event once the chain stopped; `live` ones while it runs.
 
     On loopback, tries another 127.B block when a child cannot bind its addresses.
     """
@@ -462,7 +527,9 @@ async def start_processes(
         )
 
     async def start(plan: ChainPlan, claim: socket.socket | None) -> ProcessChain:
-        return await start_plan_processes(plan, observers=observers, lab=lab, claim=claim)
+        return await start_plan_processes(
+            plan, observers=observers, lab=lab, claim=claim, live=live
+        )
 
     addresses = lab.addresses if lab is not None else None
     return await on_a_free_block(topo, work, opts, start, attempts=attempts, addresses=addresses)
@@ -474,6 +541,7 @@ async def start_plan_processes(
     observers: Sequence[Observer] = (),
     lab: NetnsLab | None = None,
     claim: socket.socket | None = None,
+    live: Sequence[Observer] = (),
 ) -> ProcessChain:
     """Start `plan` as processes; on failure everything started is stopped (and `claim`
     closed) before the error is raised."""
@@ -482,13 +550,14 @@ async def start_plan_processes(
     (work / "events").mkdir(exist_ok=True)
     (work / "stderr").mkdir(exist_ok=True)
     obs = list(observers)
-    relays = [HopRelay(**r.kwargs(), observers=obs) for r in plan.relays]
+    relays = [HopRelay(**r.kwargs(), observers=[*obs, *live]) for r in plan.relays]
     chain = ProcessChain(
         topology=plan.topology,
         addresses=plan.addresses,
         work=work,
         opts=plan.options,
         observers=obs,
+        live=list(live),
         relays=relays,
         claim=claim,
         lab=lab,
@@ -502,6 +571,7 @@ async def start_plan_processes(
     try:
         for relay in relays:
             await relay.start()
+        chain.start_live()  # the start-up's events (registrations, handshakes) too
         await _launch(chain, plan, lab)
         chain.started = True
     except BaseException:
@@ -520,6 +590,8 @@ def _child(chain: ProcessChain, host: Host, bundle: Path, lab: NetnsLab | None) 
     argv = [*_python(), "run", "--bundle", str(bundle), "--ready"]
     if host.role not in HTTP_ROLES:
         argv += ["--events", str(events)]
+        if chain.live:  # watched live: written in smaller, more frequent steps
+            argv += ["--events-interval", repr(LIVE_INTERVAL)]
         if opts.element_logs is None:
             argv.append("--quiet")
     if host.role == "caller":

@@ -75,10 +75,12 @@ from ng911.testbed.topology import Topology, load_topology
 
 
 class ChainWatch(Protocol):
-    """Something watching the run's in-process chains while they are measured (the live
-    console, `ng911 testbed run --console`). The hook keeps the layers: the testbed never
-    imports what watches it. Its observers run inside the elements' send and receive paths,
-    so each must be O(1) and never block (a bounded buffer: the console's `Hub.observe`)."""
+    """Something watching the run's chains while they are measured (the live console,
+    `ng911 testbed run --console`). The hook keeps the layers: the testbed never imports what
+    watches it. Its observers run inside the elements' send and receive paths (in one
+    process) or in the feed tailing the element processes' event files (`--processes`,
+    `--netns`: `ProcessChain.live`), so each must be O(1) and never block (a bounded
+    buffer: the console's `Hub.observe`)."""
 
     async def open(self) -> None:
         """Before the first chain starts."""
@@ -89,11 +91,16 @@ class ChainWatch(Protocol):
     def observers(self, scenario: Scenario) -> Sequence[Observer]:
         """Extra observers for the chain about to start under `scenario`."""
 
-    def started(self, scenario: Scenario, chain: RunningChain) -> None:
+    def started(self, scenario: Scenario, chain: RunningChain | ProcessChain) -> None:
         """`chain` is up (its call takers and caller registered); calls follow."""
 
-    def stopped(self, scenario: Scenario, chain: RunningChain) -> None:
+    def stopped(self, scenario: Scenario, chain: RunningChain | ProcessChain) -> None:
         """`chain` is about to close."""
+
+    async def finished(self, result: RunResult) -> None:
+        """The run is over and its report written (not called when it failed); `close`
+        follows. A console asked to stay serves the finished run here until the user stops
+        it."""
 
 
 @dataclass
@@ -115,7 +122,7 @@ class RunConfig:
     # role → "ng911" | "kamailio" | "both" (`--vsp`, `--esrp`): who runs that place;
     # "both" runs each scenario with ng911 and with Kamailio side by side (testbed/peers.py)
     implementations: dict[str, str] = field(default_factory=dict)
-    # watches each in-process chain (`ChainWatch`; None: nobody); refused with element processes
+    # watches each chain, in-process or element processes (`ChainWatch`; None: nobody)
     watch: ChainWatch | None = None
 
 
@@ -277,35 +284,40 @@ async def _start_live(acc: _Acc, repeat: int, base: Topology, cfg: RunConfig) ->
     if not cfg.captures:
         opts = dataclasses.replace(opts, real_captures=False)
     chain: RunningChain | ProcessChain
+    watch = cfg.watch
+    extra = list(watch.observers(scenario)) if watch is not None else []
     if opts.processes or opts.netns:
-        chain = await _start_processes(topo, work, acc.trace, opts)
+        chain = await _start_processes(topo, work, acc.trace, opts, live=extra)
     else:
-        watch = cfg.watch
-        extra = list(watch.observers(scenario)) if watch is not None else []
         chain = await start_chain(topo, work, observers=[acc.trace, *extra], opts=opts)
         try:
             await wait_registered(chain)
         except BaseException:
             await chain.close()
             raise
-        if watch is not None:
-            watch.started(scenario, chain)
+    if watch is not None:
+        watch.started(scenario, chain)
     acc.chain = chain
     acc.keylogs.append(work / "keys.log")
     return _Live(acc, repeat, chain, locations, cold, cfg.calls)
 
 
 async def _start_processes(
-    topo: Topology, work: Path, trace: Trace, opts: ChainOptions
+    topo: Topology,
+    work: Path,
+    trace: Trace,
+    opts: ChainOptions,
+    live: Sequence[Observer] = (),
 ) -> ProcessChain:
     """The chain as element processes (in namespaces with `opts.netns`); ready once each
-    process said so (call takers and caller registered)."""
+    process said so (call takers and caller registered). `live` observers (a watch) get
+    their events while they run."""
     lab: NetnsLab | None = None
     try:
         if opts.netns:
             lab = NetnsLab(topo)
             await asyncio.to_thread(lab.setup)
-        return await start_processes(topo, work, observers=[trace], opts=opts, lab=lab)
+        return await start_processes(topo, work, observers=[trace], opts=opts, lab=lab, live=live)
     except BaseException:
         if lab is not None:
             lab.teardown()
@@ -376,7 +388,7 @@ async def _call(live: _Live, i: int, progress: Progress) -> None:
 
 async def _close_live(live: _Live, watch: ChainWatch | None) -> None:
     await asyncio.sleep(0.05)  # the last ACK/BYE transactions drain
-    if watch is not None and isinstance(live.chain, RunningChain):
+    if watch is not None:
         watch.stopped(live.acc.scenario, live.chain)
     await live.chain.close()  # element processes: their events and CPU arrive here
     for k, v in live.chain.cpu_seconds().items():
@@ -662,7 +674,21 @@ def _logger_meta(opts: ChainOptions) -> str:
 
 async def run_testbed(cfg: RunConfig) -> RunResult:
     """Run every selected scenario (`cfg.repeat` times); write results.json, calls.csv and
-    report.html; return them. A Ctrl-C writes the report of the calls done so far."""
+    report.html; return them. A Ctrl-C writes the report of the calls done so far.
+
+    A watch (`cfg.watch`) is opened before the first chain starts, told `finished` once the
+    report is written, and closed last, whatever happened."""
+    try:
+        result = await _run_testbed(cfg)
+        if cfg.watch is not None:
+            await cfg.watch.finished(result)
+        return result
+    finally:
+        if cfg.watch is not None:
+            await cfg.watch.close()
+
+
+async def _run_testbed(cfg: RunConfig) -> RunResult:
     if cfg.calls < 1:
         raise ValueError("calls must be at least 1")
     if cfg.rate <= 0:
@@ -680,11 +706,6 @@ async def run_testbed(cfg: RunConfig) -> RunResult:
         (load_topology(cfg.topology, s) for s in scenarios),
         processes=cfg.chain.processes or cfg.chain.netns,
     )
-    if cfg.watch is not None and (cfg.chain.processes or cfg.chain.netns):
-        raise TestbedError(
-            "the live console needs the in-process chain: it cannot watch element processes "
-            "(--processes/--netns)"
-        )
     if cfg.chain.netns and cfg.chain.impairments:
         raise TestbedError(
             "--impair relays run in the testbed's own namespace and cannot reach hosts in "
@@ -723,17 +744,13 @@ async def run_testbed(cfg: RunConfig) -> RunResult:
         try:
             if cfg.watch is not None:
                 await cfg.watch.open()
-            try:
-                for repeat in range(1, cfg.repeat + 1):
-                    label = "all" if cfg.interleave else "scenarios"
-                    if cfg.repeat > 1:
-                        label += f" {repeat}/{cfg.repeat}"
-                    progress = Progress(cfg.progress, label, cfg.calls * len(accs))
-                    await run_set(accs, repeat, topo, cfg, progress)
-                    progress.finish()
-            finally:
-                if cfg.watch is not None:
-                    await cfg.watch.close()
+            for repeat in range(1, cfg.repeat + 1):
+                label = "all" if cfg.interleave else "scenarios"
+                if cfg.repeat > 1:
+                    label += f" {repeat}/{cfg.repeat}"
+                progress = Progress(cfg.progress, label, cfg.calls * len(accs))
+                await run_set(accs, repeat, topo, cfg, progress)
+                progress.finish()
         except asyncio.CancelledError:
             if not stop.swallow():
                 raise

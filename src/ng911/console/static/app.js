@@ -277,6 +277,24 @@ function newCall(parent, taker, c) {
   return div;
 }
 
+// a chain of element processes, or a finished one: watched, not driven from the page
+function modeNote(t) {
+  let s = "";
+  if (t.remote) s += " · element processes (live from their event files)";
+  if (t.finished) s += " · run finished: browsing it (Ctrl-C in the terminal stops the console)";
+  return s;
+}
+function renderTakersNote(snap) {
+  const box = $("#takers");
+  const note = snap.finished ? "The run is over: its call takers have stopped."
+    : snap.remote ? "The call takers run in their own processes: their messages are in the " +
+      "ladder; answering from this page needs the in-process chain (ng911 console)." : "";
+  let p = box.querySelector("p.mode-note");
+  if (!note) { if (p) p.remove(); return; }
+  if (!p) p = el("p", {class: "hint mode-note"}, box);
+  p.textContent = note;
+}
+
 function renderCounters(snap) {
   for (const [name, n] of Object.entries(state.nodes)) {
     if (!n.counters) continue;
@@ -304,7 +322,7 @@ function rowVisible(r) {
 }
 function addRow(f) {
   const tbody = $("#ladder tbody");
-  const tr = el("tr", {"data-id": f.id, "data-hop": f.hop || "", "data-transport": f.transport,
+  const tr = el("tr", {"data-id": f.id, "data-hop": f.hop || "", "data-transport": f.transport, "data-type": f.type,
                        "data-call": f.call || "", class: "t-" + plain(f.transport)});
   el("td", {}, tr, fmtTime(f.ts));
   el("td", {}, tr, `${f.from} → ${f.to || "?"}`);
@@ -336,12 +354,17 @@ async function inspect(id, tr) {
   const f = d.frame;
   const dl = el("dl", {}, box);
   const kv = (k, v) => { el("dt", {}, dl, k); el("dd", {}, dl, v); };
-  kv("hop", `${f.hop || "?"} (${f.from} → ${f.to || "?"})`);
+  kv("hop", `${f.hop || (f.type === "lost" ? "LoST" : "?")} (${f.from} → ${f.to || "?"})`);
   kv("transport", f.transport.toUpperCase() + (f.hop && state.mtls[f.hop] ? " (mutual TLS)" : ""));
   if (f.type === "lost") {
     kv("LoST query", f.url); kv("answer", String(f.result)); kv("ok", String(f.ok));
     kv("cached", String(f.cached)); kv("time", f.duration_ms + " ms");
     kv("bytes", `${f.request_bytes} request / ${f.response_bytes} response`);
+    if (d.truncated) kv("shown", "the first 16 KB of each body");
+    el("h3", {}, box, "findService request");
+    el("pre", {class: "xml lost-request"}, box, d.request_xml || "(none: answered from the cache)");
+    el("h3", {}, box, "answer");
+    el("pre", {class: "xml lost-response"}, box, d.response_xml || "(none)");
     return;
   }
   kv("SIP bytes", String(f.sip_bytes));
@@ -393,7 +416,13 @@ function addStat(f) {
 function onFrame(f) {
   if (f.type === "state") {
     state.lastState = f;
-    if (f.ready) { renderTakers(f); renderCounters(f); }
+    if (f.ready) {
+      renderTakers(f); renderCounters(f); renderTakersNote(f);
+      if (state.topo && (f.finished !== state.topo.finished || f.remote !== state.topo.remote)) {
+        state.topo.finished = f.finished; state.topo.remote = f.remote;
+        $("#summary").textContent = state.topo.scenarios[state.topo.scenario] + modeNote(state.topo);
+      }
+    }
     if (f.hub) $("#hubstats").textContent = `viewers ${f.hub.viewers} · frames ${f.hub.frames} · dropped ${f.hub.viewer_dropped + f.hub.raw_dropped}`;
     return;
   }
@@ -426,11 +455,17 @@ function connect() {
 
 async function loadTopology() {
   state.topo = await getJSON("/api/topology");
+  // a console watching a run opens before the run's first chain is up: wait for it
+  while (!state.topo.ready) {
+    $("#summary").textContent = "waiting for the run's first chain…";
+    await new Promise((r) => setTimeout(r, 500));
+    state.topo = await getJSON("/api/topology");
+  }
   const sel = $("#scenario");
   sel.innerHTML = "";
   for (const [n, summary] of Object.entries(state.topo.scenarios)) el("option", {value: n}, sel, `${n} (${summary})`);
   sel.value = state.topo.scenario;
-  $("#summary").textContent = state.topo.scenarios[state.topo.scenario];
+  $("#summary").textContent = state.topo.scenarios[state.topo.scenario] + modeNote(state.topo);
   state.mtls = {};
   drawNetwork(state.topo);
 }
