@@ -37,6 +37,7 @@ import resource
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +106,11 @@ async def latency_run(chain: RunningChain, calls: int, rng: random.Random) -> di
     }
 
 
-async def throughput_run(
-    chain: RunningChain, calls: int, concurrency: int, rng: random.Random
-) -> dict[str, Any]:
+async def place_calls(
+    place: Callable[[], Awaitable[tuple[int | None, bool]]], calls: int, concurrency: int
+) -> tuple[int, dict[int, int], float]:
+    """`calls` calls of `place` (its final status, and whether the call went right),
+    `concurrency` at once: (calls that went right, count per status, wall seconds)."""
     sem = asyncio.Semaphore(concurrency)
     ok = 0
     statuses: dict[int, int] = {}
@@ -115,28 +118,47 @@ async def throughput_run(
     async def one() -> None:
         nonlocal ok
         async with sem:
-            rec = await chain.place_call(*point(rng, chain.topology.locations), timeout=20)
-            statuses[rec.status or 0] = statuses.get(rec.status or 0, 0) + 1
-            if rec.status == 200 and rec.ended_by == "caller":
-                ok += 1
+            status, good = await place()
+            statuses[status or 0] = statuses.get(status or 0, 0) + 1
+            ok += good
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(calls)))
+    return ok, statuses, time.perf_counter() - t0
+
+
+def outcome(
+    ok: int, statuses: dict[int, int], wall: float, total_cpu: float, per_role: dict[str, float]
+) -> dict[str, Any]:
+    """A throughput run's figures: calls completed, cps, CPU per call (total, per role)."""
+    return {
+        "completed": ok,
+        "statuses": statuses,
+        "seconds": wall,
+        "cps": ok / wall if wall else 0.0,
+        "process_cpu_us_per_call": total_cpu / max(ok, 1) * 1e6,
+        "element_cpu_us_per_call": {k: v / max(ok, 1) * 1e6 for k, v in per_role.items()},
+    }
+
+
+async def throughput_run(
+    chain: RunningChain, calls: int, concurrency: int, rng: random.Random
+) -> dict[str, Any]:
+    async def place() -> tuple[int | None, bool]:
+        rec = await chain.place_call(*point(rng, chain.topology.locations), timeout=20)
+        return rec.status, rec.status == 200 and rec.ended_by == "caller"
 
     before = chain.cpu_seconds()
-    c0, t0 = cpu(), time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(calls)))
-    wall = time.perf_counter() - t0
+    c0 = cpu()
+    ok, statuses, wall = await place_calls(place, calls, concurrency)
     total_cpu = cpu() - c0
     per_role: dict[str, float] = {}
     for name, used in chain.cpu_seconds().items():
         per_role[role(chain, name)] = per_role.get(role(chain, name), 0.0) + used - before[name]
     return {
         "calls": calls,
-        "completed": ok,
-        "statuses": statuses,
         "concurrency": concurrency,
-        "seconds": wall,
-        "cps": ok / wall if wall else 0.0,
-        "process_cpu_us_per_call": total_cpu / max(ok, 1) * 1e6,
-        "element_cpu_us_per_call": {k: v / max(ok, 1) * 1e6 for k, v in per_role.items()},
+        **outcome(ok, statuses, wall, total_cpu, per_role),
     }
 
 
@@ -204,22 +226,13 @@ async def processes_scenario(
 async def processes_throughput(
     chain: ProcessChain, calls: int, concurrency: int, rng: random.Random
 ) -> dict[str, Any]:
-    sem = asyncio.Semaphore(concurrency)
-    ok = 0
-    statuses: dict[int, int] = {}
-
-    async def one() -> None:
-        nonlocal ok
-        async with sem:
-            out = await chain.place_call(*point(rng, chain.topology.locations))
-            statuses[out.status or 0] = statuses.get(out.status or 0, 0) + 1
-            ok += out.ok and out.status == 200
+    async def place() -> tuple[int | None, bool]:
+        out = await chain.place_call(*point(rng, chain.topology.locations))
+        return out.status, out.ok and out.status == 200
 
     pids = {c.name: c.pid for c in chain.children.values() if c.pid is not None}
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    t0 = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(calls)))
-    wall = time.perf_counter() - t0
+    ok, statuses, wall = await place_calls(place, calls, concurrency)
     per_role: dict[str, float] = {}
     for c in chain.children.values():
         if c.name in pids:
@@ -228,13 +241,8 @@ async def processes_throughput(
             per_role[r] = per_role.get(r, 0.0) + used
     return {
         "calls": calls,
-        "completed": ok,
-        "statuses": statuses,
         "concurrency": concurrency,
-        "seconds": wall,
-        "cps": ok / wall if wall else 0.0,
-        "process_cpu_us_per_call": sum(per_role.values()) / max(ok, 1) * 1e6,
-        "element_cpu_us_per_call": {k: v / max(ok, 1) * 1e6 for k, v in per_role.items()},
+        **outcome(ok, statuses, wall, sum(per_role.values()), per_role),
     }
 
 

@@ -115,7 +115,7 @@ async def _start(cfg: Path, *extra: str) -> tuple[asyncio.subprocess.Process, di
         stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 15)
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
     if not line:
         err = await proc.stderr.read() if proc.stderr else b""
         raise AssertionError(f"no ready line: {err.decode()[-2000:]}")

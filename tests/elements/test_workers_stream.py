@@ -18,11 +18,11 @@ import json
 import os
 import re
 import signal
-import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
+from test_workers import _alive, _start  # the same start and liveness checks as over UDP
 
 from ng911.elements.config import CallerConfig, CallTakerConfig, load_toml
 from ng911.elements.ua import Caller
@@ -86,21 +86,6 @@ def _topology(tmp_path: Path, transport: str, vsp_port: int, bob_port: int) -> P
     return topo
 
 
-async def _start(topo: Path) -> tuple[asyncio.subprocess.Process, dict]:
-    proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "ng911", "run", "vsp", "--config", str(topo)),
-        *("--ready", "--quiet", "--metrics", f"{LOCAL}:0"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 30)
-    if not line:
-        err = await proc.stderr.read() if proc.stderr else b""
-        raise AssertionError(f"no ready line: {err.decode()[-2000:]}")
-    return proc, json.loads(line)
-
-
 def _invites_in(url: str) -> int:
     """INVITEs a worker received, from its own /metrics."""
     with urllib.request.urlopen(url, timeout=5) as r:
@@ -127,19 +112,11 @@ async def _calls(topo: Path) -> list[tuple[int | None, str | None]]:
             await c.close()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.parametrize("transport", ["tcp", "tls"])
 async def test_two_stream_workers_carry_calls_and_survive_a_killed_worker(tmp_path, transport):
     vsp_port, bob_port = free_ports("tcp", LOCAL, 2)
     topo = _topology(tmp_path, transport, vsp_port, bob_port)
-    proc, ready = await _start(topo)
+    proc, ready = await _start(topo, "--metrics", f"{LOCAL}:0")
     bob = build_element("calltaker", load_toml(topo, "bob", CallTakerConfig), log_keep=200)
     workers = ready["workers"]
     try:
