@@ -16,9 +16,15 @@ then reused, as in an ESInet):
   whole process (getrusage) and per element (`time.thread_time` around each element's
   handlers; LoST server/client CPU and the event loop's own work are only in the total).
 
-    .venv/bin/python bench/chain.py [--quick] [--calls N] [--concurrency C]
+`--processes`: the same chain with every element its own OS process (`ng911 run --bundle`,
+the testbed's `--processes` launcher, `ng911.testbed.processes`; each element records its
+events to a file, as in a testbed run), the caller process placing `--concurrency` calls at
+once on the bench's requests; cps, and CPU per call summed over the processes (/proc).
 
-Writes bench/results/chain.json.
+    .venv/bin/python bench/chain.py [--quick] [--calls N] [--concurrency C] [--processes]
+
+Prints the runs, then a table of what | ng911 | goal (issue 16: one process tls-all >= 500
+cps; --processes >= 1,000), and writes bench/results/chain.json.
 """
 
 from __future__ import annotations
@@ -29,12 +35,22 @@ import gc
 import random
 import resource
 import statistics
+import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+from ng911.interop.procs import cpu_seconds
 from ng911.testbed.launcher import RunningChain, open_chain
-from ng911.testbed.topology import CallLocation
+from ng911.testbed.plan import ChainOptions
+from ng911.testbed.processes import ProcessChain, start_processes
+from ng911.testbed.scenarios import get_scenario
+from ng911.testbed.topology import CallLocation, load_topology
 from rig import write_result
+
+# issue 16's goals for the whole chain, tls-all (calls per second)
+GOALS = {"one process": 500, "processes": 1000}
 
 
 def cpu() -> float:
@@ -90,9 +106,11 @@ async def latency_run(chain: RunningChain, calls: int, rng: random.Random) -> di
     }
 
 
-async def throughput_run(
-    chain: RunningChain, calls: int, concurrency: int, rng: random.Random
-) -> dict[str, Any]:
+async def place_calls(
+    place: Callable[[], Awaitable[tuple[int | None, bool]]], calls: int, concurrency: int
+) -> tuple[int, dict[int, int], float]:
+    """`calls` calls of `place` (its final status, and whether the call went right),
+    `concurrency` at once: (calls that went right, count per status, wall seconds)."""
     sem = asyncio.Semaphore(concurrency)
     ok = 0
     statuses: dict[int, int] = {}
@@ -100,28 +118,47 @@ async def throughput_run(
     async def one() -> None:
         nonlocal ok
         async with sem:
-            rec = await chain.place_call(*point(rng, chain.topology.locations), timeout=20)
-            statuses[rec.status or 0] = statuses.get(rec.status or 0, 0) + 1
-            if rec.status == 200 and rec.ended_by == "caller":
-                ok += 1
+            status, good = await place()
+            statuses[status or 0] = statuses.get(status or 0, 0) + 1
+            ok += good
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(calls)))
+    return ok, statuses, time.perf_counter() - t0
+
+
+def outcome(
+    ok: int, statuses: dict[int, int], wall: float, total_cpu: float, per_role: dict[str, float]
+) -> dict[str, Any]:
+    """A throughput run's figures: calls completed, cps, CPU per call (total, per role)."""
+    return {
+        "completed": ok,
+        "statuses": statuses,
+        "seconds": wall,
+        "cps": ok / wall if wall else 0.0,
+        "process_cpu_us_per_call": total_cpu / max(ok, 1) * 1e6,
+        "element_cpu_us_per_call": {k: v / max(ok, 1) * 1e6 for k, v in per_role.items()},
+    }
+
+
+async def throughput_run(
+    chain: RunningChain, calls: int, concurrency: int, rng: random.Random
+) -> dict[str, Any]:
+    async def place() -> tuple[int | None, bool]:
+        rec = await chain.place_call(*point(rng, chain.topology.locations), timeout=20)
+        return rec.status, rec.status == 200 and rec.ended_by == "caller"
 
     before = chain.cpu_seconds()
-    c0, t0 = cpu(), time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(calls)))
-    wall = time.perf_counter() - t0
+    c0 = cpu()
+    ok, statuses, wall = await place_calls(place, calls, concurrency)
     total_cpu = cpu() - c0
     per_role: dict[str, float] = {}
     for name, used in chain.cpu_seconds().items():
         per_role[role(chain, name)] = per_role.get(role(chain, name), 0.0) + used - before[name]
     return {
         "calls": calls,
-        "completed": ok,
-        "statuses": statuses,
         "concurrency": concurrency,
-        "seconds": wall,
-        "cps": ok / wall if wall else 0.0,
-        "process_cpu_us_per_call": total_cpu / max(ok, 1) * 1e6,
-        "element_cpu_us_per_call": {k: v / max(ok, 1) * 1e6 for k, v in per_role.items()},
+        **outcome(ok, statuses, wall, total_cpu, per_role),
     }
 
 
@@ -156,6 +193,97 @@ async def scenario(name: str, calls: int, latency_calls: int, concurrency: int) 
     }
 
 
+async def processes_scenario(
+    name: str, calls: int, concurrency: int, takers: int
+) -> dict[str, Any]:
+    """The chain as OS processes: `calls` calls, `concurrency` at once, from the caller
+    process; every element's CPU read from /proc around the run. `takers` per PSAP, each a
+    process of its own (psapd queues the calls no taker is free for)."""
+    rng = random.Random(911)
+    topo = load_topology().with_scenario(get_scenario(name)).with_takers(takers)
+    opts = ChainOptions(
+        hangup_after=0.001,
+        settings={"psap": {"queue_size": 1000}},
+        logger=False,
+        processes=True,
+        answer_timeout=20.0,
+    )
+    with tempfile.TemporaryDirectory(prefix="ng911-chain-procs-") as tmp:
+        chain = await start_processes(topo, Path(tmp), opts=opts)
+        try:
+            for loc in topo.locations:  # warm-up: TLS handshakes, first LoST query
+                await chain.place_call(loc.lat, loc.lon)
+            return {
+                "scenario": name,
+                "hops": list(topo.transports),
+                "lost": topo.lost,
+                "throughput": await processes_throughput(chain, calls, concurrency, rng),
+            }
+        finally:
+            await chain.close()
+
+
+async def processes_throughput(
+    chain: ProcessChain, calls: int, concurrency: int, rng: random.Random
+) -> dict[str, Any]:
+    async def place() -> tuple[int | None, bool]:
+        out = await chain.place_call(*point(rng, chain.topology.locations))
+        return out.status, out.ok and out.status == 200
+
+    pids = {c.name: c.pid for c in chain.children.values() if c.pid is not None}
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    ok, statuses, wall = await place_calls(place, calls, concurrency)
+    per_role: dict[str, float] = {}
+    for c in chain.children.values():
+        if c.name in pids:
+            r = "psapd" if c.role == "psap" else c.role
+            used = cpu_seconds(pids[c.name]) - before[c.name]
+            per_role[r] = per_role.get(r, 0.0) + used
+    return {
+        "calls": calls,
+        "concurrency": concurrency,
+        **outcome(ok, statuses, wall, sum(per_role.values()), per_role),
+    }
+
+
+def goals_table(results: list[dict[str, Any]], procs: list[dict[str, Any]]) -> str:
+    """what | ng911 | goal: the tls-all rows against issue 16's goals."""
+    rows = [("what", "ng911", "goal")]
+    for label, runs, key in (
+        ("whole chain, one process, tls-all (cps)", results, "one process"),
+        ("whole chain, --processes, tls-all (cps)", procs, "processes"),
+    ):
+        r = next((r for r in runs if r["scenario"] == "tls-all"), None)
+        got = f"{r['throughput']['cps']:,.0f}" if r is not None else "not run"
+        rows.append((label, got, f">= {GOALS[key]:,}"))
+    for runs, how in ((results, "one process"), (procs, "--processes")):
+        for r in runs:
+            rows.append(
+                (
+                    f"CPU per call, {how}, {r['scenario']} (us)",
+                    f"{r['throughput']['process_cpu_us_per_call']:,.0f}",
+                    "-",
+                )
+            )
+    w = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(f"| {a:<{w[0]}} | {b:>{w[1]}} | {c:>{w[2]}} |" for a, b, c in rows)
+
+
+def procs_table(procs: list[dict[str, Any]]) -> str:
+    roles = ["caller", "vsp", "esrp", "lost", "psapd", "calltaker"]
+    lines = [
+        f"{'--processes':<12} {'cps':>7} {'cpu/call':>9}  " + " ".join(f"{r:>9}" for r in roles)
+    ]
+    for r in procs:
+        thr = r["throughput"]
+        el = thr["element_cpu_us_per_call"]
+        lines.append(
+            f"{r['scenario']:<12} {thr['cps']:>7.1f} {thr['process_cpu_us_per_call']:>9.0f}  "
+            + " ".join(f"{el.get(x, 0.0):>9.0f}" for x in roles)
+        )
+    return "\n".join(lines)
+
+
 def table(results: list[dict[str, Any]]) -> str:
     roles = ["caller", "vsp", "esrp", "psapd", "calltaker"]
     lines = [
@@ -183,11 +311,35 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=8, help="calls in flight")
     ap.add_argument("--quick", action="store_true", help="60 + 30 calls per scenario")
     ap.add_argument("--scenarios", default="plain,tls-all")
+    ap.add_argument(
+        "--processes",
+        action="store_true",
+        help="also run the chain as OS processes (the testbed's --processes)",
+    )
+    ap.add_argument(
+        "--processes-concurrency",
+        type=int,
+        default=32,
+        help="--processes: calls in flight at the caller process",
+    )
+    ap.add_argument(
+        "--processes-takers", type=int, default=3, help="--processes: call takers per PSAP"
+    )
     args = ap.parse_args()
     calls, lcalls = (60, 30) if args.quick else (args.calls, args.latency_calls)
     results = []
     for name in args.scenarios.split(","):
         results.append(asyncio.run(scenario(name, calls, lcalls, args.concurrency)))
+    procs = []
+    if args.processes:
+        for name in args.scenarios.split(","):
+            procs.append(
+                asyncio.run(
+                    processes_scenario(
+                        name, calls, args.processes_concurrency, args.processes_takers
+                    )
+                )
+            )
     base = next((r for r in results if r["scenario"] == "plain"), None)
     if base is not None:
         for r in results:
@@ -207,9 +359,15 @@ def main() -> int:
                 f"+{v['invite_180_p50_ms_delta']:.2f} ms INVITE->180 p50, "
                 f"{v['cpu_per_call_ratio']:.2f}x CPU per call"
             )
+    if procs:
+        print(procs_table(procs))
+    print(goals_table(results, procs))
     out = {
         "bench": "chain",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "goals_cps_tls_all": GOALS,
         "results": results,
+        "processes": procs,
     }
     write_result("chain", out)
     return 0

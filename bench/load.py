@@ -441,7 +441,7 @@ def ladder(
     bisect: bool = True,
 ) -> Ladder:
     """Step the rate up until a step fails; then one step halfway to find the edge."""
-    uac = target.uac_sockets if transport == "udp" else "one connection"
+    uac = target.uac_sockets if transport == "udp" else f"{tls_connections(target)} connection(s)"
     lad = Ladder(target.label, transport, uac=uac)
     last_good = 0
     for rate in rates:
@@ -470,12 +470,18 @@ def _fmt_step(s: Step) -> str:
     )
 
 
+def tls_connections(target: Target) -> int:
+    """The TLS caller's connections: one, or 8 for a "un" target (workers sharing the port
+    get the connections the kernel gives each, as SIPp's socket per call spreads UDP)."""
+    return 8 if target.uac_sockets == "un" else 1
+
+
 def run_tls_step(
     target: Target, proxy_port: int, uas: Callee, rate: int, seconds: float, pki_dir: Path
 ) -> Step:
     step = Step(target.name, "tls", rate)
     cpu0 = target.cpu_seconds()
-    res = tls_calls(proxy_port, uas.port, rate, seconds, pki_dir)
+    res = tls_calls(proxy_port, uas.port, rate, seconds, pki_dir, tls_connections(target))
     step.cpu_s = target.cpu_seconds() - cpu0
     if "error" in res:
         step.why = res["error"]
@@ -668,8 +674,8 @@ def run_all(args: argparse.Namespace) -> int:
         if any(n > 1 for n in counts):
             # workers share the port by SO_REUSEPORT: the kernel gives each caller socket to
             # one worker, so SIPp calls from a socket per call (`-t un`), and the 1-worker
-            # VSP and Kamailio are measured that way too (UDP only: one TCP/TLS connection
-            # each side would be one worker's)
+            # VSP and Kamailio are measured that way too (UDP, and TLS over 8 connections;
+            # not TCP: SIPp's one TCP connection would be one worker's)
             targets += [
                 *(Ng911Target(pki_dir, workers=n, uac="un") for n in counts),
                 KamailioTarget(args.children, pki_dir, uac="un"),
@@ -677,7 +683,7 @@ def run_all(args: argparse.Namespace) -> int:
         targets = [t for t in targets if t.name in args.proxies.split(",")]
         for transport in transports:
             for target in targets:
-                if target.uac_sockets == "un" and transport != "udp":
+                if target.uac_sockets == "un" and transport == "tcp":
                     continue
                 if isinstance(target, Ng911Target) and target.workers > 1:
                     rates = [*our_rates, *(r for r in kam_rates if r > our_rates[-1])]

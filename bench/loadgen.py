@@ -10,9 +10,10 @@ child processes (a generator must not share a core's event loop with what it mea
   §12.1.1), and BYE, OPTIONS, CANCEL with 200; it prints READY once listening
   (`Callee` starts it and always stops it);
 - the TLS caller (SIPp here has no TLS) places `RATE` calls a second for `SECONDS` over one
-  mutual-TLS connection: INVITE, ACK and, after `HOLD`, BYE along the reversed
-  Record-Route set (`in_dialog`), timing INVITE → 180 with `perf_counter`; it prints one
-  JSON line (`tls_calls` runs it and reads that line);
+  mutual-TLS connection (`--connections N`: N, the calls spread over them in turn): INVITE,
+  ACK and, after `HOLD`, BYE along the reversed Record-Route set (`in_dialog`), timing
+  INVITE → 180 with `perf_counter`; it prints one JSON line (`tls_calls` runs it and reads
+  that line);
 - `make_pki`: one test CA and ECDSA certificates for the proxy, caller and callee.
 """
 
@@ -185,13 +186,20 @@ class Callee:
 
 
 async def tls_caller(
-    proxy_port: int, uas_port: int, rate: int, seconds: float, pki_dir: Path
+    proxy_port: int,
+    uas_port: int,
+    rate: int,
+    seconds: float,
+    pki_dir: Path,
+    connections: int = 1,
 ) -> dict[str, Any]:
-    """`rate` calls a second for `seconds` through the proxy to the callee; what happened."""
+    """`rate` calls a second for `seconds` through the proxy to the callee; what happened.
+
+    `connections` > 1: that many TLS connections, the calls spread over them in turn (a
+    proxy's workers share its port, and the kernel gives each connection to one of them)."""
     ctx = tls_context(pki_dir, "uac", server=False)
-    reader, writer = await asyncio.open_connection(LOCAL, proxy_port, ssl=ctx)
-    lport = writer.get_extra_info("sockname")[1]
-    via = f"TLS {LOCAL}:{lport}"
+    conns = [await asyncio.open_connection(LOCAL, proxy_port, ssl=ctx) for _ in range(connections)]
+    vias = [f"TLS {LOCAL}:{w.get_extra_info('sockname')[1]}" for _, w in conns]
     calls = max(1, int(rate * seconds))
     state: dict[str, dict[str, Any]] = {}
     delays: list[float] = []
@@ -203,6 +211,8 @@ async def tls_caller(
     def invite(i: int) -> bytes:
         cid = f"{i}-{os.getpid()}@tlsgen"
         state[cid] = {"t0": time.perf_counter()}
+        k = i % connections
+        via, lport = vias[k], vias[k].rsplit(":", 1)[1]
         return (
             f"INVITE {ruri} SIP/2.0\r\n"
             f"Via: SIP/2.0/{via};branch=z9hG4bK{os.urandom(6).hex()};rport\r\n"
@@ -219,11 +229,12 @@ async def tls_caller(
         if ok + failed >= calls:
             done.set()
 
-    async def bye(resp: Response) -> None:
+    async def bye(resp: Response, k: int) -> None:
         await asyncio.sleep(HOLD)
-        writer.write(in_dialog("BYE", 2, resp, via, ruri))
+        conns[k][1].write(in_dialog("BYE", 2, resp, vias[k], ruri))
 
-    async def read() -> None:
+    async def read(k: int) -> None:
+        reader, writer = conns[k]
         parser = StreamParser()
         while data := await reader.read(65536):
             for msg in parser.feed(data):
@@ -239,27 +250,29 @@ async def tls_caller(
                     delays.append(st["t180"] - st["t0"])
                 elif 200 <= msg.status < 300 and "acked" not in st:
                     st["acked"] = True
-                    writer.write(in_dialog("ACK", 1, msg, via, ruri))
-                    task = asyncio.ensure_future(bye(msg))
+                    writer.write(in_dialog("ACK", 1, msg, vias[k], ruri))
+                    task = asyncio.ensure_future(bye(msg, k))
                     byes.add(task)
                     task.add_done_callback(byes.discard)
                 elif msg.status >= 300:
                     settle(msg.call_id, False)
 
-    reader_task = asyncio.ensure_future(read())
+    readers = [asyncio.ensure_future(read(k)) for k in range(connections)]
     t0 = time.perf_counter()
     sent = 0
     while sent < calls:
         due = min(calls, int((time.perf_counter() - t0) * rate) + 1)
-        if due > sent:
-            writer.write(b"".join(invite(i) for i in range(sent, due)))
-            sent = due
+        for i in range(sent, due):
+            conns[i % connections][1].write(invite(i))
+        sent = max(sent, due)
         await asyncio.sleep(0.002)
     send_time = time.perf_counter() - t0
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(done.wait(), 10)
-    reader_task.cancel()
-    writer.close()
+    for task in readers:
+        task.cancel()
+    for _, writer in conns:
+        writer.close()
     return {
         "calls": calls,
         "ok": ok,
@@ -270,11 +283,16 @@ async def tls_caller(
 
 
 def tls_calls(
-    proxy_port: int, uas_port: int, rate: int, seconds: float, pki_dir: Path
+    proxy_port: int,
+    uas_port: int,
+    rate: int,
+    seconds: float,
+    pki_dir: Path,
+    connections: int = 1,
 ) -> dict[str, Any]:
     """`tls_caller` in a process of its own: its result, or {"error": ...}."""
     cmd = [sys.executable, __file__, "tls-caller", str(proxy_port), str(uas_port), str(rate),
-           str(seconds), "--pki", str(pki_dir)]  # fmt: skip
+           str(seconds), "--pki", str(pki_dir), "--connections", str(connections)]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 40)
     try:
         res: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -288,12 +306,13 @@ def main() -> int:
     ap.add_argument("mode", choices=("callee", "tls-caller"))
     ap.add_argument("numbers", type=float, nargs="+", help="PORT | PROXY CALLEE RATE SECONDS")
     ap.add_argument("--pki", type=Path)
+    ap.add_argument("--connections", type=int, default=1, help="TLS caller: connections")
     args = ap.parse_args()
     n = args.numbers
     if args.mode == "callee":
         asyncio.run(callee(int(n[0]), args.pki))
         return 0
-    res = asyncio.run(tls_caller(int(n[0]), int(n[1]), int(n[2]), n[3], args.pki))
+    res = asyncio.run(tls_caller(int(n[0]), int(n[1]), int(n[2]), n[3], args.pki, args.connections))
     print(json.dumps(res))
     return 0
 

@@ -168,6 +168,8 @@ class Element:
         self.stderr_path = workdir / f"{name}.stderr"
         if kind != "lost" and log_file:
             self.config.setdefault("log_file", str(self.log_path))
+        if kind in ("vsp", "esrp"):
+            self.config.setdefault("workers", 1)  # one process unless `--workers` says more
         self.cfg_path = workdir / f"{name}.toml"
         self.cfg_path.write_text(toml_table(name, {"name": name, **self.config}))
         self.quiet = quiet

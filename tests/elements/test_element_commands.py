@@ -85,6 +85,7 @@ async def test_run_vsp_process_answers_options_and_stops_on_sigterm(tmp_path):
         """
 [vsp]
 name = "vsp-process"
+workers = 1
 listeners = [{transport = "udp", host = "127.0.0.1", port = 0}]
 """
     )

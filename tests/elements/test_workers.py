@@ -115,7 +115,7 @@ async def _start(cfg: Path, *extra: str) -> tuple[asyncio.subprocess.Process, di
         stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 15)
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
     if not line:
         err = await proc.stderr.read() if proc.stderr else b""
         raise AssertionError(f"no ready line: {err.decode()[-2000:]}")
@@ -229,7 +229,40 @@ def test_workers_are_refused_where_state_lives_in_one_process(tmp_path, capsys):
     vsp = tmp_path / "vsp.toml"
     vsp.write_text("[vsp]\nworkers = 0\n")
     assert main(["run", "vsp", "--config", str(vsp)]) == 2
+    assert 'workers must be a number >= 1 or "auto", not 0' in capsys.readouterr().err
+    vsp.write_text("[vsp]\nworkers = 65\n")
+    assert main(["run", "vsp", "--config", str(vsp)]) == 2
     assert "workers must be 1..64" in capsys.readouterr().err
+    vsp.write_text('[vsp]\nworkers = "many"\n')
+    assert main(["run", "vsp", "--config", str(vsp)]) == 2
+    assert "not 'many'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "vsp", "--config", str(vsp), "--workers", "lots"])
+    assert 'a number or "auto"' in capsys.readouterr().err
+
+
+def test_auto_is_one_worker_per_core_for_the_vsp_only_where_it_is_safe():
+    """`workers = "auto"` (the VSP's default): one per usable core; 1 for the ESRP's
+    default, for an element that is no proxy, with --events, and with Digest auth on and
+    no shared nonce key."""
+    import argparse
+
+    from ng911.elements.config import EsrpConfig, VspConfig
+    from ng911.node.workers import usable_cores, worker_count
+
+    def args(element: str, workers=None, events=None) -> argparse.Namespace:
+        return argparse.Namespace(element=element, workers=workers, events=events)
+
+    cores = min(usable_cores(), 64)
+    assert VspConfig().workers == "auto" and EsrpConfig().workers == 1
+    assert worker_count(args("vsp"), VspConfig()) == cores
+    assert worker_count(args("esrp"), EsrpConfig()) == 1
+    assert worker_count(args("esrp", "auto"), EsrpConfig()) == cores
+    assert worker_count(args("vsp", 1), VspConfig()) == 1  # --workers wins over the table
+    assert worker_count(args("vsp", events="e.jsonl"), VspConfig()) == 1
+    assert worker_count(args("vsp"), VspConfig(auth=True)) == 1
+    assert worker_count(args("vsp"), VspConfig(auth=True, auth_secret="k")) == cores
+    assert worker_count(args("psap", "auto"), VspConfig()) == 1
 
 
 def test_worker_role_round_trips_and_refuses_garbage():
@@ -261,4 +294,7 @@ async def test_workers_that_cannot_bind_make_the_parent_exit_2(tmp_path):
     finally:
         taken.close()
     assert proc.returncode == 2 and out == b""
-    assert "worker_failed_to_start" in err.decode() and "Address already in use" in err.decode()
+    # the parent tries the port before starting any worker, and says why in one line
+    lines = err.decode().splitlines()
+    assert len(lines) == 1 and "address already in use" in lines[0], lines
+    assert f"('{LOCAL}', {port})" in lines[0]

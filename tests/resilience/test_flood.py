@@ -134,6 +134,7 @@ async def test_emergency_calls_get_through_a_flood_of_ordinary_invites(tmp_path,
 name = "vsp"
 fqdn = "vsp.example"
 esrp = "sip:127.0.0.1:{esrp_port}"
+workers = 1
 log_file = "{log}"
 listeners = [{{transport = "udp", host = "127.0.0.1", port = {vsp_port}}}]
 """

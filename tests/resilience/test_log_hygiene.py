@@ -50,7 +50,7 @@ async def test_ng911_run_writes_net_logs_to_log_file_bounded(tmp_path):
     config = tmp_path / "vsp.toml"
     config.write_text(
         "[vsp]\n"
-        'name = "vsp"\n'
+        'name = "vsp"\nworkers = 1\n'
         f'log_file = "{log_file}"\n'
         f'listeners = [{{ transport = "tcp", host = "127.0.0.1", port = {port} }}]\n'
     )

@@ -30,6 +30,7 @@ from ng911.errors import Ng911Error
 from ng911.sip.digest import ALGORITHMS as DIGEST_ALGORITHMS
 
 __all__ = [
+    "WORKERS_AUTO",
     "AlternateRoute",
     "CallTakerConfig",
     "CallerConfig",
@@ -45,6 +46,7 @@ __all__ = [
     "StateConfig",
     "TlsProfile",
     "VspConfig",
+    "check_workers",
     "load_toml",
     "metrics_address",
     "metrics_spec",
@@ -258,6 +260,16 @@ def metrics_spec(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+WORKERS_AUTO = "auto"
+
+
+def check_workers(workers: int | str) -> None:
+    """`workers`: a count >= 1 or "auto" (`ng911.node.workers.worker_count` caps it)."""
+    if workers == WORKERS_AUTO or (isinstance(workers, int) and workers >= 1):
+        return
+    raise ConfigError(f'workers must be a number >= 1 or "auto", not {workers!r}')
+
+
 def _check_element(cfg: ElementConfig) -> None:
     """What every element's table is checked for, whatever its subclass adds."""
     _check_timeouts(cfg)
@@ -438,10 +450,14 @@ class VspConfig(ElementConfig):
     auth_secret: str = ""  # nonce HMAC key; empty = random per process (set it with workers > 1)
     users: dict[str, str] = field(default_factory=dict)  # user -> password
     users_file: str = ""  # `user:realm:HA1` lines (MD5 32 hex, SHA-256 64 hex)
-    workers: int = 1  # processes sharing the listeners (ng911.node.workers)
+    # processes sharing the listeners under `ng911 run` (ng911.node.workers): N, or "auto" =
+    # one per usable core (a proxy is CPU-bound); auto is 1 with auth on and no auth_secret
+    # (nonces must verify at every worker) and with `--events` (one event file)
+    workers: int | str = "auto"
 
     def __post_init__(self) -> None:
         _check_element(self)
+        check_workers(self.workers)
         bad = [a for a in self.auth_algorithms if a not in DIGEST_ALGORITHMS]
         if bad or not self.auth_algorithms:
             raise ConfigError(
@@ -524,7 +540,10 @@ class EsrpConfig(ElementConfig):
     # proxied as they are, i.e. the PSAPs' callbacks (RFC 7090); empty = none: such an
     # INVITE from anyone else is an emergency call that reached the ESRP
     callbacks_from: tuple[str, ...] = ()
-    workers: int = 1  # processes sharing the listeners (ng911.node.workers)
+    # processes sharing the listeners (ng911.node.workers): N or "auto" (one per core). 1 by
+    # default: the i3 state subscriptions (their NOTIFYs), the LoST cache and the PSAP pings
+    # live in one process, and a NOTIFY for one worker's subscription may reach another
+    workers: int | str = 1
     # Policy Routing Function (elements/prf.py): rules per queue, first match wins; none
     # configured = LoST URI, its alternates, the default route (as before rules existed)
     policy: tuple[QueuePolicy, ...] = ()
@@ -536,6 +555,7 @@ class EsrpConfig(ElementConfig):
 
     def __post_init__(self) -> None:
         _check_element(self)
+        check_workers(self.workers)
         for what, values, allowed in (
             ("skip_queue_states", self.skip_queue_states, QUEUE_STATES),
             ("skip_service_states", self.skip_service_states, SERVICE_STATES),

@@ -21,6 +21,7 @@ Pure functions (no sockets, no clock), so every rule is tested without a network
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -323,13 +324,21 @@ class RouteCandidate:
 def same_uri(a: str, b: str) -> bool:
     """One PSAP named two ways? Compared ignoring scheme and transport, which the hop policy
     may have changed (LoST and the config say `sip:`, the plan may say `sips:`)."""
-    try:
-        ua, ub = parse_uri(a), parse_uri(b)
-    except Ng911Error:
+    ka, kb = _psap_key(a), _psap_key(b)
+    if ka is None or kb is None:
         return a == b
-    if isinstance(ua, SipURI) and isinstance(ub, SipURI):
-        return (ua.user, ua.host, ua.port) == (ub.user, ub.host, ub.port)
-    return a == b
+    return ka == kb
+
+
+@functools.lru_cache(maxsize=1024)
+def _psap_key(uri: str) -> tuple[str | None, str, int | None] | None:
+    """(user, host, port) of a SIP URI, None for anything else. Cached: a plan compares the
+    same few PSAP URIs (LoST's answers, the configured alternates) on every call."""
+    try:
+        u = parse_uri(uri)
+    except Ng911Error:
+        return None
+    return (u.user, u.host, u.port) if isinstance(u, SipURI) else None
 
 
 def pick_sip_uri(uris: Iterable[str], *, prefer_secure: bool = False) -> str | None:
@@ -355,6 +364,7 @@ def normal_next_hop(outcome: LostOutcome, policy: RoutingPolicy) -> str | None:
     return pick_sip_uri(outcome.uris, prefer_secure=policy.hop_transport == "tls")
 
 
+@functools.lru_cache(maxsize=1024)
 def apply_hop_policy(uri: str, policy: RoutingPolicy) -> tuple[str, str | None]:
     """Apply the sips policy and hop transport to a next-hop URI; say what changed.
 
@@ -365,7 +375,8 @@ def apply_hop_policy(uri: str, policy: RoutingPolicy) -> tuple[str, str | None]:
     "upgrade" always; "require" refuses a non-`sips:` URI (`SipsPolicyError`: the caller
     skips to the next candidate); "keep" leaves it. On a udp/tcp hop a `sip:` URI gets the
     hop's `transport=` parameter.
-    Raises `SipsPolicyError` under "require".
+    Raises `SipsPolicyError` under "require". Cached (a pure function of two immutable
+    values): every call's plan applies it to the same few PSAP URIs.
     """
     mode = policy.sips_policy
     if mode == "hop":

@@ -102,10 +102,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--workers",
-        type=int,
-        metavar="N",
-        help="vsp, esrp: run N worker processes sharing the listening ports "
-        "(default: `workers` of the table, else 1); see ng911.node.workers",
+        type=parse_workers,
+        metavar="N|auto",
+        help="vsp, esrp: run N worker processes sharing the listening ports, or one per core "
+        "(auto) (default: `workers` of the table: auto for vsp, 1 for the others); see "
+        "ng911.node.workers",
     )
     p.add_argument(
         "--metrics",
@@ -171,6 +172,18 @@ def print_stats(args: argparse.Namespace) -> int:
             continue
         print(render(page), flush=True)
     return status
+
+
+def parse_workers(text: str) -> int | str:
+    """`--workers N|auto` (argparse type; the config module is imported only when used)."""
+    from ng911.elements.config import WORKERS_AUTO
+
+    if text == WORKERS_AUTO:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'a number or "auto", not {text!r}') from None
 
 
 def run_element(args: argparse.Namespace) -> int:

@@ -21,8 +21,9 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ng911.elements.config import ConfigError, metrics_address, metrics_spec
+from ng911.elements.config import WORKERS_AUTO, ConfigError, metrics_address, metrics_spec
 from ng911.node.bundle import BUNDLE_FILE, read_bundle
+from ng911.node.workers import MAX_WORKERS, usable_cores
 
 __all__ = ["Scrape", "quantile", "render", "scrape", "targets_of"]
 
@@ -72,15 +73,20 @@ def _reachable(host: str) -> str:
     return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
 
 
-def _table_targets(name: str, table: dict[str, Any], where: str) -> Iterator[tuple[str, str]]:
-    """(name, URL) of each process of one element table that names `metrics`."""
+def _table_targets(
+    name: str, table: dict[str, Any], where: str, role: str = ""
+) -> Iterator[tuple[str, str]]:
+    """(name, URL) of each process of one element table that names `metrics`; `workers`
+    absent is the role's default ("auto" for a VSP: one per core of this machine, where a
+    testbed's elements run)."""
     spec = table.get("metrics")
     if not spec:
         return
     host, port = metrics_address(str(spec))
     if port == 0:
         raise ConfigError(f"{where}:[{name}]: metrics port 0: give the URL its ready line named")
-    workers = int(table.get("workers", 1) or 1)
+    count = table.get("workers", WORKERS_AUTO if (role or name) == "vsp" else 1)
+    workers = min(usable_cores(), MAX_WORKERS) if count == WORKERS_AUTO else int(count or 1)
     for i in range(workers):
         label = name if workers == 1 else f"{name}/w{i}"
         yield label, url_of(metrics_spec(host, port + i))
@@ -98,8 +104,8 @@ def _bundle_targets(directory: Path) -> Iterator[tuple[str, str]]:
         if not paths:
             raise ConfigError(f"{directory}: no {BUNDLE_FILE} in it or below it")
     for path in sorted(paths):
-        host, _role, toml = read_bundle(path.parent)
-        yield from _table_targets(host, _read(toml)[host], str(toml))
+        host, role, toml = read_bundle(path.parent)
+        yield from _table_targets(host, _read(toml)[host], str(toml), role)
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -115,7 +121,7 @@ def _config_targets(path: Path) -> Iterator[tuple[str, str]]:
 
     def walk(prefix: str, node: dict[str, Any]) -> Iterator[tuple[str, str]]:
         if "metrics" in node:
-            yield from _table_targets(prefix, node, str(path))
+            yield from _table_targets(prefix, node, str(path), prefix.split(".")[0])
             return
         for key, sub in node.items():
             if isinstance(sub, dict):

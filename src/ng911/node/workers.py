@@ -42,16 +42,20 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from ng911.elements.addressing import WorkerRole
-from ng911.elements.config import ConfigError, metrics_address, metrics_spec
+from ng911.elements.config import WORKERS_AUTO, ConfigError, metrics_address, metrics_spec
 
 __all__ = [
+    "MAX_WORKERS",
     "Supervisor",
     "WorkerProcess",
+    "auto_workers",
+    "check_ports",
     "decode_role",
     "encode_role",
     "free_ports",
     "parent_gone",
     "supervise",
+    "usable_cores",
     "worker_commands",
     "worker_count",
     "worker_metrics",
@@ -96,6 +100,27 @@ def free_ports(transport: str, host: str, count: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def check_ports(listeners: Sequence[Any], ports: Sequence[int]) -> None:
+    """Raise the OSError a worker would meet binding `ports` (each listener's, shared with
+    SO_REUSEPORT), before any worker starts: a port taken by another program is one line
+    of error from the parent, not one per worker."""
+    for lst, port in zip(listeners, ports, strict=True):
+        family = socket.AF_INET6 if ":" in lst.host else socket.AF_INET
+        kind = socket.SOCK_DGRAM if lst.transport == "udp" else socket.SOCK_STREAM
+        with socket.socket(family, kind) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if kind == socket.SOCK_STREAM:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((lst.host, port))
+            except OSError as exc:  # the words asyncio's create_server uses, with the address
+                raise OSError(
+                    exc.errno,
+                    f"error while attempting to bind on address {(lst.host, port)!r}: "
+                    f"{(exc.strerror or str(exc)).lower()}",
+                ) from None
 
 
 async def parent_gone() -> None:
@@ -185,8 +210,9 @@ class Supervisor:
             line = b""
         ready = _ready_of(line) if line else None
         if ready is None:
-            self.log("worker_failed_to_start", index=w.index, pid=w.proc.pid, line=line[:200])
-            await self._terminate(w)
+            rc = await self._terminate(w)
+            if rc != 2:  # 2: `ng911 run` said why on its stderr, in one line
+                self.log("worker_failed_to_start", index=w.index, pid=w.proc.pid, line=line[:200])
             return False
         w.ready = ready
         w.pump = asyncio.ensure_future(self._pump(w.proc.stdout))
@@ -235,8 +261,13 @@ class Supervisor:
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         try:
-            started = await asyncio.gather(*(self._spawn(w) for w in self.workers))
-            if not all(started):
+            # the first alone: a config or port it cannot use stops the start with its one
+            # line of error, not one per worker
+            first = await self._spawn(self.workers[0])
+            started = first and all(
+                await asyncio.gather(*(self._spawn(w) for w in self.workers[1:]))
+            )
+            if not started:
                 await self.stop()
                 return 2
             if on_ready is not None:
@@ -291,9 +322,32 @@ class Supervisor:
         return False
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def auto_workers(args: argparse.Namespace, cfg: Any) -> int:
+    """What `workers = "auto"` means here: one worker per usable core (a proxy is CPU-bound:
+    bench/load.py), but one when the element is no proxy, when `--events` is asked (one
+    event file per element: the testbed's `--processes` reads it), and when Digest
+    authentication is on without `auth_secret` (each process would sign nonces with its own
+    random key, and a retried request may reach another worker)."""
+    if args.element not in WORKER_ELEMENTS or args.events:
+        return 1
+    if getattr(cfg, "auth", False) and not getattr(cfg, "auth_secret", ""):
+        return 1
+    return min(usable_cores(), MAX_WORKERS)
+
+
 def worker_count(args: argparse.Namespace, cfg: Any) -> int:
-    """`--workers`, else the table's `workers`: 1..MAX_WORKERS, >1 only for a proxy."""
-    n = args.workers if args.workers is not None else int(getattr(cfg, "workers", 1))
+    """`--workers`, else the table's `workers`: 1..MAX_WORKERS or "auto", >1 only for a
+    proxy."""
+    spec = args.workers if args.workers is not None else getattr(cfg, "workers", 1)
+    n = auto_workers(args, cfg) if spec == WORKERS_AUTO else int(spec)
     if not 1 <= n <= MAX_WORKERS:
         raise ConfigError(f"workers must be 1..{MAX_WORKERS}, not {n}")
     if n > 1 and args.element not in WORKER_ELEMENTS:
@@ -311,6 +365,7 @@ def worker_commands(args: argparse.Namespace, cfg: Any, n: int) -> list[list[str
     each worker gets a UDP port of its own for its Via (`WorkerRole`).
     """
     ports = [lst.port or free_ports(lst.transport, lst.host, 1)[0] for lst in cfg.listeners]
+    check_ports(cfg.listeners, ports)
     udp = next((lst for lst in cfg.listeners if lst.transport == "udp"), None)
     own = tuple(free_ports("udp", udp.host, n)) if udp is not None else ()
     base = [sys.executable, "-m", "ng911", "run", args.element, "--config", args.config]
