@@ -242,9 +242,9 @@ def test_workers_are_refused_where_state_lives_in_one_process(tmp_path, capsys):
 
 
 def test_auto_is_one_worker_per_core_for_the_vsp_only_where_it_is_safe():
-    """`workers = "auto"` (the VSP's default): one per usable core; 1 for the ESRP's
-    default, for an element that is no proxy, with --events, and with Digest auth on and
-    no shared nonce key."""
+    """`workers = "auto"`: one per usable core; 1 for an element that is no proxy, with
+    --events, and with Digest auth on and no shared nonce key. Both proxies default to 1
+    (the registrar's bindings and the ESRP's subscriptions are per worker)."""
     import argparse
 
     from ng911.elements.config import EsrpConfig, VspConfig
@@ -254,14 +254,16 @@ def test_auto_is_one_worker_per_core_for_the_vsp_only_where_it_is_safe():
         return argparse.Namespace(element=element, workers=workers, events=events)
 
     cores = min(usable_cores(), 64)
-    assert VspConfig().workers == "auto" and EsrpConfig().workers == 1
-    assert worker_count(args("vsp"), VspConfig()) == cores
+    assert VspConfig().workers == 1 and EsrpConfig().workers == 1
+    auto = VspConfig(workers="auto")
+    assert worker_count(args("vsp"), VspConfig()) == 1
+    assert worker_count(args("vsp"), auto) == cores
     assert worker_count(args("esrp"), EsrpConfig()) == 1
     assert worker_count(args("esrp", "auto"), EsrpConfig()) == cores
-    assert worker_count(args("vsp", 1), VspConfig()) == 1  # --workers wins over the table
-    assert worker_count(args("vsp", events="e.jsonl"), VspConfig()) == 1
-    assert worker_count(args("vsp"), VspConfig(auth=True)) == 1
-    assert worker_count(args("vsp"), VspConfig(auth=True, auth_secret="k")) == cores
+    assert worker_count(args("vsp", 1), auto) == 1  # --workers wins over the table
+    assert worker_count(args("vsp", events="e.jsonl"), auto) == 1
+    assert worker_count(args("vsp"), VspConfig(auth=True, workers="auto")) == 1
+    assert worker_count(args("vsp"), VspConfig(auth=True, auth_secret="k", workers="auto")) == cores
     assert worker_count(args("psap", "auto"), VspConfig()) == 1
 
 

@@ -452,8 +452,10 @@ class VspConfig(ElementConfig):
     users_file: str = ""  # `user:realm:HA1` lines (MD5 32 hex, SHA-256 64 hex)
     # processes sharing the listeners under `ng911 run` (ng911.node.workers): N, or "auto" =
     # one per usable core (a proxy is CPU-bound); auto is 1 with auth on and no auth_secret
-    # (nonces must verify at every worker) and with `--events` (one event file)
-    workers: int | str = "auto"
+    # (nonces must verify at every worker) and with `--events` (one event file). 1 by
+    # default: the registrar's bindings are per worker, so a call TO a registered user (a
+    # PSAP's callback) would find its binding only at the worker that took the REGISTER
+    workers: int | str = 1
 
     def __post_init__(self) -> None:
         _check_element(self)

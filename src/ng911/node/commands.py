@@ -105,7 +105,7 @@ def register(sub: Any) -> None:
         type=parse_workers,
         metavar="N|auto",
         help="vsp, esrp: run N worker processes sharing the listening ports, or one per core "
-        "(auto) (default: `workers` of the table: auto for vsp, 1 for the others); see "
+        "(auto) (default: `workers` of the table, else 1); see "
         "ng911.node.workers",
     )
     p.add_argument(
