@@ -99,6 +99,11 @@ class PostgisStore:
         self._q_boundary = f"SELECT ST_AsBinary(geom) FROM {self._area_t} WHERE key = %s"
         self.refresh()
 
+    @property
+    def point_query(self) -> str:
+        """The prepared point query (its parameters: lon, lat, service), for benchmarks."""
+        return self._q_point
+
     @classmethod
     def connect(cls, dsn: str, prefix: str = "lost") -> PostgisStore:
         return cls(psycopg.connect(dsn, autocommit=True), prefix)
