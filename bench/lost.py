@@ -505,9 +505,15 @@ def main() -> int:
     results["split_point_embedded"] = in_process_split(points, embedded)
     results["split_circle_embedded"] = in_process_split(circles, embedded)
     rows: list[tuple[str, dict[str, Any]]] = []
-    floors = {st: measure(f"floor-{st}", None, points, args, latency=False) for st in STACKS}
+    try:
+        import uvicorn  # noqa: F401  (a bench-only peer: `pip install uvicorn`)
+
+        stacks = STACKS
+    except ImportError:
+        stacks = tuple(st for st in STACKS if st != "uvicorn")
+    floors = {st: measure(f"floor-{st}", None, points, args, latency=False) for st in stacks}
     results["floors"] = floors
-    for st in STACKS:
+    for st in stacks:
         rows.append((f"HTTP floor {st} (fixed 600 B)", floors[st]))
     rows.append(("findService point, embedded", measure("embedded", None, points, args)))
     rows.append(("findService 50 m circle, embedded", measure("embedded", None, circles, args)))

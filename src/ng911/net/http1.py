@@ -28,6 +28,8 @@ closed, with one structured log line naming the peer, never the client's bytes):
 - Pipelined requests (RFC 9112 §9.3) are answered in order; reading pauses while more than
   `PIPELINE` requests wait, or while the transport's write buffer is full (a client that
   does not read its answers stops being read).
+- `Upgrade` (h2c, websocket) is ignored as RFC 9110 §7.8 allows: the request is answered as
+  HTTP/1.1 and the connection closed after it.
 - After an error answered before the body was read (408, 413), the rest of the input is read
   and dropped for `LINGER` seconds before the close, so the client sees the answer rather than
   a reset (RFC 9112 §9.6); a closed connection whose peer does not take its bytes is aborted
@@ -268,6 +270,7 @@ class Connection(asyncio.Protocol):
         self._paused_reading = False
         self._write_paused = False
         self._closing = False
+        self.upgraded = False  # a request asked for an Upgrade: close after the answers
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -307,7 +310,11 @@ class Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self.fail(400, "upgrade", "protocol upgrade not supported")
+            # RFC 9110 §7.8: the Upgrade is ignored, the request answered as HTTP/1.1; llhttp
+            # parses no further on this connection, so it closes after the answers due
+            self.upgraded = True
+            if not self.busy and not self.queue:
+                self.close()
         except httptools.HttpParserError as exc:
             # httptools wraps what a callback raised (a `_Refused`) in a callback error
             cause = exc.__context__
@@ -385,6 +392,8 @@ class Connection(asyncio.Protocol):
         self._headers[key] = text if old is None else f"{old}, {text}"
 
     def on_headers_complete(self) -> None:
+        if self.parser.should_upgrade():
+            self.upgraded = True  # answered with Connection: close (module docstring)
         self.phase = _BODY
         self.deadline = self.server.now() + self.limits.body_timeout
         declared = self._headers.get("content-length")
@@ -457,6 +466,7 @@ class Connection(asyncio.Protocol):
             self.busy = False
             return
         keep = req.keep_alive and not resp.close and not self.server.stopping
+        keep = keep and not (self.upgraded and not self.queue)
         t.write(encode(resp, keep))
         if not keep:
             self.busy = False
