@@ -21,9 +21,9 @@ autocommit connection.
 
 Two ways to ask: the synchronous calls (`lookup`, ...) on one autocommit connection, for
 loading, tools and tests; and the awaitable ones (`lookup_async`, `lookup_civic_async`,
-`boundary_async`: `ng911.lost.store.AsyncLookups`) on a psycopg_pool `AsyncConnectionPool`
-of `pool_size` connections, opened on first use in the running loop, every statement prepared
-server-side on each connection (`prepare_threshold=0`). The LoST server uses the awaitable
+`boundary_async`: `ng911.lost.store.AsyncLookups`) on a `ConnectionPool` of up to
+`pool_size` async connections, made on demand in the running loop, every statement prepared
+server-side on each connection (`prepare=True`). The LoST server uses the awaitable
 ones: a query never blocks its event loop, and several requests' queries run at once on the
 pool's connections (bench/lost.py measures them against a raw PostGIS loop).
 """
@@ -33,12 +33,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import shapely
-from psycopg_pool import AsyncConnectionPool
 
 from ng911.location.civic import CivicAddress
 from ng911.location.geodetic import Point, Shape
@@ -67,8 +67,9 @@ class PostgisStore:
             raise ValueError(f"bad table prefix {prefix!r}")
         self.conn = conn
         self.pool_size = pool_size
-        self._pool: AsyncConnectionPool[Any] | None = None
-        self._pool_loop: asyncio.AbstractEventLoop | None = None
+        info = conn.info
+        self.dsn = info.dsn + (f" password={info.password}" if info.password else "")
+        self._pool: ConnectionPool | None = None
         self.prefix = prefix
         self._area_t = f"{prefix}_area"
         self._part_t = f"{prefix}_part"
@@ -210,29 +211,25 @@ class PostgisStore:
 
     # -- awaitable lookups on the pool (`AsyncLookups`) ------------------------------------
 
-    async def pool(self) -> AsyncConnectionPool[Any]:
-        """The running loop's pool, opened (and its connections made) on first use."""
-        loop = asyncio.get_running_loop()
-        if self._pool is None or self._pool_loop is not loop:
-            info = self.conn.info
-            pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                info.dsn + (f" password={info.password}" if info.password else ""),
-                min_size=self.pool_size,
-                max_size=self.pool_size,
-                kwargs={"autocommit": True, "prepare_threshold": 0},
-                open=False,
-                name=f"ng911-lost-{self.prefix}",
-            )
-            await pool.open(wait=True, timeout=10.0)
-            self._pool, self._pool_loop = pool, loop
+    @property
+    def pool(self) -> ConnectionPool | None:
+        """The awaited lookups' connections (None until the first one)."""
         return self._pool
 
     async def _rows(self, query: str, params: Any) -> list[Any]:
-        pool = self._pool if self._pool_loop is asyncio.get_running_loop() else None
-        async with (pool or await self.pool()).connection() as conn:
+        if self.conn.closed:
+            raise psycopg.OperationalError("the PostGIS store is closed")
+        loop = asyncio.get_running_loop()
+        pool = self._pool
+        if pool is None or pool.loop is not loop:
+            pool = self._pool = ConnectionPool(self.dsn, self.pool_size, loop)
+        conn = await pool.acquire()
+        try:
             cur = await conn.execute(query, params, prepare=True)
             rows: list[Any] = await cur.fetchall()
             return rows
+        finally:
+            pool.release(conn)
 
     async def lookup_async(self, shape: Shape, service: str) -> StoreHit | None:
         if isinstance(shape, Point):
@@ -252,12 +249,77 @@ class PostgisStore:
         return shapely.from_wkb(bytes(rows[0][0])) if rows else None
 
     async def close_async(self) -> None:
-        pool, self._pool, self._pool_loop = self._pool, None, None
+        pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
 
     def close(self) -> None:
+        """Close the store: its connection, and the awaited lookups with it (the pool's
+        connections themselves are closed by `close_async`, which the server's cleanup runs)."""
         self.conn.close()
+
+
+class ConnectionPool:
+    """At most `size` autocommit `psycopg.AsyncConnection`s of one loop, made on demand.
+
+    Why not psycopg_pool's `AsyncConnectionPool`: measured here (bench/lost.py, same run),
+    taking and returning one of its connections cost ~60 µs of CPU per query (its checks
+    and background workers), more than the query's own client cost (~40 µs); a lookup
+    needs none of it: a free list, a queue of waiters, and a broken connection dropped
+    (the next request that finds none free makes a new one).
+    """
+
+    def __init__(self, dsn: str, size: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.dsn = dsn
+        self.size = max(1, size)
+        self.loop = loop
+        self.free: list[psycopg.AsyncConnection[Any]] = []
+        self.count = 0  # connections made (or being made) and not dropped
+        self.waiters: deque[asyncio.Future[psycopg.AsyncConnection[Any]]] = deque()
+
+    async def acquire(self) -> psycopg.AsyncConnection[Any]:
+        if self.free:
+            return self.free.pop()
+        if self.count < self.size:
+            self.count += 1
+            try:
+                return await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            except BaseException:
+                self.count -= 1
+                raise
+        waiter: asyncio.Future[psycopg.AsyncConnection[Any]] = self.loop.create_future()
+        self.waiters.append(waiter)
+        return await waiter
+
+    def release(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if conn.closed or conn.broken:
+            self.count -= 1
+            if self.waiters:  # its turn goes to a new connection
+                self.loop.create_task(self._replace())
+            return
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        self.free.append(conn)
+
+    async def _replace(self) -> None:
+        try:
+            conn = await self.acquire()
+        except Exception as exc:
+            while self.waiters:
+                waiter = self.waiters.popleft()
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        self.release(conn)
+
+    async def close(self) -> None:
+        free, self.free = self.free, []
+        for conn in free:
+            self.count -= 1
+            await conn.close()
 
 
 def create_tables(conn: psycopg.Connection[Any], prefix: str = "lost") -> None:
