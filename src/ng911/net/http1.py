@@ -541,20 +541,14 @@ class Connection(asyncio.Protocol):
         if self.phase is _IDLE:
             log.debug("http: closing idle connection from %s", self.source)
             self.close()
-        elif self.phase is _HEAD:
+        elif self.phase is _HEAD or self.phase is _BODY:
+            head = self.phase is _HEAD
             table.timed_out += 1
             self.server.event(
-                f"{self.server.prefix}.timeout", phase="headers", peer=self.source,
-                bytes=self.head_bytes,
+                f"{self.server.prefix}.timeout", phase="headers" if head else "body",
+                peer=self.source, bytes=self.head_bytes if head else self._body_len,
             )  # fmt: skip
-            self.close(RESPONSE_408 if self.head_bytes else b"")
-        elif self.phase is _BODY:
-            table.timed_out += 1
-            self.server.event(
-                f"{self.server.prefix}.timeout", phase="body", peer=self.source,
-                bytes=self._body_len,
-            )  # fmt: skip
-            self.close(RESPONSE_408)
+            self.close(RESPONSE_408 if self.head_bytes or not head else b"")
 
 
 class HttpServer:
