@@ -1,4 +1,4 @@
-"""The LoST server (ECRF) over HTTP and HTTPS: an aiohttp application around `LostEngine`.
+"""The LoST server (ECRF) over HTTP and HTTPS: `LostEngine` behind `ng911.net.http1`.
 
 RFC 5222 §14 binds LoST to HTTP POST; LoST errors travel in the body with HTTP 200, so HTTP
 statuses are only for what is not LoST at all: 405 for a method other than POST, 415 for a
@@ -8,8 +8,8 @@ read as LoST; any other type is read when the body is LoST XML, `protocol.looks_
 since `curl -d @file` sends `application/x-www-form-urlencoded`; the 415 carries a LoST
 `<badRequest>` saying why), 413 beyond `max_body` (a declared Content-Length beyond it is
 refused before a byte of the body is read), 408 for a head or body that does not arrive in
-time (`ng911.lost.limits`: deadlines, idle timeout and connection caps per source and in
-total, enforced on every connection `serve` accepts). NENA i3 conformance tests POST to
+time (`ng911.net.http1.HttpLimits`: deadlines, idle timeout and connection caps per source
+and in total, enforced on every connection `serve` accepts). NENA i3 conformance tests POST to
 `/lost` and `/LoST`; `/lost/`, `/LoST/` and `/` answer too. docs/lost-intake.md lists every
 variant accepted and why.
 
