@@ -11,9 +11,16 @@ request bytes, several connections), cheap enough not to be the bottleneck. Meas
 - p50/p99 latency at half of that rate (paced open loop);
 - for points and for 50 m circles (random positions inside the five boroughs), embedded store
   and PostGIS store (a throwaway cluster, as the tests start it), and the HTTP floor: the
-  same aiohttp stack answering every POST with a fixed 600 B XML body;
+  floors below;
 - in-process split: protocol (parse request + build response) vs engine + store lookup;
-- raw PostGIS loop (one sequential psycopg client, prepared ST_Intersects) for the ratio.
+- the fixed-answer HTTP floors of aiohttp (asyncio and uvloop), uvicorn + httptools on uvloop,
+  and `ng911.net.http1` (asyncio and uvloop), each answering every POST with the same 600 B;
+  the LoST server runs on `ng911.net.http1` + uvloop, whose floor its ratio is taken against;
+- raw async PostGIS loop (the store's prepared point query on one connection, and on
+  `--conns`) for the PostGIS store's ratio.
+
+The last table (what | ng911 | floor same run | ratio | goal) is the README's; its rows are
+`goals` in the JSON.
 
 Writes bench/results/lost.json and prints a table.
 """
@@ -65,41 +72,96 @@ FIXED = (
 # ----------------------------------------------------------------------------- server side
 
 
+#: The HTTP stacks whose fixed-answer floor is measured (`--serve floor-<stack>`).
+STACKS = ("aiohttp", "aiohttp-uvloop", "uvicorn", "http1-asyncio", "http1")
+#: The stack the LoST server runs on here (`ng911.net.http1` on uvloop): its floor is the ratio's.
+LOST_STACK = "http1"
+
+
+def _floor_aiohttp() -> Any:
+    from aiohttp import web
+
+    app = web.Application()
+
+    async def fixed(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=FIXED, headers={"Content-Type": "application/lost+xml"})
+
+    for p in ("/lost", "/"):
+        app.router.add_post(p, fixed)
+    return app
+
+
+async def _floor_uvicorn(port_file: str) -> None:
+    """uvicorn + httptools on the running (uvloop) loop, a raw ASGI app: its floor."""
+    import uvicorn
+
+    headers = [(b"content-type", b"application/lost+xml"), (b"content-length", b"%d" % len(FIXED))]
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        more = True
+        while more:
+            more = (await receive()).get("more_body", False)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": FIXED})
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, http="httptools", loop="none", lifespan="off",
+        access_log=False, log_level="warning",
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    Path(port_file).write_text(str(port))
+    await task
+
+
 def run_server(mode: str, dsn: str | None, port_file: str) -> None:
     """Subprocess entry: pin to CPU 0, serve `mode` until killed."""
     try:
         os.sched_setaffinity(0, {0})
     except (AttributeError, OSError):
         pass
-    from aiohttp import web
-
     from ng911.lost.server import LostServer, ServerConfig, serve
+    from ng911.net.http1 import HttpServer, Response
 
-    if mode == "floor":
-        app = web.Application()
-
-        async def fixed(request: web.Request) -> web.Response:
-            await request.read()
-            return web.Response(body=FIXED, headers={"Content-Type": "application/lost+xml"})
-
-        for p in ("/lost", "/"):
-            app.router.add_post(p, fixed)
-    else:
-        if mode == "postgis":
-            from ng911.lost.postgis import PostgisStore
-
-            assert dsn is not None
-            store: Any = PostgisStore.connect(dsn, prefix="lost_bench")
-        else:
-            store = EmbeddedStore.from_geojson()
-        app = LostServer(store, ServerConfig()).app
+    stack = mode.removeprefix("floor-") if mode.startswith("floor-") else LOST_STACK
+    uv = stack in ("http1", "aiohttp-uvloop", "uvicorn")
 
     async def main() -> None:
-        running = await serve(app, "127.0.0.1", 0)
-        Path(port_file).write_text(str(running.port))
+        if stack == "uvicorn":
+            await _floor_uvicorn(port_file)
+            return
+        if mode.startswith("floor-") and stack.startswith("aiohttp"):
+            running = await serve(_floor_aiohttp(), "127.0.0.1", 0)
+            port = running.port
+        elif mode.startswith("floor-"):
+            answer = Response(200, FIXED, (("Content-Type", "application/lost+xml"),))
+            port = await HttpServer(lambda _req: answer).start("127.0.0.1", 0)
+        else:
+            if mode == "postgis":
+                from ng911.lost.postgis import PostgisStore
+
+                assert dsn is not None
+                store: Any = PostgisStore.connect(dsn, prefix="lost_bench")
+            else:
+                store = EmbeddedStore.from_geojson()
+            port = (await serve(LostServer(store, ServerConfig()), "127.0.0.1", 0)).port
+        Path(port_file).write_text(str(port))
         await asyncio.Event().wait()
 
-    asyncio.run(main())
+    if uv:
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
 
 
 def start_server(mode: str, dsn: str | None) -> tuple[subprocess.Popen[bytes], int]:
@@ -206,7 +268,11 @@ def pct(values: list[float], q: float) -> float:
 
 
 def measure(
-    mode: str, dsn: str | None, bodies: list[bytes], args: argparse.Namespace
+    mode: str,
+    dsn: str | None,
+    bodies: list[bytes],
+    args: argparse.Namespace,
+    latency: bool = True,
 ) -> dict[str, Any]:
     proc, port = start_server(mode, dsn)
     try:
@@ -216,6 +282,8 @@ def measure(
         res = asyncio.run(closed_loop(port, reqs, args.conns, args.duration))
         cpu = cpu_seconds(proc.pid) - c0
         res["server_cpu_us_per_req"] = cpu / res["requests"] * 1e6 if res["requests"] else None
+        if not latency:
+            return res
         lat = asyncio.run(paced(port, reqs, res["rate"] / 2, min(args.duration, 2.0)))
         res["half_load_rate"] = res["rate"] / 2
         res["p50_ms"] = pct(lat, 0.50) * 1e3
@@ -352,27 +420,50 @@ class Cluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def raw_postgis_loop(dsn: str, bodies: list[bytes], n: int = 3000) -> float:
+def raw_postgis_loop(dsn: str, bodies: list[bytes], conns: int, duration: float = 2.0) -> float:
+    """The floor of a PostGIS point lookup: `conns` async psycopg connections, each asking
+    the store's own prepared point query in a loop (no HTTP, no LoST); queries/s."""
     import psycopg
 
+    from ng911.lost.postgis import PostgisStore
+
     pts = []
-    for b in bodies[:n]:
+    for b in bodies:
         r = parse_request(b)
         assert isinstance(r, FindServiceRequest)
         v = r.locations[0].value
         assert isinstance(v, Point)
-        pts.append((v.lon, v.lat))
-    q = (
-        "SELECT key FROM lost_bench_area WHERE ST_Intersects(geom, ST_SetSRID(ST_MakePoint(%s, %s),"
-        " 4326)) AND %s = ANY(services)"
-    )
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for lon, lat in pts[:200]:
-            conn.execute(q, (lon, lat, "urn:service:sos"), prepare=True).fetchall()
+        pts.append((v.lon, v.lat, "urn:service:sos"))
+    with psycopg.connect(dsn, autocommit=True) as sync:
+        q = PostgisStore(sync, prefix="lost_bench").point_query
+
+    async def run() -> float:
+        done = [0]
+        stop = 0.0
+
+        async def one(i: int) -> None:
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                for p in pts[:100]:  # warm: prepared, cached plans
+                    await (await conn.execute(q, p, prepare=True)).fetchall()
+                await ready.wait()
+                k = i
+                while time.perf_counter() < stop:
+                    await (await conn.execute(q, pts[k % len(pts)], prepare=True)).fetchall()
+                    done[0] += 1
+                    k += conns
+
+        ready = asyncio.Event()
+        tasks = [asyncio.ensure_future(one(i)) for i in range(conns)]
+        await asyncio.sleep(0.5)
         t0 = time.perf_counter()
-        for lon, lat in pts:
-            conn.execute(q, (lon, lat, "urn:service:sos"), prepare=True).fetchall()
-        return len(pts) / (time.perf_counter() - t0)
+        stop = t0 + duration
+        ready.set()
+        await asyncio.gather(*tasks)
+        return done[0] / (time.perf_counter() - t0)
+
+    import uvloop
+
+    return uvloop.run(run())
 
 
 # ----------------------------------------------------------------------------- main
@@ -414,7 +505,16 @@ def main() -> int:
     results["split_point_embedded"] = in_process_split(points, embedded)
     results["split_circle_embedded"] = in_process_split(circles, embedded)
     rows: list[tuple[str, dict[str, Any]]] = []
-    rows.append(("HTTP floor (fixed 600 B answer)", measure("floor", None, points, args)))
+    try:
+        import uvicorn  # noqa: F401  (a bench-only peer: `pip install uvicorn`)
+
+        stacks = STACKS
+    except ImportError:
+        stacks = tuple(st for st in STACKS if st != "uvicorn")
+    floors = {st: measure(f"floor-{st}", None, points, args, latency=False) for st in stacks}
+    results["floors"] = floors
+    for st in stacks:
+        rows.append((f"HTTP floor {st} (fixed 600 B)", floors[st]))
     rows.append(("findService point, embedded", measure("embedded", None, points, args)))
     rows.append(("findService 50 m circle, embedded", measure("embedded", None, circles, args)))
     cluster = None
@@ -440,7 +540,10 @@ def main() -> int:
             results["split_point_postgis"] = in_process_split(points, store)
             results["split_circle_postgis"] = in_process_split(circles, store)
             store.close()
-            results["raw_postgis_point_loop_qps"] = raw_postgis_loop(cluster.dsn, points)
+            results["raw_postgis_point_loop_qps"] = raw_postgis_loop(cluster.dsn, points, 1)
+            results["raw_postgis_point_loop_qps_conns"] = raw_postgis_loop(
+                cluster.dsn, points, args.conns
+            )
             rows.append(
                 ("findService point, PostGIS", measure("postgis", cluster.dsn, points, args))
             )
@@ -449,26 +552,33 @@ def main() -> int:
             )
         finally:
             cluster.stop()
-    floor = rows[0][1]["rate"]
+    floor_row = floors[LOST_STACK]
+    floor, floor_cpu = floor_row["rate"], floor_row["server_cpu_us_per_req"]
     results["rows"] = {name: r for name, r in rows}
-    floor_cpu = rows[0][1]["server_cpu_us_per_req"]
     for _, r in rows:
         r["x_floor"] = r["rate"] / floor
         # CPU-based ratio: robust when other work shares the machine (rates are not).
         r["x_floor_cpu"] = floor_cpu / r["server_cpu_us_per_req"]
         # What one fully busy core would serve: 1 / (server CPU per request).
         r["capacity_per_core"] = 1e6 / r["server_cpu_us_per_req"]
-    print(f"\nLoST findService over HTTP, server pinned to one core, {args.conns} keep-alive conns")
+    print(
+        f"\nLoST findService over HTTP, server pinned to one core, {args.conns} keep-alive conns;"
+        f" ratios against the {LOST_STACK} floor (the LoST server's stack)"
+    )
     print(
         f"{'workload':36} {'req/s':>7} {'x floor':>7} {'srv CPU µs':>10} {'1/CPU':>7}"
         f" {'x floor CPU':>11} {'p50 ms':>7} {'p99 ms':>7} {'p99@goal/2':>10}"
     )
     for name, r in rows:
         cpu = r["server_cpu_us_per_req"]
+        lat = (
+            f" {r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {r['p99_ms_at_target']:10.2f}"
+            if "p50_ms" in r
+            else ""
+        )
         print(
             f"{name:36} {r['rate']:7.0f} {r['x_floor']:7.2f} {cpu:10.0f}"
-            f" {r['capacity_per_core']:7.0f} {r['x_floor_cpu']:11.2f}"
-            f" {r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {r['p99_ms_at_target']:10.2f}"
+            f" {r['capacity_per_core']:7.0f} {r['x_floor_cpu']:11.2f}{lat}"
         )
     print("\nin-process split (µs per request): parse (fast path) | engine+store | build")
     for key in [k for k in results if k.startswith("split_")]:
@@ -480,16 +590,64 @@ def main() -> int:
             f"  {key[6:]:18} {s['parse_us']:6.1f} | {s['engine_store_us']:6.1f} |"
             f" {s['build_us']:6.1f}   XML {xml_share:.0%} of {total:.0f} µs"
         )
+    # The goals' table (README): what | ng911 | floor same run | ratio | goal
+    goals: list[dict[str, Any]] = []
+    emb = results["rows"]["findService point, embedded"]
+    goals.append(
+        {
+            "what": "LoST findService point, embedded store",
+            "ng911": emb["rate"],
+            "floor": floor,
+            "floor_what": f"HTTP floor, same stack ({LOST_STACK}: ng911.net.http1 on uvloop)",
+            "ratio": emb["rate"] / floor,
+            "ratio_cpu": emb["x_floor_cpu"],
+            "goal": 0.8,
+        }
+    )
+    old = floors.get("aiohttp")
+    if old is not None:  # the stack the server ran on before: what the change bought
+        goals.append(
+            {
+                "what": "  same, against the aiohttp floor (the old stack)",
+                "ng911": emb["rate"],
+                "floor": old["rate"],
+                "floor_what": "HTTP floor, aiohttp on asyncio",
+                "ratio": emb["rate"] / old["rate"],
+                "ratio_cpu": old["server_cpu_us_per_req"] / emb["server_cpu_us_per_req"],
+                "goal": 0.8,
+            }
+        )
     if "raw_postgis_point_loop_qps" in results:
         raw = results["raw_postgis_point_loop_qps"]
         pg = results["rows"]["findService point, PostGIS"]["rate"]
-        engine_rate = 1e6 / results["split_point_postgis"]["engine_store_us"]
-        results["postgis_x_raw_loop"] = pg / raw
-        results["postgis_engine_x_raw_loop"] = engine_rate / raw
+        goals.append(
+            {
+                "what": "LoST point, PostGIS store over HTTP",
+                "ng911": pg,
+                "floor": raw,
+                "floor_what": "raw async PostGIS loop (one connection, the store's prepared query)",
+                "ratio": pg / raw,
+                "goal": 0.6,
+            }
+        )
+        raw_n = results["raw_postgis_point_loop_qps_conns"]
+        results["postgis_x_raw_loop_conns"] = pg / raw_n
         print(
-            f"\nraw PostGIS point loop: {raw:.0f} q/s; engine+PostGIS store in-process:"
-            f" {engine_rate:.0f} q/s = {engine_rate / raw:.2f} x raw;"
-            f" over HTTP = {pg / raw:.2f} x raw"
+            f"\nraw PostGIS point loop: {raw:.0f} q/s on one connection, {raw_n:.0f} q/s on"
+            f" {args.conns}; over HTTP = {pg / raw:.2f} x / {pg / raw_n:.2f} x"
+        )
+    results["goals"] = goals
+    # ratio: of rates; ratio CPU: floor's server CPU per request / ours (robust on a busy
+    # machine, and the only fair one when the floor outruns the load generator)
+    print(
+        f"\n{'what':50} {'ng911':>8} {'floor same run':>15} {'ratio':>6} {'ratio CPU':>9}"
+        f" {'goal':>6}"
+    )
+    for g in goals:
+        cpu = f"{g['ratio_cpu']:9.2f}" if "ratio_cpu" in g else f"{'-':>9}"
+        print(
+            f"{g['what']:50} {g['ng911']:8.0f} {g['floor']:15.0f} {g['ratio']:6.2f} {cpu}"
+            f" {'>=':>3}{g['goal']:.1f}"
         )
     out = ROOT / "bench" / "results" / "lost.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -186,6 +186,33 @@ async def test_https_mutual_tls(tls_server: RunningServer, pki: dict[str, Path])
     )
 
 
+def test_https_mutual_tls_on_uvloop(embedded_store: EmbeddedStore, pki: dict[str, Path]) -> None:
+    """The loop `ng911 lost serve` runs on: client certificate checked and its names read
+    (allowed_peers) from uvloop's TLS transport too."""
+    import uvloop
+
+    from ng911.pki.tls import client_context, server_context
+
+    async def main() -> None:
+        ctx = server_context(pki["srv_cert"], pki["srv_key"], [pki["ca"]], require_client_cert=True)
+        cfg = ServerConfig(
+            engine=EngineConfig(source="ecrf.test"),
+            allowed_peers=frozenset({"esrp.esinet.example"}),
+        )
+        running = await serve(LostServer(embedded_store, cfg), ssl_context=ctx)
+        try:
+            cctx = client_context([pki["ca"]], cert=pki["cli_cert"], key=pki["cli_key"])
+            status, raw = await post(running.url, FIND, ssl_ctx=cctx)
+            resp = parse_response(raw)
+            assert status == 200 and isinstance(resp, FindServiceResponse)
+            with pytest.raises((aiohttp.ClientError, ssl.SSLError, OSError)):
+                await post(running.url, FIND, ssl_ctx=client_context([pki["ca"]]))
+        finally:
+            await running.close()
+
+    uvloop.run(main())
+
+
 async def test_https_without_client_cert_is_refused(
     tls_server: RunningServer, pki: dict[str, Path]
 ) -> None:

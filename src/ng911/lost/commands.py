@@ -9,6 +9,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
 from ng911.errors import Ng911Error
 from ng911.lost.engine import EngineConfig, NextServer
 from ng911.lost.limits import HttpLimits
@@ -177,7 +179,8 @@ def _serve(args: argparse.Namespace) -> int:
             await running.close()
 
     try:
-        asyncio.run(main())
+        # uvloop: where `ng911.net.http1` pays (bench/lost.py measures both loops)
+        uvloop.run(main())
     except KeyboardInterrupt:
         pass
     finally:

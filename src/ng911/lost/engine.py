@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ng911.location.civic import CivicAddress
-from ng911.location.geodetic import Point, Polygon
+from ng911.location.geodetic import Point, Polygon, Shape
 from ng911.lost.errors import LostProtocolError
 from ng911.lost.protocol import (
     PROFILE_GEODETIC,
@@ -122,6 +122,7 @@ class LostEngine:
         # each request is still parsed, looked up and serialised).
         self._mappings: dict[tuple[str, str], tuple[ServiceArea, Mapping]] = {}
         self._mappings_sec = -1
+        self._hits: dict[tuple[int, str], StoreHit | None] | None = None
 
     @property
     def source(self) -> str:
@@ -129,8 +130,62 @@ class LostEngine:
 
     # ------------------------------------------------------------------ entry point
 
-    def handle(self, req: LostRequest, now: float | None = None) -> LostResponse | Forward:
-        """Decide; never raises for bad input (typed errors become `<errors>`)."""
+    def handle(
+        self,
+        req: LostRequest,
+        now: float | None = None,
+        hits: dict[tuple[int, str], StoreHit | None] | None = None,
+    ) -> LostResponse | Forward:
+        """Decide; never raises for bad input (typed errors become `<errors>`).
+
+        `hits`: the store's answers to `lookups(req)`, keyed by (id(location value),
+        service), awaited beforehand from a store whose lookups are I/O; without it the
+        store is asked inline."""
+        self._hits = hits
+        try:
+            return self._handle(req, now)
+        finally:
+            self._hits = None
+
+    def lookups(self, req: LostRequest) -> list[tuple[Shape | CivicAddress, str]]:
+        """The store lookups `handle(req)` will make: (location value, service) pairs."""
+        try:
+            if isinstance(req, FindServiceRequest):
+                if self.source in req.path:
+                    return []
+                service, _ = self._resolve_service(req.service)
+                loc = self._pick_location(req.locations)
+                assert loc.value is not None
+                return [(loc.value, service)]
+            if isinstance(req, ListServicesByLocationRequest):
+                if self.source in req.path:
+                    return []
+                loc = self._pick_location(req.locations)
+                assert loc.value is not None
+                return [(loc.value, s) for s in self._wanted(req.service)]
+        except LostProtocolError:
+            pass  # `handle` answers the error itself
+        return []
+
+    def boundaries_needed(
+        self, req: LostRequest, hits: dict[tuple[int, str], StoreHit | None]
+    ) -> list[str]:
+        """Area keys whose boundary `handle(req)` will read and that are not cached yet."""
+        keys: list[str] = []
+        if isinstance(req, GetServiceBoundaryRequest):
+            keys.append(req.key)
+        elif isinstance(req, FindServiceRequest) and req.service_boundary == "value":
+            keys.extend(h.area.key for h in hits.values() if h is not None)
+            if self.config.default_area is not None:
+                keys.append(self.config.default_area.key)
+        return [k for k in keys if k not in self._boundaries]
+
+    def add_boundary(self, key: str, geom: Any | None) -> None:
+        """Cache a boundary read from the store beforehand (`boundaries_needed`)."""
+        if geom is not None:
+            self._boundaries[key] = geometry_to_boundary(geom)
+
+    def _handle(self, req: LostRequest, now: float | None) -> LostResponse | Forward:
         try:
             if isinstance(req, FindServiceRequest):
                 return self.find_service(req, time.time() if now is None else now)
@@ -176,6 +231,8 @@ class LostEngine:
         raise LostProtocolError("locationProfileUnrecognized", f"unknown profile(s): {profiles}")
 
     def _lookup(self, loc: LostLocation, service: str) -> StoreHit | None:
+        if self._hits is not None:
+            return self._hits.get((id(loc.value), service))
         if isinstance(loc.value, CivicAddress):
             return self.store.lookup_civic(loc.value, service)
         assert loc.value is not None
@@ -197,7 +254,7 @@ class LostEngine:
 
     def boundary_value(self, key: str) -> ServiceBoundary | None:
         b = self._boundaries.get(key)
-        if b is None:
+        if b is None and self._hits is None:  # with `hits`: read beforehand, or there is none
             geom = self.store.boundary(key)
             if geom is None:
                 return None
@@ -293,11 +350,7 @@ class LostEngine:
         if self.source in req.path:
             return self.error("loop", f"{self.source} is already in the path")
         loc = self._pick_location(req.locations)
-        wanted = self._services
-        if req.service is not None:
-            prefix = req.service + "."
-            wanted = [s for s in self._services if s == req.service or s.startswith(prefix)]
-        found = [s for s in wanted if self._lookup(loc, s) is not None]
+        found = [s for s in self._wanted(req.service) if self._lookup(loc, s) is not None]
         if not found:
             onward = self._not_covered(req, req.recursive)
             if onward is not None:
@@ -310,6 +363,13 @@ class LostEngine:
             as_of=req.as_of,
             as_of_tag=req.as_of_tag,
         )
+
+    def _wanted(self, service: str | None) -> list[str]:
+        """The services a listServicesByLocation asks about: all, or a subtree."""
+        if service is None:
+            return self._services
+        prefix = service + "."
+        return [s for s in self._services if s == service or s.startswith(prefix)]
 
     def get_service_boundary(self, req: GetServiceBoundaryRequest) -> LostResponse:
         b = self.boundary_value(req.key)

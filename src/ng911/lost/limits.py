@@ -1,4 +1,6 @@
-"""Connection limits of the LoST server: deadlines and caps enforced on the socket.
+"""Connection limits for aiohttp sites (the i3 Logging Service, /metrics): deadlines and caps
+enforced on the socket. The LoST server itself runs on `ng911.net.http1`, which enforces the
+same `HttpLimits` (defined there) in its own protocol.
 
 Why: aiohttp bounds the size of a request line and of each header, but not how long a client
 may take to send them or the body, nor how many connections one host may hold. 1,000
@@ -37,47 +39,22 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, cast
 
 from aiohttp import web
 
+from ng911.net.http1 import ABORT_AFTER, LINGER, RESPONSE_408, ConnectionTable, HttpLimits
+
+__all__ = [
+    "LINGER",
+    "ConnectionTable",
+    "GuardedProtocol",
+    "GuardedSite",
+    "HttpLimits",
+    "guard_of",
+]
+
 log = logging.getLogger("ng911.lost.server")
-
-#: What a client whose head or body is too slow gets before the close (RFC 9110 §15.5.9).
-RESPONSE_408: Final = (
-    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-)
-#: A connection we closed is aborted if its buffered bytes have not drained in this long
-#: (a client that does not read must not keep the socket).
-ABORT_AFTER: Final = 2.0
-#: After an answer given before the body was read (408, 413), how long the rest of the body
-#: is read and dropped before the close, so that the client sees the answer rather than a
-#: reset (RFC 9112 §9.6); aiohttp's own default is 10 s, a slow client's gift.
-LINGER: Final = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class HttpLimits:
-    """Deadlines (seconds) and connection caps of one LoST server (module docstring).
-
-    The defaults suit an ECRF: a findService is one small POST that a client sends in well
-    under a second; 128 per source is twice the ESRP's LoST client pool (64 connections,
-    `ng911.lost.client`), so one busy ESRP is never refused.
-    """
-
-    header_timeout: float = 5.0
-    body_timeout: float = 10.0
-    idle_timeout: float = 15.0
-    max_connections: int = 1024
-    max_per_source: int = 128
-
-    def __post_init__(self) -> None:
-        for name in ("header_timeout", "body_timeout", "idle_timeout"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0")
-        if self.max_connections < 1 or self.max_per_source < 1:
-            raise ValueError("max_connections and max_per_source must be >= 1")
 
 
 def _event(event: str, **fields: object) -> None:
@@ -87,35 +64,6 @@ def _event(event: str, **fields: object) -> None:
 
 # Where a connection is in its current request.
 _HEAD, _BODY, _BUSY, _IDLE = "headers", "body", "busy", "idle"
-
-
-class ConnectionTable:
-    """Live connections of one site: counts in total and per source address, for the caps."""
-
-    def __init__(self, limits: HttpLimits) -> None:
-        self.limits = limits
-        self.total = 0
-        self.per_source: dict[str, int] = {}
-        self.refused = 0
-        self.timed_out = 0
-
-    def admit(self, source: str) -> str | None:
-        """Count a new connection from `source`; the reason it is refused, or None."""
-        if self.total >= self.limits.max_connections:
-            return "max_connections"
-        if self.per_source.get(source, 0) >= self.limits.max_per_source:
-            return "max_per_source"
-        self.total += 1
-        self.per_source[source] = self.per_source.get(source, 0) + 1
-        return None
-
-    def release(self, source: str) -> None:
-        self.total -= 1
-        n = self.per_source.get(source, 0) - 1
-        if n > 0:
-            self.per_source[source] = n
-        else:
-            self.per_source.pop(source, None)
 
 
 def guard_of(request: web.BaseRequest) -> GuardedProtocol | None:
@@ -147,7 +95,7 @@ class GuardedProtocol(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's is no asyncio.Transport subclass
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.source = str(peer[0]) if isinstance(peer, tuple) and peer else "?"

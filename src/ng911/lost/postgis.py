@@ -19,14 +19,21 @@ autocommit connection.
 - Civic: a rules table with one column per level (country, A1..A6, PC; NULL = any value) and
   the rule's specificity, so the most specific rule is `ORDER BY ... LIMIT 1`.
 
-The store's calls are synchronous: a prepared lookup takes ~0.1 ms, less than handing it to a
-thread would cost, and the server runs it inline (bench/lost.py measures the effect).
+Two ways to ask: the synchronous calls (`lookup`, ...) on one autocommit connection, for
+loading, tools and tests; and the awaitable ones (`lookup_async`, `lookup_civic_async`,
+`boundary_async`: `ng911.lost.store.AsyncLookups`) on a `ConnectionPool` of up to
+`pool_size` async connections, made on demand in the running loop, every statement prepared
+server-side on each connection (`prepare=True`). The LoST server uses the awaitable
+ones: a query never blocks its event loop, and several requests' queries run at once on the
+pool's connections (bench/lost.py measures them against a raw PostGIS loop).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +60,16 @@ _COLS = tuple(level.lower() for level in CIVIC_LEVELS)  # country, a1..a6, pc
 class PostgisStore:
     """`BoundaryStore` over PostGIS tables `<prefix>_area` and `<prefix>_civic`."""
 
-    def __init__(self, conn: psycopg.Connection[Any], prefix: str = "lost") -> None:
+    def __init__(
+        self, conn: psycopg.Connection[Any], prefix: str = "lost", *, pool_size: int = 4
+    ) -> None:
         if not _PREFIX.fullmatch(prefix):
             raise ValueError(f"bad table prefix {prefix!r}")
         self.conn = conn
+        self.pool_size = pool_size
+        info = conn.info
+        self.dsn = info.dsn + (f" password={info.password}" if info.password else "")
+        self._pool: ConnectionPool | None = None
         self.prefix = prefix
         self._area_t = f"{prefix}_area"
         self._part_t = f"{prefix}_part"
@@ -84,7 +97,13 @@ class PostgisStore:
             f"SELECT key FROM {self._civic_t} WHERE {where}"
             " ORDER BY nfields DESC, deepest DESC, ord LIMIT 1"
         )
+        self._q_boundary = f"SELECT ST_AsBinary(geom) FROM {self._area_t} WHERE key = %s"
         self.refresh()
+
+    @property
+    def point_query(self) -> str:
+        """The prepared point query (its parameters: lon, lat, service), for benchmarks."""
+        return self._q_point
 
     @classmethod
     def connect(cls, dsn: str, prefix: str = "lost") -> PostgisStore:
@@ -126,9 +145,7 @@ class PostgisStore:
         return self._areas.get(key)
 
     def boundary(self, key: str) -> Any | None:
-        row = self.conn.execute(
-            f"SELECT ST_AsBinary(geom) FROM {self._area_t} WHERE key = %s", (key,), prepare=True
-        ).fetchone()
+        row = self.conn.execute(self._q_boundary, (key,), prepare=True).fetchone()
         return shapely.from_wkb(bytes(row[0])) if row else None
 
     def lookup(self, shape: Shape, service: str) -> StoreHit | None:
@@ -136,25 +153,33 @@ class PostgisStore:
             rows = self.conn.execute(
                 self._q_point, (shape.lon, shape.lat, service), prepare=True
             ).fetchall()
-            if not rows:
-                return None
-            area = self._areas.get(rows[0][1])
-            return StoreHit(area, len(rows)) if area is not None else None
+            return self._point_hit(rows)
         return self.lookup_geometry(query_geometry(shape), service)
+
+    def _point_hit(self, rows: list[Any]) -> StoreHit | None:
+        if not rows:
+            return None
+        area = self._areas.get(rows[0][1])
+        return StoreHit(area, len(rows)) if area is not None else None
 
     def lookup_geometry(self, q: Any, service: str) -> StoreHit | None:
         wkb = shapely.to_wkb(q)
         # Most shapes touch one area: find out with the index alone, and only compute
         # coverage and intersection areas when there is a choice to make.
         rows = self.conn.execute(self._q_touch, (wkb, service), prepare=True).fetchall()
+        if len(rows) > 1:
+            rows = self.conn.execute(self._q_area, (wkb, service), prepare=True).fetchall()
+            return self._area_hit(rows, ranked=True)
+        return self._area_hit(rows, ranked=False)
+
+    def _area_hit(self, rows: list[Any], ranked: bool) -> StoreHit | None:
+        """The overlap rule (module docstring) over `_q_touch` rows (one area: that one) or
+        `_q_area` rows (`ranked`: covered, area, intersection area per area)."""
         if not rows:
             return None
-        if len(rows) == 1:
+        if not ranked:
             best = rows[0][1]
         else:
-            rows = self.conn.execute(self._q_area, (wkb, service), prepare=True).fetchall()
-            if not rows:
-                return None
             order = {r[0]: i for i, r in enumerate(rows)}
             full = [r for r in rows if r[1]]
             if full:
@@ -164,12 +189,15 @@ class PostgisStore:
         area = self._areas.get(best)
         return StoreHit(area, len(rows)) if area is not None else None
 
-    def lookup_civic(self, civic: CivicAddress, service: str) -> StoreHit | None:
+    @staticmethod
+    def _civic_params(civic: CivicAddress) -> list[str | None]:
         params = []
         for level in CIVIC_LEVELS:
             v = civic.get(level)
             params.append(norm(v) if v is not None else None)
-        row = self.conn.execute(self._q_civic, params, prepare=True).fetchone()
+        return params
+
+    def _civic_hit(self, row: Any, service: str) -> StoreHit | None:
         if row is None:
             return None
         area = self._areas.get(row[0])
@@ -177,8 +205,121 @@ class PostgisStore:
             return None
         return StoreHit(area, 1)
 
+    def lookup_civic(self, civic: CivicAddress, service: str) -> StoreHit | None:
+        row = self.conn.execute(self._q_civic, self._civic_params(civic), prepare=True).fetchone()
+        return self._civic_hit(row, service)
+
+    # -- awaitable lookups on the pool (`AsyncLookups`) ------------------------------------
+
+    @property
+    def pool(self) -> ConnectionPool | None:
+        """The awaited lookups' connections (None until the first one)."""
+        return self._pool
+
+    async def _rows(self, query: str, params: Any) -> list[Any]:
+        if self.conn.closed:
+            raise psycopg.OperationalError("the PostGIS store is closed")
+        loop = asyncio.get_running_loop()
+        pool = self._pool
+        if pool is None or pool.loop is not loop:
+            pool = self._pool = ConnectionPool(self.dsn, self.pool_size, loop)
+        conn = await pool.acquire()
+        try:
+            cur = await conn.execute(query, params, prepare=True)
+            rows: list[Any] = await cur.fetchall()
+            return rows
+        finally:
+            pool.release(conn)
+
+    async def lookup_async(self, shape: Shape, service: str) -> StoreHit | None:
+        if isinstance(shape, Point):
+            return self._point_hit(await self._rows(self._q_point, (shape.lon, shape.lat, service)))
+        wkb = shapely.to_wkb(query_geometry(shape))
+        rows = await self._rows(self._q_touch, (wkb, service))
+        if len(rows) > 1:
+            return self._area_hit(await self._rows(self._q_area, (wkb, service)), ranked=True)
+        return self._area_hit(rows, ranked=False)
+
+    async def lookup_civic_async(self, civic: CivicAddress, service: str) -> StoreHit | None:
+        rows = await self._rows(self._q_civic, self._civic_params(civic))
+        return self._civic_hit(rows[0] if rows else None, service)
+
+    async def boundary_async(self, key: str) -> Any | None:
+        rows = await self._rows(self._q_boundary, (key,))
+        return shapely.from_wkb(bytes(rows[0][0])) if rows else None
+
+    async def close_async(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
     def close(self) -> None:
+        """Close the store: its connection, and the awaited lookups with it (the pool's
+        connections themselves are closed by `close_async`, which the server's cleanup runs)."""
         self.conn.close()
+
+
+class ConnectionPool:
+    """At most `size` autocommit `psycopg.AsyncConnection`s of one loop, made on demand.
+
+    Why not psycopg_pool's `AsyncConnectionPool`: measured here (bench/lost.py, same run),
+    taking and returning one of its connections cost ~60 µs of CPU per query (its checks
+    and background workers), more than the query's own client cost (~40 µs); a lookup
+    needs none of it: a free list, a queue of waiters, and a broken connection dropped
+    (the next request that finds none free makes a new one).
+    """
+
+    def __init__(self, dsn: str, size: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.dsn = dsn
+        self.size = max(1, size)
+        self.loop = loop
+        self.free: list[psycopg.AsyncConnection[Any]] = []
+        self.count = 0  # connections made (or being made) and not dropped
+        self.waiters: deque[asyncio.Future[psycopg.AsyncConnection[Any]]] = deque()
+
+    async def acquire(self) -> psycopg.AsyncConnection[Any]:
+        if self.free:
+            return self.free.pop()
+        if self.count < self.size:
+            self.count += 1
+            try:
+                return await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            except BaseException:
+                self.count -= 1
+                raise
+        waiter: asyncio.Future[psycopg.AsyncConnection[Any]] = self.loop.create_future()
+        self.waiters.append(waiter)
+        return await waiter
+
+    def release(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if conn.closed or conn.broken:
+            self.count -= 1
+            if self.waiters:  # its turn goes to a new connection
+                self.loop.create_task(self._replace())
+            return
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        self.free.append(conn)
+
+    async def _replace(self) -> None:
+        try:
+            conn = await self.acquire()
+        except Exception as exc:
+            while self.waiters:
+                waiter = self.waiters.popleft()
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        self.release(conn)
+
+    async def close(self) -> None:
+        free, self.free = self.free, []
+        for conn in free:
+            self.count -= 1
+            await conn.close()
 
 
 def create_tables(conn: psycopg.Connection[Any], prefix: str = "lost") -> None:

@@ -1,4 +1,4 @@
-"""The LoST server (ECRF) over HTTP and HTTPS: an aiohttp application around `LostEngine`.
+"""The LoST server (ECRF) over HTTP and HTTPS: `LostEngine` behind `ng911.net.http1`.
 
 RFC 5222 §14 binds LoST to HTTP POST; LoST errors travel in the body with HTTP 200, so HTTP
 statuses are only for what is not LoST at all: 405 for a method other than POST, 415 for a
@@ -8,8 +8,8 @@ read as LoST; any other type is read when the body is LoST XML, `protocol.looks_
 since `curl -d @file` sends `application/x-www-form-urlencoded`; the 415 carries a LoST
 `<badRequest>` saying why), 413 beyond `max_body` (a declared Content-Length beyond it is
 refused before a byte of the body is read), 408 for a head or body that does not arrive in
-time (`ng911.lost.limits`: deadlines, idle timeout and connection caps per source and in
-total, enforced on every connection `serve` accepts). NENA i3 conformance tests POST to
+time (`ng911.net.http1.HttpLimits`: deadlines, idle timeout and connection caps per source
+and in total, enforced on every connection `serve` accepts). NENA i3 conformance tests POST to
 `/lost` and `/LoST`; `/lost/`, `/LoST/` and `/` answer too. docs/lost-intake.md lists every
 variant accepted and why.
 
@@ -42,13 +42,14 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from ng911.location.civic import CivicAddress
 from ng911.lost.engine import EngineConfig, Forward, LostEngine
 from ng911.lost.errors import LostProtocolError
 from ng911.lost.events import LostServedEvent
@@ -57,13 +58,16 @@ from ng911.lost.limits import LINGER, ConnectionTable, GuardedSite, HttpLimits, 
 from ng911.lost.protocol import (
     CONTENT_TYPE,
     LostErrorResponse,
+    LostRequest,
+    LostResponse,
     Redirect,
     build_request,
     build_response,
     looks_like_lost,
     parse_response,
 )
-from ng911.lost.store import BoundaryStore
+from ng911.lost.store import AsyncLookups, BoundaryStore, StoreHit
+from ng911.net.http1 import HttpServer, Request, Response
 from ng911.net.log import clean
 
 log = logging.getLogger("ng911.lost.server")
@@ -74,11 +78,11 @@ ACCEPTED_TYPES = frozenset(
     {"application/lost+xml", "application/xml", "text/xml", "application/octet-stream"}
 )
 PATHS = ("/lost", "/LoST", "/lost/", "/LoST/", "/")
+PATH_SET = frozenset(PATHS)
 #: HTTP statuses `ServerConfig.redirect_status` may name (RFC 9110 §15.4; 307/308 keep POST).
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_CT_HEADER = {"Content-Type": f"{CONTENT_TYPE}; charset=utf-8"}
-#: The limits `serve` applies to an application's connections (set by `LostServer`).
-LIMITS_KEY: web.AppKey[HttpLimits] = web.AppKey("ng911_lost_limits", HttpLimits)
+_CT_HEADER = (("Content-Type", f"{CONTENT_TYPE}; charset=utf-8"),)
+_TEXT = (("Content-Type", "text/plain; charset=utf-8"),)
 
 
 @dataclass
@@ -120,6 +124,13 @@ def _event(event: str, **fields: object) -> None:
         log.info(json.dumps({"event": event, "element": "ecrf", **fields}, default=str))
 
 
+def _http_event(event: str, **fields: object) -> None:
+    """`ng911.net.http1`'s refusals, timeouts and malformed requests, as the ECRF's lines."""
+    level = logging.WARNING if event.endswith(".bad_request") else logging.INFO
+    if log.isEnabledFor(level):
+        log.log(level, json.dumps({"event": event, "element": "ecrf", **fields}, default=str))
+
+
 class _ServerLog(logging.Logger):
     """aiohttp's request-handler logger, as an operator wants it: a malformed request or a
     client gone mid-request is the client's doing, logged as one short line (warning, no
@@ -150,12 +161,11 @@ class _ServerLog(logging.Logger):
 _SERVER_LOG = _ServerLog()
 
 
-def peer_names(request: web.Request) -> set[str]:
+def peer_names(request: Request) -> set[str]:
     """Who the client is: certificate DNS SANs (else CN) over TLS, else its IP address."""
     names: set[str] = set()
-    transport = request.transport
-    ssl_obj = transport.get_extra_info("ssl_object") if transport is not None else None
-    cert = ssl_obj.getpeercert() if ssl_obj is not None else None
+    ssl_obj = request.ssl_object
+    cert: Any = ssl_obj.getpeercert() if ssl_obj is not None else None
     if cert:
         for kind, value in cert.get("subjectAltName", ()):
             if kind in ("DNS", "URI", "IP Address"):
@@ -165,7 +175,7 @@ def peer_names(request: web.Request) -> set[str]:
                 for k, v in rdn:
                     if k == "commonName":
                         names.add(str(v))
-    if request.remote:
+    if request.remote != "?":
         names.add(request.remote)
     return names
 
@@ -228,52 +238,84 @@ def request_limits(
 
 
 class LostServer:
-    """Holds the engine and the forwarding session; `app` is the aiohttp application."""
+    """Holds the engine and the forwarding session; answers `ng911.net.http1` requests.
+
+    `app` is the server itself (what `serve` takes, as it takes an aiohttp application);
+    `on_cleanup` callbacks (each called with the server, awaited) run when it is closed.
+    """
 
     def __init__(self, store: BoundaryStore, config: ServerConfig | None = None) -> None:
         self.config = config or ServerConfig()
         self.store = store
         self.engine = LostEngine(store, self.config.engine)
         self._session: aiohttp.ClientSession | None = None
-        self.app = web.Application(
-            client_max_size=self.config.max_body,
-            middlewares=[request_limits(self.config.max_body, self.config.limits)],
-        )
-        self.app[LIMITS_KEY] = self.config.limits
-        for path in PATHS:
-            self.app.router.add_post(path, self.handle)
-        self.app.on_cleanup.append(self._cleanup)
+        # a store with awaitable lookups (PostGIS): the loop never waits on a query
+        self._async_store = store if isinstance(store, AsyncLookups) else None
+        self.on_cleanup: list[Callable[[Any], Awaitable[None]]] = [self._cleanup]
 
-    async def _cleanup(self, _app: web.Application) -> None:
+    @property
+    def app(self) -> LostServer:
+        return self
+
+    async def _cleanup(self, _app: Any) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._async_store is not None:
+            await self._async_store.close_async()
 
-    def _answer(self, body: bytes) -> web.Response:
-        return web.Response(body=body, headers=_CT_HEADER)
+    async def cleanup(self) -> None:
+        """Run the `on_cleanup` callbacks (each once; an error in one is logged)."""
+        callbacks, self.on_cleanup = self.on_cleanup, []
+        for callback in callbacks:
+            try:
+                await callback(self)
+            except Exception as exc:
+                log.exception(json.dumps({"event": "lost.cleanup_error", "error": repr(exc)}))
 
-    async def handle(self, request: web.Request) -> web.Response:
-        data = await request.read()  # already read by `_limit_request`: free
+    # ------------------------------------------------------------------ HTTP
+
+    def handle(self, request: Request) -> Response | Awaitable[Response]:
+        """The HTTP handler: paths, method, content type, peers; then `decide`. No await
+        (and no task) unless the store's lookup or a forward needs one."""
+        if request.path not in PATH_SET:
+            return Response(404, b"404: Not Found\n", _TEXT)
+        if request.method != "POST":
+            return Response(405, b"405: Method Not Allowed\n", (*_TEXT, ("Allow", "POST")))
         if not self.config.observers:
-            return await self._handle(request, data)
+            return self._handle(request)
         ts, t0 = time.time(), time.perf_counter()
-        resp = await self._handle(request, data)
-        body = resp.body if isinstance(resp.body, bytes) else b""
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(request.remote)
-        ev = LostServedEvent(ts, time.perf_counter() - t0, data, body, resp.status, where)
+        result = self._handle(request)
+        if isinstance(result, Response):
+            self._observe(request, result, ts, t0)
+            return result
+        return self._observed(request, result, ts, t0)
+
+    async def _observed(
+        self, request: Request, pending: Awaitable[Response], ts: float, t0: float
+    ) -> Response:
+        resp = await pending
+        self._observe(request, resp, ts, t0)
+        return resp
+
+    def _observe(self, request: Request, resp: Response, ts: float, t0: float) -> None:
+        peer = request.peername
+        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else request.remote
+        ev = LostServedEvent(
+            ts, time.perf_counter() - t0, request.body, resp.body, resp.status, where
+        )
         for observe in self.config.observers:
             try:
                 observe(ev)
             except Exception as exc:  # an observer's bug never costs the client its answer
                 _event("lost.observer_error", error=f"{type(exc).__name__}: {exc}")
-        return resp
 
-    async def _handle(self, request: web.Request, data: bytes) -> web.Response:
-        ctype = request.headers.get("Content-Type")
+    def _handle(self, request: Request) -> Response | Awaitable[Response]:
+        data = request.body
+        ctype = request.headers.get("content-type")
         # The header as clients send it is one of a few exact strings: a set lookup, and
-        # aiohttp's parameter parsing only for the others ("text/xml; charset=utf-8", ...);
-        # any other type is read if the body is LoST XML (module docstring).
+        # parameter parsing only for the others ("text/xml; charset=utf-8", ...); any other
+        # type is read if the body is LoST XML (module docstring).
         if (
             ctype is not None
             and ctype not in ACCEPTED_TYPES
@@ -283,64 +325,119 @@ class LostServer:
             why = f"a {request.content_type[:60]} body that is not LoST XML ({CONTENT_TYPE})"
             _event("lost.refused", reason="content_type", peer=request.remote, ctype=ctype[:80])
             error = build_response(self.engine.error("badRequest", why))
-            return web.Response(status=415, body=error, headers=_CT_HEADER)
+            return Response(415, error, _CT_HEADER)
         allowed = self.config.allowed_peers
         if allowed is not None and not (peer_names(request) & allowed):
             _event("lost.forbidden", peer=sorted(peer_names(request)))
-            return self._answer(
-                build_response(self.engine.error("forbidden", "client not allowed"))
-            )
-        result = self.decide(data)
-        if isinstance(result, Forward):
-            result = await self._forward(result)
+            return Response(
+                200, build_response(self.engine.error("forbidden", "client not allowed")),
+                _CT_HEADER,
+            )  # fmt: skip
+        if self._async_store is not None:
+            return self._answer_async(data)
+        return self._http(self.decide(data))
+
+    def _http(self, result: bytes | Forward | HttpRedirect) -> Response | Awaitable[Response]:
+        if isinstance(result, bytes):
+            return Response(200, result, _CT_HEADER)
         if isinstance(result, HttpRedirect):
-            return web.Response(
-                status=result.status,
-                body=result.body,
-                headers={**_CT_HEADER, "Location": result.location},
-            )
-        return self._answer(result)
+            headers = (*_CT_HEADER, ("Location", result.location))
+            return Response(result.status, result.body, headers)
+        return self._forwarded(result)
+
+    async def _forwarded(self, fwd: Forward) -> Response:
+        return Response(200, await self._forward(fwd), _CT_HEADER)
+
+    async def _answer_async(self, data: bytes) -> Response:
+        result = await self.decide_async(data)
+        if isinstance(result, Forward):
+            return await self._forwarded(result)
+        response = self._http(result)
+        assert isinstance(response, Response)
+        return response
+
+    # ------------------------------------------------------------------ LoST
 
     async def answer(self, data: bytes) -> bytes:
         """Bytes of a request in, bytes of the response out (what `handle` serves; an HTTP
         redirect's `<redirect>` body, there being no HTTP here)."""
-        result = self.decide(data)
+        if self._async_store is not None:
+            result = await self.decide_async(data)
+        else:
+            result = self.decide(data)
         if isinstance(result, HttpRedirect):
             return result.body
         return await self._forward(result) if isinstance(result, Forward) else result
 
-    def decide(self, data: bytes) -> bytes | Forward | HttpRedirect:
-        """The answer's bytes, the request to forward, or an HTTP redirect (with
-        `redirect_status`): no await on the common path."""
+    def _parse(self, data: bytes) -> LostRequest | bytes:
         try:
-            req = parse_request_fast(data)  # the full lxml parser for all but the common shape
+            return parse_request_fast(data)  # the full lxml parser for all but the common shape
         except LostProtocolError as exc:
             _event("lost.error", kind=exc.kind, message=exc.message, bytes=len(data))
             return build_response(self.engine.error(exc.kind, exc.message or None))
+
+    def decide(self, data: bytes) -> bytes | Forward | HttpRedirect:
+        """The answer's bytes, the request to forward, or an HTTP redirect (with
+        `redirect_status`): no await on the common path."""
+        req = self._parse(data)
+        if isinstance(req, bytes):
+            return req
         try:
-            result = self.engine.handle(req, time.time())
-            if isinstance(result, Forward):
-                _event("lost.forward", url=result.url, call_id=getattr(req, "call_id", None))
-                return result
-            if isinstance(result, LostErrorResponse):
-                _event(
-                    "lost.error",
-                    kind=result.kind,
-                    message=result.message,
-                    call_id=getattr(req, "call_id", None),
-                )
-            nxt = self.engine.config.next_server
-            if (
-                isinstance(result, Redirect)
-                and self.config.redirect_status is not None
-                and nxt is not None
-            ):
-                _event("lost.redirect", status=self.config.redirect_status, url=nxt.url)
-                return HttpRedirect(self.config.redirect_status, nxt.url, build_response(result))
-            return build_response(result)
+            return self._decided(req, self.engine.handle(req, time.time()))
         except Exception as exc:  # a store failing must not drop the request (module doc)
-            log.exception(json.dumps({"event": "lost.internal_error", "error": repr(exc)}))
-            return build_response(self.engine.error("internalError", type(exc).__name__))
+            return self._internal_error(exc)
+
+    async def decide_async(self, data: bytes) -> bytes | Forward | HttpRedirect:
+        """`decide` with a store whose lookups are awaited (`AsyncLookups`): the lookups the
+        engine will make are run first on the store's pool, then the engine decides on them
+        (`LostEngine.handle(hits=...)`), so no query ever blocks the loop."""
+        store = self._async_store
+        assert store is not None
+        req = self._parse(data)
+        if isinstance(req, bytes):
+            return req
+        try:
+            hits: dict[tuple[int, str], StoreHit | None] = {}
+            for value, service in self.engine.lookups(req):
+                if isinstance(value, CivicAddress):
+                    hit = await store.lookup_civic_async(value, service)
+                else:
+                    hit = await store.lookup_async(value, service)
+                hits[id(value), service] = hit
+            for key in self.engine.boundaries_needed(req, hits):
+                self.engine.add_boundary(key, await store.boundary_async(key))
+            return self._decided(req, self.engine.handle(req, time.time(), hits))
+        except Exception as exc:  # a store failing must not drop the request (module doc)
+            return self._internal_error(exc)
+
+    def http_internal_error(self, exc: BaseException) -> Response:
+        """What a bug below the handler's own guard gets: a LoST internalError, logged."""
+        log.error(json.dumps({"event": "lost.internal_error", "error": repr(exc)}), exc_info=exc)
+        body = build_response(self.engine.error("internalError", type(exc).__name__))
+        return Response(200, body, _CT_HEADER, close=True)
+
+    def _internal_error(self, exc: Exception) -> bytes:
+        log.exception(json.dumps({"event": "lost.internal_error", "error": repr(exc)}))
+        return build_response(self.engine.error("internalError", type(exc).__name__))
+
+    def _decided(
+        self, req: LostRequest, result: LostResponse | Forward
+    ) -> bytes | Forward | HttpRedirect:
+        if isinstance(result, Forward):
+            _event("lost.forward", url=result.url, call_id=getattr(req, "call_id", None))
+            return result
+        if isinstance(result, LostErrorResponse):
+            _event(
+                "lost.error",
+                kind=result.kind,
+                message=result.message,
+                call_id=getattr(req, "call_id", None),
+            )
+        nxt = self.engine.config.next_server
+        if isinstance(result, Redirect) and self.config.redirect_status is not None and nxt:
+            _event("lost.redirect", status=self.config.redirect_status, url=nxt.url)
+            return HttpRedirect(self.config.redirect_status, nxt.url, build_response(result))
+        return build_response(result)
 
     async def _forward(self, fwd: Forward) -> bytes:
         """RFC 5582 recursion: ask the next server, relay its (checked) answer."""
@@ -379,14 +476,14 @@ def _closing(status: int, text: str) -> web.Response:
     return resp
 
 
-def make_app(store: BoundaryStore, config: ServerConfig | None = None) -> web.Application:
-    """The aiohttp application of a LoST server over `store` (contracts.md)."""
-    return LostServer(store, config).app
+def make_app(store: BoundaryStore, config: ServerConfig | None = None) -> LostServer:
+    """The LoST server over `store`, ready for `serve` (contracts.md)."""
+    return LostServer(store, config)
 
 
 @dataclass
 class RunningServer:
-    runner: web.AppRunner
+    closer: Callable[[], Awaitable[None]]
     host: str
     port: int
     scheme: str
@@ -399,11 +496,11 @@ class RunningServer:
         return f"{self.scheme}://{host}:{self.port}{self.path}"
 
     async def close(self) -> None:
-        await self.runner.cleanup()
+        await self.closer()
 
 
 async def serve(
-    app: web.Application,
+    app: web.Application | LostServer,
     host: str = "127.0.0.1",
     port: int = 0,
     *,
@@ -413,11 +510,31 @@ async def serve(
 ) -> RunningServer:
     """Start `app` on host:port (0 = ephemeral); returns the bound address and a closer.
 
-    Every connection goes through `ng911.lost.limits` with `limits`, by default the ones the
-    application was made with (`ServerConfig.limits`). Any aiohttp application may be
-    served so (the i3 Logging Service is, with `path="/"`).
+    A `LostServer` runs on `ng911.net.http1` with `limits` (default: its
+    `ServerConfig.limits`) and `max_body`; closing stops it gracefully (requests in progress
+    are answered) and runs its `on_cleanup`. Any aiohttp application may be served too (the
+    i3 Logging Service, with `path="/"`, and /metrics), every connection going through
+    `ng911.lost.limits` with `limits`.
     """
-    limits = limits or app.get(LIMITS_KEY) or HttpLimits()
+    scheme = "https" if ssl_context else "http"
+    if isinstance(app, LostServer):
+        lost = app
+        server = HttpServer(
+            lost.handle,
+            limits or lost.config.limits,
+            max_body=lost.config.max_body,
+            event=_http_event,
+            prefix="lost",
+            internal_error=lost.http_internal_error,
+        )
+        bound = await server.start(host, port, ssl_context)
+
+        async def close() -> None:
+            await server.stop()
+            await lost.cleanup()
+
+        return RunningServer(close, host, bound, scheme, server.table, path)
+    limits = limits or HttpLimits()
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -431,5 +548,4 @@ async def serve(
     await site.start()
     addresses: list[Any] = list(runner.addresses)
     bound = addresses[0][1] if addresses else port
-    scheme = "https" if ssl_context else "http"
-    return RunningServer(runner, host, int(bound), scheme, site.table, path)
+    return RunningServer(runner.cleanup, host, int(bound), scheme, site.table, path)

@@ -24,7 +24,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ng911.location.civic import CivicAddress
 from ng911.location.geodetic import Shape, to_shapely
@@ -105,6 +105,22 @@ class BoundaryStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class AsyncLookups(Protocol):
+    """A store whose lookups can be awaited (PostGIS on a connection pool): the LoST server
+    awaits these so that a query never blocks the event loop, and the engine decides on
+    their results (`LostEngine.handle(hits=...)`)."""
+
+    async def lookup_async(self, shape: Shape, service: str) -> StoreHit | None: ...
+
+    async def lookup_civic_async(self, civic: CivicAddress, service: str) -> StoreHit | None: ...
+
+    async def boundary_async(self, key: str) -> Any | None: ...
+
+    async def close_async(self) -> None:
+        """Close what the awaited lookups opened on the running loop (reopened on use)."""
 
 
 def query_geometry(shape: Shape) -> Any:
