@@ -37,9 +37,11 @@ def goal_row(
     peer: str | None = None,
     peer_value: float | None = None,
     lower_is_better: bool = False,
+    note: str | None = None,
 ) -> dict[str, Any]:
     """One goal. With a peer, the goal is on the ratio ng911 / peer (measured in the same
-    run); without one, on the value itself. `lower_is_better` for costs (CPU per call)."""
+    run); without one, on the value itself. `lower_is_better` for costs (CPU per call);
+    `note` is shown beside the ratio (e.g. the same ratio taken by CPU per request)."""
     ratio = None
     if peer_value and value is not None:
         ratio = value / peer_value
@@ -58,6 +60,7 @@ def goal_row(
         "goal_on": "ratio" if peer is not None else "value",
         "lower_is_better": lower_is_better,
         "met": met,
+        "note": note,
     }
 
 
@@ -85,6 +88,8 @@ def table(rows: Iterable[Mapping[str, Any]]) -> list[str]:
         ratio = "–"
         if r.get("ratio") is not None:
             ratio = f"{r['ratio']:.2f}" + ("×" if r["lower_is_better"] else "")
+        if r.get("note"):
+            ratio += f" ({r['note']})"
         met = {True: "yes", False: "**no**", None: "not measured"}[r.get("met")]
         value = f"{_num(r['ng911'])} {r['unit']}" if r.get("ng911") is not None else "–"
         out.append(f"| {r['what']} | {value} | {peer} | {ratio} | {_goal_text(r)} | {met} |")

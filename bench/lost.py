@@ -44,6 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from goals import goal_row, print_table  # noqa: E402
 from ng911.location.geodetic import Circle, Point  # noqa: E402
 from ng911.lost.embedded import EmbeddedStore  # noqa: E402
 from ng911.lost.engine import EngineConfig, LostEngine  # noqa: E402
@@ -55,7 +56,7 @@ from ng911.lost.protocol import (  # noqa: E402
     build_response,
     parse_request,
 )
-from rig import cpu_seconds  # noqa: E402  (bench/ is the script directory)
+from rig import cpu_seconds, write_result  # noqa: E402
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 FIXED = (
@@ -590,45 +591,47 @@ def main() -> int:
             f"  {key[6:]:18} {s['parse_us']:6.1f} | {s['engine_store_us']:6.1f} |"
             f" {s['build_us']:6.1f}   XML {xml_share:.0%} of {total:.0f} µs"
         )
-    # The goals' table (README): what | ng911 | floor same run | ratio | goal
+    # The goals' table (README, bench/goals.py). Besides the ratio of rates, the ratio by
+    # CPU: the floor's server CPU per request over ours (robust on a busy machine, and the
+    # only fair one when the floor outruns the load generator)
     goals: list[dict[str, Any]] = []
     emb = results["rows"]["findService point, embedded"]
     goals.append(
-        {
-            "what": "LoST findService point, embedded store",
-            "ng911": emb["rate"],
-            "floor": floor,
-            "floor_what": f"HTTP floor, same stack ({LOST_STACK}: ng911.net.http1 on uvloop)",
-            "ratio": emb["rate"] / floor,
-            "ratio_cpu": emb["x_floor_cpu"],
-            "goal": 0.8,
-        }
+        goal_row(
+            "LoST findService point, embedded store",
+            emb["rate"],
+            "req/s",
+            0.8,
+            peer=f"HTTP floor, same stack ({LOST_STACK})",
+            peer_value=floor,
+            note=f"by CPU {emb['x_floor_cpu']:.2f}",
+        )
     )
     old = floors.get("aiohttp")
     if old is not None:  # the stack the server ran on before: what the change bought
         goals.append(
-            {
-                "what": "  same, against the aiohttp floor (the old stack)",
-                "ng911": emb["rate"],
-                "floor": old["rate"],
-                "floor_what": "HTTP floor, aiohttp on asyncio",
-                "ratio": emb["rate"] / old["rate"],
-                "ratio_cpu": old["server_cpu_us_per_req"] / emb["server_cpu_us_per_req"],
-                "goal": 0.8,
-            }
+            goal_row(
+                "  same, against the aiohttp floor (the old stack)",
+                emb["rate"],
+                "req/s",
+                0.8,
+                peer="HTTP floor, aiohttp",
+                peer_value=old["rate"],
+                note=f"by CPU {old['server_cpu_us_per_req'] / emb['server_cpu_us_per_req']:.2f}",
+            )
         )
     if "raw_postgis_point_loop_qps" in results:
         raw = results["raw_postgis_point_loop_qps"]
         pg = results["rows"]["findService point, PostGIS"]["rate"]
         goals.append(
-            {
-                "what": "LoST point, PostGIS store over HTTP",
-                "ng911": pg,
-                "floor": raw,
-                "floor_what": "raw async PostGIS loop (one connection, the store's prepared query)",
-                "ratio": pg / raw,
-                "goal": 0.6,
-            }
+            goal_row(
+                "LoST point, PostGIS store over HTTP",
+                pg,
+                "req/s",
+                0.6,
+                peer="raw async PostGIS loop",
+                peer_value=raw,
+            )
         )
         raw_n = results["raw_postgis_point_loop_qps_conns"]
         results["postgis_x_raw_loop_conns"] = pg / raw_n
@@ -637,22 +640,8 @@ def main() -> int:
             f" {args.conns}; over HTTP = {pg / raw:.2f} x / {pg / raw_n:.2f} x"
         )
     results["goals"] = goals
-    # ratio: of rates; ratio CPU: floor's server CPU per request / ours (robust on a busy
-    # machine, and the only fair one when the floor outruns the load generator)
-    print(
-        f"\n{'what':50} {'ng911':>8} {'floor same run':>15} {'ratio':>6} {'ratio CPU':>9}"
-        f" {'goal':>6}"
-    )
-    for g in goals:
-        cpu = f"{g['ratio_cpu']:9.2f}" if "ratio_cpu" in g else f"{'-':>9}"
-        print(
-            f"{g['what']:50} {g['ng911']:8.0f} {g['floor']:15.0f} {g['ratio']:6.2f} {cpu}"
-            f" {'>=':>3}{g['goal']:.1f}"
-        )
-    out = ROOT / "bench" / "results" / "lost.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=float) + "\n")
-    print(f"\nwrote {out.relative_to(ROOT)}")
+    print_table(goals)
+    write_result("lost", json.loads(json.dumps(results, default=float)))
     return 0
 
 
