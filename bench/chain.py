@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from goals import goal_row, print_table
 from ng911.interop.procs import cpu_seconds
 from ng911.testbed.launcher import RunningChain, open_chain
 from ng911.testbed.plan import ChainOptions
@@ -246,27 +247,19 @@ async def processes_throughput(
     }
 
 
-def goals_table(results: list[dict[str, Any]], procs: list[dict[str, Any]]) -> str:
-    """what | ng911 | goal: the tls-all rows against issue 16's goals."""
-    rows = [("what", "ng911", "goal")]
+def goal_rows(results: list[dict[str, Any]], procs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tls-all rows against issue 16's goals (bench/goals.py); a mode not run is said so."""
+    rows = []
     for label, runs, key in (
-        ("whole chain, one process, tls-all (cps)", results, "one process"),
-        ("whole chain, --processes, tls-all (cps)", procs, "processes"),
+        ("whole chain in one process, tls-all", results, "one process"),
+        ("whole chain as processes (`--processes`), tls-all", procs, "processes"),
     ):
         r = next((r for r in runs if r["scenario"] == "tls-all"), None)
-        got = f"{r['throughput']['cps']:,.0f}" if r is not None else "not run"
-        rows.append((label, got, f">= {GOALS[key]:,}"))
-    for runs, how in ((results, "one process"), (procs, "--processes")):
-        for r in runs:
-            rows.append(
-                (
-                    f"CPU per call, {how}, {r['scenario']} (us)",
-                    f"{r['throughput']['process_cpu_us_per_call']:,.0f}",
-                    "-",
-                )
-            )
-    w = [max(len(row[i]) for row in rows) for i in range(3)]
-    return "\n".join(f"| {a:<{w[0]}} | {b:>{w[1]}} | {c:>{w[2]}} |" for a, b, c in rows)
+        cps = r["throughput"]["cps"] if r is not None else None
+        cpu = r["throughput"]["process_cpu_us_per_call"] if r is not None else None
+        note = f"{cpu:,.0f} µs CPU per call" if cpu is not None else None
+        rows.append(goal_row(label, cps, "cps", GOALS[key], note=note))
+    return rows
 
 
 def procs_table(procs: list[dict[str, Any]]) -> str:
@@ -361,11 +354,12 @@ def main() -> int:
             )
     if procs:
         print(procs_table(procs))
-    print(goals_table(results, procs))
+    goals = goal_rows(results, procs)
+    print_table(goals)
     out = {
         "bench": "chain",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "goals_cps_tls_all": GOALS,
+        "goals": goals,
         "results": results,
         "processes": procs,
     }

@@ -89,7 +89,7 @@ def table(rows: Iterable[Mapping[str, Any]]) -> list[str]:
         if r.get("ratio") is not None:
             ratio = f"{r['ratio']:.2f}" + ("×" if r["lower_is_better"] else "")
         if r.get("note"):
-            ratio += f" ({r['note']})"
+            ratio = f"{ratio} ({r['note']})" if ratio != "–" else r["note"]
         met = {True: "yes", False: "**no**", None: "not measured"}[r.get("met")]
         value = f"{_num(r['ng911'])} {r['unit']}" if r.get("ng911") is not None else "–"
         out.append(f"| {r['what']} | {value} | {peer} | {ratio} | {_goal_text(r)} | {met} |")
