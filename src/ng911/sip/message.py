@@ -125,9 +125,8 @@ class Headers:
 
     @classmethod
     def _from_parsed(cls, items: list[tuple[str, str, str]]) -> Headers:
-        h = cls.__new__(cls)
+        h = cls()  # not `cls.__new__(cls)`: a mypyc-compiled class has no `__new__` to call
         h._items = items
-        h._cache = {}
         return h
 
     def cached(self, slot: str, fn: Callable[[], T]) -> T:
@@ -325,14 +324,25 @@ def _required(msg: Message, name: str) -> str:
     return v
 
 
-def _guard(msg: Message, fn: Callable[[], T]) -> T:
-    """Attach the request to a lazily raised parse error, so it can still be answered."""
+def _parsed(msg: Message, slot: str, parse: Callable[[str], T], name: str) -> T:
+    """`parse` of header `name`'s first value, cached in `slot` until that header changes; a
+    lazily raised parse error carries the request, so it can still be answered.
+
+    No closures here (nor in the properties that call this): compiled by mypyc, a closure
+    and its environment are a reference cycle holding the message, which only the cyclic
+    collector frees (tests/elements/test_chain.py checks that calls leave no cycles)."""
+    cache = msg.headers._cache
+    hit = cache.get(slot)
+    if hit is not None:
+        return hit  # type: ignore[no-any-return]
     try:
-        return fn()
+        value = parse(_required(msg, name))
     except SipParseError as e:
         if e.partial is None:
             e.partial = msg._partial()
         raise
+    cache[slot] = value
+    return value
 
 
 class Message:
@@ -383,9 +393,7 @@ class Message:
 
     @property
     def cseq(self) -> CSeq:
-        return self.headers.cached(
-            "cseq", lambda: _guard(self, lambda: parse_cseq(_required(self, "CSeq")))
-        )
+        return _parsed(self, "cseq", parse_cseq, "CSeq")
 
     @property
     def cseq_method(self) -> str:
@@ -396,33 +404,32 @@ class Message:
 
     @property
     def from_addr(self) -> NameAddr:
-        return self.headers.cached(
-            "from", lambda: _guard(self, lambda: parse_name_addr(_required(self, "From")))
-        )
+        return _parsed(self, "from", parse_name_addr, "From")
 
     @property
     def to_addr(self) -> NameAddr:
-        return self.headers.cached(
-            "to", lambda: _guard(self, lambda: parse_name_addr(_required(self, "To")))
-        )
+        return _parsed(self, "to", parse_name_addr, "To")
 
     @property
     def vias(self) -> list[Via]:
-        def all_vias() -> list[Via]:
-            out: list[Via] = []
+        cache = self.headers._cache
+        hit: list[Via] | None = cache.get("vias")
+        if hit is None:
+            hit = []
             for v in self.headers.get_all("Via"):
-                out.append(parse_via(v))
-            if not out:
-                raise SipParseError("missing Via", 400)
-            return out
-
-        return list(self.headers.cached("vias", lambda: _guard(self, all_vias)))
+                try:
+                    hit.append(parse_via(v))
+                except SipParseError as e:
+                    e.partial = self._partial()
+                    raise
+            if not hit:
+                raise SipParseError("missing Via", 400, self._partial())
+            cache["vias"] = hit
+        return list(hit)
 
     @property
     def top_via(self) -> Via:
-        return self.headers.cached(
-            "top_via", lambda: _guard(self, lambda: parse_via(_required(self, "Via")))
-        )
+        return _parsed(self, "top_via", parse_via, "Via")
 
     @property
     def branch(self) -> str | None:
