@@ -40,9 +40,13 @@ CHECK = (
 
 def built_files() -> list[Path]:
     """Every extension module of the group on disk, and its shared library."""
-    files = [Path(p) for name in compiled.MODULES for p in compiled.extension_paths(name)]
-    files += sorted(SRC.glob(f"{compiled.GROUP}.*"))
-    return files
+    files: list[Path] = []
+    for name in compiled.MODULES:  # any interpreter's ABI suffix, not only this one's
+        base = Path(compiled.source_path(name)).with_suffix("")
+        files += sorted(base.parent.glob(f"{base.name}.*so")) + sorted(
+            base.parent.glob(f"{base.name}.*pyd")
+        )
+    return files + sorted(SRC.glob(f"{compiled.GROUP}.*"))
 
 
 def clean() -> None:
