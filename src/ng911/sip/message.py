@@ -9,7 +9,7 @@ forwards every other header value byte-identical.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 from ng911.sip.errors import SipParseError
 from ng911.sip.headers import CSeq, Via, parse_cseq, parse_via
@@ -53,7 +53,7 @@ _COMPACT = {
 
 # name as written (any case seen so far) -> (key, canonical name). Interning the common
 # spellings makes header lookup one dict hit per line on the parse path.
-_NAMES: dict[str, tuple[str, str]] = {}
+_NAMES: Final[dict[str, tuple[str, str]]] = {}
 for _n in _CANONICAL:
     for _spelling in (_n, _n.lower(), _n.upper()):
         _NAMES[_spelling] = (_n.lower(), _n)
@@ -63,7 +63,7 @@ del _n, _c, _spelling
 
 # Headers whose values are comma-separated lists (RFC 3261 §7.3.1): `get_all` splits them.
 # Not Authorization & co. (commas inside), not Date, not From/To/Call-ID/CSeq.
-COMMA_LISTS = frozenset(
+COMMA_LISTS: Final = frozenset(
     {
         "via", "route", "record-route", "contact", "allow", "supported", "require",
         "proxy-require", "unsupported", "accept", "accept-encoding", "accept-language",
@@ -77,7 +77,7 @@ COMMA_LISTS = frozenset(
 
 
 # Lazy-parse cache slots and the header each is read from: editing that header drops them.
-CACHE_SLOTS: dict[str, str] = {
+CACHE_SLOTS: Final[dict[str, str]] = {
     "cseq": "cseq",
     "from": "from",
     "to": "to",
@@ -586,7 +586,7 @@ class Response(Message):
 
 
 # RFC 3261 §21 and later RFCs: default reason phrases.
-REASONS: dict[int, str] = {
+REASONS: Final[dict[int, str]] = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
     183: "Session Progress", 199: "Early Dialog Terminated",
     200: "OK", 202: "Accepted", 204: "No Notification",
@@ -615,7 +615,7 @@ REASONS: dict[int, str] = {
 }  # fmt: skip
 
 # Requests that create a dialog: their 1xx/2xx answers carry Record-Route (§12.1.1).
-DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+DIALOG_CREATING: Final = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 
 
 def make_response(
