@@ -2,7 +2,7 @@
 """Compile the sans-I/O core with mypyc, in place: `make compile` (and `make pure` to undo).
 
 The modules are `ng911.compiled.MODULES` (one list); each becomes an extension module beside
-its `.py` in src/ (plus the group's shared library `src/ng911__mypyc*.so`), which Python's
+its `.py` in src/ (plus the group's shared library `src/ng911/sip__mypyc*.so`), which Python's
 importer prefers over the `.py`. The C sources and objects go to build/mypyc/. Needs mypy
 (mypyc ships in it: the `test` extra), setuptools and a C compiler with Python's headers.
 
@@ -41,12 +41,12 @@ CHECK = (
 def built_files() -> list[Path]:
     """Every extension module of the group on disk, and its shared library."""
     files: list[Path] = []
-    for name in compiled.MODULES:  # any interpreter's ABI suffix, not only this one's
+    for name in (*compiled.MODULES, compiled.GROUP):  # any ABI suffix, not only this one's
         base = Path(compiled.source_path(name)).with_suffix("")
         files += sorted(base.parent.glob(f"{base.name}.*so")) + sorted(
             base.parent.glob(f"{base.name}.*pyd")
         )
-    return files + sorted(SRC.glob(f"{compiled.GROUP}.*"))
+    return files
 
 
 def clean() -> None:
@@ -69,7 +69,10 @@ def build(jobs: int) -> None:
         setup(
             name="ng911-compiled",
             ext_modules=mypycify(
-                paths, opt_level="3", group_name="ng911", target_dir=str(BUILD / "c")
+                paths,
+                opt_level="3",
+                group_name=compiled.GROUP.removesuffix("__mypyc"),
+                target_dir=str(BUILD / "c"),
             ),
             script_args=[
                 "-q", "build_ext", "--inplace", "-j", str(jobs),

@@ -2,11 +2,11 @@
 
 `scripts/compile.py` (`make compile`) compiles the modules in `MODULES` with mypyc into
 extension modules beside their sources (`message.cpython-311-x86_64-linux-gnu.so` next to
-`message.py`); Python's importer prefers an extension module over a `.py` in the same
-directory, so nothing else changes. `make pure` removes them. The `.py` files stay the
+`message.py`, and the group's shared library `sip__mypyc…so`); Python's importer prefers an
+extension module over a `.py` in the same directory, so nothing else changes. `make pure` removes them. The `.py` files stay the
 source of truth and the pure build always works.
 
-The compiled modules form one group (one shared library, `ng911__mypyc`): they call each
+The compiled modules form one group (one shared library, `GROUP`): they call each
 other natively, so they are used all together or not at all (a pure `message` beside a
 compiled `parse` would make two `Request` classes). `choose()`, run when `ng911` is first
 imported, keeps the whole group pure when
@@ -46,7 +46,9 @@ MODULES: tuple[str, ...] = (
     "ng911.sip.priority",
     "ng911.sip.subscription",
 )
-GROUP = "ng911__mypyc"  # the shared library of the group, beside the `ng911` package
+# the group's shared library (mypyc's `group_name` + `__mypyc`), inside the package so that
+# any way of installing it finds it
+GROUP = "ng911.sip__mypyc"
 PURE_ENV = "NG911_PURE"
 _SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _pure_reason: str | None = None
@@ -68,12 +70,14 @@ def stale_modules() -> list[str]:
     compiled at all: then there is nothing stale, just a pure tree)."""
     out: list[str] = []
     any_built = False
-    for name in MODULES:
+    for name in (*MODULES, GROUP):
         exts = extension_paths(name)
         if not exts:
             out.append(name)
             continue
         any_built = True
+        if name == GROUP:
+            continue
         if os.path.getmtime(source_path(name)) > min(os.path.getmtime(e) for e in exts):
             out.append(name)
     return out if any_built else []
