@@ -3,8 +3,8 @@
 `scripts/compile.py` (`make compile`) compiles the modules in `MODULES` with mypyc into
 extension modules beside their sources (`message.cpython-311-x86_64-linux-gnu.so` next to
 `message.py`, and the group's shared library `sip__mypyc…so`); Python's importer prefers an
-extension module over a `.py` in the same directory, so nothing else changes. `make pure` removes them. The `.py` files stay the
-source of truth and the pure build always works.
+extension module over a `.py` in the same directory, so nothing else changes. `make pure`
+removes them. The `.py` files stay the source of truth and the pure build always works.
 
 The compiled modules form one group (one shared library, `GROUP`): they call each
 other natively, so they are used all together or not at all (a pure `message` beside a
