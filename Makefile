@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit peers bench fuzz clean
+.PHONY: demo test lint typecheck unit unit-pure compile pure peers bench fuzz clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,7 +19,7 @@ peers:
 	./scripts/install-peers.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench scripts
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -27,7 +27,22 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest
 
-test: $(STAMP) peers lint typecheck unit
+# the sans-I/O core, the elements and the fuzz tests again on the pure-Python build (the
+# full suite ran on the compiled one): both builds stay working
+unit-pure: $(STAMP)
+	NG911_PURE=1 $(VENV)/bin/pytest tests/sip tests/elements tests/resilience/test_fuzz_smoke.py \
+	  tests/resilience/test_fuzz_regressions.py tests/test_compiled.py
+
+# the mypyc build of the sans-I/O core (README "Compiled build"): extension modules beside
+# their sources, which Python prefers; `make pure` removes them. `make demo` runs whichever
+# is there. `make test` compiles first, and fails when compiling fails.
+compile: $(STAMP)
+	$(PY) scripts/compile.py
+
+pure:
+	python3 scripts/compile.py --clean
+
+test: $(STAMP) peers lint typecheck compile unit unit-pure
 
 # every benchmark (rig.py and loadgen.py are their shared helpers; the fuzz storm has its
 # own target), then issue 16's goals table gathered from their results (bench/goals.py)
@@ -41,5 +56,5 @@ bench: $(STAMP)
 fuzz: $(STAMP)
 	$(PY) bench/fuzz.py
 
-clean:
+clean: pure
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ng911 import compiled
 from rig import LOCAL, cpu_seconds
 
 HERE = Path(__file__).resolve().parent
@@ -399,6 +400,7 @@ def main() -> None:
         "bench": "proxy",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "python": sys.version.split()[0],
+        "build": compiled.build(),  # the sans-I/O core this process and its children run
         "calls_per_round": args.calls,
         "messages_per_call": 7,
         "gc": os.environ.get("NG911_BENCH_GC", "on (frozen after start-up)"),

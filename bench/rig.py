@@ -86,8 +86,11 @@ def write_result(name: str, out: Mapping[str, Any], path: Path | None = None) ->
     the machine and the time it ran on (unless `out` names them itself)."""
     path = path or RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
+    from ng911 import compiled
+
     about = {
         "python": sys.version.split()[0],
+        "build": compiled.build(),  # this process's sans-I/O core: mypyc-compiled or pure
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

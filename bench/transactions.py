@@ -17,6 +17,7 @@ import json
 import time
 from pathlib import Path
 
+from ng911 import compiled
 from ng911.sip.message import Request, Response, make_response
 from ng911.sip.parse import parse_message
 from ng911.sip.transaction import (
@@ -137,12 +138,14 @@ def main() -> None:
                 "calls_per_s_one_core": round(1 / per_call),
             }
         )
+    build = compiled.build()
+    print(f"build: {build}")
     print(f"{'what':<28} {'µs/call':>9} {'calls/s/core':>13}")
     for r in rows:
         print(f"{r['what']:<28} {r['us_per_call']:>9} {r['calls_per_s_one_core']:>13}")
     out = Path(__file__).parent / "results" / "transactions.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"calls": args.calls, "rows": rows}, indent=2) + "\n")
+    out.write_text(json.dumps({"build": build, "calls": args.calls, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
-from ng911 import __version__
+from ng911 import __version__, compiled
 from ng911.errors import Ng911Error
 
 # Modules that add sub-commands. Each has `register(subparsers: argparse._SubParsersAction)`;
@@ -57,7 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
             "and the harness that measures what TLS costs."
         ),
     )
-    parser.add_argument("--version", action="version", version=f"ng911 {__version__}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"ng911 {__version__}, {compiled.describe()}",
+        help="the version, and which build runs: mypyc-compiled or pure Python",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from ng911.sip.errors import SipParseError
 from ng911.sip.message import header_key
 from ng911.sip.uri import parse_header_params
 
-MAX_DEPTH = 8  # nested multiparts deeper than this are refused (hostile input)
+MAX_DEPTH: Final = 8  # nested multiparts deeper than this are refused (hostile input)
 
 
 @dataclass(frozen=True, slots=True)

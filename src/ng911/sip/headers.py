@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from typing import Final
 
 from ng911.sip.errors import SipParseError
 from ng911.sip.uri import (
@@ -24,7 +25,7 @@ from ng911.sip.uri import (
 
 # RFC 3261 §8.1.1.7: a branch starting with this cookie was made by an RFC 3261 element,
 # and is unique across space and time, so it alone identifies the transaction.
-MAGIC_COOKIE = "z9hG4bK"
+MAGIC_COOKIE: Final = "z9hG4bK"
 
 
 @dataclass(frozen=True, slots=True)

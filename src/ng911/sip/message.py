@@ -9,7 +9,7 @@ forwards every other header value byte-identical.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 from ng911.sip.errors import SipParseError
 from ng911.sip.headers import CSeq, Via, parse_cseq, parse_via
@@ -53,7 +53,7 @@ _COMPACT = {
 
 # name as written (any case seen so far) -> (key, canonical name). Interning the common
 # spellings makes header lookup one dict hit per line on the parse path.
-_NAMES: dict[str, tuple[str, str]] = {}
+_NAMES: Final[dict[str, tuple[str, str]]] = {}
 for _n in _CANONICAL:
     for _spelling in (_n, _n.lower(), _n.upper()):
         _NAMES[_spelling] = (_n.lower(), _n)
@@ -63,7 +63,7 @@ del _n, _c, _spelling
 
 # Headers whose values are comma-separated lists (RFC 3261 §7.3.1): `get_all` splits them.
 # Not Authorization & co. (commas inside), not Date, not From/To/Call-ID/CSeq.
-COMMA_LISTS = frozenset(
+COMMA_LISTS: Final = frozenset(
     {
         "via", "route", "record-route", "contact", "allow", "supported", "require",
         "proxy-require", "unsupported", "accept", "accept-encoding", "accept-language",
@@ -77,7 +77,7 @@ COMMA_LISTS = frozenset(
 
 
 # Lazy-parse cache slots and the header each is read from: editing that header drops them.
-CACHE_SLOTS: dict[str, str] = {
+CACHE_SLOTS: Final[dict[str, str]] = {
     "cseq": "cseq",
     "from": "from",
     "to": "to",
@@ -125,9 +125,8 @@ class Headers:
 
     @classmethod
     def _from_parsed(cls, items: list[tuple[str, str, str]]) -> Headers:
-        h = cls.__new__(cls)
+        h = cls()  # not `cls.__new__(cls)`: a mypyc-compiled class has no `__new__` to call
         h._items = items
-        h._cache = {}
         return h
 
     def cached(self, slot: str, fn: Callable[[], T]) -> T:
@@ -325,14 +324,25 @@ def _required(msg: Message, name: str) -> str:
     return v
 
 
-def _guard(msg: Message, fn: Callable[[], T]) -> T:
-    """Attach the request to a lazily raised parse error, so it can still be answered."""
+def _parsed(msg: Message, slot: str, parse: Callable[[str], T], name: str) -> T:
+    """`parse` of header `name`'s first value, cached in `slot` until that header changes; a
+    lazily raised parse error carries the request, so it can still be answered.
+
+    No closures here (nor in the properties that call this): compiled by mypyc, a closure
+    and its environment are a reference cycle holding the message, which only the cyclic
+    collector frees (tests/elements/test_chain.py checks that calls leave no cycles)."""
+    cache = msg.headers._cache
+    hit = cache.get(slot)
+    if hit is not None:
+        return hit  # type: ignore[no-any-return]
     try:
-        return fn()
+        value = parse(_required(msg, name))
     except SipParseError as e:
         if e.partial is None:
             e.partial = msg._partial()
         raise
+    cache[slot] = value
+    return value
 
 
 class Message:
@@ -383,9 +393,7 @@ class Message:
 
     @property
     def cseq(self) -> CSeq:
-        return self.headers.cached(
-            "cseq", lambda: _guard(self, lambda: parse_cseq(_required(self, "CSeq")))
-        )
+        return _parsed(self, "cseq", parse_cseq, "CSeq")
 
     @property
     def cseq_method(self) -> str:
@@ -396,33 +404,32 @@ class Message:
 
     @property
     def from_addr(self) -> NameAddr:
-        return self.headers.cached(
-            "from", lambda: _guard(self, lambda: parse_name_addr(_required(self, "From")))
-        )
+        return _parsed(self, "from", parse_name_addr, "From")
 
     @property
     def to_addr(self) -> NameAddr:
-        return self.headers.cached(
-            "to", lambda: _guard(self, lambda: parse_name_addr(_required(self, "To")))
-        )
+        return _parsed(self, "to", parse_name_addr, "To")
 
     @property
     def vias(self) -> list[Via]:
-        def all_vias() -> list[Via]:
-            out: list[Via] = []
+        cache = self.headers._cache
+        hit: list[Via] | None = cache.get("vias")
+        if hit is None:
+            hit = []
             for v in self.headers.get_all("Via"):
-                out.append(parse_via(v))
-            if not out:
-                raise SipParseError("missing Via", 400)
-            return out
-
-        return list(self.headers.cached("vias", lambda: _guard(self, all_vias)))
+                try:
+                    hit.append(parse_via(v))
+                except SipParseError as e:
+                    e.partial = self._partial()
+                    raise
+            if not hit:
+                raise SipParseError("missing Via", 400, self._partial())
+            cache["vias"] = hit
+        return list(hit)
 
     @property
     def top_via(self) -> Via:
-        return self.headers.cached(
-            "top_via", lambda: _guard(self, lambda: parse_via(_required(self, "Via")))
-        )
+        return _parsed(self, "top_via", parse_via, "Via")
 
     @property
     def branch(self) -> str | None:
@@ -579,7 +586,7 @@ class Response(Message):
 
 
 # RFC 3261 §21 and later RFCs: default reason phrases.
-REASONS: dict[int, str] = {
+REASONS: Final[dict[int, str]] = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
     183: "Session Progress", 199: "Early Dialog Terminated",
     200: "OK", 202: "Accepted", 204: "No Notification",
@@ -608,7 +615,7 @@ REASONS: dict[int, str] = {
 }  # fmt: skip
 
 # Requests that create a dialog: their 1xx/2xx answers carry Record-Route (§12.1.1).
-DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+DIALOG_CREATING: Final = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 
 
 def make_response(

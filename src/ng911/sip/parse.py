@@ -13,19 +13,21 @@ line, Via, From, To, Call-ID and CSeq were read, the request itself (`partial`).
 
 from __future__ import annotations
 
+from typing import Final
+
 from ng911.sip.errors import SipParseError
 from ng911.sip.headers import parse_cseq
 from ng911.sip.message import _NAMES, Headers, Request, Response
 from ng911.sip.uri import _TOKEN, URI, AbsoluteURI, bounded_int, parse_uri
 
-DEFAULT_MAX_SIZE = 65535
+DEFAULT_MAX_SIZE: Final = 65535
 # Longer Request-URIs get 414 (RFC 3261 §21.4.12). Real ones are < 300 bytes.
-MAX_URI_LENGTH = 4096
+MAX_URI_LENGTH: Final = 4096
 # A request without these cannot be answered (RFC 3261 §8.1.1); Max-Forwards is added by
 # the first proxy when missing (§16.6 step 3), so its absence is accepted.
-_MANDATORY = ("via", "from", "to", "call-id", "cseq")
+_MANDATORY: Final = ("via", "from", "to", "call-id", "cseq")
 # Headers that may appear once only (RFC 3261 §7.3.1, RFC 4475 §3.1.2.11 "multi01").
-_SINGLE = frozenset({"from", "to", "call-id", "cseq", "max-forwards"})
+_SINGLE: Final = frozenset({"from", "to", "call-id", "cseq", "max-forwards"})
 
 Message = Request | Response
 

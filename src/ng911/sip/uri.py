@@ -11,27 +11,27 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Final, Self
 from urllib.parse import quote, unquote
 
 from ng911.sip.errors import SipParseError
 
 Params = tuple[tuple[str, str | None], ...]
 
-_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
-_TOKEN = _ALNUM | frozenset("-.!%*_+`'~")
-_HOST = _ALNUM | frozenset("-._")
-_IPV6 = frozenset("0123456789abcdefABCDEF:.")
-_SCHEME = _ALNUM | frozenset("+-.")
-_TEL_CHARS = frozenset("0123456789abcdefABCDEF*#-.()")
-_NOT_IN_URI = frozenset(' \t\r\n<>"')
+_ALNUM: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_TOKEN: Final = _ALNUM | frozenset("-.!%*_+`'~")
+_HOST: Final = _ALNUM | frozenset("-._")
+_IPV6: Final = frozenset("0123456789abcdefABCDEF:.")
+_SCHEME: Final = _ALNUM | frozenset("+-.")
+_TEL_CHARS: Final = frozenset("0123456789abcdefABCDEF*#-.()")
+_NOT_IN_URI: Final = frozenset(' \t\r\n<>"')
 # RFC 3261 §25.1: user = 1*( unreserved / escaped / user-unreserved ); alphanumerics are
 # always safe for `quote`, these are the other characters left as they are ("?" is legal
 # in a user but escaped on output, so no reading of the output is ambiguous).
-_USER_SAFE = "-_.!~*'()&=+$,;/"
-_PASSWORD_SAFE = "-_.!~*'()&=+$,"
+_USER_SAFE: Final = "-_.!~*'()&=+$,;/"
+_PASSWORD_SAFE: Final = "-_.!~*'()&=+$,"
 # RFC 3261 §19.1.4: these parameters, when present in either URI, must be in both.
-_MUST_MATCH = ("user", "ttl", "method", "maddr", "transport")
+_MUST_MATCH: Final = ("user", "ttl", "method", "maddr", "transport")
 
 
 def _unescape(s: str) -> str:
@@ -72,10 +72,13 @@ def bounded_int(text: str, limit: int) -> int | None:
     """
     if not text.isascii() or not text.isdigit():
         return None
-    digits = text.lstrip("0") or "0"
-    if len(digits) > len(str(limit)):
-        return None
-    value = int(digits)
+    if len(text) < 10:  # the usual port, CSeq, length: int() of a few digits is safe
+        value = int(text)
+    else:
+        digits = text.lstrip("0") or "0"
+        if len(digits) > len(str(limit)):
+            return None
+        value = int(digits)
     return value if value <= limit else None
 
 
@@ -431,7 +434,7 @@ def parse_header_params(text: str) -> Params:
             raise _bad("header parameter", text)
         name, eq, value = item.partition("=")
         name = name.strip().lower()
-        if not _is_token(name):
+        if not name or not _TOKEN.issuperset(name):  # `_is_token`, inline: per parameter
             raise _bad("header parameter", text)
         out.append((name, value.strip() if eq else None))
     return tuple(out)
@@ -467,17 +470,21 @@ def parse_name_addr(text: str) -> NameAddr:
     s = text.strip()
     display: str | None = None
     if s.startswith('"'):
-        i = 1
-        chars: list[str] = []
-        n = len(s)
-        while i < n and s[i] != '"':
-            if s[i] == "\\" and i + 1 < n:
+        i = s.find('"', 1)
+        if i > 0 and "\\" not in s[1:i]:  # no quoted-pair: the display name is as written
+            display = s[1:i]
+        else:
+            i = 1
+            chars: list[str] = []
+            n = len(s)
+            while i < n and s[i] != '"':
+                if s[i] == "\\" and i + 1 < n:
+                    i += 1
+                chars.append(s[i])
                 i += 1
-            chars.append(s[i])
-            i += 1
-        if i >= n:
-            raise _bad("display name", text)
-        display = "".join(chars)
+            if i >= n:
+                raise _bad("display name", text)
+            display = "".join(chars)
         s = s[i + 1 :].lstrip()
         if not s.startswith("<"):
             raise _bad("name-addr", text)

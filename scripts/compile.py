@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Compile the sans-I/O core with mypyc, in place: `make compile` (and `make pure` to undo).
+
+The modules are `ng911.compiled.MODULES` (one list); each becomes an extension module beside
+its `.py` in src/ (plus the group's shared library `src/ng911/sip__mypyc*.so`), which Python's
+importer prefers over the `.py`. The C sources and objects go to build/mypyc/. Needs mypy
+(mypyc ships in it: the `test` extra), setuptools and a C compiler with Python's headers.
+
+When compiling fails the tree is left pure (no half-built group: the compiled modules call
+each other natively, so they run all together or not at all), and this says so: exit 1, or
+0 with `--optional` (the pure build works either way).
+
+    python scripts/compile.py [--optional]      # compile (about 30-60 s on 2 cores)
+    python scripts/compile.py --clean           # back to pure Python
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src"
+BUILD = REPO / "build" / "mypyc"
+sys.path.insert(0, str(SRC))
+os.environ["NG911_PURE"] = "1"  # this process never runs the core; no stale-build notice
+
+from ng911 import compiled  # noqa: E402 - after the path is set
+
+CHECK = (
+    "import ng911.compiled as c, ng911.sip.parse as p, ng911.sip.samples as s; "
+    "m = p.parse_message(s.emergency_invite()); m.validate(); print(c.build())"
+)
+
+
+def built_files() -> list[Path]:
+    """Every extension module of the group on disk, and its shared library."""
+    files: list[Path] = []
+    for name in (*compiled.MODULES, compiled.GROUP):  # any ABI suffix, not only this one's
+        base = Path(compiled.source_path(name)).with_suffix("")
+        files += sorted(base.parent.glob(f"{base.name}.*so")) + sorted(
+            base.parent.glob(f"{base.name}.*pyd")
+        )
+    return files
+
+
+def clean() -> None:
+    for f in built_files():
+        f.unlink()
+    shutil.rmtree(BUILD, ignore_errors=True)
+
+
+def build(jobs: int) -> None:
+    """mypycify + setuptools build_ext --inplace, run from src/ so that module paths map
+    to their packages."""
+    from mypyc.build import mypycify
+    from setuptools import setup  # type: ignore[import-untyped]
+
+    os.environ.setdefault("MYPY_CACHE_DIR", str(BUILD / "mypy-cache"))  # not src/.mypy_cache
+    paths = [os.path.relpath(compiled.source_path(m), SRC) for m in compiled.MODULES]
+    here = Path.cwd()
+    os.chdir(SRC)
+    try:
+        setup(
+            name="ng911-compiled",
+            ext_modules=mypycify(
+                paths,
+                opt_level="3",
+                group_name=compiled.GROUP.removesuffix("__mypyc"),
+                target_dir=str(BUILD / "c"),
+            ),
+            script_args=[
+                "-q", "build_ext", "--inplace", "-j", str(jobs),
+                "--build-temp", str(BUILD / "tmp"), "--build-lib", str(BUILD / "lib"),
+            ],
+        )  # fmt: skip
+    finally:
+        os.chdir(here)
+
+
+def check() -> str:
+    """Import the compiled build in a fresh interpreter and parse a message with it."""
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env.pop(compiled.PURE_ENV, None)
+    out = subprocess.run(
+        [sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, timeout=60
+    )
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr else "check failed")
+    return out.stdout.strip()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--clean", action="store_true", help="remove the compiled modules")
+    ap.add_argument("--optional", action="store_true", help="exit 0 when compiling fails")
+    ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args()
+    if args.clean:
+        n = len(built_files())
+        clean()
+        print(f"compile: removed {n} compiled files: the pure-Python build runs")
+        return 0
+    t0 = time.monotonic()
+    print(f"compile: mypyc {len(compiled.MODULES)} modules of the sans-I/O core ...", flush=True)
+    try:
+        build(args.jobs)
+        for f in built_files():  # setuptools keeps the old time of a shim it did not rebuild:
+            os.utime(f)  # all are newer than the sources now (ng911.compiled.stale_modules)
+        got = check()
+        if got != "compiled":
+            raise RuntimeError(f"the build imports as {got!r}")
+    except (Exception, SystemExit) as e:  # setuptools raises SystemExit on compiler errors
+        clean()
+        print(
+            f"compile: FAILED ({type(e).__name__}: {e}); compiled modules removed, "
+            "the pure-Python build stays in use",
+            file=sys.stderr,
+        )
+        return 0 if args.optional else 1
+    took = time.monotonic() - t0
+    print(f"compile: done in {took:.0f} s: {len(built_files())} files, {got} build")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
