@@ -1,9 +1,10 @@
 """Issue 16's goals table: each speed goal beside what the benches measured, in one place.
 
-`bench/load.py`, `bench/lost.py`, `bench/chain.py` and `bench/parse.py` each put a `goals`
-list in their JSON (rows built with `goal_row`, each ratio taken from ONE run of its bench,
-ng911 and its peer measured side by side: these machines are too noisy for figures from
-different runs to be compared). This script gathers them into the table the README shows:
+`bench/load.py`, `bench/lost.py`, `bench/chain.py` and `bench/parse.py --ab` (pure and
+compiled builds alternating) each put a `goals` list in their JSON (rows built with
+`goal_row`, each ratio taken from ONE run of its bench, ng911 and its peer measured side by
+side: these machines are too noisy for figures from different runs to be compared). This
+script gathers them into the table the README shows:
 
     .venv/bin/python bench/goals.py            # print the table from bench/results/*.json
     .venv/bin/python bench/goals.py --readme   # and rewrite the README's copy of it
@@ -24,7 +25,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 README = HERE.parent / "README.md"
-BENCHES = ("load", "lost", "chain", "parse")
+BENCHES = ("load", "lost", "chain", "parse-ab")
 BEGIN, END = "<!-- goals:begin -->", "<!-- goals:end -->"
 
 
@@ -109,13 +110,14 @@ def gather(results: Path = RESULTS) -> tuple[list[dict[str, Any]], list[str]]:
     for name in BENCHES:
         path = results / f"{name}.json"
         if not path.exists():
-            sources.append(f"`bench/{name}.py`: no results yet")
+            sources.append(f"`bench/{name.split('-')[0]}.py`: no results yet")
             continue
         data = json.loads(path.read_text())
         got = data.get("goals") or []
         rows.extend(got)
         build = f", {data['build']} build" if data.get("build") else ""
-        sources.append(f"`bench/{name}.py`: {data.get('date', '?')}{build}, {len(got)} goals")
+        script = f"bench/{name.split('-')[0]}.py" + (" --ab" if name.endswith("-ab") else "")
+        sources.append(f"`{script}`: {data.get('date', '?')}{build}, {len(got)} goals")
     return rows, sources
 
 

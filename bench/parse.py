@@ -28,6 +28,7 @@ import subprocess
 import sys
 from typing import Any
 
+from goals import goal_row
 from ng911 import compiled
 from ng911.sip.body import parse_multipart
 from ng911.sip.message import Request, Response
@@ -112,6 +113,22 @@ def print_goals(by_build: dict[str, list[dict[str, Any]]]) -> None:
         )
 
 
+def goal_rows(by_build: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The emergency INVITE's validate() rate against issue 16's goal (bench/goals.py), per
+    build; with both builds, one row for the compiled one and the pure figure beside it."""
+    what = "full message validation, `validate()` (emergency INVITE)"
+    goal = GOALS["validate_per_s"]
+    if "compiled" in by_build and "pure" in by_build:
+        pure = by_build["pure"][0]["validate_per_s"]
+        got = by_build["compiled"][0]["validate_per_s"]
+        note = f"pure build {pure:,.0f}/s, same run"
+        return [goal_row(f"{what}, compiled build", got, "msg/s", goal, note=note)]
+    return [
+        goal_row(f"{what}, {b} build", rows[0]["validate_per_s"], "msg/s", goal)
+        for b, rows in by_build.items()
+    ]
+
+
 def ab(n: int, rounds: int) -> int:
     """Pure and compiled children, alternately; the best figure of each build."""
     if not all(compiled.extension_paths(m) for m in compiled.MODULES):
@@ -143,7 +160,15 @@ def ab(n: int, rounds: int) -> int:
     for p, c in zip(best["pure"], best["compiled"], strict=True):
         print(f"{p['message']:<39}" + "".join(f"{c[k] / p[k]:>15.2f}x" for k in COLS))
     print_goals(best)
-    out = {"benchmark": "parse-ab", "iterations": n, "repeats": 5, "rounds": rounds, **best}
+    goals = goal_rows(best)
+    out = {
+        "benchmark": "parse-ab",
+        "iterations": n,
+        "repeats": 5,
+        "rounds": rounds,
+        **best,
+        "goals": goals,
+    }
     write_result("parse-ab", out)
     return 0
 
@@ -172,7 +197,8 @@ def main() -> int:
         f"{1e6 / inv['proxy_access_per_s']:.1f} µs with proxy access, "
         f"{1e6 / inv['validate_per_s']:.1f} µs with validate()"
     )
-    write_result("parse", {"benchmark": "parse", "iterations": n, "repeats": 5, "results": rows})
+    out = {"benchmark": "parse", "iterations": n, "repeats": 5, "results": rows}
+    write_result("parse", {**out, "goals": goal_rows({build: rows})})
     return 0
 
 
