@@ -33,6 +33,7 @@ __all__ = [
     "AlternateRoute",
     "CallTakerConfig",
     "CallerConfig",
+    "EVENT_LOOPS",
     "ConfigError",
     "ElementConfig",
     "EsrpConfig",
@@ -51,6 +52,10 @@ __all__ = [
 ]
 
 TRANSPORTS = ("udp", "tcp", "tls")
+
+
+# the `loop` choices of an element (`ng911.node.loop` says what each means)
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 
 
 class ConfigError(Ng911Error):
@@ -264,6 +269,8 @@ def _check_element(cfg: ElementConfig) -> None:
     _check_logger(cfg)
     if cfg.metrics:
         metrics_address(cfg.metrics)
+    if cfg.loop not in EVENT_LOOPS:
+        raise ConfigError(f"loop: {cfg.loop!r} is not one of {', '.join(EVENT_LOOPS)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,6 +394,9 @@ class ElementConfig(_Plain):
     # serve Prometheus text format at http://HOST:PORT/metrics (`ng911.node.metrics`);
     # "" = off. With workers, worker i serves PORT + i. `ng911 run --metrics` overrides it.
     metrics: str = ""
+    # the event loop `ng911 run` runs the element on (`ng911.node.loop`): "auto" = uvloop when
+    # installed, else asyncio's; "uvloop" (required); "asyncio". `ng911 run --loop` overrides it
+    loop: str = "auto"
 
     def __post_init__(self) -> None:
         _check_element(self)
