@@ -184,7 +184,7 @@ def run_element(args: argparse.Namespace) -> int:
             metrics_address(args.metrics)  # a bad value: one line, before anything starts
         cfg = load(args.element, args.config, args.table)
         # `--loop`, else the table's `loop` (lost and logger tables are dicts: auto)
-        loop = getattr(args, "loop", None) or getattr(cfg, "loop", "auto")
+        loop = str(getattr(args, "loop", None) or getattr(cfg, "loop", "auto"))
         if args.element == "lost":
             return run(serve_lost(cfg, args), loop)
         if args.element == "logger":
