@@ -131,7 +131,6 @@ def pg_server() -> Iterator[PgCluster]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-
 if os.environ.get("NG911_TEST_LOOP") == "uvloop":
     # `NG911_TEST_LOOP=uvloop` runs every async test on uvloop (what `ng911 run` picks by
     # default, `ng911.node.loop`): the TLS tests show that mutual TLS, SNI, resumption, the

@@ -30,10 +30,10 @@ from ng911.errors import Ng911Error
 from ng911.sip.digest import ALGORITHMS as DIGEST_ALGORITHMS
 
 __all__ = [
+    "EVENT_LOOPS",
     "AlternateRoute",
     "CallTakerConfig",
     "CallerConfig",
-    "EVENT_LOOPS",
     "ConfigError",
     "ElementConfig",
     "EsrpConfig",

@@ -33,7 +33,7 @@ def _have_uvloop() -> bool:
 
 
 def resolve_loop(choice: str) -> str:
-    """"uvloop" or "asyncio": what `choice` ("auto", "uvloop", "asyncio") means here."""
+    """ "uvloop" or "asyncio": what `choice` ("auto", "uvloop", "asyncio") means here."""
     if choice not in LOOPS:
         raise ConfigError(f"loop: {choice!r} is not one of {', '.join(LOOPS)}")
     if choice == "asyncio":
