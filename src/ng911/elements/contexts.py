@@ -88,6 +88,9 @@ class ClientCtx:
     timers: dict[str, int] = field(default_factory=dict)  # name -> its `TimerHeap` number
     data: dict[str, Any] = field(default_factory=dict)
     failed: bool = False
+    # what the callbacks act for (the proxy's Branch): lets an element pass callbacks bound
+    # once instead of a closure per request; dropped when the transaction ends
+    owner: Any = None
 
 
 Ctx = ServerCtx | ClientCtx

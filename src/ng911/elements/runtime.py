@@ -250,10 +250,13 @@ class SipElement(Addressing, Scheduler):
         server_name: str | None = None,
         on_response: OnResponse | None = None,
         on_failure: OnFailure | None = None,
+        owner: Any = None,
     ) -> ClientCtx:
-        """Send `request` in a new client transaction (its top Via must be ours)."""
+        """Send `request` in a new client transaction (its top Via must be ours). `owner`:
+        what the callbacks act for (`ClientCtx.owner`)."""
         tx = client_transaction(request, reliable=dest.reliable, timers=self.timers)
         ctx = ClientCtx(self, tx, request, dest, server_name, on_response, on_failure)
+        ctx.owner = owner
         self.table.add(tx)
         self._ctxs[tx.key] = ctx
         self.client_transactions += 1
@@ -390,6 +393,7 @@ class SipElement(Addressing, Scheduler):
         if isinstance(ctx, ClientCtx):
             ctx.on_response = None
             ctx.on_failure = None
+            ctx.owner = None
         else:
             self.server_released(ctx)
         ctx.data.clear()
