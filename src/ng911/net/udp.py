@@ -69,6 +69,8 @@ def kernel_drops(sock: socket.socket) -> int | None:
 
 # At most this many datagrams are read at one wake-up (asyncio reads one per wake-up).
 BATCH = 64
+# libuv (uvloop) reads at most this many per socket per wake-up (`uv__udp_recvmsg`)
+LIBUV_BATCH = 32
 
 
 class UdpEndpoint(asyncio.DatagramProtocol):
@@ -144,6 +146,10 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         batch, self._gathered = self._gathered, []
         if not batch:
             return
+        if len(batch) >= LIBUV_BATCH and self.sock is not None:
+            # libuv stopped at its cap: read on (a deeper queue than the cap is what
+            # overload control's backlog signal must see, and the batch to order)
+            batch += self._read_queued()
         if len(batch) == 1:
             self.backlog_floor = 1
             self._one(*batch[0])
