@@ -92,6 +92,13 @@ from rig import (
     write_result,
 )
 
+NG911_LOOP = ["auto"]  # every ng911 process's event loop (`--loop`)
+
+
+def set_default_loop(loop: str) -> None:
+    NG911_LOOP[0] = loop
+
+
 PROBE_RATE = 20  # cps of the latency probe (SIPp with -trace_msg)
 P99_LIMIT = 0.050  # s: a step fails when the INVITE→180 p99 is above this
 HOLD_MS = 100  # call hold time (ACK → BYE)
@@ -290,8 +297,11 @@ class Ng911Target(Target):
         element: str = "vsp",
         workers: int = 1,
         uac: str = "u1",
+        loop: str | None = None,
     ) -> None:
         self.uac_sockets = uac
+        # `loop` of the element's table (ng911.node.loop), so its workers run on it too
+        self.loop = loop or NG911_LOOP[0]
         self.els: list[Element] = []
         self.pki_dir = pki_dir
         self.profile = profile
@@ -302,7 +312,7 @@ class Ng911Target(Target):
 
     def start(self, transport: str, uas_port: int, workdir: Path) -> int:
         port = free_port()
-        config: dict[str, Any] = {}
+        config: dict[str, Any] = {"loop": self.loop}
         if transport == "tls":
             assert self.pki_dir is not None
             listeners = [{"transport": "tls", "host": LOCAL, "port": port}]
@@ -604,6 +614,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--census", action="store_true", help="only the GC census (what a call holds)")
     ap.add_argument("--out", type=Path, default=RESULTS / "load.json")
     ap.add_argument(
+        "--loop",
+        default="auto",
+        choices=("auto", "uvloop", "asyncio"),
+        help="the event loop of every ng911 process (`loop` of its table; default auto: "
+        "uvloop when installed)",
+    )
+    ap.add_argument(
         "--ng911-workers",
         default="1,2",
         help="comma list of ng911 worker-process counts for the UDP rows (default 1,2)",
@@ -670,6 +687,7 @@ def run_all(args: argparse.Namespace) -> int:
         if "tls" in transports:
             make_pki(pki_dir)
         counts = sorted({int(n) for n in args.ng911_workers.split(",") if n.strip()} or {1})
+        set_default_loop(args.loop)
         targets: list[Target] = [Ng911Target(pki_dir), KamailioTarget(args.children, pki_dir)]
         if any(n > 1 for n in counts):
             # workers share the port by SO_REUSEPORT: the kernel gives each caller socket to
@@ -737,6 +755,8 @@ def run_all(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - t_start
     summary = summarize(ladders)
     print_table(summary)
+    goals = goal_rows(summary)
+    print_goals(goals)
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = {
         "bench": "load",
@@ -745,8 +765,10 @@ def run_all(args: argparse.Namespace) -> int:
         "seconds_per_step": seconds,
         "kamailio_children": args.children,
         "ng911_workers": counts,
+        "ng911_loop": args.loop,
         "criteria": {"failed_calls": 0, "setup_p99_ms_below": P99_LIMIT * 1000},
         "summary": summary,
+        "goals": goals,
         "ladders": [
             {
                 "proxy": lad.proxy,
@@ -801,6 +823,68 @@ def summarize(ladders: Sequence[Ladder]) -> list[dict[str, Any]]:
         if k and k["cpu_us_per_call"] and r["cpu_us_per_call"]:
             r["cpu_vs_kamailio"] = round(r["cpu_us_per_call"] / k["cpu_us_per_call"], 2)
     return rows
+
+
+# Issue 16's goals, each a ratio to a peer measured in the same run: (what, our row, the
+# peer's row, the figure compared, goal as (">=" | "<=", ratio)). Rows are keyed by
+# (proxy, transport, uac) as `summarize` writes them.
+Row = tuple[str, str, str]
+GOALS: tuple[tuple[str, Row, Row, str, tuple[str, float]], ...] = (
+    ("VSP proxy UDP 1 worker max cps", ("ng911", "udp", "u1"), ("kamailio", "udp", "u1"),
+     "max_cps", (">=", 0.6)),
+    ("VSP proxy UDP 2 workers max cps", ("ng911 (2 workers)", "udp", "un"),
+     ("kamailio", "udp", "un"), "max_cps", (">=", 1.0)),
+    ("VSP proxy TCP max cps", ("ng911", "tcp", "u1"), ("kamailio", "tcp", "u1"), "max_cps",
+     (">=", 0.0)),
+    ("VSP proxy mutual TLS max cps", ("ng911", "tls", "u1"), ("kamailio", "tls", "u1"),
+     "max_cps", (">=", 1.2)),
+    ("proxy CPU per call UDP (us)", ("ng911", "udp", "u1"), ("kamailio", "udp", "u1"),
+     "cpu_us_per_call", ("<=", 1.3)),
+    ("ESRP (LoST per call) UDP max cps", ("ng911-esrp", "udp", "u1"), ("kamailio", "udp", "u1"),
+     "max_cps", (">=", 0.5)),
+)  # fmt: skip
+
+
+def goal_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """what | ng911 | peer same run | ratio | goal, for the goals this run measured both
+    sides of (the README's performance table is regenerated from these)."""
+    by_key = {(r["proxy"], r["transport"], r["uac"]): r for r in rows}
+    out = []
+    for what, ours_key, peer_key, figure, (cmp, target) in GOALS:
+        ours, peer = by_key.get(ours_key), by_key.get(peer_key)
+        if ours is None or peer is None:
+            continue
+        a, b = ours.get(figure), peer.get(figure)
+        ratio = round(a / b, 2) if a and b else None
+        met = None
+        if ratio is not None and target:
+            met = ratio >= target if cmp == ">=" else ratio <= target
+        out.append(
+            {
+                "what": what,
+                "ng911": a,
+                "peer": f"{peer_key[0]} {b if b is not None else '-'}",
+                "peer_value": b,
+                "ratio": ratio,
+                "goal": f"{cmp}{target}" if target else "-",
+                "met": met,
+            }
+        )
+    return out
+
+
+def print_goals(goals: Sequence[dict[str, Any]]) -> None:
+    if not goals:
+        return
+    print()
+    print(f"{'what':<34} {'ng911':>8} {'peer same run':>16} {'ratio':>6} {'goal':>6}  met")
+    for g in goals:
+        mine = opt(g["ng911"], ".0f")
+        met = {True: "yes", False: "NO", None: "-"}[g["met"]]
+        print(
+            f"{g['what']:<34} {mine:>8} {g['peer']:>16} {opt(g['ratio'], '.2f'):>6} "
+            f"{g['goal']:>6}  {met}"
+        )
 
 
 def print_table(rows: Sequence[dict[str, Any]]) -> None:

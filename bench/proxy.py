@@ -92,7 +92,12 @@ def serve(uas_port: int) -> None:
         await done.wait()
         await vsp.close()
 
-    asyncio.run(main())
+    if os.environ.get("NG911_BENCH_LOOP") == "uvloop":  # experiment: uvloop's event loop
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
 
 
 # --------------------------------------------------------------------------- the peers

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,3 +129,13 @@ def pg_server() -> Iterator[PgCluster]:
             capture_output=True,
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+if os.environ.get("NG911_TEST_LOOP") == "uvloop":
+    # `NG911_TEST_LOOP=uvloop` runs every async test on uvloop (what `ng911 run` picks by
+    # default, `ng911.node.loop`): the TLS tests show that mutual TLS, SNI, resumption, the
+    # key log and peer checks behave the same on it
+    import uvloop
+
+    def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any]:
+        return {"uvloop": uvloop.new_event_loop}

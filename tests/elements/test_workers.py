@@ -300,3 +300,23 @@ async def test_workers_that_cannot_bind_make_the_parent_exit_2(tmp_path):
     lines = err.decode().splitlines()
     assert len(lines) == 1 and "address already in use" in lines[0], lines
     assert f"('{LOCAL}', {port})" in lines[0]
+
+
+def test_worker_commands_carry_the_loop_and_events_on():
+    """Each worker runs on the loop the parent was asked for, its events in a file of its own."""
+    import argparse
+
+    from ng911.elements.config import VspConfig
+    from ng911.node.workers import worker_commands
+
+    args = argparse.Namespace(
+        element="vsp", config="c.toml", table=None, gc_freeze=1.0, quiet=True,
+        idle_timeout=None, lost_cache=False, events="e.jsonl", loop="asyncio", metrics=None,
+    )  # fmt: skip
+    cmds = worker_commands(args, VspConfig(), 2)
+    assert len(cmds) == 2
+    for i, cmd in enumerate(cmds):
+        assert cmd[cmd.index("--loop") + 1] == "asyncio"
+        assert cmd[cmd.index("--events") + 1] == f"e.jsonl.w{i}"
+    args.loop = None
+    assert all("--loop" not in c for c in worker_commands(args, VspConfig(), 2))

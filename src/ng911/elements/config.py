@@ -30,6 +30,7 @@ from ng911.errors import Ng911Error
 from ng911.sip.digest import ALGORITHMS as DIGEST_ALGORITHMS
 
 __all__ = [
+    "EVENT_LOOPS",
     "WORKERS_AUTO",
     "AlternateRoute",
     "CallTakerConfig",
@@ -53,6 +54,10 @@ __all__ = [
 ]
 
 TRANSPORTS = ("udp", "tcp", "tls")
+
+
+# the `loop` choices of an element (`ng911.node.loop` says what each means)
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 
 
 class ConfigError(Ng911Error):
@@ -276,6 +281,8 @@ def _check_element(cfg: ElementConfig) -> None:
     _check_logger(cfg)
     if cfg.metrics:
         metrics_address(cfg.metrics)
+    if cfg.loop not in EVENT_LOOPS:
+        raise ConfigError(f"loop: {cfg.loop!r} is not one of {', '.join(EVENT_LOOPS)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,6 +406,9 @@ class ElementConfig(_Plain):
     # serve Prometheus text format at http://HOST:PORT/metrics (`ng911.node.metrics`);
     # "" = off. With workers, worker i serves PORT + i. `ng911 run --metrics` overrides it.
     metrics: str = ""
+    # the event loop `ng911 run` runs the element on (`ng911.node.loop`): "auto" = uvloop when
+    # installed, else asyncio's; "uvloop" (required); "asyncio". `ng911 run --loop` overrides it
+    loop: str = "auto"
 
     def __post_init__(self) -> None:
         _check_element(self)

@@ -4,7 +4,6 @@ element's action loop (`SipElement._run`)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,7 +27,7 @@ class ServerCtx:
     tx: ServerTransaction
     request: Request
     source: Source
-    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    timers: dict[str, int] = field(default_factory=dict)  # name -> its `TimerHeap` number
     final: int = 0  # status of the final response sent, 0 while none
     to_tag: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
@@ -86,9 +85,12 @@ class ClientCtx:
     server_name: str | None
     on_response: OnResponse | None
     on_failure: OnFailure | None
-    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    timers: dict[str, int] = field(default_factory=dict)  # name -> its `TimerHeap` number
     data: dict[str, Any] = field(default_factory=dict)
     failed: bool = False
+    # what the callbacks act for (the proxy's Branch): lets an element pass callbacks bound
+    # once instead of a closure per request; dropped when the transaction ends
+    owner: Any = None
 
 
 Ctx = ServerCtx | ClientCtx

@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ng911.elements.contexts import OnFailure, OnResponse
 from ng911.elements.dialogs import DialogTable, path_of, reroute
 from ng911.elements.runtime import (
     ClientCtx,
@@ -128,6 +129,10 @@ class Proxy(SipElement):
         self.dialogs = DialogTable()  # dialog paths, for in-dialog requests without a route
         self._marks: tuple[str, ...] | None = None
         self._marks_for = -1
+        # the branches' transaction callbacks, bound once: a branch is the ctx's `owner`, so
+        # no closure (function and cells) is made per branch
+        self._branch_response_cb: OnResponse = self._branch_response
+        self._branch_failure_cb: OnFailure = self._branch_failure
 
     # ------------------------------------------------------------------ receiving
 
@@ -347,8 +352,9 @@ class Proxy(SipElement):
             req,
             dest,
             server_name=name,
-            on_response=lambda ctx, resp: self._on_branch_response(branch, resp),
-            on_failure=lambda ctx, status, cause: self._on_branch_failure(branch, status, cause),
+            on_response=self._branch_response_cb,
+            on_failure=self._branch_failure_cb,
+            owner=branch,
         )
         if target.timeout is not None and req.method == "INVITE":
             branch.timer = self.call_later(target.timeout, self._branch_timeout, branch)
@@ -391,6 +397,14 @@ class Proxy(SipElement):
         self.send_request(cancel, client.dest, server_name=client.server_name)
 
     # ------------------------------------------------------------------ branch events
+
+    def _branch_response(self, ctx: ClientCtx, resp: Response) -> None:
+        if isinstance(ctx.owner, Branch):
+            self._on_branch_response(ctx.owner, resp)
+
+    def _branch_failure(self, ctx: ClientCtx, status: int, cause: str) -> None:
+        if isinstance(ctx.owner, Branch):
+            self._on_branch_failure(ctx.owner, status, cause)
 
     def _branch_timeout(self, branch: Branch) -> None:
         if not branch.pending:

@@ -46,7 +46,7 @@ from ng911.elements.elementlog import EventLog
 from ng911.elements.errors import ElementError, status_of
 from ng911.elements.events import StateEvents
 from ng911.elements.i3state import ElementState, SecurityPosture
-from ng911.elements.scheduling import Scheduler
+from ng911.elements.scheduling import Scheduler, TimerHeap
 from ng911.errors import Ng911Error
 from ng911.net.address import Address, Source
 from ng911.net.admission import ListenerLimits
@@ -153,6 +153,8 @@ class SipElement(Addressing, Scheduler):
         self.transport.observers.extend(observers)
         self.table = TransactionTable()
         self._ctxs: dict[Any, Ctx] = {}
+        # every transaction timer of this element, behind one loop timer (`TimerHeap`)
+        self.tx_timers = TimerHeap(self._timer)
         self.handled = 0
         self.held_bytes = 0  # request text held by server transactions
         # counters read at scrape time (`ng911.node.metrics`), plain ints and dicts so the
@@ -229,9 +231,7 @@ class SipElement(Addressing, Scheduler):
         if had:
             await asyncio.sleep(0.02)  # let the last messages on a stream leave
         self.gate.stop()
-        for ctx in list(self._ctxs.values()):
-            for h in ctx.timers.values():
-                h.cancel()
+        self.tx_timers.stop()
         self._ctxs.clear()
         for task in list(self._tasks):
             task.cancel()
@@ -250,10 +250,13 @@ class SipElement(Addressing, Scheduler):
         server_name: str | None = None,
         on_response: OnResponse | None = None,
         on_failure: OnFailure | None = None,
+        owner: Any = None,
     ) -> ClientCtx:
-        """Send `request` in a new client transaction (its top Via must be ours)."""
+        """Send `request` in a new client transaction (its top Via must be ours). `owner`:
+        what the callbacks act for (`ClientCtx.owner`)."""
         tx = client_transaction(request, reliable=dest.reliable, timers=self.timers)
         ctx = ClientCtx(self, tx, request, dest, server_name, on_response, on_failure)
+        ctx.owner = owner
         self.table.add(tx)
         self._ctxs[tx.key] = ctx
         self.client_transactions += 1
@@ -332,14 +335,15 @@ class SipElement(Addressing, Scheduler):
                     src = ctx.source
                     self._send_now(a.message, src.address, None, src.connection_id, ctx)
             elif isinstance(a, StartTimer):
+                timers = self.tx_timers
                 old = ctx.timers.pop(a.name, None)
                 if old is not None:
-                    old.cancel()
-                ctx.timers[a.name] = self.loop.call_later(a.delay, self._timer, ctx, a.name)
+                    timers.cancel(old)
+                ctx.timers[a.name] = timers.start(self.loop, a.delay, ctx, a.name)
             elif isinstance(a, CancelTimer):
-                h = ctx.timers.pop(a.name, None)
-                if h is not None:
-                    h.cancel()
+                seq = ctx.timers.pop(a.name, None)
+                if seq is not None:
+                    self.tx_timers.cancel(seq)
             elif isinstance(a, Deliver):
                 if isinstance(ctx, ClientCtx):
                     if ctx.on_response is not None and isinstance(a.message, Response):
@@ -358,8 +362,8 @@ class SipElement(Addressing, Scheduler):
                 self.table.remove(ctx.tx)
                 if self._ctxs.pop(ctx.tx.key, None) is not None and isinstance(ctx, ServerCtx):
                     self.held_bytes -= ctx.size
-                for h in ctx.timers.values():
-                    h.cancel()
+                for seq in ctx.timers.values():
+                    self.tx_timers.cancel(seq)
                 ctx.timers.clear()
                 self._release(ctx)
 
@@ -389,6 +393,7 @@ class SipElement(Addressing, Scheduler):
         if isinstance(ctx, ClientCtx):
             ctx.on_response = None
             ctx.on_failure = None
+            ctx.owner = None
         else:
             self.server_released(ctx)
         ctx.data.clear()
@@ -397,8 +402,12 @@ class SipElement(Addressing, Scheduler):
         """Hook: a server transaction ended; drop what refers back to it."""
 
     def _timer(self, ctx: Ctx, name: str) -> None:
+        """A transaction timer came due (`tx_timers`): the machine's actions, guarded."""
         ctx.timers.pop(name, None)
-        self._guarded(lambda: self._run(ctx, ctx.tx.on_timer(name)), ())
+        self._guarded(self._timer_actions, (ctx, name))
+
+    def _timer_actions(self, ctx: Ctx, name: str) -> None:
+        self._run(ctx, ctx.tx.on_timer(name))
 
     # -------------------------------------------------------------- receiving
 

@@ -648,12 +648,13 @@ class SipTransportLayer:
         self, ep: UdpEndpoint, msg: Request | Response, data: bytes, addr: tuple[str, int]
     ) -> None:
         self.stats.count_in(msg)
-        remote = Address("udp", addr[0], addr[1])
+        src = ep.source_of(addr)
+        remote = src.address
         if isinstance(msg, Request) and not self._server_via(msg, remote, None, ep):
             return
         if self.observers:
             self._emit_message("in", "udp", ep.local, remote, data, len(data), msg, None)
-        self._dispatch(msg, Source(remote, ep.local))
+        self._dispatch(msg, src)
 
     def _server_via(
         self,

@@ -115,6 +115,12 @@ def register(sub: Any) -> None:
         "the table, else off; port 0 picks one, named in the --ready line); with --workers, "
         "worker i serves PORT+i. `ng911 stats` prints them",
     )
+    p.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        help="the event loop (default: `loop` of the table, else auto = uvloop when "
+        "installed, else asyncio's); see ng911.node.loop",
+    )
     p.add_argument("--worker-role", help=argparse.SUPPRESS)  # what the parent gives a worker
     p.set_defaults(func=run_element)
     _register_stats(sub)
@@ -189,6 +195,7 @@ def parse_workers(text: str) -> int | str:
 def run_element(args: argparse.Namespace) -> int:
     from ng911.elements.config import metrics_address
     from ng911.errors import Ng911Error
+    from ng911.node.loop import run
     from ng911.node.serve import load, serve_element, serve_logger, serve_lost, worker_config
     from ng911.node.workers import supervise, worker_count
 
@@ -197,17 +204,19 @@ def run_element(args: argparse.Namespace) -> int:
         if args.metrics is not None:
             metrics_address(args.metrics)  # a bad value: one line, before anything starts
         cfg = load(args.element, args.config, args.table)
+        # `--loop`, else the table's `loop` (lost and logger tables are dicts: auto)
+        loop = str(getattr(args, "loop", None) or getattr(cfg, "loop", "auto"))
         if args.element == "lost":
-            return asyncio.run(serve_lost(cfg, args))
+            return run(serve_lost(cfg, args), loop)
         if args.element == "logger":
-            return asyncio.run(serve_logger(cfg, args))
+            return run(serve_logger(cfg, args), loop)
         if args.worker_role:
             cfg = worker_config(cfg, args.worker_role)
         else:
             n = worker_count(args, cfg)
             if n > 1:
-                return asyncio.run(supervise(args, cfg, n))
-        return asyncio.run(serve_element(args.element, cfg, args))
+                return asyncio.run(supervise(args, cfg, n))  # the parent only waits
+        return run(serve_element(args.element, cfg, args), loop)
     except (Ng911Error, OSError) as exc:  # OSError: a listener that cannot bind; one line
         who = " ".join(x for x in ("ng911 run", args.element) if x)
         print(f"{who}: {exc}", file=sys.stderr)

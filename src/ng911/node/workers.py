@@ -372,6 +372,7 @@ def worker_commands(args: argparse.Namespace, cfg: Any, n: int) -> list[list[str
     base += ["--table", args.table] if args.table else []
     base += ["--ready", "--gc-freeze", str(args.gc_freeze)]
     base += ["--quiet"] if args.quiet else []
+    base += ["--loop", args.loop] if getattr(args, "loop", None) else []
     if args.idle_timeout is not None:
         base += ["--idle-timeout", str(args.idle_timeout)]
     if args.lost_cache:

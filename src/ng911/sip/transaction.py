@@ -330,6 +330,18 @@ def server_key(request: Request, *, method: str | None = None) -> TransactionKey
 class _Machine:
     """Runs one of the tables: the shared interpreter of steps."""
 
+    # one per transaction, thousands live at once: no per-instance __dict__
+    __slots__ = (
+        "_last_interval",
+        "_running",
+        "_started",
+        "last_response",
+        "reliable",
+        "request",
+        "state",
+        "timers",
+    )
+
     TABLE: ClassVar[Table]
     ENTRY: ClassVar[Steps]
     INITIAL: ClassVar[State]
@@ -461,6 +473,8 @@ class ClientTransaction(_Machine):
     Use `client_transaction()` to get the INVITE or non-INVITE variant.
     """
 
+    __slots__ = ("ack", "key")
+
     def __init__(self, request: Request, *, reliable: bool, timers: TimerConfig) -> None:
         if request.method == "ACK":
             raise TransactionError("ACK has no client transaction (RFC 3261 §17)")
@@ -497,12 +511,14 @@ class ClientTransaction(_Machine):
 
 
 class InviteClientTransaction(ClientTransaction):
+    __slots__ = ()
     TABLE = INVITE_CLIENT_TABLE
     ENTRY = ("send request", "start A", "start B")
     INITIAL = CALLING
 
 
 class NonInviteClientTransaction(ClientTransaction):
+    __slots__ = ()
     TABLE = NON_INVITE_CLIENT_TABLE
     ENTRY = ("send request", "start E", "start F")
     INITIAL = TRYING
@@ -514,6 +530,8 @@ class ServerTransaction(_Machine):
     `start()` delivers the request to the TU. The TU answers through `send_response`; request
     retransmissions go to `on_request` and are absorbed (the last response is resent).
     """
+
+    __slots__ = ("key",)
 
     def __init__(self, request: Request, *, reliable: bool, timers: TimerConfig) -> None:
         if request.method == "ACK":
@@ -555,12 +573,14 @@ class ServerTransaction(_Machine):
 
 
 class InviteServerTransaction(ServerTransaction):
+    __slots__ = ()
     TABLE = INVITE_SERVER_TABLE
     ENTRY = ("deliver",)
     INITIAL = PROCEEDING
 
 
 class NonInviteServerTransaction(ServerTransaction):
+    __slots__ = ()
     TABLE = NON_INVITE_SERVER_TABLE
     ENTRY = ("deliver",)
     INITIAL = TRYING
