@@ -67,6 +67,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from goals import goal_row
+from goals import print_table as print_table_of_goals
 from loadgen import Callee, make_pki, pki_paths, tls_calls
 from ng911.interop.kamailio import Kamailio, stateful_proxy_cfg, tls_cfg
 from ng911.interop.sipp import (
@@ -756,7 +758,7 @@ def run_all(args: argparse.Namespace) -> int:
     summary = summarize(ladders)
     print_table(summary)
     goals = goal_rows(summary)
-    print_goals(goals)
+    print_table_of_goals(goals)
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = {
         "bench": "load",
@@ -829,62 +831,49 @@ def summarize(ladders: Sequence[Ladder]) -> list[dict[str, Any]]:
 # peer's row, the figure compared, goal as (">=" | "<=", ratio)). Rows are keyed by
 # (proxy, transport, uac) as `summarize` writes them.
 Row = tuple[str, str, str]
+C1, C8 = "1 connection(s)", "8 connection(s)"
 GOALS: tuple[tuple[str, Row, Row, str, tuple[str, float]], ...] = (
     ("VSP proxy UDP 1 worker max cps", ("ng911", "udp", "u1"), ("kamailio", "udp", "u1"),
      "max_cps", (">=", 0.6)),
     ("VSP proxy UDP 2 workers max cps", ("ng911 (2 workers)", "udp", "un"),
      ("kamailio", "udp", "un"), "max_cps", (">=", 1.0)),
-    ("VSP proxy TCP max cps", ("ng911", "tcp", "u1"), ("kamailio", "tcp", "u1"), "max_cps",
-     (">=", 0.0)),
-    ("VSP proxy mutual TLS max cps", ("ng911", "tls", "u1"), ("kamailio", "tls", "u1"),
+    ("VSP proxy mutual TLS max cps", ("ng911", "tls", C1), ("kamailio", "tls", C1),
      "max_cps", (">=", 1.2)),
-    ("proxy CPU per call UDP (us)", ("ng911", "udp", "u1"), ("kamailio", "udp", "u1"),
+    ("proxy CPU per call, UDP", ("ng911", "udp", "u1"), ("kamailio", "udp", "u1"),
      "cpu_us_per_call", ("<=", 1.3)),
     ("ESRP (LoST per call) UDP max cps", ("ng911-esrp", "udp", "u1"), ("kamailio", "udp", "u1"),
      "max_cps", (">=", 0.5)),
+    ("VSP proxy mutual TLS, 2 workers, 8 connections", ("ng911 (2 workers)", "tls", C8),
+     ("kamailio", "tls", C8), "max_cps", (">=", 1.2)),
 )  # fmt: skip
 
 
 def goal_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """what | ng911 | peer same run | ratio | goal, for the goals this run measured both
-    sides of (the README's performance table is regenerated from these)."""
+    """The goals this run measured both sides of, as bench/goals.py rows (the README's goals
+    table is regenerated from them). A goal of 0 is shown, not judged."""
     by_key = {(r["proxy"], r["transport"], r["uac"]): r for r in rows}
     out = []
     for what, ours_key, peer_key, figure, (cmp, target) in GOALS:
         ours, peer = by_key.get(ours_key), by_key.get(peer_key)
         if ours is None or peer is None:
             continue
-        a, b = ours.get(figure), peer.get(figure)
-        ratio = round(a / b, 2) if a and b else None
-        met = None
-        if ratio is not None and target:
-            met = ratio >= target if cmp == ">=" else ratio <= target
-        out.append(
-            {
-                "what": what,
-                "ng911": a,
-                "peer": f"{peer_key[0]} {b if b is not None else '-'}",
-                "peer_value": b,
-                "ratio": ratio,
-                "goal": f"{cmp}{target}" if target else "-",
-                "met": met,
-            }
+        unit = "µs" if figure == "cpu_us_per_call" else "cps"
+        peer_name = "Kamailio" if peer_key[0] == "kamailio" else peer_key[0]
+        if peer_key[2] == "un":
+            peer_name += " (socket per call)"
+        row = goal_row(
+            what,
+            ours.get(figure),
+            unit,
+            target,
+            peer=peer_name,
+            peer_value=peer.get(figure),
+            lower_is_better=cmp == "<=",
         )
+        if not target:
+            row["met"] = None
+        out.append(row)
     return out
-
-
-def print_goals(goals: Sequence[dict[str, Any]]) -> None:
-    if not goals:
-        return
-    print()
-    print(f"{'what':<34} {'ng911':>8} {'peer same run':>16} {'ratio':>6} {'goal':>6}  met")
-    for g in goals:
-        mine = opt(g["ng911"], ".0f")
-        met = {True: "yes", False: "NO", None: "-"}[g["met"]]
-        print(
-            f"{g['what']:<34} {mine:>8} {g['peer']:>16} {opt(g['ratio'], '.2f'):>6} "
-            f"{g['goal']:>6}  {met}"
-        )
 
 
 def print_table(rows: Sequence[dict[str, Any]]) -> None:
