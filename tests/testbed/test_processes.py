@@ -264,3 +264,61 @@ async def test_addresses_taken_everywhere_fail_after_bounded_retries(tmp_path):
         assert time.monotonic() - t0 < 25
     finally:
         s.close()
+
+
+_ORPHAN_SCRIPT = """
+import asyncio, json, sys
+from pathlib import Path
+from smalltopo import small_topology
+from ng911.testbed.plan import ChainOptions
+from ng911.testbed.processes import start_processes
+from ng911.testbed.scenarios import get_scenario
+from ng911.testbed.topology import load_topology
+
+async def main():
+    tmp = Path(sys.argv[1])
+    topo = load_topology(small_topology(tmp), get_scenario("tls-all"))
+    chain = await start_processes(topo, tmp / "w", opts=ChainOptions(logger=True, processes=True))
+    print(json.dumps({c.name: c.pid for c in chain.children.values()}), flush=True)
+    await asyncio.sleep(60)  # killed long before
+
+asyncio.run(main())
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:  # a zombie is gone, only not yet reaped
+        return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_testbed_killed_mid_run_leaves_no_element_or_service_running(tmp_path):
+    """SIGKILL to the testbed (no chance to stop its children): every element process and
+    the LoST and logger services see their stdin close and stop by themselves. Before, they
+    ran on, orphaned (a logger process was found still serving an hour after a test)."""
+    here = os.path.dirname(__file__)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_SCRIPT, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        pids = json.loads(line)
+        assert {"lost", "logger", "vsp", "esrp"} <= set(pids), pids
+        assert all(_alive(p) for p in pids.values())
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(p) for p in pids.values()):
+        time.sleep(0.1)
+    left = {n: p for n, p in pids.items() if _alive(p)}
+    for p in left.values():  # do not leave them to the next test either
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"still running after their testbed was killed: {left}"

@@ -122,6 +122,9 @@ def register(sub: Any) -> None:
         "installed, else asyncio's); see ng911.node.loop",
     )
     p.add_argument("--worker-role", help=argparse.SUPPRESS)  # what the parent gives a worker
+    # started by a parent that holds our stdin open (the testbed's element processes): stop
+    # when it reaches EOF, so a parent killed mid-run leaves no element or service running
+    p.add_argument("--stop-with-parent", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=run_element)
     _register_stats(sub)
 

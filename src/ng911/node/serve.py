@@ -304,7 +304,10 @@ async def _serve_http(
             if metrics is not None:
                 ready["metrics"] = metrics.url
             print(json.dumps(ready), flush=True)
-        await stop.wait()
+        if getattr(args, "stop_with_parent", False):
+            await _until_stopped_or_orphaned(stop)
+        else:
+            await stop.wait()
         return 0
     finally:
         if metrics is not None:
@@ -457,7 +460,7 @@ async def _serve_started(el: SipElement, cfg: Any, args: argparse.Namespace) -> 
             for r in recs:
                 print(json.dumps(r.to_dict()))
             return 0 if recs and all(r.ok for r in recs) else 1
-        if el.worker is not None:
+        if el.worker is not None or getattr(args, "stop_with_parent", False):
             await _until_stopped_or_orphaned(stop)
         else:
             await stop.wait()
@@ -470,7 +473,8 @@ async def _serve_started(el: SipElement, cfg: Any, args: argparse.Namespace) -> 
 
 
 async def _until_stopped_or_orphaned(stop: asyncio.Event) -> None:
-    """A worker: until a signal, or until its parent is gone (stdin EOF)."""
+    """A worker (or any process run with `--stop-with-parent`): until a signal, or until its
+    parent is gone (stdin EOF)."""
     waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(parent_gone())}
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)

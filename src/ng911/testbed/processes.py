@@ -256,12 +256,15 @@ class ProcessChain:
 
     # -- start ---------------------------------------------------------------------------
 
-    async def spawn(self, child: Child, *, control: bool = False) -> None:
+    async def spawn(self, child: Child) -> None:
         err = child.stderr.open("wb")
         try:
             child.proc = await asyncio.create_subprocess_exec(
                 *child.argv,
-                stdin=asyncio.subprocess.PIPE if control else asyncio.subprocess.DEVNULL,
+                # every child gets a pipe: the caller reads its calls from it, the others stop
+                # when it closes (`--stop-with-parent`), so a testbed killed mid-run (SIGKILL,
+                # a crash) leaves no element or service behind
+                stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=err,
                 start_new_session=True,  # Ctrl-C reaches the testbed, which stops them in order
@@ -588,6 +591,8 @@ def _child(chain: ProcessChain, host: Host, bundle: Path, lab: NetnsLab | None) 
     events = work / "events" / f"{host.name}.jsonl"
     events.unlink(missing_ok=True)
     argv = [*_python(), "run", "--bundle", str(bundle), "--ready"]
+    if host.role != "caller":  # the caller's stdin is its control channel: EOF ends it too
+        argv.append("--stop-with-parent")
     if host.role not in HTTP_ROLES:
         argv += ["--events", str(events)]
         if chain.live:  # watched live: written in smaller, more frequent steps
@@ -637,5 +642,5 @@ async def _launch(chain: ProcessChain, plan: ChainPlan, lab: NetnsLab | None) ->
         await chain.spawn(c)
     await chain.wait_ready(wave1)
     for c in wave2:
-        await chain.spawn(c, control=c.role == "caller")
+        await chain.spawn(c)
     await chain.wait_ready(wave2)
