@@ -322,3 +322,26 @@ def test_a_testbed_killed_mid_run_leaves_no_element_or_service_running(tmp_path)
     for p in left.values():  # do not leave them to the next test either
         os.kill(p, signal.SIGKILL)
     assert not left, f"still running after their testbed was killed: {left}"
+
+
+async def test_live_observers_see_the_last_call_even_when_the_chain_closes_at_once(tmp_path):
+    """The live feed reads the event files every 0.1 s; a chain closed right after its last
+    call must still hand that call's messages to the live observers (a final read once the
+    children have stopped). Before, the feed was cancelled first and the last call could
+    be missing from the console."""
+    topo = load_topology(small_topology(tmp_path), get_scenario("plain"))
+    seen: list = []
+    chain = await start_processes(
+        topo,
+        tmp_path / "w",
+        opts=ChainOptions(hangup_after=0.01, processes=True),
+        live=[seen.append],
+    )
+    try:
+        rec = await chain.place_call(40.7580, -73.9855)
+        assert rec.ok
+    finally:
+        await chain.close()  # at once: no live period has passed since the call
+    invites = [e for e in seen if bytes(getattr(e, "data", b"")).startswith(b"INVITE ")]
+    assert invites, "the call's INVITE never reached the live observer"
+    assert any(rec.call_id.encode() in bytes(e.data) for e in invites)

@@ -190,6 +190,7 @@ class ProcessChain:
     live: Sequence[Observer] = ()  # fed while the chain runs, from the tailed event files
     live_skipped: int = 0  # bytes of event files the live feed jumped over (it fell behind)
     _live_task: asyncio.Task[None] | None = None
+    _tails: dict[Path, EventTail] = field(default_factory=dict)
     relays: list[HopRelay] = field(default_factory=list)
     claim: socket.socket | None = None
     lab: NetnsLab | None = None
@@ -334,12 +335,11 @@ class ProcessChain:
             return
         self.closed = True
         self.stopping = True
-        if self._live_task is not None:
-            self._live_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._live_task
         try:
-            await self._stop_children()
+            try:
+                await self._stop_children()
+            finally:
+                await self._stop_live()
             self._collect()
             for relay in self.relays:
                 try:
@@ -440,36 +440,57 @@ class ProcessChain:
         """Every `LIVE_PERIOD`: read what the children appended, within `LIVE_BUDGET` of CPU
         (the files in turn, the first one changing each period, so a flood in one costs the
         others nothing and the testbed's own loop stays free to pace the calls)."""
-        tails: dict[Path, EventTail] = {}
         turn = 0
+        while True:
+            await asyncio.sleep(LIVE_PERIOD)
+            turn += 1
+            self._read_live(turn, LIVE_BUDGET)
+
+    def _read_live(self, turn: int, budget: float | None, rounds: int = 1) -> None:
+        """One read of every event file (`rounds` reads while they give more), the files in
+        turn from `turn`, stopping after `budget` s of CPU (None: no limit); the events, in
+        time order, to each live observer."""
+        files = [c.events for c in self.children.values() if c.role not in HTTP_ROLES]
+        batch: list[Any] = []
+        t0 = time.perf_counter()
+        for k in range(len(files)):
+            path = files[(turn + k) % len(files)]
+            tail = self._tails.get(path)
+            if tail is None:
+                tail = self._tails[path] = EventTail(
+                    path, max_read=LIVE_READ, max_backlog=8 * LIVE_READ
+                )
+            for _ in range(rounds):
+                got = tail.read()
+                batch.extend(got)
+                if not got:
+                    break
+            if budget is not None and time.perf_counter() - t0 > budget:
+                break
+        self.live_skipped = sum(t.skipped for t in self._tails.values())
+        batch.sort(key=_mono)  # the elements' files interleaved, in time order
+        for ev in batch:
+            for obs in self.live:
+                try:
+                    obs(ev)
+                except Exception:  # a watcher's bug never stops the feed
+                    pass
+
+    async def _stop_live(self) -> None:
+        """The children have stopped (their files are complete): one last read, so the live
+        observers see the run's last events too (the last call's, and the closing ones),
+        then the files are let go. Bounded: at most 16 reads of each file."""
+        if self._live_task is None:
+            return
+        self._live_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._live_task
         try:
-            while True:
-                await asyncio.sleep(LIVE_PERIOD)
-                batch: list[Any] = []
-                files = [c.events for c in self.children.values() if c.role not in HTTP_ROLES]
-                turn += 1
-                t0 = time.perf_counter()
-                for k in range(len(files)):
-                    path = files[(turn + k) % len(files)]
-                    tail = tails.get(path)
-                    if tail is None:
-                        tail = tails[path] = EventTail(
-                            path, max_read=LIVE_READ, max_backlog=8 * LIVE_READ
-                        )
-                    batch.extend(tail.read())
-                    if time.perf_counter() - t0 > LIVE_BUDGET:
-                        break
-                self.live_skipped = sum(t.skipped for t in tails.values())
-                batch.sort(key=_mono)  # the elements' files interleaved, in time order
-                for ev in batch:
-                    for obs in self.live:
-                        try:
-                            obs(ev)
-                        except Exception:  # a watcher's bug never stops the feed
-                            pass
+            self._read_live(0, None, rounds=16)
         finally:
-            for t in tails.values():
+            for t in self._tails.values():
                 t.close()
+            self._tails.clear()
 
     def _merge_keylogs(self) -> None:
         """One key log for the run, as in-process (tshark takes one file)."""
