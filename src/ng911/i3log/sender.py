@@ -11,11 +11,15 @@ the element log; it never has a call wait for its log). So:
   even the mapping (parsing a SIP message) happens off the call path.
 - `concurrency` background tasks (default 4) take items in order, map them (`mapper`
   calls `emit` with each LogEvent: a second bounded queue), sign each LogEvent
-  (`jws.Signer`) and POST it to `{url}/LogEvents` over one keep-alive aiohttp session
-  (https with the element's client context: mutual TLS when the logger asks for it).
+  (`jws.Signer`) and POST it to `{url}/LogEvents` over `ng911.net.http1client`'s keep-alive
+  connections, one per task (https with the element's client context: mutual TLS when the
+  logger asks for it).
 - A connection error, a timeout or a 5xx is retried after a backoff (`backoff` doubling to
   `max_backoff`, at most `retries` times, counted in `retried`); then the event is counted
-  `failed` and the next one is tried. A 4xx
+  `failed` and the next one is tried. Delivery is at least once: besides these retries, the
+  HTTP client repeats a POST once at once when a reused keep-alive connection was closed
+  before any byte of the answer (the logger's idle close racing it, RFC 9112 §9.3.1); a
+  repeated LogEvent carries the same `logEventId`. A 4xx
   is the logger refusing that event (bad signature, bad LogEvent): counted `refused`, never
   retried.
 - `close()` gives the queue `drain` seconds to empty, then cancels the task.
@@ -38,10 +42,9 @@ import logging
 import ssl
 from typing import Any, Protocol
 
-import aiohttp
-
 from ng911.i3log.events import LogEvent
 from ng911.i3log.jws import Signer
+from ng911.net.http1client import ClientLimits, HttpClient, HttpClientError
 
 __all__ = ["LogSender", "endpoint"]
 
@@ -98,7 +101,7 @@ class LogSender:
         self._busy = 0
         self._closed = False
         self.paused = False
-        self._session: aiohttp.ClientSession | None = None
+        self._http: HttpClient | None = None
         self.sent = self.failed = self.refused = self.dropped = self.retried = 0
         self.unmapped = 0
         self.ids: collections.deque[str] = collections.deque(maxlen=1000)  # last logEventIds
@@ -180,9 +183,9 @@ class LogSender:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     async def flush(self, timeout: float) -> bool:
         """Everything queued sent (or failed, refused), then what the mapper holds back
@@ -246,16 +249,11 @@ class LogSender:
             finally:
                 self._busy -= 1
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                ssl=self.ssl_context if self.ssl_context is not None else True,
-                limit=self.concurrency,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout)
-            )
-        return self._session
+    def _client(self) -> HttpClient:
+        if self._http is None or self._http.closed:
+            limits = ClientLimits(max_per_origin=self.concurrency, connect_timeout=self.timeout)
+            self._http = HttpClient(self.ssl_context, limits)
+        return self._http
 
     async def _deliver(self, event: LogEvent) -> None:
         body = json.dumps(self.signer.sign(event)).encode()
@@ -266,13 +264,12 @@ class LogSender:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_backoff)
             try:
-                async with self._client().post(
-                    self.url, data=body, headers={"Content-Type": "application/json"}
-                ) as resp:
-                    answer = await resp.read()
-                    status = resp.status
-            except (aiohttp.ClientError, OSError, TimeoutError, ssl.SSLError):
+                resp = await self._client().post(
+                    self.url, body, "application/json", timeout=self.timeout, retry=True
+                )
+            except HttpClientError:
                 continue
+            answer, status = resp.body, resp.status
             if status == 201:
                 self.sent += 1
                 with contextlib.suppress(ValueError, AttributeError, TypeError):
