@@ -160,6 +160,7 @@ def test_chunked_close_delimited_and_interim_answers(loop_kind: str) -> None:
         async with raw_server(answers(*interim)) as (url, _):
             r = await client.post(url, b"q", "text/plain", timeout=2)
             assert (r.status, r.body) == (200, b"ok")
+        await asyncio.sleep(0.1)
         assert client.connections == 0  # each server closed: nothing kept
         await client.close()
 
