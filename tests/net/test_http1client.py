@@ -311,3 +311,36 @@ def test_cancelled_request_frees_its_connection(loop_kind: str) -> None:
         await client.close()
 
     run(loop_kind, main)
+
+
+def test_pipelined_posts_answered_in_order(loop_kind: str) -> None:
+    async def two_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(2):
+            await read_request(reader)
+            writer.write(OK)
+        await writer.drain()
+
+    async def main() -> None:
+        async with http_server(slow_echo) as srv:
+            url = f"http://127.0.0.1:{srv.port}/LogEvents"
+            client = HttpClient(limits=ClientLimits(max_per_origin=1))
+            bodies = [b"e%d" % i for i in range(10)]
+            got = await client.post_many(url, bodies, "application/json", timeout=5)
+            assert [r.body for r in got] == [b"POST /LogEvents " + b for b in bodies]  # type: ignore[union-attr]
+            assert client.connections == 1  # kept for the next batch
+            await client.close()
+        async with raw_server(two_then_close) as (url, accepted):
+            client = HttpClient()
+            got = await client.post_many(url, [b"1", b"2", b"3", b"4"], "text/plain", timeout=2)
+            assert [getattr(r, "body", None) for r in got[:2]] == [b"ok", b"ok"]
+            assert all(isinstance(r, HttpClientError) and r.kind == "closed" for r in got[2:])
+            got = await client.post_many(url, [b"1", b"2"], "text/plain", timeout=2)
+            assert [getattr(r, "body", None) for r in got] == [b"ok", b"ok"]
+            # that connection, reused, is closed before the first answer: once more, fresh
+            got = await client.post_many(url, [b"1", b"2"], "text/plain", timeout=2, retry=True)
+            assert [getattr(r, "body", None) for r in got] == [b"ok", b"ok"]
+            await asyncio.sleep(0.1)
+            assert accepted[0] == 3 and client.connections == 0
+            await client.close()
+
+    run(loop_kind, main)
