@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from test_http1 import echo, run  # the same two loops, the same echo handler
 
 from ng911.net.http1 import HttpServer, Request, Response
 from ng911.net.http1client import ClientLimits, HttpClient, HttpClientError
@@ -22,19 +23,6 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 @pytest.fixture(params=["asyncio", "uvloop"])
 def loop_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-def run(kind: str, coro_fn: Callable[[], Awaitable[None]]) -> None:
-    if kind == "uvloop":
-        import uvloop
-
-        uvloop.run(coro_fn())  # type: ignore[arg-type]
-    else:
-        asyncio.run(coro_fn())  # type: ignore[arg-type]
-
-
-def echo(req: Request) -> Response:
-    return Response(200, b"%s %s %s" % (req.method.encode(), req.path.encode(), req.body))
 
 
 async def slow_echo(req: Request) -> Response:
