@@ -20,9 +20,9 @@ the element log; it never has a call wait for its log). So:
 - A connection error, a timeout or a 5xx is retried after a backoff (`backoff` doubling to
   `max_backoff`, at most `retries` times, counted in `retried`); then the event is counted
   `failed` and the next one is tried. Delivery is at least once: besides these retries, the
-  HTTP client repeats a POST once at once when a reused keep-alive connection was closed
-  before any byte of the answer (the logger's idle close racing it, RFC 9112 §9.3.1); a
-  repeated LogEvent carries the same `logEventId`. A 4xx
+  HTTP client repeats a POST (a pipelined batch) once at once when a reused keep-alive
+  connection was closed before any byte of its (first) answer (the logger's idle close
+  racing it, RFC 9112 §9.3.1); a repeated LogEvent carries the same `logEventId`. A 4xx
   is the logger refusing that event (bad signature, bad LogEvent): counted `refused`, never
   retried.
 - `close()` gives the queue `drain` seconds to empty, then cancels the task.
