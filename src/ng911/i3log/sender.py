@@ -11,11 +11,18 @@ the element log; it never has a call wait for its log). So:
   even the mapping (parsing a SIP message) happens off the call path.
 - `concurrency` background tasks (default 4) take items in order, map them (`mapper`
   calls `emit` with each LogEvent: a second bounded queue), sign each LogEvent
-  (`jws.Signer`) and POST it to `{url}/LogEvents` over one keep-alive aiohttp session
-  (https with the element's client context: mutual TLS when the logger asks for it).
+  (`jws.Signer`) and POST it to `{url}/LogEvents` over `ng911.net.http1client`'s keep-alive
+  connections, one per task (https with the element's client context: mutual TLS when the
+  logger asks for it). A task takes up to `pipeline` LogEvents (default 8) that are already
+  waiting and sends them pipelined (RFC 9112 §9.3.2: one write, answers in order): i3 POSTs
+  one LogEvent per request, and the send and the wake-ups were a large part of each one's
+  cost; a lone LogEvent goes alone, at once.
 - A connection error, a timeout or a 5xx is retried after a backoff (`backoff` doubling to
   `max_backoff`, at most `retries` times, counted in `retried`); then the event is counted
-  `failed` and the next one is tried. A 4xx
+  `failed` and the next one is tried. Delivery is at least once: besides these retries, the
+  HTTP client repeats a POST (a pipelined batch) once at once when a reused keep-alive
+  connection was closed before any byte of its (first) answer (the logger's idle close
+  racing it, RFC 9112 §9.3.1); a repeated LogEvent carries the same `logEventId`. A 4xx
   is the logger refusing that event (bad signature, bad LogEvent): counted `refused`, never
   retried.
 - `close()` gives the queue `drain` seconds to empty, then cancels the task.
@@ -38,10 +45,9 @@ import logging
 import ssl
 from typing import Any, Protocol
 
-import aiohttp
-
 from ng911.i3log.events import LogEvent
 from ng911.i3log.jws import Signer
+from ng911.net.http1client import ClientLimits, HttpClient, HttpClientError, HttpResponse
 
 __all__ = ["LogSender", "endpoint"]
 
@@ -80,6 +86,7 @@ class LogSender:
         max_backoff: float = 2.0,
         concurrency: int = 4,
         mapper: Mapper | None = None,
+        pipeline: int = 8,
     ) -> None:
         self.url = endpoint(url)
         self.signer = signer
@@ -90,6 +97,7 @@ class LogSender:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.concurrency = max(1, concurrency)
+        self.pipeline = max(1, pipeline)
         self.mapper = mapper
         self._queue: collections.deque[Any] = collections.deque()  # submitted items
         self._ready: collections.deque[LogEvent] = collections.deque()  # mapped, to send
@@ -98,7 +106,7 @@ class LogSender:
         self._busy = 0
         self._closed = False
         self.paused = False
-        self._session: aiohttp.ClientSession | None = None
+        self._http: HttpClient | None = None
         self.sent = self.failed = self.refused = self.dropped = self.retried = 0
         self.unmapped = 0
         self.ids: collections.deque[str] = collections.deque(maxlen=1000)  # last logEventIds
@@ -180,9 +188,9 @@ class LogSender:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     async def flush(self, timeout: float) -> bool:
         """Everything queued sent (or failed, refused), then what the mapper holds back
@@ -228,16 +236,26 @@ class LogSender:
                 log.warning(json.dumps({"event": "logger.map_error", "error": repr(exc)}))
         return self._ready.popleft() if self._ready else None
 
+    def _take(self) -> list[LogEvent]:
+        """Up to `pipeline` LogEvents, in order (what one task sends on one connection)."""
+        out: list[LogEvent] = []
+        while len(out) < self.pipeline:
+            event = self._next()
+            if event is None:
+                break
+            out.append(event)
+        return out
+
     async def _run(self) -> None:
         while True:
-            event = None if self.paused else self._next()
-            if event is None:
+            events = [] if self.paused else self._take()
+            if not events:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             self._busy += 1
             try:
-                await self._deliver(event)
+                await self._deliver(events)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug of ours: count it, keep the loop alive
@@ -246,48 +264,54 @@ class LogSender:
             finally:
                 self._busy -= 1
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                ssl=self.ssl_context if self.ssl_context is not None else True,
-                limit=self.concurrency,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout)
-            )
-        return self._session
+    def _client(self) -> HttpClient:
+        if self._http is None or self._http.closed:
+            limits = ClientLimits(max_per_origin=self.concurrency, connect_timeout=self.timeout)
+            self._http = HttpClient(self.ssl_context, limits)
+        return self._http
 
-    async def _deliver(self, event: LogEvent) -> None:
-        body = json.dumps(self.signer.sign(event)).encode()
+    async def _deliver(self, events: list[LogEvent]) -> None:
+        """Sign `events` and POST them (pipelined when more than one); those without a
+        verdict (connection error, timeout, 5xx) are sent again after the backoff."""
+        todo = [(e, json.dumps(self.signer.sign(e)).encode()) for e in events]
         delay = self.backoff
         for attempt in range(self.retries + 1):
             if attempt:
-                self.retried += 1
+                self.retried += len(todo)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_backoff)
-            try:
-                async with self._client().post(
-                    self.url, data=body, headers={"Content-Type": "application/json"}
-                ) as resp:
-                    answer = await resp.read()
-                    status = resp.status
-            except (aiohttp.ClientError, OSError, TimeoutError, ssl.SSLError):
-                continue
-            if status == 201:
-                self.sent += 1
-                with contextlib.suppress(ValueError, AttributeError, TypeError):
-                    self.ids.append(str(json.loads(answer).get("id")))
+            answers = await self._client().post_many(
+                self.url, [body for _, body in todo], "application/json",
+                timeout=self.timeout, retry=True,
+            )  # fmt: skip
+            todo = [
+                item
+                for item, answer in zip(todo, answers, strict=True)
+                if isinstance(answer, HttpClientError) or not self._settled(item[0], answer)
+            ]
+            if not todo:
                 return
-            if 400 <= status < 500:
-                self.refused += 1
-                log.warning(
-                    json.dumps(
-                        {"event": "logger.refused", "status": status, "type": event.TYPE,
-                         "answer": answer[:200].decode("utf-8", "replace")}
-                    )
-                )  # fmt: skip
-                return
-        self.failed += 1
+        self.failed += len(todo)
+
+    def _settled(self, event: LogEvent, resp: HttpResponse) -> bool:
+        """Count a logger's verdict on one LogEvent: 201 sent, 4xx refused (never retried);
+        False for anything else (retried)."""
+        answer, status = resp.body, resp.status
+        if status == 201:
+            self.sent += 1
+            with contextlib.suppress(ValueError, AttributeError, TypeError):
+                self.ids.append(str(json.loads(answer).get("id")))
+            return True
+        if 400 <= status < 500:
+            self.refused += 1
+            log.warning(
+                json.dumps(
+                    {"event": "logger.refused", "status": status, "type": event.TYPE,
+                     "answer": answer[:200].decode("utf-8", "replace")}
+                )
+            )  # fmt: skip
+            return True
+        return False
 
     def __repr__(self) -> str:
         return f"LogSender({self.url!r}, {self.stats()})"

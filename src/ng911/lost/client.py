@@ -1,7 +1,9 @@
 """An asyncio LoST client (what the ESRP and the VSP proxy use to ask the ECRF).
 
-One keep-alive `aiohttp.ClientSession` per client (TLS connections are reused, so only the
-first query pays the handshake), an overall timeout per query, and a cache:
+One `ng911.net.http1client.HttpClient` per client (a pool of up to `max_connections`
+keep-alive connections: only the first query on each pays the TCP and TLS handshakes; the
+project's TLS context passed in, mutual TLS with the element's certificate), an overall
+timeout per query (waiting for a connection, connecting, the whole answer), and a cache:
 
 - answers are kept until their mapping's `expires` (RFC 5222 §5.2; "NO-CACHE" is never kept,
   "NO-EXPIRATION" is kept until `max_cache_age`), keyed by (service, location);
@@ -10,12 +12,19 @@ first query pays the handshake), an overall timeout per query, and a cache:
   RFC designed boundaries for).
 
 Errors are typed: `LostClientError` (kind "unreachable", "timeout", "http", "protocol") when
-the server could not be asked, `LostNotFound` for `<notFound>`, `LostResponseError` (kind =
-the RFC 5222 §13.1 element) for any other `<errors>`. A `<redirect>` whose target is an
-http(s) URL is followed (at most `max_redirects`, never back to a URL already asked), and so
-is an HTTP 3xx with a `Location` (a server configured to answer iteratively that way, as
-some i3 test suites expect): `request` turns it into the same `Redirect`, so one loop, one
-hop bound and one loop check serve both.
+the server could not be asked (an HTTP answer that is not HTTP, or too large, is "protocol";
+no connection, TLS refused, or the connection dropped is "unreachable"), `LostNotFound` for
+`<notFound>`, `LostResponseError` (kind = the RFC 5222 §13.1 element) for any other
+`<errors>`. A `<redirect>` whose target is an http(s) URL is followed (at most
+`max_redirects`, never back to a URL already asked), and so is an HTTP 3xx with a `Location`
+(a server configured to answer iteratively that way, as some i3 test suites expect):
+`request` turns it into the same `Redirect`, so one loop, one hop bound and one loop check
+serve both.
+
+Retries: a findService is a query that changes nothing on the server (RFC 5222 §8), so
+repeating it is safe; the HTTP client repeats it once, on a fresh connection, when a reused
+keep-alive connection was closed before any byte of the answer (the server's idle close
+racing our request, RFC 9112 §9.3.1). No other retry: a call must not wait twice a timeout.
 
 Observers (`observers=[...]`, each a callable) get one `LostQueryEvent` per `find_service`:
 sent time, duration, outcome, cached or not, the call's emergency-CallId, named by `element`
@@ -27,7 +36,6 @@ call pays the LoST round trip.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import ssl
 import time
@@ -36,7 +44,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
 
-import aiohttp
 import shapely
 
 from ng911.location.civic import CivicAddress
@@ -59,6 +66,7 @@ from ng911.lost.protocol import (
     parse_datetime,
     parse_response,
 )
+from ng911.net.http1client import ClientLimits, HttpClient, HttpClientError
 
 # The (request, response) bodies of an observed query's last exchange: set by `_observed` for
 # the query's own task (a context variable: concurrent queries never see each other's), filled
@@ -123,6 +131,7 @@ class LostClient:
         observers: list[Callable[[Any], None]] | None = None,
         element: str = "esrp",
         server: str = "lost",
+        max_connections: int = 64,
     ) -> None:
         self.url = url
         self.ssl = ssl
@@ -136,7 +145,8 @@ class LostClient:
         self.observers: list[Callable[[Any], None]] = observers if observers is not None else []
         self.element = element
         self.server = server
-        self._session: aiohttp.ClientSession | None = None
+        self.max_connections = max_connections
+        self._http: HttpClient | None = None
         self._cache: dict[tuple[str, Shape | CivicAddress], _Entry] = {}
         self._areas: list[tuple[str, _Entry]] = []
         self.queries = 0  # requests actually sent (cache hits do not count)
@@ -148,21 +158,19 @@ class LostClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     def clear_cache(self) -> None:
         self._cache.clear()
         self._areas.clear()
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                ssl=self.ssl if self.ssl is not None else True, limit=64
-            )
-            self._session = aiohttp.ClientSession(connector=connector)
-        return self._session
+    def _get_http(self) -> HttpClient:
+        if self._http is None:
+            limits = ClientLimits(max_per_origin=self.max_connections, connect_timeout=self.timeout)
+            self._http = HttpClient(self.ssl, limits)
+        return self._http
 
     async def request(self, req: LostRequest, url: str | None = None) -> LostResponse:
         """Send one request, return the parsed response (errors and redirects included)."""
@@ -171,20 +179,17 @@ class LostClient:
         self.queries += 1
         seen = _EXCHANGE.get()
         try:
-            async with asyncio.timeout(self.timeout):
-                async with self._get_session().post(
-                    target,
-                    data=body,
-                    headers={"Content-Type": CONTENT_TYPE},
-                    allow_redirects=False,  # followed by `_find_service`, bounded and checked
-                ) as resp:
-                    raw = await resp.read()
-                    status = resp.status
-                    location = resp.headers.get("Location")
-        except TimeoutError as exc:
-            raise LostClientError("timeout", f"{target}: no answer in {self.timeout}s") from exc
-        except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
-            raise LostClientError("unreachable", f"{target}: {exc}") from exc
+            # redirects are followed by `_find_service`, bounded and loop-checked
+            resp = await self._get_http().post(
+                target, body, CONTENT_TYPE, timeout=self.timeout, retry=True
+            )
+        except HttpClientError as exc:
+            kind = _KINDS.get(exc.kind, "unreachable")
+            if kind == "timeout":
+                raise LostClientError(kind, f"{target}: no answer in {self.timeout}s") from exc
+            raise LostClientError(kind, str(exc)) from exc
+        raw, status = resp.body, resp.status
+        location = resp.headers.get("location")
         if seen is not None:  # an observed query: its event shows the exchange
             seen[:] = (body, raw)
         if 300 <= status < 400 and location:
@@ -360,6 +365,10 @@ class LostClient:
         if use_cache:
             self._store(service, location, result, now)
         return result
+
+
+#: `HttpClientError.kind` -> `LostClientError.kind` (anything else is "unreachable").
+_KINDS = {"timeout": "timeout", "protocol": "protocol", "too_large": "protocol"}
 
 
 def _resolve(base: str, location: str) -> str:
