@@ -273,7 +273,8 @@ def start_proxy(
             uris = {b: [next_hop] for b in BOROUGHS}
             lost = {"host": LOCAL, "port": free_port(), "boundaries": str(BOUNDARIES), "uris": uris}
             els.append(Element("lost", "lost", lost, workdir).start())
-            cfg |= {"lost_url": els[0].ready["url"], "default_route": next_hop}
+            # every call asks LoST: the bench's "ESRP (LoST per call)" row
+            cfg |= {"lost_url": els[0].ready["url"], "default_route": next_hop, "lost_cache": False}
         el = Element(kind, kind, cfg, workdir, quiet=True, log_file=False,
                      extra_args=extra_args, launcher=launcher)  # fmt: skip
         els.append(el.start())

@@ -521,6 +521,9 @@ class EsrpConfig(ElementConfig):
     lost_cert: str = ""  # client certificate for mutual TLS to LoST
     lost_key: str = ""
     lost_timeout: float = 2.0
+    # keep LoST answers for their `expires` (RFC 5222 §5.4, as deployed); false: ask LoST for
+    # every call (a load test of the whole ESRP + LoST path, or a LoST that must see each)
+    lost_cache: bool = True
     service: str = "urn:service:sos"  # asked of LoST for urn:service:sos calls
     default_route: str = "sip:default-psap.esinet.example"
     alternates: tuple[AlternateRoute, ...] = ()

@@ -91,9 +91,10 @@ def lost_client(
     """The LoST client of an ESRP (or of a VSP with `lost_url`): https with `lost_ca`, an
     ESRP's `lost_cert`/`lost_key`, and the element's TLS key log.
 
-    `observers=None`: a client caching by `expires` (RFC 5222 §5.4), as deployed; a list:
-    each query is reported to them (`ng911.lost.events.LostQueryEvent`), and answers are
-    cached only with `use_cache` (the testbed's calls each pay the LoST round trip)."""
+    `observers=None`: a client caching by `expires` (RFC 5222 §5.4), as deployed, unless the
+    ESRP's table says `lost_cache = false`; a list: each query is reported to them
+    (`ng911.lost.events.LostQueryEvent`), and answers are cached only with `use_cache` (the
+    testbed's calls each pay the LoST round trip)."""
     ctx = None
     if cfg.lost_url.startswith("https:"):
         ctx = client_context(
@@ -106,7 +107,7 @@ def lost_client(
         cfg.lost_url,
         ssl=ctx,
         timeout=getattr(cfg, "lost_timeout", 2.0),
-        use_cache=use_cache or observers is None,
+        use_cache=use_cache or (observers is None and getattr(cfg, "lost_cache", True)),
         observers=list(observers or ()),
         element=cfg.name,
         server=server,
