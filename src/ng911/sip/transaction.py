@@ -311,6 +311,20 @@ class TransactionKey(Value):
     def _fields(self) -> tuple[object, ...]:
         return (self.branch, self.method, self.sent_by)
 
+    # A dict key hashed and compared several times per message (table, runtime contexts):
+    # written out rather than through `_fields()`, one call fewer in the pure build.
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not TransactionKey or not isinstance(other, TransactionKey):
+            return NotImplemented
+        return (
+            self.branch == other.branch
+            and self.method == other.method
+            and self.sent_by == other.sent_by
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.branch, self.method, self.sent_by))
+
     @property
     def is_server(self) -> bool:
         return self.sent_by is not None
