@@ -59,8 +59,8 @@ class TransactionError(SipError):
 # Actions
 
 
-class Send(Value):
-    """Pass `message` to the transport layer (a request, an ACK, or a response)."""
+class MessageAction(Value):
+    """What `Send` and `Deliver` share: the message they carry."""
 
     __slots__ = ("message",)
     _FIELDS = ("message",)
@@ -70,6 +70,12 @@ class Send(Value):
 
     def _fields(self) -> tuple[object, ...]:
         return (self.message,)
+
+
+class Send(MessageAction):
+    """Pass `message` to the transport layer (a request, an ACK, or a response)."""
+
+    __slots__ = ()
 
 
 class StartTimer(Value):
@@ -99,17 +105,10 @@ class CancelTimer(Value):
         return (self.name,)
 
 
-class Deliver(Value):
+class Deliver(MessageAction):
     """Pass `message` up to the transaction user (responses for a client, requests for a server)."""
 
-    __slots__ = ("message",)
-    _FIELDS = ("message",)
-
-    def __init__(self, message: Request | Response) -> None:
-        self.message: Final = message
-
-    def _fields(self) -> tuple[object, ...]:
-        return (self.message,)
+    __slots__ = ()
 
 
 class Timeout(Value):
