@@ -7,7 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sip_strategies import any_uri, name_addrs, sip_uris, tel_uris, urns
 
+from ng911 import compiled
 from ng911.sip.errors import SipParseError
+from ng911.sip.headers import CSeq, Via, parse_via
+from ng911.sip.transaction import Terminated, TransactionKey
 from ng911.sip.uri import (
     URN,
     AbsoluteURI,
@@ -329,6 +332,39 @@ def test_name_addr_with_params():
     assert b.without_params("tag") == a
     assert a.replace(display="PSAP").display == "PSAP"
     assert NameAddr(URN("service", "sos")).tag is None
+
+
+def test_values_compare_hash_and_print_as_the_dataclasses_did():
+    """The value classes are plain `uri.Value` classes (cheaper to build than frozen
+    dataclasses); their `==`, `hash` and `repr` stay what the dataclasses gave."""
+    u = sip("sip:alice@example.com:5060;transport=tcp")
+    same = SipURI("sip", "alice", None, "example.com", 5060, (("transport", "tcp"),))
+    assert u == same and hash(u) == hash(same) and (u != same) is False
+    assert u != u.with_params(lr=None) and u != "sip:alice@example.com:5060;transport=tcp"
+    assert URN("service", "sos") != AbsoluteURI("service", "sos")  # same fields, other class
+    assert len({CSeq(1, "INVITE"), CSeq(1, "INVITE"), CSeq(2, "INVITE")}) == 2
+    assert {TransactionKey("z9hG4bKa", "INVITE"): 1}.get(TransactionKey("z9hG4bKa", "INVITE"))
+    assert TransactionKey("z9hG4bKa", "INVITE") != TransactionKey("z9hG4bKa", "INVITE", "h")
+    assert Terminated() == Terminated() and repr(Terminated()) == "Terminated()"
+    assert repr(CSeq(7, "BYE")) == "CSeq(seq=7, method='BYE')"
+    assert repr(NameAddr(URN("service", "sos"))) == (
+        "NameAddr(uri=URN(nid='service', nss='sos'), display=None, params=())"
+    )
+    via = parse_via("SIP/2.0/UDP h:5060;branch=z9hG4bKx")
+    assert via.with_params(rport="1") == Via(
+        "UDP", "h", 5060, (("branch", "z9hG4bKx"), ("rport", "1"))
+    )
+    # replace(): None is a value (no user), an argument not given keeps the field
+    assert str(u.replace(user=None, params=())) == "sip:example.com:5060"
+    assert u.replace() == u and NameAddr(u).replace(display=None) == NameAddr(u)
+
+
+@pytest.mark.skipif(compiled.build() != "compiled", reason="read-only in the compiled build only")
+def test_values_are_read_only_compiled():
+    u = sip("sip:alice@example.com")
+    for obj, attr in ((u, "host"), (NameAddr(u), "params"), (CSeq(1, "ACK"), "seq")):
+        with pytest.raises(AttributeError):
+            setattr(obj, attr, None)
 
 
 def test_name_addr_list_splits_outside_quotes_and_brackets():

@@ -19,7 +19,6 @@ Pure functions: no I/O, the request is copied, never changed in place.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -269,7 +268,7 @@ def rewrite_emergency(
     if to_raw is not None:
         to = parse_name_addr(to_raw)
         if str(to.uri) != service:
-            out.headers.set("To", str(dataclasses.replace(to, uri=target)))
+            out.headers.set("To", str(to.replace(uri=target)))
             changes.append(f"To {to.uri} -> {service}")
     if priority:
         rp, note = fix_resource_priority(request.headers.get_all("Resource-Priority"))
