@@ -850,7 +850,7 @@ GOALS: tuple[tuple[str, Row, Row, str, tuple[str, float]], ...] = (
 
 def goal_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The goals this run measured both sides of, as bench/goals.py rows (the README's goals
-    table is regenerated from them). A goal of 0 is shown, not judged."""
+    table is regenerated from them)."""
     by_key = {(r["proxy"], r["transport"], r["uac"]): r for r in rows}
     out = []
     for what, ours_key, peer_key, figure, (cmp, target) in GOALS:
@@ -861,18 +861,17 @@ def goal_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         peer_name = "Kamailio" if peer_key[0] == "kamailio" else peer_key[0]
         if peer_key[2] == "un":
             peer_name += " (socket per call)"
-        row = goal_row(
-            what,
-            ours.get(figure),
-            unit,
-            target,
-            peer=peer_name,
-            peer_value=peer.get(figure),
-            lower_is_better=cmp == "<=",
+        out.append(
+            goal_row(
+                what,
+                ours.get(figure),
+                unit,
+                target,
+                peer=peer_name,
+                peer_value=peer.get(figure),
+                lower_is_better=cmp == "<=",
+            )
         )
-        if not target:
-            row["met"] = None
-        out.append(row)
     return out
 
 
