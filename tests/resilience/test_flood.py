@@ -189,8 +189,13 @@ listeners = [{{transport = "udp", host = "127.0.0.1", port = {vsp_port}}}]
         if sources == 1:
             assert sum(r["source_limited"] for r in shed) > 15_000
         else:
-            # the flood was told to go away (503), not silently queued
-            assert flood_503 > 3000
+            # the flood was told to go away (503), not silently queued. How much of it the
+            # proxy sheds rather than carries depends on how fast it is that minute (2.5k to
+            # 6k of 48k here, 1.6k once in CI), so the bound is on shedding having happened
+            # and on its refusals reaching the flood, not on a count tuned to one machine.
+            refused = sum(r["refused"] for r in shed)
+            assert refused > 500, refused
+            assert flood_503 >= refused // 2, (flood_503, refused)
             assert any(r["what"] == "overload" for r in records)
         assert not any(r.get("refused_priority") for r in records)
         assert vsp.returncode is None  # still running
