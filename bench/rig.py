@@ -273,8 +273,10 @@ def start_proxy(
             uris = {b: [next_hop] for b in BOROUGHS}
             lost = {"host": LOCAL, "port": free_port(), "boundaries": str(BOUNDARIES), "uris": uris}
             els.append(Element("lost", "lost", lost, workdir).start())
-            # every call asks LoST: the bench's "ESRP (LoST per call)" row
-            cfg |= {"lost_url": els[0].ready["url"], "default_route": next_hop, "lost_cache": False}
+            # every call asks LoST (the bench's "ESRP (LoST per call)" row) unless the
+            # caller's `config` turns the ESRP's answer cache back on
+            cfg |= {"lost_url": els[0].ready["url"], "default_route": next_hop}
+            cfg.setdefault("lost_cache", False)
         el = Element(kind, kind, cfg, workdir, quiet=True, log_file=False,
                      extra_args=extra_args, launcher=launcher)  # fmt: skip
         els.append(el.start())
