@@ -133,8 +133,24 @@ def child_lost(args: argparse.Namespace) -> dict[str, float]:
     return out
 
 
-def child_log(args: argparse.Namespace) -> dict[str, float]:
+def log_events(n: int) -> list[Any]:
+    """`n` CallSignalingMessageLogEvents (a BYE each, 60 per call), as the benches send."""
     from ng911.i3log.events import CallSignalingMessageLogEvent, rfc3339
+
+    return [
+        CallSignalingMessageLogEvent(
+            timestamp=rfc3339(time.time()),
+            element_id="esrp.esinet.example",
+            agency_id="esinet.example",
+            call_id_sip=f"call-{i // 60}",
+            text=f"BYE sip:x SIP/2.0\r\nCSeq: {i} BYE\r\nCall-ID: call-{i // 60}\r\n\r\n",
+            direction="outgoing",
+        )
+        for i in range(n)
+    ]
+
+
+def child_log(args: argparse.Namespace) -> dict[str, float]:
     from ng911.i3log.jws import Signer, Verifier
     from ng911.i3log.sender import LogSender
     from ng911.i3log.server import LoggingServer, LoggingServerConfig, serve_logging
@@ -154,17 +170,7 @@ def child_log(args: argparse.Namespace) -> dict[str, float]:
         return await serve_logging(server, ssl_context=srv_ctx)
 
     proc, url = spawn(start)
-    events = [
-        CallSignalingMessageLogEvent(
-            timestamp=rfc3339(time.time()),
-            element_id="esrp.esinet.example",
-            agency_id="esinet.example",
-            call_id_sip=f"call-{i // 60}",
-            text=f"BYE sip:x SIP/2.0\r\nCSeq: {i} BYE\r\nCall-ID: call-{i // 60}\r\n\r\n",
-            direction="outgoing",
-        )
-        for i in range(args.n + 200)
-    ]
+    events = log_events(args.n + 200)
     out: dict[str, float] = {}
 
     async def main() -> None:

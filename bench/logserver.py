@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from httpclient import ROOT, old_tree, run_in_tree, spawn
+from httpclient import ROOT, log_events, old_tree, run_in_tree, spawn
 from rig import write_result
 
 
@@ -78,7 +78,7 @@ async def _drive(url: str, requests: list[bytes], lanes: int) -> list[int]:
 
 
 def child(args: argparse.Namespace) -> dict[str, float]:
-    from ng911.i3log.events import CallSignalingMessageLogEvent, parse_payload, rfc3339
+    from ng911.i3log.events import parse_payload
     from ng911.i3log.jws import Signer, Verifier
     from ng911.i3log.server import LoggingServer, LoggingServerConfig, serve_logging
     from ng911.i3log.store import SqliteStore
@@ -96,21 +96,7 @@ def child(args: argparse.Namespace) -> dict[str, float]:
 
     proc, url = spawn(start)
     assert proc.pid is not None
-    bodies = [
-        json.dumps(
-            signer.sign(
-                CallSignalingMessageLogEvent(
-                    timestamp=rfc3339(time.time()),
-                    element_id="esrp.esinet.example",
-                    agency_id="esinet.example",
-                    call_id_sip=f"call-{i // 60}",
-                    text=f"BYE sip:x SIP/2.0\r\nCSeq: {i} BYE\r\nCall-ID: call-{i}\r\n\r\n",
-                    direction="outgoing",
-                )
-            )
-        ).encode()
-        for i in range(args.n + 200)
-    ]
+    bodies = [json.dumps(signer.sign(ev)).encode() for ev in log_events(args.n + 200)]
     posts = [
         b"POST /LogEvents HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (len(b), b)
