@@ -55,7 +55,7 @@ def _serve_forever(start: Any, conn: Any) -> None:
     uvloop.run(main())
 
 
-def _spawn(start: Any) -> tuple[multiprocessing.Process, str]:
+def spawn(start: Any) -> tuple[multiprocessing.Process, str]:
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=_serve_forever, args=(start, child), daemon=True)
@@ -95,7 +95,7 @@ def child_lost(args: argparse.Namespace) -> dict[str, float]:
         cfg = ServerConfig(engine=EngineConfig(source="ecrf.bench"))
         return await serve(LostServer(store, cfg), ssl_context=srv_ctx)
 
-    proc, url = _spawn(start)
+    proc, url = spawn(start)
     point = Point(40.6782, -73.9442)  # Brooklyn
     out: dict[str, float] = {}
 
@@ -133,8 +133,24 @@ def child_lost(args: argparse.Namespace) -> dict[str, float]:
     return out
 
 
-def child_log(args: argparse.Namespace) -> dict[str, float]:
+def log_events(n: int) -> list[Any]:
+    """`n` CallSignalingMessageLogEvents (a BYE each, 60 per call), as the benches send."""
     from ng911.i3log.events import CallSignalingMessageLogEvent, rfc3339
+
+    return [
+        CallSignalingMessageLogEvent(
+            timestamp=rfc3339(time.time()),
+            element_id="esrp.esinet.example",
+            agency_id="esinet.example",
+            call_id_sip=f"call-{i // 60}",
+            text=f"BYE sip:x SIP/2.0\r\nCSeq: {i} BYE\r\nCall-ID: call-{i // 60}\r\n\r\n",
+            direction="outgoing",
+        )
+        for i in range(n)
+    ]
+
+
+def child_log(args: argparse.Namespace) -> dict[str, float]:
     from ng911.i3log.jws import Signer, Verifier
     from ng911.i3log.sender import LogSender
     from ng911.i3log.server import LoggingServer, LoggingServerConfig, serve_logging
@@ -153,18 +169,8 @@ def child_log(args: argparse.Namespace) -> dict[str, float]:
         server = LoggingServer(store, Verifier.from_files(pki.ca_files()), LoggingServerConfig())
         return await serve_logging(server, ssl_context=srv_ctx)
 
-    proc, url = _spawn(start)
-    events = [
-        CallSignalingMessageLogEvent(
-            timestamp=rfc3339(time.time()),
-            element_id="esrp.esinet.example",
-            agency_id="esinet.example",
-            call_id_sip=f"call-{i // 60}",
-            text=f"BYE sip:x SIP/2.0\r\nCSeq: {i} BYE\r\nCall-ID: call-{i // 60}\r\n\r\n",
-            direction="outgoing",
-        )
-        for i in range(args.n + 200)
-    ]
+    proc, url = spawn(start)
+    events = log_events(args.n + 200)
     out: dict[str, float] = {}
 
     async def main() -> None:
@@ -235,18 +241,26 @@ def old_tree(ref: str, into: Path) -> Path:
     return into / "src"
 
 
-def run_child(
-    src: Path, what: str, tls: bool, args: argparse.Namespace, pki: str, profile: bool = False
-) -> dict[str, Any]:
-    env = dict(os.environ, PYTHONPATH=str(src), NG911_PURE="1")  # the same build for both
-    cmd = [sys.executable, __file__, "--child", what, "--n", str(args.n), "--loop", args.loop]
-    cmd += ["--pki", pki] + (["--tls"] if tls else []) + (["--profile"] if profile else [])
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+def run_in_tree(src: Path, argv: list[str], profile: bool = False) -> dict[str, Any]:
+    """Run `python ARGV` with `src` on PYTHONPATH (pure build: the same for every tree); the
+    JSON object its last line prints."""
+    env = dict(os.environ, PYTHONPATH=str(src), NG911_PURE="1")
+    done = subprocess.run(
+        [sys.executable, *argv], env=env, capture_output=True, text=True, timeout=600
+    )
     if done.returncode != 0:
-        raise RuntimeError(f"{what} child failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{argv[:3]} child failed:\n{done.stderr[-3000:]}")
     if profile:
         print(done.stderr[:6000])
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def run_child(
+    src: Path, what: str, tls: bool, args: argparse.Namespace, pki: str, profile: bool = False
+) -> dict[str, Any]:
+    cmd = [__file__, "--child", what, "--n", str(args.n), "--loop", args.loop, "--pki", pki]
+    cmd += (["--tls"] if tls else []) + (["--profile"] if profile else [])
+    return run_in_tree(src, cmd, profile)
 
 
 def main() -> int:

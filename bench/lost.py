@@ -140,8 +140,14 @@ def run_server(mode: str, dsn: str | None, port_file: str) -> None:
             await _floor_uvicorn(port_file)
             return
         if mode.startswith("floor-") and stack.startswith("aiohttp"):
-            running = await serve(_floor_aiohttp(), "127.0.0.1", 0)
-            port = running.port
+            # plain aiohttp (its guard, lost/limits.py, went with the Logging Service's move)
+            from aiohttp import web
+
+            runner = web.AppRunner(_floor_aiohttp(), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+            await site.start()
+            port = int(runner.addresses[0][1])
         elif mode.startswith("floor-"):
             answer = Response(200, FIXED, (("Content-Type", "application/lost+xml"),))
             port = await HttpServer(lambda _req: answer).start("127.0.0.1", 0)

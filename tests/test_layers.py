@@ -41,7 +41,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "pki": {"net", "elements", "node", "observe", "testbed", "lost", "interop", "i3log", "console"},
     "net": {"elements", "node", "observe", "testbed", "lost", "interop", "i3log", "console"},
     "lost": {"elements", "node", "observe", "testbed", "interop", "i3log", "console"},
-    # the i3 Logging Service: beside lost/ (it reuses the LoST server's HTTP limits)
+    # the i3 Logging Service: beside lost/ (both serve HTTP on net/http1)
     "i3log": {"elements", "node", "observe", "testbed", "interop", "console"},
     "elements": {"node", "observe", "testbed", "interop", "i3log", "console"},
     "node": {"testbed", "interop", "console"},

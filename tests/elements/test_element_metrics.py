@@ -347,3 +347,32 @@ def test_a_plan_with_metrics_gives_every_sip_element_an_address_stats_finds(tmp_
         for u in found.values()
     )
     assert len(set(found.values())) == len(found)  # each its own address
+
+
+async def test_metrics_endpoint_on_http1_answers_scrapes_and_refuses_the_rest():
+    """/metrics runs on `ng911.net.http1` (its limits): a scrape is 200 in Prometheus text
+    format, another path 404, another method 405, a head that never ends is cut off."""
+    from ng911.node.metrics import start_metrics
+
+    server = await start_metrics(f"{LOCAL}:0")
+    host, port = server.running.host, server.running.port
+
+    async def ask(data: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(data)
+            return await asyncio.wait_for(reader.read(1 << 20), 10.0)
+        finally:
+            writer.close()
+
+    try:
+        ok = await ask(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert ok.startswith(b"HTTP/1.1 200") and b"ng911_event_loop_lag_seconds" in ok
+        assert b"Content-Type: text/plain; version=" in ok
+        assert (await ask(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 404")
+        post = await ask(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        assert post.startswith(b"HTTP/1.1 405") and b"Allow: GET" in post
+        huge = b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 40_000
+        assert (await ask(huge)).startswith(b"HTTP/1.1 431")
+    finally:
+        await server.close()

@@ -12,7 +12,7 @@ import pytest
 from ng911.i3log.jws import Signer, Verifier
 from ng911.i3log.server import LoggingServer, LoggingServerConfig, serve_logging
 from ng911.i3log.store import PostgresStore, SqliteStore
-from ng911.lost.server import RunningServer
+from ng911.net.http1 import RunningServer
 from ng911.pki.testpki import TestPki, build_test_pki
 
 _TABLES = itertools.count()

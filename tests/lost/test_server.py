@@ -348,15 +348,12 @@ async def test_next_server_timeout_and_error(embedded_store: EmbeddedStore) -> N
 async def test_next_server_answering_nonsense_is_server_error(
     embedded_store: EmbeddedStore,
 ) -> None:
-    from aiohttp import web
+    from ng911.net.http1 import Request, Response, serve_http
 
-    junk = web.Application()
+    def handler(_r: Request) -> Response:
+        return Response(200, b"<html>hello</html>", (("Content-Type", "text/html"),))
 
-    async def handler(_r: web.Request) -> web.Response:
-        return web.Response(body=b"<html>hello</html>", content_type="text/html")
-
-    junk.router.add_post("/lost", handler)
-    j = await serve(junk)
+    j = await serve_http(handler, path="/lost")
     cfg = ServerConfig(engine=EngineConfig(source="ecrf.test", next_server=NextServer(j.url)))
     running = await serve(LostServer(embedded_store, cfg).app)
     try:

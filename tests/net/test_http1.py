@@ -217,3 +217,41 @@ def test_deadlines_act_within_a_tick(loop_kind: str) -> None:
             assert server.table.timed_out == 2
 
     run(loop_kind, main)
+
+
+def test_query_refuse_hook_and_serve_http(loop_kind: str) -> None:
+    """`Request.query` is the raw text after "?"; `refuse` words the server's own 413 and
+    408 (the Logging Service's i3 JSON); `serve_http` closes gracefully, then `cleanup`."""
+    from ng911.net.http1 import serve_http
+
+    cleaned: list[bool] = []
+
+    def query(req: Request) -> Response:
+        return Response(200, f"{req.path}|{req.query}".encode())
+
+    def refuse(status: int, text: str) -> Response:
+        return Response(status, b'{"refused": %d}' % status)
+
+    async def cleanup() -> None:
+        cleaned.append(True)
+
+    async def main() -> None:
+        srv = await serve_http(
+            query, limits=HttpLimits(body_timeout=0.3), max_body=10, refuse=refuse,
+            cleanup=cleanup, path="/x",
+        )  # fmt: skip
+        try:
+            assert srv.url == f"http://127.0.0.1:{srv.port}/x"
+            got = await exchange(
+                srv.port, b"GET /a?b=1&c=%ff HTTP/1.1\r\nConnection: close\r\n\r\n"
+            )
+            assert got.endswith(b"/a|b=1&c=%ff")
+            big = b"POST /a HTTP/1.1\r\nContent-Length: 11\r\n\r\n"
+            assert (await exchange(srv.port, big)).endswith(b'{"refused": 413}')
+            slow_body = b"POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nab"
+            assert (await exchange(srv.port, slow_body)).endswith(b'{"refused": 408}')
+        finally:
+            await srv.close()
+        assert cleaned == [True]
+
+    run(loop_kind, main)

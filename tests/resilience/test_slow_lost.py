@@ -1,10 +1,11 @@
 """Issue 11 item 8: slow and greedy LoST clients cost the ECRF seconds, not minutes.
 
-Before `ng911.lost.limits`, 1,000 connections trickling a body stayed open for more than 70 s
-and a connection that sent nothing was kept for aiohttp's keep-alive (75 s). Here, with short
-configured deadlines, every trickling connection is cut off (408, closed) at the deadline
-whatever its progress, a real query on another connection is answered meanwhile, an oversize
-body gets 413, and one address cannot take more than its share of connections.
+Before the HTTP limits (now `ng911.net.http1.HttpLimits`), 1,000 connections trickling a
+body stayed open for more than 70 s and a connection that sent nothing was kept for aiohttp's
+keep-alive (75 s). Here, with short configured deadlines, every trickling connection is cut
+off (408, closed) at the deadline whatever its progress, a real query on another connection is
+answered meanwhile, an oversize body gets 413, and one address cannot take more than its share
+of connections.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ import pytest
 from ng911.cli import main
 from ng911.lost.embedded import EmbeddedStore
 from ng911.lost.engine import EngineConfig
-from ng911.lost.limits import HttpLimits
 from ng911.lost.protocol import FindServiceResponse, parse_response
 from ng911.lost.server import LostServer, RunningServer, ServerConfig, serve
+from ng911.net.http1 import HttpLimits
 
 FIND = (
     b'<findService xmlns="urn:ietf:params:xml:ns:lost1" xmlns:gml="http://www.opengis.net/gml">'

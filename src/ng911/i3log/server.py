@@ -1,4 +1,4 @@
-"""The i3 Logging Service over HTTP(S): an aiohttp application around a `LogStore`.
+"""The i3 Logging Service over HTTP(S): a `ng911.net.http1` handler around a `LogStore`.
 
 The interface is NENA-STA-010.3 §4.12's (NENA's loggingservice.yaml):
 
@@ -22,10 +22,12 @@ The interface is NENA-STA-010.3 §4.12's (NENA's loggingservice.yaml):
 - `GET /LogEventIds?callId=|incidentId=`: `{count, totalCount, logEventIds}` (i3).
 - `GET /Versions`: `{"versions": [{"major": 1, "minor": 1}]}`.
 
-Connections are held to the LoST server's limits (`ng911.lost.limits`: head and body
-deadlines, idle timeout, connection caps) through the same middleware and `serve`. Mutual
-TLS: pass a server context with `CERT_REQUIRED` (`ng911.pki.tls.server_context(...,
-require_client_cert=True)`), as for LoST.
+It runs on ng911's own HTTP/1.1 server, as the LoST server does (`ng911.net.http1.serve_http`):
+head and body deadlines, idle timeout, connection caps in total and per source
+(`LoggingServerConfig.limits`), 413 before reading a declared body beyond `max_body`; the
+answers that server makes itself (408, 413, 400) carry the same i3-style JSON body, and its
+refusals and timeouts are `logger.*` log lines. Mutual TLS: pass a server context with
+`CERT_REQUIRED` (`ng911.pki.tls.server_context(..., require_client_cert=True)`), as for LoST.
 """
 
 from __future__ import annotations
@@ -33,18 +35,16 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from aiohttp import web
+from urllib.parse import parse_qs, unquote
 
 from ng911.i3log.errors import BadLogEvent, I3LogError
-from ng911.i3log.events import parse_payload, parse_rfc3339
+from ng911.i3log.events import IndexedEvent, parse_payload, parse_rfc3339
 from ng911.i3log.jws import MAX_PAYLOAD, Verifier
 from ng911.i3log.store import LogStore, Query, StoredEvent
-from ng911.lost.limits import HttpLimits
-from ng911.lost.server import RunningServer, request_limits, serve
+from ng911.net.http1 import HttpLimits, Request, Response, RunningServer, serve_http
 from ng911.net.log import clean
 
 __all__ = ["LoggingServer", "LoggingServerConfig", "serve_logging"]
@@ -77,11 +77,12 @@ class LoggingServerConfig:
 
 
 def _event(event: str, **fields: object) -> None:
-    """One JSON log line per notable event (the LoST server's `lost.*` names become
-    `logger.*`)."""
-    if log.isEnabledFor(logging.INFO):
-        name = "logger." + event.split(".", 1)[-1]
-        log.info(json.dumps({"event": name, "element": "logger", **fields}, default=str))
+    """One JSON log line per notable event (`logger.*`; the HTTP server's are named with
+    the "logger" prefix too); a malformed request is a warning."""
+    level = logging.WARNING if event.endswith(".bad_request") else logging.INFO
+    if log.isEnabledFor(level):
+        line = {"event": event, "element": "logger", **fields}
+        log.log(level, json.dumps(line, default=str))
 
 
 _I3 = {
@@ -91,24 +92,36 @@ _I3 = {
 }
 
 
-def _error(
-    status: int, code: int, reason: str, detail: str, *, close: bool = False
-) -> web.Response:
-    body = {"code": code, "reason": reason, "detail": clean(detail)}
-    resp = web.json_response(body, status=status)
-    if close:
-        resp.force_close()
+_JSON = (("Content-Type", "application/json; charset=utf-8"),)
+
+
+def _json(status: int, obj: object, headers: Sequence[tuple[str, str]] = ()) -> Response:
+    return Response(status, json.dumps(obj).encode(), (*_JSON, *headers))
+
+
+def _error(status: int, code: int, reason: str, detail: str) -> Response:
+    return _json(status, {"code": code, "reason": reason, "detail": clean(detail)})
+
+
+def _refuse(status: int, text: str) -> Response:
+    """The HTTP server's own 408/413/400/431, as i3-style JSON (it closes the connection)."""
+    code, reason = _I3.get(status, (454, "Unspecified Error"))
+    return _error(status, code, reason, text.strip())
+
+
+def _i3_error(exc: I3LogError) -> Response:
+    return _error(400, exc.code, exc.reason, exc.detail)
+
+
+def _internal_error(exc: BaseException) -> Response:
+    """A bug below the handlers' own guards: i3's 454 as JSON, logged with its traceback."""
+    log.error(json.dumps({"event": "logger.internal_error", "error": repr(exc)}), exc_info=exc)
+    resp = _error(500, 454, "Unspecified Error", type(exc).__name__)
+    resp.close = True
     return resp
 
 
-def _refuse(status: int, text: str) -> web.Response:
-    """The middleware's 408/413/400, as i3-style JSON (connection closed)."""
-    code, reason = _I3.get(status, (454, "Unspecified Error"))
-    return _error(status, code, reason, text.strip(), close=True)
-
-
-def _i3_error(exc: I3LogError) -> web.Response:
-    return _error(400, exc.code, exc.reason, exc.detail)
+_METHOD_NOT_ALLOWED = b'{"code": 454, "reason": "Method Not Allowed", "detail": ""}'
 
 
 class _BadParameter(I3LogError):
@@ -120,7 +133,7 @@ class _BadParameter(I3LogError):
 
 
 class LoggingServer:
-    """The application (`app`) with its store, verifier and counters."""
+    """The handler (`handle`, for `ng911.net.http1`) with its store, verifier and counters."""
 
     def __init__(
         self, store: LogStore, verifier: Verifier, config: LoggingServerConfig | None = None
@@ -130,59 +143,81 @@ class LoggingServer:
         self.config = config or LoggingServerConfig()
         self.stored = 0
         self.refused: dict[int, int] = {}  # i3 code -> count
-        mw = request_limits(self.config.max_body, self.config.limits, refuse=_refuse, event=_event)
-        self.app = web.Application(client_max_size=self.config.max_body, middlewares=[mw])
-        self.app.router.add_post("/LogEvents", self.post)
-        self.app.router.add_get("/LogEvents", self.list_events)
-        self.app.router.add_get("/LogEvents/{id}", self.get_event)
-        self.app.router.add_get("/LogEventIds", self.list_ids)
-        self.app.router.add_get("/Versions", self.versions)
 
-    def _refused(self, exc: I3LogError, request: web.Request) -> web.Response:
+    def handle(self, request: Request) -> Response | Awaitable[Response]:
+        """Route by path and method (405 with `Allow` for a known path, else 404)."""
+        path, method = request.path, request.method
+        if path == "/LogEvents":
+            if method == "POST":
+                return self.post(request)
+            if method == "GET":
+                return self._page(request, "logEventContainers", _container)
+            return _not_allowed("GET, POST")
+        if path.startswith("/LogEvents/") and path.count("/") == 2:
+            if method != "GET":
+                return _not_allowed("GET")
+            return self.get_event(unquote(path[len("/LogEvents/") :]))
+        if path == "/LogEventIds":
+            if method != "GET":
+                return _not_allowed("GET")
+            return self._page(request, "logEventIds", _event_id)
+        if path == "/Versions":
+            if method != "GET":
+                return _not_allowed("GET")
+            return _json(200, {"versions": [{"major": 1, "minor": 1}]})
+        return _error(404, 454, "Not Found", f"no resource {path[:64]!r}")
+
+    def _refused(self, exc: I3LogError, request: Request) -> Response:
         self.refused[exc.code] = self.refused.get(exc.code, 0) + 1
         _event("logger.refused", code=exc.code, reason=exc.detail, peer=request.remote)
         return _i3_error(exc)
 
-    async def post(self, request: web.Request) -> web.Response:
-        ctype = request.headers.get("Content-Type")
+    def post(self, request: Request) -> Response | Awaitable[Response]:
+        """Verify and check synchronously; only the store is awaited."""
+        ctype = request.headers.get("content-type")
         if ctype is not None and request.content_type not in JSON_TYPES:
             return _error(415, 460, "Bad LogEvent", f"want application/json, got {ctype}")
-        data = await request.read()
         try:
-            text = data.decode("utf-8")
+            text = request.body.decode("utf-8")
             verified = self.verifier.verify(text)
             indexed = parse_payload(verified.payload)
         except UnicodeDecodeError:
             return self._refused(BadLogEvent("body is not UTF-8"), request)
         except I3LogError as exc:
             return self._refused(exc, request)
+        return self._store(indexed, text)
+
+    async def _store(self, indexed: IndexedEvent, text: str) -> Response:
         try:
             event_id = await self.store.add(indexed, text)
         except Exception as exc:  # a store failing is our fault, said as such
             log.exception(json.dumps({"event": "logger.store_error", "error": repr(exc)}))
             return _error(500, 454, "Unspecified Error", f"store: {type(exc).__name__}")
         self.stored += 1
-        return web.json_response(
-            {"id": event_id, "logEventId": event_id},
-            status=201,
-            headers={"Location": f"/LogEvents/{event_id}"},
+        return _json(
+            201, {"id": event_id, "logEventId": event_id}, (("Location", f"/LogEvents/{event_id}"),)
         )
 
-    async def get_event(self, request: web.Request) -> web.Response:
-        event_id = request.match_info["id"]
+    async def get_event(self, event_id: str) -> Response:
         row = await self.store.get(event_id) if len(event_id) <= 64 else None
         if row is None:
             return _error(404, 454, "Not Found", f"no LogEvent {event_id[:64]!r}")
-        return web.Response(text=row.jws, content_type="application/json")
+        return Response(200, row.jws.encode(), _JSON)
 
-    def _query(self, request: web.Request) -> Query:
-        params = request.query
-        unknown = sorted(set(params) - _PARAMS)
+    def _query(self, request: Request) -> Query:
+        try:
+            given = parse_qs(
+                request.query, keep_blank_values=True, errors="strict", max_num_fields=32
+            )
+        except ValueError as exc:  # not UTF-8 (UnicodeDecodeError), too many fields
+            raise _BadParameter(f"bad query string: {type(exc).__name__}") from None
+        unknown = sorted(set(given) - _PARAMS)
         if unknown:
             raise _BadParameter(f"unknown parameter(s) {', '.join(unknown)[:200]}")
-        for name in params:
-            if len(params.getall(name)) > 1:
+        for name, values in given.items():
+            if len(values) > 1:
                 raise _BadParameter(f"parameter {name} given more than once")
+        params = {name: values[0] for name, values in given.items()}
         kw: dict[str, Any] = {col: params[p] for p, col in _FILTERS.items() if p in params}
         start_time, end_time = params.get("startTime"), params.get("endTime")
         offset = 0
@@ -214,8 +249,8 @@ class LoggingServer:
         return Query(limit=limit, offset=offset, **kw)
 
     async def _page(
-        self, request: web.Request, key: str, item: Callable[[StoredEvent], Any]
-    ) -> web.Response:
+        self, request: Request, key: str, item: Callable[[StoredEvent], Any]
+    ) -> Response:
         """One page of the stored LogEvents the query names, i3's `{count, totalCount, key:
         [...]}` with `item(row)` for each."""
         try:
@@ -223,22 +258,19 @@ class LoggingServer:
         except I3LogError as exc:
             return _i3_error(exc)
         rows, total = await self.store.query(q)
-        return web.json_response(
-            {"count": len(rows), "totalCount": total, key: [item(r) for r in rows]}
-        )
+        return _json(200, {"count": len(rows), "totalCount": total, key: [item(r) for r in rows]})
 
-    async def list_events(self, request: web.Request) -> web.Response:
-        return await self._page(
-            request,
-            "logEventContainers",
-            lambda r: {"logEventId": r.id, "logEvent": json.loads(r.jws)},
-        )
 
-    async def list_ids(self, request: web.Request) -> web.Response:
-        return await self._page(request, "logEventIds", lambda r: r.id)
+def _container(row: StoredEvent) -> dict[str, Any]:
+    return {"logEventId": row.id, "logEvent": json.loads(row.jws)}
 
-    async def versions(self, _request: web.Request) -> web.Response:
-        return web.json_response({"versions": [{"major": 1, "minor": 1}]})
+
+def _event_id(row: StoredEvent) -> str:
+    return row.id
+
+
+def _not_allowed(allow: str) -> Response:
+    return Response(405, _METHOD_NOT_ALLOWED, (*_JSON, ("Allow", allow)))
 
 
 async def serve_logging(
@@ -247,8 +279,21 @@ async def serve_logging(
     port: int = 0,
     *,
     ssl_context: ssl.SSLContext | None = None,
+    cleanup: Callable[[], Awaitable[None]] | None = None,
 ) -> RunningServer:
-    """Start the Logging Service; `RunningServer.url` is its base URL (".../")."""
-    return await serve(
-        server.app, host, port, ssl_context=ssl_context, limits=server.config.limits, path="/"
+    """Start the Logging Service; `RunningServer.url` is its base URL (".../"). Closing it
+    answers the requests in progress, then awaits `cleanup` (`ng911.node.serve` closes the
+    store there)."""
+    return await serve_http(
+        server.handle,
+        host,
+        port,
+        ssl_context=ssl_context,
+        limits=server.config.limits,
+        max_body=server.config.max_body,
+        event=_event,
+        prefix="logger",
+        internal_error=_internal_error,
+        refuse=_refuse,
+        cleanup=cleanup,
     )

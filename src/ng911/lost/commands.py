@@ -13,9 +13,9 @@ import uvloop
 
 from ng911.errors import Ng911Error
 from ng911.lost.engine import EngineConfig, NextServer
-from ng911.lost.limits import HttpLimits
 from ng911.lost.server import LostServer, ServerConfig, serve
 from ng911.lost.store import BoundaryStore, MappingConfig, ServiceArea
+from ng911.net.http1 import HttpLimits
 
 
 def register(sub: Any) -> None:
@@ -87,7 +87,7 @@ def port_number(text: str) -> int:
 
 
 def add_limit_arguments(p: argparse.ArgumentParser) -> None:
-    """The connection limits (`ng911.lost.limits`) as flags; defaults from `HttpLimits`."""
+    """The connection limits (`ng911.net.http1.HttpLimits`) as flags; defaults from `HttpLimits`."""
     d = HttpLimits()
     g = p.add_argument_group("limits (a slow or greedy client costs seconds, not minutes)")
     late, shut = "must arrive within this; else 408", "are closed at once"

@@ -47,14 +47,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from ng911.location.civic import CivicAddress
 from ng911.lost.engine import EngineConfig, Forward, LostEngine
 from ng911.lost.errors import LostProtocolError
 from ng911.lost.events import LostServedEvent
 from ng911.lost.fast_request import parse_request_fast
-from ng911.lost.limits import LINGER, ConnectionTable, GuardedSite, HttpLimits, guard_of
 from ng911.lost.protocol import (
     CONTENT_TYPE,
     LostErrorResponse,
@@ -67,8 +65,7 @@ from ng911.lost.protocol import (
     parse_response,
 )
 from ng911.lost.store import AsyncLookups, BoundaryStore, StoreHit
-from ng911.net.http1 import HttpServer, Request, Response
-from ng911.net.log import clean
+from ng911.net.http1 import HttpLimits, Request, Response, RunningServer, serve_http
 
 log = logging.getLogger("ng911.lost.server")
 
@@ -90,7 +87,7 @@ class ServerConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     # a findService is < 2 KB; 64 KB leaves room for a large polygon or civic address
     max_body: int = 64 * 1024
-    # header/body deadlines, idle timeout, connection caps (ng911.lost.limits)
+    # header/body deadlines, idle timeout, connection caps (ng911.net.http1)
     limits: HttpLimits = field(default_factory=HttpLimits)
     forward_timeout: float = 2.0
     forward_ssl: ssl.SSLContext | None = None  # for https:// next servers
@@ -131,36 +128,6 @@ def _http_event(event: str, **fields: object) -> None:
         log.log(level, json.dumps({"event": event, "element": "ecrf", **fields}, default=str))
 
 
-class _ServerLog(logging.Logger):
-    """aiohttp's request-handler logger, as an operator wants it: a malformed request or a
-    client gone mid-request is the client's doing, logged as one short line (warning, no
-    traceback, no echo of its bytes beyond a bounded, escaped reason); anything else is
-    a bug of ours and keeps its traceback."""
-
-    def __init__(self) -> None:
-        super().__init__("ng911.lost.server.http")
-        self.parent = log
-
-    def exception(self, msg: object, *args: object, exc_info: Any = True, **kw: Any) -> None:
-        exc = exc_info if isinstance(exc_info, BaseException) else None
-        if isinstance(exc, aiohttp.http_exceptions.HttpProcessingError | ConnectionError):
-            if self.isEnabledFor(logging.WARNING):
-                reason = clean(str(getattr(exc, "message", "") or exc))
-                peer = args[0] if args else None
-                self.warning(
-                    json.dumps(
-                        {"event": "lost.bad_request", "element": "ecrf", "peer": peer,
-                         "error": type(exc).__name__, "reason": reason},
-                        default=str,
-                    )
-                )  # fmt: skip
-            return
-        super().exception(msg, *args, exc_info=exc_info, **kw)
-
-
-_SERVER_LOG = _ServerLog()
-
-
 def peer_names(request: Request) -> set[str]:
     """Who the client is: certificate DNS SANs (else CN) over TLS, else its IP address."""
     names: set[str] = set()
@@ -180,68 +147,11 @@ def peer_names(request: Request) -> set[str]:
     return names
 
 
-Refuse = Callable[[int, str], web.Response]
-
-
-def request_limits(
-    max_body: int,
-    limits: HttpLimits,
-    *,
-    refuse: Refuse | None = None,
-    event: Callable[..., None] | None = None,
-) -> Any:
-    """The middleware that holds every request, routed or not, to its body deadline and
-    size before the handler runs; the connection's guard is told each step
-    (`ng911.lost.limits`). `refuse(status, text)` builds the 408/413/400 answers (default:
-    plain text, connection closed); `event(name, **fields)` logs ("lost.refused", ...).
-    Shared by the LoST server and the i3 Logging Service."""
-    answer = refuse or _closing
-    note = event or _event
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-        guard = guard_of(request)
-        if guard is not None:
-            guard.head_done()
-        try:
-            declared = request.content_length
-            if declared is not None and declared > max_body:
-                note("lost.refused", reason="max_body", peer=request.remote, bytes=declared)
-                return answer(413, f"body larger than {max_body} bytes\n")
-            lim = guard.limits if guard is not None else limits
-            if request.body_exists:
-                try:
-                    async with asyncio.timeout(lim.body_timeout):
-                        await request.read()  # kept by aiohttp: the handler's read() is free
-                except TimeoutError:
-                    if guard is not None:
-                        guard.timed_out("body", request.content.total_bytes)
-                    else:
-                        note("lost.timeout", phase="body", peer=request.remote)
-                    return answer(408, "request body too slow\n")
-                except web.HTTPRequestEntityTooLarge:
-                    note("lost.refused", reason="max_body", peer=request.remote)
-                    return answer(413, f"body larger than {max_body} bytes\n")
-                except (ConnectionError, RuntimeError) as exc:
-                    # the client left mid-body (aiohttp: reset, or "Connection closed")
-                    note("lost.client_gone", peer=request.remote, error=type(exc).__name__)
-                    return answer(400, "connection closed mid-body\n")
-            if guard is not None:
-                guard.body_done()
-            response: web.StreamResponse = await handler(request)
-            return response
-        finally:
-            if guard is not None:
-                guard.request_done()
-
-    return middleware
-
-
 class LostServer:
     """Holds the engine and the forwarding session; answers `ng911.net.http1` requests.
 
-    `app` is the server itself (what `serve` takes, as it takes an aiohttp application);
-    `on_cleanup` callbacks (each called with the server, awaited) run when it is closed.
+    `app` is the server itself (what `serve` takes); `on_cleanup` callbacks (each called
+    with the server, awaited) run when it is closed.
     """
 
     def __init__(self, store: BoundaryStore, config: ServerConfig | None = None) -> None:
@@ -469,38 +379,13 @@ class LostServer:
         return raw
 
 
-def _closing(status: int, text: str) -> web.Response:
-    """An HTTP error after which the connection closes (the rest of the body is not read)."""
-    resp = web.Response(status=status, text=text)
-    resp.force_close()
-    return resp
-
-
 def make_app(store: BoundaryStore, config: ServerConfig | None = None) -> LostServer:
     """The LoST server over `store`, ready for `serve` (contracts.md)."""
     return LostServer(store, config)
 
 
-@dataclass
-class RunningServer:
-    closer: Callable[[], Awaitable[None]]
-    host: str
-    port: int
-    scheme: str
-    connections: ConnectionTable | None = None  # live counts, refusals, timeouts
-    path: str = "/lost"  # what `url` ends with (the Logging Service serves "/")
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}{self.path}"
-
-    async def close(self) -> None:
-        await self.closer()
-
-
 async def serve(
-    app: web.Application | LostServer,
+    app: LostServer,
     host: str = "127.0.0.1",
     port: int = 0,
     *,
@@ -508,44 +393,20 @@ async def serve(
     limits: HttpLimits | None = None,
     path: str = "/lost",
 ) -> RunningServer:
-    """Start `app` on host:port (0 = ephemeral); returns the bound address and a closer.
-
-    A `LostServer` runs on `ng911.net.http1` with `limits` (default: its
-    `ServerConfig.limits`) and `max_body`; closing stops it gracefully (requests in progress
-    are answered) and runs its `on_cleanup`. Any aiohttp application may be served too (the
-    i3 Logging Service, with `path="/"`, and /metrics), every connection going through
-    `ng911.lost.limits` with `limits`.
-    """
-    scheme = "https" if ssl_context else "http"
-    if isinstance(app, LostServer):
-        lost = app
-        server = HttpServer(
-            lost.handle,
-            limits or lost.config.limits,
-            max_body=lost.config.max_body,
-            event=_http_event,
-            prefix="lost",
-            internal_error=lost.http_internal_error,
-        )
-        bound = await server.start(host, port, ssl_context)
-
-        async def close() -> None:
-            await server.stop()
-            await lost.cleanup()
-
-        return RunningServer(close, host, bound, scheme, server.table, path)
-    limits = limits or HttpLimits()
-    runner = web.AppRunner(
-        app,
-        access_log=None,
-        logger=_SERVER_LOG,
-        handle_signals=False,
-        keepalive_timeout=limits.idle_timeout,
-        lingering_time=LINGER,  # after a 408/413: drain briefly so the client reads it
+    """Start the LoST server on host:port (0 = ephemeral) on `ng911.net.http1` with `limits`
+    (default: its `ServerConfig.limits`) and `max_body`; returns the bound address and a
+    closer. Closing stops it gracefully (requests in progress are answered) and runs its
+    `on_cleanup`."""
+    return await serve_http(
+        app.handle,
+        host,
+        port,
+        ssl_context=ssl_context,
+        limits=limits or app.config.limits,
+        max_body=app.config.max_body,
+        path=path,
+        event=_http_event,
+        prefix="lost",
+        internal_error=app.http_internal_error,
+        cleanup=app.cleanup,
     )
-    await runner.setup()
-    site = GuardedSite(runner, host, port, limits, ssl_context=ssl_context, backlog=1024)
-    await site.start()
-    addresses: list[Any] = list(runner.addresses)
-    bound = addresses[0][1] if addresses else port
-    return RunningServer(runner.cleanup, host, int(bound), scheme, site.table, path)

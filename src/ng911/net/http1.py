@@ -7,7 +7,10 @@ floors of aiohttp, uvicorn + httptools and this module in one run). Here one
 `asyncio.Protocol` per connection feeds llhttp, calls the application's handler with the whole
 request (head and body; a LoST request is < 64 KB) and writes the answer in one `write`. A
 handler that answers synchronously costs no task; one that returns an awaitable (a PostGIS
-lookup, a forward) gets one. It runs on any asyncio loop; uvloop is where it pays.
+lookup, a forward) gets one. It runs on any asyncio loop; uvloop is where it pays. Every
+HTTP server of ng911 but the console (which needs WebSockets) runs here: LoST, the i3 Logging
+Service (`ng911.i3log.server`) and `/metrics` (`ng911.node.metrics`), each through
+`serve_http`, so the limits below exist once.
 
 Limits (`HttpLimits`; a connection that breaks one gets an answer when HTTP allows it and is
 closed, with one structured log line naming the peer, never the client's bytes):
@@ -34,6 +37,8 @@ closed, with one structured log line naming the peer, never the client's bytes):
   and dropped for `LINGER` seconds before the close, so the client sees the answer rather than
   a reset (RFC 9112 §9.6); a closed connection whose peer does not take its bytes is aborted
   after `ABORT_AFTER`.
+- The answers the server makes itself (408, 413, 400, 431) are plain text unless the
+  application gives `refuse(status, text)` (the Logging Service answers i3-style JSON).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any, Final, cast
 
@@ -128,16 +133,24 @@ class ConnectionTable:
 
 
 class Request:
-    """One request as the handler sees it: method, target path, header fields (names in lower
-    case; a repeated field's values joined with ", ", RFC 9110 §5.3), the whole body."""
+    """One request as the handler sees it: method, target path and query (the raw text after
+    "?", "" if none; `urllib.parse.parse_qs` reads it), header fields (names in lower case; a
+    repeated field's values joined with ", ", RFC 9110 §5.3), the whole body."""
 
-    __slots__ = ("body", "conn", "headers", "keep_alive", "method", "path")
+    __slots__ = ("body", "conn", "headers", "keep_alive", "method", "path", "query")
 
     def __init__(
-        self, method: str, path: str, headers: dict[str, str], body: bytes, conn: Connection
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        conn: Connection,
+        query: str = "",
     ) -> None:
         self.method = method
         self.path = path
+        self.query = query
         self.headers = headers
         self.body = body
         self.conn = conn
@@ -184,6 +197,7 @@ class Response:
 
 Handler = Callable[[Request], "Response | Awaitable[Response]"]
 Event = Callable[..., None]
+Refuse = Callable[[int, str], Response]
 
 
 def log_event(event: str, **fields: object) -> None:
@@ -428,8 +442,11 @@ class Connection(asyncio.Protocol):
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         method = self.parser.get_method().decode("ascii", "replace")
         url = self._url.decode("latin-1")
-        path = url.split("?", 1)[0] if "?" in url else url
-        req = Request(method, path, self._headers, body, self)
+        if "?" in url:
+            path, query = url.split("?", 1)
+            req = Request(method, path, self._headers, body, self, query)
+        else:
+            req = Request(method, url, self._headers, body, self)
         req.keep_alive = self.parser.should_keep_alive()
         if self.busy:
             self.queue.append(req)
@@ -489,7 +506,7 @@ class Connection(asyncio.Protocol):
         if t is None or self._closing:
             return
         self.queue.clear()
-        t.write(encode(Response(status, text.encode(), (("Content-Type", "text/plain"),)), False))
+        t.write(encode(self.server.refuse(status, text), False))
         self._linger()
 
     def fail(self, status: int, reason: str, detail: str) -> None:
@@ -548,7 +565,13 @@ class Connection(asyncio.Protocol):
                 f"{self.server.prefix}.timeout", phase="headers" if head else "body",
                 peer=self.source, bytes=self.head_bytes if head else self._body_len,
             )  # fmt: skip
-            self.close(RESPONSE_408 if self.head_bytes or not head else b"")
+            if head and not self.head_bytes:
+                self.close()
+            elif self.server.refuse is plain_refusal:
+                self.close(RESPONSE_408)
+            else:
+                why = "request head too slow\n" if head else "request body too slow\n"
+                self.close(encode(self.server.refuse(408, why), False))
 
 
 class HttpServer:
@@ -556,7 +579,8 @@ class HttpServer:
 
     `event(name, **fields)` logs refusals and timeouts (names `<prefix>.refused`,
     `<prefix>.timeout`, `<prefix>.bad_request`); `internal_error(exc)` turns a handler's
-    exception into an answer (default: 500, logged with its traceback).
+    exception into an answer (default: 500, logged with its traceback); `refuse(status,
+    text)` builds the answers the server makes itself (default: plain text).
     """
 
     def __init__(
@@ -568,8 +592,10 @@ class HttpServer:
         event: Event | None = None,
         prefix: str = "http",
         internal_error: Callable[[BaseException], Response] | None = None,
+        refuse: Refuse | None = None,
     ) -> None:
         self.handler = handler
+        self.refuse: Refuse = refuse or plain_refusal
         self.limits = limits or HttpLimits()
         self.max_body = max_body
         self.event: Event = event or log_event
@@ -635,6 +661,65 @@ class HttpServer:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+
+
+def plain_refusal(status: int, text: str) -> Response:
+    """The default answer of a request the server refuses itself (413, 408, 400, 431)."""
+    return Response(status, text.encode(), (("Content-Type", "text/plain"),))
+
+
+@dataclass
+class RunningServer:
+    """A started server: its address, live connection counts, and how to stop it."""
+
+    closer: Callable[[], Awaitable[None]]
+    host: str
+    port: int
+    scheme: str
+    connections: ConnectionTable | None = None  # live counts, refusals, timeouts
+    path: str = "/"  # what `url` ends with ("/lost", "/metrics", the Logging Service's "/")
+    server: HttpServer | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{self.path}"
+
+    async def close(self) -> None:
+        await self.closer()
+
+
+async def serve_http(
+    handler: Handler,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    limits: HttpLimits | None = None,
+    max_body: int = 64 * 1024,
+    path: str = "/",
+    event: Event | None = None,
+    prefix: str = "http",
+    internal_error: Callable[[BaseException], Response] | None = None,
+    refuse: Refuse | None = None,
+    cleanup: Callable[[], Awaitable[None]] | None = None,
+) -> RunningServer:
+    """Start an `HttpServer` for `handler` on host:port (0 = ephemeral; HTTPS with
+    `ssl_context`, mutual TLS when it has `CERT_REQUIRED`). Closing it stops it gracefully
+    (requests in progress are answered), then awaits `cleanup`."""
+    server = HttpServer(
+        handler, limits, max_body=max_body, event=event, prefix=prefix,
+        internal_error=internal_error, refuse=refuse,
+    )  # fmt: skip
+    bound = await server.start(host, port, ssl_context)
+
+    async def close() -> None:
+        await server.stop()
+        if cleanup is not None:
+            await cleanup()
+
+    scheme = "https" if ssl_context else "http"
+    return RunningServer(close, host, bound, scheme, server.table, path, server)
 
 
 def _internal_error(exc: BaseException) -> Response:

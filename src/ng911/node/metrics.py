@@ -25,7 +25,6 @@ import bisect
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -45,7 +44,7 @@ from ng911.elements.runtime import SipElement
 from ng911.elements.vsp import VspProxy
 from ng911.lost.client import LostClient
 from ng911.lost.events import LostQueryEvent
-from ng911.lost.server import RunningServer, serve
+from ng911.net.http1 import Request, Response, RunningServer, serve_http
 from ng911.node.build import log_sender
 
 __all__ = [
@@ -362,20 +361,33 @@ async def start_metrics(spec: str, el: SipElement | None = None) -> MetricsServe
         collector = _LagOnly(lag)
     registry.register(collector)
 
-    async def metrics(_request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
     lag.start()
     try:
-        running = await serve(app, host, port, path="/metrics")
+        running = await serve_http(
+            _MetricsHandler(registry), host, port, path="/metrics", prefix="metrics"
+        )
     except BaseException:
         lag.stop()
         raise
     return MetricsServer(registry, lag, running)
+
+
+class _MetricsHandler:
+    """`GET /metrics` on `ng911.net.http1` (its default limits: a scraper holds one
+    keep-alive connection); the registry is read at each scrape."""
+
+    _TYPE = (("Content-Type", CONTENT_TYPE_LATEST),)
+    _TEXT = (("Content-Type", "text/plain; charset=utf-8"),)
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def __call__(self, request: Request) -> Response:
+        if request.path != "/metrics":
+            return Response(404, b"404: Not Found\n", self._TEXT)
+        if request.method != "GET":
+            return Response(405, b"405: Method Not Allowed\n", (*self._TEXT, ("Allow", "GET")))
+        return Response(200, generate_latest(self.registry), self._TYPE)
 
 
 class _LagOnly(Collector):

@@ -34,7 +34,7 @@ from ng911.node.workers import decode_role, parent_gone
 
 if TYPE_CHECKING:
     from ng911.i3log.sender import LogSender
-    from ng911.lost.server import RunningServer
+    from ng911.net.http1 import RunningServer
 
 __all__ = [
     "load",
@@ -55,7 +55,7 @@ CONFIG_CLASSES: dict[str, type[cfgmod.ElementConfig]] = {
     "calltaker": cfgmod.CallTakerConfig,
 }
 
-# ng911.lost.limits.HttpLimits: what a `[lost]` table may set (defaults: the dataclass's)
+# ng911.net.http1.HttpLimits: what a `[lost]` table may set (defaults: the dataclass's)
 _LOST_LIMITS = (
     "header_timeout", "body_timeout", "idle_timeout", "max_connections", "max_per_source",
 )  # fmt: skip
@@ -127,7 +127,7 @@ def load_lost(path: str, table: str) -> dict[str, Any]:
 def _check_http_table(node: dict[str, Any], where: str) -> None:
     """The values of a `[lost]`/`[logger]` table checked where the file and table are known
     (`start_lost`/`start_logger` take a dict the testbed may have built)."""
-    from ng911.lost.limits import HttpLimits
+    from ng911.net.http1 import HttpLimits
 
     port = node.get("port", 0)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
@@ -147,9 +147,9 @@ async def start_lost(cfg: dict[str, Any]) -> RunningServer:
     its boundaries, its mappings, limits and TLS. What `ng911 run lost` serves and what the
     in-process testbed starts from its plan."""
     from ng911.lost.embedded import EmbeddedStore
-    from ng911.lost.limits import HttpLimits
     from ng911.lost.server import ServerConfig, make_app, serve
     from ng911.lost.store import MappingConfig
+    from ng911.net.http1 import HttpLimits
 
     try:
         limits = HttpLimits(**{k: cfg[k] for k in _LOST_LIMITS if k in cfg})
@@ -267,13 +267,12 @@ async def start_logger(cfg: dict[str, Any]) -> RunningServer:
     except Exception as exc:  # sqlite3/psycopg errors: a bad path or DSN is a config error
         raise ConfigError(f"[{name}]: store: {type(exc).__name__}: {exc}") from None
     server = LoggingServer(store, verifier, server_cfg)
-
-    async def close_store(_app: Any) -> None:
-        await store.close()
-
-    server.app.on_cleanup.append(close_store)
     return await serve_logging(
-        server, str(cfg.get("host", "127.0.0.1")), int(cfg.get("port", 0)), ssl_context=ctx
+        server,
+        str(cfg.get("host", "127.0.0.1")),
+        int(cfg.get("port", 0)),
+        ssl_context=ctx,
+        cleanup=store.close,
     )
 
 

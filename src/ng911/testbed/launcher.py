@@ -30,7 +30,7 @@ from ng911.elements.ua import Caller, CallRecord
 from ng911.elements.vsp import VspProxy
 from ng911.i3log.sender import LogSender
 from ng911.lost.client import LostClient
-from ng911.lost.server import RunningServer
+from ng911.net.http1 import RunningServer
 from ng911.node import build
 from ng911.node.metrics import MetricsServer, start_metrics
 from ng911.node.serve import start_logger, start_lost
