@@ -13,20 +13,20 @@ record-routing proxy in both cases:
   port (SO_REUSEPORT), each with its own port for its Via, CPU summed over both.
 
 UDP and TCP: SIPp drives it (`ng911/interop/sipp/uac_plain.xml` → proxy → `uas.xml`, which
-copies Record-Route so ACK and BYE go through the proxy too; TCP: one connection each side,
-`-t t1`). TLS: SIPp here has no TLS, so a small asyncio caller/callee pair
-(`bench/loadgen.py`, two processes, one mutual-TLS connection each side, ECDSA P-256,
-TLS 1.3) drives both ng911 and Kamailio (tls module). The `emergency` row sends the 1.5 KB
-911 INVITE with PIDF-LO (`uac_emergency.xml`) through the VSP's emergency path (recognise,
-rewrite, Resource-Priority, Route to the "ESRP", which is the SIPp callee here); the `esrp`
-row sends it to ng911's ESRP, which asks a LoST server (`ng911 run lost`, every borough maps
-to the SIPp callee) for every call (`lost_cache = false`) and routes to the answer;
-`esrp-cached` is the same ESRP as deployed by default, its LoST answers cached. Every ng911 row calls `gc.freeze()` once a
-second (`ng911 run`'s `--gc-freeze 1`; survivors leave the collector's sight but are still
-freed by reference counting; safe because a call leaves no cyclic garbage, which a test
-counts); the `gc-off` row is the VSP with Python's cyclic garbage collector disabled
-(`gc.disable()` before `ng911 run`) and `gc-once` the VSP frozen only once after start-up
-(`--gc-freeze 0`): experiments showing what the collector's pauses cost.
+copies Record-Route so ACK and BYE go through the proxy too; TCP: one connection each side, `-t
+t1`). TLS: SIPp here has no TLS, so a small asyncio caller/callee pair (`bench/loadgen.py`, two
+processes, one mutual-TLS connection each side, ECDSA P-256, TLS 1.3) drives both ng911 and
+Kamailio (tls module). The `emergency` row sends the 1.5 KB 911 INVITE with PIDF-LO
+(`uac_emergency.xml`) through the VSP's emergency path (recognise, rewrite, Resource-Priority,
+Route to the "ESRP", which is the SIPp callee here); the `esrp` row sends it to ng911's ESRP,
+which asks a LoST server (`ng911 run lost`, every borough maps to the SIPp callee) for every
+call (`lost_cache = false`) and routes to the answer; `esrp-cached` is the same ESRP as deployed
+by default, its LoST answers cached. Every ng911 row calls `gc.freeze()` once a second (`ng911
+run`'s `--gc-freeze 1`; survivors leave the collector's sight but are still freed by reference
+counting; safe because a call leaves no cyclic garbage, which a test counts); the `gc-off` row
+is the VSP with Python's cyclic garbage collector disabled (`gc.disable()` before `ng911 run`)
+and `gc-once` the VSP frozen only once after start-up (`--gc-freeze 0`): experiments showing
+what the collector's pauses cost.
 
 Each rate step runs ~`--seconds`; the rate ladder stops at the first step that fails.
 A step passes when every call succeeded (SIPp: no failed call, all calls done; UDP
