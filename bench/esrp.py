@@ -43,11 +43,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from proxy import IN_DIALOG, answer, call_number, record_route, settle_gc, summary
-from rig import BOROUGHS, BOUNDARIES, LOCAL, Element, free_port, write_result
-
 from ng911 import compiled
 from ng911.sip import samples
+from proxy import IN_DIALOG, answer, call_number, record_route, settle_gc, summary
+from rig import BOROUGHS, BOUNDARIES, LOCAL, Element, free_port, write_result
 
 HERE = Path(__file__).resolve().parent
 

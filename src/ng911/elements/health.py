@@ -101,7 +101,11 @@ class PeerHealth:
                 st, up=True, failures=0, answers=answers, changed=now, reason=what
             )
             return Transition(peer, True, what)
-        self._peers[peer] = replace(st, failures=0, answers=answers)
+        # every answered call comes here (its 180 and its 200): the fields spelt out, not
+        # `replace`, which inspects the dataclass's fields each time
+        self._peers[peer] = PeerState(
+            st.up, 0, answers, st.changed, st.last_ping, st.reason, st.pinned
+        )
         return None
 
     def failed(self, peer: str, now: float, reason: str) -> Transition | None:

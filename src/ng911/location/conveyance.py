@@ -48,6 +48,7 @@ BAD_LOCATION_INFORMATION: Final = (424, "Bad Location Information")
 
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+_SPACE_RE = re.compile(r"\s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,14 @@ class GeolocationValue:
 
 def _split_outside(text: str, sep: str) -> list[str]:
     """Split at `sep` where it is outside <...> and "..." (with backslash escapes)."""
+    if '"' not in text:  # the common value, `<cid:...>`: no character-by-character walk
+        # without quotes, whether the text ends inside <...> is whichever comes last
+        if text.rfind("<") > text.rfind(">"):
+            raise LocationError(f"unbalanced quote or '<' in {text!r}")
+        if sep not in text:
+            return [text]
+        if "<" not in text:
+            return text.split(sep)
     out: list[str] = []
     buf: list[str] = []
     in_angle = in_quote = escaped = False
@@ -134,7 +143,7 @@ def _check_uri(uri: str, where: str) -> str:
     uri = uri.strip()
     if not _SCHEME_RE.match(uri) or len(uri) <= uri.index(":") + 1:
         raise LocationError(f"not a location URI: {uri!r} in {where}")
-    if any(c.isspace() for c in uri):
+    if _SPACE_RE.search(uri):  # str.isspace's characters (both are Py_UNICODE_ISSPACE)
         raise LocationError(f"whitespace inside location URI {uri!r}")
     return uri
 
