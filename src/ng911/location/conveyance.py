@@ -32,6 +32,7 @@ __all__ = [
     "parse_geolocation",
     "parse_geolocation_error",
     "parse_geolocation_routing",
+    "split_outside",
 ]
 
 #: RFC 6442 §4.4 / §8.6: Geolocation-Error codes and their registered texts.
@@ -85,7 +86,7 @@ class GeolocationValue:
         return format_geolocation(self.uri, self.params)
 
 
-def _split_outside(text: str, sep: str) -> list[str]:
+def split_outside(text: str, sep: str) -> list[str]:
     """Split at `sep` where it is outside <...> and "..." (with backslash escapes)."""
     if '"' not in text:  # the common value, `<cid:...>`: no character-by-character walk
         # without quotes, whether the text ends inside <...> is whichever comes last
@@ -127,7 +128,7 @@ def _split_outside(text: str, sep: str) -> list[str]:
 
 def _params(text: str, where: str) -> tuple[tuple[str, str | None], ...]:
     params: list[tuple[str, str | None]] = []
-    for raw in _split_outside(text, ";"):
+    for raw in split_outside(text, ";"):
         item = raw.strip()
         if not item:
             continue
@@ -158,7 +159,7 @@ def parse_geolocation(header_value: str) -> list[GeolocationValue]:
     if header_value is None or not header_value.strip():
         raise LocationError("empty Geolocation header")
     values: list[GeolocationValue] = []
-    for item in _split_outside(header_value, ","):
+    for item in split_outside(header_value, ","):
         item = item.strip()
         if not item:
             continue
@@ -254,7 +255,7 @@ class GeolocationError:
 
 def parse_geolocation_error(value: str) -> GeolocationError:
     """Parse a Geolocation-Error header value; raises `LocationError` if garbled."""
-    parts = _split_outside(value.strip(), ";")
+    parts = split_outside(value.strip(), ";")
     code_text = parts[0].strip()
     if not (code_text.isdigit() and 1 <= len(code_text) <= 3):
         raise LocationError(f"Geolocation-Error code must be 1-3 digits, got {code_text!r}")
