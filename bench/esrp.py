@@ -49,7 +49,15 @@ from typing import Any
 
 from ng911 import compiled
 from ng911.sip import samples
-from proxy import IN_DIALOG, answer, call_number, record_route, settle_gc, summary
+from proxy import (
+    IN_DIALOG,
+    InProcPeers,
+    answer,
+    call_number,
+    record_route,
+    settle_gc,
+    summary,
+)
 from rig import BOROUGHS, BOUNDARIES, LOCAL, Element, free_port, write_result
 
 HERE = Path(__file__).resolve().parent
@@ -114,17 +122,14 @@ class _Capture:
             w.set_result(None)
 
 
-class Peers:
-    """Caller and callee around the in-process ESRP (lock-step, one call at a time)."""
+class Peers(InProcPeers):
+    """Caller and callee around the in-process ESRP (lock-step, one call at a time): the
+    VSP bench's, with a capture that wakes whoever awaits the ESRP's next datagram."""
 
     def __init__(self, endpoint: Any, uas_port: int) -> None:
-        self.ep = endpoint
-        self.capture = _Capture()
-        self.real = endpoint.transport  # put back before closing
+        super().__init__(endpoint, uas_port)
+        self.capture: _Capture = _Capture()  # type: ignore[assignment]
         endpoint.transport = self.capture
-        self.addrs = {"uac": (LOCAL, uas_port - 1), "uas": (LOCAL, uas_port)}
-        self.uac_hp = f"{LOCAL}:{uas_port - 1}"
-        self.uas_hp = f"{LOCAL}:{uas_port}"
         self.cpu = 0.0  # seconds of this thread inside the ESRP
 
     def find(self, who: str, want: bytes, n: int) -> bytes | None:

@@ -86,9 +86,10 @@ class GeolocationValue:
         return format_geolocation(self.uri, self.params)
 
 
-def split_outside(text: str, sep: str) -> list[str]:
-    """Split at `sep` where it is outside <...> and "..." (with backslash escapes)."""
-    if '"' not in text:  # the common value, `<cid:...>`: no character-by-character walk
+def split_outside(text: str, sep: str, *, walk: bool = False) -> list[str]:
+    """Split at `sep` where it is outside <...> and "..." (with backslash escapes).
+    `walk=True`: always the character walk (the tests' reference for the shortcut)."""
+    if '"' not in text and not walk:  # the common value, `<cid:...>`: no character-by-character walk
         # without quotes, whether the text ends inside <...> is whichever comes last
         if text.rfind("<") > text.rfind(">"):
             raise LocationError(f"unbalanced quote or '<' in {text!r}")
