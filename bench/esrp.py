@@ -296,7 +296,6 @@ def main() -> None:
         "bench": "esrp",
         "build": compiled.build(),
         "loop": args.loop,
-        "calls_per_round": args.calls,
         "messages_per_call": 7,
         "lost": "ng911 run lost (child process, embedded store), lost_cache = false",
         "gc": os.environ.get("NG911_BENCH_GC", "on (frozen after start-up)"),
@@ -307,6 +306,7 @@ def main() -> None:
         if not args.no_write:
             write_result("esrp-callgrind", res, Path(args.out) if args.out else None)
         return
+    res["calls_per_round"] = args.calls
     prof = str(HERE / "results" / "esrp.prof") if args.profile else None
     rounds = run_inproc(args.calls, args.rounds, args.warmup, prof, args.loop)
     print(

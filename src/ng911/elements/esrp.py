@@ -308,8 +308,9 @@ class Esrp(Proxy):
                 req.headers.set("Resource-Priority", rp)
                 fixes.append(fix)
         rewrite_emergency(req, intake.service, in_place=True, rewrite_to=False, priority=False)
-        for fix in fixes:
-            self.log("intake_corrected", call_id=call.call_id, **fix.fields())
+        if self.log.enabled:  # a call without Resource-Priority corrects one: every call
+            for fix in fixes:
+                self.log("intake_corrected", call_id=call.call_id, **fix.fields())
 
     def _is_callback(self, call: ProxyCall) -> bool:
         """An INVITE from a `callbacks_from` host (by name in `hosts`, or address)."""

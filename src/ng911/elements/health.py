@@ -101,10 +101,16 @@ class PeerHealth:
                 st, up=True, failures=0, answers=answers, changed=now, reason=what
             )
             return Transition(peer, True, what)
-        # every answered call comes here (its 180 and its 200): the fields spelt out, not
-        # `replace`, which inspects the dataclass's fields each time
+        # every answered call comes here (its 180 and its 200): every field spelt out (keep
+        # in step with PeerState), not `replace`, which inspects the fields each time
         self._peers[peer] = PeerState(
-            st.up, 0, answers, st.changed, st.last_ping, st.reason, st.pinned
+            up=st.up,
+            failures=0,
+            answers=answers,
+            changed=st.changed,
+            last_ping=st.last_ping,
+            reason=st.reason,
+            pinned=st.pinned,
         )
         return None
 
