@@ -538,65 +538,51 @@ _GML_DECLS = " ".join(
 )
 
 
-class _NotPlain(Exception):
-    """A value the template cannot carry as it is: lxml's path writes the request."""
-
-
-def _plain_attrs(*pairs: tuple[str, str | None]) -> str:
-    """` name="value"` for each pair with a value (in order); raises `_NotPlain`."""
-    out = ""
-    for name, value in pairs:
-        if value is not None:
-            if not _PLAIN.fullmatch(value):
-                raise _NotPlain
-            out += f' {name}="{value}"'
-    return out
+def _attr_text(*pairs: tuple[str, str | None]) -> str:
+    """` name="value"` for each pair with a value, in order (values already checked plain)."""
+    return "".join(f' {name}="{value}"' for name, value in pairs if value is not None)
 
 
 def _fast_find_service_request(req: FindServiceRequest) -> bytes | None:
     """The common findService (geodetic points, `asOf` if any as the attribute) as a string
-    template: what the ESRP sends per call, at a tenth of building an lxml tree. The same
+    template: what the ESRP sends per call, at a sixth of building an lxml tree. The same
     bytes as the lxml path (a test compares them); None for anything else (civic, other
     shapes, a value needing escapes), which goes the lxml way."""
     if req.as_of_tag is not None or req.validate_location:
         return None
-    try:
-        return _template(req)
-    except _NotPlain:
-        return None
-
-
-def _template(req: FindServiceRequest) -> bytes | None:
-    recursive = "true" if req.recursive else None
-    head = [
-        "<?xml version='1.0' encoding='UTF-8'?>\n<findService ",
-        _GML_DECLS,
-        _plain_attrs(
-            ("recursive", recursive), ("serviceBoundary", req.service_boundary), ("asOf", req.as_of)
-        ),
-        ">",
-    ]
+    points: list[tuple[LostLocation, Point]] = []
+    texts = [req.service, *req.path]
     for loc in req.locations:
         p = loc.value
         if type(p) is not Point:
             return None
-        head.append(
-            f"<location{_plain_attrs(('id', loc.id), ('profile', loc.profile))}>"
-            f"<gml:Point{_plain_attrs(('srsName', p.crs))}>"
+        points.append((loc, p))
+        texts += (loc.id, loc.profile, p.crs)
+    optional = (req.service_boundary, req.as_of, req.call_id, req.incident_id)
+    texts.extend(v for v in optional if v is not None)
+    # one check for all: the class is per character, so the whole is plain iff each part is
+    if not _PLAIN.fullmatch("".join(texts)):
+        return None
+    recursive = "true" if req.recursive else None
+    attrs = _attr_text(
+        ("recursive", recursive), ("serviceBoundary", req.service_boundary), ("asOf", req.as_of)
+    )
+    out = ["<?xml version='1.0' encoding='UTF-8'?>\n<findService ", _GML_DECLS, attrs, ">"]
+    for loc, p in points:
+        out.append(
+            f'<location id="{loc.id}" profile="{loc.profile}"><gml:Point srsName="{p.crs}">'
             f"<gml:pos>{pos_text(p)}</gml:pos></gml:Point></location>"
         )
-    if not _PLAIN.fullmatch(req.service):
-        return None
-    head.append(f"<service>{req.service}</service>")
+    out.append(f"<service>{req.service}</service>")
     if req.path:
-        head.append("<path>")
-        head.extend(f"<via{_plain_attrs(('source', v))}/>" for v in req.path)
-        head.append("</path>")
+        out.append("<path>")
+        out.extend(f'<via source="{v}"/>' for v in req.path)
+        out.append("</path>")
     if req.call_id is not None or req.incident_id is not None:
-        ids = _plain_attrs(("callId", req.call_id), ("incidentTrackingId", req.incident_id))
-        head.append(f'<ids:emergencyCallIncidentId xmlns:ids="{NS_IDS}"{ids}/>')
-    head.append("</findService>")
-    return "".join(head).encode("ascii")
+        ids = _attr_text(("callId", req.call_id), ("incidentTrackingId", req.incident_id))
+        out.append(f'<ids:emergencyCallIncidentId xmlns:ids="{NS_IDS}"{ids}/>')
+    out.append("</findService>")
+    return "".join(out).encode("ascii")
 
 
 def build_request(req: LostRequest, *, template: bool = True) -> bytes:
