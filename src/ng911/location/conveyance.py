@@ -89,7 +89,7 @@ class GeolocationValue:
 def split_outside(text: str, sep: str, *, walk: bool = False) -> list[str]:
     """Split at `sep` where it is outside <...> and "..." (with backslash escapes).
     `walk=True`: always the character walk (the tests' reference for the shortcut)."""
-    if '"' not in text and not walk:  # the common value, `<cid:...>`: no character-by-character walk
+    if '"' not in text and not walk:  # the common `<cid:...>`: no character walk
         # without quotes, whether the text ends inside <...> is whichever comes last
         if text.rfind("<") > text.rfind(">"):
             raise LocationError(f"unbalanced quote or '<' in {text!r}")
