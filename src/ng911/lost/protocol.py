@@ -545,7 +545,7 @@ def _attr_text(*pairs: tuple[str, str | None]) -> str:
 
 def _fast_find_service_request(req: FindServiceRequest) -> bytes | None:
     """The common findService (geodetic points, `asOf` if any as the attribute) as a string
-    template: what the ESRP sends per call, at a sixth of building an lxml tree. The same
+    template: what the ESRP sends per call, at a fifth of building an lxml tree. The same
     bytes as the lxml path (a test compares them); None for anything else (civic, other
     shapes, a value needing escapes), which goes the lxml way."""
     if req.as_of_tag is not None or req.validate_location:
