@@ -59,3 +59,20 @@ def test_bounded_and_configured_peers_stay():
         h.track(f"lost{i}")
     assert len(h.peers) == 3
     assert "default" in h.peers and "lost9" in h.peers
+
+
+def test_answered_keeps_every_other_field() -> None:
+    """`answered` on an up peer rebuilds its state field by field: nothing else changes."""
+    h = PeerHealth(HealthPolicy(down_after=3))
+    h.track("sip:psap", pinned=True)
+    h.failed("sip:psap", 5.0, "no answer")
+    h.due(7.0)
+    before = h.state("sip:psap")
+    assert before is not None and before.failures == 1 and before.pinned
+    h.answered("sip:psap", 9.0)
+    after = h.state("sip:psap")
+    assert after is not None
+    assert (after.failures, after.answers) == (0, before.answers + 1)
+    assert (after.up, after.changed, after.last_ping, after.reason, after.pinned) == (
+        before.up, before.changed, before.last_ping, before.reason, before.pinned
+    )  # fmt: skip

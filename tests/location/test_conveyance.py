@@ -18,6 +18,7 @@ from ng911.location.conveyance import (
     parse_geolocation,
     parse_geolocation_error,
     parse_geolocation_routing,
+    split_outside,
 )
 from ng911.location.errors import LocationError
 
@@ -172,3 +173,18 @@ def test_geolocation_error_garbled(value: str) -> None:
         parse_geolocation_error(value)
     with pytest.raises(LocationError):
         format_geolocation_error(1000)
+
+
+# --- the split's shortcut (no character walk without quotes) agrees with the walk ----------
+
+
+@settings(max_examples=2000, deadline=None)
+@given(text=st.text(alphabet='<>",;a \\:', max_size=12), sep=st.sampled_from([",", ";"]))
+def test_split_shortcut_matches_the_walk(text: str, sep: str) -> None:
+    try:
+        want = split_outside(text, sep, walk=True)
+    except LocationError:
+        with pytest.raises(LocationError):
+            split_outside(text, sep)
+    else:
+        assert split_outside(text, sep) == want

@@ -148,3 +148,46 @@ def test_to_bytes_has_declaration() -> None:
     out = to_bytes(parse_xml(b"<a>\xc3\xa9</a>"))
     assert out.startswith(b"<?xml")
     assert parse_xml(out).text == "é"
+
+
+# --- the depth walk is skipped only where it cannot find anything (location/xml.py) ---------
+
+
+@pytest.mark.parametrize("depth", [2, 3, 10, 64, 65])
+def test_depth_bound_holds_at_every_limit(depth: int) -> None:
+    """Exactly `max_depth` levels pass, one more fails, whichever side of the start-tag
+    count the shortcut takes (the walk runs or is skipped)."""
+    doc = b"<a>" * depth + b"</a>" * depth
+    assert parse_xml(doc, max_depth=depth).tag == "a"
+    with pytest.raises(XmlError, match="nested too deeply"):
+        parse_xml(doc, max_depth=depth - 1)
+    # self-closing innermost element, siblings, comments and a declaration change nothing
+    doc2 = b'<?xml version="1.0"?><!-- x --><a>' + b"<a>" * (depth - 2) + b"<b/><c/>"
+    doc2 += b"</a>" * (depth - 1)
+    assert parse_xml(doc2, max_depth=depth).tag == "a"
+    with pytest.raises(XmlError, match="nested too deeply"):
+        parse_xml(doc2, max_depth=depth - 1)
+
+
+@pytest.mark.parametrize(
+    "codec,name", [("utf-16", "UTF-16"), ("utf-16-le", "UTF-16LE"), ("utf-32", "UTF-32"),
+                   ("latin-1", "ISO-8859-1")],
+)  # fmt: skip
+def test_depth_enforced_in_other_encodings(codec: str, name: str) -> None:
+    """In an encoding whose bytes are not ASCII's (or a declared non-UTF-8 one), the byte
+    count says nothing: the walk runs."""
+    text = f'<?xml version="1.0" encoding="{name}"?>' + "<a>" * 5 + "</a>" * 5
+    data = text.encode(codec)
+    with pytest.raises(XmlError, match="nested too deeply"):
+        parse_xml(data, max_depth=4)
+    assert parse_xml(data, max_depth=5).tag == "a"
+
+
+def test_depth_enforced_when_the_bytes_hide_the_tags() -> None:
+    """UTF-7 spells "<" as "+ADw-": eleven levels in three "<" bytes. The start-tag count
+    would wave it through; the declared encoding sends it to the walk, which refuses it."""
+    data = b'<?xml version="1.0" encoding="UTF-7"?><a>' + b"+ADw-a>" * 10
+    data += b"+ADw-/a>" * 10 + b"</a>"
+    assert data.count(b"<") <= 5
+    with pytest.raises(XmlError, match="nested too deeply"):
+        parse_xml(data, max_depth=5)

@@ -431,3 +431,82 @@ def test_mutated_responses_never_crash(data: st.DataObject) -> None:
         parse_response(bytes(raw))
     except LostProtocolError:
         pass
+
+
+# --- the findService template (the ESRP's request per call) -------------------------------
+
+
+@pytest.mark.parametrize("req", [r for r in REQUESTS if isinstance(r, FindServiceRequest)])
+def test_request_template_gives_the_tree_bytes(req: FindServiceRequest) -> None:
+    """Every findService: the template's bytes are lxml's, or it steps aside."""
+    assert build_request(req) == build_request(req, template=False)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    points=st.lists(
+        st.builds(
+            Point,
+            st.floats(-90, 90),
+            st.floats(-180, 180),
+            st.one_of(st.none(), st.floats(-1000, 9000)),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    text=st.text(max_size=12),  # any text: quotes, "&", "<", control and non-ASCII characters
+    boundary=st.sampled_from([None, "value", "reference"]),
+    recursive=st.booleans(),
+    validate=st.booleans(),
+    ids=st.booleans(),
+    path=st.lists(
+        st.sampled_from(
+            ["a.example", "b&c", 'q"'],
+        ),
+        max_size=3,
+    ),
+    as_of=st.sampled_from([None, "2026-11-25T12:00:00Z"]),
+    as_of_tag=st.sampled_from([None, "asOf"]),
+)
+def test_request_template_property(
+    points: list[Point],
+    text: str,
+    boundary: str | None,
+    recursive: bool,
+    validate: bool,
+    ids: bool,
+    path: list[str],
+    as_of: str | None,
+    as_of_tag: str | None,
+) -> None:
+    req = FindServiceRequest(
+        locations=tuple(LostLocation(f"loc{i}", "geodetic-2d", p) for i, p in enumerate(points)),
+        service="urn:service:sos",
+        recursive=recursive,
+        service_boundary=boundary,
+        validate_location=validate,
+        path=tuple(path),
+        call_id=f"urn:emergency:uid:callid:{text}" if ids else None,
+        incident_id="urn:emergency:uid:incidentid:abc:esrp.example" if ids else None,
+        as_of=as_of,
+        as_of_tag=as_of_tag if as_of else None,
+    )
+    try:
+        tree = build_request(req, template=False)
+    except ValueError:  # text lxml refuses (control characters): so must the template
+        with pytest.raises(ValueError):
+            build_request(req)
+        return
+    assert build_request(req) == tree
+
+
+def test_request_template_steps_aside() -> None:
+    """Civic and other shapes, escapes: lxml's path (its bytes, parsed back the same)."""
+    for loc in (
+        LostLocation("c", "civic", CivicAddress.of(country="US", A1="NY")),
+        LostLocation("c", "geodetic-2d", Circle(Point(1.0, 2.0), 5.0)),
+        LostLocation('a"b', "geodetic-2d", Point(1.0, 2.0)),
+    ):
+        req = FindServiceRequest(locations=(loc,), call_id="x&y")
+        assert build_request(req) == build_request(req, template=False)
+        assert parse_request(build_request(req)) == req

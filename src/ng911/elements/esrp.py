@@ -82,11 +82,14 @@ from ng911.errors import Ng911Error
 from ng911.lost.client import LostClient
 from ng911.lost.errors import LostClientError
 from ng911.lost.errors import LostNotFound as LostNotFoundError
-from ng911.sip.message import Request, Response
+from ng911.sip.message import Response
 from ng911.sip.transaction import State
 from ng911.sip.uri import SipURI, parse_uri
 
 __all__ = ["Esrp"]
+
+# what the PRF is given as the time when it has no rules (so nothing reads it)
+_NO_RULES = datetime(2000, 1, 1)
 
 
 def policy_of(cfg: EsrpConfig) -> RoutingPolicy:
@@ -305,8 +308,9 @@ class Esrp(Proxy):
                 req.headers.set("Resource-Priority", rp)
                 fixes.append(fix)
         rewrite_emergency(req, intake.service, in_place=True, rewrite_to=False, priority=False)
-        for fix in fixes:
-            self.log("intake_corrected", call_id=call.call_id, **fix.fields())
+        if self.log.enabled:  # a call without Resource-Priority corrects one: every call
+            for fix in fixes:
+                self.log("intake_corrected", call_id=call.call_id, **fix.fields())
 
     def _is_callback(self, call: ProxyCall) -> bool:
         """An INVITE from a `callbacks_from` host (by name in `hosts`, or address)."""
@@ -341,7 +345,12 @@ class Esrp(Proxy):
             outcome = NoLocation(where.reason)
             self.log("default_location", call_id=call.call_id, reason=where.reason, added=cid)
         sources = self.call_source(call)
-        early = originate(self.prf, str(req.uri).lower(), sources, self.states, self.clock())
+        service = str(req.uri).lower()
+        prf = self.prf
+        # local time for the rules' time windows: read once per call, and only when there
+        # are rules to read it (it costs two time-zone conversions)
+        now = self.clock() if prf.queues else _NO_RULES
+        early = originate(prf, service, sources, self.states, now)
         if early is not None:  # the OriginationRoutePolicy routed it: LoST is not asked
             outcome = NoLocation("LoST not asked: origination policy")
         self.cpu_seconds += time.thread_time() - t0
@@ -350,7 +359,7 @@ class Esrp(Proxy):
             try:
                 res = await self.lost.find_service(
                     where.location,
-                    self._service(req),
+                    self._service(service),
                     call_id=ids.call_id,
                     incident_id=ids.incident_id,
                 )
@@ -365,31 +374,32 @@ class Esrp(Proxy):
             self.lost_seconds += lost_time
         t1 = time.thread_time()
         try:
-            facts = CallFacts(outcome, str(req.uri).lower(), sources)
-            decision = early or evaluate(self.prf, facts, self.states, self.clock())
+            facts = CallFacts(outcome, service, sources)
+            decision = early or evaluate(prf, facts, self.states, now)
             self._log_states(call, decision)
             plan = decision.plan
             ordered = self._order_plan(call, plan)
             first = ordered[0] if ordered else None
-            self.log(
-                "route",
-                call_id=call.call_id,
-                outcome="NotAsked" if early is not None else type(outcome).__name__,
-                lost_ms=round(lost_time * 1000, 3),
-                plan=[c.uri for c in plan],
-                reason=plan[0].reason if plan else None,
-                location_source=None if isinstance(where, LocationProblem) else where.source,
-                ids=[ids.call_id, ids.incident_id],
-                notes=notes,
-                recipient=first.uri if first else None,
-                rule=first.rule if first else decision.rule,
-                policy_owner=first.owner if first else decision.owner,
-                policy_type=first.policy_type if first else None,
-                cause=first.cause if first else "",
-                queue=decision.queue,
-                matched=decision.rule,
-                source=sorted(facts.sources),
-            )
+            if self.log.enabled:  # its fields are not built per call when nobody reads them
+                self.log(
+                    "route",
+                    call_id=call.call_id,
+                    outcome="NotAsked" if early is not None else type(outcome).__name__,
+                    lost_ms=round(lost_time * 1000, 3),
+                    plan=[c.uri for c in plan],
+                    reason=plan[0].reason if plan else None,
+                    location_source=None if isinstance(where, LocationProblem) else where.source,
+                    ids=[ids.call_id, ids.incident_id],
+                    notes=notes,
+                    recipient=first.uri if first else None,
+                    rule=first.rule if first else decision.rule,
+                    policy_owner=first.owner if first else decision.owner,
+                    policy_type=first.policy_type if first else None,
+                    cause=first.cause if first else "",
+                    queue=decision.queue,
+                    matched=decision.rule,
+                    source=sorted(facts.sources),
+                )
             if early is not None:
                 self.routed["origination"] += 1
             else:
@@ -421,13 +431,13 @@ class Esrp(Proxy):
                 first=decision.plan[0].uri,
             )
 
-    def _service(self, req: Request) -> str:
+    def _service(self, uri: str) -> str:
         """The service URN asked of LoST: `service` for a plain `urn:service:sos` (an
         ESInet may ask its ECRF for `urn:emergency:service:sos`), a sub-service as called;
         a test call's (`urn:service:test.sos[.sub]`) is the emergency service it tests,
         so that it reaches the PSAP the emergency call would (RFC 6881 §15)."""
-        uri = tested_service(str(req.uri).lower())
-        return self.cfg.service if uri == "urn:service:sos" else uri
+        tested = tested_service(uri)
+        return self.cfg.service if tested == "urn:service:sos" else tested
 
     def _try_next(self, call: ProxyCall) -> bool:
         plan: list[RouteCandidate] = call.data.get("plan", [])

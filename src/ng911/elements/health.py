@@ -101,7 +101,17 @@ class PeerHealth:
                 st, up=True, failures=0, answers=answers, changed=now, reason=what
             )
             return Transition(peer, True, what)
-        self._peers[peer] = replace(st, failures=0, answers=answers)
+        # every answered call comes here (its 180 and its 200): every field spelt out (keep
+        # in step with PeerState), not `replace`, which inspects the fields each time
+        self._peers[peer] = PeerState(
+            up=st.up,
+            failures=0,
+            answers=answers,
+            changed=st.changed,
+            last_ping=st.last_ping,
+            reason=st.reason,
+            pinned=st.pinned,
+        )
         return None
 
     def failed(self, peer: str, now: float, reason: str) -> Transition | None:

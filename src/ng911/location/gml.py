@@ -57,6 +57,7 @@ __all__ = [
     "is_shape_element",
     "length_in_metres",
     "parse_shape",
+    "pos_text",
     "shape_to_element",
 ]
 
@@ -326,7 +327,8 @@ def _fmt(x: float) -> str:
     return repr(float(x))
 
 
-def _pos_text(p: Point) -> str:
+def pos_text(p: Point) -> str:
+    """A point's `gml:pos` text: "lat lon" (or "lat lon alt"), each float's shortest repr."""
     if p.alt is None:
         return f"{_fmt(p.lat)} {_fmt(p.lon)}"
     return f"{_fmt(p.lat)} {_fmt(p.lon)} {_fmt(p.alt)}"
@@ -347,7 +349,7 @@ def _sub(parent: etree._Element, tag: str, text: str, uom: str | None = None) ->
 
 
 def _add_pos(parent: etree._Element, p: Point) -> None:
-    _sub(parent, _G_POS, _pos_text(p))
+    _sub(parent, _G_POS, pos_text(p))
 
 
 def _add_ring(parent: etree._Element, points: Iterable[Point]) -> None:

@@ -37,6 +37,10 @@ _WIDE_BOMS: tuple[tuple[bytes, str], ...] = (
 )
 
 
+# Encodings (as lxml reports them) in which the byte "<" is the character "<" and nothing else.
+_BYTE_SAFE = frozenset({"UTF-8", "utf-8", "ASCII", "US-ASCII", "us-ascii", "ascii"})
+
+
 def _parser() -> etree.XMLParser:
     parser: etree.XMLParser | None = getattr(_local, "parser", None)
     if parser is None:
@@ -113,9 +117,20 @@ def parse_xml(
     except (ValueError, TypeError) as exc:  # e.g. unsupported encoding declaration
         raise XmlError(f"malformed XML: {exc}") from None
     # Belt and braces: should a DTD have slipped past the scan (an exotic encoding), refuse.
-    if root.getroottree().docinfo.internalDTD is not None:
+    info = root.getroottree().docinfo
+    if info.internalDTD is not None:
         raise XmlError("XML document has a DOCTYPE (not allowed)")
-    _check_depth(root, max_depth)
+    # Depth: no element nests deeper than there are elements, and each has a start tag, a
+    # "<" not followed by "/"; in UTF-8 (or ASCII) the byte "<" is only ever that character,
+    # so a document with at most `max_depth` such bytes cannot be too deep and needs no walk
+    # (comments, CDATA, processing instructions also hold "<": a looser bound, never an
+    # unsafe one). Any other encoding (UTF-16/32, UTF-7, EBCDIC...) is walked.
+    if (
+        wide is not None
+        or info.encoding not in _BYTE_SAFE
+        or raw.count(b"<") - raw.count(b"</") > max_depth
+    ):
+        _check_depth(root, max_depth)
     return root
 
 
