@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_protocol import BILLION_LAUGHS, EXTERNAL_DTD, POINT, REQUESTS, XXE, find
 
+import ng911.lost.fast_request as fast_request
 from ng911.location.geodetic import Circle, Point
 from ng911.lost.errors import LostProtocolError
-import ng911.lost.fast_request as fast_request
 from ng911.lost.fast_request import parse_fast, parse_request_fast
 from ng911.lost.protocol import FindServiceRequest, LostLocation, build_request, parse_request
 
@@ -93,6 +93,8 @@ DEFERRED = [
     doc(loc('<gml:Point><gml:pos srsName="EPSG:4326">1 2</gml:pos></gml:Point>') + SVC),
     doc(loc(POINT.replace("EPSG::4326", "EPSG::4979")) + SVC),
     doc(loc() + "<service>not a urn</service>"),
+    doc(loc() + "<service></service>"),
+    doc(loc(attrs='id="" profile="geodetic-2d"') + SVC),
     doc(loc() + SVC + "<path><via/></path>"),
     b"",
     b"   ",

@@ -254,7 +254,9 @@ class _Form:
             root_tag, root_attrs, loc_tag, loc_attrs, shape_tag, shape_attrs, pos_tag,
             rad_tag, rad_attrs, svc_tag, svc_text, path_tag, vias_text, ids_tag,
         ) = g  # fmt: skip
-        assert root_tag and loc_tag and shape_tag and pos_tag and svc_tag and svc_text
+        if None in (root_tag, loc_tag, shape_tag, pos_tag, svc_tag, svc_text):
+            raise _Unsure  # not in a document `_DOC` matched (for the type checker)
+        assert root_tag and loc_tag and shape_tag and pos_tag and svc_tag and svc_text is not None
         ns: dict[str, str] = {}
         root = _attrs(root_attrs, _ROOT_ATTRS, ns)
         if _tag(root_tag, ns) != _T_FIND or _tag(loc_tag, ns) != _T_LOCATION:
@@ -407,11 +409,10 @@ def _read(data: bytes) -> tuple[_Form, list[str | None], re.Match[str] | None] |
     for tpl in _TEMPLATES:
         texts = tpl.texts(data)
         if texts is not None:
-            form = tpl.form
-            pos_text = texts[0]
-            rad_text = texts[1] if form.circle else None
-            ids_attrs = texts[-1] if form.ids_tag is not None else None
-            return form, [pos_text, rad_text, ids_attrs], None
+            known = tpl.form
+            rad_text = texts[1] if known.circle else None
+            ids_attrs = texts[-1] if known.ids_tag is not None else None
+            return known, [texts[0], rad_text, ids_attrs], None
     if data.translate(None, _ALLOWED):
         return None
     m = _DOC.fullmatch(data.decode("ascii"))  # ASCII: the translate above left nothing
@@ -436,13 +437,14 @@ def parse_fast(data: bytes) -> FindServiceRequest | None:
         values = _numbers(pos_text or "")
         if len(values) != 2:  # 3 numbers: a 3D point (full path); anything else: an error
             return None
-        shape: Shape = Point(values[0], values[1])
+        center = Point(values[0], values[1])
+        shape: Shape = center
         if form.circle:
             radius = _numbers(rad_text or "")
             if len(radius) != 1:
                 return None
             # the full path's own conversion (an unknown unit: LocationError -> the full path)
-            shape = Circle(shape, length_in_metres(radius[0], form.uom))
+            shape = Circle(center, length_in_metres(radius[0], form.uom))
         check_range(shape)
         call_id = incident_id = None
         if form.ids_tag is not None:
