@@ -23,9 +23,10 @@ Two ways to ask: the synchronous calls (`lookup`, ...) on one autocommit connect
 loading, tools and tests; and the awaitable ones (`lookup_async`, `lookup_civic_async`,
 `boundary_async`: `ng911.lost.store.AsyncLookups`) on a `ConnectionPool` of up to
 `pool_size` async connections, made on demand in the running loop, every statement prepared
-server-side on each connection (`prepare=True`), one cursor per connection reused. The LoST server uses the awaitable
-ones: a query never blocks its event loop, and several requests' queries run at once on the
-pool's connections (bench/lost.py measures them against a raw PostGIS loop).
+server-side on each connection (`prepare=True`), one cursor per connection reused. The LoST
+server uses the awaitable ones: a query never blocks its event loop, and several requests'
+queries run at once on the pool's connections (bench/lost.py measures them against a raw
+PostGIS loop).
 """
 
 from __future__ import annotations
