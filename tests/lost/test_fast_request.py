@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_protocol import BILLION_LAUGHS, EXTERNAL_DTD, POINT, REQUESTS, XXE, find
 
+import ng911.lost.fast_request as fast_request
 from ng911.location.geodetic import Circle, Point
 from ng911.lost.errors import LostProtocolError
 from ng911.lost.fast_request import parse_fast, parse_request_fast
@@ -92,6 +93,8 @@ DEFERRED = [
     doc(loc('<gml:Point><gml:pos srsName="EPSG:4326">1 2</gml:pos></gml:Point>') + SVC),
     doc(loc(POINT.replace("EPSG::4326", "EPSG::4979")) + SVC),
     doc(loc() + "<service>not a urn</service>"),
+    doc(loc() + "<service></service>"),
+    doc(loc(attrs='id="" profile="geodetic-2d"') + SVC),
     doc(loc() + SVC + "<path><via/></path>"),
     b"",
     b"   ",
@@ -173,6 +176,7 @@ def test_generated_requests_take_the_fast_path_and_agree(
 def test_mutations_never_disagree(data: st.DataObject) -> None:
     """Any mutation the fast path still reads, the full parser reads to the same value."""
     raw = bytearray(data.draw(st.sampled_from(ACCEPTED)))
+    parse_fast(bytes(raw))  # its template is the one tried first: mutations meet it
     for _ in range(data.draw(st.integers(1, 4))):
         op = data.draw(st.sampled_from(["flip", "cut", "dup", "insert"]))
         i = data.draw(st.integers(0, max(0, len(raw) - 1)))
@@ -190,3 +194,71 @@ def test_mutations_never_disagree(data: st.DataObject) -> None:
     fast = parse_fast(mutated)
     if fast is not None:
         assert parse_request(mutated) == fast
+
+
+IDS_DOC = ACCEPTED[4]
+CIRCLE_DOC = ACCEPTED[1]
+# What may come where a read document had its coordinates, radius or i3 ids: the markup
+# around them is the template's (`fast_request._Template`), these texts are not.
+HOSTILE_TEXTS = [
+    "1 2 3", "95 0", "nan 0", "inf 1", "1e999 0", "", "1", "1,2", "  1   2  ", "1_0 2",
+    "1\u00e9 2", "1 &amp; 2", "1 2]]>", "1<x/>2", "1\r2", "1\x002", "0x1 2", "+1 -2",
+]  # fmt: skip
+HOSTILE_IDS = [
+    "callId='c1' callId='c2'", 'callId="a/>b"', "callId='x' xmlns:ids='urn:other'",
+    "callId='c\tx'", "callId='&amp;'", "callId='\u00e9'", "x='1'", "callId='c1' ",
+    "callId='" + "c" * 300 + "'", "callId='c1'/><x", "callId='c1' incidentTrackingId='i1'",
+]  # fmt: skip
+
+
+def _agree(data: bytes) -> None:
+    fast = parse_fast(data)
+    try:
+        full = parse_request(data)
+    except LostProtocolError as exc:
+        assert fast is None, data
+        with pytest.raises(LostProtocolError) as ei:
+            parse_request_fast(data)
+        assert ei.value.kind == exc.kind
+    else:
+        assert fast is None or fast == full, data
+        assert parse_request_fast(data) == full
+
+
+@pytest.mark.parametrize("text", HOSTILE_TEXTS)
+def test_a_read_markup_with_other_coordinates_is_checked_as_a_whole_document(text: str) -> None:
+    for base, old in ((IDS_DOC, b"40.7831 -73.9712"), (CIRCLE_DOC, b"40.7 -73.9")):
+        assert parse_fast(base) is not None  # the template of `base` is tried first now
+        _agree(base.replace(old, text.encode()))
+    assert parse_fast(CIRCLE_DOC) is not None
+    _agree(CIRCLE_DOC.replace(b">50<", f">{text.split()[0] if text.split() else ''}<".encode()))
+
+
+@pytest.mark.parametrize("attrs", HOSTILE_IDS)
+def test_a_read_markup_with_other_ids_is_checked_as_a_whole_document(attrs: str) -> None:
+    assert parse_fast(IDS_DOC) is not None
+    _agree(IDS_DOC.replace(b"callId='c1' incidentTrackingId='i1'", attrs.encode()))
+
+
+def test_same_markup_other_values_take_the_template_and_agree() -> None:
+    reqs = [
+        FindServiceRequest(
+            (LostLocation("loc1", "geodetic-2d", Point(40 + i / 100, -73 - i / 100)),),
+            recursive=True,
+            call_id=f"urn:emergency:uid:callid:{i}:esrp.example",
+        )
+        for i in range(20)
+    ]
+    for req in reqs:
+        data = build_request(req)
+        assert parse_fast(data) == req == parse_request(data)
+
+
+def test_the_markup_memos_are_bounded() -> None:
+    for i in range(300):  # a client varying its markup: each a new form and template
+        data = build_request(
+            FindServiceRequest((LostLocation(f"l{i}", "geodetic-2d", Point(1, 2)),))
+        )
+        assert parse_fast(data) is not None
+    assert len(fast_request._FORMS) <= fast_request._MAX_FORMS
+    assert len(fast_request._TEMPLATES) <= fast_request._MAX_TEMPLATES

@@ -300,8 +300,9 @@ class LostEngine:
         )
 
     def find_service(self, req: FindServiceRequest, now: float) -> LostResponse | Forward:
-        if self.source in req.path:
-            return self.error("loop", f"{self.source} is already in the path")
+        source = self.config.source
+        if source in req.path:
+            return self.error("loop", f"{source} is already in the path")
         service, warning = self._resolve_service(req.service)
         loc = self._pick_location(req.locations)
         hit = self._lookup(loc, service)
@@ -321,13 +322,13 @@ class LostEngine:
         if req.validate_location:
             warnings.append(LostWarning("locationValidationUnavailable"))
         return FindServiceResponse(
-            mappings=(self.mapping_for(area, service, now, req.service_boundary),),
-            path=(*req.path, self.source),
-            location_used=loc.id,
-            warnings=tuple(warnings),
-            warnings_source=self.source if warnings else None,
-            as_of=req.as_of,
-            as_of_tag=req.as_of_tag,
+            (self.mapping_for(area, service, now, req.service_boundary),),
+            (*req.path, source),
+            loc.id,
+            tuple(warnings) if warnings else (),
+            source if warnings else None,
+            req.as_of,
+            req.as_of_tag,
         )
 
     # ------------------------------------------------------------------ the others

@@ -21,7 +21,10 @@ it returns None and `parse_request_fast` takes the full, hardened path (`parse_r
 the value is exactly what the full path gives (a differential test over the request corpus,
 hypothesis-generated requests and byte-level mutations asserts equality), and it uses the
 full path's own checks for what it validates (`check_service`, `check_range`, `bool_value`)
-so the two cannot drift apart. Not a cache: every request is read in full.
+so the two cannot drift apart. Not a cache of answers: every request is matched in full, and
+its coordinates, radius and i3 ids are read and checked every time; only what its markup says
+(namespaces, names, the service, the path: the same in every query one client sends) is read
+once per distinct markup text (`_Form`), which halves the fast path's cost.
 """
 
 from __future__ import annotations
@@ -229,119 +232,239 @@ def _numbers(text: str) -> list[float]:
     return values
 
 
-def _shape(
-    shape_tag: str,
-    shape_attrs: str | None,
-    pos_tag: str,
-    pos_text: str,
-    rad_tag: str | None,
-    rad_attrs: str | None,
-    rad_text: str | None,
-    ns: dict[str, str],
-) -> Shape:
-    srs = _attrs(shape_attrs, _SHAPE_ATTRS).get("srsName")
-    if srs is not None and canonical_crs(srs) != CRS_2D:  # the one CRS reading (ns.py)
-        raise _Unsure
-    if _tag(pos_tag, ns) not in _T_POS:
-        raise _Unsure
-    values = _numbers(pos_text)
-    if len(values) != 2:  # 3 numbers: a 3D point (full path); anything else: an error
-        raise _Unsure
-    center = Point(values[0], values[1])
-    tag = _tag(shape_tag, ns)
-    if tag in _T_POINT and rad_tag is None:
-        return center
-    if tag in _T_CIRCLE and rad_tag is not None and _tag(rad_tag, ns) in _T_RADIUS:
-        uom = _attrs(rad_attrs, _RADIUS_ATTRS).get("uom")
-        radius = _numbers(rad_text or "")
-        if len(radius) != 1:
-            raise _Unsure
-        # the full path's own conversion (an unknown unit: LocationError -> the full path)
-        return Circle(center, length_in_metres(radius[0], uom))
-    raise _Unsure
+class _Form:
+    """What a document's markup says, apart from its coordinates and i3 ids.
 
+    Clients send the same markup around different numbers (one client, one serialiser), so
+    it is read once per distinct markup (`_FORMS`) and the values read per request are only
+    the coordinates, the radius and the `<emergencyCallIncidentId>` attributes. A pure
+    function of the markup's text: the document is still matched in full (`_DOC`), and what
+    varies is still checked per request by the full path's own checks.
+    """
 
-def parse_fast(data: bytes) -> FindServiceRequest | None:
-    """The `FindServiceRequest` in `data` if it has the common shape, else None."""
-    if len(data) > FAST_MAX or data.translate(None, _ALLOWED) or b"]]>" in data:
-        return None
-    m = _DOC.fullmatch(data.decode("ascii"))  # ASCII: the translate above left nothing
-    if m is None:
-        return None
-    (
-        root_tag,
-        root_attrs,
-        loc_tag,
-        loc_attrs,
-        shape_tag,
-        shape_attrs,
-        pos_tag,
-        pos_text,
-        rad_tag,
-        rad_attrs,
-        rad_text,
-        svc_tag,
-        svc_text,
-        path_tag,
-        vias_text,
-        ids_tag,
-        ids_attrs,
-    ) = m.groups()
-    try:
+    __slots__ = (
+        "circle", "ids_ns", "ids_tag", "loc_id", "path", "recursive", "service",
+        "service_boundary", "uom", "validate",
+    )  # fmt: skip
+
+    def __init__(self, g: tuple[str | None, ...]) -> None:
+        """Read the markup groups of `_DOC` (`_Unsure`, `ValueError`, `LocationError` or
+        `LostProtocolError` when it is not the common shape)."""
+        (
+            root_tag, root_attrs, loc_tag, loc_attrs, shape_tag, shape_attrs, pos_tag,
+            rad_tag, rad_attrs, svc_tag, svc_text, path_tag, vias_text, ids_tag,
+        ) = g  # fmt: skip
+        if None in (root_tag, loc_tag, shape_tag, pos_tag, svc_tag, svc_text):
+            raise _Unsure  # not in a document `_DOC` matched (for the type checker)
+        assert root_tag and loc_tag and shape_tag and pos_tag and svc_tag and svc_text is not None
         ns: dict[str, str] = {}
         root = _attrs(root_attrs, _ROOT_ATTRS, ns)
         if _tag(root_tag, ns) != _T_FIND or _tag(loc_tag, ns) != _T_LOCATION:
-            return None
+            raise _Unsure
         loc = _attrs(loc_attrs, _LOCATION_ATTRS)
-        loc_id = loc.get("id", "").strip()
-        profile = loc.get("profile", "").strip()
-        if not loc_id or profile != PROFILE_GEODETIC:
-            return None
-        shape = _shape(shape_tag, shape_attrs, pos_tag, pos_text, rad_tag, rad_attrs, rad_text, ns)
-        check_range(shape)
+        self.loc_id = loc.get("id", "").strip()
+        if not self.loc_id or loc.get("profile", "").strip() != PROFILE_GEODETIC:
+            raise _Unsure
+        srs = _attrs(shape_attrs, _SHAPE_ATTRS).get("srsName")
+        if srs is not None and canonical_crs(srs) != CRS_2D:  # the one CRS reading (ns.py)
+            raise _Unsure
+        if _tag(pos_tag, ns) not in _T_POS:
+            raise _Unsure
+        tag = _tag(shape_tag, ns)
+        self.uom: str | None = None
+        if tag in _T_POINT and rad_tag is None:
+            self.circle = False
+        elif tag in _T_CIRCLE and rad_tag is not None and _tag(rad_tag, ns) in _T_RADIUS:
+            self.circle = True
+            self.uom = _attrs(rad_attrs, _RADIUS_ATTRS).get("uom")
+        else:
+            raise _Unsure
         if _tag(svc_tag, ns) != _T_SERVICE:
-            return None
-        service = check_service(svc_text.strip())
+            raise _Unsure
+        self.service = check_service(svc_text.strip())
         path: tuple[str, ...] = ()
         if path_tag is not None:
             if _tag(path_tag, ns) != _T_PATH:
-                return None
+                raise _Unsure
             vias = []
-            for raw, attr_text in _VIA.findall(vias_text):
+            for raw, attr_text in _VIA.findall(vias_text or ""):
                 source = _attrs(attr_text, _VIA_ATTRS).get("source")
                 if _tag(raw, ns) != _T_VIA or not source:
-                    return None
+                    raise _Unsure
                 vias.append(source.strip())
             if len(vias) > MAX_PATH:
-                return None
+                raise _Unsure
             path = tuple(vias)
-        call_id = incident_id = None
-        if ids_tag is not None:
-            ids_ns = dict(ns)
-            ids = _attrs(ids_attrs, _IDS_ATTRS, ids_ns)
-            if _tag(ids_tag, ids_ns) != _T_IDS:
-                return None
-            call_id = ids.get("callId")
-            incident_id = ids.get("incidentTrackingId")
-            if len(call_id or "") > 256 or len(incident_id or "") > 256:
-                return None
+        self.path = path
+        # the i3 ids element's own declarations are read per request (its attributes vary)
+        self.ids_ns = ns if ids_tag is not None else None
+        self.ids_tag = ids_tag
         sb = root.get("serviceBoundary")
         if sb is not None:
             sb = sb.strip()
             if sb not in ("value", "reference"):
+                raise _Unsure
+        self.service_boundary = sb
+        self.recursive = bool_value(root.get("recursive"), "recursive", False)
+        self.validate = bool_value(root.get("validateLocation"), "validateLocation", False)
+
+
+#: Markups read (`_Form`), by their text; emptied when full, so a client varying its markup
+#: on purpose costs itself the reading and never grows memory.
+_FORMS: dict[tuple[str | None, ...], _Form] = {}
+_MAX_FORMS: Final = 64
+# `_DOC`'s groups that vary per request: the coordinates, the radius, the ids' attributes.
+_G_POS, _G_RAD, _G_IDS = 7, 10, 16
+
+
+def _form(g: tuple[str | None, ...]) -> _Form | None:
+    key = (*g[:_G_POS], *g[_G_POS + 1 : _G_RAD], *g[_G_RAD + 1 : _G_IDS])
+    form = _FORMS.get(key)
+    if form is None:
+        try:
+            form = _Form(key)
+        except (_Unsure, ValueError, LocationError, LostProtocolError):
+            return None
+        if len(_FORMS) >= _MAX_FORMS:
+            _FORMS.clear()
+        _FORMS[key] = form
+    return form
+
+
+def _ids(form: _Form, ids_attrs: str | None) -> tuple[str | None, str | None]:
+    """`<emergencyCallIncidentId callId incidentTrackingId>` (NENA i3), `_Unsure` if odd."""
+    assert form.ids_ns is not None and form.ids_tag is not None
+    ids_ns = dict(form.ids_ns)
+    ids = _attrs(ids_attrs, _IDS_ATTRS, ids_ns)
+    if _tag(form.ids_tag, ids_ns) != _T_IDS:
+        raise _Unsure
+    call_id = ids.get("callId")
+    incident_id = ids.get("incidentTrackingId")
+    if len(call_id or "") > 256 or len(incident_id or "") > 256:
+        raise _Unsure
+    return call_id, incident_id
+
+
+class _Template:
+    """The bytes of a document the fast path read, around the texts that vary per request.
+
+    `head` is everything before the coordinates; each slot is (whether the text is the ids'
+    attributes, the bytes that follow it up to the next text or the end). A document that
+    is exactly `head`, a text, the slot's bytes, ... differs from the one read only where
+    `_DOC` has a text group (`[^<]*`, or `_ATTRS` for the ids), so `_DOC` would match it
+    with the same markup groups: its `_Form` applies, and only its texts are checked and
+    read. Anything else (a byte of markup changed) goes the `_DOC` way.
+    """
+
+    __slots__ = ("form", "head", "slots")
+
+    def __init__(self, data: bytes, m: re.Match[str], form: _Form) -> None:
+        spans = [(False, m.span("ptext"))]
+        if form.circle:
+            spans.append((False, m.span("radtext")))
+        if form.ids_tag is not None:
+            spans.append((True, m.span("iattrs")))
+        self.form = form
+        self.head = data[: spans[0][1][0]]
+        ends = [span[1] for _, span in spans]
+        starts = [span[0] for _, span in spans[1:]] + [len(data)]
+        self.slots = tuple(
+            (ids, data[end:start]) for (ids, _), end, start in zip(spans, ends, starts, strict=True)
+        )
+
+    def texts(self, data: bytes) -> list[str] | None:
+        """The varying texts of `data` if it fits this template (checked as `parse_fast`
+        checks a whole document: allowed bytes only), else None."""
+        if not data.startswith(self.head):
+            return None
+        pos = len(self.head)
+        out = []
+        for ids, after in self.slots:
+            if ids:
+                am = _ATTRS_B.match(data, pos)
+                end = am.end() if am is not None else pos
+            else:
+                end = data.find(b"<", pos)
+                if end < 0:
+                    return None
+            if not data.startswith(after, end):
                 return None
-        return FindServiceRequest(
-            (LostLocation(loc_id, profile, shape),),
-            service,
-            bool_value(root.get("recursive"), "recursive", False),
-            sb,
-            bool_value(root.get("validateLocation"), "validateLocation", False),
-            path,
+            text = data[pos:end]
+            if text.translate(None, _ALLOWED):
+                return None
+            out.append(text.decode("ascii"))
+            pos = end + len(after)
+        return out if pos == len(data) else None
+
+
+#: The templates of the last documents read, most recent first (one client: one template).
+_TEMPLATES: list[_Template] = []
+_MAX_TEMPLATES: Final = 4
+_ATTRS_B = re.compile(_ATTRS.encode("ascii"))
+
+
+def _read(data: bytes) -> tuple[_Form, list[str | None], re.Match[str] | None] | None:
+    """The form and varying texts (coordinates, radius, ids' attributes) of `data`, by a
+    template or by `_DOC`; the match when `_DOC` read it."""
+    for tpl in _TEMPLATES:
+        texts = tpl.texts(data)
+        if texts is not None:
+            known = tpl.form
+            rad_text = texts[1] if known.circle else None
+            ids_attrs = texts[-1] if known.ids_tag is not None else None
+            return known, [texts[0], rad_text, ids_attrs], None
+    if data.translate(None, _ALLOWED):
+        return None
+    m = _DOC.fullmatch(data.decode("ascii"))  # ASCII: the translate above left nothing
+    if m is None:
+        return None
+    g = m.groups()
+    form = _form(g)
+    if form is None:
+        return None
+    return form, [g[_G_POS], g[_G_RAD], g[_G_IDS]], m
+
+
+def parse_fast(data: bytes) -> FindServiceRequest | None:
+    """The `FindServiceRequest` in `data` if it has the common shape, else None."""
+    if len(data) > FAST_MAX or b"]]>" in data:
+        return None
+    read = _read(data)
+    if read is None:
+        return None
+    form, (pos_text, rad_text, ids_attrs), m = read
+    try:
+        values = _numbers(pos_text or "")
+        if len(values) != 2:  # 3 numbers: a 3D point (full path); anything else: an error
+            return None
+        center = Point(values[0], values[1])
+        shape: Shape = center
+        if form.circle:
+            radius = _numbers(rad_text or "")
+            if len(radius) != 1:
+                return None
+            # the full path's own conversion (an unknown unit: LocationError -> the full path)
+            shape = Circle(center, length_in_metres(radius[0], form.uom))
+        check_range(shape)
+        call_id = incident_id = None
+        if form.ids_tag is not None:
+            call_id, incident_id = _ids(form, ids_attrs)
+        req = FindServiceRequest(
+            (LostLocation(form.loc_id, PROFILE_GEODETIC, shape),),
+            form.service,
+            form.recursive,
+            form.service_boundary,
+            form.validate,
+            form.path,
             call_id,
             incident_id,
         )
     except (_Unsure, ValueError, LocationError, LostProtocolError):
         return None
+    if m is not None:  # read by `_DOC`: the next document like it takes the template
+        _TEMPLATES.insert(0, _Template(data, m, form))
+        del _TEMPLATES[_MAX_TEMPLATES:]
+    return req
 
 
 def parse_request_fast(data: bytes) -> LostRequest:

@@ -23,9 +23,10 @@ Two ways to ask: the synchronous calls (`lookup`, ...) on one autocommit connect
 loading, tools and tests; and the awaitable ones (`lookup_async`, `lookup_civic_async`,
 `boundary_async`: `ng911.lost.store.AsyncLookups`) on a `ConnectionPool` of up to
 `pool_size` async connections, made on demand in the running loop, every statement prepared
-server-side on each connection (`prepare=True`). The LoST server uses the awaitable
-ones: a query never blocks its event loop, and several requests' queries run at once on the
-pool's connections (bench/lost.py measures them against a raw PostGIS loop).
+server-side on each connection (`prepare=True`), one cursor per connection reused. The LoST
+server uses the awaitable ones: a query never blocks its event loop, and several requests'
+queries run at once on the pool's connections (bench/lost.py measures them against a raw
+PostGIS loop).
 """
 
 from __future__ import annotations
@@ -225,8 +226,13 @@ class PostgisStore:
             pool = self._pool = ConnectionPool(self.dsn, self.pool_size, loop)
         conn = await pool.acquire()
         try:
-            cur = await conn.execute(query, params, prepare=True)
-            rows: list[Any] = await cur.fetchall()
+            cur = pool.cursor(conn)
+            try:
+                await cur.execute(query, params, prepare=True)
+                rows: list[Any] = await cur.fetchall()
+            except BaseException:
+                pool.cursors.pop(conn, None)  # a fresh cursor next time
+                raise
             return rows
         finally:
             pool.release(conn)
@@ -274,6 +280,9 @@ class ConnectionPool:
         self.size = max(1, size)
         self.loop = loop
         self.free: list[psycopg.AsyncConnection[Any]] = []
+        # one cursor per connection, reused query after query: `AsyncConnection.execute`
+        # makes a cursor each time, ~40k instructions of the ~150k a query costs the client
+        self.cursors: dict[psycopg.AsyncConnection[Any], psycopg.AsyncCursor[Any]] = {}
         self.count = 0  # connections made (or being made) and not dropped
         self.waiters: deque[asyncio.Future[psycopg.AsyncConnection[Any]]] = deque()
 
@@ -291,8 +300,16 @@ class ConnectionPool:
         self.waiters.append(waiter)
         return await waiter
 
+    def cursor(self, conn: psycopg.AsyncConnection[Any]) -> psycopg.AsyncCursor[Any]:
+        """`conn`'s cursor (one request at a time has `conn`, so its cursor is its own)."""
+        cur = self.cursors.get(conn)
+        if cur is None or cur.closed:
+            cur = self.cursors[conn] = conn.cursor()
+        return cur
+
     def release(self, conn: psycopg.AsyncConnection[Any]) -> None:
         if conn.closed or conn.broken:
+            self.cursors.pop(conn, None)
             self.count -= 1
             if self.waiters:  # its turn goes to a new connection
                 self.loop.create_task(self._replace())
@@ -317,6 +334,7 @@ class ConnectionPool:
 
     async def close(self) -> None:
         free, self.free = self.free, []
+        self.cursors.clear()
         for conn in free:
             self.count -= 1
             await conn.close()

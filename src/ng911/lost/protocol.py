@@ -737,6 +737,11 @@ def _mapping_fragment(m: Mapping) -> str:
     return "".join(out)
 
 
+#: `_mapping_fragment` by the identity of the Mapping (held, so its id is not reused): the
+#: lru_cache's key hashes all of a Mapping's fields, which costs more than the lookup.
+_FRAGMENTS: dict[int, tuple[Mapping, str]] = {}
+
+
 def _fast_find_service(resp: FindServiceResponse) -> bytes:
     """The common answer (boundary by reference) as a string template: the server's hot path.
 
@@ -748,7 +753,13 @@ def _fast_find_service(resp: FindServiceResponse) -> bytes:
         f"<?xml version='1.0' encoding='UTF-8'?>\n<findServiceResponse xmlns=\"{NS_LOST}\"{as_of}>"
     ]
     for m in resp.mappings:
-        out.append(_mapping_fragment(m))
+        known = _FRAGMENTS.get(id(m))
+        if known is None or known[0] is not m:  # the engine hands out one Mapping a second
+            known = (m, _mapping_fragment(m))
+            if len(_FRAGMENTS) >= 64:
+                _FRAGMENTS.clear()
+            _FRAGMENTS[id(m)] = known
+        out.append(known[1])
     if resp.warnings:
         src = resp.warnings_source or (resp.path[-1] if resp.path else "unknown")
         out.append(f'<warnings source="{_x(src)}">')
