@@ -321,3 +321,26 @@ def _vincenty_direct(lat1: float, lon1: float, azimuth: float, s: float) -> tupl
         sigma + c * sin_s * (cos2sm + c * cos_s * (-1 + 2 * cos2sm * cos2sm))
     )
     return lon1 + math.degrees(big_l), math.degrees(phi2)
+
+
+@pytest.mark.parametrize(
+    "ring",
+    [
+        # found by the property test above: GEOS's make_valid raises TopologyException
+        # ("Result area inconsistent with overlay operation") on these bow ties
+        [(1e-250, -73.9), (1e-300, 1e-300), (-73.9, 1.0), (0.0, 1e-250), (2.5e-250, 5e-324),
+         (-1.0, -73.9)],
+        [(-1e-250, 5e-324), (5e-324, 1e-300), (1e-300, 0.0), (-1.0, -73.9), (-1e-250, 1.0),
+         (-73.9, -73.9)],
+    ],
+)  # fmt: skip
+def test_a_ring_geos_cannot_repair_becomes_its_hull_not_an_exception(
+    ring: list[tuple[float, float]],
+) -> None:
+    """A hostile PIDF-LO polygon must give a usable area or a LocationError, never GEOS's
+    own exception (the LoST server would answer it as an internal error)."""
+    shape = Polygon(tuple(Point(lat, lon) for lon, lat in [*ring, ring[0]]))
+    geom = to_shapely(shape)
+    assert geom.is_valid and not geom.is_empty
+    for lon, lat in ring:
+        assert geom.covers(SPoint(lon, lat))

@@ -384,6 +384,7 @@ def to_shapely(shape: Shape, *, segments: int = 64) -> Any:
     No wrapping at the antimeridian; near the poles a ring that encloses a pole is not
     representable in lon/lat and comes out distorted.
     """
+    from shapely.errors import GEOSException
     from shapely.geometry import Point as SPoint
     from shapely.geometry import Polygon as SPolygon
     from shapely.validation import make_valid
@@ -420,7 +421,19 @@ def to_shapely(shape: Shape, *, segments: int = 64) -> Any:
     # A sender's self-intersecting ring (a "bow tie"), or a shape so small that vertices
     # coincide in floating point, would make area and overlap predicates unreliable: repair
     # it (the result may be a MultiPolygon, or a line for a degenerate shape).
-    return geom if geom.is_valid else make_valid(geom)
+    if geom.is_valid:
+        return geom
+    try:
+        return make_valid(geom)
+    except GEOSException:
+        # GEOS's overlay gives up on some rings mixing degrees with subnormal numbers
+        # ("Result area inconsistent with overlay operation"): the convex hull needs no
+        # overlay and covers every point the sender drew, so routing errs on the side of
+        # the whole area rather than losing the location
+        hull = geom.convex_hull
+        if hull.is_empty or not hull.is_valid:
+            raise LocationError("shape cannot be repaired (self-intersecting ring)") from None
+        return hull
 
 
 def reference_point(shape: Shape) -> Point:
