@@ -245,6 +245,10 @@ class Target:
     def stop(self) -> None:
         raise NotImplementedError
 
+    def diagnose(self) -> str:
+        """What the proxy said, for a step whose generator could not even start."""
+        return ""
+
 
 class KamailioTarget(Target):
     name = "kamailio"
@@ -280,6 +284,12 @@ class KamailioTarget(Target):
 
     def cpu_seconds(self) -> float:
         return self.k.cpu_seconds() if self.k is not None else 0.0
+
+    def diagnose(self) -> str:
+        if self.k is None:
+            return ""
+        alive = self.k.proc is not None and self.k.proc.poll() is None
+        return f"kamailio {'running' if alive else 'exited'}; its log ends:\n{self.k.log(1500)}"
 
     def stop(self) -> None:
         if self.k is not None:
@@ -504,6 +514,9 @@ def run_tls_step(
     step.cpu_s = target.cpu_seconds() - cpu0
     if "error" in res:
         step.why = res["error"]
+        detail = target.diagnose()
+        if detail:
+            print(f"  {target.label} tls {rate} cps: {detail}", file=sys.stderr)
         return step
     step.calls, step.ok, step.failed = res["calls"], res["ok"], res["failed"]
     step.achieved_cps = res["achieved_cps"]
