@@ -182,3 +182,22 @@ async def test_connect_refused_is_transport_error(make_element, caplog):
     with caplog.at_level(logging.WARNING, logger="ng911.net"), pytest.raises(TransportError):
         await client.layer.send(options(), addr)
     assert any("connect_failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_connection_leaves_from_the_address_its_layer_listens_on(make_element):
+    """Each testbed host has its own loopback address; a connection it opens must come from
+    that address, not 127.0.0.1 (the kernel's choice), so that peers and the trace tell
+    hosts apart. A layer listening only on a wildcard address leaves it to the kernel."""
+    server = make_element("server")
+    addr = await server.layer.listen("tcp", "127.0.0.3", 0)
+    client = make_element("client", answer=False)
+    await client.layer.listen("tcp", "127.0.0.2", 0)
+    await client.layer.send(options(transport="TCP"), addr)
+    _, src = await server.next()
+    assert src.address.host == "127.0.0.2"
+    await client.next()
+    wild = make_element("wild", answer=False)
+    await wild.layer.listen("tcp", "0.0.0.0", 0)
+    assert wild.layer.source_host(addr) is None
+    assert client.layer.source_host(Address("tcp", "192.0.2.7", 5060)) is None  # not loopback
+    assert client.layer.source_host(Address("tcp", "::1", 5060)) is None  # other family

@@ -6,7 +6,7 @@ Calls are synthesised with known timings (synthcalls), so every figure has an ex
 import json
 
 import pytest
-from synthcalls import ROLES, Chain, Timing, expected_srd
+from synthcalls import HOST, PORTS, ROLES, Chain, Timing, expected_srd
 
 from ng911.net.events import MessageEvent
 from ng911.observe import output
@@ -224,3 +224,45 @@ def test_roles_come_from_the_table_not_from_names():
     assert tr.role("esrp1") == "esrp"
     assert tr.role("kamailio") is None
     assert tr.role("psap-queens") is None  # not in the table: no guess from the name
+
+
+def test_a_source_port_reused_by_another_element_is_told_apart():
+    """Two elements of one host address can use the same source port one after the other
+    (a connection closed, the kernel hands the port out again). Here the call taker's
+    earlier connection to the PSAP left from the port the PSAP's connection to the call
+    taker then uses; the hop-4 messages still pair and land on hop 4, because a
+    connection's ends name each other. Before, the port's first user owned it, so the call
+    taker's messages had itself as peer and were counted under "other", unpaired."""
+    chain = Chain(("udp", "udp", "udp", "tls"))
+    reused = (HOST, chain.ephemeral + 1)  # the port hop 4's connection will get
+    register = b"REGISTER sip:psap SIP/2.0\r\nCall-ID: reg-1\r\nCSeq: 1 REGISTER\r\n\r\n"
+    ok = b"SIP/2.0 200 OK\r\nCall-ID: reg-1\r\nCSeq: 1 REGISTER\r\n\r\n"
+    earlier = [
+        ("taker-manhattan", "out", reused, (HOST, PORTS["psap-manhattan"]), register, 1.0),
+        ("psap-manhattan", "in", (HOST, PORTS["psap-manhattan"]), reused, register, 1.1),
+        ("psap-manhattan", "out", (HOST, PORTS["psap-manhattan"]), reused, ok, 1.2),
+        ("taker-manhattan", "in", reused, (HOST, PORTS["psap-manhattan"]), ok, 1.3),
+    ]
+    for element, direction, local, remote, data, at in earlier:
+        chain.events.append(
+            MessageEvent(
+                ts=chain.wall + at,
+                mono=at,
+                element=element,
+                direction=direction,
+                transport="tls",
+                local=local,
+                remote=remote,
+                sip_bytes=len(data),
+                wire_bytes=len(data) + 22,
+                data=data,
+                call_id="reg-1",
+                first_line=data.split(b"\r\n", 1)[0].decode(),
+            )
+        )
+    chain.call()
+    tr = _trace(chain)
+    assert [m.first_line for m in tr.messages if m.hop is None] == []
+    assert [m.first_line for m in tr.messages if m.partner is None] == []
+    hop4 = [m for m in tr.messages if m.hop == "hop4" and m.call_id != "reg-1"]
+    assert {m.element for m in hop4} == {"psap-manhattan", "taker-manhattan"}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import ssl
 import time
@@ -238,6 +239,35 @@ class SipTransportLayer:
             if lst.address.transport == transport:
                 return lst.address
         return None
+
+    def source_host(self, dest: Address) -> str | None:
+        """The address a connection to `dest` leaves from: the one this layer listens on.
+
+        Left to the kernel, every host of a machine with several addresses (each testbed
+        host has its own 127.B.C.N) would connect from the same one (127.0.0.1 on
+        loopback), so a peer could not tell hosts apart by address, and two elements could
+        use the same source address and port one after the other within a run. Only a
+        listener on a specific address of the destination's family and scope (loopback or
+        not) is used; a wildcard listener leaves the choice to the kernel.
+        """
+        try:
+            to = ipaddress.ip_address(dest.host.strip("[]"))
+        except ValueError:
+            return None  # a name: resolved by the loop; let the kernel choose
+        best: str | None = None
+        for lst in self._listeners:
+            try:
+                mine = ipaddress.ip_address(lst.address.host.strip("[]"))
+            except ValueError:
+                continue
+            if mine.is_unspecified or mine.version != to.version:
+                continue
+            if mine.is_loopback != to.is_loopback:
+                continue
+            if lst.address.transport == dest.transport:
+                return str(mine)
+            best = best or str(mine)
+        return best
 
     @property
     def addresses(self) -> list[Address]:
@@ -515,9 +545,13 @@ class SipTransportLayer:
                 session_key=skey,
             )
 
+        src = self.source_host(dest)
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(factory, dest.host, dest.port), self.connect_timeout
+                loop.create_connection(
+                    factory, dest.host, dest.port, local_addr=(src, 0) if src else None
+                ),
+                self.connect_timeout,
             )
         except (OSError, TimeoutError) as exc:
             log_event(

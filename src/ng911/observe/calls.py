@@ -135,11 +135,22 @@ class Trace(Recorder):
         self._owner.clear()
         self._owner_port.clear()
         records = [*self.messages, *self.handshakes, *self.wires]
+        # A connection's two ends name each other exactly: (local, remote) at one end is
+        # (remote, local) at the other. That settles the peer even when one source address
+        # and port served two elements one after the other within the run, which the
+        # address owner alone cannot tell apart.
+        ends: dict[tuple[str, str, int, str, int], str] = {}
         for r in records:
             self._learn(r.element, r.transport, r.local)
+            if transport_kind(r.transport) == "stream":
+                key = ("stream", r.local[0], r.local[1], r.remote[0], r.remote[1])
+                ends.setdefault(key, r.element)
         for r in records:
+            mirror = None
+            if transport_kind(r.transport) == "stream":
+                mirror = ends.get(("stream", r.remote[0], r.remote[1], r.local[0], r.local[1]))
             r.remote = self.canonical(r.transport, r.remote)
-            r.peer = self.owner(r.transport, r.remote)
+            r.peer = mirror or self.owner(r.transport, r.remote)
             r.hop = self.hop_between(r.element, r.peer)
         for m in self.messages:
             m.partner = None
