@@ -17,9 +17,10 @@ then reused, as in an ESInet):
   handlers; LoST server/client CPU and the event loop's own work are only in the total).
 
 `--processes`: the same chain with every element its own OS process (`ng911 run --bundle`,
-the testbed's `--processes` launcher, `ng911.testbed.processes`; each element records its
-events to a file, as in a testbed run), the caller process placing `--concurrency` calls at
-once on the bench's requests; cps, and CPU per call summed over the processes (/proc).
+the testbed's `--processes` launcher, `ng911.testbed.processes`; like the one-process run,
+the elements record no events: `ChainOptions(record_events=False)`), the caller process
+placing `--concurrency` calls at once on the bench's requests; cps, and CPU per call summed
+over the processes (/proc).
 
     .venv/bin/python bench/chain.py [--quick] [--calls N] [--concurrency C] [--processes]
 
@@ -208,6 +209,7 @@ async def processes_scenario(
         logger=False,
         processes=True,
         answer_timeout=20.0,
+        record_events=False,  # as the one-process run (keep_events=False): capacity only
     )
     with tempfile.TemporaryDirectory(prefix="ng911-chain-procs-") as tmp:
         chain = await start_processes(topo, Path(tmp), opts=opts)

@@ -194,6 +194,22 @@ async def test_a_child_killed_mid_run_fails_the_run_clearly(tmp_path):
     assert all(c.proc.returncode is not None for c in chain.children.values())
 
 
+async def test_a_chain_that_records_no_events_runs_and_closes_clean(tmp_path):
+    """`record_events=False` (bench/chain.py's capacity runs): no child writes an event file,
+    calls still complete, and closing reports no missing events as an error."""
+    topo = load_topology(small_topology(tmp_path), get_scenario("plain"))
+    opts = ChainOptions(hangup_after=0.01, processes=True, record_events=False)
+    chain = await start_processes(topo, tmp_path / "w", opts=opts)
+    try:
+        assert all("--events" not in c.argv for c in chain.children.values())
+        for _ in range(3):
+            assert (await chain.place_call(40.7580, -73.9855)).ok
+    finally:
+        await chain.close()
+    assert chain.errors == []
+    assert list((tmp_path / "w" / "events").glob("*.jsonl")) == []
+
+
 async def test_a_child_that_cannot_start_is_reported_with_its_stderr(tmp_path):
     src = small_topology(tmp_path).read_text()
     own = f'cert = "{tmp_path}/broken.pem"\nkey = "{tmp_path}/broken.key"\n'

@@ -128,6 +128,10 @@ class ChainOptions:
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     log_keep: int = 0  # in-process: each element keeps its last N log records (tests read them)
     keep_events: bool = False  # in-process: `RunningChain.events` keeps every network event
+    # element processes write every network event to a file (what a run's measurements and
+    # the console read); False: they record nothing, as `ng911 run` without --events (a
+    # capacity bench: recording is about a third of a process chain's CPU per call)
+    record_events: bool = True
     # every SIP element's config sets `metrics` = its address:9100 (ng911.node.metrics): what
     # `ng911 run` serves, so --processes/--netns/bundles can be read by `ng911 stats DIR`
     metrics: bool = False

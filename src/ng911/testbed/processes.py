@@ -398,6 +398,8 @@ class ProcessChain:
 
     def _collect(self) -> None:
         """Feed each child's event file to the observers (the scenario's Trace)."""
+        if not self.opts.record_events:
+            return  # nothing was recorded (ChainOptions.record_events)
         for c in self.children.values():
             if c.role in HTTP_ROLES:
                 continue  # the ESRP reports LoST queries; LoST and the logger report nothing
@@ -614,7 +616,7 @@ def _child(chain: ProcessChain, host: Host, bundle: Path, lab: NetnsLab | None) 
     argv = [*_python(), "run", "--bundle", str(bundle), "--ready"]
     if host.role != "caller":  # the caller's stdin is its control channel: EOF ends it too
         argv.append("--stop-with-parent")
-    if host.role not in HTTP_ROLES:
+    if host.role not in HTTP_ROLES and opts.record_events:
         argv += ["--events", str(events)]
         if chain.live:  # watched live: written in smaller, more frequent steps
             argv += ["--events-interval", repr(LIVE_INTERVAL)]
