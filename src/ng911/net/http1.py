@@ -8,9 +8,18 @@ floors of aiohttp, uvicorn + httptools and this module in one run). Here one
 request (head and body; a LoST request is < 64 KB) and writes the answer in one `write`. A
 handler that answers synchronously costs no task; one that returns an awaitable (a PostGIS
 lookup, a forward) gets one. It runs on any asyncio loop; uvloop is where it pays. Every
-HTTP server of ng911 but the console (which needs WebSockets) runs here: LoST, the i3 Logging
-Service (`ng911.i3log.server`) and `/metrics` (`ng911.node.metrics`), each through
-`serve_http`, so the limits below exist once.
+HTTP server of ng911 runs here: LoST, the i3 Logging Service (`ng911.i3log.server`),
+`/metrics` (`ng911.node.metrics`) and the live console (`ng911.console.server`), each
+through `serve_http`, so the limits below exist once.
+
+A handler may also return a `StreamResponse` (the console's server-sent events): the head
+without Content-Length and `Connection: close` (the body ends with the connection, RFC 9112
+§6.3), then each chunk its async iterator yields, written as it comes; while the transport's
+buffer is above its high-water mark the iterator is not asked for more (`pause_writing`), a
+client that takes nothing for `stall_timeout` seconds is cut off (`<prefix>.stalled`), and
+the iterator is closed (`aclose`) when the client goes away, the server stops or the stream
+is cut off. The input of a streaming connection is read and dropped (so its close is seen)
+and no deadline applies to it. The plain `Response` path does not change for it.
 
 Limits (`HttpLimits`; a connection that breaks one gets an answer when HTTP allows it and is
 closed, with one structured log line naming the peer, never the client's bytes):
