@@ -76,9 +76,14 @@ async def test_hostile_api_requests_get_clear_errors():
                 ("get", "api/message/999999", None, 404),
                 ("get", "static/../server.py", None, 404),
             ]
+            json_type = {"Content-Type": "application/json"}
             for method, path, body, status in cases:
-                async with s.request(method, url + path, data=body) as resp:
+                headers = json_type if body is not None else {}
+                async with s.request(method, url + path, data=body, headers=headers) as resp:
                     assert resp.status == status, (path, body, resp.status, await resp.text())
+            # an action's body must say it is JSON
+            async with s.post(url + "api/call", data=b'{"lat": 40.7, "lon": -73.9}') as resp:
+                assert resp.status == 415, await resp.text()
             async with s.get(url + "api/topology") as resp:
                 topo = await resp.json()
                 assert topo["scenario"] == "plain" and topo["hops"]["hop1"]["transport"] == "udp"

@@ -1,11 +1,13 @@
-"""The live console: an aiohttp application beside a chain running in this process.
+"""The live console: a web application beside a chain running in this process, served on
+the project's own HTTP/1.1 stack (`ng911.net.http1`, routes in `console/routes.py`).
 
 The browser gets the static page (`static/`, shipped in the package: no CDN, no build step),
 the topology and the borough boundaries as JSON, and one server-sent event stream
-(`/api/events`, the HTML Living Standard's EventSource) carrying every message, handshake
-and LoST query as it happens plus a state frame (call takers' calls, PSAP i3 QueueState and
-ServiceState) whenever it changes. Actions are small JSON POSTs: place a call from a point,
-sit at a call taker's position (auto-answer off), Answer, Hang up, switch scenario.
+(`/api/events`, the HTML Living Standard's EventSource; an `http1.StreamResponse`) carrying
+every message, handshake and LoST query as it happens plus a state frame (call takers'
+calls, PSAP i3 QueueState and ServiceState) whenever it changes. Actions are small JSON
+POSTs: place a call from a point, sit at a call taker's position (auto-answer off), Answer,
+Hang up, switch scenario.
 
 The console either starts its own chain (`ng911 console`: `open_chain`, switchable) or
 watches chains someone else starts (`own=False`, `attach`/`detach`: `ng911 testbed run
@@ -27,26 +29,32 @@ import contextlib
 import json
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
 from ng911.console.hub import Hub
+from ng911.console.routes import JSON, HttpError, Params, Routes, json_body, json_response
 from ng911.console.view import Describer, inspect, pidf_of_message
 from ng911.elements.calltaker import CallTaker
 from ng911.elements.identifiers import extract_ids
 from ng911.elements.runtime import ElementError
 from ng911.elements.ua import CallRecord
+from ng911.net.http1 import HttpLimits, Request, Response, RunningServer, StreamResponse, serve_http
 from ng911.observe.hops import HOP_LABELS, HOPS
 from ng911.testbed.launcher import Observer, RunningChain, open_chain, wait_registered
 from ng911.testbed.processes import ProcessChain
 from ng911.testbed.scenarios import SCENARIOS, Scenario, get_scenario
 
-STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
+STATIC_FILES = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
 SSE_SNDBUF = 16384  # a small kernel buffer: a stalled browser fills its own bounded queue
+KEEP_ALIVE = 10.0  # s of silence on the event stream before a comment line
+STALL_TIMEOUT = 60.0  # s a browser may take nothing from its event stream before it is cut off
 STATE_PERIOD = 0.25  # s between state snapshots (sent only when changed)
 CATCH_UP = 400  # frames a newly connected viewer gets from history
 MAX_BODY = 4096  # the JSON of an action
@@ -77,7 +85,7 @@ class Console:
     hub: Hub | None = None
     describer: Describer | None = None
     stats: list[CallStat] = field(default_factory=list)
-    _runner: web.AppRunner | None = None
+    _server: RunningServer | None = None
     _state_task: asyncio.Task[None] | None = None
     _calls: set[asyncio.Task[None]] = field(default_factory=set)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -170,8 +178,8 @@ class Console:
 
     def _watching(self) -> None:
         if not self.own:
-            raise web.HTTPConflict(
-                text="this console watches a testbed run: the run places and answers the calls"
+            raise HttpError(
+                409, "this console watches a testbed run: the run places and answers the calls"
             )
 
     @staticmethod
@@ -182,27 +190,10 @@ class Console:
         self.hub = Hub(lambda ev: None, viewer_size=self.viewer_size)
         if self.own:
             await self._open(self.scenario)
-        app = web.Application(client_max_size=MAX_BODY)
-        app.add_routes(
-            [
-                web.get("/", self.page),
-                web.get("/static/{name}", self.static),
-                web.get("/api/topology", self.topology),
-                web.get("/api/boroughs", self.boroughs),
-                web.get("/api/events", self.events),
-                web.get("/api/message/{id}", self.message),
-                web.get("/api/stats", self.stats_json),
-                web.post("/api/call", self.place),
-                web.post("/api/scenario", self.switch),
-                web.post("/api/takers/{name}/{action}", self.taker_action),
-            ]
+        self._server = await serve_http(
+            self.routes(), host, port, max_body=MAX_BODY, limits=LIMITS, prefix="console"
         )
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        bound = self._runner.addresses[0][1]
-        self.url = f"http://{host}:{bound}/"
+        self.url = f"http://{host}:{self._server.port}/"
         self._state_task = asyncio.get_running_loop().create_task(self._state_loop())
         return self.url
 
@@ -213,8 +204,9 @@ class Console:
                 await self._state_task
         for t in list(self._calls):
             t.cancel()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._server is not None:
+            await self._server.close()  # ends the event streams (their viewers leave)
+            self._server = None
         if self.hub is not None:
             await self.hub.close()
         if self.chain is not None and self.own:
@@ -236,7 +228,7 @@ class Console:
         chain = self._live_here()
         el = chain.elements.get(name) if chain is not None else None
         if not isinstance(el, CallTaker):
-            raise web.HTTPNotFound(text=f"no call taker {name!r}")
+            raise HttpError(404, f"no call taker {name!r}")
         return el
 
     def _call_view(self, t: CallTaker, call: Any, queue: tuple[str, ...]) -> dict[str, Any]:
@@ -342,36 +334,52 @@ class Console:
         del self.stats[:-5000]
         self.hub.publish({"type": "call_done", **stat.__dict__})
 
-    async def place(self, request: web.Request) -> web.Response:
+    # -------------------------------------------------------------- the routes
+
+    def routes(self) -> Routes:
+        routes = Routes()
+        routes.get("/", self.page)
+        routes.get("/static/{name}", self.static)
+        routes.get("/api/topology", self.topology)
+        routes.get("/api/boroughs", self.boroughs)
+        routes.get("/api/events", self.events)
+        routes.get("/api/message/{id}", self.message)
+        routes.get("/api/stats", self.stats_json)
+        routes.post("/api/call", self.place)
+        routes.post("/api/scenario", self.switch)
+        routes.post("/api/takers/{name}/{action}", self.taker_action)
+        return routes
+
+    async def place(self, request: Request, params: Params) -> Response:
         self._watching()
-        body = await _json(request)
+        body = json_body(request, MAX_BODY)
         try:
             lat, lon = float(body["lat"]), float(body["lon"])
         except (KeyError, TypeError, ValueError):
-            raise web.HTTPBadRequest(text="lat and lon (numbers) are required") from None
+            raise HttpError(400, "lat and lon (numbers) are required") from None
         if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-            raise web.HTTPBadRequest(text="lat/lon out of range")
+            raise HttpError(400, "lat/lon out of range")
         if self.chain is None:
-            raise web.HTTPServiceUnavailable(text="the chain is (re)starting")
+            raise HttpError(503, "the chain is (re)starting")
         stat = CallStat("", self.scenario, lat, lon)
         task = asyncio.get_running_loop().create_task(self._run_call(lat, lon, stat))
         self._calls.add(task)
         task.add_done_callback(self._calls.discard)
         if self.hub is not None:
             self.hub.publish({"type": "call_placed", "lat": lat, "lon": lon})
-        return web.json_response({"placed": True, "scenario": self.scenario})
+        return json_response({"placed": True, "scenario": self.scenario})
 
-    async def switch(self, request: web.Request) -> web.Response:
-        body = await _json(request)
+    async def switch(self, request: Request, params: Params) -> Response:
+        body = json_body(request, MAX_BODY)
         name = str(body.get("scenario", ""))
         if name not in self._choices():
-            raise web.HTTPBadRequest(text=f"unknown scenario {name!r}")
+            raise HttpError(400, f"unknown scenario {name[:100]!r}")
         if not self.own:  # one of the run's chains: shown, not restarted
             if name != self.scenario and self.hub is not None:
                 self.hub.drop_pending()
                 self.show(name, self.running[name][1])
             self._publish_state(force=True)
-            return web.json_response(self._topology_json())
+            return json_response(self._topology_json())
         async with self._lock:
             if name != self.scenario or self.chain is None:
                 old, self.chain = self.chain, None
@@ -381,13 +389,13 @@ class Console:
                     await self.hub.stop_pump()  # restarted by `_open` with the new describer
                 await self._open(name)
         self._publish_state(force=True)
-        return web.json_response(self._topology_json())
+        return json_response(self._topology_json())
 
-    async def taker_action(self, request: web.Request) -> web.Response:
+    async def taker_action(self, request: Request, params: Params) -> Response:
         self._watching()
-        t = self.taker(request.match_info["name"])
-        action = request.match_info["action"]
-        body = await _json(request)
+        t = self.taker(params["name"])
+        action = params["action"]
+        body = json_body(request, MAX_BODY)
         try:
             if action == "attend":
                 t.attended = bool(body.get("on", True))
@@ -396,21 +404,21 @@ class Console:
             elif action == "hangup":
                 t.hangup(str(body.get("call_id", "")))
             else:
-                raise web.HTTPNotFound(text=f"no action {action!r}")
+                raise HttpError(404, f"no action {action[:40]!r}")
         except ElementError as exc:
-            raise web.HTTPConflict(text=str(exc)) from None
+            raise HttpError(409, str(exc)) from None
         self._publish_state(force=True)
-        return web.json_response({"ok": True, "attended": t.attended})
+        return json_response({"ok": True, "attended": t.attended})
 
     # -------------------------------------------------------------- pages and data
 
-    async def page(self, request: web.Request) -> web.Response:
+    async def page(self, request: Request, params: Params) -> Response:
         return _static("index.html")
 
-    async def static(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        if name not in STATIC_FILES:
-            raise web.HTTPNotFound()
+    async def static(self, request: Request, params: Params) -> Response:
+        name = params["name"]
+        if name not in STATIC_FILES:  # the only files served: no path reaches another
+            raise HttpError(404, f"no static file {name[:100]!r}")
         return _static(name)
 
     def _topology_json(self) -> dict[str, Any]:
@@ -446,61 +454,60 @@ class Console:
             ],
         }
 
-    async def topology(self, request: web.Request) -> web.Response:
-        return web.json_response(self._topology_json())
+    async def topology(self, request: Request, params: Params) -> Response:
+        return json_response(self._topology_json())
 
-    async def boroughs(self, request: web.Request) -> web.Response:
+    async def boroughs(self, request: Request, params: Params) -> Response:
         if self.chain is None:
-            raise web.HTTPServiceUnavailable(text="the chain is (re)starting")
+            raise HttpError(503, "the chain is (re)starting")
         path = self.chain.topology.boundaries_path()
-        return web.Response(body=path.read_bytes(), content_type="application/json")
+        return Response(200, path.read_bytes(), JSON)
 
-    async def message(self, request: web.Request) -> web.Response:
+    async def message(self, request: Request, params: Params) -> Response:
         try:
-            fid = int(request.match_info["id"])
+            fid = int(params["id"])
         except ValueError:
-            raise web.HTTPBadRequest(text="id must be a number") from None
+            raise HttpError(400, "id must be a number") from None
         assert self.hub is not None
         found = self.hub.lookup(fid)
         if found is None:
-            raise web.HTTPNotFound(text="no such frame (only the latest are kept)")
-        return web.json_response(inspect(*found))
+            raise HttpError(404, "no such frame (only the latest are kept)")
+        return json_response(inspect(*found))
 
-    async def stats_json(self, request: web.Request) -> web.Response:
+    async def stats_json(self, request: Request, params: Params) -> Response:
         assert self.hub is not None
-        return web.json_response(
+        return json_response(
             {"hub": self.hub.stats(), "calls": [s.__dict__ for s in self.stats[-500:]]}
         )
 
-    async def events(self, request: web.Request) -> web.StreamResponse:
-        """The event stream: catch-up frames, then live ones; a keep-alive comment when idle."""
-        hub = self.hub
-        assert hub is not None
-        resp = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await resp.prepare(request)
-        sock = request.transport.get_extra_info("socket") if request.transport else None
+    async def events(self, request: Request, params: Params) -> StreamResponse:
+        """The event stream (server-sent events): catch-up frames, then live ones."""
+        assert self.hub is not None
+        t = request.conn.transport
+        sock = t.get_extra_info("socket") if t is not None else None
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SSE_SNDBUF)
+        headers = (("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"))
+        return StreamResponse(self._frames(self.hub), headers=headers, stall_timeout=STALL_TIMEOUT)
+
+    async def _frames(self, hub: Hub) -> AsyncIterator[bytes]:
+        """One viewer's stream: it joins when the stream starts and leaves when it ends
+        (the browser went away, was cut off, or the console stops); a comment line after
+        `KEEP_ALIVE` s of silence keeps proxies and the browser from giving up on it."""
         viewer = hub.join()
         try:
             for f in hub.frames_since(0)[-CATCH_UP:]:
                 viewer.push(json.dumps(f, separators=(",", ":")))
-            snap = self.snapshot()
-            viewer.push(json.dumps(snap, default=str))
+            viewer.push(json.dumps(self.snapshot(), default=str))
             while True:
-                batch = await viewer.next_batch(10.0)
+                batch = await viewer.next_batch(KEEP_ALIVE)
                 if not batch:
-                    await resp.write(b": keep-alive\n\n")
+                    yield b": keep-alive\n\n"
                     continue
-                await resp.write("".join(f"data: {t}\n\n" for t in batch).encode())
-        except (ConnectionError, RuntimeError):
-            pass  # the browser went away
+                yield "".join(f"data: {t}\n\n" for t in batch).encode()
         finally:
             hub.leave(viewer)
-        return resp
 
 
 @dataclass
@@ -561,21 +568,18 @@ class RunConsole:
         self.console.detach(chain)
 
 
-def _static(name: str) -> web.Response:
+# The console's HTTP limits: one person's browser on localhost (a page, its few requests and
+# one event stream per tab); the defaults' deadlines, fewer connections.
+LIMITS = HttpLimits(max_connections=256, max_per_source=64)
+
+
+def _static(name: str) -> Response:
+    """A file of the page, read from the package (a few KB; `Cache-Control: no-cache` so a
+    browser revalidates after an upgrade instead of running a stale script)."""
     data = (resources.files("ng911.console") / "static" / name).read_bytes()
-    return web.Response(body=data, content_type=STATIC_FILES[name])
-
-
-async def _json(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(text="the body must be JSON") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="the body must be a JSON object")
-    return body
+    return Response(
+        200, data, (("Content-Type", STATIC_FILES[name]), ("Cache-Control", "no-cache"))
+    )
 
 
 async def serve(

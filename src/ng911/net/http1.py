@@ -8,9 +8,18 @@ floors of aiohttp, uvicorn + httptools and this module in one run). Here one
 request (head and body; a LoST request is < 64 KB) and writes the answer in one `write`. A
 handler that answers synchronously costs no task; one that returns an awaitable (a PostGIS
 lookup, a forward) gets one. It runs on any asyncio loop; uvloop is where it pays. Every
-HTTP server of ng911 but the console (which needs WebSockets) runs here: LoST, the i3 Logging
-Service (`ng911.i3log.server`) and `/metrics` (`ng911.node.metrics`), each through
-`serve_http`, so the limits below exist once.
+HTTP server of ng911 runs here: LoST, the i3 Logging Service (`ng911.i3log.server`),
+`/metrics` (`ng911.node.metrics`) and the live console (`ng911.console.server`), each
+through `serve_http`, so the limits below exist once.
+
+A handler may also return a `StreamResponse` (the console's server-sent events): the head
+without Content-Length and `Connection: close` (the body ends with the connection, RFC 9112
+§6.3), then each chunk its async iterator yields, written as it comes; while the transport's
+buffer is above its high-water mark the iterator is not asked for more (`pause_writing`), a
+client that takes nothing for `stall_timeout` seconds is cut off (`<prefix>.stalled`), and
+the iterator is closed (`aclose`) when the client goes away, the server stops or the stream
+is cut off. The input of a streaming connection is read and dropped (so its close is seen)
+and no deadline applies to it. The plain `Response` path does not change for it.
 
 Limits (`HttpLimits`; a connection that breaks one gets an answer when HTTP allows it and is
 closed, with one structured log line naming the peer, never the client's bytes):
@@ -49,7 +58,7 @@ import logging
 import ssl
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any, Final, cast
@@ -195,7 +204,39 @@ class Response:
         self.close = close
 
 
-Handler = Callable[[Request], "Response | Awaitable[Response]"]
+class StreamResponse:
+    """An answer whose body is produced while it is sent (server-sent events): the head
+    (no Content-Length, `Connection: close`: the body ends when the connection does, RFC
+    9112 §6.3), then each chunk `body` yields, written as it comes.
+
+    Writing respects the transport's flow control: while the client's buffers are full the
+    iterator is not asked for more (a producer with its own bounded queue drops there); a
+    client that takes nothing for `stall_timeout` seconds is cut off (one `<prefix>.stalled`
+    log line). The iterator is closed (`aclose`) when the client goes away, the server
+    stops or the stream is cut off, so its `finally` clauses run; the idle and request
+    deadlines do not apply to a connection that streams.
+    """
+
+    __slots__ = ("body", "headers", "stall_timeout", "status")
+
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        status: int = 200,
+        headers: Sequence[tuple[str, str]] = (),
+        *,
+        stall_timeout: float = 60.0,
+    ) -> None:
+        if not stall_timeout > 0:
+            raise ValueError("stall_timeout must be > 0")
+        self.body = body
+        self.status = status
+        self.headers = headers
+        self.stall_timeout = stall_timeout
+
+
+Answer = Response | StreamResponse
+Handler = Callable[[Request], "Answer | Awaitable[Answer]"]
 Event = Callable[..., None]
 Refuse = Callable[[int, str], Response]
 
@@ -227,20 +268,37 @@ _CLOCK = _Clock()
 _STATUS_LINES: dict[int, bytes] = {}
 
 
-def encode(resp: Response, keep_alive: bool) -> bytes:
-    """The bytes of `resp` on the wire (status line, Date, Content-Length, fields, body)."""
-    line = _STATUS_LINES.get(resp.status)
+def _head(
+    status: int, headers: Sequence[tuple[str, str]], keep_alive: bool, length: int | None
+) -> list[bytes]:
+    """The parts of a response head (status line, Date, Content-Length unless `length` is
+    None, fields, the blank line): `encode` appends the body, a stream sends it alone."""
+    line = _STATUS_LINES.get(status)
     if line is None:
-        line = f"HTTP/1.1 {resp.status} {REASONS.get(resp.status, 'Status')}\r\n".encode()
-        _STATUS_LINES[resp.status] = line
-    parts = [line, b"Date: ", _CLOCK.date(), b"\r\nContent-Length: ", b"%d" % len(resp.body)]
-    for name, value in resp.headers:
+        line = f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}\r\n".encode()
+        _STATUS_LINES[status] = line
+    if length is None:
+        parts = [line, b"Date: ", _CLOCK.date()]
+    else:
+        parts = [line, b"Date: ", _CLOCK.date(), b"\r\nContent-Length: ", b"%d" % length]
+    for name, value in headers:
         parts.append(f"\r\n{name}: {value}".encode("latin-1"))
     if not keep_alive:
         parts.append(b"\r\nConnection: close")
     parts.append(b"\r\n\r\n")
+    return parts
+
+
+def encode(resp: Response, keep_alive: bool) -> bytes:
+    """The bytes of `resp` on the wire (status line, Date, Content-Length, fields, body)."""
+    parts = _head(resp.status, resp.headers, keep_alive, len(resp.body))
     parts.append(resp.body)
     return b"".join(parts)
+
+
+def encode_stream_head(resp: StreamResponse) -> bytes:
+    """The head of a streamed answer: no Content-Length, the body ends with the connection."""
+    return b"".join(_head(resp.status, resp.headers, False, None))
 
 
 class _Refused(Exception):
@@ -285,6 +343,9 @@ class Connection(asyncio.Protocol):
         self._write_paused = False
         self._closing = False
         self.upgraded = False  # a request asked for an Upgrade: close after the answers
+        # a streamed answer (StreamResponse) being written, and its wait for the client
+        self.stream_task: asyncio.Task[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -355,6 +416,8 @@ class Connection(asyncio.Protocol):
             self.server.table.release(self.source)
             self.server.connections.discard(self)
         self.queue.clear()
+        if self.stream_task is not None:
+            self.stream_task.cancel()  # the client went away: the stream's iterator is closed
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -362,6 +425,9 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         self._flow()
 
     def _flow(self) -> None:
@@ -465,16 +531,23 @@ class Connection(asyncio.Protocol):
         if isinstance(result, Response):
             self._respond(req, result)
             return
+        if isinstance(result, StreamResponse):
+            self._stream(result)
+            return
         task = asyncio.ensure_future(result)
         task.add_done_callback(lambda t: self._done(req, t))
 
-    def _done(self, req: Request, task: asyncio.Future[Response]) -> None:
+    def _done(self, req: Request, task: asyncio.Future[Answer]) -> None:
+        resp: Answer
         if task.cancelled():
             resp = Response(503, b"shutting down\n", close=True)
         elif (exc := task.exception()) is not None:
             resp = self.server.internal_error(exc)
         else:
             resp = task.result()
+            if isinstance(resp, StreamResponse):
+                self._stream(resp)
+                return
         self._respond(req, resp)
 
     def _respond(self, req: Request, resp: Response) -> None:
@@ -498,6 +571,75 @@ class Connection(asyncio.Protocol):
         if not self.in_message:
             self.phase = _IDLE
             self.deadline = self.server.now() + self.limits.idle_timeout
+
+    # -- streamed answers ------------------------------------------------------------------
+
+    def _stream(self, resp: StreamResponse) -> None:
+        """Answer with `resp` (the connection's last answer): requests pipelined behind it
+        are dropped; from now on the input is read and dropped (so the client's close is
+        seen) and no deadline applies."""
+        t = self.transport
+        if self.phase is _CLOSED or t is None or t.is_closing() or self.server.stopping:
+            self.busy = False
+            closing = asyncio.ensure_future(_aclose(resp.body))  # its finally clauses run
+            _CLOSING_STREAMS.add(closing)
+            closing.add_done_callback(_CLOSING_STREAMS.discard)
+            if t is not None and self.phase is not _CLOSED:
+                self.close(encode(Response(503, b"shutting down\n"), False))
+            return
+        self.queue.clear()
+        self._closing = True  # data_received drops, the sweep and `_flow` leave it alone
+        self.phase = _BUSY
+        self.deadline = 0.0
+        if self._paused_reading:
+            self._paused_reading = False
+            t.resume_reading()
+        self.stream_task = asyncio.ensure_future(self._write_stream(t, resp))
+
+    async def _write_stream(self, t: asyncio.Transport, resp: StreamResponse) -> None:
+        body = resp.body
+        cut = False
+        try:
+            t.write(encode_stream_head(resp))
+            async for chunk in body:
+                if t.is_closing():
+                    break
+                if chunk:
+                    t.write(chunk)
+                if self._write_paused and not await self._drained(resp.stall_timeout):
+                    cut = True
+                    self.server.event(
+                        f"{self.server.prefix}.stalled", peer=self.source,
+                        seconds=resp.stall_timeout, buffered=t.get_write_buffer_size(),
+                    )  # fmt: skip
+                    break
+        except asyncio.CancelledError:
+            pass  # the client went away or the server stops
+        except Exception as exc:  # the producer failed: the stream ends, the server lives
+            log.error("http: stream failed: %r", exc, exc_info=exc)
+        finally:
+            self.stream_task = None
+            self.busy = False
+            await _aclose(body)
+            if cut:
+                t.abort()  # its buffer will not drain: no FIN handshake held open
+            elif not t.is_closing():
+                t.close()
+                asyncio.get_running_loop().call_later(ABORT_AFTER, t.abort)
+
+    async def _drained(self, timeout: float) -> bool:
+        """Wait until the transport's buffer drained below its low-water mark (False: it did
+        not within `timeout`); the connection's loss cancels the waiting task."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._drain_waiter = waiter
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._drain_waiter = None
 
     def answer_early(self, status: int, text: str) -> None:
         """Answer before the request is complete (413, 408), then linger and close."""
@@ -647,7 +789,9 @@ class HttpServer:
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
-            if not conn.busy and not conn.in_message:
+            if conn.stream_task is not None:
+                conn.stream_task.cancel()  # a stream has no end to wait for
+            elif not conn.busy and not conn.in_message:
                 conn.close()
         deadline = time.monotonic() + grace
         while any(c.busy for c in self.connections) and time.monotonic() < deadline:
@@ -661,6 +805,21 @@ class HttpServer:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+
+
+_CLOSING_STREAMS: set[asyncio.Future[None]] = set()  # strong references while they run
+
+
+async def _aclose(body: AsyncIterator[bytes]) -> None:
+    """Close a stream's iterator (an async generator's `finally` runs); one that fails to
+    close is logged, never raised into the connection."""
+    aclose = getattr(body, "aclose", None)
+    if aclose is None:
+        return
+    try:
+        await aclose()
+    except Exception as exc:
+        log.error("http: closing a stream failed: %r", exc, exc_info=exc)
 
 
 def plain_refusal(status: int, text: str) -> Response:
