@@ -67,17 +67,23 @@ function drawNetwork(topo) {
     const line = el("line", {x1, y1, x2, y2, class: "edge " + plain(transport),
                              "data-hop": hop, "data-a": a, "data-b": b,
                              "data-transport": transport}, gEdges);
-    const t = el("text", {x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 4, class: "edge-label",
-                          "text-anchor": "middle"}, gEdges, label);
+    // a label between two side-by-side boxes sits above them (the gap is narrower than
+    // "hop2: TLS mTLS"); on a vertical edge it sits beside the line
+    const flat = y1 === y2;
+    const t = el("text", {x: flat ? (x1 + x2) / 2 : x1 + 6, y: flat ? y1 - 28 : (y1 + y2) / 2,
+                          class: "edge-label", "text-anchor": flat ? "middle" : "start"},
+                 gEdges, label);
     state.edges[a + "|" + b] = state.edges[b + "|" + a] = {line, label: t, hop, transport};
   };
   const one = (r) => topo.hosts.find((h) => h.role === r);
   const hops = topo.hops;
   const caller = one("caller"), vsp = one("vsp"), esrp = one("esrp"), lost = one("lost");
-  addEdge(caller.name, vsp.name, "hop1", hops.hop1.transport, hops.hop1.transport.toUpperCase());
-  addEdge(vsp.name, esrp.name, "hop2", hops.hop2.transport, hops.hop2.transport.toUpperCase());
+  addEdge(caller.name, vsp.name, "hop1", hops.hop1.transport,
+          "hop1: " + hops.hop1.transport.toUpperCase());
+  addEdge(vsp.name, esrp.name, "hop2", hops.hop2.transport,
+          "hop2: " + hops.hop2.transport.toUpperCase());
   addEdge(esrp.name, lost.name, "lost", topo.lost.transport,
-          topo.lost.transport.toUpperCase() + (topo.lost.mutual ? " mTLS" : ""));
+          "LoST: " + topo.lost.transport.toUpperCase() + (topo.lost.mutual ? " mTLS" : ""));
   if (topo.lost.mutual) state.edges[esrp.name + "|" + lost.name].label.classList.add("mtls");
   for (const h of topo.hosts) {
     if (h.role === "psap") addEdge(esrp.name, h.name, "hop3", hops.hop3.transport, "");
