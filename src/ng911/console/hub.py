@@ -67,6 +67,7 @@ class Hub:
         self.raw_dropped = 0
         self.viewer_size = viewer_size
         self.viewers: set[Viewer] = set()
+        self.left_dropped = 0  # frames lost by viewers that have left (the total stays whole)
         self.recent: OrderedDict[int, tuple[Frame, Any]] = OrderedDict()
         self.keep = keep
         self.seq = 0
@@ -159,7 +160,9 @@ class Hub:
         return v
 
     def leave(self, viewer: Viewer) -> None:
-        self.viewers.discard(viewer)
+        if viewer in self.viewers:
+            self.viewers.discard(viewer)
+            self.left_dropped += viewer.dropped
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -168,6 +171,8 @@ class Hub:
             "raw_waiting": len(self.raw),
             "raw_dropped": self.raw_dropped,
             "viewer_dropped": sum(v.dropped for v in self.viewers),
+            # every viewer's, including those gone (a reconnecting browser's losses too)
+            "viewer_dropped_total": self.left_dropped + sum(v.dropped for v in self.viewers),
             "max_viewer_queue": max((len(v.frames) for v in self.viewers), default=0),
             "errors": self.errors,
         }
