@@ -18,8 +18,9 @@ chain's. The conditions:
 Each round runs every condition once, in a seeded shuffled order (drift over the run hits
 all conditions alike); in each, after the viewers are connected, `--calls` calls are placed
 one after another with the chain's `place_call` (caller → VSP → ESRP + LoST → PSAP → call
-taker, hung up by the caller 1 ms after the answer), each call's setup delay (INVITE → 180, RFC 6076 Session Request
-Delay) recorded, and the chain process's CPU (getrusage) over the round. Per condition: the
+taker, hung up by the caller 1 ms after the answer), each call's setup delay (INVITE → 180,
+RFC 6076 Session Request Delay) recorded, and the chain process's CPU (getrusage) over the
+round. Per condition: the
 median setup delay and its difference to `none` with a 95 % bootstrap confidence interval
 (calls resampled with replacement, seeded), CPU µs per call (and its difference to `none`),
 the frames the viewers lost (from the console's /api/stats, read by the agent).
@@ -150,7 +151,12 @@ async def agent(url: str) -> None:
     loop = asyncio.get_running_loop()
     tasks: list[asyncio.Task[None]] = []
     socks: list[socket.socket] = []
-    kinds = {"stalled": [stalled], "slow": [slow], "reconnect": [reconnect], "normal3": [normal] * 3}
+    kinds = {
+        "stalled": [stalled],
+        "slow": [slow],
+        "reconnect": [reconnect],
+        "normal3": [normal] * 3,
+    }
 
     def say(text: str) -> None:
         sys.stdout.write(text + "\n")
