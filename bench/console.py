@@ -282,11 +282,12 @@ async def measure(
 ) -> dict[str, Any]:
     """The whole bench (module doc); the result as written to console.json."""
     from ng911.console.server import Console
+    from ng911.testbed.launcher import RunningChain
 
     console = Console(scenario=scenario, viewer_size=viewer_size)
     url = await console.start("127.0.0.1", 0)
     hub, chain = console.hub, console.chain
-    assert hub is not None and chain is not None and hasattr(chain, "place_call")
+    assert hub is not None and isinstance(chain, RunningChain)
     points = [(loc.lat, loc.lon) for loc in chain.topology.locations]
     rng = random.Random(seed)
     order = []
