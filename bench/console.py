@@ -274,7 +274,7 @@ async def measure(
     *,
     scenario: str = "plain",
     rounds: int = 6,
-    calls: int = 150,
+    calls: int = 200,
     viewer_size: int = 2000,
     seed: int = 911,
     conditions: Sequence[str] = CONDITIONS,
@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(agent(args.agent))
         return 0
     rounds = args.rounds or (3 if args.quick else 6)
-    calls = args.calls or (70 if args.quick else 150)
+    calls = args.calls or (70 if args.quick else 200)
     result = asyncio.run(
         measure(
             scenario=args.scenario,
