@@ -26,7 +26,7 @@ median setup delay and its difference to `none` with a 95 % bootstrap confidence
 the frames the viewers lost (from the console's /api/stats, read by the agent).
 
     .venv/bin/python bench/console.py [--quick] [--scenario S] [--rounds R] [--calls N]
-        [--viewer-size Q] [--seed K]
+        [--viewer-size Q] [--linger S] [--seed K]
 
 Defaults take about 90 s, `--quick` about 25 s. Prints a table, writes
 bench/results/console.json (`tests/test_console_noise.py` runs a small configuration).
@@ -218,6 +218,8 @@ def summarize(raw: dict[str, dict[str, Any]], seed: int) -> dict[str, dict[str, 
             "cpu_us_per_call": round(cpu_us, 1),
             "cpu_diff_us": round(cpu_us - base_cpu, 1),
             "frames_dropped": r["dropped"],
+            "frames_sent": r["sent"],
+            "stream_writes": r["writes"],  # batches of frames, one write each
             "viewers_seen": r["viewers_seen"],
         }
         if cond != "none" and d and base["delays_ms"]:
@@ -230,8 +232,8 @@ def summarize(raw: dict[str, dict[str, Any]], seed: int) -> dict[str, dict[str, 
 def table(summary: dict[str, dict[str, Any]]) -> list[str]:
     lines = [
         "| condition | calls | median setup ms | − none ms [95 % CI] | CPU µs/call | − none µs "
-        "| frames dropped |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| frames sent / writes | frames dropped |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for cond, r in summary.items():
         diff = "-"
@@ -241,7 +243,8 @@ def table(summary: dict[str, dict[str, Any]]) -> list[str]:
         cpu_diff = "-" if cond == "none" else f"{r['cpu_diff_us']:+,.0f}"
         lines.append(
             f"| {cond} | {r['calls']} | {r['median_ms']:.3f} | {diff} | "
-            f"{r['cpu_us_per_call']:,.0f} | {cpu_diff} | {r['frames_dropped']:,} |"
+            f"{r['cpu_us_per_call']:,.0f} | {cpu_diff} | {r['frames_sent']:,} / "
+            f"{r['stream_writes']:,} | {r['frames_dropped']:,} |"
         )
     return lines
 
@@ -276,6 +279,7 @@ async def measure(
     rounds: int = 6,
     calls: int = 200,
     viewer_size: int = 2000,
+    linger: float | None = None,
     seed: int = 911,
     conditions: Sequence[str] = CONDITIONS,
     say: Any = print,
@@ -285,6 +289,8 @@ async def measure(
     from ng911.testbed.launcher import RunningChain
 
     console = Console(scenario=scenario, viewer_size=viewer_size)
+    if linger is not None:
+        console.linger = linger
     url = await console.start("127.0.0.1", 0)
     hub, chain = console.hub, console.chain
     assert hub is not None and isinstance(chain, RunningChain)
@@ -296,7 +302,15 @@ async def measure(
         rng.shuffle(conds)
         order += [(r, c) for c in conds]
     raw: dict[str, dict[str, Any]] = {
-        c: {"delays_ms": [], "cpu_s": 0.0, "failed": 0, "dropped": 0, "viewers_seen": []}
+        c: {
+            "delays_ms": [],
+            "cpu_s": 0.0,
+            "failed": 0,
+            "dropped": 0,
+            "sent": 0,
+            "writes": 0,
+            "viewers_seen": [],
+        }
         for c in conditions
     }
     proc = await asyncio.create_subprocess_exec(
@@ -334,7 +348,12 @@ async def measure(
             raw[cond]["cpu_s"] += cpu() - c0
             word, after = await _command(proc, "stop")
             assert word == "stopped", word
-            raw[cond]["dropped"] += after["viewer_dropped_total"] - before["viewer_dropped_total"]
+            for key, stat in (
+                ("dropped", "viewer_dropped_total"),
+                ("sent", "viewer_sent_total"),
+                ("writes", "viewer_batches_total"),
+            ):
+                raw[cond][key] += after[stat] - before[stat]
             raw[cond]["viewers_seen"].append(seen)
             for _ in range(100):  # bounded: until the server has seen them go
                 if not hub.viewers:
@@ -361,6 +380,7 @@ async def measure(
             "rounds": rounds,
             "calls_per_round": calls,
             "viewer_size": viewer_size,
+            "linger_s": console.linger,
             "seed": seed,
             "order": [c for _r, c in order],
         },
@@ -378,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--calls", type=int, help="calls per condition per round")
     ap.add_argument("--viewer-size", type=int, default=2000, help="each viewer's frame queue")
+    ap.add_argument(
+        "--linger", type=float, help="s a viewer's frames wait to be batched (the console's)"
+    )
     ap.add_argument("--seed", type=int, default=911)
     ap.add_argument("--out", type=Path, help="the JSON (default bench/results/console.json)")
     args = ap.parse_args(argv)
@@ -392,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             rounds=rounds,
             calls=calls,
             viewer_size=args.viewer_size,
+            linger=args.linger,
             seed=args.seed,
         )
     )
