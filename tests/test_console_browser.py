@@ -9,36 +9,18 @@ images: `NG911_CONSOLE_SHOTS=docs/console pytest tests/test_console_browser.py`)
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
 
+from console_helpers import CHROMIUM, needs_chromium, ring_brooklyn
+from console_helpers import CHROMIUM_ARGS as ARGS
+from console_helpers import shots_dir as _shots
 from ng911.console.server import Console
 
-CHROMIUM = "/usr/bin/chromium"
 async_api = pytest.importorskip(
     "playwright.async_api", reason="playwright (Python package) is not installed"
 )
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)"
-)
-ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-default-apps",
-    "--disable-sync",
-    "--no-first-run",
-]
+pytestmark = needs_chromium
 EXPECTED = {"tls-e2e": {"hop1": "tls", "hop2": "tls", "hop3": "tls", "hop4": "udp"}}
-
-
-def _shots(tmp_path: Path) -> Path:
-    out = Path(os.environ.get("NG911_CONSOLE_SHOTS") or tmp_path / "shots")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 async def test_click_brooklyn_ring_answer_ladder_hangup(tmp_path):
@@ -60,22 +42,7 @@ async def test_click_brooklyn_ring_answer_ladder_hangup(tmp_path):
             await page.screenshot(path=str(shots / "1-network.png"))
 
             # a person sits at the Brooklyn position: the call rings until Answer
-            await page.check("[data-taker='taker-brooklyn'] .attend")
-            await page.wait_for_function(
-                "window.ng911.lastState && window.ng911.lastState.takers['taker-brooklyn'].attended"
-            )
-            lat, lon = console.chain.topology.point("Brooklyn")
-            x, y = await page.evaluate(f"window.ng911.screenPoint({lat}, {lon})")
-            await page.mouse.click(x, y)
-
-            call = page.locator("[data-taker='taker-brooklyn'] .call[data-state='ringing']")
-            await call.wait_for(timeout=15000)
-            loc_text = await call.locator(".loc").inner_text()
-            got_lat, got_lon = (float(v.strip(",")) for v in loc_text.split()[2:4])
-            # one screen pixel of the 480-pixel map is ~0.001-0.0015 degrees
-            assert abs(got_lat - lat) < 5e-3 and abs(got_lon - lon) < 5e-3, loc_text
-            assert "IncidentId" in await call.inner_text()
-            assert await page.locator("[data-taker='taker-brooklyn'].ringing").count() == 1
+            call = await ring_brooklyn(page, console)
             await page.screenshot(path=str(shots / "2-ringing.png"))
             await page.locator("#takers-panel").screenshot(path=str(shots / "calltaker.png"))
 
@@ -137,7 +104,6 @@ async def test_click_brooklyn_ring_answer_ladder_hangup(tmp_path):
     assert requests, "the page made no request at all?"
     foreign = [u for u in requests if not (u.startswith(origin) or u.startswith("data:"))]
     assert foreign == [], f"the page reached outside its origin: {foreign}"
-    assert shutil.which(CHROMIUM) or Path(CHROMIUM).exists()
 
 
 async def test_a_process_chain_live_in_the_page_then_the_finished_run(tmp_path):

@@ -6,6 +6,11 @@ oldest and counts it) and wake the pump. The pump task turns events into frames 
 `describe` callable) and hands each frame to every viewer's own bounded deque; a viewer
 whose browser does not read (a stalled EventSource, a slow link) loses its oldest frames,
 counted in `Viewer.dropped`, and never holds up another viewer or a call.
+
+A viewer's frames are sent in batches: once a frame waits, the viewer lingers (`linger`,
+40 ms by default) for more before its stream writes them all at once, so a call's few dozen
+frames cost a browser a few writes, not one each (`bench/console.py`: the chain's CPU per
+call with three browsers reading). A queue half full ends the linger early.
 """
 
 from __future__ import annotations
@@ -18,34 +23,53 @@ from collections.abc import Callable
 from typing import Any
 
 Frame = dict[str, Any]
+LINGER = 0.04  # s a viewer waits for more frames once one is waiting (one write for them all)
 
 
 class Viewer:
     """One browser's queue of frames (JSON text), at most `size` of them."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, linger: float = 0.0) -> None:
         self.size = max(1, size)
+        self.linger = linger
         self.frames: deque[str] = deque()
         self.dropped = 0
         self.sent = 0
+        self.batches = 0
         self.wake = asyncio.Event()
+        self._wake_at = 1  # queue length that wakes the stream (higher while lingering)
 
     def push(self, text: str) -> None:
         if len(self.frames) >= self.size:
             self.frames.popleft()
             self.dropped += 1
         self.frames.append(text)
-        self.wake.set()
+        if len(self.frames) >= self._wake_at:
+            self.wake.set()
 
-    async def next_batch(self, timeout: float) -> list[str]:
-        """The frames waiting (empty after `timeout` s of silence: time for a keep-alive)."""
+    async def next_batch(self, timeout: float, linger: float | None = None) -> list[str]:
+        """The frames waiting (empty after `timeout` s of silence: time for a keep-alive).
+        Once one waits, the frames that come within `linger` s (default: the viewer's) join
+        it, unless the queue gets half full first."""
         if not self.frames:
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
+        linger = self.linger if linger is None else linger
+        half = max(1, self.size // 2)
+        if self.frames and linger > 0 and len(self.frames) < half:
+            self.wake.clear()
+            self._wake_at = half
+            timer = asyncio.get_running_loop().call_later(linger, self.wake.set)
+            try:
+                await self.wake.wait()  # the linger's end, a half-full queue or close()
+            finally:
+                timer.cancel()
+                self._wake_at = 1
         out = list(self.frames)
         self.frames.clear()
         self.sent += len(out)
+        self.batches += 1 if out else 0
         return out
 
 
@@ -60,13 +84,18 @@ class Hub:
         raw_size: int = 20000,
         viewer_size: int = 2000,
         keep: int = 3000,
+        linger: float = LINGER,
     ) -> None:
         self.describe = describe
+        self.linger = linger  # each viewer's, unless `join` is told otherwise
         self.raw: deque[Any] = deque()
         self.raw_size = raw_size
         self.raw_dropped = 0
         self.viewer_size = viewer_size
         self.viewers: set[Viewer] = set()
+        self.left_dropped = 0  # frames lost by viewers that have left (the total stays whole)
+        self.left_sent = 0  # frames and batches (stream writes) of the viewers that have left
+        self.left_batches = 0
         self.recent: OrderedDict[int, tuple[Frame, Any]] = OrderedDict()
         self.keep = keep
         self.seq = 0
@@ -153,13 +182,19 @@ class Hub:
     def lookup(self, frame_id: int) -> tuple[Frame, Any] | None:
         return self.recent.get(frame_id)
 
-    def join(self, size: int | None = None) -> Viewer:
-        v = Viewer(self.viewer_size if size is None else size)
+    def join(self, size: int | None = None, linger: float | None = None) -> Viewer:
+        v = Viewer(
+            self.viewer_size if size is None else size, self.linger if linger is None else linger
+        )
         self.viewers.add(v)
         return v
 
     def leave(self, viewer: Viewer) -> None:
-        self.viewers.discard(viewer)
+        if viewer in self.viewers:
+            self.viewers.discard(viewer)
+            self.left_dropped += viewer.dropped
+            self.left_sent += viewer.sent
+            self.left_batches += viewer.batches
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -168,6 +203,10 @@ class Hub:
             "raw_waiting": len(self.raw),
             "raw_dropped": self.raw_dropped,
             "viewer_dropped": sum(v.dropped for v in self.viewers),
+            # every viewer's, including those gone (a reconnecting browser's losses too)
+            "viewer_dropped_total": self.left_dropped + sum(v.dropped for v in self.viewers),
+            "viewer_sent_total": self.left_sent + sum(v.sent for v in self.viewers),
+            "viewer_batches_total": self.left_batches + sum(v.batches for v in self.viewers),
             "max_viewer_queue": max((len(v.frames) for v in self.viewers), default=0),
             "errors": self.errors,
         }

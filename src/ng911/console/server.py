@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from ng911.console.hub import Hub
+from ng911.console.hub import LINGER, Hub
 from ng911.console.routes import JSON, HttpError, Params, Routes, json_body, json_response
 from ng911.console.view import Describer, inspect, pidf_of_message
 from ng911.elements.calltaker import CallTaker
@@ -79,6 +79,7 @@ class Console:
 
     scenario: str = "plain"
     viewer_size: int = 2000
+    linger: float = LINGER  # s a viewer's frames wait for more before they are written
     own: bool = True  # start (and switch) its own chain; False: show chains it is given
     chain_options: dict[str, Any] = field(default_factory=dict)
     chain: Chain | None = None
@@ -187,7 +188,7 @@ class Console:
         return {h: chain.topology.transport(h) for h in HOPS}
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self.hub = Hub(lambda ev: None, viewer_size=self.viewer_size)
+        self.hub = Hub(lambda ev: None, viewer_size=self.viewer_size, linger=self.linger)
         if self.own:
             await self._open(self.scenario)
         self._server = await serve_http(

@@ -1,0 +1,48 @@
+"""A browser that stalls or crawls does not slow the calls beyond noise (`bench/console.py`).
+
+A small configuration of the bench: the chain and the console in this process, the viewers
+in the bench's agent process, the conditions none / stalled / slow in seeded shuffled
+rounds, the viewers' queues small (64 frames) so the stalled one really drops. The one
+timing assert is noise-aware: it fails only on a clear slowdown, i.e. when even the LOW end
+of the 95 % bootstrap interval of (median setup delay with the viewer − without) exceeds
+max(2 ms, 25 % of the median without a viewer).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_bench() -> ModuleType:
+    path = REPO / "bench" / "console.py"
+    spec = importlib.util.spec_from_file_location("bench_console", path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_console"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+async def test_a_stalled_or_slow_viewer_does_not_slow_the_calls() -> None:
+    bench = load_bench()
+    result = await bench.measure(
+        rounds=3, calls=50, viewer_size=64, conditions=("none", "stalled", "slow"), seed=15
+    )
+    rows = result["conditions"]
+    print("\n".join(bench.table(rows)))
+    for cond, row in rows.items():
+        assert row["failed"] == 0 and row["calls"] == 150, (cond, row)
+    assert rows["stalled"]["viewers_seen"] == [1, 1, 1], rows["stalled"]
+    assert rows["slow"]["viewers_seen"] == [1, 1, 1], rows["slow"]
+    # the stalled viewer's queue (64 frames) overflowed: it lost frames, not the calls
+    assert rows["stalled"]["frames_dropped"] > 0, rows["stalled"]
+    assert rows["none"]["frames_dropped"] == 0
+    limit = max(2.0, 0.25 * rows["none"]["median_ms"])
+    for cond in ("stalled", "slow"):
+        low = rows[cond]["ci_ms"][0]
+        assert low <= limit, f"{cond}: setup delay +{low:.2f} ms at least (limit {limit:.2f})"
