@@ -4,6 +4,7 @@ cut short by a half-full queue or by close, and the drop/sent totals kept when v
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from ng911.console.hub import Hub
@@ -59,3 +60,18 @@ async def test_totals_keep_the_viewers_that_left() -> None:
     assert stats["viewer_dropped"] == b.dropped  # a's left with it
     assert stats["viewer_dropped_total"] == 3 + b.dropped
     assert stats["viewer_sent_total"] == 2 and stats["viewer_batches_total"] == 1
+
+
+async def test_a_connecting_viewer_catches_up_on_the_kept_texts() -> None:
+    """Each frame is encoded once, when published: catching up re-encodes nothing, and the
+    texts are the newest `last` kept frames after `since`, oldest first."""
+    hub = make_hub(keep=10)
+    for i in range(15):
+        hub.publish({"type": "msg", "n": i})
+    hub.publish({"type": "state"}, keep=False)  # a snapshot is not kept
+    texts = hub.texts_since(0, 4)
+    assert [json.loads(t)["id"] for t in texts] == [12, 13, 14, 15]
+    assert len(hub.texts_since(0, 100)) == 10  # only what is kept
+    assert hub.texts_since(14, 100) == [texts[-1]]
+    found = hub.lookup(15)
+    assert found is not None and found[0]["n"] == 14

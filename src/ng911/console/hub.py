@@ -96,7 +96,9 @@ class Hub:
         self.left_dropped = 0  # frames lost by viewers that have left (the total stays whole)
         self.left_sent = 0  # frames and batches (stream writes) of the viewers that have left
         self.left_batches = 0
-        self.recent: OrderedDict[int, tuple[Frame, Any]] = OrderedDict()
+        # id -> (frame, its source event, its JSON text: encoded once, so a browser that
+        # (re)connects catches up without re-encoding the frames it missed)
+        self.recent: OrderedDict[int, tuple[Frame, Any, str]] = OrderedDict()
         self.keep = keep
         self.seq = 0
         self.errors = 0
@@ -166,21 +168,29 @@ class Hub:
         next one replaces) and send it to every viewer."""
         self.seq += 1
         frame["id"] = self.seq
+        text = json.dumps(frame, separators=(",", ":"))
         if keep:
-            self.recent[self.seq] = (frame, source)
+            self.recent[self.seq] = (frame, source, text)
             while len(self.recent) > self.keep:
                 self.recent.popitem(last=False)
-        text = json.dumps(frame, separators=(",", ":"))
         for v in self.viewers:
             v.push(text)
         return self.seq
 
-    def frames_since(self, since: int) -> list[Frame]:
-        """Kept frames after `since` (a viewer that just connected catches up)."""
-        return [f for i, (f, _src) in self.recent.items() if i > since]
+    def texts_since(self, since: int, last: int) -> list[str]:
+        """The JSON text of at most the `last` kept frames after `since` (a viewer that just
+        connected catches up), newest last; walks only those `last` frames."""
+        out: list[str] = []
+        for i, (_f, _src, text) in reversed(self.recent.items()):
+            if i <= since or len(out) >= last:
+                break
+            out.append(text)
+        out.reverse()
+        return out
 
     def lookup(self, frame_id: int) -> tuple[Frame, Any] | None:
-        return self.recent.get(frame_id)
+        found = self.recent.get(frame_id)
+        return None if found is None else (found[0], found[1])
 
     def join(self, size: int | None = None, linger: float | None = None) -> Viewer:
         v = Viewer(

@@ -498,8 +498,8 @@ class Console:
         `KEEP_ALIVE` s of silence keeps proxies and the browser from giving up on it."""
         viewer = hub.join()
         try:
-            for f in hub.frames_since(0)[-CATCH_UP:]:
-                viewer.push(json.dumps(f, separators=(",", ":")))
+            for text in hub.texts_since(0, CATCH_UP):
+                viewer.push(text)
             viewer.push(json.dumps(self.snapshot(), default=str))
             while True:
                 batch = await viewer.next_batch(KEEP_ALIVE)
