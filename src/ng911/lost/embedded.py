@@ -42,6 +42,7 @@ _contains_xy = shapely.lib.contains_xy
 _M_MIN = 6_335_439.0
 _N_MIN = 6_378_137.0
 
+_NONE, _EXACT = -1, -2  # `EmbeddedStore._grid_index`: no area, or ask the exact scan
 #: Grid cells along the longer side of the areas' bounding box (about 0.02 s to build for the
 #: five boroughs; built when there are few areas, as the bounding-box scan is).
 GRID = 128
@@ -160,18 +161,37 @@ class EmbeddedStore:
         return only[0][0]
 
     def _lookup_point(self, lon: float, lat: float, service: str) -> StoreHit | None:
+        i = self._grid_index(lon, lat, service)
+        if i >= 0:
+            return StoreHit(self._areas[i], 1)
+        return None if i == _NONE else self._lookup_point_exact(lon, lat, service)
+
+    def point_area(self, lon: float, lat: float, service: str) -> ServiceArea | None:
+        """The area a point lookup answers (`lookup`'s `StoreHit.area`), without the hit:
+        the LoST server's hot path (`LostEngine.answer_point`)."""
+        i = self._grid_index(lon, lat, service)
+        if i >= 0:
+            return self._areas[i]
+        if i == _NONE:
+            return None
+        hit = self._lookup_point_exact(lon, lat, service)
+        return hit.area if hit is not None else None
+
+    def _grid_index(self, lon: float, lat: float, service: str) -> int:
+        """The area holding the point by the grid alone; `_NONE` when the grid knows no area
+        holds it (or has it on a line), `_EXACT` when the exact scan must decide."""
         x0, y0, inv, nx, ny = self._grid
         gx = int((lon - x0) * inv) if lon >= x0 else -1
         gy = int((lat - y0) * inv) if lat >= y0 else -1
         if 0 <= gx < nx and 0 <= gy < ny:
             cell = self._cells[gy * nx + gx]
             if not cell:  # no area touches this cell: none holds the point, or has it on a line
-                return None
+                return _NONE
             geoms, areas = self._geoms, self._areas
             for i, inside in cell:
                 if service in areas[i].services and (inside or _contains_xy(geoms[i], lon, lat)):
-                    return StoreHit(areas[i], 1)
-        return self._lookup_point_exact(lon, lat, service)
+                    return i
+        return _EXACT
 
     def _lookup_point_exact(self, lon: float, lat: float, service: str) -> StoreHit | None:
         """Every candidate area in order (outside the grid, and for points on a line)."""

@@ -24,6 +24,7 @@ it decides, per RFC 5222 and the RFC 5582 tree of LoST servers:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,6 +51,7 @@ from ng911.lost.protocol import (
     Redirect,
     ServiceBoundary,
     ServiceBoundaryReference,
+    build_response,
 )
 from ng911.lost.store import BoundaryStore, ServiceArea, StoreHit
 
@@ -123,6 +125,12 @@ class LostEngine:
         self._mappings: dict[tuple[str, str], tuple[ServiceArea, Mapping]] = {}
         self._mappings_sec = -1
         self._hits: dict[tuple[int, str], StoreHit | None] | None = None
+        # `answer_point`: the store's point lookup without a StoreHit (the embedded store's;
+        # None for a store whose lookups are I/O), and the answers' bytes by (markup, area)
+        self._point_area: Callable[[float, float, str], ServiceArea | None] | None = getattr(
+            self.store, "point_area", None
+        )
+        self._answers: dict[tuple[object, str], tuple[Mapping, bytes]] = {}
 
     @property
     def source(self) -> str:
@@ -330,6 +338,46 @@ class LostEngine:
             req.as_of,
             req.as_of_tag,
         )
+
+    def answer_point(
+        self,
+        markup: object,
+        service: str,
+        path: tuple[str, ...],
+        loc_id: str,
+        lat: float,
+        lon: float,
+        now: float,
+    ) -> bytes | None:
+        """The answer's bytes for the plain findService of a point (the server's hot path),
+        or None when it is not plain: the caller then takes the full way (`handle` and
+        `build_response`), which gives these same bytes for a plain one (tests compare).
+
+        Plain: a service we serve (no substitution), our source not in `path`, a store with
+        a synchronous point lookup (`point_area`) that finds an area; the caller checked
+        the rest (one geodetic-2d point, in range; no validateLocation, no boundary by
+        value, no asOf). The answer depends only on the mapping of this second and on the
+        request's markup (`markup`: an object standing for its path and location id, held
+        while in use), so its bytes are built once per (markup, area) and second; the
+        point is looked up every time."""
+        point_area = self._point_area
+        if point_area is None or service not in self._service_set or self.source in path:
+            return None
+        area = point_area(lon, lat, service)
+        if area is None:
+            return None
+        m = self.mapping_for(area, service, now, None)
+        key = (markup, area.key)
+        known = self._answers.get(key)
+        if known is not None and known[0] is m:
+            return known[1]
+        body = build_response(
+            FindServiceResponse((m,), (*path, self.config.source), loc_id, (), None, None, None)
+        )
+        if len(self._answers) >= 256:
+            self._answers.clear()
+        self._answers[key] = (m, body)
+        return body
 
     # ------------------------------------------------------------------ the others
 

@@ -425,6 +425,38 @@ def _read(data: bytes) -> tuple[_Form, list[str | None], re.Match[str] | None] |
     return form, [g[_G_POS], g[_G_RAD], g[_G_IDS]], m
 
 
+def _remember(data: bytes, m: re.Match[str] | None, form: _Form) -> None:
+    if m is not None:  # read by `_DOC`: the next document like it takes the template
+        _TEMPLATES.insert(0, _Template(data, m, form))
+        del _TEMPLATES[_MAX_TEMPLATES:]
+
+
+def read_point(data: bytes) -> tuple[_Form, float, float] | None:
+    """The markup and (lat, lon) of a common findService for a point, checked exactly as
+    `parse_fast` checks them (so `parse_fast` gives a request for it, with these values);
+    None for a circle or anything else. The LoST server's hot path (`LostEngine.answer_point`),
+    which builds no request object."""
+    if len(data) > FAST_MAX or b"]]>" in data:
+        return None
+    read = _read(data)
+    if read is None:
+        return None
+    form, (pos_text, _, ids_attrs), m = read
+    if form.circle:
+        return None
+    try:
+        lat, lon = _numbers(pos_text or "")  # not two numbers: ValueError
+        # what `Point` and `check_range` refuse (both finite: `_numbers`)
+        if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+            return None
+        if form.ids_tag is not None:
+            _ids(form, ids_attrs)
+    except (_Unsure, ValueError):
+        return None
+    _remember(data, m, form)
+    return form, lat, lon
+
+
 def parse_fast(data: bytes) -> FindServiceRequest | None:
     """The `FindServiceRequest` in `data` if it has the common shape, else None."""
     if len(data) > FAST_MAX or b"]]>" in data:
@@ -461,9 +493,7 @@ def parse_fast(data: bytes) -> FindServiceRequest | None:
         )
     except (_Unsure, ValueError, LocationError, LostProtocolError):
         return None
-    if m is not None:  # read by `_DOC`: the next document like it takes the template
-        _TEMPLATES.insert(0, _Template(data, m, form))
-        del _TEMPLATES[_MAX_TEMPLATES:]
+    _remember(data, m, form)
     return req
 
 
