@@ -32,6 +32,7 @@ from typing import Any
 from ng911.location.civic import CivicAddress
 from ng911.location.geodetic import Point, Polygon, Shape
 from ng911.lost.errors import LostProtocolError
+from ng911.lost.fast_request import read_point
 from ng911.lost.protocol import (
     PROFILE_GEODETIC,
     FindServiceRequest,
@@ -130,7 +131,7 @@ class LostEngine:
         self._point_area: Callable[[float, float, str], ServiceArea | None] | None = getattr(
             self.store, "point_area", None
         )
-        self._answers: dict[tuple[object, str], tuple[Mapping, bytes]] = {}
+        self._answers: dict[tuple[object, str], tuple[ServiceArea, int, str, bytes]] = {}
 
     @property
     def source(self) -> str:
@@ -339,6 +340,18 @@ class LostEngine:
             req.as_of_tag,
         )
 
+    def answer_request(self, data: bytes, now: float) -> bytes | None:
+        """The answer's bytes for a request's bytes when it is a plain findService for a
+        point (`read_point`, then `answer_point`), else None: the server's hot path in one
+        call."""
+        point = read_point(data)
+        if point is None:
+            return None
+        form, lat, lon = point
+        if form.validate or form.service_boundary == "value":
+            return None
+        return self.answer_point(form, form.service, form.path, form.loc_id, lat, lon, now)
+
     def answer_point(
         self,
         markup: object,
@@ -361,22 +374,26 @@ class LostEngine:
         while in use), so its bytes are built once per (markup, area) and second; the
         point is looked up every time."""
         point_area = self._point_area
-        if point_area is None or service not in self._service_set or self.source in path:
+        source = self.config.source
+        if point_area is None or service not in self._service_set or source in path:
             return None
         area = point_area(lon, lat, service)
         if area is None:
             return None
-        m = self.mapping_for(area, service, now, None)
+        # the mapping of this second (`mapping_for`) depends on the area, the service and
+        # the second alone: the same three, the same answer
+        sec = int(now)
         key = (markup, area.key)
         known = self._answers.get(key)
-        if known is not None and known[0] is m:
-            return known[1]
+        if known is not None and known[0] is area and known[1] == sec and known[2] == service:
+            return known[3]
+        m = self.mapping_for(area, service, now, None)
         body = build_response(
-            FindServiceResponse((m,), (*path, self.config.source), loc_id, (), None, None, None)
+            FindServiceResponse((m,), (*path, source), loc_id, (), None, None, None)
         )
         if len(self._answers) >= 256:
             self._answers.clear()
-        self._answers[key] = (m, body)
+        self._answers[key] = (area, sec, service, body)
         return body
 
     # ------------------------------------------------------------------ the others

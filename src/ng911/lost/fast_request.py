@@ -390,7 +390,7 @@ class _Template:
             if not data.startswith(after, end):
                 return None
             text = data[pos:end]
-            if text.translate(None, _ALLOWED):
+            if text.translate(None, _ALLOWED) or b"]]>" in text:
                 return None
             out.append(text.decode("ascii"))
             pos = end + len(after)
@@ -413,7 +413,7 @@ def _read(data: bytes) -> tuple[_Form, list[str | None], re.Match[str] | None] |
             rad_text = texts[1] if known.circle else None
             ids_attrs = texts[-1] if known.ids_tag is not None else None
             return known, [texts[0], rad_text, ids_attrs], None
-    if data.translate(None, _ALLOWED):
+    if data.translate(None, _ALLOWED) or b"]]>" in data:
         return None
     m = _DOC.fullmatch(data.decode("ascii"))  # ASCII: the translate above left nothing
     if m is None:
@@ -436,7 +436,7 @@ def read_point(data: bytes) -> tuple[_Form, float, float] | None:
     `parse_fast` checks them (so `parse_fast` gives a request for it, with these values);
     None for a circle or anything else. The LoST server's hot path (`LostEngine.answer_point`),
     which builds no request object."""
-    if len(data) > FAST_MAX or b"]]>" in data:
+    if len(data) > FAST_MAX:
         return None
     read = _read(data)
     if read is None:
@@ -444,9 +444,15 @@ def read_point(data: bytes) -> tuple[_Form, float, float] | None:
     form, (pos_text, _, ids_attrs), m = read
     if form.circle:
         return None
+    text = pos_text or ""
+    # `_numbers` for two numbers, without its list and its finiteness loop: what is not
+    # finite fails the range check, as `Point` and `check_range` refuse it
+    parts = (text.replace(",", " ") if "," in text else text).split()
+    if len(parts) != 2:
+        return None
     try:
-        lat, lon = _numbers(pos_text or "")  # not two numbers: ValueError
-        # what `Point` and `check_range` refuse (both finite: `_numbers`)
+        lat = float(parts[0])
+        lon = float(parts[1])
         if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
             return None
         if form.ids_tag is not None:
@@ -459,7 +465,7 @@ def read_point(data: bytes) -> tuple[_Form, float, float] | None:
 
 def parse_fast(data: bytes) -> FindServiceRequest | None:
     """The `FindServiceRequest` in `data` if it has the common shape, else None."""
-    if len(data) > FAST_MAX or b"]]>" in data:
+    if len(data) > FAST_MAX:
         return None
     read = _read(data)
     if read is None:

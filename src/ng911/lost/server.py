@@ -52,7 +52,7 @@ from ng911.location.civic import CivicAddress
 from ng911.lost.engine import EngineConfig, Forward, LostEngine
 from ng911.lost.errors import LostProtocolError
 from ng911.lost.events import LostServedEvent
-from ng911.lost.fast_request import parse_request_fast, read_point
+from ng911.lost.fast_request import parse_request_fast
 from ng911.lost.protocol import (
     CONTENT_TYPE,
     LostErrorResponse,
@@ -289,18 +289,12 @@ class LostServer:
     def decide(self, data: bytes) -> bytes | Forward | HttpRedirect:
         """The answer's bytes, the request to forward, or an HTTP redirect (with
         `redirect_status`): no await on the common path."""
-        point = read_point(data)
-        if point is not None:  # the common query: answered without a request object
-            form, lat, lon = point
-            if not form.validate and form.service_boundary != "value":
-                try:
-                    body = self.engine.answer_point(
-                        form, form.service, form.path, form.loc_id, lat, lon, time.time()
-                    )
-                except Exception as exc:  # a store failing must not drop the request
-                    return self._internal_error(exc)
-                if body is not None:
-                    return body
+        try:  # the common query, answered without a request object (or None)
+            body = self.engine.answer_request(data, time.time())
+        except Exception as exc:  # a store failing must not drop the request
+            return self._internal_error(exc)
+        if body is not None:
+            return body
         req = self._parse(data)
         if isinstance(req, bytes):
             return req
