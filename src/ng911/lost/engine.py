@@ -24,13 +24,13 @@ it decides, per RFC 5222 and the RFC 5582 tree of LoST servers:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ng911.location.civic import CivicAddress
 from ng911.location.geodetic import Point, Polygon, Shape
+from ng911.lost.embedded import EmbeddedStore
 from ng911.lost.errors import LostProtocolError
 from ng911.lost.fast_request import read_point
 from ng911.lost.protocol import (
@@ -126,11 +126,10 @@ class LostEngine:
         self._mappings: dict[tuple[str, str], tuple[ServiceArea, Mapping]] = {}
         self._mappings_sec = -1
         self._hits: dict[tuple[int, str], StoreHit | None] | None = None
-        # `answer_point`: the store's point lookup without a StoreHit (the embedded store's;
-        # None for a store whose lookups are I/O), and the answers' bytes by (markup, area)
-        self._point_area: Callable[[float, float, str], ServiceArea | None] | None = getattr(
-            self.store, "point_area", None
-        )
+        # `answer_point`: the embedded store's point lookup (no StoreHit; a native call in the
+        # compiled build), and the answers' bytes by (markup, area)
+        store = self.store
+        self._embedded = store if isinstance(store, EmbeddedStore) else None
         self._answers: dict[tuple[object, str], tuple[ServiceArea, int, str, bytes]] = {}
 
     @property
@@ -367,17 +366,17 @@ class LostEngine:
         `build_response`), which gives these same bytes for a plain one (tests compare).
 
         Plain: a service we serve (no substitution), our source not in `path`, a store with
-        a synchronous point lookup (`point_area`) that finds an area; the caller checked
+        the embedded store, whose point lookup (`point_area`) finds an area; the caller checked
         the rest (one geodetic-2d point, in range; no validateLocation, no boundary by
         value, no asOf). The answer depends only on the mapping of this second and on the
         request's markup (`markup`: an object standing for its path and location id, held
         while in use), so its bytes are built once per (markup, area) and second; the
         point is looked up every time."""
-        point_area = self._point_area
+        embedded = self._embedded
         source = self.config.source
-        if point_area is None or service not in self._service_set or source in path:
+        if embedded is None or service not in self._service_set or source in path:
             return None
-        area = point_area(lon, lat, service)
+        area = embedded.point_area(lon, lat, service)
         if area is None:
             return None
         # the mapping of this second (`mapping_for`) depends on the area, the service and

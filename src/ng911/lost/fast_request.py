@@ -374,7 +374,7 @@ class _Template:
 
     def texts(self, data: bytes) -> list[str] | None:
         """The varying texts of `data` if it fits this template (checked as `parse_fast`
-        checks a whole document: allowed bytes only), else None."""
+        checks a whole document: allowed bytes only, no "]]>"), else None."""
         if not data.startswith(self.head):
             return None
         pos = len(self.head)
@@ -383,15 +383,17 @@ class _Template:
             if ids:
                 am = _ATTRS_B.match(data, pos)
                 end = am.end() if am is not None else pos
-            else:
-                end = data.find(b"<", pos)
-                if end < 0:
+                if not data.startswith(after, end):
                     return None
-            if not data.startswith(after, end):
-                return None
-            text = data[pos:end]
-            if text.translate(None, _ALLOWED) or b"]]>" in text:
-                return None
+                text = data[pos:end]
+                if text.translate(None, _ALLOWED) or b"]]>" in text:
+                    return None
+            else:  # bytes a number may hold: all allowed, never "]]>" (`_NUMBER_TEXT`)
+                nm = _NUMBER_TEXT.match(data, pos)
+                end = nm.end() if nm is not None else pos
+                if not data.startswith(after, end):
+                    return None
+                text = data[pos:end]
             out.append(text.decode("ascii"))
             pos = end + len(after)
         return out if pos == len(data) else None
@@ -401,6 +403,10 @@ class _Template:
 _TEMPLATES: list[_Template] = []
 _MAX_TEMPLATES: Final = 4
 _ATTRS_B = re.compile(_ATTRS.encode("ascii"))
+# What a coordinate or radius text may hold on a template: digits, sign, point, exponent and
+# the separators `_numbers` reads. Anything else ("nan", "1_0", a byte XML refuses) and the
+# template does not fit: `_DOC` and the checks of a whole document decide.
+_NUMBER_TEXT = re.compile(rb"[0-9.,+\-eE \t\n]*")
 
 
 def _read(data: bytes) -> tuple[_Form, list[str | None], re.Match[str] | None] | None:
