@@ -356,7 +356,7 @@ class _Template:
     read. Anything else (a byte of markup changed) goes the `_DOC` way.
     """
 
-    __slots__ = ("form", "head", "slots")
+    __slots__ = ("form", "head", "slots", "tail")
 
     def __init__(self, data: bytes, m: re.Match[str], form: _Form) -> None:
         spans = [(False, m.span("ptext"))]
@@ -371,6 +371,8 @@ class _Template:
         self.slots = tuple(
             (ids, data[end:start]) for (ids, _), end, start in zip(spans, ends, starts, strict=True)
         )
+        # one text, the coordinates (a point without i3 ids): all after it is this tail
+        self.tail = self.slots[0][1] if len(self.slots) == 1 else None
 
     def texts(self, data: bytes) -> list[str] | None:
         """The varying texts of `data` if it fits this template (checked as `parse_fast`
@@ -378,6 +380,15 @@ class _Template:
         if not data.startswith(self.head):
             return None
         pos = len(self.head)
+        tail = self.tail
+        if tail is not None:  # the common case, in fewer calls: the same checks
+            end = len(data) - len(tail)
+            if end < pos or not data.endswith(tail):
+                return None
+            text = data[pos:end]
+            if _NUMBER_TEXT.fullmatch(text) is None:
+                return None
+            return [text.decode("ascii")]
         out = []
         for ids, after in self.slots:
             if ids:
