@@ -114,8 +114,9 @@ class EmbeddedStore:
         a hair, so rounding at its edges cannot matter. Equal lists are one object."""
         hair = size * 1e-6
         boxes = shapely.box(bx - hair, by - hair, bx + size + hair, by + size + hair)
-        touch = [shapely.intersects(g, boxes) for g in self._geoms]
-        inside = [shapely.contains_properly(g, boxes) for g in self._geoms]
+        # as lists: indexing one gives a bool, not a numpy scalar
+        touch = [shapely.intersects(g, boxes).tolist() for g in self._geoms]
+        inside = [shapely.contains_properly(g, boxes).tolist() for g in self._geoms]
         n = len(self._geoms)
         same: dict[tuple[tuple[int, bool], ...], tuple[tuple[int, bool], ...]] = {}
         out = []

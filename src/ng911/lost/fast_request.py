@@ -381,14 +381,19 @@ class _Template:
             return None
         pos = len(self.head)
         tail = self.tail
-        if tail is not None:  # the common case, in fewer calls: the same checks
+        if tail is not None:  # the common case, in fewer calls
             end = len(data) - len(tail)
             if end < pos or not data.endswith(tail):
                 return None
-            text = data[pos:end]
-            if _NUMBER_TEXT.fullmatch(text) is None:
+            try:
+                number = data[pos:end].decode("ascii")
+            except UnicodeDecodeError:
                 return None
-            return [text.decode("ascii")]
+            # Printable ASCII is all the allowed bytes but "&", and no control byte; what
+            # is no number ("&", "<", "]]>"...) is refused by the reader of the numbers
+            # (`float`), as on the full path. A tab or newline: the checks below.
+            if number.isprintable():
+                return [number]
         out = []
         for ids, after in self.slots:
             if ids:
