@@ -1,6 +1,8 @@
 """LoST server throughput: findService requests/s on one server core, and where the time goes.
 
     .venv/bin/python bench/lost.py [--duration 3] [--no-postgis]
+    .venv/bin/python bench/lost.py --inproc 30000 [--profile]   # the handler alone, µs each
+    .venv/bin/python bench/lost.py --callgrind 2000,6000       # its instructions per request
 
 The server runs in a subprocess pinned to CPU 0 (os.sched_setaffinity); the load generator
 runs pinned to CPU 1: a minimal keep-alive HTTP/1.1 client over asyncio streams (pre-built
