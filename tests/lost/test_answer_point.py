@@ -170,3 +170,37 @@ async def test_the_server_answers_as_the_full_way() -> None:
         got = server.decide(data)
         assert isinstance(got, bytes)
         assert stamp.sub(b"", got) == stamp.sub(b"", full_answer(server.engine, data))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"40.7\t-73.9",
+        b"\n40.7 -73.9\n",
+        b"40.7\r-73.9",
+        b"40.7\x0c-73.9",
+        "40.7\u00a0-73.9".encode(),
+        b"40.7 -73.9]]>",
+        b"4_0.7 -73.9",
+        b"nan 1",
+        b"40.7&#32;-73.9",
+        b"40.7,-73.9",
+        b"1e400 2",
+        b"+40.7 -7.39e1",
+        b"40.7 -73.9</gml:pos><gml:pos>1 2",
+    ],
+)
+def test_odd_coordinate_texts_on_a_template(text: bytes) -> None:
+    """On a template (the document read before differs only in its coordinates), whatever
+    `read_point` reads is what the full parser reads; the rest it leaves to it."""
+    base = point_doc(40.7, -73.9)
+    assert read_point(base) is not None  # the template of `base` is tried first now
+    data = base.replace(b"40.7 -73.9", text)
+    got = read_point(data)
+    fast = parse_fast(data)
+    if got is None:
+        return
+    assert fast is not None
+    assert (
+        Point(got[1], got[2]) == fast.locations[0].value == parse_request(data).locations[0].value
+    )  # type: ignore[union-attr]
