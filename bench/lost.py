@@ -1,6 +1,8 @@
 """LoST server throughput: findService requests/s on one server core, and where the time goes.
 
     .venv/bin/python bench/lost.py [--duration 3] [--no-postgis]
+    .venv/bin/python bench/lost.py --inproc 30000 [--profile]   # the handler alone, µs each
+    .venv/bin/python bench/lost.py --callgrind 2000,6000       # its instructions per request
 
 The server runs in a subprocess pinned to CPU 0 (os.sched_setaffinity); the load generator
 runs pinned to CPU 1: a minimal keep-alive HTTP/1.1 client over asyncio streams (pre-built
@@ -45,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from goals import goal_row, print_table  # noqa: E402
+from ng911 import compiled  # noqa: E402
 from ng911.location.geodetic import Circle, Point  # noqa: E402
 from ng911.lost.embedded import EmbeddedStore  # noqa: E402
 from ng911.lost.engine import EngineConfig, LostEngine  # noqa: E402
@@ -327,6 +330,63 @@ def workload(n: int, radius: float | None, seed: int = 5222) -> list[bytes]:
     return out
 
 
+def handler_loop(bodies: list[bytes], n: int, profile: bool = False) -> float:
+    """The server's whole LoST handler, in process: `n` `http1.Request`s (point findService,
+    the bench's workload) through `LostServer.handle` to their `Response`, as the live server
+    calls it (no sockets, no HTTP parsing: what LoST adds to the floor). µs per request."""
+    from ng911.lost.server import LostServer, ServerConfig
+    from ng911.net.http1 import Request, Response
+
+    server = LostServer(EmbeddedStore.from_geojson(), ServerConfig())
+    headers = {"host": "127.0.0.1", "content-type": "application/lost+xml"}
+    reqs = [
+        Request("POST", "/lost", dict(headers, **{"content-length": str(len(b))}), b, None)  # type: ignore[arg-type]
+        for b in bodies
+    ]
+    for r in reqs[:50]:  # warm: the markup read once, the mapping of this second built
+        server.handle(r)
+    handle = server.handle
+    k = len(reqs)
+    prof: Any = None
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+    t0 = time.perf_counter()
+    for i in range(n):
+        resp = handle(reqs[i % k])
+    took = time.perf_counter() - t0
+    if prof is not None:
+        import pstats
+
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    assert isinstance(resp, Response) and resp.status == 200 and b"<mapping" in resp.body
+    return took / n * 1e6
+
+
+def callgrind(bodies_n: tuple[int, int]) -> float:
+    """Instructions per point findService through the handler (`handler_loop`) under
+    callgrind: two runs of different lengths, differenced (start-up cancels out)."""
+    import re
+
+    got: dict[int, int] = {}
+    for n in bodies_n:
+        with tempfile.TemporaryDirectory(prefix="ng911-lost-cg-") as tmp:
+            cmd = [
+                "valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out",
+                sys.executable, __file__, "--inproc", str(n),
+            ]  # fmt: skip
+            res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+            m = re.search(r"Collected\s*:\s*(\d+)", res.stderr)
+            if res.returncode != 0 or m is None:
+                raise RuntimeError(f"callgrind run failed: {res.stderr[-2000:]}")
+            got[n] = int(m.group(1))
+    a, b = bodies_n
+    return (got[b] - got[a]) / (b - a)
+
+
 def in_process_split(bodies: list[bytes], store: Any, n: int = 3000) -> dict[str, float]:
     engine = LostEngine(store, EngineConfig())
     parsed = [parse_request(b) for b in bodies[:n]]
@@ -489,12 +549,30 @@ def main() -> int:
         default=2000.0,
         help="the goal rate; p50/p99 are also measured at half of it (default 2000)",
     )
+    ap.add_argument(
+        "--inproc", type=int, metavar="N",
+        help="only the handler in process: N point findServices, µs each (no sockets)",
+    )  # fmt: skip
+    ap.add_argument("--profile", action="store_true", help="with --inproc: cProfile it")
+    ap.add_argument(
+        "--callgrind", metavar="N1,N2",
+        help="only the handler's instructions per point findService under callgrind",
+    )  # fmt: skip
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     ap.add_argument("--port-file", help=argparse.SUPPRESS)
     ap.add_argument("--dsn", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
         run_server(args.serve, args.dsn, args.port_file)
+        return 0
+    if args.inproc:
+        us = handler_loop(workload(2000, None), args.inproc, args.profile)
+        print(f"handler in process: {us:.2f} µs per point findService ({compiled.build()} build)")
+        return 0
+    if args.callgrind:
+        n1, n2 = (int(v) for v in args.callgrind.split(","))
+        per = callgrind((n1, n2))
+        print(f"callgrind: {per:,.0f} instructions per point findService through the handler")
         return 0
     if (os.cpu_count() or 1) >= 2:
         try:

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""Compile the sans-I/O core with mypyc, in place: `make compile` (and `make pure` to undo).
+"""Compile the hot paths with mypyc, in place: `make compile` (and `make pure` to undo).
 
-The modules are `ng911.compiled.MODULES` (one list); each becomes an extension module beside
-its `.py` in src/ (plus the group's shared library `src/ng911/sip__mypyc*.so`), which Python's
-importer prefers over the `.py`. The C sources and objects go to build/mypyc/. Needs mypy
-(mypyc ships in it: the `test` extra), setuptools and a C compiler with Python's headers.
+The modules are `ng911.compiled.GROUPS` (the SIP core, the LoST point path); each becomes an
+extension module beside its `.py` in src/ (plus its group's shared library, e.g.
+`src/ng911/sip__mypyc*.so`), which Python's importer prefers over the `.py`. The C sources
+and objects go to build/mypyc/. Needs mypy (mypyc ships in it: the `test` extra), setuptools
+and a C compiler with Python's headers.
 
-When compiling fails the tree is left pure (no half-built group: the compiled modules call
-each other natively, so they run all together or not at all), and this says so: exit 1, or
-0 with `--optional` (the pure build works either way).
+When compiling fails the tree is left pure (no half-built group: a group's compiled modules
+call each other natively, so they run all together or not at all), and this says so: exit
+1, or 0 with `--optional` (the pure build works either way).
 
     python scripts/compile.py [--optional]      # compile (about 30-60 s on 2 cores)
     python scripts/compile.py --clean           # back to pure Python
@@ -34,14 +35,17 @@ from ng911 import compiled  # noqa: E402 - after the path is set
 
 CHECK = (
     "import ng911.compiled as c, ng911.sip.parse as p, ng911.sip.samples as s; "
-    "m = p.parse_message(s.emergency_invite()); m.validate(); print(c.build())"
+    "import ng911.lost.fast_request as f, ng911.lost.protocol as lp; "
+    "m = p.parse_message(s.emergency_invite()); m.validate(); "
+    "assert f.parse_fast(lp.build_request(lp.FindServiceRequest((lp.LostLocation("
+    "'l', 'geodetic-2d', f.Point(40.7, -73.9)),)))) is not None; print(c.build())"
 )
 
 
 def built_files() -> list[Path]:
-    """Every extension module of the group on disk, and its shared library."""
+    """Every extension module of the groups on disk, and their shared libraries."""
     files: list[Path] = []
-    for name in (*compiled.MODULES, compiled.GROUP):  # any ABI suffix, not only this one's
+    for name in (*compiled.MODULES, *compiled.GROUPS):  # any ABI suffix, not only this one's
         base = Path(compiled.source_path(name)).with_suffix("")
         files += sorted(base.parent.glob(f"{base.name}.*so")) + sorted(
             base.parent.glob(f"{base.name}.*pyd")
@@ -62,18 +66,21 @@ def build(jobs: int) -> None:
     from setuptools import setup  # type: ignore[import-untyped]
 
     os.environ.setdefault("MYPY_CACHE_DIR", str(BUILD / "mypy-cache"))  # not src/.mypy_cache
-    paths = [os.path.relpath(compiled.source_path(m), SRC) for m in compiled.MODULES]
     here = Path.cwd()
     os.chdir(SRC)
     try:
-        setup(
-            name="ng911-compiled",
-            ext_modules=mypycify(
+        ext_modules = []
+        for group, modules in compiled.GROUPS.items():  # one mypyc run (and library) each
+            paths = [os.path.relpath(compiled.source_path(m), SRC) for m in modules]
+            ext_modules += mypycify(
                 paths,
                 opt_level="3",
-                group_name=compiled.GROUP.removesuffix("__mypyc"),
-                target_dir=str(BUILD / "c"),
-            ),
+                group_name=group.removesuffix("__mypyc"),
+                target_dir=str(BUILD / "c" / group),
+            )
+        setup(
+            name="ng911-compiled",
+            ext_modules=ext_modules,
             script_args=[
                 "-q", "build_ext", "--inplace", "-j", str(jobs),
                 "--build-temp", str(BUILD / "tmp"), "--build-lib", str(BUILD / "lib"),
@@ -107,7 +114,8 @@ def main() -> int:
         print(f"compile: removed {n} compiled files: the pure-Python build runs")
         return 0
     t0 = time.monotonic()
-    print(f"compile: mypyc {len(compiled.MODULES)} modules of the sans-I/O core ...", flush=True)
+    groups = ", ".join(compiled.GROUPS)
+    print(f"compile: mypyc {len(compiled.MODULES)} modules ({groups}) ...", flush=True)
     try:
         build(args.jobs)
         for f in built_files():  # setuptools keeps the old time of a shim it did not rebuild:

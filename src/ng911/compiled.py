@@ -1,24 +1,26 @@
-"""Which build is running: the mypyc-compiled sans-I/O core, or pure Python.
+"""Which build is running: the mypyc-compiled hot paths, or pure Python.
 
-`scripts/compile.py` (`make compile`) compiles the modules in `MODULES` with mypyc into
-extension modules beside their sources (`message.cpython-311-x86_64-linux-gnu.so` next to
-`message.py`, and the group's shared library `sip__mypyc…so`); Python's importer prefers an
-extension module over a `.py` in the same directory, so nothing else changes. `make pure`
-removes them. The `.py` files stay the source of truth and the pure build always works.
+`scripts/compile.py` (`make compile`) compiles the modules of each group in `GROUPS` with
+mypyc into extension modules beside their sources (`message.cpython-311-x86_64-linux-gnu.so`
+next to `message.py`, and the group's shared library `sip__mypyc…so`); Python's importer
+prefers an extension module over a `.py` in the same directory, so nothing else changes.
+`make pure` removes them. The `.py` files stay the source of truth and the pure build always
+works.
 
-The compiled modules form one group (one shared library, `GROUP`): they call each
-other natively, so they are used all together or not at all (a pure `message` beside a
-compiled `parse` would make two `Request` classes). `choose()`, run when `ng911` is first
-imported, keeps the whole group pure when
+Two groups: the sans-I/O SIP core (`ng911.sip__mypyc`) and the LoST server's point path
+(`ng911.lost__mypyc`). A group's modules call each other natively, so a group is used all
+together or not at all (a pure `message` beside a compiled `parse` would make two `Request`
+classes); the groups call each other, if at all, as Python modules, so each is chosen on its
+own. `choose()`, run when `ng911` is first imported, keeps a group pure when
 
-- `NG911_PURE` is set (not empty, not `0`): the pure build from a compiled tree, as CI's
-  second run and the benchmarks' A/B use it; child processes inherit it;
-- any `.py` of the group is newer than its extension module (edited since `make compile`):
-  the stale extension would silently run old code, so the pure build runs instead, with
-  one line on stderr saying so.
+- `NG911_PURE` is set (not empty, not `0`): every group, the pure build from a compiled tree,
+  as CI's second run and the benchmarks' A/B use it; child processes inherit it;
+- any `.py` of the group is newer than its extension module, or a module of a group built at
+  all has none (edited since `make compile`): the stale extension would silently run old
+  code, so the pure group runs instead, with one line on stderr saying so.
 
-`build()` says which build this process runs (`compiled`, `pure`), for `ng911 --version`
-and the benchmarks' JSON.
+`build()` says which build this process runs (`compiled`, `pure`, or `mixed` when only some
+groups run compiled), for `ng911 --version` and the benchmarks' JSON.
 """
 
 from __future__ import annotations
@@ -32,23 +34,33 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from types import ModuleType
 
-# The sans-I/O core that mypyc compiles: what every message and transaction passes through
-# (see docs/architecture.md, "Compiled build"). One list, read by scripts/compile.py too.
-MODULES: tuple[str, ...] = (
-    "ng911.sip.errors",
-    "ng911.sip.uri",
-    "ng911.sip.headers",
-    "ng911.sip.message",
-    "ng911.sip.parse",
-    "ng911.sip.body",
-    "ng911.sip.transaction",
-    "ng911.sip.dialog",
-    "ng911.sip.digest",
-    "ng911.sip.priority",
-    "ng911.sip.subscription",
-)
-# the group's shared library (mypyc's `group_name` + `__mypyc`), inside the package so that
-# any way of installing it finds it
+# What mypyc compiles, by group (a group's shared library: mypyc's `group_name` + `__mypyc`,
+# inside the package so that any way of installing it finds it). The SIP core: what every
+# message and transaction passes through; the LoST point path: what a findService for a
+# point runs (docs/architecture.md, "Compiled build"). Read by scripts/compile.py too.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "ng911.sip__mypyc": (
+        "ng911.sip.errors",
+        "ng911.sip.uri",
+        "ng911.sip.headers",
+        "ng911.sip.message",
+        "ng911.sip.parse",
+        "ng911.sip.body",
+        "ng911.sip.transaction",
+        "ng911.sip.dialog",
+        "ng911.sip.digest",
+        "ng911.sip.priority",
+        "ng911.sip.subscription",
+    ),
+    "ng911.lost__mypyc": (
+        "ng911.lost.fast_request",
+        "ng911.lost.engine",
+        "ng911.lost.embedded",
+    ),
+}
+#: Every compiled module, all groups.
+MODULES: tuple[str, ...] = tuple(m for mods in GROUPS.values() for m in mods)
+#: The SIP core's group (the first).
 GROUP = "ng911.sip__mypyc"
 PURE_ENV = "NG911_PURE"
 _SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,33 +78,42 @@ def extension_paths(name: str) -> list[str]:
     return [base + s for s in importlib.machinery.EXTENSION_SUFFIXES if os.path.exists(base + s)]
 
 
-def stale_modules() -> list[str]:
-    """Modules whose extension is missing or older than their `.py` (empty when none is
-    compiled at all: then there is nothing stale, just a pure tree)."""
+def stale_modules(group: str | None = None) -> list[str]:
+    """Modules of `group` (default: every group) whose extension is missing or older than
+    their `.py`; a group with nothing compiled at all has none (it is just pure)."""
     out: list[str] = []
-    any_built = False
-    for name in (*MODULES, GROUP):
-        exts = extension_paths(name)
-        if not exts:
-            out.append(name)
+    for name, modules in GROUPS.items():
+        if group is not None and name != group:
             continue
-        any_built = True
-        if name == GROUP:
-            continue
-        if os.path.getmtime(source_path(name)) > min(os.path.getmtime(e) for e in exts):
-            out.append(name)
-    return out if any_built else []
+        stale: list[str] = []
+        any_built = False
+        for mod in (*modules, name):
+            exts = extension_paths(mod)
+            if not exts:
+                stale.append(mod)
+                continue
+            any_built = True
+            if mod == name:
+                continue
+            if os.path.getmtime(source_path(mod)) > min(os.path.getmtime(e) for e in exts):
+                stale.append(mod)
+        if any_built:
+            out += stale
+    return out
 
 
 class _PureFinder:
-    """Finds the `.py` of the group's modules, ahead of the extension modules beside them (a
-    meta path finder; not derived from `importlib.abc.MetaPathFinder`, whose import costs
-    every `ng911` process 25 ms)."""
+    """Finds the `.py` of the modules of the pure groups, ahead of the extension modules
+    beside them (a meta path finder; not derived from `importlib.abc.MetaPathFinder`, whose
+    import costs every `ng911` process 25 ms)."""
+
+    def __init__(self, modules: frozenset[str]) -> None:
+        self.modules = modules
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname not in MODULES:
+        if fullname not in self.modules:
             return None
         import importlib.util  # here: `import ng911` stays cheap
 
@@ -100,44 +121,60 @@ class _PureFinder:
 
 
 def choose() -> None:
-    """Use the pure build when asked (`NG911_PURE`) or when the compiled one is stale."""
+    """Use the pure build of every group when asked (`NG911_PURE`), and of each group whose
+    compiled modules are stale."""
     global _pure_reason
     if any(m in sys.modules for m in MODULES) or _pure_reason is not None:
         return  # too late to choose, or chosen already
     if os.environ.get(PURE_ENV, "") not in ("", "0"):
         _pure_reason = f"{PURE_ENV} is set"
+        pure = frozenset(MODULES)
     else:
         stale = stale_modules()
         if not stale:
             return
+        pure = frozenset(
+            m for name, mods in GROUPS.items() if stale_modules(name) for m in mods
+        )
         _pure_reason = "the compiled modules are older than their source"
         print(
             f"ng911: {_pure_reason} ({', '.join(stale)}): running pure Python "
             "(`make compile` rebuilds them, `make pure` removes them)",
             file=sys.stderr,
         )
-    sys.meta_path.insert(0, _PureFinder())
+    sys.meta_path.insert(0, _PureFinder(pure))
+
+
+def _group_compiled(modules: tuple[str, ...]) -> bool:
+    import importlib.util
+
+    spec = importlib.util.find_spec(modules[0])
+    origin = spec.origin if spec is not None else None
+    return origin is not None and origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
 
 
 def build() -> str:
-    """`compiled` when the group runs as mypyc extension modules, else `pure`."""
-    import importlib.util
-
-    spec = importlib.util.find_spec(MODULES[0])
-    origin = spec.origin if spec is not None else None
-    compiled = origin is not None and origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
-    return "compiled" if compiled else "pure"
+    """`compiled` when every group runs as mypyc extension modules, `pure` when none does,
+    `mixed` otherwise (a group never built, or set aside as stale)."""
+    compiled = [_group_compiled(mods) for mods in GROUPS.values()]
+    return "compiled" if all(compiled) else "mixed" if any(compiled) else "pure"
 
 
 def describe() -> str:
     """`compiled build`, `pure-Python build`, with why when a compiled one was set aside."""
-    if build() == "compiled":
+    got = build()
+    if got == "compiled":
         return "compiled build (mypyc)"
-    return "pure-Python build" + (f" ({_pure_reason})" if _pure_reason else "")
+    why = f" ({_pure_reason})" if _pure_reason else ""
+    if got == "mixed":
+        names = [n for n, mods in GROUPS.items() if _group_compiled(mods)]
+        return f"partly compiled build (mypyc: {', '.join(names)}){why}"
+    return "pure-Python build" + why
 
 
 __all__ = [
     "GROUP",
+    "GROUPS",
     "MODULES",
     "PURE_ENV",
     "build",

@@ -179,6 +179,16 @@ def test_point_grid_agrees_with_testing_every_area() -> None:
         for dx in (0.0, 1e-12, -1e-12):
             points.append((x0 + gx * size + dx, y0 + rng.uniform(0, ny) * size))
             points.append((x0 + rng.uniform(0, nx) * size, y0 + gy * size + dx))
+    # the fine cells of the cells a boundary crosses: random points in them, and their edges
+    fsize = size / embedded.SUB
+    for c in rng.sample(sorted(store._fine), min(300, len(store._fine))):
+        cx, cy = (c % nx) * size + x0, (c // nx) * size + y0
+        for _ in range(10):
+            points.append((cx + rng.uniform(0, size), cy + rng.uniform(0, size)))
+            k = rng.randrange(embedded.SUB + 1)
+            for dx in (0.0, 1e-12, -1e-12):
+                points.append((cx + k * fsize + dx, cy + rng.uniform(0, size)))
+                points.append((cx + rng.uniform(0, size), cy + k * fsize + dx))
     inside_cells = 0
     for lon, lat in points:
         for service in (SOS, "urn:service:nowhere"):
@@ -189,6 +199,7 @@ def test_point_grid_agrees_with_testing_every_area() -> None:
         inside_cells += any(inside for _, inside in cell)
     assert inside_cells > len([c for c in store._cells if c]) // 2
     assert embedded.GRID >= 16
+    assert store._fine and embedded.SUB >= 2
 
 
 def test_circle_grid_shortcut_agrees_with_the_polygon_test() -> None:

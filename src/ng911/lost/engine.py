@@ -30,7 +30,9 @@ from typing import Any
 
 from ng911.location.civic import CivicAddress
 from ng911.location.geodetic import Point, Polygon, Shape
+from ng911.lost.embedded import EmbeddedStore
 from ng911.lost.errors import LostProtocolError
+from ng911.lost.fast_request import read_point
 from ng911.lost.protocol import (
     PROFILE_GEODETIC,
     FindServiceRequest,
@@ -50,6 +52,7 @@ from ng911.lost.protocol import (
     Redirect,
     ServiceBoundary,
     ServiceBoundaryReference,
+    build_response,
 )
 from ng911.lost.store import BoundaryStore, ServiceArea, StoreHit
 
@@ -123,6 +126,11 @@ class LostEngine:
         self._mappings: dict[tuple[str, str], tuple[ServiceArea, Mapping]] = {}
         self._mappings_sec = -1
         self._hits: dict[tuple[int, str], StoreHit | None] | None = None
+        # `answer_point`: the embedded store's point lookup (no StoreHit; a native call in the
+        # compiled build), and the answers' bytes by (markup, area)
+        store = self.store
+        self._embedded = store if isinstance(store, EmbeddedStore) else None
+        self._answers: dict[tuple[object, str], tuple[ServiceArea, int, str, bytes]] = {}
 
     @property
     def source(self) -> str:
@@ -330,6 +338,62 @@ class LostEngine:
             req.as_of,
             req.as_of_tag,
         )
+
+    def answer_request(self, data: bytes, now: float) -> bytes | None:
+        """The answer's bytes for a request's bytes when it is a plain findService for a
+        point (`read_point`, then `answer_point`), else None: the server's hot path in one
+        call."""
+        point = read_point(data)
+        if point is None:
+            return None
+        form, lat, lon = point
+        if form.validate or form.service_boundary == "value":
+            return None
+        return self.answer_point(form, form.service, form.path, form.loc_id, lat, lon, now)
+
+    def answer_point(
+        self,
+        markup: object,
+        service: str,
+        path: tuple[str, ...],
+        loc_id: str,
+        lat: float,
+        lon: float,
+        now: float,
+    ) -> bytes | None:
+        """The answer's bytes for the plain findService of a point (the server's hot path),
+        or None when it is not plain: the caller then takes the full way (`handle` and
+        `build_response`), which gives these same bytes for a plain one (tests compare).
+
+        Plain: a service we serve (no substitution), our source not in `path`, a store with
+        the embedded store, whose point lookup (`point_area`) finds an area; the caller checked
+        the rest (one geodetic-2d point, in range; no validateLocation, no boundary by
+        value, no asOf). The answer depends only on the mapping of this second and on the
+        request's markup (`markup`: an object standing for its path and location id, held
+        while in use), so its bytes are built once per (markup, area) and second; the
+        point is looked up every time."""
+        embedded = self._embedded
+        source = self.config.source
+        if embedded is None or service not in self._service_set or source in path:
+            return None
+        area = embedded.point_area(lon, lat, service)
+        if area is None:
+            return None
+        # the mapping of this second (`mapping_for`) depends on the area, the service and
+        # the second alone: the same three, the same answer
+        sec = int(now)
+        key = (markup, area.key)
+        known = self._answers.get(key)
+        if known is not None and known[0] is area and known[1] == sec and known[2] == service:
+            return known[3]
+        m = self.mapping_for(area, service, now, None)
+        body = build_response(
+            FindServiceResponse((m,), (*path, source), loc_id, (), None, None, None)
+        )
+        if len(self._answers) >= 256:
+            self._answers.clear()
+        self._answers[key] = (area, sec, service, body)
+        return body
 
     # ------------------------------------------------------------------ the others
 

@@ -356,7 +356,7 @@ class _Template:
     read. Anything else (a byte of markup changed) goes the `_DOC` way.
     """
 
-    __slots__ = ("form", "head", "slots")
+    __slots__ = ("form", "head", "slots", "tail")
 
     def __init__(self, data: bytes, m: re.Match[str], form: _Form) -> None:
         spans = [(False, m.span("ptext"))]
@@ -371,27 +371,45 @@ class _Template:
         self.slots = tuple(
             (ids, data[end:start]) for (ids, _), end, start in zip(spans, ends, starts, strict=True)
         )
+        # one text, the coordinates (a point without i3 ids): all after it is this tail
+        self.tail = self.slots[0][1] if len(self.slots) == 1 else None
 
     def texts(self, data: bytes) -> list[str] | None:
         """The varying texts of `data` if it fits this template (checked as `parse_fast`
-        checks a whole document: allowed bytes only), else None."""
+        checks a whole document: allowed bytes only, no "]]>"), else None."""
         if not data.startswith(self.head):
             return None
         pos = len(self.head)
+        tail = self.tail
+        if tail is not None:  # the common case, in fewer calls
+            end = len(data) - len(tail)
+            if end < pos or not data.endswith(tail):
+                return None
+            try:
+                number = data[pos:end].decode("ascii")
+            except UnicodeDecodeError:
+                return None
+            # Printable ASCII is all the allowed bytes but "&", and no control byte; what
+            # is no number ("&", "<", "]]>"...) is refused by the reader of the numbers
+            # (`float`), as on the full path. A tab or newline: the checks below.
+            if number.isprintable():
+                return [number]
         out = []
         for ids, after in self.slots:
             if ids:
                 am = _ATTRS_B.match(data, pos)
                 end = am.end() if am is not None else pos
-            else:
-                end = data.find(b"<", pos)
-                if end < 0:
+                if not data.startswith(after, end):
                     return None
-            if not data.startswith(after, end):
-                return None
-            text = data[pos:end]
-            if text.translate(None, _ALLOWED):
-                return None
+                text = data[pos:end]
+                if text.translate(None, _ALLOWED) or b"]]>" in text:
+                    return None
+            else:  # bytes a number may hold: all allowed, never "]]>" (`_NUMBER_TEXT`)
+                nm = _NUMBER_TEXT.match(data, pos)
+                end = nm.end() if nm is not None else pos
+                if not data.startswith(after, end):
+                    return None
+                text = data[pos:end]
             out.append(text.decode("ascii"))
             pos = end + len(after)
         return out if pos == len(data) else None
@@ -401,6 +419,10 @@ class _Template:
 _TEMPLATES: list[_Template] = []
 _MAX_TEMPLATES: Final = 4
 _ATTRS_B = re.compile(_ATTRS.encode("ascii"))
+# What a coordinate or radius text may hold on a template: digits, sign, point, exponent and
+# the separators `_numbers` reads. Anything else ("nan", "1_0", a byte XML refuses) and the
+# template does not fit: `_DOC` and the checks of a whole document decide.
+_NUMBER_TEXT = re.compile(rb"[0-9.,+\-eE \t\n]*")
 
 
 def _read(data: bytes) -> tuple[_Form, list[str | None], re.Match[str] | None] | None:
@@ -413,7 +435,7 @@ def _read(data: bytes) -> tuple[_Form, list[str | None], re.Match[str] | None] |
             rad_text = texts[1] if known.circle else None
             ids_attrs = texts[-1] if known.ids_tag is not None else None
             return known, [texts[0], rad_text, ids_attrs], None
-    if data.translate(None, _ALLOWED):
+    if data.translate(None, _ALLOWED) or b"]]>" in data:
         return None
     m = _DOC.fullmatch(data.decode("ascii"))  # ASCII: the translate above left nothing
     if m is None:
@@ -425,9 +447,47 @@ def _read(data: bytes) -> tuple[_Form, list[str | None], re.Match[str] | None] |
     return form, [g[_G_POS], g[_G_RAD], g[_G_IDS]], m
 
 
+def _remember(data: bytes, m: re.Match[str] | None, form: _Form) -> None:
+    if m is not None:  # read by `_DOC`: the next document like it takes the template
+        _TEMPLATES.insert(0, _Template(data, m, form))
+        del _TEMPLATES[_MAX_TEMPLATES:]
+
+
+def read_point(data: bytes) -> tuple[_Form, float, float] | None:
+    """The markup and (lat, lon) of a common findService for a point, checked exactly as
+    `parse_fast` checks them (so `parse_fast` gives a request for it, with these values);
+    None for a circle or anything else. The LoST server's hot path (`LostEngine.answer_point`),
+    which builds no request object."""
+    if len(data) > FAST_MAX:
+        return None
+    read = _read(data)
+    if read is None:
+        return None
+    form, (pos_text, _, ids_attrs), m = read
+    if form.circle:
+        return None
+    text = pos_text or ""
+    # `_numbers` for two numbers, without its list and its finiteness loop: what is not
+    # finite fails the range check, as `Point` and `check_range` refuse it
+    parts = (text.replace(",", " ") if "," in text else text).split()
+    if len(parts) != 2:
+        return None
+    try:
+        lat = float(parts[0])
+        lon = float(parts[1])
+        if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+            return None
+        if form.ids_tag is not None:
+            _ids(form, ids_attrs)
+    except (_Unsure, ValueError):
+        return None
+    _remember(data, m, form)
+    return form, lat, lon
+
+
 def parse_fast(data: bytes) -> FindServiceRequest | None:
     """The `FindServiceRequest` in `data` if it has the common shape, else None."""
-    if len(data) > FAST_MAX or b"]]>" in data:
+    if len(data) > FAST_MAX:
         return None
     read = _read(data)
     if read is None:
@@ -461,9 +521,7 @@ def parse_fast(data: bytes) -> FindServiceRequest | None:
         )
     except (_Unsure, ValueError, LocationError, LostProtocolError):
         return None
-    if m is not None:  # read by `_DOC`: the next document like it takes the template
-        _TEMPLATES.insert(0, _Template(data, m, form))
-        del _TEMPLATES[_MAX_TEMPLATES:]
+    _remember(data, m, form)
     return req
 
 

@@ -192,7 +192,20 @@ class LostServer:
             return Response(404, b"404: Not Found\n", _TEXT)
         if request.method != "POST":
             return Response(405, b"405: Method Not Allowed\n", (*_TEXT, ("Allow", "POST")))
-        if not self.config.observers:
+        config = self.config
+        if not config.observers:
+            if config.allowed_peers is None and self._async_store is None:
+                # the common request: no peer check, a type that says XML (or none), a plain
+                # point findService (`LostEngine.answer_request`); the rest as `_handle` says
+                ctype = request.headers.get("content-type")
+                if ctype is None or ctype in ACCEPTED_TYPES:
+                    try:
+                        body = self.engine.answer_request(request.body, time.time())
+                    except Exception as exc:  # a store failing must not drop the request
+                        body = self._internal_error(exc)
+                    if body is not None:
+                        return Response(200, body, _CT_HEADER)
+                    return self._handle(request, hot=False)
             return self._handle(request)
         ts, t0 = time.time(), time.perf_counter()
         result = self._handle(request)
@@ -220,7 +233,8 @@ class LostServer:
             except Exception as exc:  # an observer's bug never costs the client its answer
                 _event("lost.observer_error", error=f"{type(exc).__name__}: {exc}")
 
-    def _handle(self, request: Request) -> Response | Awaitable[Response]:
+    def _handle(self, request: Request, hot: bool = True) -> Response | Awaitable[Response]:
+        """The content type, the peer, then `decide` (`hot`: try `answer_request` first)."""
         data = request.body
         ctype = request.headers.get("content-type")
         # The header as clients send it is one of a few exact strings: a set lookup, and
@@ -245,7 +259,7 @@ class LostServer:
             )  # fmt: skip
         if self._async_store is not None:
             return self._answer_async(data)
-        return self._http(self.decide(data))
+        return self._http(self.decide(data, hot))
 
     def _http(self, result: bytes | Forward | HttpRedirect) -> Response | Awaitable[Response]:
         if isinstance(result, bytes):
@@ -286,9 +300,17 @@ class LostServer:
             _event("lost.error", kind=exc.kind, message=exc.message, bytes=len(data))
             return build_response(self.engine.error(exc.kind, exc.message or None))
 
-    def decide(self, data: bytes) -> bytes | Forward | HttpRedirect:
+    def decide(self, data: bytes, hot: bool = True) -> bytes | Forward | HttpRedirect:
         """The answer's bytes, the request to forward, or an HTTP redirect (with
-        `redirect_status`): no await on the common path."""
+        `redirect_status`): no await on the common path. `hot`: try the common query's
+        own path first (`LostEngine.answer_request`: no request object)."""
+        if hot:
+            try:
+                body = self.engine.answer_request(data, time.time())
+            except Exception as exc:  # a store failing must not drop the request
+                return self._internal_error(exc)
+            if body is not None:
+                return body
         req = self._parse(data)
         if isinstance(req, bytes):
             return req
