@@ -122,6 +122,11 @@ class _Capture:
             w.set_result(None)
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class Peers(InProcPeers):
     """Caller and callee around the in-process ESRP (lock-step, one call at a time): the
     VSP bench's, with a capture that wakes whoever awaits the ESRP's next datagram."""
@@ -154,10 +159,14 @@ class Peers(InProcPeers):
         while (out := self.find(to, prefix, n)) is None:
             if loop.time() > deadline:
                 raise RuntimeError(f"call {n}: the ESRP sent no {want} to the {to} in 5 s")
-            self.capture.waiter = loop.create_future()
+            # a timer wakes the waiter at the deadline (the loop above then raises): not
+            # `asyncio.wait_for`, whose task machinery is counted here as the peers' share
+            waiter = self.capture.waiter = loop.create_future()
+            timer = loop.call_at(deadline, _wake, waiter)
             try:
-                await asyncio.wait_for(self.capture.waiter, 5.0)
+                await waiter
             finally:
+                timer.cancel()
                 self.capture.waiter = None
         self.cpu += time.thread_time() - t0
         return out

@@ -64,6 +64,8 @@ _RETENTION = q(GBP, "retention-expiry")
 # xs:boolean is "true"/"false"/"1"/"0"; several RFC examples wrote "yes"/"no", so accept them.
 _TRUE = frozenset({"true", "1", "yes"})
 
+_LOCATION_TYPES: tuple[type, ...] = (CivicAddress, *SHAPE_TYPES)
+
 
 @dataclass(frozen=True, slots=True)
 class LocationInfo:
@@ -84,7 +86,7 @@ class LocationInfo:
     device_id: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.location, (CivicAddress, *SHAPE_TYPES)):
+        if not isinstance(self.location, _LOCATION_TYPES):
             raise LocationError(f"not a location: {type(self.location).__name__}")
         if self.kind not in ("device", "tuple", "person"):
             raise LocationError(f"unknown PIDF element kind {self.kind!r}")
@@ -165,13 +167,6 @@ def simple_pidf(
 # --- parsing -------------------------------------------------------------------------------
 
 
-def _child(el: etree._Element, tag: str) -> etree._Element | None:
-    for c in el:
-        if c.tag == tag:
-            return c
-    return None
-
-
 def _text(el: etree._Element | None) -> str | None:
     if el is None or el.text is None:
         return None
@@ -187,7 +182,11 @@ def parse_pidf(
 
 
 def parse_pidf_element(root: etree._Element) -> PidfLo:
-    """Parse an already (safely) parsed `<presence>` element."""
+    """Parse an already (safely) parsed `<presence>` element.
+
+    Each element's children are read in one pass (the first of each kind counts, as a
+    search per kind would find it): lxml makes a Python object per child visited, and the
+    ESRP reads a PIDF-LO per call."""
     if root.tag != _PRESENCE:
         raise LocationError(f"not a PIDF document: root element is {root.tag!r}")
     entity = (root.get("entity") or "").strip()
@@ -197,26 +196,35 @@ def parse_pidf_element(root: etree._Element) -> PidfLo:
         tag = el.tag
         if tag == _DEVICE:
             kind: Kind = "device"
-            holder: etree._Element | None = el
-            ts = _text(_child(el, _DM_TIMESTAMP))
-            device_id = _text(_child(el, _DEVICE_ID))
+            ts_tag, id_tag, holder_tag = _DM_TIMESTAMP, _DEVICE_ID, None
         elif tag == _TUPLE:
             kind = "tuple"
-            holder = _child(el, _STATUS)
-            ts = _text(_child(el, _TIMESTAMP))
-            device_id = None
+            ts_tag, id_tag, holder_tag = _TIMESTAMP, None, _STATUS
         elif tag == _PERSON:
             kind = "person"
-            holder = el
-            ts = _text(_child(el, _DM_TIMESTAMP))
-            device_id = None
+            ts_tag, id_tag, holder_tag = _DM_TIMESTAMP, None, None
         else:
             continue  # notes, extensions: not ours
-        if holder is None:
-            continue
-        for geopriv in holder:
-            if geopriv.tag == _GEOPRIV:
-                found.extend(_parse_geopriv(geopriv, el.get("id"), kind, ts, device_id, seen))
+        ts_el = id_el = holder = None
+        geoprivs: list[etree._Element] = []
+        for c in el:
+            ctag = c.tag
+            if ctag == ts_tag:
+                ts_el = c if ts_el is None else ts_el
+            elif ctag == id_tag:
+                id_el = c if id_el is None else id_el
+            elif ctag == holder_tag:
+                holder = c if holder is None else holder
+            elif ctag == _GEOPRIV and holder_tag is None:
+                geoprivs.append(c)  # device and person carry their geopriv themselves
+        if holder is not None:
+            geoprivs = [g for g in holder if g.tag == _GEOPRIV]
+        elif holder_tag is not None:
+            continue  # a tuple without status
+        ts = _text(ts_el)
+        device_id = _text(id_el)
+        for geopriv in geoprivs:
+            found.extend(_parse_geopriv(geopriv, el.get("id"), kind, ts, device_id, seen))
     if not found:
         detail = f" (unsupported: {', '.join(sorted(set(seen)))})" if seen else ""
         raise LocationError(f"PIDF-LO carries no usable location{detail}")
@@ -231,17 +239,31 @@ def _parse_geopriv(
     device_id: str | None,
     seen: list[str],
 ) -> list[LocationInfo]:
-    info = _child(geopriv, _LOCATION_INFO)
+    info = method_el = rules = None
+    for c in geopriv:
+        tag = c.tag
+        if tag == _LOCATION_INFO:
+            info = c if info is None else info
+        elif tag == _METHOD:
+            method_el = c if method_el is None else method_el
+        elif tag == _USAGE_RULES:
+            rules = c if rules is None else rules
     if info is None:
         raise LocationError("gp:geopriv without gp:location-info (RFC 4119 §2.2)")
-    method = _text(_child(geopriv, _METHOD))
+    method = _text(method_el)
     retransmission = False
     retention: str | None = None
-    rules = _child(geopriv, _USAGE_RULES)
     if rules is not None:
-        value = _text(_child(rules, _RETRANSMISSION))
+        re_el = ret_el = None
+        for c in rules:
+            tag = c.tag
+            if tag == _RETRANSMISSION:
+                re_el = c if re_el is None else re_el
+            elif tag == _RETENTION:
+                ret_el = c if ret_el is None else ret_el
+        value = _text(re_el)
         retransmission = value is not None and value.lower() in _TRUE
-        retention = _text(_child(rules, _RETENTION))
+        retention = _text(ret_el)
     out: list[LocationInfo] = []
     for loc in info:
         location: Shape | CivicAddress
