@@ -40,13 +40,7 @@ def full_answer(engine: LostEngine, data: bytes) -> bytes:
 
 
 def fast_answer(engine: LostEngine, data: bytes) -> bytes | None:
-    point = read_point(data)
-    if point is None:
-        return None
-    form, lat, lon = point
-    if form.validate or form.service_boundary == "value":
-        return None
-    return engine.answer_point(form, form.service, form.path, form.loc_id, lat, lon, NOW)
+    return engine.answer_request(data, NOW)
 
 
 def points(store: EmbeddedStore, n: int, seed: int = 5222) -> list[tuple[float, float]]:
