@@ -38,10 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -58,7 +55,15 @@ from proxy import (
     settle_gc,
     summary,
 )
-from rig import BOROUGHS, BOUNDARIES, LOCAL, Element, free_port, write_result
+from rig import (
+    BOROUGHS,
+    BOUNDARIES,
+    LOCAL,
+    Element,
+    callgrind_per_call,
+    free_port,
+    write_result,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -265,27 +270,11 @@ def run_inproc(
             lost.stop()
 
 
-_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
-
-
 def callgrind(counts: tuple[int, int], loop: str) -> dict[str, float]:
     """Instructions per call: this bench under callgrind with two call counts, differenced."""
-    got: dict[int, int] = {}
-    for n in counts:
-        with tempfile.TemporaryDirectory(prefix="ng911-esrp-cg-") as tmp:
-            cmd = [
-                "valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out",
-                sys.executable, __file__, "--calls", str(n), "--rounds", "1", "--warmup", "20",
-                "--loop", loop, "--no-write",
-            ]  # fmt: skip
-            res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
-            m = _COLLECTED.search(res.stderr)
-            if res.returncode != 0 or m is None:
-                raise RuntimeError(f"callgrind run failed: {res.stderr[-2000:]}")
-            got[n] = int(m.group(1))
-            print(f"callgrind {n:>5} calls: {got[n]:,} instructions")
-    a, b = counts
-    per_call = (got[b] - got[a]) / (b - a)
+    per_call = callgrind_per_call(
+        [__file__, "--rounds", "1", "--warmup", "20", "--loop", loop, "--no-write"], counts
+    )
     print(f"callgrind: {per_call:,.0f} instructions per call (ESRP + peers, start-up cancelled)")
     return {"instructions_per_call": round(per_call), "calls": list(counts)}
 

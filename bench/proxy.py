@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ng911 import compiled
-from rig import LOCAL, cpu_seconds
+from rig import LOCAL, callgrind_per_call, cpu_seconds
 
 HERE = Path(__file__).resolve().parent
 
@@ -394,11 +394,26 @@ def main() -> None:
     )
     ap.add_argument("--burst", type=int, default=20, help="calls per step in udp-burst")
     ap.add_argument("--profile", action="store_true", help="cProfile the in-process proxy")
+    ap.add_argument("--callgrind", help="N1,N2: inproc instructions per call under callgrind")
+    ap.add_argument("--no-write", action="store_true", help="do not write the JSON result")
     ap.add_argument("--out", default=str(HERE / "results" / "proxy.json"))
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve is not None:
         serve(args.serve)
+        return
+    if args.callgrind:  # the whole process (peers, start-up cancelled), not only the proxy
+        a, b = (int(x) for x in args.callgrind.split(","))
+        per_call = callgrind_per_call(
+            [__file__, "--mode", "inproc", "--rounds", "1", "--no-write"], (a, b)
+        )
+        print(f"callgrind: {per_call:,.0f} instructions per call, inproc ({compiled.build()})")
+        if not args.no_write:
+            out = {"bench": "proxy-callgrind", "build": compiled.build(), "calls": [a, b],
+                   "instructions_per_call": round(per_call)}  # fmt: skip
+            Path(args.out).with_name("proxy-callgrind.json").write_text(
+                json.dumps(out, indent=2) + "\n"
+            )
         return
     modes = [m.strip() for m in args.mode.split(",") if m.strip()]
     res: dict[str, object] = {
@@ -437,7 +452,9 @@ def main() -> None:
         "(inproc: parse → runtime → proxy → serialise, no kernel; udp: + sockets, epoll, "
         "one wake-up per datagram. Kamailio: ~250 µs per call in total, ANCHORS.md)"
     )
-    if args.profile:
+    if args.no_write:
+        pass
+    elif args.profile:
         import pstats
 
         pstats.Stats(str(HERE / "results" / "proxy.prof")).sort_stats("tottime").print_stats(30)

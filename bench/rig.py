@@ -103,6 +103,32 @@ def write_result(name: str, out: Mapping[str, Any], path: Path | None = None) ->
 # --------------------------------------------------------------------------- /proc
 
 
+_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+
+
+def callgrind_per_call(argv: Sequence[str], counts: tuple[int, int]) -> float:
+    """Instructions per call of a bench: `python argv... --calls N` under callgrind for the
+    two call counts, differenced (start-up and warm-up cancel out; callgrind's counts are
+    stable where CPU time on a shared machine is not). Run with PYTHONHASHSEED=0."""
+    import tempfile
+
+    got: dict[int, int] = {}
+    for n in counts:
+        with tempfile.TemporaryDirectory(prefix="ng911-cg-") as tmp:
+            cmd = [
+                "valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out",
+                sys.executable, *argv, "--calls", str(n),
+            ]  # fmt: skip
+            res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+            m = _COLLECTED.search(res.stderr)
+            if res.returncode != 0 or m is None:
+                raise RuntimeError(f"callgrind run failed: {res.stderr[-2000:]}")
+            got[n] = int(m.group(1))
+            print(f"callgrind {n:>5} calls: {got[n]:,} instructions")
+    a, b = counts
+    return (got[b] - got[a]) / (b - a)
+
+
 def udp_drops(port: int) -> int:
     """Datagrams the kernel dropped on the UDP socket(s) bound to `port` (receive buffer
     full): the last column of /proc/net/udp, in this network namespace."""
