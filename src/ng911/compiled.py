@@ -57,6 +57,13 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "ng911.lost.engine",
         "ng911.lost.embedded",
     ),
+    "ng911.elements__mypyc": (
+        "ng911.elements.scheduling",
+        "ng911.elements.contexts",
+        "ng911.elements.addressing",
+        "ng911.elements.runtime",
+        "ng911.elements.proxy",
+    ),
 }
 #: Every compiled module, all groups.
 MODULES: tuple[str, ...] = tuple(m for mods in GROUPS.values() for m in mods)

@@ -21,6 +21,7 @@ import secrets
 from dataclasses import dataclass
 
 from ng911.elements.errors import ElementError
+from ng911.elements.native import mypyc_attr, trait
 from ng911.net.address import DEFAULT_PORTS, Address, is_ip_literal
 from ng911.sip.headers import MAGIC_COOKIE, Via
 from ng911.sip.message import Request
@@ -53,6 +54,8 @@ class WorkerRole:
         return self.udp_ports[self.index] if self.index < len(self.udp_ports) else 0
 
 
+@trait
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Addressing:
     """The element's names and addresses, and the next hop of a URI."""
 

@@ -5,7 +5,6 @@ element's action loop (`SipElement._run`)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ng911.net.address import Address, Source
@@ -19,20 +18,30 @@ if TYPE_CHECKING:
 __all__ = ["ClientCtx", "Ctx", "OnFailure", "OnResponse", "ServerCtx"]
 
 
-@dataclass(eq=False, slots=True)
 class ServerCtx:
-    """A received request and its server transaction: answer it with `respond`/`reply`."""
+    """A received request and its server transaction: answer it with `respond`/`reply`.
 
-    element: SipElement
-    tx: ServerTransaction
-    request: Request
-    source: Source
-    timers: dict[str, int] = field(default_factory=dict)  # name -> its `TimerHeap` number
-    final: int = 0  # status of the final response sent, 0 while none
-    to_tag: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    delivered: bool = False  # the request went up to the element (once, never again)
-    size: int = 0  # characters of the request held (overload control's memory budget)
+    A plain class with a written `__init__`, not a dataclass: one is made per request, and
+    a dataclass's generated `__init__` stays interpreted in the compiled build."""
+
+    __slots__ = (
+        "data", "delivered", "element", "final", "request", "size", "source", "timers",
+        "to_tag", "tx",
+    )  # fmt: skip
+
+    def __init__(
+        self, element: SipElement, tx: ServerTransaction, request: Request, source: Source
+    ) -> None:
+        self.element = element
+        self.tx = tx
+        self.request = request
+        self.source = source
+        self.timers: dict[str, int] = {}  # name -> its `TimerHeap` number
+        self.final = 0  # status of the final response sent, 0 while none
+        self.to_tag: str | None = None
+        self.data: dict[str, Any] = {}
+        self.delivered = False  # the request went up to the element (once, never again)
+        self.size = 0  # characters of the request held (overload control's memory budget)
 
     @property
     def call_id(self) -> str:
@@ -74,23 +83,37 @@ OnResponse = Callable[["ClientCtx", Response], None]
 OnFailure = Callable[["ClientCtx", int, str], None]
 
 
-@dataclass(eq=False, slots=True)
 class ClientCtx:
     """A request we sent and its client transaction; responses go to the callbacks."""
 
-    element: SipElement
-    tx: ClientTransaction
-    request: Request
-    dest: Address
-    server_name: str | None
-    on_response: OnResponse | None
-    on_failure: OnFailure | None
-    timers: dict[str, int] = field(default_factory=dict)  # name -> its `TimerHeap` number
-    data: dict[str, Any] = field(default_factory=dict)
-    failed: bool = False
-    # what the callbacks act for (the proxy's Branch): lets an element pass callbacks bound
-    # once instead of a closure per request; dropped when the transaction ends
-    owner: Any = None
+    __slots__ = (
+        "data", "dest", "element", "failed", "on_failure", "on_response", "owner", "request",
+        "server_name", "timers", "tx",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        element: SipElement,
+        tx: ClientTransaction,
+        request: Request,
+        dest: Address,
+        server_name: str | None,
+        on_response: OnResponse | None,
+        on_failure: OnFailure | None,
+    ) -> None:
+        self.element = element
+        self.tx = tx
+        self.request = request
+        self.dest = dest
+        self.server_name = server_name
+        self.on_response = on_response
+        self.on_failure = on_failure
+        self.timers: dict[str, int] = {}  # name -> its `TimerHeap` number
+        self.data: dict[str, Any] = {}
+        self.failed = False
+        # what the callbacks act for (the proxy's Branch): lets an element pass callbacks
+        # bound once instead of a closure per request; dropped when the transaction ends
+        self.owner: Any = None
 
 
 Ctx = ServerCtx | ClientCtx

@@ -29,13 +29,15 @@ failed (the ESRP's alternate-PSAP rule, psapd's re-offer rule). The subclass hoo
 
 from __future__ import annotations
 
-import asyncio
+import ssl
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from ng911.elements.contexts import OnFailure, OnResponse
 from ng911.elements.dialogs import DialogTable, path_of, reroute
+from ng911.elements.native import mypyc_attr
 from ng911.elements.runtime import (
     ClientCtx,
     ElementError,
@@ -45,6 +47,7 @@ from ng911.elements.runtime import (
     new_branch_with,
     via_matches,
 )
+from ng911.elements.scheduling import LoopTimer
 from ng911.errors import Ng911Error
 from ng911.net.address import Address, Source
 from ng911.net.sips import requires_tls
@@ -69,36 +72,56 @@ class Target:
     reason: str = ""
 
 
-@dataclass(eq=False, slots=True)
 class Branch:
-    call: ProxyCall
-    target: Target
-    client: ClientCtx | None = None
-    provisional: bool = False
-    final: int = 0
-    abandoned: bool = False  # cancelled by us (timer, other branch answered, upstream CANCEL)
-    timer: asyncio.TimerHandle | None = None
-    cancel_sent: bool = False
+    """One forwarded copy of a `ProxyCall`'s request (plain classes, these two, not
+    dataclasses: the compiled build runs a written `__init__` natively)."""
+
+    __slots__ = (
+        "abandoned", "call", "cancel_sent", "client", "final", "provisional", "target", "timer",
+    )  # fmt: skip
+
+    def __init__(self, call: ProxyCall, target: Target) -> None:
+        self.call = call
+        self.target = target
+        self.client: ClientCtx | None = None
+        self.provisional = False
+        self.final = 0
+        # cancelled by us (timer, other branch answered, upstream CANCEL)
+        self.abandoned = False
+        self.timer: LoopTimer = None  # asyncio's or uvloop's TimerHandle, or None
+        self.cancel_sent = False
 
     @property
     def pending(self) -> bool:
         return not self.final and not self.abandoned
 
 
-@dataclass(eq=False, slots=True)
 class ProxyCall:
     """One proxied request: the server side, its branches, the best final answer so far."""
 
-    server: ServerCtx
-    request: Request  # as received, after route preprocessing
-    incoming_transport: str
-    initial: bool = True  # out of dialog (no To tag)
-    loop_hash: str = ""  # §16.6 item 8, of the request as received
-    branches: list[Branch] = field(default_factory=list)
-    best: Response | None = None
-    cancelled: bool = False
-    answered: bool = False  # a 2xx went upstream
-    data: dict[str, Any] = field(default_factory=dict)
+    __slots__ = (
+        "answered", "best", "branches", "cancelled", "data", "incoming_transport", "initial",
+        "loop_hash", "request", "server",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        server: ServerCtx,
+        request: Request,
+        incoming_transport: str,
+        initial: bool = True,
+        loop_hash: str = "",
+    ) -> None:
+        self.server = server
+        self.request = request  # as received, after route preprocessing
+        self.incoming_transport = incoming_transport
+        self.initial = initial  # out of dialog (no To tag)
+        self.loop_hash = loop_hash  # §16.6 item 8, of the request as received
+        self.branches: list[Branch] = []
+        self.best: Response | None = None
+        self.cancelled = False
+        self.answered = False  # a 2xx went upstream
+        self.data: dict[str, Any] = {}
 
     @property
     def call_id(self) -> str:
@@ -116,6 +139,7 @@ def _rank(status: int) -> int:
     return status if status != 503 else 500
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Proxy(SipElement):
     """The RFC 3261 §16 machinery; subclasses say where requests go."""
 
@@ -123,8 +147,23 @@ class Proxy(SipElement):
     record_route = True
     sheds_load = True
 
-    def __init__(self, config: Any, **kw: Any) -> None:
-        super().__init__(config, **kw)
+    def __init__(
+        self,
+        config: Any,
+        *,
+        log_keep: int = 0,
+        observers: Iterable[Callable[[Any], None]] = (),
+        client_tls: ssl.SSLContext | None = None,
+        server_tls: ssl.SSLContext | None = None,
+    ) -> None:
+        # the keywords spelt out: the compiled build cannot pass `**kw` on to them
+        super().__init__(
+            config,
+            log_keep=log_keep,
+            observers=observers,
+            client_tls=client_tls,
+            server_tls=server_tls,
+        )
         self.calls: dict[Any, ProxyCall] = {}
         self.dialogs = DialogTable()  # dialog paths, for in-dialog requests without a route
         self._marks: tuple[str, ...] | None = None

@@ -30,7 +30,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 
 from ng911.elements.addressing import (
     Addressing,
@@ -46,6 +46,7 @@ from ng911.elements.elementlog import EventLog
 from ng911.elements.errors import ElementError, status_of
 from ng911.elements.events import StateEvents
 from ng911.elements.i3state import ElementState, SecurityPosture
+from ng911.elements.native import mypyc_attr
 from ng911.elements.scheduling import Scheduler, TimerHeap
 from ng911.errors import Ng911Error
 from ng911.net.address import Address, Source
@@ -111,14 +112,17 @@ def raise_gc_threshold(gen0: int = GC_GEN0_THRESHOLD) -> None:
 # ------------------------------------------------------------------------------ the element
 
 
-class SipElement(Addressing, Scheduler):
+@mypyc_attr(allow_interpreted_subclasses=True)
+class SipElement(Scheduler, Addressing):
     """Base of every element: listeners, transactions, timers, OPTIONS/CANCEL, logging."""
 
-    role = "element"
-    answers_options = True
+    # class variables (ClassVar: what a subclass, compiled or not, says is what the
+    # compiled build reads, not a per-instance default)
+    role: ClassVar[str] = "element"
+    answers_options: ClassVar[bool] = True
     # overload control and per-source limits (`overload.py`): the proxies turn it on; a UA
     # serves its own few dialogs and has nothing to shed
-    sheds_load = False
+    sheds_load: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -10,11 +10,16 @@ import heapq
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, ClassVar
 
 from ng911.elements.elementlog import EventLog
+from ng911.elements.native import mypyc_attr
 
-__all__ = ["Scheduler", "TimerHeap"]
+__all__ = ["LoopTimer", "Scheduler", "TimerHeap"]
+
+# A timer of the event loop: asyncio's `TimerHandle`, or uvloop's (not a subclass of it).
+# `Any`, because the compiled build checks a declared class at run time.
+LoopTimer = Any
 
 log = logging.getLogger("ng911.elements")
 
@@ -35,7 +40,7 @@ class TimerHeap:
 
     __slots__ = ("_armed", "_fire", "_handle", "_heap", "_live", "_loop", "_seq")
 
-    SLACK = 0.001  # timers due this close together run at one wake-up
+    SLACK: ClassVar[float] = 0.001  # timers due this close together run at one wake-up
 
     def __init__(self, fire: Callable[[Any, str], None]) -> None:
         self._fire = fire
@@ -43,7 +48,7 @@ class TimerHeap:
         self._live: dict[int, tuple[Any, str]] = {}
         self._seq = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: LoopTimer = None
         self._armed = 0.0  # deadline the loop timer is set for
 
     def __len__(self) -> int:
@@ -98,6 +103,7 @@ class TimerHeap:
             self._arm(heap[0][0])
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Scheduler:
     """Timers, tasks and the CPU/error counters of one element."""
 
@@ -151,7 +157,7 @@ class Scheduler:
             self.log("task_failed", error=f"{type(exc).__name__}: {exc}")
             log.error("%s: task failed", self.name, exc_info=exc)
 
-    def call_later(self, delay: float, fn: Callable[..., None], *args: Any) -> asyncio.TimerHandle:
+    def call_later(self, delay: float, fn: Callable[..., None], *args: Any) -> LoopTimer:
         """A timer whose callback runs under this element's accounting and error guard."""
         return self.loop.call_later(delay, self._guarded, fn, args)
 
