@@ -7,10 +7,11 @@ prefers an extension module over a `.py` in the same directory, so nothing else 
 `make pure` removes them. The `.py` files stay the source of truth and the pure build always
 works.
 
-Two groups: the sans-I/O SIP core (`ng911.sip__mypyc`) and the LoST server's point path
-(`ng911.lost__mypyc`). A group's modules call each other natively, so a group is used all
-together or not at all (a pure `message` beside a compiled `parse` would make two `Request`
-classes); the groups call each other, if at all, as Python modules, so each is chosen on its
+Three groups: the sans-I/O SIP core (`ng911.sip__mypyc`), the LoST server's point path
+(`ng911.lost__mypyc`) and the element runtime's hot path (`ng911.elements__mypyc`). A
+group's modules call each other natively, so a group is used all together or not at all (a
+pure `message` beside a compiled `parse` would make two `Request` classes); the groups call
+each other, if at all, as Python modules, so each is chosen on its
 own. `choose()`, run when `ng911` is first imported, keeps a group pure when
 
 - `NG911_PURE` is set (not empty, not `0`): every group, the pure build from a compiled tree,
