@@ -36,6 +36,7 @@ from ng911 import compiled  # noqa: E402 - after the path is set
 CHECK = (
     "import ng911.compiled as c, ng911.sip.parse as p, ng911.sip.samples as s; "
     "import ng911.lost.fast_request as f, ng911.lost.protocol as lp; "
+    "import ng911.elements.vsp, ng911.elements.esrp; "
     "m = p.parse_message(s.emergency_invite()); m.validate(); "
     "assert f.parse_fast(lp.build_request(lp.FindServiceRequest((lp.LostLocation("
     "'l', 'geodetic-2d', f.Point(40.7, -73.9)),)))) is not None; print(c.build())"
