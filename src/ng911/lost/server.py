@@ -199,10 +199,7 @@ class LostServer:
                 # point findService (`LostEngine.answer_request`); the rest as `_handle` says
                 ctype = request.headers.get("content-type")
                 if ctype is None or ctype in ACCEPTED_TYPES:
-                    try:
-                        body = self.engine.answer_request(request.body, time.time())
-                    except Exception as exc:  # a store failing must not drop the request
-                        body = self._internal_error(exc)
+                    body = self._answer_hot(request.body)
                     if body is not None:
                         return Response(200, body, _CT_HEADER)
                     return self._handle(request, hot=False)
@@ -305,10 +302,7 @@ class LostServer:
         `redirect_status`): no await on the common path. `hot`: try the common query's
         own path first (`LostEngine.answer_request`: no request object)."""
         if hot:
-            try:
-                body = self.engine.answer_request(data, time.time())
-            except Exception as exc:  # a store failing must not drop the request
-                return self._internal_error(exc)
+            body = self._answer_hot(data)
             if body is not None:
                 return body
         req = self._parse(data)
@@ -317,6 +311,14 @@ class LostServer:
         try:
             return self._decided(req, self.engine.handle(req, time.time()))
         except Exception as exc:  # a store failing must not drop the request (module doc)
+            return self._internal_error(exc)
+
+    def _answer_hot(self, data: bytes) -> bytes | None:
+        """The common query's answer (`LostEngine.answer_request`), None when it is not one;
+        a store that fails answers as the full path does, never drops the request."""
+        try:
+            return self.engine.answer_request(data, time.time())
+        except Exception as exc:
             return self._internal_error(exc)
 
     async def decide_async(self, data: bytes) -> bytes | Forward | HttpRedirect:
