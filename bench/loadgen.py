@@ -194,7 +194,13 @@ async def _connect(
     proxy, not its start-up."""
     for attempt in range(tries):
         try:
-            return await asyncio.open_connection(LOCAL, port, ssl=ctx)
+            reader, writer = await asyncio.open_connection(LOCAL, port, ssl=ctx)
+            if writer.is_closing() or writer.get_extra_info("sockname") is None:
+                # handshake done, then reset at once (Kamailio's TLS worker, seen under the
+                # 8-connection step): gone before a call could use it, so try again
+                writer.close()
+                raise ConnectionResetError("the proxy closed the TLS connection at once")
+            return reader, writer
         except (ConnectionError, ssl.SSLError, OSError):
             if attempt == tries - 1:
                 raise

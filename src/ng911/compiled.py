@@ -64,6 +64,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "ng911.elements.addressing",
         "ng911.elements.runtime",
         "ng911.elements.proxy",
+        "ng911.elements.vsp",
+        "ng911.elements.esrp",
+        "ng911.elements.psap",
     ),
 }
 #: Every compiled module, all groups.

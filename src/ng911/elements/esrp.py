@@ -40,11 +40,12 @@ What NENA i3 (NENA-STA-010 §4.2) asks of the emergency services routing proxy, 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from ng911.elements.config import EsrpConfig
 from ng911.elements.emergency import DialPlan, is_test_service, rewrite_emergency, tested_service
@@ -53,6 +54,7 @@ from ng911.elements.i3state import QueueState, ServiceState, StateBoard
 from ng911.elements.identifiers import add_missing_ids
 from ng911.elements.intake import Intake, priority_correction, take_in
 from ng911.elements.keepalive import ping
+from ng911.elements.native import mypyc_attr
 from ng911.elements.prf import (
     CallFacts,
     Decision,
@@ -96,12 +98,29 @@ def policy_of(cfg: EsrpConfig) -> RoutingPolicy:
     return routing_policy_of(cfg)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Esrp(Proxy):
-    role = "esrp"
+    role: ClassVar[str] = "esrp"
 
-    def __init__(self, config: EsrpConfig, *, lost: LostClient, **kw: Any):
+    def __init__(
+        self,
+        config: EsrpConfig,
+        *,
+        lost: LostClient,
+        log_keep: int = 0,
+        observers: Iterable[Callable[[Any], None]] = (),
+        client_tls: ssl.SSLContext | None = None,
+        server_tls: ssl.SSLContext | None = None,
+    ) -> None:
         """`lost`: the LoST client (`ng911.node.build.lost_client` makes one from `config`)."""
-        super().__init__(config, **kw)
+        # the keywords spelt out: the compiled build cannot pass `**kw` on to them
+        super().__init__(
+            config,
+            log_keep=log_keep,
+            observers=observers,
+            client_tls=client_tls,
+            server_tls=server_tls,
+        )
         self.cfg = config
         self.policy = policy_of(config)
         self.dial_plan = DialPlan.for_country(config.country, config.dial_strings)

@@ -31,10 +31,11 @@ or while the PSAP is busy) `test_call_refused`.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from ng911.elements.acd import (
     Acd,
@@ -51,6 +52,7 @@ from ng911.elements.config import PsapConfig
 from ng911.elements.emergency import is_test_service
 from ng911.elements.i3state import QueueState, ServiceState
 from ng911.elements.media import RtpPort, sdp
+from ng911.elements.native import mypyc_attr
 from ng911.elements.proxy import Branch, Proxy, ProxyCall, Target
 from ng911.elements.registrar import Registrar, aor_key
 from ng911.elements.registration import answer_register
@@ -136,11 +138,27 @@ def _has_sdp(req: Request) -> bool:
         return False
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Psapd(Proxy):
-    role = "psap"
+    role: ClassVar[str] = "psap"
 
-    def __init__(self, config: PsapConfig, **kw: Any) -> None:
-        super().__init__(config, **kw)
+    def __init__(
+        self,
+        config: PsapConfig,
+        *,
+        log_keep: int = 0,
+        observers: Iterable[Callable[[Any], None]] = (),
+        client_tls: ssl.SSLContext | None = None,
+        server_tls: ssl.SSLContext | None = None,
+    ) -> None:
+        # the keywords spelt out: the compiled build cannot pass `**kw` on to them
+        super().__init__(
+            config,
+            log_keep=log_keep,
+            observers=observers,
+            client_tls=client_tls,
+            server_tls=server_tls,
+        )
         self.cfg = config
         self.registrar = Registrar((config.domain, config.fqdn))
         self.acd = Acd(

@@ -171,6 +171,9 @@ class SipElement(Scheduler, Addressing):
         # the process's "give freed memory back to the OS" (malloc_trim), called after a
         # flood; `ng911.node.build` sets it, a library element leaves the heap alone
         self.release_memory: Callable[[], bool] | None = None
+        # the node's LogSender when its config names a logger (`ng911.node.build` sets it; an
+        # attribute, not a weak mapping: a compiled element takes no weak reference)
+        self.log_sender: Any = None
         self.gate = Gate(self)
         self.admission = self.gate.admission
         self.going_down = False  # close() started: ElementState GoingDown

@@ -21,8 +21,10 @@ account, or with wrong credentials, is routed like any other (RFC 6881 §8, NENA
 
 from __future__ import annotations
 
+import ssl
 import time
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
 
 from ng911.elements.auth import Authenticator, Denied
 from ng911.elements.config import VspConfig
@@ -34,6 +36,7 @@ from ng911.elements.emergency import (
     tested_service,
 )
 from ng911.elements.intake import priority_correction, take_in, user_part_problem
+from ng911.elements.native import mypyc_attr
 from ng911.elements.proxy import Proxy, ProxyCall, Target
 from ng911.elements.registrar import Registrar
 from ng911.elements.registration import answer_register
@@ -47,13 +50,30 @@ from ng911.sip.uri import SipURI, parse_uri
 __all__ = ["VspProxy"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class VspProxy(Proxy):
-    role = "vsp"
+    role: ClassVar[str] = "vsp"
 
-    def __init__(self, config: VspConfig, *, lost: LostClient | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        config: VspConfig,
+        *,
+        lost: LostClient | None = None,
+        log_keep: int = 0,
+        observers: Iterable[Callable[[Any], None]] = (),
+        client_tls: ssl.SSLContext | None = None,
+        server_tls: ssl.SSLContext | None = None,
+    ) -> None:
         """`lost`: the LoST client for `lost_url` (`ng911.node.build.lost_client` makes one
         with `lost_ca`); without one, a plain client (the system's CAs for https)."""
-        super().__init__(config, **kw)
+        # the keywords spelt out: the compiled build cannot pass `**kw` on to them
+        super().__init__(
+            config,
+            log_keep=log_keep,
+            observers=observers,
+            client_tls=client_tls,
+            server_tls=server_tls,
+        )
         self.cfg = config
         self.record_route = config.record_route
         self.registrar = Registrar((config.domain, config.fqdn), max_expires=config.max_expires)

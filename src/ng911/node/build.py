@@ -9,7 +9,6 @@ what a process starting from a TOML table (or the testbed's configs) does, once,
 from __future__ import annotations
 
 import ssl
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -139,9 +138,6 @@ def build_element(
     return el
 
 
-_SENDERS: weakref.WeakKeyDictionary[SipElement, LogSender] = weakref.WeakKeyDictionary()
-
-
 def element_ids(config: ElementConfig) -> tuple[str, str]:
     """(elementId, agencyId) of an element's LogEvents (NENA-STA-010.3 §2.1.1, §2.1.3):
     its fqdn (its name when the fqdn is "localhost"), and `agency_id` or the fqdn's
@@ -182,13 +178,14 @@ def attach_logger(
     lost = getattr(el, "lost", None)
     if isinstance(lost, LostClient):
         lost.observers.append(mapper.observe)
-    _SENDERS[el] = sender
+    el.log_sender = sender
     return sender
 
 
 def log_sender(el: SipElement) -> LogSender | None:
     """The element's LogSender, when its config names a logger."""
-    return _SENDERS.get(el)
+    sender = el.log_sender
+    return sender if isinstance(sender, LogSender) else None
 
 
 async def close_element(el: SipElement, drain: float = 1.0) -> None:
@@ -200,6 +197,6 @@ async def close_element(el: SipElement, drain: float = 1.0) -> None:
 async def close_log_sender(el: SipElement, drain: float = 1.0) -> None:
     """Close the LogSender of an element already closed (`close_element` is both): a chain
     stops its elements in order, then lets all their LogSenders drain at once."""
-    sender = _SENDERS.pop(el, None)
+    sender, el.log_sender = log_sender(el), None
     if sender is not None:
         await sender.close(drain)
