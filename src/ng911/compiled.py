@@ -67,6 +67,13 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "ng911.elements.vsp",
         "ng911.elements.esrp",
         "ng911.elements.psap",
+        "ng911.elements.admitting",
+        "ng911.elements.overload",
+        "ng911.elements.dialogs",
+        "ng911.elements.emergency",
+        "ng911.elements.intake",
+        "ng911.elements.routing",
+        "ng911.elements.identifiers",
     ),
 }
 #: Every compiled module, all groups.

@@ -11,6 +11,7 @@ from typing import Final
 
 from ng911.sip.errors import SipParseError
 from ng911.sip.uri import (
+    PARSE_CACHE_MAX,
     Parameterised,
     Params,
     Value,
@@ -72,8 +73,23 @@ class Via(Parameterised):
         return f"SIP/2.0/{self.transport} {self.sent_by}{_format_params(self.params)}"
 
 
+_VIAS: Final[dict[str, Via]] = {}
+
+
 def parse_via(value: str) -> Via:
-    """One Via value; LWS around `/` and `;` is tolerated (RFC 3261 §7.3.1)."""
+    """One Via value; LWS around `/` and `;` is tolerated (RFC 3261 §7.3.1). Kept by its
+    text as URIs are (`ng911.sip.uri.PARSE_CACHE_MAX` says why): a transaction's responses
+    carry the Vias its request did."""
+    via = _VIAS.get(value)
+    if via is None:
+        via = _parse_via(value)
+        if len(_VIAS) >= PARSE_CACHE_MAX:
+            _VIAS.clear()
+        _VIAS[value] = via
+    return via
+
+
+def _parse_via(value: str) -> Via:
     s = value.strip()
     # sent-protocol = protocol-name SLASH protocol-version SLASH transport
     parts = s.split("/", 2)

@@ -77,9 +77,8 @@ def _parse_head(head: bytes, max_uri: int) -> _Head:
         # Keep going on a lossy decode so the 400 can still carry the request.
         text = head.decode(errors="replace")
         err = SipParseError("header section is not UTF-8", 400)
-    if text.count("\n") == text.count("\r\n"):
-        lines = text.split("\r\n")
-    else:
+    lines = text.split("\r\n")
+    if len(lines) - 1 != text.count("\n"):  # a bare LF somewhere: split on LF instead
         lines = [line.rstrip("\r") for line in text.split("\n")]
 
     # --- first line ---

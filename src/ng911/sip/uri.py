@@ -477,8 +477,28 @@ def _parse_tel(rest: str, text: str) -> TelURI:
     return TelURI(number, _parse_params(ptext, "tel parameter") if semi else ())
 
 
+# Parsed values by their text, for the few texts a proxy sees again and again (its own and
+# its peers' URIs, a dialog's From/To, the Vias of a transaction's responses). Safe because
+# the values are immutable; bounded (emptied when full) so that unique texts, a flood's, cost
+# memory only up to the bound. Errors are not kept: a bad text raises every time.
+# bench/proxy.py: ~22 URIs and name-addrs parsed per proxied call, most of them seen before.
+PARSE_CACHE_MAX: Final = 1024
+_URIS: Final[dict[str, URI]] = {}
+_NAME_ADDRS: Final[dict[str, NameAddr]] = {}
+
+
 def parse_uri(text: str) -> URI:
     """Parse any URI; raises `SipParseError(400)` when it is not one."""
+    uri = _URIS.get(text)
+    if uri is None:
+        uri = _parse_uri(text)
+        if len(_URIS) >= PARSE_CACHE_MAX:
+            _URIS.clear()
+        _URIS[text] = uri
+    return uri
+
+
+def _parse_uri(text: str) -> URI:
     text = text.strip()
     colon = text.find(":")
     if colon <= 0:
@@ -609,6 +629,16 @@ class NameAddr(Parameterised):
 
 def parse_name_addr(text: str) -> NameAddr:
     """Parse a name-addr or a bare addr-spec (whose `;params` are then header params)."""
+    na = _NAME_ADDRS.get(text)
+    if na is None:
+        na = _parse_name_addr(text)
+        if len(_NAME_ADDRS) >= PARSE_CACHE_MAX:
+            _NAME_ADDRS.clear()
+        _NAME_ADDRS[text] = na
+    return na
+
+
+def _parse_name_addr(text: str) -> NameAddr:
     s = text.strip()
     display: str | None = None
     if s.startswith('"'):
