@@ -8,7 +8,8 @@ prefers an extension module over a `.py` in the same directory, so nothing else 
 works.
 
 Three groups: the sans-I/O SIP core (`ng911.sip__mypyc`), the LoST server's point path
-(`ng911.lost__mypyc`) and the element runtime's hot path (`ng911.elements__mypyc`). A
+(`ng911.lost__mypyc`) and the elements' hot path (`ng911.elements__mypyc`: the runtime, the
+proxies and their per-request policy). A
 group's modules call each other natively, so a group is used all together or not at all (a
 pure `message` beside a compiled `parse` would make two `Request` classes); the groups call
 each other, if at all, as Python modules, so each is chosen on its
