@@ -1,5 +1,6 @@
 """Observer events through a JSON-lines file and back: what element processes report."""
 
+import dataclasses
 import json
 import time
 
@@ -72,6 +73,20 @@ def test_a_full_buffer_drops_and_counts_instead_of_growing(tmp_path):
     rec.close(element="vsp")
     ef = read_events(path)
     assert ef.complete and len(ef.events) + ef.dropped == 1000
+
+
+def test_big_messages_are_bounded_by_their_bytes_not_only_their_count(tmp_path):
+    # 10,000 pending 64 KB TCP messages would be 640 MB: the byte bound refuses them first
+    path = tmp_path / "vsp.jsonl"
+    rec = EventRecorder(path, max_pending_bytes=64 * 1024, batch=10_000, interval=3600)
+    big = dataclasses.replace(EVENTS[0], data=b"x" * 8192)
+    for _ in range(100):  # the writer sleeps (no batch reached, a long interval)
+        rec(big)
+    assert 0 < rec.pending <= 8 and rec.dropped == 100 - rec.pending
+    rec.close(element="vsp")
+    ef = read_events(path)
+    assert ef.complete and len(ef.events) + ef.dropped == 100
+    assert rec._bytes_in == rec._bytes_out  # what was taken was all given back
 
 
 def test_a_line_cut_short_by_a_kill_leaves_the_file_incomplete(tmp_path):

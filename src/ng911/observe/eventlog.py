@@ -6,11 +6,13 @@ needs every event each one saw (`ng911.net.events`, `WireEvent`, `LostQueryEvent
 Why streamed through a bounded buffer: the recorder sits on the measured path of every
 message, so calling it only appends the event to a deque (a fraction of a microsecond); a
 writer thread turns what is pending into JSON lines and appends them to the file every
-`interval` seconds, or as soon as `batch` events wait. Memory is bounded by `max_pending`:
-when the disk (or the writer's share of the CPU) cannot keep up, new events are dropped and
-counted, never queued without end. Stopping (SIGTERM) writes only what is still pending, so
-it takes milliseconds whatever the run's length. (Keeping every event in memory until stop
-took 1.2 GB and 17 s after a long flood, past the testbed's kill; issue 11, item 9.)
+`interval` seconds, or as soon as `batch` events wait. Memory is bounded by `max_pending`
+events and `max_pending_bytes` of their message bytes (one bound alone would let 10,000
+64 KB TCP messages wait): when the disk (or the writer's share of the CPU) cannot keep up,
+new events are dropped and counted, never queued without end. Stopping (SIGTERM) writes
+only what is still pending, so it takes milliseconds whatever the run's length. (Keeping
+every event in memory until stop took 1.2 GB and 17 s after a long flood, past the
+testbed's kill; issue 11, item 9.)
 A child killed with SIGKILL leaves the events written so far and no closing line, which
 `read_events` reports as incomplete.
 
@@ -68,6 +70,15 @@ _BYTES: dict[type[Any], frozenset[str]] = {
 }
 _b64 = binascii.b2a_base64
 _encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def _size(event: Any) -> int:
+    """What an event holds in memory for the pending bound: its message bytes (a LoST event:
+    its request and response), plus a flat 256 for the object and its other fields."""
+    data = getattr(event, "data", None)
+    if data is not None:
+        return 256 + len(data)
+    return 256 + len(getattr(event, "request", b"")) + len(getattr(event, "response", b""))
 
 
 def _split(event: Any) -> tuple[dict[str, Any], list[tuple[str, bytes]]] | None:
@@ -149,8 +160,10 @@ class EventRecorder:
     events, one `os.write` each (the GIL is released there, so the event loop is never held
     for longer than one chunk's encoding), taking at most about `share` of the time while
     the loop runs. `close` stops the thread, writes what is left and the closing `element`
-    line. `dropped` counts the events refused while `max_pending`
-    waited.
+    line. `dropped` counts the events refused while `max_pending` events (or
+    `max_pending_bytes` of their bytes) waited. The byte count is kept as two counters,
+    one per thread (bytes taken by the loop, bytes written by the writer), so neither
+    thread's `+=` can lose the other's update.
     """
 
     def __init__(
@@ -158,6 +171,7 @@ class EventRecorder:
         path: Path,
         *,
         max_pending: int = 10_000,
+        max_pending_bytes: int = 8 * 2**20,
         batch: int = 1024,
         interval: float = 0.5,
         chunk: int = 64,
@@ -165,6 +179,9 @@ class EventRecorder:
     ) -> None:
         self.path = path
         self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
+        self._bytes_in = 0  # bytes of the events taken (event loop thread only)
+        self._bytes_out = 0  # bytes of the events written or skipped (writer thread only)
         self.batch = batch
         self.interval = interval
         self.chunk = chunk
@@ -184,7 +201,10 @@ class EventRecorder:
     def __call__(self, event: Any) -> None:
         pending = self._pending
         n = len(pending)
-        if n < self.max_pending:
+        size = _size(event)
+        held = self._bytes_in - self._bytes_out + size
+        if n < self.max_pending and held <= self.max_pending_bytes:
+            self._bytes_in += size
             pending.append(event)  # the hot path: a deque append (thread-safe)
             if n == self.batch:
                 self._wake.set()  # once per batch, not per event
@@ -205,24 +225,34 @@ class EventRecorder:
     def _drain(self) -> None:
         """Write what is pending now, `chunk` events per write (writer thread only).
 
-        Between chunks the writer sleeps `share` of the chunk's time again and again, so that
-        it takes at most about that share of the interpreter from the event loop: under a
-        flood the element keeps answering and the recorder drops (and counts) instead.
-        When stopping it writes at full speed.
+        Between chunks the writer sleeps until its CPU time since the drain began is no more
+        than `share` of the wall time since then, so that it takes at most about that share
+        of the interpreter from the event loop: under a flood the element keeps answering and
+        the recorder drops (and counts) instead. CPU time, not wall time, is what the writer
+        spent: under a flood it waits for the GIL for longer than it encodes, and that wait
+        is the loop's time, not its own. (Sleeping three times each chunk's wall time, wait
+        included, drained at a fraction of the share: a 20,000 OPTIONS flood dropped a
+        quarter of its events.) When stopping it writes at full speed.
         """
         pending = self._pending
-        rest = (1.0 - self.share) / self.share
+        wall0 = time.perf_counter()
+        cpu0 = time.thread_time()
         while pending:
-            t0 = time.perf_counter()
             lines = []
+            done = 0
             for _ in range(min(self.chunk, len(pending))):
-                line = event_line(pending.popleft())
+                event = pending.popleft()
+                done += _size(event)
+                line = event_line(event)
                 if line is not None:
                     lines.append(line)
+            self._bytes_out += done
             if lines:
                 self._write(("\n".join(lines) + "\n").encode("utf-8"), len(lines))
             if not self._stop and pending:
-                time.sleep((time.perf_counter() - t0) * rest)
+                ahead = (time.thread_time() - cpu0) / self.share - (time.perf_counter() - wall0)
+                if ahead > 0.0:
+                    time.sleep(ahead)
 
     def _write(self, data: bytes, n: int) -> None:
         if self._fd < 0:
