@@ -11,7 +11,6 @@ from typing import Final
 
 from ng911.sip.errors import SipParseError
 from ng911.sip.uri import (
-    PARSE_CACHE_MAX,
     Parameterised,
     Params,
     Value,
@@ -19,6 +18,7 @@ from ng911.sip.uri import (
     _get_param,
     _parse_host,
     bounded_int,
+    keep_parsed,
     parse_header_params,
     split_quoted,
 )
@@ -83,9 +83,7 @@ def parse_via(value: str) -> Via:
     via = _VIAS.get(value)
     if via is None:
         via = _parse_via(value)
-        if len(_VIAS) >= PARSE_CACHE_MAX:
-            _VIAS.clear()
-        _VIAS[value] = via
+        keep_parsed(_VIAS, value, via)
     return via
 
 

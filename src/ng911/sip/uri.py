@@ -9,7 +9,7 @@ escape- and case-insensitively by `equivalent` (RFC 3261 §19.1.4), never rewrit
 
 from __future__ import annotations
 
-from typing import ClassVar, Final, Self, TypeVar
+from typing import Any, ClassVar, Final, Self, TypeVar
 from urllib.parse import quote, unquote
 
 from ng911.sip.errors import SipParseError
@@ -487,14 +487,20 @@ _URIS: Final[dict[str, URI]] = {}
 _NAME_ADDRS: Final[dict[str, NameAddr]] = {}
 
 
+def keep_parsed(cache: dict[str, Any], text: str, value: object) -> None:
+    """Keep a parsed value by its text: the miss path of every parse cache, so the bound lives
+    here once (lookups stay inline in each parser, the hit path makes no call)."""
+    if len(cache) >= PARSE_CACHE_MAX:
+        cache.clear()
+    cache[text] = value
+
+
 def parse_uri(text: str) -> URI:
     """Parse any URI; raises `SipParseError(400)` when it is not one."""
     uri = _URIS.get(text)
     if uri is None:
         uri = _parse_uri(text)
-        if len(_URIS) >= PARSE_CACHE_MAX:
-            _URIS.clear()
-        _URIS[text] = uri
+        keep_parsed(_URIS, text, uri)
     return uri
 
 
@@ -632,9 +638,7 @@ def parse_name_addr(text: str) -> NameAddr:
     na = _NAME_ADDRS.get(text)
     if na is None:
         na = _parse_name_addr(text)
-        if len(_NAME_ADDRS) >= PARSE_CACHE_MAX:
-            _NAME_ADDRS.clear()
-        _NAME_ADDRS[text] = na
+        keep_parsed(_NAME_ADDRS, text, na)
     return na
 
 
