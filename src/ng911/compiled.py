@@ -7,9 +7,10 @@ prefers an extension module over a `.py` in the same directory, so nothing else 
 `make pure` removes them. The `.py` files stay the source of truth and the pure build always
 works.
 
-Three groups: the sans-I/O SIP core (`ng911.sip__mypyc`), the LoST server's point path
-(`ng911.lost__mypyc`) and the elements' hot path (`ng911.elements__mypyc`: the runtime, the
-proxies and their per-request policy). A
+Four groups: the sans-I/O SIP core (`ng911.sip__mypyc`), the LoST server's point path
+(`ng911.lost__mypyc`), the elements' hot path (`ng911.elements__mypyc`: the runtime, the
+proxies and their per-request policy) and the transports' per-message path
+(`ng911.net__mypyc`: UDP, TCP/TLS streams, the transport layer, their events). A
 group's modules call each other natively, so a group is used all together or not at all (a
 pure `message` beside a compiled `parse` would make two `Request` classes); the groups call
 each other, if at all, as Python modules, so each is chosen on its
@@ -75,6 +76,14 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "ng911.elements.intake",
         "ng911.elements.routing",
         "ng911.elements.identifiers",
+    ),
+    "ng911.net__mypyc": (
+        "ng911.net.address",
+        "ng911.net.sips",
+        "ng911.net.events",
+        "ng911.net.udp",
+        "ng911.net.stream",
+        "ng911.net.transport",
     ),
 }
 #: Every compiled module, all groups.

@@ -30,6 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from ng911.net.address import Address, Source, is_ip_literal
 from ng911.net.admission import ListenerLimits, refusal
@@ -216,7 +217,9 @@ class SipTransportLayer:
         server = await loop.create_server(
             factory, host, port, reuse_address=True, reuse_port=reuse_port or None, backlog=1024
         )
-        sockname = server.sockets[0].getsockname()
+        # read through Any: uvloop's `sockets` is a list, typeshed says a tuple, and compiled
+        # code checks the declared type
+        sockname = cast(Any, server).sockets[0].getsockname()
         lst.address = Address(transport, sockname[0], sockname[1])
         lst.server = server
         self._listeners.append(lst)

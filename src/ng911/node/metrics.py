@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -242,7 +243,8 @@ class ElementCollector(Collector):
         yield _gauge("ng911_held_request_bytes", "request text held by transactions", el.held_bytes)
         yield _counter("ng911_cpu_seconds", "thread CPU time in handlers", el.cpu_seconds)
         yield _counter("ng911_handler_errors", "handler and task failures", el.errors)
-        for name, value in vars(st).items():
+        for f in dataclasses.fields(st):  # not vars(): a compiled dataclass has no __dict__
+            name, value = f.name, getattr(st, f.name)
             if isinstance(value, int):
                 yield _counter(f"ng911_transport_{name}", f"transport: {name}", value)
         drops = el.transport.udp_kernel_drops()
