@@ -20,7 +20,8 @@ then reused, as in an ESInet):
 the testbed's `--processes` launcher, `ng911.testbed.processes`; like the one-process run,
 the elements record no events: `ChainOptions(record_events=False)`), the caller process
 placing `--concurrency` calls at once on the bench's requests; cps, and CPU per call summed
-over the processes (/proc).
+over the processes (/proc); and, before the calls, what the processes spend idle (`IDLE_SECONDS`
+with no call: timers only, ms of CPU per second over all of them, /proc).
 
     .venv/bin/python bench/chain.py [--quick] [--calls N] [--concurrency C] [--processes]
 
@@ -53,6 +54,7 @@ from rig import write_result
 
 # issue 16's goals for the whole chain, tls-all (calls per second)
 GOALS = {"one process": 500, "processes": 1000}
+IDLE_SECONDS = 5.0  # /proc counts CPU in 10 ms ticks: long enough for ~1 ms/s per process
 
 
 def cpu() -> float:
@@ -220,10 +222,24 @@ async def processes_scenario(
                 "scenario": name,
                 "hops": list(topo.transports),
                 "lost": topo.lost,
+                "idle": await idle_cpu(chain),
                 "throughput": await processes_throughput(chain, calls, concurrency, rng),
             }
         finally:
             await chain.close()
+
+
+async def idle_cpu(chain: ProcessChain) -> dict[str, Any]:
+    """CPU the chain's processes spend with no call at all (their timers), all together: on
+    2 cores, what a few dozen idle processes take is taken from the busy ones."""
+    pids = [c.pid for c in chain.children.values() if c.pid is not None]
+    await asyncio.sleep(1.0)  # the warm-up's last transactions and timers
+    before = sum(cpu_seconds(pid) for pid in pids)
+    t0 = time.perf_counter()
+    await asyncio.sleep(IDLE_SECONDS)
+    used = sum(cpu_seconds(pid) for pid in pids) - before
+    wall = time.perf_counter() - t0
+    return {"processes": len(pids), "cpu_ms_per_s": round(1000 * used / wall, 1)}
 
 
 async def processes_throughput(
@@ -267,7 +283,9 @@ def goal_rows(results: list[dict[str, Any]], procs: list[dict[str, Any]]) -> lis
 def procs_table(procs: list[dict[str, Any]]) -> str:
     roles = ["caller", "vsp", "esrp", "lost", "psapd", "calltaker"]
     lines = [
-        f"{'--processes':<12} {'cps':>7} {'cpu/call':>9}  " + " ".join(f"{r:>9}" for r in roles)
+        f"{'--processes':<12} {'cps':>7} {'cpu/call':>9}  "
+        + " ".join(f"{r:>9}" for r in roles)
+        + f"  {'idle ms/s':>10}"
     ]
     for r in procs:
         thr = r["throughput"]
@@ -275,6 +293,7 @@ def procs_table(procs: list[dict[str, Any]]) -> str:
         lines.append(
             f"{r['scenario']:<12} {thr['cps']:>7.1f} {thr['process_cpu_us_per_call']:>9.0f}  "
             + " ".join(f"{el.get(x, 0.0):>9.0f}" for x in roles)
+            + f"  {r['idle']['cpu_ms_per_s']:>10.1f}"
         )
     return "\n".join(lines)
 

@@ -230,3 +230,51 @@ async def test_held_bytes_follow_the_server_transactions():
     finally:
         t.close()
         await vsp.close()
+
+
+async def test_the_lag_sampler_rests_when_idle_and_wakes_at_the_first_request():
+    """An idle element samples its loop's lag every `idle_sample_interval`, not 50 times a
+    second; the first request brings it back to `sample_interval` at once, and it stays
+    there while anything is shed."""
+    vsp = VspProxy(
+        VspConfig(
+            listeners=(ListenerConfig("udp", "127.0.0.1", 0),),
+            overload=OverloadConfig(source_rate=0, sample_interval=0.02, idle_sample_interval=5),
+        )
+    )
+    await vsp.start()
+    loop = asyncio.get_running_loop()
+    t, sink = await loop.create_datagram_endpoint(_Sink, local_addr=("127.0.0.1", 0))
+    port = t.get_extra_info("sockname")[1]
+    gate = vsp.gate
+
+    def next_sample_in() -> float:
+        return float(gate._lag_timer.when() - loop.time())
+
+    def options(n: int) -> bytes:
+        return (
+            "OPTIONS sip:vsp.example SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKidle{n}\r\n"
+            "Max-Forwards: 70\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:vsp.example>\r\n"
+            f"Call-ID: idle-{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+
+    try:
+        await asyncio.sleep(0.05)
+        assert gate._resting and next_sample_in() > 1.0  # nothing came: resting
+        t.sendto(options(1), ("127.0.0.1", vsp.addresses[0].port))
+        assert (await asyncio.wait_for(sink.got.get(), 5)).startswith(b"SIP/2.0 200")
+        assert not gate._resting and next_sample_in() <= 0.021  # woken by the request
+        for _ in range(100):  # two samples with nothing new: resting again
+            if gate._resting:
+                break
+            await asyncio.sleep(0.02)
+        assert gate._resting and next_sample_in() > 1.0
+        vsp.admission.controller.shed = 0.5  # shedding: never rests
+        t.sendto(options(2), ("127.0.0.1", vsp.addresses[0].port))
+        await asyncio.wait_for(sink.got.get(), 5)
+        await asyncio.sleep(0.15)
+        assert not gate._resting and next_sample_in() <= 0.021
+    finally:
+        t.close()
+        await vsp.close()

@@ -39,6 +39,8 @@ class Gate:
         self.admission = Admission(config, element.hosts.values(), branch_rng.random)
         self.enabled = element.sheds_load and config.enabled
         self._lag_timer: asyncio.TimerHandle | None = None
+        self._arrived = False  # a request came since the last lag sample
+        self._resting = False  # the sampler is on `idle_sample_interval`
         self._table_high = 0  # most transactions since memory was last released
         self._trim_check = 0.0
 
@@ -47,13 +49,28 @@ class Gate:
             self._sample_lag(self.element.loop.time())
 
     def stop(self) -> None:
+        self._resting = False
         if self._lag_timer is not None:
             self._lag_timer.cancel()
             self._lag_timer = None
 
+    def _wake(self) -> None:
+        """The first request after a quiet spell: back to sampling every `sample_interval`,
+        so a flood that starts from idle is seen as soon as one that starts under load."""
+        self._resting = False
+        if self._lag_timer is None:  # stopped
+            return
+        self._lag_timer.cancel()
+        loop = self.element.loop
+        nxt = loop.time() + self.element.config.overload.sample_interval
+        self._lag_timer = loop.call_at(nxt, self._sample_lag, nxt)
+
     def admit(self, req: Request, source: Source) -> bool:
         """Overload control and per-source limits before a new request costs a transaction;
         False when it was refused or dropped."""
+        if self._resting:
+            self._wake()
+        self._arrived = True
         el = self.element
         priority = classify(
             req.method,
@@ -101,7 +118,12 @@ class Gate:
 
     def _sample_lag(self, expected: float) -> None:
         """How late this periodic timer runs is how long any ready callback (a received
-        datagram) waits: the event loop's lag, the overload signal."""
+        datagram) waits: the event loop's lag, the overload signal.
+
+        Every `sample_interval` (20 ms) while requests come; every `idle_sample_interval`
+        when none came since the last sample and nothing is shed (`admit` wakes it): an idle
+        element would otherwise wake 50 times a second for nothing, which is most of what
+        a chain of idle element processes costs its host."""
         el = self.element
         now = el.loop.time()
         live = el.transactions
@@ -120,7 +142,13 @@ class Gate:
                 self._table_high = live
                 if el.release_memory is not None and el.release_memory():
                     el.log("memory_released", transactions=live)
-        nxt = now + el.config.overload.sample_interval
+        config = el.config.overload
+        if self._arrived or backlog or self.admission.controller.overloaded:
+            self._arrived = False
+            nxt = now + config.sample_interval
+        else:
+            self._resting = True
+            nxt = now + config.idle_sample_interval
         self._lag_timer = el.loop.call_at(nxt, self._sample_lag, nxt)
 
 

@@ -301,6 +301,9 @@ class OverloadConfig(_Plain):
     lag_target: float = 0.05
     backlog_target: int = 32  # UDP datagrams still queued at every wake-up of a sample
     sample_interval: float = 0.02
+    # no request arrived since the last sample and nothing is shed: sample this seldom (the
+    # next request brings the sampler back to `sample_interval` at once)
+    idle_sample_interval: float = 0.5
     # a UDP call holds ~3 transactions for 32 s (RFC 3261/6026 wait timers): 1,000 calls/s
     # is ~100,000 live ones, a few KB each
     max_transactions: int = 150_000
@@ -315,8 +318,10 @@ class OverloadConfig(_Plain):
     trusted: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.lag_target <= 0 or self.sample_interval <= 0:
-            raise ConfigError("overload.lag_target and sample_interval must be > 0")
+        if self.lag_target <= 0 or self.sample_interval <= 0 or self.idle_sample_interval <= 0:
+            raise ConfigError(
+                "overload.lag_target, sample_interval and idle_sample_interval must be > 0"
+            )
         if not 0 < self.max_transactions <= self.hard_max_transactions:
             raise ConfigError("overload: need 0 < max_transactions <= hard_max_transactions")
         if not 0 < self.max_held_mb <= self.hard_max_held_mb:
