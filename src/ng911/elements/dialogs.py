@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ng911.errors import Ng911Error
 from ng911.sip.message import Request, Response, parse_comma_list
@@ -42,22 +41,43 @@ DEFAULT_LIFETIME = 12 * 3600.0
 DEFAULT_MAX_ENTRIES = 20_000
 
 
-@dataclass(frozen=True, slots=True)
 class DialogPath:
     """What a proxy saw of one dialog when its 2xx passed (raw header text, parsed on use).
 
     `record_route` is the 2xx's Record-Route, top (callee side) first (RFC 3261 §16.6 item 4:
     each proxy pushes its entry on top). `down_uri`/`down_route` are the Request-URI and top
     Route of the INVITE as this proxy forwarded it, `up_uri` where the INVITE came from:
-    the fallbacks when a side sent no Contact.
+    the fallbacks when a side sent no Contact. Read-only by convention; a plain class, not a
+    dataclass, because one is made per call and the compiled build runs a written
+    `__init__` natively (a dataclass's generated one is interpreted).
     """
 
-    caller_target: str | None
-    callee_target: str | None
-    record_route: tuple[str, ...]
-    down_uri: URI
-    down_route: str | None
-    up_uri: str | None
+    __slots__ = (
+        "callee_target", "caller_target", "down_route", "down_uri", "record_route", "up_uri",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        caller_target: str | None,
+        callee_target: str | None,
+        record_route: tuple[str, ...],
+        down_uri: URI,
+        down_route: str | None,
+        up_uri: str | None,
+    ) -> None:
+        self.caller_target = caller_target
+        self.callee_target = callee_target
+        self.record_route = record_route
+        self.down_uri = down_uri
+        self.down_route = down_route
+        self.up_uri = up_uri
+
+    def __repr__(self) -> str:
+        return (
+            f"DialogPath(caller_target={self.caller_target!r}, "
+            f"callee_target={self.callee_target!r}, record_route={self.record_route!r}, "
+            f"down_uri={self.down_uri!r}, down_route={self.down_route!r}, up_uri={self.up_uri!r})"
+        )
 
 
 def path_of(
@@ -122,12 +142,14 @@ def reroute(
         request.headers.add("Route", r)
 
 
-@dataclass(slots=True)
 class _Entry:
-    path: DialogPath
-    caller_tag: str
-    callee_tag: str
-    expires: float
+    __slots__ = ("callee_tag", "caller_tag", "expires", "path")
+
+    def __init__(self, path: DialogPath, caller_tag: str, callee_tag: str, expires: float) -> None:
+        self.path = path
+        self.caller_tag = caller_tag
+        self.callee_tag = callee_tag
+        self.expires = expires
 
 
 DialogKey = tuple[str, str, str]  # Call-ID, From tag, To tag of a request inside the dialog

@@ -32,7 +32,6 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from ng911.elements.contexts import OnFailure, OnResponse
@@ -60,16 +59,35 @@ __all__ = ["Branch", "Proxy", "ProxyCall", "Target"]
 DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 
 
-@dataclass(frozen=True, slots=True)
 class Target:
-    """Where one branch goes: a new Request-URI and/or a Route pushed on top."""
+    """Where one branch goes: a new Request-URI and/or a Route pushed on top. Read-only by
+    convention; a plain class like `Branch` (one or more per call)."""
 
-    request_uri: URI | None = None
-    route: URI | None = None  # pushed as `Route: <uri;lr>` (loose routing)
-    timeout: float | None = None  # "no answer" timer of this branch
-    timer_until: str = "provisional"  # the timer stops at the first "provisional" or "final"
-    label: str = ""  # what the log calls this branch (PSAP URI, taker AOR...)
-    reason: str = ""
+    __slots__ = ("label", "reason", "request_uri", "route", "timeout", "timer_until")
+
+    def __init__(
+        self,
+        request_uri: URI | None = None,
+        route: URI | None = None,  # pushed as `Route: <uri;lr>` (loose routing)
+        timeout: float | None = None,  # "no answer" timer of this branch
+        # the timer stops at the first "provisional" or "final"
+        timer_until: str = "provisional",
+        label: str = "",  # what the log calls this branch (PSAP URI, taker AOR...)
+        reason: str = "",
+    ) -> None:
+        self.request_uri = request_uri
+        self.route = route
+        self.timeout = timeout
+        self.timer_until = timer_until
+        self.label = label
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return (
+            f"Target(request_uri={self.request_uri!r}, route={self.route!r}, "
+            f"timeout={self.timeout!r}, timer_until={self.timer_until!r}, "
+            f"label={self.label!r}, reason={self.reason!r})"
+        )
 
 
 class Branch:
