@@ -13,6 +13,8 @@ import aiohttp
 from ng911.i3log.events import CallSignalingMessageLogEvent, rfc3339
 from ng911.i3log.jws import Signer
 from ng911.i3log.sender import LogSender, endpoint
+from ng911.i3log.server import LoggingServer, serve_logging
+from ng911.i3log.store import Query, SqliteStore
 from ng911.pki.testpki import ElementSpec, build_test_pki
 
 
@@ -103,3 +105,36 @@ async def test_mapper_errors_are_counted_and_nothing_else_breaks(logger, signer)
     await sender.close(drain=10)
     assert sender.unmapped == 1 and sender.sent == 1
     json.dumps(sender.stats())
+
+
+class _SlowFirstWrite(SqliteStore):
+    """A logger's disk that stalls once (a loaded host): the first batch is written only
+    after the sender has given up waiting for its answer."""
+
+    stall = 0.6
+
+    async def _write_rows(self, rows: list[list[object]]) -> None:
+        if self.stall:
+            stall, self.stall = self.stall, 0.0
+            await asyncio.sleep(stall)
+        await super()._write_rows(rows)
+
+
+async def test_a_post_retried_after_a_lost_answer_is_stored_once(verifier, signer, tmp_path):
+    """The sender times out (0.2 s) on a POST the logger does store (0.6 s later) and sends
+    it again: at-least-once delivery must not mean a LogEvent twice in the log. (Failed
+    before the ids were named by the JWS: a run's logger held 721 LogEvents for 698 sent.)"""
+    store = await _SlowFirstWrite(str(tmp_path / "log.sqlite")).open()
+    running = await serve_logging(LoggingServer(store, verifier))
+    try:
+        sender = LogSender(running.url, signer, timeout=0.2, backoff=0.8, retries=3)
+        for i in range(3):
+            sender.submit(_ev(i))
+        await sender.close(drain=20)
+        assert sender.sent == 3 and sender.retried >= 1 and sender.failed == 0, sender.stats()
+        rows, total = await store.query(Query(call_id_sip="call-0", limit=10))
+        assert total == 3, [r.id for r in rows]
+        assert len({r.jws for r in rows}) == 3
+    finally:
+        await running.close()
+        await store.close()

@@ -22,7 +22,8 @@ the element log; it never has a call wait for its log). So:
   `failed` and the next one is tried. Delivery is at least once: besides these retries, the
   HTTP client repeats a POST (a pipelined batch) once at once when a reused keep-alive
   connection was closed before any byte of its (first) answer (the logger's idle close
-  racing it, RFC 9112 §9.3.1); a repeated LogEvent carries the same `logEventId`. A 4xx
+  racing it, RFC 9112 §9.3.1). A repeat is the same signed bytes, which the logger
+  stores once and answers with the same logEventId (`store.event_id_for`). A 4xx
   is the logger refusing that event (bad signature, bad LogEvent): counted `refused`, never
   retried.
 - `close()` gives the queue `drain` seconds to empty, then cancels the task.

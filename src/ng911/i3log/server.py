@@ -6,7 +6,9 @@ The interface is NENA-STA-010.3 §4.12's (NENA's loggingservice.yaml):
   signature and the signer's x5c chain are verified, the payload checked as a LogEvent
   (`events.parse_payload`), the JWS stored as received. 201 with `{"id": ID, "logEventId":
   ID}` and `Location: /LogEvents/ID` (i3's own answer is the bare logEventId; the object
-  carries it under both names). A refusal is HTTP 400 with an i3-style JSON body
+  carries it under both names). The id is named by the JWS text (`store.event_id_for`):
+  a POST repeated byte for byte (a sender's retry after an answer it never got) is stored
+  once and answered with the same id. A refusal is HTTP 400 with an i3-style JSON body
   `{"code", "reason", "detail"}`, `code` being i3's status (434 Signature Verification
   Failure, 438 Unacceptable Algorithm, 460 Bad LogEvent); a body beyond `max_body` is 413
   (code 461 LogEvent too big). i3 lists those codes as HTTP statuses; we answer 400/413 so

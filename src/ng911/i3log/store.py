@@ -2,7 +2,8 @@
 
 Each row is the JWS exactly as received (i3 §4.12: a retrieval returns the signed LogEvent,
 so anyone can re-verify it) plus the members queries need, as indexed columns: id (the
-logEventId we assign, a UUID), logEventType, timestamp (text as sent, and epoch seconds for
+logEventId we assign, a UUID named by the JWS text, so that a repeated POST is stored
+once: `event_id_for`), logEventType, timestamp (text as sent, and epoch seconds for
 range queries), elementId, agencyId, callId, incidentId, callIdSip.
 
 One interface (`LogStore`), two implementations with the same SQL (placeholders differ):
@@ -46,6 +47,19 @@ _COLUMNS = (
     "call_id", "incident_id", "call_id_sip", "received", "jws",
 )  # fmt: skip
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
+_ID_NAMESPACE = uuid.UUID("5f0c8a52-3b1e-4f7e-9a53-9c1d11e0e911")  # ng911's LogEvent ids
+
+
+def event_id_for(jws: str) -> str:
+    """The logEventId of a LogEvent stored as `jws`: a name-based UUID of its signed text.
+
+    Delivery is at least once (a sender repeats a POST whose answer it never got: a
+    timeout, a keep-alive connection closed under it), and a repeat is the same bytes. So
+    the same text gets the same id, the insert of a repeat does nothing, and the repeat is
+    answered with the id the first POST got: the store holds each LogEvent once. Two texts
+    alike are one statement: ES256 signatures are randomised, and under RS256 only the
+    same payload (same members, same millisecond) signs alike."""
+    return uuid.uuid5(_ID_NAMESPACE, jws).hex
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +207,7 @@ class _SqlStore:
         ]
 
     def insert(self, event: IndexedEvent, jws: str) -> tuple[str, list[Any]]:
-        event_id = uuid.uuid4().hex
+        event_id = event_id_for(jws)
         row = [
             event_id, event.log_event_type, event.timestamp, event.ts, event.element_id,
             event.agency_id, event.call_id, event.incident_id, event.call_id_sip, time.time(), jws,
@@ -202,7 +216,10 @@ class _SqlStore:
 
     def insert_sql(self) -> str:
         marks = ", ".join([self.ph] * len(_COLUMNS))
-        return f"INSERT INTO {self.table} ({', '.join(_COLUMNS)}) VALUES ({marks})"
+        return (
+            f"INSERT INTO {self.table} ({', '.join(_COLUMNS)}) VALUES ({marks}) "
+            "ON CONFLICT (id) DO NOTHING"
+        )
 
     def select_one(self) -> str:
         return f"SELECT {', '.join(_COLUMNS)} FROM {self.table} WHERE id = {self.ph}"
