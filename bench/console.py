@@ -23,7 +23,10 @@ RFC 6076 Session Request Delay) recorded, and the chain process's CPU (getrusage
 round. Per condition: the
 median setup delay and its difference to `none` with a 95 % bootstrap confidence interval
 (calls resampled with replacement, seeded), CPU µs per call (and its difference to `none`),
-the frames the viewers lost (from the console's /api/stats, read by the agent).
+the frames the viewers lost (from the console's /api/stats, read by the agent), and the
+round-paired differences (`round_diffs_ms`: each round's median with the viewer − that same
+round's median without; a round's conditions run back to back, so a load spike on the host
+moves one round, while a slowdown the viewer causes shows in every round).
 
     .venv/bin/python bench/console.py [--quick] [--scenario S] [--rounds R] [--calls N]
         [--viewer-size Q] [--linger S] [--seed K]
@@ -225,6 +228,8 @@ def summarize(raw: dict[str, dict[str, Any]], seed: int) -> dict[str, dict[str, 
         if cond != "none" and d and base["delays_ms"]:
             diff, lo, hi = median_diff_ci(d, base["delays_ms"], rng)
             row |= {"diff_ms": round(diff, 3), "ci_ms": [round(lo, 3), round(hi, 3)]}
+            pairs = zip(r.get("round_medians", []), base.get("round_medians", []), strict=False)
+            row["round_diffs_ms"] = [round(m - m0, 3) for m, m0 in pairs]
         out[cond] = row
     return out
 
@@ -310,6 +315,7 @@ async def measure(
             "sent": 0,
             "writes": 0,
             "viewers_seen": [],
+            "round_medians": [],
         }
         for c in conditions
     }
@@ -346,6 +352,8 @@ async def measure(
                 else:
                     raw[cond]["failed"] += 1
             raw[cond]["cpu_s"] += cpu() - c0
+            if rec_delays[-calls:]:
+                raw[cond]["round_medians"].append(statistics.median(rec_delays[-calls:]))
             word, after = await _command(proc, "stop")
             assert word == "stopped", word
             for key, stat in (
