@@ -288,9 +288,10 @@ class SipTransportLayer:
 
     def udp_backlog(self) -> int:
         """How far behind the kernel's queue this element is: over our UDP sockets, the
-        largest of each one's fewest datagrams found waiting at one wake-up since the last
-        call (`UdpEndpoint.take_backlog`). A burst drained at once reads 1; a queue that
-        never emptied, its depth."""
+        largest of each one's fewest datagrams read at a wake-up that left more queued,
+        since the last call (`UdpEndpoint.take_backlog`). A socket whose queue some wake-up
+        emptied reads 0, however many datagrams each wake-up drained; a queue that never
+        emptied, at least a read's cap."""
         eps = [lst.udp for lst in self._listeners if lst.udp is not None]
         return max(
             (ep.take_backlog() for ep in (*eps, self._udp_requests, self._udp_client) if ep),
