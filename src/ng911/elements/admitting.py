@@ -61,9 +61,11 @@ class Gate:
         if self._lag_timer is None:  # stopped
             return
         self._lag_timer.cancel()
-        loop = self.element.loop
-        nxt = loop.time() + self.element.config.overload.sample_interval
-        self._lag_timer = loop.call_at(nxt, self._sample_lag, nxt)
+        self._arm(self.element.loop.time() + self.element.config.overload.sample_interval)
+
+    def _arm(self, at: float) -> None:
+        """The next lag sample at loop time `at` (its lag is how late it runs after `at`)."""
+        self._lag_timer = self.element.loop.call_at(at, self._sample_lag, at)
 
     def admit(self, req: Request, source: Source) -> bool:
         """Overload control and per-source limits before a new request costs a transaction;
@@ -149,7 +151,7 @@ class Gate:
         else:
             self._resting = True
             nxt = now + config.idle_sample_interval
-        self._lag_timer = el.loop.call_at(nxt, self._sample_lag, nxt)
+        self._arm(nxt)
 
 
 def check_peer(expected: str, source: Source) -> None:
