@@ -63,7 +63,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +128,9 @@ class Step:
     passed: bool = False
     why: str = ""
     lost_cpu_us_per_call: float | None = None  # the ESRP's LoST server (its own process)
+    # failed calls by SIPp's cause (`failure_kinds`): "unexpected message" is an error answer
+    # (ng911's overload control refusing with 503), "max UDP retrans" a request never answered
+    failed_by: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -428,6 +431,7 @@ def run_sipp_step(
     step.ok = stat_count(s, ok) + stat_count(ps, ok)
     step.failed = stat_count(s, failed) + stat_count(ps, failed)
     step.retransmissions = stat_count(s, retrans) + stat_count(ps, retrans)
+    step.failed_by = failure_kinds([r for r in (s, ps) if r])
     step.achieved_cps = round(completion_rate(rows, calls), 1)
     delays = setup_delays(trace)
     _finish(step, delays)
@@ -442,6 +446,27 @@ def run_sipp_step(
     return step
 
 
+_WORD = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")  # CamelCase → words
+
+
+def failure_kinds(rows: Sequence[Mapping[str, str]]) -> dict[str, int]:
+    """Failed calls by cause, summed over the last `-trace_stat` rows of the step's SIPp
+    instances: `Failed...(C)` counters other than the total, named in words
+    (`FailedUnexpectedMessage(C)` → "unexpected message"). A proxy that sheds load fails
+    calls by refusing them, one that falls behind by not answering: the step says which."""
+    out: dict[str, int] = {}
+    for row in rows:
+        for key in row:
+            if not (key.startswith("Failed") and key.endswith("(C)")) or key == "FailedCall(C)":
+                continue
+            n = stat_count(row, key)
+            if n:
+                words = _WORD.sub(" ", key[len("Failed") : -len("(C)")])
+                name = words.lower().replace("udp", "UDP").replace("tcp", "TCP")
+                out[name] = out.get(name, 0) + n
+    return out
+
+
 def _finish(step: Step, delays: list[float]) -> None:
     step.samples = len(delays)
     p50, p99 = percentile(delays, 50), percentile(delays, 99)
@@ -451,6 +476,9 @@ def _finish(step: Step, delays: list[float]) -> None:
     step.cpu_us_per_call = round(step.cpu_s / max(1, step.ok) * 1e6, 1)
     if step.failed:
         step.why = f"{step.failed} failed calls"
+        if step.failed_by:
+            kinds = sorted(step.failed_by.items(), key=lambda kv: -kv[1])
+            step.why += " (" + ", ".join(f"{n} {k}" for k, n in kinds) + ")"
     elif done < step.calls:
         step.why = f"{step.calls - done} calls unfinished"
     elif p99 is None:

@@ -1,0 +1,42 @@
+"""`bench/load.py` says why a step failed: SIPp's per-cause counters, in words."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load_bench() -> ModuleType:
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_load", REPO / "bench" / "load.py")
+        assert spec and spec.loader
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["bench_load"] = mod  # dataclasses look their module up there
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+
+
+def test_failed_calls_are_told_apart_by_cause() -> None:
+    load = load_bench()
+    main = {
+        "FailedCall(C)": "416",
+        "FailedUnexpectedMessage(C)": "400",
+        "FailedMaxUDPRetrans(C)": "16",
+        "FailedTcpClosed(C)": "0",
+        "SuccessfulCall(C)": "9",
+    }
+    probe = {"FailedCall(C)": "2", "FailedUnexpectedMessage(C)": "2"}
+    kinds = load.failure_kinds([main, probe])
+    assert kinds == {"unexpected message": 402, "max UDP retrans": 16}
+    step = load.Step("ng911", "udp", 750, calls=2310, ok=1892, failed=418, failed_by=kinds)
+    load._finish(step, [0.002] * 100)
+    assert not step.passed
+    assert step.why == "418 failed calls (402 unexpected message, 16 max UDP retrans)"
+    assert load.failure_kinds([{}]) == {}
