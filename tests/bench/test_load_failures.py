@@ -40,3 +40,37 @@ def test_failed_calls_are_told_apart_by_cause() -> None:
     assert not step.passed
     assert step.why == "418 failed calls (402 unexpected message, 16 max UDP retrans)"
     assert load.failure_kinds([{}]) == {}
+
+
+def test_settle_waits_for_the_proxy_to_go_idle_and_no_longer_than_its_bound() -> None:
+    load = load_bench()
+
+    class Busy:
+        """A proxy's CPU seconds: busy for `busy_windows` windows, then idle."""
+
+        def __init__(self, busy_windows: int) -> None:
+            self.cpu = 0.0
+            self.busy = busy_windows
+
+        def cpu_seconds(self) -> float:
+            return self.cpu
+
+    clock = [0.0]
+
+    def make_sleep(t: Busy):  # type: ignore[no-untyped-def]
+        def sleep(dt: float) -> None:
+            clock[0] += dt
+            if t.busy:
+                t.busy -= 1
+                t.cpu += 0.4 * dt  # 40 % of a core
+            else:
+                t.cpu += 0.01 * dt
+
+        return sleep
+
+    t = Busy(4)
+    waited = load.settle(t, sleep=make_sleep(t), clock=lambda: clock[0])
+    assert waited == 2.5  # four busy windows, then the first idle one
+    clock[0] = 0.0
+    forever = Busy(10**6)
+    assert load.settle(forever, sleep=make_sleep(forever), clock=lambda: clock[0], limit=3) == 3
