@@ -13,26 +13,11 @@ round's spike alone once put the interval's low end at +3.3 ms against a 2.1 ms 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_bench() -> ModuleType:
-    path = REPO / "bench" / "console.py"
-    spec = importlib.util.spec_from_file_location("bench_console", path)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_console"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+from bench_scripts import load_bench
 
 
 async def test_a_stalled_or_slow_viewer_does_not_slow_the_calls() -> None:
-    bench = load_bench()
+    bench = load_bench("console")
     result = await bench.measure(
         rounds=3, calls=50, viewer_size=64, conditions=("none", "stalled", "slow"), seed=15
     )

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load_goals() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_goals", REPO / "bench" / "goals.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from bench_scripts import load_bench
 
 
 def test_ratio_goals_judge_the_ratio_and_costs_judge_downwards() -> None:
-    g = load_goals()
+    g = load_bench("goals")
     rate = g.goal_row("proxy UDP", 750, "cps", 0.6, peer="Kamailio", peer_value=2250)
     assert rate["met"] is False and abs(rate["ratio"] - 1 / 3) < 1e-9
     cpu = g.goal_row("CPU", 600, "µs", 1.3, peer="Kamailio", peer_value=500, lower_is_better=True)
@@ -35,7 +25,7 @@ def test_ratio_goals_judge_the_ratio_and_costs_judge_downwards() -> None:
 
 
 def test_readme_block_is_rewritten_and_nothing_else(tmp_path: Path) -> None:
-    g = load_goals()
+    g = load_bench("goals")
     results = tmp_path / "results"
     results.mkdir()
     row = g.goal_row("LoST point", 5000, "req/s", 0.8, peer="HTTP floor", peer_value=6000)

@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load_bench() -> ModuleType:
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_load", REPO / "bench" / "load.py")
-        assert spec and spec.loader
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["bench_load"] = mod  # dataclasses look their module up there
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(REPO / "bench"))
+from bench_scripts import load_bench
 
 
 def test_failed_calls_are_told_apart_by_cause() -> None:
-    load = load_bench()
+    load = load_bench("load")
     main = {
         "FailedCall(C)": "416",
         "FailedUnexpectedMessage(C)": "400",
@@ -43,7 +25,7 @@ def test_failed_calls_are_told_apart_by_cause() -> None:
 
 
 def test_settle_waits_for_the_proxy_to_go_idle_and_no_longer_than_its_bound() -> None:
-    load = load_bench()
+    load = load_bench("load")
 
     class Busy:
         """A proxy's CPU seconds: busy for `busy_windows` windows, then idle."""
