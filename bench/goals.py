@@ -10,7 +10,9 @@ script gathers them into the table the README shows:
     .venv/bin/python bench/goals.py --readme   # and rewrite the README's copy of it
 
 The README's table sits between `<!-- goals:begin -->` and `<!-- goals:end -->`; nothing
-else of the README is touched.
+else of the README is touched. Under it, a line per bench says when it ran, which build, and
+its `yardstick_ns` (`rig.yardstick_ns`: how fast the machine ran the interpreter then), by
+which a row without a peer (an absolute goal) is read across days.
 """
 
 from __future__ import annotations
@@ -116,8 +118,10 @@ def gather(results: Path = RESULTS) -> tuple[list[dict[str, Any]], list[str]]:
         got = data.get("goals") or []
         rows.extend(got)
         build = f", {data['build']} build" if data.get("build") else ""
+        speed = data.get("yardstick_ns")
+        pace = f", yardstick {speed:.0f} ns" if isinstance(speed, (int, float)) else ""
         script = f"bench/{name.split('-')[0]}.py" + (" --ab" if name.endswith("-ab") else "")
-        sources.append(f"`{script}`: {data.get('date', '?')}{build}, {len(got)} goals")
+        sources.append(f"`{script}`: {data.get('date', '?')}{build}{pace}, {len(got)} goals")
     return rows, sources
 
 

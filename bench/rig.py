@@ -13,7 +13,8 @@ generators). What it holds:
 - `/proc` readers (`ng911.interop.procs`): resident memory (`rss_mb`), CPU time of every
   thread (`cpu_seconds`, from the scheduler's own account, ANCHORS.md), kernel drops of a
   UDP port (`udp_drops`);
-- `percentile`, `best_rate` (a micro-bench's best of N), `write_result` (bench/results/);
+- `percentile`, `best_rate` (a micro-bench's best of N), `write_result` (bench/results/,
+  with `yardstick_ns`: how fast the machine was);
 - `in_private_netns`: re-run a command in a network namespace of its own with only `lo`
   up, so traffic the run provokes can never leave the machine (hostile input may name any
   address as a next hop).
@@ -81,9 +82,31 @@ def best_rate(fn: Callable[[], object], n: int, repeats: int = 5) -> float:
     return n / best
 
 
+YARDSTICK_STEPS = 200_000
+
+
+def yardstick_ns(rounds: int = 5) -> float:
+    """Nanoseconds per step of a fixed pure-Python loop, the best of `rounds` (~0.1 s in
+    all): how fast this machine ran the interpreter when a result was written.
+
+    Why: these shared machines change speed from one day to the next by 2-3x (Kamailio's
+    own CPU per UDP call measured 255 µs one week, 704-1,420 µs on one later day). A ratio
+    against a peer of the same run survives that; an absolute figure (the chain's calls per
+    second, `validate()`'s messages per second) does not, and is read beside this."""
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        acc = 0
+        for i in range(YARDSTICK_STEPS):
+            acc = (acc + i * 7) % 1_000_003
+        best = min(best, time.perf_counter() - t0)
+    return best / YARDSTICK_STEPS * 1e9
+
+
 def write_result(name: str, out: Mapping[str, Any], path: Path | None = None) -> Path:
     """Write `out` as bench/results/NAME.json (or `path`) and say so, with the interpreter,
-    the machine and the time it ran on (unless `out` names them itself)."""
+    the machine, how fast it was then (`yardstick_ns`) and the time it ran on (unless
+    `out` names them itself)."""
     path = path or RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     from ng911 import compiled
@@ -94,9 +117,10 @@ def write_result(name: str, out: Mapping[str, Any], path: Path | None = None) ->
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "yardstick_ns": round(yardstick_ns(), 1),
     }
     path.write_text(json.dumps({**about, **out}, indent=2) + "\n")
-    print(f"wrote {path}")
+    print(f"wrote {path} (machine yardstick {about['yardstick_ns']:.0f} ns)")
     return path
 
 

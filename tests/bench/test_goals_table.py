@@ -40,3 +40,20 @@ def test_readme_block_is_rewritten_and_nothing_else(tmp_path: Path) -> None:
     assert "| LoST point | 5,000 req/s | HTTP floor 6,000 | 0.83 | ≥ 0.8 | yes |" in text
     readme.write_text("no block\n")
     assert not g.rewrite_readme(["x"], readme)
+
+
+def test_each_source_line_says_how_fast_the_machine_was(tmp_path: Path) -> None:
+    """An absolute goal (the chain's cps) is read beside the machine's yardstick of its run;
+    a result written before the yardstick existed still gives its line, without one."""
+    g = load_bench("goals")
+    rig = load_bench("rig")
+    results = tmp_path / "results"
+    row = g.goal_row("chain", 300, "cps", 500)
+    rig.write_result("chain", {"goals": [row]}, results / "chain.json")
+    (results / "lost.json").write_text(json.dumps({"date": "D", "goals": []}))
+    written = json.loads((results / "chain.json").read_text())
+    assert 0 < written["yardstick_ns"] < 10_000
+    _, sources = g.gather(results)
+    chain = next(s for s in sources if s.startswith("`bench/chain.py`"))
+    assert f", yardstick {written['yardstick_ns']:.0f} ns, 1 goals" in chain
+    assert "`bench/lost.py`: D, 0 goals" in sources
