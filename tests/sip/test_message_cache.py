@@ -83,6 +83,24 @@ def test_unknown_slots_are_dropped_on_any_edit():
     assert "mine" not in CACHE_SLOTS
 
 
+def test_a_foreign_slot_is_dropped_by_any_edit_after_each_time_it_is_set():
+    """`_edited` drops slots outside CACHE_SLOTS by a flag: set by `cached` and `remember`,
+    carried by a copy, and set again when the slot comes back after an edit."""
+    msg = parsed()
+    frm = msg.from_addr
+    msg.headers.remember("mine", 1)
+    cp = msg.copy()
+    msg.headers.set("Max-Forwards", "69")
+    assert msg.headers.cached("mine", lambda: 2) == 2  # dropped, computed again
+    assert msg.from_addr is frm  # a slot of another header survives
+    msg.headers.add("Subject", "x")
+    assert msg.headers.cached("mine", lambda: 3) == 3  # the second edit drops it again
+    cp.headers.prepend("Via", "SIP/2.0/UDP p.example;branch=z9hG4bKq")
+    assert cp.headers.cached("mine", lambda: 4) == 4  # the copy's flag came along
+    assert cp.from_addr is frm and cp.top_via.branch == "z9hG4bKq"
+    same_views(cp, reparsed(cp))
+
+
 def test_remove_drops_slots_only_when_something_was_removed():
     msg = parsed()
     top = msg.top_via
