@@ -84,8 +84,8 @@ def test_unknown_slots_are_dropped_on_any_edit():
 
 
 def test_a_foreign_slot_is_dropped_by_any_edit_after_each_time_it_is_set():
-    """`_edited` drops slots outside CACHE_SLOTS by a flag: set by `cached` and `remember`,
-    carried by a copy, and set again when the slot comes back after an edit."""
+    """A slot outside CACHE_SLOTS, seeded by `remember` or computed by `cached`, is dropped
+    by every edit of any header, in a copy too, while the slots of other headers stay."""
     msg = parsed()
     frm = msg.from_addr
     msg.headers.remember("mine", 1)

@@ -616,14 +616,15 @@ def _child(chain: ProcessChain, host: Host, bundle: Path, lab: NetnsLab | None) 
     argv = [*_python(), "run", "--bundle", str(bundle), "--ready"]
     if host.role != "caller":  # the caller's stdin is its control channel: EOF ends it too
         argv.append("--stop-with-parent")
-    if host.role not in HTTP_ROLES and opts.record_events:
-        argv += ["--events", str(events)]
-        if chain.live:  # watched live: written in smaller, more frequent steps
-            argv += ["--events-interval", repr(LIVE_INTERVAL)]
-    if host.role not in HTTP_ROLES and opts.element_logs is None:
-        # no per-event log on stderr: the event file (or nothing) is the record; with
-        # events off too, that log was ~12 % of the process chain's CPU per call
-        argv.append("--quiet")
+    if host.role not in HTTP_ROLES:
+        if opts.record_events:
+            argv += ["--events", str(events)]
+            if chain.live:  # watched live: written in smaller, more frequent steps
+                argv += ["--events-interval", repr(LIVE_INTERVAL)]
+        if opts.element_logs is None:
+            # no per-event log on stderr: the event file (or nothing) is the record; with
+            # events off too, that log was ~12 % of the process chain's CPU per call
+            argv.append("--quiet")
     if host.role == "caller":
         argv.append("--control")
         if opts.reconnect_after is not None:
