@@ -11,7 +11,7 @@ from sip_strategies import sip_uris
 
 from ng911.sip.errors import SipParseError
 from ng911.sip.headers import CSeq, Via
-from ng911.sip.message import REASONS, Headers, Request, Response, make_response
+from ng911.sip.message import REASONS, Headers, Request, Response, header_key, make_response
 from ng911.sip.parse import parse_message
 from ng911.sip.samples import emergency_invite, ok_with_sdp, ringing
 from ng911.sip.uri import URN, SipURI, parse_uri
@@ -361,6 +361,51 @@ def test_remove_first_pops_in_get_all_order(fields):
         popped.append(v)
         assert len(popped) <= len(expected)
     assert popped == expected and "Route" not in h and h.get("To") == "x"
+
+
+_NAME = st.sampled_from(["Via", "v", "Route", "X-Tag", "x-tag", "Contact", "m", "Subject"])
+_VALUE = st.text(alphabet=string.ascii_letters + string.digits + ";=<>:@.", max_size=12)
+_EDIT = st.tuples(
+    st.sampled_from(["add", "prepend", "set", "remove", "remove_first", "replace_first"]),
+    _NAME,
+    _VALUE,
+)
+
+
+@given(st.lists(st.tuples(_NAME, _VALUE), max_size=6), st.lists(_EDIT, max_size=12))
+def test_header_edits_agree_with_a_list_of_fields(start, edits):
+    """Headers keep their fields flat (three strings each); every edit gives what the same
+    edit on a plain list of (key, name, value) fields gives (values without commas)."""
+    h = Headers(start)
+    model = [(*header_key(n), v) for n, v in start]
+    for op, name, value in edits:
+        key, out = header_key(name)
+        at = next((i for i, f in enumerate(model) if f[0] == key), -1)
+        if op == "add":
+            h.add(name, value)
+            model.append((key, out, value))
+        elif op == "prepend":
+            h.prepend(name, value)
+            model.insert(max(at, 0), (key, out, value))
+        elif op == "set":
+            h.set(name, value)
+            rest = [f for f in model if f[0] != key]
+            field = (key, out, value)
+            model = [*rest[:at], field, *rest[at:]] if at >= 0 else [*model, field]
+        elif op == "remove":
+            assert h.remove(name) == sum(f[0] == key for f in model)
+            model = [f for f in model if f[0] != key]
+        elif op == "remove_first":
+            assert h.remove_first(name) == (model[at][2] if at >= 0 else None)
+            if at >= 0:
+                del model[at]
+        else:
+            assert h.replace_first(name, value) is (at >= 0)
+            if at >= 0:
+                model[at] = (key, model[at][1], value)
+        assert h.fields() == model
+        assert list(h) == [(o, v) for _, o, v in model] and len(h) == len(model)
+        assert all(type(x) is str for x in h._items)  # no tuple per field held
 
 
 def test_parsing_is_lazy():

@@ -119,8 +119,8 @@ def _parse_head(head: bytes, max_uri: int) -> _Head:
                 out.framing_error = True
                 return out
 
-    # --- header fields: (key, output name, raw value) ---
-    items: list[tuple[str, str, str]] = []
+    # --- header fields: (key, output name, raw value), flat (Headers._items) ---
+    items: list[str] = []
     names = _NAMES
     for line in lines[1:]:
         if not line:
@@ -130,14 +130,15 @@ def _parse_head(head: bytes, max_uri: int) -> _Head:
             if not items:
                 err = err or SipParseError("continuation line before any header", 400)
                 continue
-            k, o, v = items[-1]
+            v = items[-1]
             cont = line.strip()
-            items[-1] = (k, o, f"{v} {cont}" if v else cont)
+            items[-1] = f"{v} {cont}" if v else cont
             continue
-        name, colon, value = line.partition(":")
-        if not colon:
+        colon = line.find(":")
+        if colon < 0:
             err = err or SipParseError(f"header line without a colon: {line[:80]!r}", 400)
             continue
+        name = line[:colon]
         hit = names.get(name)
         if hit is None:
             name = name.strip()
@@ -147,13 +148,17 @@ def _parse_head(head: bytes, max_uri: int) -> _Head:
                     err = err or SipParseError(f"bad header name: {name[:80]!r}", 400)
                     continue
                 hit = (name.lower(), name)
-        items.append((hit[0], hit[1], value.strip()))
+        items.append(hit[0])
+        items.append(hit[1])
+        items.append(line[colon + 1 :].strip())
     headers = Headers._from_parsed(items)
 
     # --- the values framing and answering need ---
     have: dict[str, str] = {}
     cl_values: list[str] = []
-    for k, _, v in items:
+    for i in range(0, len(items), 3):
+        k = items[i]
+        v = items[i + 2]
         if k == "content-length":
             cl_values.append(v)
         elif k not in have:
