@@ -133,7 +133,9 @@ class Headers:
     @classmethod
     def _from_parsed(cls, items: list[str]) -> Headers:
         """From a flat list of (key, output name, value) triples, taken as it is."""
-        h = cls()  # not `cls.__new__(cls)`: a mypyc-compiled class has no `__new__` to call
+        # Headers() by name, not cls(): mypyc calls a class it can name natively, a `cls` by
+        # the generic call protocol (and a compiled class has no `__new__` to call)
+        h = Headers()
         h._items = items
         return h
 

@@ -644,16 +644,22 @@ def client_transaction(
     request: Request, *, reliable: bool, timers: TimerConfig | None = None
 ) -> ClientTransaction:
     """A new client transaction for `request` (which must carry its top Via with a branch)."""
-    cls = InviteClientTransaction if request.method == "INVITE" else NonInviteClientTransaction
-    return cls(request, reliable=reliable, timers=timers or TimerConfig())
+    # each class named in its own call: a call through a variable holding the class is a
+    # generic Python call whose keywords __init__ parses by name, under mypyc too
+    if request.method == "INVITE":
+        return InviteClientTransaction(request, reliable=reliable, timers=timers or TimerConfig())
+    return NonInviteClientTransaction(request, reliable=reliable, timers=timers or TimerConfig())
 
 
 def server_transaction(
     request: Request, *, reliable: bool, timers: TimerConfig | None = None
 ) -> ServerTransaction:
     """A new server transaction for a received `request` (not an ACK)."""
-    cls = InviteServerTransaction if request.method == "INVITE" else NonInviteServerTransaction
-    return cls(request, reliable=reliable, timers=timers or TimerConfig())
+    # each class named in its own call: a call through a variable holding the class is a
+    # generic Python call whose keywords __init__ parses by name, under mypyc too
+    if request.method == "INVITE":
+        return InviteServerTransaction(request, reliable=reliable, timers=timers or TimerConfig())
+    return NonInviteServerTransaction(request, reliable=reliable, timers=timers or TimerConfig())
 
 
 # --------------------------------------------------------------------------------------------
