@@ -1,5 +1,6 @@
 """The two builds of the hot paths (ng911.compiled): which one runs, and that a stale or
-unwanted compiled group is set aside for the pure one, all its modules together.
+unwanted compiled group is set aside for the pure one, all its modules together, with every
+group that links to it.
 
 Each case runs a fresh interpreter (the choice is made once, when `ng911` is imported).
 The compiled cases need `make compile` to have run (as `make test` does); on a pure tree
@@ -68,11 +69,25 @@ def _copy_tree(tmp_path: Path) -> Path:
     return tmp_path / "ng911"
 
 
+LINKED_PROBE = (
+    "import ng911.compiled as c, ng911.sip.message as m, ng911.elements.runtime as r, "
+    "ng911.net.transport as t, ng911.lost.engine as e\n"
+    "print(*(x.__file__.rsplit('.', 1)[-1] for x in (m, r, t, e)))\n"
+    "from ng911.elements.vsp import VspProxy\n"
+    "from ng911.elements.config import VspConfig\n"
+    "from ng911.sip import parse, samples\n"
+    "msg = parse.parse_message(samples.emergency_invite())\n"
+    "assert isinstance(msg, m.Request)\n"
+    "print(type(VspProxy(VspConfig(name='v', esrp='sip:127.0.0.1:5070'))).__name__)"
+)
+
+
 @needs_compiled
 def test_a_stale_build_runs_pure_all_together(tmp_path: Path) -> None:
     """A `.py` edited after `make compile`: its extension is old code, so its whole group
     runs pure (a compiled `parse` beside a pure `message` would make two Request classes),
-    and stderr says why; the other group stays compiled."""
+    and stderr says why. The elements and the transports link to the SIP core natively: they
+    run pure with it; the LoST group links to nothing and stays compiled."""
     pkg = _copy_tree(tmp_path)
     later = time.time() + 10
     os.utime(pkg / "sip" / "uri.py", (later, later))
@@ -80,6 +95,43 @@ def test_a_stale_build_runs_pure_all_together(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["mixed", "py", "so"]
     assert "older than their source (ng911.sip.uri)" in out.stderr
+    assert "ng911.elements__mypyc, ng911.net__mypyc" in out.stderr
+    out = run(tmp_path, code=LINKED_PROBE)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["py", "py", "py", "so", "VspProxy"]
+
+
+@needs_compiled
+def test_a_stale_transport_sets_aside_the_elements_not_the_core(tmp_path: Path) -> None:
+    """The elements link to the transports, the transports to the SIP core: an edited
+    transport module sets aside its group and the elements; the core stays compiled."""
+    pkg = _copy_tree(tmp_path)
+    later = time.time() + 10
+    os.utime(pkg / "net" / "udp.py", (later, later))
+    out = run(tmp_path, code=LINKED_PROBE)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["so", "py", "py", "so", "VspProxy"]
+    assert "(ng911.net.udp)" in out.stderr
+
+
+@needs_compiled
+def test_a_linked_group_never_built_sets_its_users_aside(tmp_path: Path) -> None:
+    """The SIP core's library gone (never built here): the groups that call it natively
+    cannot load; they run pure, and stderr names the missing group."""
+    pkg = _copy_tree(tmp_path)
+    for name in ("sip__mypyc", *(f"sip/{m.rsplit('.', 1)[-1]}" for m in compiled.GROUPS[
+            "ng911.sip__mypyc"])):  # fmt: skip
+        for f in pkg.glob(f"{name}.*so"):
+            f.unlink()
+    out = run(tmp_path, code=LINKED_PROBE)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["py", "py", "py", "so", "VspProxy"]
+    assert "a group they link to is not built (ng911.sip__mypyc)" in out.stderr
+
+
+def test_links_name_only_groups() -> None:
+    assert set(compiled.LINKS) == set(compiled.GROUPS)
+    assert all(set(links) <= set(compiled.GROUPS) for links in compiled.LINKS.values())
 
 
 @needs_compiled

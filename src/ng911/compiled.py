@@ -10,17 +10,20 @@ works.
 Four groups: the sans-I/O SIP core (`ng911.sip__mypyc`), the LoST server's point path
 (`ng911.lost__mypyc`), the elements' hot path (`ng911.elements__mypyc`: the runtime, the
 proxies and their per-request policy) and the transports' per-message path
-(`ng911.net__mypyc`: UDP, TCP/TLS streams, the transport layer, their events). A
-group's modules call each other natively, so a group is used all together or not at all (a
-pure `message` beside a compiled `parse` would make two `Request` classes); the groups call
-each other, if at all, as Python modules, so each is chosen on its
-own. `choose()`, run when `ng911` is first imported, keeps a group pure when
+(`ng911.net__mypyc`: UDP, TCP/TLS streams, the transport layer, their events). One mypyc run
+builds them all, each its own library, and a group calls the groups it uses (`LINKS`)
+natively: the elements read a Request's fields and call the transaction layer as C, not
+through Python's attribute lookup. So a group runs compiled only beside the compiled build
+of every group it links to (a compiled `elements` beside a pure `sip` would make two
+`Request` classes), and a group's own modules run all together or not at all. `choose()`,
+run when `ng911` is first imported, keeps a group pure when
 
 - `NG911_PURE` is set (not empty, not `0`): every group, the pure build from a compiled tree,
   as CI's second run and the benchmarks' A/B use it; child processes inherit it;
 - any `.py` of the group is newer than its extension module, or a module of a group built at
   all has none (edited since `make compile`): the stale extension would silently run old
-  code, so the pure group runs instead, with one line on stderr saying so.
+  code, so the pure group runs instead, with one line on stderr saying so;
+- a group it links to runs pure (for either reason above, or was never built).
 
 `build()` says which build this process runs (`compiled`, `pure`, or `mixed` when only some
 groups run compiled), for `ng911 --version` and the benchmarks' JSON.
@@ -88,6 +91,14 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 #: Every compiled module, all groups.
 MODULES: tuple[str, ...] = tuple(m for mods in GROUPS.values() for m in mods)
+# the groups whose library each group's compiled code calls natively (scripts/compile.py
+# checks this against what mypyc generated): a group runs pure when one of these does
+LINKS: dict[str, tuple[str, ...]] = {
+    "ng911.sip__mypyc": (),
+    "ng911.lost__mypyc": (),
+    "ng911.elements__mypyc": ("ng911.sip__mypyc", "ng911.net__mypyc"),
+    "ng911.net__mypyc": ("ng911.sip__mypyc",),
+}
 #: The SIP core's group (the first).
 GROUP = "ng911.sip__mypyc"
 PURE_ENV = "NG911_PURE"
@@ -148,9 +159,33 @@ class _PureFinder:
         return importlib.util.spec_from_file_location(fullname, source_path(fullname))
 
 
+def _built(group: str) -> bool:
+    return any(extension_paths(m) for m in (*GROUPS[group], group))
+
+
+def pure_groups() -> tuple[list[str], list[str]]:
+    """The groups that must run pure on this tree, and the stale modules that are why: a
+    stale group, and every group that links (`LINKS`) to one running pure or never built."""
+    stale = stale_modules()
+    pure = {g for g in GROUPS if stale_modules(g)}
+    missing = {g for g in GROUPS if not _built(g)}
+    grew = True
+    while grew:  # links of links: elements -> net -> sip
+        grew = False
+        for group, links in LINKS.items():
+            if (
+                group not in pure
+                and group not in missing
+                and any(d in pure or d in missing for d in links)
+            ):
+                pure.add(group)
+                grew = True
+    return [g for g in GROUPS if g in pure], stale
+
+
 def choose() -> None:
     """Use the pure build of every group when asked (`NG911_PURE`), and of each group whose
-    compiled modules are stale."""
+    compiled modules are stale or which links to a group running pure."""
     global _pure_reason
     if any(m in sys.modules for m in MODULES) or _pure_reason is not None:
         return  # too late to choose, or chosen already
@@ -158,16 +193,19 @@ def choose() -> None:
         _pure_reason = f"{PURE_ENV} is set"
         pure = frozenset(MODULES)
     else:
-        stale = stale_modules()
-        if not stale:
+        groups, stale = pure_groups()
+        if not groups:
             return
-        pure = frozenset(
-            m for name, mods in GROUPS.items() if stale_modules(name) for m in mods
-        )
-        _pure_reason = "the compiled modules are older than their source"
+        pure = frozenset(m for name in groups for m in GROUPS[name])
+        if stale:
+            _pure_reason = "the compiled modules are older than their source"
+            detail = ", ".join(stale)
+        else:
+            _pure_reason = "a group they link to is not built"
+            detail = ", ".join(g for g in GROUPS if not _built(g))
         print(
-            f"ng911: {_pure_reason} ({', '.join(stale)}): running pure Python "
-            "(`make compile` rebuilds them, `make pure` removes them)",
+            f"ng911: {_pure_reason} ({detail}): running pure Python for "
+            f"{', '.join(groups)} (`make compile` rebuilds them, `make pure` removes them)",
             file=sys.stderr,
         )
     sys.meta_path.insert(0, _PureFinder(pure))
@@ -203,12 +241,14 @@ def describe() -> str:
 __all__ = [
     "GROUP",
     "GROUPS",
+    "LINKS",
     "MODULES",
     "PURE_ENV",
     "build",
     "choose",
     "describe",
     "extension_paths",
+    "pure_groups",
     "source_path",
     "stale_modules",
 ]

@@ -108,6 +108,16 @@ def test_with_and_without_params():
     assert u.with_params(phone_context="x").param("phone-context") == "x"
 
 
+def test_with_param_map_is_with_params():
+    via = parse_via("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-1;rport")
+    for kw in ({}, {"received": "198.51.100.4"}, {"rport": "4000", "received": "198.51.100.4"},
+               {"lr": None, "phone_context": "x"}):  # fmt: skip
+        assert via.with_param_map(dict(kw)) == via.with_params(**kw)
+        assert str(via.with_param_map(dict(kw))) == str(via.with_params(**kw))
+    uri = sip("sip:esrp.example.net")
+    assert uri.with_param_map({"lr": None}) == uri.with_params(lr=None)
+
+
 @pytest.mark.parametrize(
     "a,b",
     [

@@ -726,7 +726,7 @@ class SipTransportLayer:
             params["rport"] = str(remote.port)
             params["received"] = src_host
         if params:
-            new = via.with_params(**params)
+            new = via.with_param_map(params)
             msg.headers.replace_first("Via", str(new))
             msg.headers.remember("top_via", new)  # written from it: no need to parse it back
         if conn is not None:

@@ -171,6 +171,12 @@ class Parameterised(Value):
         """Set or replace parameters (`None` makes a flag: `with_params(lr=None)`)."""
         return self._with_params(_set_params(self.params, kw))
 
+    def with_param_map(self, kw: dict[str, str | None]) -> Self:
+        """`with_params` from a dict: what the transport stamps on every request's Via.
+        Compiled code calls a `**kw` method through Python's keyword call (the arguments
+        packed, then parsed by name); a dict argument is a plain C call."""
+        return self._with_params(_set_params(self.params, kw))
+
     def without_params(self, *names: str) -> Self:
         drop = {n.lower() for n in names}
         return self._with_params(tuple(p for p in self.params if p[0] not in drop))
