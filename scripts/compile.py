@@ -102,6 +102,26 @@ def build(jobs: int) -> None:
         os.chdir(here)
 
 
+def build_fresh_if_needed(jobs: int) -> None:
+    """`build`, and once more from scratch when an incremental build fails: mypyc 1.x's
+    incremental mode with linked groups (`separate=`) can fail on its own cache after an
+    edit to a group others link to (ValueError in `emit_undefined_attr_check`), where a
+    build from an empty cache succeeds."""
+    try:
+        build(jobs)
+    except (Exception, SystemExit) as e:
+        if not (BUILD / "mypy-cache").exists():
+            raise
+        print(
+            f"compile: the incremental build failed ({type(e).__name__}: {e}); "
+            "building from scratch",
+            file=sys.stderr,
+            flush=True,
+        )
+        shutil.rmtree(BUILD, ignore_errors=True)
+        build(jobs)
+
+
 def check_links() -> None:
     """What each group's generated C imports natively must be what `ng911.compiled.LINKS`
     says: the pure fallback sets a group aside with the groups it links to, from that table."""
@@ -148,7 +168,7 @@ def main() -> int:
     groups = ", ".join(compiled.GROUPS)
     print(f"compile: mypyc {len(compiled.MODULES)} modules ({groups}) ...", flush=True)
     try:
-        build(args.jobs)
+        build_fresh_if_needed(args.jobs)
         check_links()
         for f in built_files():  # setuptools keeps the old time of a shim it did not rebuild:
             os.utime(f)  # all are newer than the sources now (ng911.compiled.stale_modules)

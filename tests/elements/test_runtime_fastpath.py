@@ -226,3 +226,17 @@ async def test_gc_freezer_freezes_until_stopped():
         gc.unfreeze()
     await asyncio.sleep(0.05)
     assert gc.get_freeze_count() == 0
+
+
+def test_is_own_follows_listeners_added_after_a_first_answer():
+    """is_own keeps its names and ports between calls: a listener bound later (start()
+    appends one per configured listener) is still ours, and nothing else becomes ours."""
+    vsp = VspProxy(VspConfig(name="vsp", fqdn="proxy.vsp.example", esrp="sip:192.0.2.9"))
+    assert vsp.is_own(parse_uri("sip:proxy.vsp.example"))
+    assert not vsp.is_own(parse_uri("sip:127.0.0.1:5070;lr"))
+    vsp.addresses.append(Address("udp", "127.0.0.1", 5070))
+    assert vsp.is_own(parse_uri("sip:127.0.0.1:5070;lr"))
+    assert vsp.is_own(parse_uri("sip:PROXY.vsp.example:5070"))
+    assert not vsp.is_own(parse_uri("sip:127.0.0.1:5071;lr"))
+    assert not vsp.is_own(parse_uri("sip:192.0.2.9"))
+    assert not vsp.is_own(parse_uri("tel:+12125550123"))
