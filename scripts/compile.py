@@ -48,14 +48,25 @@ CHECK = (
 
 
 def built_files() -> list[Path]:
-    """Every extension module of the groups on disk, and their shared libraries."""
-    files: list[Path] = []
-    for name in (*compiled.MODULES, *compiled.GROUPS):  # any ABI suffix, not only this one's
-        base = Path(compiled.source_path(name)).with_suffix("")
-        files += sorted(base.parent.glob(f"{base.name}.*so")) + sorted(
-            base.parent.glob(f"{base.name}.*pyd")
-        )
-    return files
+    """Every extension module under src/ng911 (any ABI suffix, not only this one's): the
+    groups' modules and libraries, and those of a module since taken out of a group, which
+    would otherwise shadow its `.py` for good (the project has no other extension modules)."""
+    pkg = SRC / "ng911"
+    return sorted(
+        f
+        for pattern in ("*.so", "*.pyd")
+        for f in pkg.rglob(pattern)
+        if "__pycache__" not in f.parts
+    )
+
+
+def strays() -> list[Path]:
+    """Extension modules of modules no group holds (taken out of one since): Python's
+    importer would keep preferring them to the `.py`, old code run with no notice."""
+    wanted = {
+        Path(compiled.source_path(n)).with_suffix("") for n in (*compiled.MODULES, *compiled.GROUPS)
+    }
+    return [f for f in built_files() if f.parent / f.name.split(".", 1)[0] not in wanted]
 
 
 def clean() -> None:
@@ -134,10 +145,11 @@ def check_links() -> None:
         text = c_file.read_text(encoding="utf-8", errors="replace")
         found = set(re.findall(r'PyImport_ImportModuleLevel\("(ng911\.\w+__mypyc)"', text))
         found.discard(group)
-        if found != set(compiled.LINKS[group]):
+        said = set(compiled.LINKS.get(group, ()))
+        if found != said:
             raise RuntimeError(
                 f"{group} links to {sorted(found)}, ng911.compiled.LINKS says "
-                f"{sorted(compiled.LINKS[group])}: update LINKS"
+                f"{sorted(said)}: update LINKS"
             )
 
 
@@ -168,6 +180,9 @@ def main() -> int:
     groups = ", ".join(compiled.GROUPS)
     print(f"compile: mypyc {len(compiled.MODULES)} modules ({groups}) ...", flush=True)
     try:
+        for f in strays():
+            print(f"compile: removing {f.relative_to(REPO)} (its module is in no group)")
+            f.unlink()
         build_fresh_if_needed(args.jobs)
         check_links()
         for f in built_files():  # setuptools keeps the old time of a shim it did not rebuild:
