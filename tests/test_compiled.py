@@ -169,3 +169,37 @@ def test_a_group_never_built_is_pure_without_a_notice(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["mixed", "so", "py"]
     assert out.stderr == ""
+
+
+def _compile_script():  # scripts/compile.py, loaded as a module (it is not a package's)
+    import importlib.util
+
+    path = SRC.parent / "scripts" / "compile.py"
+    spec = importlib.util.spec_from_file_location("ng911_compile_script", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    before = os.environ.get(compiled.PURE_ENV)
+    try:
+        spec.loader.exec_module(mod)  # it sets NG911_PURE for its own process: undo that
+    finally:
+        if before is None:
+            os.environ.pop(compiled.PURE_ENV, None)
+        else:
+            os.environ[compiled.PURE_ENV] = before
+    return mod
+
+
+def test_an_extension_module_of_no_group_is_a_stray() -> None:
+    """A module taken out of a group leaves its extension module behind, which Python's
+    importer would keep preferring to the `.py`: `make compile` removes it (a stray)."""
+    before = os.environ.get(compiled.PURE_ENV)
+    script = _compile_script()
+    assert os.environ.get(compiled.PURE_ENV) == before  # the suite's build is left alone
+    stray = SRC / "ng911" / "location" / "zz_no_such_module.cpython-311-x86_64-linux-gnu.so"
+    stray.write_bytes(b"")  # a name nothing imports
+    try:
+        assert stray in script.built_files()
+        assert script.strays() == [stray]
+    finally:
+        stray.unlink()
+    assert script.strays() == []
