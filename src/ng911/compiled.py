@@ -163,12 +163,14 @@ def _built(group: str) -> bool:
     return any(extension_paths(m) for m in (*GROUPS[group], group))
 
 
-def pure_groups() -> tuple[list[str], list[str]]:
-    """The groups that must run pure on this tree, and the stale modules that are why: a
-    stale group, and every group that links (`LINKS`) to one running pure or never built."""
-    stale = stale_modules()
-    pure = {g for g in GROUPS if stale_modules(g)}
-    missing = {g for g in GROUPS if not _built(g)}
+def pure_groups() -> tuple[list[str], list[str], list[str]]:
+    """The groups that must run pure on this tree, the stale modules and the groups never
+    built that are why: a stale group, and every group that links (`LINKS`) to one running
+    pure or never built. (Run at every `import ng911`: each group's files are looked at once.)"""
+    stale_of = {g: stale_modules(g) for g in GROUPS}
+    stale = [m for mods in stale_of.values() for m in mods]
+    pure = {g for g, mods in stale_of.items() if mods}
+    missing = {g for g in GROUPS if g not in pure and not _built(g)}
     grew = True
     while grew:  # links of links: elements -> net -> sip
         grew = False
@@ -180,7 +182,7 @@ def pure_groups() -> tuple[list[str], list[str]]:
             ):
                 pure.add(group)
                 grew = True
-    return [g for g in GROUPS if g in pure], stale
+    return [g for g in GROUPS if g in pure], stale, [g for g in GROUPS if g in missing]
 
 
 def choose() -> None:
@@ -193,7 +195,7 @@ def choose() -> None:
         _pure_reason = f"{PURE_ENV} is set"
         pure = frozenset(MODULES)
     else:
-        groups, stale = pure_groups()
+        groups, stale, missing = pure_groups()
         if not groups:
             return
         pure = frozenset(m for name in groups for m in GROUPS[name])
@@ -202,7 +204,7 @@ def choose() -> None:
             detail = ", ".join(stale)
         else:
             _pure_reason = "a group they link to is not built"
-            detail = ", ".join(g for g in GROUPS if not _built(g))
+            detail = ", ".join(missing)
         print(
             f"ng911: {_pure_reason} ({detail}): running pure Python for "
             f"{', '.join(groups)} (`make compile` rebuilds them, `make pure` removes them)",

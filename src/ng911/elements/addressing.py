@@ -83,10 +83,7 @@ class Addressing:
         self.worker: WorkerRole | None = None  # set before start() in a worker process
         self.via_udp: Address | None = None  # a worker's own UDP port (its Via sent-by)
         self._located: dict[URI, tuple[Address, str | None]] = {}
-        # is_own's names (fqdn and listener hosts), listener hosts and ports, and what they
-        # were computed from (addresses grow in start(); the fqdn is set once): a proxy asks
-        # for every Route and Request-URI, and building the sets each time was 3 % of a call
-        self._own: OwnNames | None = None
+        self._own: OwnNames | None = None  # is_own's sets, kept between calls (OwnNames)
 
     def local(self, transport: str) -> Address:
         """Our listener for `transport` (else the first one) — for Via, Contact, Record-Route."""

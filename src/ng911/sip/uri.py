@@ -169,7 +169,7 @@ class Parameterised(Value):
 
     def with_params(self, **kw: str | None) -> Self:
         """Set or replace parameters (`None` makes a flag: `with_params(lr=None)`)."""
-        return self._with_params(_set_params(self.params, kw))
+        return self.with_param_map(kw)
 
     def with_param_map(self, kw: dict[str, str | None]) -> Self:
         """`with_params` from a dict: what the transport stamps on every request's Via.
