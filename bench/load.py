@@ -131,6 +131,10 @@ class Step:
     # failed calls by SIPp's cause (`failure_kinds`): "unexpected message" is an error answer
     # (ng911's overload control refusing with 503), "max UDP retrans" a request never answered
     failed_by: dict[str, int] = field(default_factory=dict)
+    # ng911: what its overload control logged during the step (`overload`, `shedding`,
+    # `overload_end` with the signal, lag and backlog that tripped it), so a step failed by
+    # 503s says whether the loop lagged or the socket queued (first few only)
+    overload: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -369,6 +373,37 @@ class Ng911Target(Target):
     def lost_cpu_seconds(self) -> float:
         return self.els[0].cpu_seconds() if len(self.els) > 1 else 0.0
 
+    def log_mark(self) -> int:
+        """Where the proxy's stderr ends now (`overload_events` reads from there)."""
+        try:
+            return self.els[-1].stderr_path.stat().st_size if self.els else 0
+        except OSError:
+            return 0
+
+    def overload_events(self, mark: int, keep: int = 6) -> list[dict[str, Any]]:
+        """The overload control's records the proxy wrote to stderr since `mark` (it runs
+        `--quiet`: those are the warnings it still writes), the first `keep` of them."""
+        if not self.els:
+            return []
+        try:
+            with self.els[-1].stderr_path.open("rb") as f:
+                f.seek(mark)
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return []
+        out: list[dict[str, Any]] = []
+        for line in text.splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and rec.get("what") in ("overload", "overload_end", "shedding"):
+                rec.pop("element", None)
+                out.append(rec)
+                if len(out) >= keep:
+                    break
+        return out
+
     def stop(self) -> None:
         if self.els:
             self.rss_mb = self.els[-1].rss_mb()
@@ -552,10 +587,17 @@ def _fmt_step(s: Step) -> str:
     p99 = f"{s.p99_ms:.2f}" if s.p99_ms is not None else "-"
     p50 = f"{s.p50_ms:.2f}" if s.p50_ms is not None else "-"
     verdict = "ok" if s.passed else f"FAIL ({s.why})"
+    first = next((e for e in s.overload if e.get("what") == "overload"), None)
+    shed = (
+        f"  [overload on {first.get('signal') or '?'}: lag {first.get('lag_ms')} ms, "
+        f"backlog {first.get('backlog')}]"
+        if first
+        else ""
+    )
     return (
         f"  {s.proxy:<18} {s.transport:<4} {s.rate:>5} cps: {s.ok:>6}/{s.calls:<6} ok, "
         f"retrans {s.retransmissions:>4}, setup p50 {p50:>6} ms p99 {p99:>7} ms, "
-        f"cpu {s.cpu_us_per_call:>7.1f} us/call  {verdict}"
+        f"cpu {s.cpu_us_per_call:>7.1f} us/call  {verdict}{shed}"
     )
 
 
@@ -733,9 +775,16 @@ def run_ladder(
         port = target.start(transport, callee.port, workdir)
 
         def step(rate: int) -> Step:
+            mark = target.log_mark() if isinstance(target, Ng911Target) else 0
             if isinstance(callee, Callee):  # TLS: SIPp here has none
-                return run_tls_step(target, port, callee, rate, seconds, pki_dir)
-            return run_sipp_step(target, port, callee, transport, rate, seconds, workdir, scenario)
+                st = run_tls_step(target, port, callee, rate, seconds, pki_dir)
+            else:
+                st = run_sipp_step(
+                    target, port, callee, transport, rate, seconds, workdir, scenario
+                )
+            if isinstance(target, Ng911Target):
+                st.overload = target.overload_events(mark)
+            return st
 
         lad = ladder(target, transport, rates, step, log, bisect)
     finally:

@@ -129,9 +129,9 @@ class Gate:
         el = self.element
         now = el.loop.time()
         live = el.transactions
-        backlog = el.transport.udp_backlog()
-        for what, fields in self.admission.sample(now - expected, backlog, live, now):
-            el.log(what, **fields)
+        backlog, wait = el.transport.udp_backlog()
+        for what, fields in self.admission.sample(now - expected, backlog, live, now, wait):
+            el.log.notice(what, **fields)  # an operator sees these even under --quiet
             if what in ("overload", "overload_end"):
                 el.load_changed()  # ElementState / ServiceState Overloaded (i3 state)
         self._table_high = max(self._table_high, live)

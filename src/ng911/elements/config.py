@@ -299,7 +299,9 @@ class OverloadConfig(_Plain):
 
     enabled: bool = True
     lag_target: float = 0.05
-    backlog_target: int = 32  # UDP datagrams still queued at every wake-up of a sample
+    # UDP datagrams still queued at every wake-up of a sample: judged only where the socket
+    # gives no arrival stamp; elsewhere the wait of that queue's head is, against lag_target
+    backlog_target: int = 32
     sample_interval: float = 0.02
     # no request arrived since the last sample and nothing is shed: sample this seldom (the
     # next request brings the sampler back to `sample_interval` at once)

@@ -53,19 +53,18 @@ class EventLog:
             or log.isEnabledFor(logging.INFO)
         )
 
+    def notice(self, what: str, **fields: Any) -> None:
+        """An event an operator must see even under `--quiet` (overload begins, sheds, ends):
+        logged as any other, and when it would go nowhere visible (no stream), to stderr
+        through the `ng911.elements` logger at WARNING, the level `--quiet` keeps."""
+        self(what, **fields)
+        if self.stream is None and not log.isEnabledFor(logging.INFO):
+            log.warning(json.dumps(self._record(what, None, fields), default=str))
+
     def __call__(self, what: str, *, call_id: str | None = None, **fields: Any) -> None:
         if not self.enabled:
             return
-        rec: dict[str, Any] = {"ts": round(time.time(), 6), "element": self.element}
-        if call_id is not None:
-            rec["call_id"] = call_id
-        rec["what"] = what
-        for k, v in fields.items():
-            # peer-supplied text (first lines, reasons, URIs) is bounded and escaped; the
-            # common case, short printable text, costs one C-level check
-            if isinstance(v, str) and (len(v) > MAX_FIELD or not v.isprintable()):
-                v = clean(v)
-            rec[k] = v
+        rec = self._record(what, call_id, fields)
         if self.keep:
             self.records.append(rec)
             if len(self.records) > self.keep:
@@ -82,6 +81,19 @@ class EventLog:
             self.stream.write(line + "\n")
             self.stream.flush()
         log.info(line)
+
+    def _record(self, what: str, call_id: str | None, fields: dict[str, Any]) -> dict[str, Any]:
+        rec: dict[str, Any] = {"ts": round(time.time(), 6), "element": self.element}
+        if call_id is not None:
+            rec["call_id"] = call_id
+        rec["what"] = what
+        for k, v in fields.items():
+            # peer-supplied text (first lines, reasons, URIs) is bounded and escaped; the
+            # common case, short printable text, costs one C-level check
+            if isinstance(v, str) and (len(v) > MAX_FIELD or not v.isprintable()):
+                v = clean(v)
+            rec[k] = v
+        return rec
 
     def find(self, what: str, **match: Any) -> list[dict[str, Any]]:
         return [

@@ -18,9 +18,12 @@ The rules (DESIGN.md, "An element under stress"):
   event loop's lag raises `p` by `step_up` while the lag is above `lag_target` and lowers it
   by `step_down` once it is below half of it (additive increase, additive decrease: it backs
   off within ~0.2 s and recovers within ~1 s, without flapping). The same goes for the UDP
-  backlog: more than `backlog_target` datagrams queued at every wake-up of a sample (the
-  queue never emptied, unlike a burst read at once) means requests
-  wait in the kernel longer than the loop's own lag shows (`ng911.net.udp`). A refused request gets
+  backlog, which the loop's own lag does not show: a queue that never emptied at any
+  wake-up of a sample (unlike a burst read at once) whose head had waited more than
+  `lag_target` in the kernel (`ng911.net.udp` reads the arrival stamp). What counts is the
+  wait, as for the lag: a proxy near its capacity keeps ~100 datagrams queued, a few ms of
+  waiting. Only where the socket gives no stamp does a count stand in for it (more than
+  `backlog_target` datagrams). A refused request gets
   `503 Service Unavailable` with `Retry-After` (RFC 3261 §21.5.4), answered statelessly, and
   RFC 7339's `oc` parameters when the client's Via says it supports them.
 - **Bounded state.** Above `max_transactions` transactions, or `max_held_mb` of request text
@@ -109,6 +112,7 @@ class LoadController:
         self.shed = 0.0  # fraction of new normal requests refused
         self.lag = 0.0  # last lag sample, seconds
         self.backlog = 0  # last backlog sample, datagrams
+        self.queue_wait: float | None = 0.0  # last sample's UDP queue wait, s (None: unknown)
         self._over_run = 0  # consecutive samples over target
         self.seq = 0  # RFC 7339 oc-seq: bumped on every change of `shed`
         self.refused = 0
@@ -118,27 +122,41 @@ class LoadController:
     def overloaded(self) -> bool:
         return self.shed > 0.0
 
-    def sample(self, lag: float, backlog: int = 0) -> bool:
-        """One sample: how late a periodic timer ran (`lag`, s) and the fewest datagrams found
-        queued at a wake-up since the last sample (`backlog`). Shedding rises only when `confirm`
-        samples in a row are over (`confirm`: one late timer is a pause, not an overload; a
-        test machine's hiccups should not refuse anyone's REGISTER). True when
-        the state changed between overloaded and not (the element logs it)."""
+    def sample(self, lag: float, backlog: int = 0, queue_wait: float | None = None) -> bool:
+        """One sample: how late a periodic timer ran (`lag`, s), the fewest datagrams found
+        still queued after a wake-up since the last sample (`backlog`), and how long the
+        head of that queue had waited (`queue_wait`, s; None: not measured, the count is
+        judged instead). Shedding rises only when `confirm` samples in a row are over
+        (`confirm`: one late timer is a pause, not an overload; a test machine's hiccups
+        should not refuse anyone's REGISTER). True when the state changed between
+        overloaded and not (the element logs it)."""
         self.lag = lag
         self.backlog = backlog
+        self.queue_wait = queue_wait
         before = self.overloaded
         old = self.shed
-        over = lag > self.lag_target or backlog > self.backlog_target
+        over = bool(self.signal())
+        delay = max(lag, queue_wait or 0.0)
         self._over_run = self._over_run + 1 if over else 0
         if self._over_run >= self.confirm:
             self.shed = min(self.max_shed, self.shed + self.step_up)
-        elif not over and lag < self.lag_target / 2 and self.shed > 0.0:
+        elif not over and delay < self.lag_target / 2 and self.shed > 0.0:
             self.shed = max(0.0, self.shed - self.step_down)
             if self.shed < 1e-9:
                 self.shed = 0.0
         if self.shed != old:
             self.seq += 1
         return before != self.overloaded
+
+    def signal(self) -> str:
+        """Which signal the last sample was over on ("lag", "backlog", both, or "")."""
+        over = []
+        if self.lag > self.lag_target:
+            over.append("lag")
+        wait = self.queue_wait
+        if wait > self.lag_target if wait is not None else self.backlog > self.backlog_target:
+            over.append("backlog")
+        return "+".join(over)
 
     def admit(
         self, priority: Priority, transactions: int, draw: float, held_bytes: int = 0
@@ -161,6 +179,10 @@ class LoadController:
             self.refused += 1
             return Decision(False, f"overload, shedding {self.shed:.0%}", self.retry_after)
         return ADMIT
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
 
 
 def overload_via_params(shed: float, seq: int, validity_ms: int = 500) -> dict[str, str | None]:
@@ -323,18 +345,27 @@ class Admission:
         the same second."""
         return retry_after + int(self._random() * (retry_after // 2 + 1))
 
-    def sample(self, lag: float, backlog: int, transactions: int, now: float) -> list[LogRecord]:
+    def sample(
+        self,
+        lag: float,
+        backlog: int,
+        transactions: int,
+        now: float,
+        queue_wait: float | None = None,
+    ) -> list[LogRecord]:
         """Feed the controller one sample; the log records to write: a state change, and at
         most one `shedding` summary a second (never a line per refused request)."""
         ctl = self.controller
         out: list[LogRecord] = []
-        if ctl.sample(max(0.0, lag), backlog):
+        if ctl.sample(max(0.0, lag), backlog, queue_wait):
             out.append(
                 (
                     "overload" if ctl.overloaded else "overload_end",
                     {
+                        "signal": ctl.signal(),
                         "lag_ms": round(ctl.lag * 1000, 1),
                         "backlog": ctl.backlog,
+                        "queue_wait_ms": _ms(ctl.queue_wait),
                         "shed": round(ctl.shed, 2),
                         "transactions": transactions,
                     },
@@ -351,6 +382,8 @@ class Admission:
                         "source_limited": self.sources.limited - limited,
                         "shed": round(ctl.shed, 2),
                         "lag_ms": round(ctl.lag * 1000, 1),
+                        "backlog": ctl.backlog,
+                        "queue_wait_ms": _ms(ctl.queue_wait),
                         "transactions": transactions,
                     },
                 )

@@ -286,17 +286,26 @@ class SipTransportLayer:
             total += self._udp_requests.kernel_drops() or 0
         return total
 
-    def udp_backlog(self) -> int:
-        """How far behind the kernel's queue this element is: over our UDP sockets, the
-        largest of each one's fewest datagrams read at a wake-up that left more queued,
-        since the last call (`UdpEndpoint.take_backlog`). A socket whose queue some wake-up
-        emptied reads 0, however many datagrams each wake-up drained; a queue that never
-        emptied, at least a read's cap."""
+    def udp_backlog(self) -> tuple[int, float | None]:
+        """How far behind the kernel's queue this element is, since the last call, over our
+        UDP sockets (`UdpEndpoint.take_backlog`): the largest of each one's fewest datagrams
+        read at a wake-up that left more queued, and the longest of the least times the
+        head of such a queue had waited (s; None when a backlogged socket gave no stamp).
+        A socket whose queue some wake-up emptied reads (0, 0.0), however many datagrams
+        each wake-up drained."""
         eps = [lst.udp for lst in self._listeners if lst.udp is not None]
-        return max(
-            (ep.take_backlog() for ep in (*eps, self._udp_requests, self._udp_client) if ep),
-            default=0,
-        )
+        most, longest = 0, 0.0
+        unknown = False
+        for ep in (*eps, self._udp_requests, self._udp_client):
+            if ep is None:
+                continue
+            n, wait = ep.take_backlog()
+            most = max(most, n)
+            if wait is None:
+                unknown = unknown or n > 0
+            else:
+                longest = max(longest, wait)
+        return most, (None if unknown else longest)
 
     def connections(self) -> list[dict[str, object]]:
         return [c.describe() for c in self._conns.values()]

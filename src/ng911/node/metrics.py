@@ -281,6 +281,11 @@ class ElementCollector(Collector):
         yield _gauge("ng911_overload_shed_fraction", "share of new requests refused", ctl.shed)
         yield _gauge("ng911_overload_lag_seconds", "event-loop lag, last overload sample", ctl.lag)
         yield _gauge("ng911_udp_backlog", "datagrams queued, last overload sample", ctl.backlog)
+        yield _gauge(
+            "ng911_udp_queue_wait_seconds",
+            "how long the head of a UDP queue that never emptied had waited, last sample",
+            ctl.queue_wait or 0.0,
+        )
         yield _labelled(
             CounterMetricFamily(
                 "ng911_overload_refused", "requests refused 503 by overload", labels=["priority"]
