@@ -187,20 +187,23 @@ class Callee:
 
 async def _connect(
     port: int, ctx: ssl.SSLContext, tries: int = 20
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """One TLS connection to the proxy, retried a while: Kamailio's main process accepts on
-    its TLS port before its TLS workers can take the handshake, and resets the ones that
-    come too early (seen once in a run of the 8-connection step); a step must measure the
-    proxy, not its start-up."""
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
+    """One TLS connection to the proxy, and its local port (read now: a connection the
+    proxy resets later has no address to read, and the caller's Via needs it), retried a
+    while: Kamailio's main process accepts on its TLS port before its TLS workers can take
+    the handshake, and resets the ones that come too early (seen in runs of the
+    8-connection step, once while the next connections were being made); a step must
+    measure the proxy, not its start-up."""
     for attempt in range(tries):
         try:
             reader, writer = await asyncio.open_connection(LOCAL, port, ssl=ctx)
-            if writer.is_closing() or writer.get_extra_info("sockname") is None:
+            sockname = writer.get_extra_info("sockname")
+            if writer.is_closing() or sockname is None:
                 # handshake done, then reset at once (Kamailio's TLS worker, seen under the
                 # 8-connection step): gone before a call could use it, so try again
                 writer.close()
                 raise ConnectionResetError("the proxy closed the TLS connection at once")
-            return reader, writer
+            return reader, writer, int(sockname[1])
         except (ConnectionError, ssl.SSLError, OSError):
             if attempt == tries - 1:
                 raise
@@ -221,8 +224,9 @@ async def tls_caller(
     `connections` > 1: that many TLS connections, the calls spread over them in turn (a
     proxy's workers share its port, and the kernel gives each connection to one of them)."""
     ctx = tls_context(pki_dir, "uac", server=False)
-    conns = [await _connect(proxy_port, ctx) for _ in range(connections)]
-    vias = [f"TLS {LOCAL}:{w.get_extra_info('sockname')[1]}" for _, w in conns]
+    made = [await _connect(proxy_port, ctx) for _ in range(connections)]
+    conns = [(r, w) for r, w, _ in made]
+    vias = [f"TLS {LOCAL}:{lport}" for _, _, lport in made]
     calls = max(1, int(rate * seconds))
     state: dict[str, dict[str, Any]] = {}
     delays: list[float] = []
