@@ -56,3 +56,46 @@ def test_settle_waits_for_the_proxy_to_go_idle_and_no_longer_than_its_bound() ->
     clock[0] = 0.0
     forever = Busy(10**6)
     assert load.settle(forever, sleep=make_sleep(forever), clock=lambda: clock[0], limit=3) == 3
+
+
+def test_a_peer_that_dies_in_a_step_is_restarted_once_and_the_step_run_again() -> None:
+    """Kamailio 5.6.3 aborted at the start of its 8-connection TLS ladder in 2 of 3 runs
+    (a double free in its TLS module with OpenSSL 3): the ladder measured nothing. Now the
+    peer is started again once and the step repeated; a second death ends the ladder."""
+    load = load_bench("load")
+
+    class Peer(load.Target):
+        name = "peer"
+
+        def __init__(self) -> None:
+            self.up = True
+            self.starts = 0
+
+        def alive(self) -> bool:
+            return self.up
+
+    peer = Peer()
+    outcomes = iter([False, True, True, False])  # the first step dies, then passes...
+
+    def attempt(rate: int) -> object:
+        ok = next(outcomes)
+        peer.up = ok
+        return load.Step("peer", "tls", rate, passed=ok, why="" if ok else "188 failed calls")
+
+    def restart() -> None:
+        peer.starts += 1
+        peer.up = True
+
+    restarts: list[int] = []
+    lines: list[str] = []
+    step = load.restart_once(peer, attempt, restart, restarts, lines.append)
+    lad = load.ladder(peer, "tls", [500, 1000, 1500], step, lines.append, bisect=False)
+    assert [s.rate for s in lad.steps] == [500, 1000, 1500]
+    assert [s.passed for s in lad.steps] == [True, True, False]  # the second death: not again
+    assert restarts == [500] and peer.starts == 1
+    assert "died: started again" in lines[0]
+
+    # ng911 is never restarted: its targets are alive() whatever happened, and a failed
+    # step stays failed
+    ng = load.Ng911Target()
+    assert ng.alive()
