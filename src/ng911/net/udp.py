@@ -62,7 +62,8 @@ def make_udp_socket(
 def queue_head_wait(sock: socket.socket) -> float | None:
     """How long the oldest datagram still queued on `sock` has waited (s), from the arrival
     time the kernel stamped on it (SO_TIMESTAMPNS), read with MSG_PEEK so that it stays
-    queued; None when nothing is queued or the socket gives no stamp."""
+    queued; None when nothing is queued or the socket gives no stamp. Both times are the
+    wall clock: a step of it can make one sample wrong, and shedding takes three in a row."""
     try:
         _, anc, _, _ = sock.recvmsg(1, _TS_SPACE, socket.MSG_PEEK)
     except OSError:
