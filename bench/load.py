@@ -313,6 +313,10 @@ class KamailioTarget(Target):
             self.k = None
 
 
+# what an element's overload control logs (`ng911.elements.overload.Admission.sample`)
+OVERLOAD_RECORDS = ("overload", "overload_end", "shedding")
+
+
 class Ng911Target(Target):
     """ng911's VSP (or ESRP, after its LoST server) as `ng911 run` processes."""
 
@@ -406,7 +410,7 @@ class Ng911Target(Target):
                 rec = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(rec, dict) and rec.get("what") in ("overload", "overload_end", "shedding"):
+            if isinstance(rec, dict) and rec.get("what") in OVERLOAD_RECORDS:
                 rec.pop("element", None)
                 out.append(rec)
                 if len(out) >= keep:

@@ -183,3 +183,26 @@ async def test_udp_backlog_counts_a_queue_that_never_empties_not_a_drained_burst
     waits = [w for n, w in seen if n]
     assert waits and None not in waits, seen
     assert max(waits) > 0.05, seen
+
+
+def test_queue_head_wait_reads_the_kernels_arrival_stamp_and_leaves_the_datagram():
+    """The UDP backlog signal's clock. An empty queue reads 0.0, not "unknown": a read that
+    stops at its cap may have taken the last datagram, and an unknown wait falls back to
+    counting, which would call those 95 datagrams a backlog."""
+    import time
+
+    from ng911.net.udp import make_udp_socket, queue_head_wait
+
+    sock = make_udp_socket("127.0.0.1", 0, 1 << 20)
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        assert queue_head_wait(sock) == 0.0
+        out.sendto(b"OPTIONS", sock.getsockname())
+        time.sleep(0.03)
+        wait = queue_head_wait(sock)
+        assert wait is not None and 0.025 <= wait < 5.0, wait
+        assert sock.recv(100) == b"OPTIONS"  # peeked, not taken
+        assert queue_head_wait(sock) == 0.0
+    finally:
+        sock.close()
+        out.close()

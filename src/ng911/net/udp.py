@@ -62,10 +62,13 @@ def make_udp_socket(
 def queue_head_wait(sock: socket.socket) -> float | None:
     """How long the oldest datagram still queued on `sock` has waited (s), from the arrival
     time the kernel stamped on it (SO_TIMESTAMPNS), read with MSG_PEEK so that it stays
-    queued; None when nothing is queued or the socket gives no stamp. Both times are the
-    wall clock: a step of it can make one sample wrong, and shedding takes three in a row."""
+    queued; 0.0 when nothing is queued (a read that stopped at its cap may have taken the
+    last one), None when the socket gives no stamp. Both times are the wall clock: a step
+    of it can make one sample wrong, and shedding takes three in a row."""
     try:
         _, anc, _, _ = sock.recvmsg(1, _TS_SPACE, socket.MSG_PEEK)
+    except (BlockingIOError, InterruptedError):
+        return 0.0
     except OSError:
         return None
     for level, kind, data in anc:
