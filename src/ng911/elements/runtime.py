@@ -289,19 +289,23 @@ class SipElement(Scheduler, Addressing):
         connection_id: int | None,
         ctx: Ctx | None,
     ) -> None:
-        """Send at once: over UDP straight into the socket (no coroutine: it never waits),
-        otherwise through `drive`."""
-        if dest.transport == "udp":
-            try:
-                if self.transport.send_datagram(message, dest):
-                    return
-            except (TransportError, OSError, ssl.SSLError) as exc:
-                self._send_failed(message, dest, exc, ctx)
-                return
-            except Exception as exc:  # as `drive` treats a failing send: logged, not raised
-                self.errors += 1
-                self.log("task_failed", error=f"{type(exc).__name__}: {exc}")
-                return
+        """Send at once: over UDP straight into the socket, over an open TCP/TLS connection
+        straight into it (no coroutine: neither waits); otherwise (a connection to open, a
+        write buffer to drain) through `drive`."""
+        try:
+            if dest.transport == "udp":
+                sent = self.transport.send_datagram(message, dest)
+            else:
+                sent = self.transport.send_stream(message, dest, server_name, connection_id)
+        except (TransportError, OSError, ssl.SSLError) as exc:
+            self._send_failed(message, dest, exc, ctx)
+            return
+        except Exception as exc:  # as `drive` treats a failing send: logged, not raised
+            self.errors += 1
+            self.log("task_failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        if sent:
+            return
 
         async def send() -> None:
             try:

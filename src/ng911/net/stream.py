@@ -168,6 +168,11 @@ class StreamConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._writable.set()
 
+    @property
+    def writable(self) -> bool:
+        """Below the write buffer's high-water mark: a write now need not wait."""
+        return self._writable.is_set()
+
     async def drained(self) -> None:
         """Wait until the transport's write buffer is below its low-water mark."""
         if not self._writable.is_set():

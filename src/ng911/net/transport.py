@@ -73,6 +73,11 @@ def _tally(
     responses[key] = responses.get(key, 0) + 1
 
 
+def _usable(c: StreamConnection | None) -> StreamConnection | None:
+    """`c` if it can carry a message now (open, its TLS handshake done), else None."""
+    return c if c is not None and not c.closed and c.handshake_done else None
+
+
 @dataclass
 class TransportStats:
     """Counters of one transport layer (read, never reset; `ng911 stats` shows them)."""
@@ -364,13 +369,33 @@ class SipTransportLayer:
         conn = self._find_connection(message, dest, server_name, connection_id)
         if conn is None:
             conn = await self._connect(dest, server_name)
+        self._write(conn, message, data)
+        await conn.drained()  # back-pressure: a slow peer slows its senders, not our memory
+
+    def send_stream(
+        self,
+        message: Request | Response,
+        dest: Address,
+        server_name: str | None = None,
+        connection_id: int | None = None,
+    ) -> bool:
+        """`send` over a TCP/TLS connection that is open and below its write buffer's
+        high-water mark, without a coroutine (a coroutine per message, three deep, cost
+        more than the write); False: none is, use `send` (it connects, or waits for the
+        buffer to drain). Raises what `send` raises."""
+        conn = self._find_connection(message, dest, server_name, connection_id)
+        if conn is None or not conn.writable:
+            return False
+        self._write(conn, message, self._encode(message, dest))
+        return True
+
+    def _write(self, conn: StreamConnection, message: Request | Response, data: bytes) -> None:
         wire = conn.write(data)
         self.stats.count_out(message)
         if self.observers:
             self._emit_message(
                 "out", conn.kind, conn.local, conn.remote, data, wire, message, conn.id
             )
-        await conn.drained()  # back-pressure: a slow peer slows its senders, not our memory
 
     def send_datagram(self, message: Request | Response, dest: Address) -> bool:
         """`send` to a UDP `dest` without a coroutine, when a UDP socket is open already
@@ -447,19 +472,16 @@ class SipTransportLayer:
         server_name: str | None,
         connection_id: int | None,
     ) -> StreamConnection | None:
-        def alive(c: StreamConnection | None) -> StreamConnection | None:
-            return c if c is not None and not c.closed and c.handshake_done else None
-
-        if connection_id is not None and (c := alive(self._conns.get(connection_id))):
+        if connection_id is not None and (c := _usable(self._conns.get(connection_id))):
             return c
         if isinstance(message, Response):
             # RFC 3261 §18.2.2: the connection the request arrived on
             branch = message.headers.cached("top_via_branch", lambda: _branch_of(message))
             if branch is not None:
                 cid = self._by_branch.get(branch)
-                if cid is not None and (c := alive(self._conns.get(cid))):
+                if cid is not None and (c := _usable(self._conns.get(cid))):
                     return c
-        c = alive(self._by_addr.get((dest.transport, dest.host, dest.port)))
+        c = _usable(self._by_addr.get((dest.transport, dest.host, dest.port)))
         if c is not None:
             if (
                 dest.transport == "tls"
@@ -476,7 +498,7 @@ class SipTransportLayer:
             want = self._expected_identity(server_name, dest)
             if want is not None:
                 for c2 in self._by_identity.get(want, {}).values():
-                    if alive(c2) is not None:
+                    if _usable(c2) is not None:
                         return c2
         return None
 
