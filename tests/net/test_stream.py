@@ -201,3 +201,33 @@ async def test_a_connection_leaves_from_the_address_its_layer_listens_on(make_el
     assert wild.layer.source_host(addr) is None
     assert client.layer.source_host(Address("tcp", "192.0.2.7", 5060)) is None  # not loopback
     assert client.layer.source_host(Address("tcp", "::1", 5060)) is None  # other family
+
+
+async def test_send_stream_writes_at_once_on_an_open_connection_and_defers_otherwise(
+    make_element,
+):
+    """`send_stream` is the element's coroutine-free path: it writes only on a connection
+    that is open and below its high-water mark, and says False otherwise, so that `send`
+    (which connects, or waits for the buffer to drain) keeps the cases that wait."""
+    server = make_element("server", answer=False)
+    addr = await server.layer.listen("tcp", "127.0.0.1", 0)
+    client = make_element("client", answer=False)
+    first = options(transport="TCP")
+    assert not client.layer.send_stream(first, addr)  # no connection yet: nothing sent
+    await client.layer.send(first, addr)  # connects
+    await server.next()
+    second = options(transport="TCP")
+    assert client.layer.send_stream(second, addr)  # written now, no await
+    got, _ = await server.next()
+    assert got.call_id == second.call_id
+    # a connection over its high-water mark is left to `send`, which waits for it to drain
+    conn = client.layer._find_connection(second, addr, None, None)
+    assert conn is not None and conn.writable
+    conn.pause_writing()
+    try:
+        assert not conn.writable
+        assert not client.layer.send_stream(options(transport="TCP"), addr)
+    finally:
+        conn.resume_writing()
+    assert client.layer.send_stream(options(transport="TCP"), addr)
+    await server.next()
