@@ -19,6 +19,7 @@ import pytest
 
 from ng911.cli import main
 from ng911.elements.addressing import WorkerRole
+from ng911.net.steer import owner_of
 from ng911.node.workers import decode_role, encode_role
 from ng911.sip.message import Request, make_response
 from ng911.sip.parse import parse_message
@@ -33,6 +34,7 @@ class Callee(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.via_ports: list[int] = []
         self.source_ports: list[int] = []
+        self.call_ids: list[str] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -43,6 +45,7 @@ class Callee(asyncio.DatagramProtocol):
             return
         self.via_ports.append(msg.top_via.port or 5060)
         self.source_ports.append(addr[1])
+        self.call_ids.append(msg.call_id)
         resp = make_response(msg, 200, to_tag="callee")
         assert self.transport is not None
         self.transport.sendto(resp.to_bytes(), addr)
@@ -320,3 +323,66 @@ def test_worker_commands_carry_the_loop_and_events_on():
         assert cmd[cmd.index("--events") + 1] == f"e.jsonl.w{i}"
     args.loop = None
     assert all("--loop" not in c for c in worker_commands(args, VspConfig(), 2))
+
+
+async def test_one_upstream_socket_is_spread_over_the_workers_by_call_id(tmp_path):
+    """An ESRP's upstream is a few BCF sockets: the kernel's hash by source gave every call
+    of one socket to one worker. Steered by Call-ID (ng911.net.steer), the calls of one
+    socket reach both workers, each call's messages meet in its owner (the retransmitted
+    INVITE is absorbed by its server transaction, not proxied twice), and the answer still
+    leaves from the shared port."""
+    ctr, callee = await _endpoint(Callee)
+    proc, ready = await _start(_config(tmp_path, ctr.get_extra_info("sockname")[1]))
+    shared = int(ready["addresses"][0].rsplit(":", 1)[1])
+    tr, caller = await _endpoint(Caller)
+    port = tr.get_extra_info("sockname")[1]
+    try:
+        finals: dict[str, tuple[int, int]] = {}
+        for n in range(24):
+            invite = _request("INVITE", "sip:911@vsp.example", port, n)
+            tr.sendto(invite, (LOCAL, shared))
+            tr.sendto(invite, (LOCAL, shared))  # its retransmission (RFC 3261 Timer A)
+        while len(finals) < 24:
+            data, addr = await asyncio.wait_for(caller.got.get(), 5.0)
+            resp = parse_message(data)
+            assert not isinstance(resp, Request)
+            if resp.status >= 200:
+                finals[resp.call_id] = (resp.status, addr[1])
+        assert set(finals.values()) == {(200, shared)}
+        await asyncio.sleep(0.2)
+        assert len(callee.via_ports) == 24, "a retransmission was proxied as a new INVITE"
+        assert len(set(callee.via_ports)) == 2, "one upstream socket reached one worker only"
+        # the same owner for the same Call-ID: the worker's port follows owner_of
+        owners: dict[int, set[int]] = {}
+        for call_id, via in zip(callee.call_ids, callee.via_ports, strict=True):
+            owners.setdefault(owner_of(call_id, 2), set()).add(via)
+        assert all(len(v) == 1 for v in owners.values()) and len(owners) == 2
+    finally:
+        tr.close()
+        err = await _stop(proc)
+        ctr.close()
+    assert proc.returncode == 0, err.decode()[-2000:]
+
+
+async def test_source_steering_keeps_one_upstream_socket_on_one_worker(tmp_path):
+    """`--udp-steering source`: the kernel's choice alone (no hand-over)."""
+    ctr, callee = await _endpoint(Callee)
+    cfg = _config(tmp_path, ctr.get_extra_info("sockname")[1])
+    proc, ready = await _start(cfg, "--udp-steering", "source")
+    shared = int(ready["addresses"][0].rsplit(":", 1)[1])
+    tr, caller = await _endpoint(Caller)
+    port = tr.get_extra_info("sockname")[1]
+    try:
+        for n in range(8):
+            tr.sendto(_request("INVITE", "sip:911@vsp.example", port, n), (LOCAL, shared))
+        finals = 0
+        while finals < 8:
+            data, _ = await asyncio.wait_for(caller.got.get(), 5.0)
+            resp = parse_message(data)
+            finals += not isinstance(resp, Request) and resp.status >= 200
+        assert len(set(callee.via_ports)) == 1
+    finally:
+        tr.close()
+        err = await _stop(proc)
+        ctr.close()
+    assert proc.returncode == 0, err.decode()[-2000:]

@@ -30,7 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ng911.net.address import Address, Source, is_ip_literal
 from ng911.net.admission import ListenerLimits, refusal
@@ -44,6 +44,9 @@ from ng911.pki.profile import TlsProfiles
 from ng911.sip.errors import SipParseError
 from ng911.sip.message import Request, Response
 from ng911.sip.parse import DEFAULT_MAX_SIZE
+
+if TYPE_CHECKING:
+    from ng911.net.steer import CallSteering
 
 OnMessage = Callable[[Request | Response, Source], None]
 Observer = Callable[[NetEvent], None]
@@ -180,6 +183,9 @@ class SipTransportLayer:
         self._udp_requests: UdpEndpoint | None = None  # a worker's own port (requests out)
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
+        # a worker's Call-ID steering of its shared UDP ports (ng911.net.steer), set by
+        # whoever starts the worker before it listens; None: no sibling workers, or off
+        self.steering: CallSteering | None = None
 
     # ================================================================= listening
     async def listen(
@@ -204,6 +210,9 @@ class SipTransportLayer:
             sock = make_udp_socket(host, port, self.udp_rcvbuf, reuse_port=reuse_port)
             _, ep = await loop.create_datagram_endpoint(lambda: UdpEndpoint(self, sock), sock=sock)
             self._listeners.append(_Listener(ep.local, udp=ep))
+            if reuse_port and self.steering is not None:
+                ep.steering = self.steering
+                self.steering.start(loop, self._taken_over)
             return ep.local
         if transport not in ("tcp", "tls"):
             raise TransportError(f"unknown transport {transport!r}")
@@ -929,9 +938,21 @@ class SipTransportLayer:
                 )
                 conn.close()
 
+    def _taken_over(self, port: int, data: bytes, addr: tuple[str, int]) -> None:
+        """A datagram a sibling worker read from our shared UDP `port` and handed over
+        (ng911.net.steer): handled as if read here."""
+        for lst in self._listeners:
+            ep = lst.udp
+            if ep is not None and ep.local.port == port:
+                ep._one(data, addr, False)
+                return
+        self.stats.parse_errors += 1  # no such port here: a sibling with another config
+
     async def close(self) -> None:
         """Close listeners and every connection (TLS close_notify first)."""
         self._closing = True
+        if self.steering is not None:
+            self.steering.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -25,6 +25,7 @@ from ng911.sip.parse import parse_message
 from ng911.sip.priority import Priority, priority_of
 
 if TYPE_CHECKING:
+    from ng911.net.steer import CallSteering
     from ng911.net.transport import SipTransportLayer
 
 MAX_DATAGRAM = 65507  # IPv4 UDP payload limit
@@ -148,6 +149,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         # the Source of each sender (immutable): a peer sends many datagrams, and building
         # two frozen dataclasses per datagram costs ~1 µs
         self._sources: dict[tuple[str, int], Source] = {}
+        # a worker's shared port: requests go to the worker that owns their Call-ID
+        # (ng911.net.steer); None: everything read here is handled here
+        self.steering: CallSteering | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -219,10 +223,27 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         else:
             self._batch(batch, drained)
 
-    def _one(self, data: bytes, addr: tuple[str, int]) -> None:
+    def _one(self, data: bytes, addr: tuple[str, int], steer: bool = True) -> None:
+        """Handle one datagram; `steer` False: a sibling worker handed it over (it is ours)."""
         msg = self._parse(data, addr)
-        if msg is not None:
-            self.layer._received_udp(self, msg, data, addr)
+        if msg is None:
+            return
+        if steer and self.steering is not None and self._handed_over(msg, data, addr):
+            return
+        self.layer._received_udp(self, msg, data, addr)
+
+    def _handed_over(self, msg: Request | Response, data: bytes, addr: tuple[str, int]) -> bool:
+        """True when a request belongs to another worker and went to it (or was dropped
+        because it could not: ng911.net.steer says why it is not handled here then).
+        Responses stay: they reach the worker whose own port their Via names."""
+        st = self.steering
+        if st is None or not isinstance(msg, Request):
+            return False
+        owner = st.owner(msg.headers.get("Call-ID") or "")
+        if owner == st.index:
+            return False
+        st.hand_over(owner, self.local.port, data, addr)
+        return True
 
     def _batch(self, batch: list[tuple[bytes, tuple[str, int]]], drained: bool) -> None:
         left = 0 if drained else len(batch)  # more queued behind this batch: a backlog
@@ -234,9 +255,10 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         first: list[tuple[Request | Response, bytes, tuple[str, int]]] = []
         later: list[tuple[Request | Response, bytes, tuple[str, int]]] = []
         deferred: set[str] = set()
+        steering = self.steering is not None
         for d, a in batch:
             msg = self._parse(d, a)
-            if msg is None:
+            if msg is None or (steering and self._handed_over(msg, d, a)):
                 continue
             call_id = msg.headers.get("Call-ID") or ""
             if priority_of(msg) == Priority.NORMAL:

@@ -121,6 +121,16 @@ def register(sub: Any) -> None:
         help="the event loop (default: `loop` of the table, else auto = uvloop when "
         "installed, else asyncio's); see ng911.node.loop",
     )
+    p.add_argument(
+        "--udp-steering",
+        choices=("call-id", "source"),
+        default="call-id",
+        help="with --workers: which worker handles a UDP request. call-id (default): the "
+        "worker that owns its Call-ID (one upstream socket is spread over all workers, and "
+        "every message of a call meets in one); source: the one the kernel picks by the "
+        "sender's address and port (no hand-over, but one upstream socket is one worker); "
+        "see ng911.net.steer",
+    )
     p.add_argument("--worker-role", help=argparse.SUPPRESS)  # what the parent gives a worker
     # started by a parent that holds our stdin open (the testbed's element processes): stop
     # when it reaches EOF, so a parent killed mid-run leaves no element or service running

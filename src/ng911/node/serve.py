@@ -30,7 +30,7 @@ from ng911.node.build import build_element, close_element, log_sender, lost_clie
 from ng911.node.logs import route_logs, unroute_logs
 from ng911.node.memory import GcFreezer
 from ng911.node.metrics import start_metrics
-from ng911.node.workers import decode_role, parent_gone
+from ng911.node.workers import decode_role, decode_steering, parent_gone
 
 if TYPE_CHECKING:
     from ng911.i3log.sender import LogSender
@@ -409,6 +409,7 @@ async def serve_element(element: str, cfg: Any, args: argparse.Namespace) -> int
             sender.pause()  # close_element resumes it and drains for --logger-defer s
         if args.worker_role:
             el.worker = decode_role(args.worker_role)[0]
+            el.transport.steering = decode_steering(args.worker_role)
         if not args.quiet:
             el.log.stream = el.log.stream or sys.stderr
         handler = route_logs(el.log.stream)

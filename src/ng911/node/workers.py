@@ -43,6 +43,7 @@ from typing import Any, TextIO
 
 from ng911.elements.addressing import WorkerRole
 from ng911.elements.config import WORKERS_AUTO, ConfigError, metrics_address, metrics_spec
+from ng911.net.steer import CallSteering, steering_pairs
 
 __all__ = [
     "MAX_WORKERS",
@@ -51,6 +52,7 @@ __all__ = [
     "auto_workers",
     "check_ports",
     "decode_role",
+    "decode_steering",
     "encode_role",
     "free_ports",
     "parent_gone",
@@ -65,10 +67,29 @@ WORKER_ELEMENTS = ("vsp", "esrp")
 MAX_WORKERS = 64
 
 
-def encode_role(role: WorkerRole, ports: Sequence[int] = ()) -> str:
-    """The `--worker-role` argument: the role and the shared listening ports."""
-    d = {"index": role.index, "count": role.count, "udp": list(role.udp_ports)}
+def encode_role(
+    role: WorkerRole, ports: Sequence[int] = (), steer: tuple[int, list[int]] | None = None
+) -> str:
+    """The `--worker-role` argument: the role, the shared listening ports and, when UDP
+    requests are steered by Call-ID (ng911.net.steer), the worker's inbox and every
+    worker's outbox, as file descriptors the parent passed on."""
+    d: dict[str, Any] = {"index": role.index, "count": role.count, "udp": list(role.udp_ports)}
+    if steer is not None:
+        d["steer"] = {"inbox": steer[0], "outboxes": list(steer[1])}
     return json.dumps({**d, "ports": list(ports)})
+
+
+def decode_steering(text: str) -> CallSteering | None:
+    """The worker's Call-ID steering from its `--worker-role`, or None (not steered)."""
+    try:
+        d = json.loads(text)
+        steer = d.get("steer")
+        if not steer:
+            return None
+        outboxes = [int(fd) for fd in steer["outboxes"]]
+        return CallSteering.from_fds(int(d["index"]), int(steer["inbox"]), outboxes)
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+        raise ConfigError(f"bad worker steering in {text[:80]!r}: {exc}") from None
 
 
 def decode_role(text: str) -> tuple[WorkerRole, tuple[int, ...]]:
@@ -174,8 +195,11 @@ class Supervisor:
         stop_timeout: float = 10.0,
         log: TextIO | None = None,
         out: TextIO | None = None,
+        pass_fds: Sequence[Sequence[int]] = (),
     ) -> None:
         self.name = name
+        # worker i inherits pass_fds[i] (its Call-ID steering sockets), at every restart
+        self.pass_fds = [tuple(fds) for fds in pass_fds]
         self.workers = [WorkerProcess(i, list(argv)) for i, argv in enumerate(commands)]
         self.max_restarts = max_restarts
         self.ready_timeout = ready_timeout
@@ -198,10 +222,12 @@ class Supervisor:
     async def _spawn(self, w: WorkerProcess) -> bool:
         """Start one worker and wait for its ready line; False (logged) if it fails."""
         w.ready = {}
+        fds = self.pass_fds[w.index] if w.index < len(self.pass_fds) else ()
         w.proc = await asyncio.create_subprocess_exec(
             *w.argv,
             stdin=asyncio.subprocess.PIPE,  # its EOF tells the worker we are gone
             stdout=asyncio.subprocess.PIPE,
+            pass_fds=fds,
         )
         assert w.proc.stdout is not None
         try:
@@ -358,11 +384,17 @@ def worker_count(args: argparse.Namespace, cfg: Any) -> int:
     return n
 
 
-def worker_commands(args: argparse.Namespace, cfg: Any, n: int) -> list[list[str]]:
+def worker_commands(
+    args: argparse.Namespace,
+    cfg: Any,
+    n: int,
+    steering: Sequence[tuple[socket.socket, socket.socket]] = (),
+) -> list[list[str]]:
     """The command line of each of `n` workers: this one, with a `--worker-role`.
 
     Listeners on port 0 get a port picked here, the same for every worker (they share it);
-    each worker gets a UDP port of its own for its Via (`WorkerRole`).
+    each worker gets a UDP port of its own for its Via (`WorkerRole`). `steering`: the
+    (inbox, outbox) pair of each worker (`steering_pairs`), named in its role.
     """
     ports = [lst.port or free_ports(lst.transport, lst.host, 1)[0] for lst in cfg.listeners]
     check_ports(cfg.listeners, ports)
@@ -379,8 +411,10 @@ def worker_commands(args: argparse.Namespace, cfg: Any, n: int) -> list[list[str
         base += ["--lost-cache"]
     metrics = worker_metrics(args.metrics or cfg.metrics, n)
     cmds = []
+    outboxes = [out.fileno() for _, out in steering]
     for i in range(n):
-        cmd = [*base, "--worker-role", encode_role(WorkerRole(i, n, own), ports)]
+        steer = (steering[i][0].fileno(), outboxes) if steering else None
+        cmd = [*base, "--worker-role", encode_role(WorkerRole(i, n, own), ports, steer)]
         if metrics:
             cmd += ["--metrics", metrics[i]]
         if args.events:
@@ -402,8 +436,26 @@ def worker_metrics(spec: str | None, n: int) -> list[str]:
 
 async def supervise(args: argparse.Namespace, cfg: Any, n: int) -> int:
     """The parent of `n` workers of the element `cfg` (`ng911 run ... --workers N`)."""
-    cmds = worker_commands(args, cfg, n)
-    sup = Supervisor(cfg.name, cmds)  # its few lines (a worker died...) even with --quiet
+    udp = any(lst.transport == "udp" for lst in cfg.listeners)
+    steer = udp and getattr(args, "udp_steering", "call-id") == "call-id"
+    pairs = steering_pairs(n) if steer else []
+    try:
+        cmds = worker_commands(args, cfg, n, pairs)
+        outboxes = [out.fileno() for _, out in pairs]
+        pass_fds = [(inbox.fileno(), *outboxes) for inbox, _ in pairs]
+        # its few lines (a worker died...) even with --quiet
+        sup = Supervisor(cfg.name, cmds, pass_fds=pass_fds)
+        return await _supervise(sup, args, cfg, cmds)
+    finally:
+        for inbox, outbox in pairs:
+            inbox.close()
+            outbox.close()
+
+
+async def _supervise(
+    sup: Supervisor, args: argparse.Namespace, cfg: Any, cmds: list[list[str]]
+) -> int:
+    """Run the workers; print the --ready line once all are up."""
     _, ports = decode_role(cmds[0][cmds[0].index("--worker-role") + 1])
 
     def ready(workers: list[WorkerProcess]) -> None:
