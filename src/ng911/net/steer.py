@@ -152,9 +152,7 @@ class CallSteering:
         for _ in range(BATCH):
             try:
                 raw = recv(MAX_HANDOVER)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
+            except OSError:  # empty (BlockingIOError) or closed: wait for the next wake-up
                 return
             head, sep, data = raw.partition(b"\n")
             parts = head.split(b" ")

@@ -173,6 +173,7 @@ class SipTransportLayer:
             "connection_timeout": LogBudget(),
             "tls_refused": LogBudget(),
             "sip_parse_error": LogBudget(),
+            "udp_handover": LogBudget(),
         }
         self._by_addr: dict[tuple[str, str, int], StreamConnection] = {}
         self._by_identity: dict[str, dict[int, StreamConnection]] = {}
@@ -946,7 +947,17 @@ class SipTransportLayer:
             if ep is not None and ep.local.port == port:
                 ep._one(data, addr, False)
                 return
-        self.stats.parse_errors += 1  # no such port here: a sibling with another config
+        # no such port here (siblings share one config, so never expected): said, not silent
+        self.stats.parse_errors += 1
+        log_limited(
+            self.log_budgets["udp_handover"],
+            logging.ERROR,
+            "udp_handover_unknown_port",
+            element=self.element,
+            port=port,
+            peer=f"udp:{addr[0]}:{addr[1]}",
+            action="dropped",
+        )
 
     async def close(self) -> None:
         """Close listeners and every connection (TLS close_notify first)."""
