@@ -9,8 +9,9 @@ works.
 
 Four groups: the sans-I/O SIP core (`ng911.sip__mypyc`), the LoST server's point path
 (`ng911.lost__mypyc`), the elements' hot path (`ng911.elements__mypyc`: the runtime, the
-proxies and their per-request policy) and the transports' per-message path
-(`ng911.net__mypyc`: UDP, TCP/TLS streams, the transport layer, their events). One mypyc run
+proxies, their per-request policy and the ESRP's LoST client) and the transports'
+per-message path (`ng911.net__mypyc`: UDP, TCP/TLS streams, the transport layer, their
+events, the HTTP client an ESRP asks LoST with). One mypyc run
 builds them all, each its own library, and a group calls the groups it uses (`LINKS`)
 natively: the elements read a Request's fields and call the transaction layer as C, not
 through Python's attribute lookup. So a group runs compiled only beside the compiled build
@@ -79,6 +80,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "ng911.elements.intake",
         "ng911.elements.routing",
         "ng911.elements.identifiers",
+        "ng911.elements.prf",
+        "ng911.lost.client",
     ),
     "ng911.net__mypyc": (
         "ng911.net.address",
@@ -87,6 +90,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "ng911.net.udp",
         "ng911.net.stream",
         "ng911.net.transport",
+        "ng911.net.http1client",
     ),
 }
 #: Every compiled module, all groups.

@@ -227,7 +227,7 @@ def _strings(value: Any, what: str) -> tuple[str, ...]:
 
 def _states(value: Any, what: str, allowed: tuple[str, ...]) -> frozenset[str]:
     vals = _strings(value, what)
-    bad = [v for v in vals if v not in (*allowed, UNKNOWN)]
+    bad = [v for v in vals if v not in allowed and v != UNKNOWN]
     if bad:
         raise ValueError(
             f"{what}: {', '.join(map(repr, bad))} not one of {', '.join(allowed)}, {UNKNOWN}"

@@ -598,8 +598,8 @@ class HttpClient:
                     raise
                 conn = await pool.acquire(deadline, fresh=True)
                 resp = await conn.send(data, deadline)
-        except _Stale as exc:
-            raise HttpClientError(exc.kind, f"{url}: {exc}", url=url) from None
+        except _Stale as stale:  # its own name: mypyc gives a name one type per function
+            raise HttpClientError(stale.kind, f"{url}: {stale}", url=url) from None
         except HttpClientError as exc:
             if exc.kind == "timeout":
                 raise HttpClientError(
