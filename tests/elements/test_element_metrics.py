@@ -250,14 +250,36 @@ async def test_workers_each_serve_their_own_metrics(tmp_path):
     ctr, _ = await loop.create_datagram_endpoint(Callee, local_addr=(LOCAL, 0))
     cfg = _vsp_config(tmp_path, ctr.get_extra_info("sockname")[1], f'metrics = "{LOCAL}:0"')
     proc, ready = await _start_vsp(cfg, "--workers", "2")
+    shared = int(ready["addresses"][0].rsplit(":", 1)[1])
     try:
         urls = ready["metrics"]
         assert len(urls) == 2 and len(set(urls)) == 2
         workers = [(await _scrape(u))["ng911_element_info"][0][0]["worker"] for u in urls]
         assert sorted(workers) == ["0", "1"]
+        # calls from one socket: steered by Call-ID, each worker hands the other's over
+        tr, ans = await loop.create_datagram_endpoint(Answers, local_addr=(LOCAL, 0))
+        try:
+            port = tr.get_extra_info("sockname")[1]
+            for n in range(16):
+                tr.sendto(_request("INVITE", port, n), (LOCAL, shared))
+            finals = 0
+            while finals < 16:
+                resp = parse_message(await asyncio.wait_for(ans.got.get(), 5.0))
+                assert not isinstance(resp, Request)
+                finals += resp.status >= 200
+        finally:
+            tr.close()
+        fams = [await _scrape(u) for u in urls]
+        steered = {
+            what: sum(_v(f, "ng911_udp_steering_total", what=what) for f in fams)
+            for what in ("handed_over", "taken_over", "dropped", "bad")
+        }
+        assert steered["handed_over"] == steered["taken_over"] > 0, steered
+        assert steered["dropped"] == steered["bad"] == 0, steered
         rc, out, err = await _cli("stats", *urls)
         assert rc == 0, err
         assert "vsp-metrics/w0  (vsp)" in out and "vsp-metrics/w1  (vsp)" in out
+        assert out.count("udp steering  handed_over ") == 2 and "dropped 0" in out
     finally:
         err = await _stop(proc)
         ctr.close()

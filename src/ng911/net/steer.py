@@ -182,4 +182,5 @@ class CallSteering:
             "handed_over": self.handed_over,
             "taken_over": self.taken_over,
             "dropped": self.dropped,
+            "bad": self.bad,
         }

@@ -249,6 +249,18 @@ class ElementCollector(Collector):
                 yield _counter(f"ng911_transport_{name}", f"transport: {name}", value)
         drops = el.transport.udp_kernel_drops()
         yield _counter("ng911_udp_kernel_drops", "datagrams the kernel dropped (rcvbuf)", drops)
+        steering = el.transport.steering
+        if steering is not None:  # a worker of several, steering by Call-ID (net/steer.py)
+            yield _labelled(
+                CounterMetricFamily(
+                    "ng911_udp_steering",
+                    "UDP requests handed to the worker owning their Call-ID (handed_over), "
+                    "taken from a sibling (taken_over), lost because the owner's inbox was "
+                    "full (dropped), unreadable inbox datagrams (bad)",
+                    labels=["what"],
+                ),
+                (((what,), n) for what, n in steering.stats().items()),
+            )
 
     def _tls(self) -> Iterator[Metric]:
         st = self.el.transport.stats

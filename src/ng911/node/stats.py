@@ -273,6 +273,10 @@ def render(s: Scrape) -> str:
                 f"  source-limited {_n(s.value('ng911_source_limited_total'))}"
             )
         row("overload", over)
+        steering = s.by("ng911_udp_steering_total", "what")
+        if steering:  # a worker of several (`--udp-steering call-id`)
+            order = ("handed_over", "taken_over", "dropped", "bad")
+            row("udp steering", _pairs(steering, order, zeros=True))
     cpu = s.value("process_cpu_seconds_total")
     rss = s.value("process_resident_memory_bytes")
     row("process", f"cpu {cpu:.2f} s  rss {rss / 2**20:.0f} MB")
