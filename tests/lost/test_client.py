@@ -11,11 +11,17 @@ from lost_data import BOROUGH_POINTS, OUTSIDE_POINTS, psap_uri
 
 from ng911.location.civic import CivicAddress
 from ng911.location.geodetic import Circle, Point
-from ng911.lost.client import LostClient
+from ng911.lost.client import PARSED_MAX, PARSED_MAX_BYTES, LostClient
 from ng911.lost.embedded import EmbeddedStore
 from ng911.lost.engine import EngineConfig, NextServer
-from ng911.lost.errors import LostClientError, LostNotFound, LostResponseError
+from ng911.lost.errors import (
+    LostClientError,
+    LostNotFound,
+    LostProtocolError,
+    LostResponseError,
+)
 from ng911.lost.events import LostQueryEvent
+from ng911.lost.protocol import FindServiceResponse, LostErrorResponse, Mapping, build_response
 from ng911.lost.server import LostServer, RunningServer, ServerConfig, serve
 from ng911.lost.store import BoundaryStore
 
@@ -192,3 +198,52 @@ async def test_observers_get_one_event_per_find_service(embedded_store: Embedded
             assert not r.cached and client.queries == 2 and client.observers == []
     finally:
         await running.close()
+
+
+def _answer(expires: str, uri: str = "sip:psap@example.net", name: str = "PSAP") -> bytes:
+    mapping = Mapping(
+        uris=(uri,), service="urn:service:sos", expires=expires,
+        last_updated="2026-12-06T00:00:00Z", source="ecrf.test", source_id="b1",
+        display_name=name,
+    )  # fmt: skip
+    return build_response(FindServiceResponse((mapping,), ("ecrf.test",), "loc1"))
+
+
+async def test_repeated_answers_are_parsed_once_and_every_query_still_asked(
+    server: RunningServer,
+) -> None:
+    """An ECRF's answers repeat byte for byte (one per PSAP and second): the client takes
+    the parsed value of the same bytes, yet sends every query and uses what it got."""
+    async with LostClient(server.url, use_cache=False) as client:
+        p = Point(*BOROUGH_POINTS["queens"])
+        got = [
+            await client.find_service(p, call_id=f"urn:emergency:uid:callid:{n}:t")
+            for n in range(6)
+        ]
+        assert client.queries == 6 and all(r.uris == (psap_uri("queens"),) for r in got)
+        assert client.parsed_reused >= 4  # 6 answers, at most one `expires` rollover
+        other = await client.find_service(Point(*BOROUGH_POINTS["brooklyn"]))
+        assert other.uris == (psap_uri("brooklyn"),) and client.queries == 7
+
+
+def test_the_parsed_answers_kept_are_bounded_and_only_small_find_service_ones() -> None:
+    client = LostClient("http://127.0.0.1:9/")
+    first = _answer("2026-12-06T00:00:00Z")
+    a = client._parse(first)
+    assert isinstance(a, FindServiceResponse) and client._parse(first) is a
+    assert client.parsed_reused == 1
+    # a byte apart is another answer: parsed, its own value
+    b = client._parse(_answer("2026-12-06T00:00:01Z", uri="sip:other@example.net"))
+    assert isinstance(b, FindServiceResponse) and b.mappings[0].uris == ("sip:other@example.net",)
+    for n in range(PARSED_MAX + 10):
+        client._parse(_answer(f"2026-12-07T00:{n // 60:02d}:{n % 60:02d}Z"))
+    assert len(client._parsed) == PARSED_MAX and first not in client._parsed
+    # too large to keep (a boundary by value is ~100 KB): parsed each time
+    big = _answer("2026-12-06T00:00:00Z", name="P" * PARSED_MAX_BYTES)
+    assert client._parse(big) is not client._parse(big)
+    # errors are parsed each time; nonsense raises and is not kept
+    err = build_response(LostErrorResponse("notFound", "ecrf.test"))
+    assert isinstance(client._parse(err), LostErrorResponse) and err not in client._parsed
+    with pytest.raises(LostProtocolError):
+        client._parse(b"<findServiceResponse xmlns='urn:ietf:params:xml:ns:lost1'/>")
+    assert all(len(k) <= PARSED_MAX_BYTES for k in client._parsed)
