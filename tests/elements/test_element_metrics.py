@@ -15,6 +15,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from ng911.cli import main
+from ng911.location.geodetic import Point
 from ng911.node.metrics import Histogram, call_outcome
 from ng911.node.stats import Scrape, quantile, targets_of
 from ng911.sip.message import Request, make_response
@@ -241,6 +242,14 @@ async def test_a_tls_chain_reports_handshakes_connections_lost_latency_and_queue
         assert "lost          1 queries  p50 " in out and " p95 " in out
         assert "queues        acd 0" in out
         assert "tls           full " in out and "connections " in out
+        # answers an ECRF repeats byte for byte are parsed once: three more queries for the
+        # same spot, in well under a second (at most one `expires` rollover), reuse one
+        client = chain.elements["esrp"].lost  # type: ignore[attr-defined]
+        before = _v(esrp, "ng911_lost_answers_reused_total")
+        for _ in range(3):
+            await client.find_service(Point(lat, lon), use_cache=False)
+        again = await _scrape(servers[1].url)
+        assert _v(again, "ng911_lost_answers_reused_total") >= before + 1
     finally:
         await chain.close()
 

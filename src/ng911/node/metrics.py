@@ -206,6 +206,13 @@ class ElementCollector(Collector):
                 "ng911_lost_queries_cached", "LoST answers from the cache", self.lost.cached
             )
             yield _counter("ng911_lost_query_failures", "LoST queries failed", self.lost.failed)
+            client = getattr(self.el, "lost", None)
+            if isinstance(client, LostClient):
+                yield _counter(
+                    "ng911_lost_answers_reused",
+                    "LoST answers byte-identical to one parsed before (its parsed value taken)",
+                    client.parsed_reused,
+                )
 
     def _sip(self) -> Iterator[Metric]:
         el, st = self.el, self.el.transport.stats
