@@ -57,7 +57,7 @@ def check_run_against_raw_logs(result, calls=CALLS, cold=COLD):
         assert res["calls"] == calls, name
         assert res["failed"] == 0, f"{name}: {res['failures'][:3]} {res['errors'][:3]}"
         assert res["errors"] == [], name
-        assert res["unpaired_messages"] == 0, name
+        assert res["unpaired_messages"] == 0, f"{name}: {res['unpaired']}"
         assert res["lost_queries"] >= calls
         assert res["observed_transports"] == sc.transports, name
         assert set(res["handshakes"]) == {h for h in HOPS if sc.encrypted(h)}

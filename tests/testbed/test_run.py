@@ -47,7 +47,7 @@ def test_every_scenario_ran_with_zero_failed_calls(testbed_run):
         assert res["calls"] == CALLS, name
         assert res["failed"] == 0, f"{name}: {res['failures'][:3]} {res['errors'][:3]}"
         assert res["ser_pct"] == 100.0
-        assert res["unpaired_messages"] == 0, name
+        assert res["unpaired_messages"] == 0, f"{name}: {res['unpaired']}"
         assert res["lost_queries"] >= CALLS  # every call asked LoST (no cache)
     assert testbed_run.failed == 0
     assert (testbed_run.run_dir / "report.html").is_file()

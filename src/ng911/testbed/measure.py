@@ -246,7 +246,16 @@ def scenario_results(
         "unpaired_messages": sum(
             1 for r in trace.messages if r.direction == "out" and r.partner is None
         ),
+        # which (the first few): a message one element sent that its peer never logged
+        "unpaired": [
+            f"{r.element} -> {r.peer or '?'} {r.transport}: {r.first_line[:80]} ({r.call_id})"
+            for r in trace.messages
+            if r.direction == "out" and r.partner is None
+        ][:UNPAIRED_SHOWN],
     }
+
+
+UNPAIRED_SHOWN = 5  # unpaired messages named in a scenario's results
 
 
 def _placed_id(call: Call, placed: Mapping[str, PlacedCall]) -> str:
