@@ -202,6 +202,7 @@ def scenario_results(
             s = summarize(vals)
             processing[role][kind] = s.to_dict() if s is not None else None
 
+    unpaired = [r for r in trace.messages if r.direction == "out" and r.partner is None]
     ladder = _ladder(trace, pick_ladder_call(trace, by_key), by_key)
     ladder_cold = _ladder(trace, pick_ladder_call(trace, by_key, cold=True), by_key)
     records = [
@@ -243,15 +244,12 @@ def scenario_results(
         "ladder_cold": ladder_cold,
         "call_records": records,
         "messages": len(trace.messages),
-        "unpaired_messages": sum(
-            1 for r in trace.messages if r.direction == "out" and r.partner is None
-        ),
+        "unpaired_messages": len(unpaired),
         # which (the first few): a message one element sent that its peer never logged
         "unpaired": [
             f"{r.element} -> {r.peer or '?'} {r.transport}: {r.first_line[:80]} ({r.call_id})"
-            for r in trace.messages
-            if r.direction == "out" and r.partner is None
-        ][:UNPAIRED_SHOWN],
+            for r in unpaired[:UNPAIRED_SHOWN]
+        ],
     }
 
 
