@@ -128,29 +128,42 @@ async def test_baresip_calls_911_over_tls(tmp_path: Path) -> None:
         pem.write_text(Path(cert.chain_path).read_text() + Path(cert.key_path).read_text())
         ca = tmp_path / "cas.pem"
         ca.write_text("".join(Path(p).read_text() for p in pki.ca_files()))
-        cons_port = _free(socket.SOCK_DGRAM)
         cfgdir = tmp_path / "baresip"
         cfgdir.mkdir()
-        (cfgdir / "config").write_text(
-            CONFIG.format(
-                sip_port=_free(socket.SOCK_STREAM),
-                pem=pem,
-                ca=ca,
-                modules=MODULES,
-                cons_port=cons_port,
-            )
-        )
         (cfgdir / "accounts").write_text(
             ACCOUNT.format(vsp_port=vsp.local("tls").port, password=PASSWORD)
         )
         (cfgdir / "contacts").write_text("")
         log = tmp_path / "baresip.log"
-        with log.open("wb") as out:
-            assert BARESIP is not None
-            proc = await asyncio.create_subprocess_exec(
-                BARESIP, "-f", str(cfgdir), "-t", "25", "-s",
-                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
-            )  # fmt: skip
+        # its ports are picked free here and bound by baresip later: in between another
+        # socket can take one (they come from the ephemeral range), and baresip then stops
+        # with "Address already in use"; fresh ports, at most three tries
+        for _ in range(3):
+            cons_port = _free(socket.SOCK_DGRAM)
+            (cfgdir / "config").write_text(
+                CONFIG.format(
+                    sip_port=_free(socket.SOCK_STREAM),
+                    pem=pem,
+                    ca=ca,
+                    modules=MODULES,
+                    cons_port=cons_port,
+                )
+            )
+            with log.open("wb") as out:
+                assert BARESIP is not None
+                proc = await asyncio.create_subprocess_exec(
+                    BARESIP, "-f", str(cfgdir), "-t", "25", "-s",
+                    stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
+                )  # fmt: skip
+            for _ in range(20):  # its listeners are bound (or refused) within moments
+                if "init failed" in log.read_text(errors="replace"):
+                    break
+                await asyncio.sleep(0.05)
+            if "Address already in use" not in log.read_text(errors="replace"):
+                break
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
 
         # registered with the VSP over TLS
         for _ in range(100):
