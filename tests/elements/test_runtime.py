@@ -1,14 +1,18 @@
 """The shared element runtime, poked with raw datagrams: what every element answers."""
 
 import asyncio
+import contextlib
 import socket
 
 from ng911.elements.calltaker import CallTaker
 from ng911.elements.config import CallTakerConfig, ListenerConfig, VspConfig
+from ng911.elements.keepalive import ping
 from ng911.elements.runtime import ElementError, status_of
 from ng911.elements.vsp import VspProxy
 from ng911.sip.errors import SipParseError
+from ng911.sip.message import make_response
 from ng911.sip.parse import parse_message
+from ng911.sip.uri import parse_uri
 
 
 def request(
@@ -156,3 +160,77 @@ async def test_a_tls_listener_needs_an_injected_server_context():
             await vsp.start()
     finally:
         await vsp.close()
+
+
+class SlowPeer:
+    """A raw UDP SIP peer that answers each request 200 OK after `delay` s (None: never)."""
+
+    def __init__(self, delay):
+        self.delay = delay
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self.got = []
+        self.task = asyncio.get_running_loop().create_task(self._serve())
+
+    async def _serve(self):
+        loop = asyncio.get_running_loop()
+        for _ in range(500):  # bounded: 5 s
+            try:
+                raw, addr = self.sock.recvfrom(65535)
+            except BlockingIOError:
+                await asyncio.sleep(0.01)
+                continue
+            req = parse_message(raw)
+            self.got.append(req.method)
+            if self.delay is not None:
+                loop.call_later(self.delay, self._answer, req, addr)
+
+    def _answer(self, req, addr):
+        with contextlib.suppress(OSError):
+            self.sock.sendto(make_response(req, 200).to_bytes(), addr)
+
+    def close(self):
+        self.task.cancel()
+        self.sock.close()
+
+
+async def test_close_waits_for_the_answer_to_a_request_just_sent():
+    """A ping sent a moment before close gets its answer before the socket closes: else the
+    peer's 200 meets a closed socket, and the peer's log holds a response no one received."""
+    peer = SlowPeer(0.1)
+    t = await start_taker()
+    answers = []
+    try:
+        ping(
+            t,
+            parse_uri(f"sip:127.0.0.1:{peer.port}"),
+            timeout=3.0,
+            done=lambda s, w: answers.append(s),
+        )
+        await asyncio.sleep(0.02)  # the OPTIONS has left; its answer is 80 ms away
+        assert peer.got == ["OPTIONS"]
+        await asyncio.wait_for(t.close(), 5)
+        assert answers == [200]
+    finally:
+        peer.close()
+
+
+async def test_close_is_bounded_when_a_request_gets_no_answer():
+    peer = SlowPeer(None)  # a peer that never answers: close still ends (at most 0.5 s on)
+    t = await start_taker()
+    answers = []
+    try:
+        ping(
+            t,
+            parse_uri(f"sip:127.0.0.1:{peer.port}"),
+            timeout=3.0,
+            done=lambda s, w: answers.append(s),
+        )
+        await asyncio.sleep(0.02)
+        assert peer.got == ["OPTIONS"]
+        await asyncio.wait_for(t.close(), 5)
+        assert answers == []
+    finally:
+        peer.close()

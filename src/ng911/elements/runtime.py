@@ -91,6 +91,12 @@ log = logging.getLogger("ng911.elements")
 
 # transaction states in which a request or its answer is still on its way (`in_flight`)
 _WAITING = frozenset({State.CALLING, State.TRYING, State.PROCEEDING})
+# ... and with no answer at all yet: sent and not answered even provisionally, or received
+# (non-INVITE) and not answered (`close` waits for these; an INVITE in PROCEEDING waits for
+# a person, not for the wire)
+_UNANSWERED = frozenset({State.CALLING, State.TRYING})
+#: s `close` waits at most for the answers to requests in flight (`_UNANSWERED`)
+CLOSE_WAIT = 0.5
 
 # Allocations between two young-generation collections of the cyclic collector (CPython's
 # default: 700). An element allocates ~1,000 container objects per call, most of them freed
@@ -235,6 +241,7 @@ class SipElement(Scheduler, Addressing):
         self.going_down = True
         had = len(self.events.notifier) + len(self.events.held)
         await self.events.close()  # unsubscribe; final NOTIFYs, saying GoingDown
+        await self._await_answers(CLOSE_WAIT)
         if had:
             await asyncio.sleep(0.02)  # let the last messages on a stream leave
         self.gate.stop()
@@ -246,6 +253,18 @@ class SipElement(Scheduler, Addressing):
         if self._log_stream is not None:
             self._log_stream.close()
             self._log_stream = None
+
+    async def _await_answers(self, wait: float) -> None:
+        """Wait, at most `wait` s, until no transaction is without an answer
+        (`_UNANSWERED`). A keep-alive, ping or refresh sent a moment before close would
+        otherwise be answered to a closed socket (the peer's log then holds a response no
+        one received, a REGISTER's outcome is left unknown), and a request just received
+        would go unanswered, to be retransmitted to nobody. Bounded: a peer that never
+        answers delays a close by `wait` s, no more."""
+        loop = self.loop
+        end = loop.time() + wait
+        while loop.time() < end and any(c.tx.state in _UNANSWERED for c in self._ctxs.values()):
+            await asyncio.sleep(0.01)
 
     # -------------------------------------------------------------- sending
 
