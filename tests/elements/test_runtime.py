@@ -234,3 +234,28 @@ async def test_close_is_bounded_when_a_request_gets_no_answer():
         assert answers == []
     finally:
         peer.close()
+
+
+async def test_a_new_invite_while_the_element_stops_gets_503_not_silence():
+    """A call that reaches an element after its stop began is refused (503, Retry-After) so
+    the previous hop fails over at once, instead of being taken and then dropped when the
+    sockets close. Requests of existing dialogs are still served."""
+    silent = SlowPeer(None)  # an unanswered ping holds the stop open for CLOSE_WAIT
+    t = await start_taker()
+    caller = Peer()
+    try:
+        ping(t, parse_uri(f"sip:127.0.0.1:{silent.port}"), timeout=3.0, done=lambda s, w: None)
+        await asyncio.sleep(0.02)
+        closing = asyncio.get_running_loop().create_task(t.close())
+        await asyncio.sleep(0.05)
+        assert t.going_down and not closing.done()
+        port = t.local("udp").port
+        got = await caller.ask(port, request("INVITE", call_id="late-1@x"))
+        assert [r.status for r in got] == [503]
+        assert got[0].headers.get("Retry-After") is not None
+        assert got[0].to_addr.tag is not None  # a final answer to a new INVITE carries one
+        assert any(r["what"] == "request_refused" and r.get("status") == 503 for r in t.log.records)
+        await asyncio.wait_for(closing, 5)
+    finally:
+        caller.close()
+        silent.close()

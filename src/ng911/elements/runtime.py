@@ -97,6 +97,8 @@ _WAITING = frozenset({State.CALLING, State.TRYING, State.PROCEEDING})
 _UNANSWERED = frozenset({State.CALLING, State.TRYING})
 #: s `close` waits at most for the answers to requests in flight (`_UNANSWERED`)
 CLOSE_WAIT = 0.5
+#: Retry-After (s) of the 503 a new call gets while the element stops (`_refuse_closing`)
+CLOSING_RETRY_AFTER = 30
 
 # Allocations between two young-generation collections of the cyclic collector (CPython's
 # default: 700). An element allocates ~1,000 container objects per call, most of them freed
@@ -547,6 +549,9 @@ class SipElement(Scheduler, Addressing):
         req = ctx.request
         try:
             if req.method == "INVITE":
+                if self.going_down and req.to_addr.tag is None:
+                    self._refuse_closing(ctx)
+                    return
                 ctx.respond(make_response(req, 100))  # RFC 3261 §16.2: at once, stop retransmits
             if req.method == "CANCEL":
                 self._on_cancel(ctx)
@@ -567,6 +572,21 @@ class SipElement(Scheduler, Addressing):
             self.errors += 1
             log.error("%s: handler failed on %s", self.name, req.first_line, exc_info=exc)
             self._answer_error(ctx, exc)
+
+    def _refuse_closing(self, ctx: ServerCtx) -> None:
+        """A new call after `close()` began: 503 with Retry-After (RFC 3261 §21.5.4), so the
+        previous hop tries its alternate at once (the ESRP fails over on 503), rather than a
+        call taken in and then dropped when the sockets close. In-dialog requests (BYE,
+        re-INVITE), CANCEL, ACK and the stop's own SUBSCRIBE/NOTIFYs are still served."""
+        self.log(
+            "request_refused",
+            call_id=ctx.request.headers.get("Call-ID"),
+            hop=str(ctx.source.address),
+            method=ctx.request.method,
+            status=503,
+            error="element shutting down",
+        )
+        ctx.reply(503, "Shutting Down", extra=(("Retry-After", str(CLOSING_RETRY_AFTER)),))
 
     def _answer_error(self, ctx: ServerCtx, exc: BaseException) -> None:
         status, reason = status_of(exc)
