@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from ng911.elements.config import ConfigError, EsrpConfig, load_toml, toml_table
+from ng911.elements.config import ConfigError, EsrpConfig, load_toml, prf_of, toml_table
 from ng911.elements.i3state import QueueState, ServiceState, StateBoard
 from ng911.elements.prf import (
     ORIGINATION_POLICY_TYPE,
@@ -14,7 +14,6 @@ from ng911.elements.prf import (
     evaluate,
     originate,
     parse_window,
-    prf_of,
 )
 from ng911.elements.routing import (
     ROUTE_POLICY_TYPE,

@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any, Self, TypeVar, Union
 
 from ng911.elements.i3state import QUEUE_STATES, SECURITY_POSTURES, SERVICE_STATES
-from ng911.elements.prf import DEFAULT_SKIP_QUEUE, DEFAULT_SKIP_SERVICE, PolicyError, prf_of
+from ng911.elements.prf import (
+    DEFAULT_SKIP_QUEUE,
+    DEFAULT_SKIP_SERVICE,
+    PolicyError,
+    Prf,
+    compile_policy,
+)
+from ng911.elements.routing import RoutingPolicy
 from ng911.errors import Ng911Error
 from ng911.sip.digest import ALGORITHMS as DIGEST_ALGORITHMS
 
@@ -51,6 +58,8 @@ __all__ = [
     "load_toml",
     "metrics_address",
     "metrics_spec",
+    "prf_of",
+    "routing_policy_of",
 ]
 
 TRANSPORTS = ("udp", "tcp", "tls")
@@ -596,6 +605,30 @@ class EsrpConfig(ElementConfig):
             prf_of(self)
         except PolicyError as exc:
             raise ConfigError(f"{self.name}: {exc}") from None
+
+
+def routing_policy_of(cfg: EsrpConfig) -> RoutingPolicy:
+    """The routing facts of an ESRP config that its policy rules are checked against."""
+    return RoutingPolicy(
+        default_route=cfg.default_route,
+        alternates=tuple((a.psap, a.alternates) for a in cfg.alternates),
+        sips_policy=cfg.sips_policy,
+        hop_transport=cfg.psap_transport,
+        failover_on=frozenset(cfg.failover_on),
+        failover_classes=frozenset(cfg.failover_classes),
+        owner=cfg.fqdn,
+    )
+
+
+def prf_of(cfg: EsrpConfig) -> Prf:
+    """The PRF of an ESRP config; raises `PolicyError` for rules that cannot be used."""
+    routing = routing_policy_of(cfg)
+    return Prf(
+        routing,
+        compile_policy(cfg.policy, routing),
+        frozenset(cfg.skip_queue_states),
+        frozenset(cfg.skip_service_states),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, ClassVar
 
-from ng911.elements.config import EsrpConfig
+from ng911.elements.config import EsrpConfig, prf_of, routing_policy_of
 from ng911.elements.emergency import DialPlan, is_test_service, rewrite_emergency, tested_service
 from ng911.elements.health import HealthPolicy, PeerHealth, Transition
 from ng911.elements.i3state import QueueState, ServiceState, StateBoard
@@ -61,8 +61,6 @@ from ng911.elements.prf import (
     Prf,
     evaluate,
     originate,
-    prf_of,
-    routing_policy_of,
 )
 from ng911.elements.proxy import Branch, Proxy, ProxyCall, Target
 from ng911.elements.routing import (

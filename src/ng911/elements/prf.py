@@ -48,10 +48,10 @@ call is never dropped on one).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ng911.elements.i3state import (
     QUEUE_STATES,
@@ -73,9 +73,6 @@ from ng911.elements.routing import (
 from ng911.errors import Ng911Error
 from ng911.sip.uri import SipURI, parse_uri
 
-if TYPE_CHECKING:  # config imports this module to check its rules: no import back at run time
-    from ng911.elements.config import EsrpConfig, QueuePolicy
-
 __all__ = [
     "ACTIONS",
     "CONDITIONS",
@@ -89,14 +86,14 @@ __all__ = [
     "PolicyError",
     "Prf",
     "QueueRules",
+    "QueueSpec",
     "Rule",
+    "RuleSpec",
     "TimeWindow",
     "compile_policy",
     "evaluate",
     "originate",
     "parse_window",
-    "prf_of",
-    "routing_policy_of",
 ]
 
 ACTIONS = ("normal", "route", "overflow", "default")
@@ -287,7 +284,35 @@ def _host(uri: str) -> str:
     return parsed.host if isinstance(parsed, SipURI) else ""
 
 
-def compile_policy(queues: Iterable[QueuePolicy], routing: RoutingPolicy) -> tuple[QueueRules, ...]:
+class RuleSpec(Protocol):
+    """A rule as configured (`config.PolicyRule`): what `compile_policy` reads of it. The
+    config layer imports this module to check its rules, so this one names no config
+    class, only the fields it reads."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def recipient(self) -> str: ...
+    @property
+    def cause(self) -> str: ...
+    @property
+    def when(self) -> Mapping[str, Any]: ...
+
+
+class QueueSpec(Protocol):
+    """A queue's rules as configured (`config.QueuePolicy`)."""
+
+    @property
+    def queue(self) -> str: ...
+    @property
+    def owner(self) -> str: ...
+    @property
+    def rules(self) -> Sequence[RuleSpec]: ...
+
+
+def compile_policy(queues: Iterable[QueueSpec], routing: RoutingPolicy) -> tuple[QueueRules, ...]:
     """The configured rule sets, checked; raises `PolicyError` naming the queue and rule.
 
     Refused: a queue that is not a SIP URI, "*" or "origination", a queue twice, a rule
@@ -362,29 +387,6 @@ def _rule(
         raise ValueError(f"overflow without a recipient, and {queue} has no alternates")
     return Rule(
         name, action, recipient, cause.strip() or DEFAULT_CAUSE.get(action, ""), _conditions(when)
-    )
-
-
-def routing_policy_of(cfg: EsrpConfig) -> RoutingPolicy:
-    return RoutingPolicy(
-        default_route=cfg.default_route,
-        alternates=tuple((a.psap, a.alternates) for a in cfg.alternates),
-        sips_policy=cfg.sips_policy,
-        hop_transport=cfg.psap_transport,
-        failover_on=frozenset(cfg.failover_on),
-        failover_classes=frozenset(cfg.failover_classes),
-        owner=cfg.fqdn,
-    )
-
-
-def prf_of(cfg: EsrpConfig) -> Prf:
-    """The PRF of an ESRP config; raises `PolicyError` for rules that cannot be used."""
-    routing = routing_policy_of(cfg)
-    return Prf(
-        routing,
-        compile_policy(cfg.policy, routing),
-        frozenset(cfg.skip_queue_states),
-        frozenset(cfg.skip_service_states),
     )
 
 
