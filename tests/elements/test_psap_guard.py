@@ -164,3 +164,96 @@ def invite_from(host: str, port: int) -> Response:
             resp = parse_message(s.recv(65535))
             if isinstance(resp, Response) and resp.status >= 200:
                 return resp
+
+
+def _invite(host: str, me: int) -> bytes:
+    return (
+        "INVITE urn:service:sos SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {host}:{me};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:x@{host}>;tag={secrets.token_hex(4)}\r\n"
+        "To: <urn:service:sos>\r\n"
+        f"Call-ID: {secrets.token_hex(8)}@{host}\r\n"
+        "CSeq: 1 INVITE\r\n"
+        f"Contact: <sip:x@{host}:{me}>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+async def _answers(sock: socket.socket, want, timeout: float = 5.0) -> list[Response]:
+    """What `sock` receives until `want(answers)` holds (bounded by `timeout`)."""
+    loop = asyncio.get_running_loop()
+    got: list[Response] = []
+    end = loop.time() + timeout
+    while not want(got) and loop.time() < end:
+        try:
+            msg = parse_message(sock.recv(65535))
+        except BlockingIOError:
+            await asyncio.sleep(0.01)
+            continue
+        if isinstance(msg, Response):
+            got.append(msg)
+    return got
+
+
+async def test_calls_not_yet_answered_are_handed_back_503_when_psapd_stops():
+    """A psapd that stops answers each call its takers have not answered (ringing at a
+    taker, or waiting in the queue) 503 with Retry-After, and CANCELs the ringing offer: the
+    ESRP fails over to the alternate PSAP at once (503 is among its failover statuses) rather
+    than waiting on a call that died with psapd's sockets."""
+    psap = Psapd(
+        PsapConfig(
+            name="psap",
+            fqdn=FQDN,
+            domain=FQDN,
+            listeners=(ListenerConfig("udp", "127.0.0.1", 0),),
+            takers=(f"sip:taker1@{FQDN}",),
+            hosts=(HostEntry("taker.example"),),
+            queue_size=5,
+        ),
+        log_keep=1000,
+    )
+    await psap.start()
+    port = psap.local("udp").port
+    taker = CallTaker(  # rings, never answers
+        CallTakerConfig(
+            name="taker",
+            fqdn="taker.example",
+            listeners=(ListenerConfig("udp", "127.0.0.1", 0),),
+            hosts=(HostEntry(FQDN), HostEntry("taker.example")),
+            aor=f"sip:taker1@{FQDN}",
+            psap=f"sip:{FQDN}:{port}",
+            keepalive=0,
+            answer_delay=-1,
+        )
+    )
+    socks = []
+    try:
+        await taker.start()
+        for _ in range(2):  # the first rings at the taker, the second waits in the queue
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.1", 0))
+            s.setblocking(False)
+            socks.append(s)
+            s.sendto(_invite("127.0.0.1", s.getsockname()[1]), ("127.0.0.1", port))
+        ringing = await _answers(socks[0], lambda g: any(r.status == 180 for r in g))
+        queued = await _answers(socks[1], lambda g: any(r.status == 182 for r in g))
+        assert 180 in [r.status for r in ringing] and 182 in [r.status for r in queued]
+        await asyncio.wait_for(psap.close(), 10)
+        for s in socks:
+            final = await _answers(s, lambda g: any(r.status >= 200 for r in g))
+            statuses = [r.status for r in final if r.status >= 200]
+            assert statuses == [503], statuses
+            assert final[-1].headers.get("Retry-After") is not None
+        for _ in range(100):  # bounded: the taker's CANCEL
+            if taker.cancelled:
+                break
+            await asyncio.sleep(0.02)
+        assert taker.cancelled == 1
+        outcomes = [e.outcome for e in psap.call_log]
+        assert outcomes.count("handed back 503") == 2, outcomes
+    finally:
+        for s in socks:
+            s.close()
+        await taker.close()
+        await psap.close()

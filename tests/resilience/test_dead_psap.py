@@ -109,3 +109,24 @@ async def test_a_psap_with_every_taker_busy_486_fails_over():
         errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
         await chain.close()
     assert not errors, errors
+
+
+async def test_a_ringing_call_fails_over_when_its_psapd_stops():
+    """psapd stopping with a call ringing at its taker hands the call back (503) and the ESRP
+    puts it through to the alternate PSAP. Before: the call died with psapd's sockets while
+    the ESRP, holding its 180, waited on it."""
+    chain = await open_chain(hangup_after=0.01)
+    try:
+        for t in chain.takers["psap-manhattan"]:
+            t.cfg = dataclasses.replace(t.cfg, answer_delay=-1)  # rings, never answers
+        rec = await chain.place_call(*MANHATTAN, wait=False)
+        assert await until(lambda: rec.t_180 is not None, 10)
+        await chain.elements["psap-manhattan"].close()
+        await asyncio.wait_for(rec.ended.wait(), 15)
+        assert rec.status == 200 and chain.psap_of(rec) == "psap-bronx"
+        fo = chain.esrp.log.find("failover", call_id=rec.call_id)
+        assert fo and fo[0]["status"] == 503
+    finally:
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
+        await chain.close()
+    assert not errors, errors

@@ -273,6 +273,7 @@ class Psapd(Proxy):
             self._end_test(test, "psapd closing", bye=False)
         self.going_down = True
         self._state_changed()
+        self._hand_back_unanswered()
         for a in self._awaiting_ack.values():
             a.timer.cancel()
         self._awaiting_ack.clear()
@@ -280,6 +281,24 @@ class Psapd(Proxy):
             self.store.close()
             self.store = None
         await super().close()
+
+    def _hand_back_unanswered(self) -> None:
+        """At stop, each call no taker has answered (ringing at one, or queued) gets 503 with
+        Retry-After and its offer is CANCELled: the ESRP fails over to the alternate PSAP at
+        once (503 is among its failover statuses). Left alone, the call would die with our
+        sockets, and an ESRP that has our 180 or 182 waits on it (its failover timer stops at
+        the first provisional answer). The ACD is not told: a call it ended would hand the
+        freed taker the next queued call, which is being handed back too."""
+        for call_id, call in list(self.active.items()):
+            if call.server.final:
+                continue  # answered: the caller and the taker talk on
+            for b in call.branches:
+                if b.pending:
+                    self.cancel_branch(b, "psapd closing")
+            self.log("handed_back", call_id=call_id, status=503, reason="psapd shutting down")
+            self._close_entry(call_id, "handed back 503")
+            retry = (("Retry-After", str(self.acd.retry_after)),)
+            self.reply(call, 503, "Service Unavailable", extra=retry)
 
     # ---------------------------------------------------------------- REGISTER
 
