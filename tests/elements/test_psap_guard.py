@@ -147,19 +147,7 @@ def invite_from(host: str, port: int) -> Response:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((host, 0))
         s.settimeout(5)
-        me = s.getsockname()[1]
-        msg = (
-            "INVITE urn:service:sos SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {host}:{me};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
-            "Max-Forwards: 70\r\n"
-            f"From: <sip:x@{host}>;tag={secrets.token_hex(4)}\r\n"
-            "To: <urn:service:sos>\r\n"
-            f"Call-ID: {secrets.token_hex(8)}@{host}\r\n"
-            "CSeq: 1 INVITE\r\n"
-            f"Contact: <sip:x@{host}:{me}>\r\n"
-            "Content-Length: 0\r\n\r\n"
-        )
-        s.sendto(msg.encode(), ("127.0.0.1", port))
+        s.sendto(_invite(host, s.getsockname()[1]), ("127.0.0.1", port))
         while True:
             resp = parse_message(s.recv(65535))
             if isinstance(resp, Response) and resp.status >= 200:
