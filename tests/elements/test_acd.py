@@ -86,6 +86,28 @@ def test_a_queued_call_waits_when_the_last_taker_leaves():
     assert acd.queue == ("c2",)
 
 
+def test_queued_calls_are_refused_when_no_taker_comes_back():
+    # the last taker gone with calls queued: `unstaffed` (psapd's `unstaffed_wait` later)
+    # refuses them 480 so the ESRP tries the alternate; nothing once a taker is back
+    acd = Acd(queue_size=3, retry_after=7)
+    acd.add_taker("t1")
+    acd.incoming("c1")
+    acd.incoming("c2")
+    assert acd.remove_taker("t1") == [WithdrawOffer("c1", "t1", "call taker unregistered")]
+    assert acd.queue == ("c1", "c2")
+    assert acd.unstaffed() == [
+        Reject("c1", 480, 7, "no call taker registered"),
+        Reject("c2", 480, 7, "no call taker registered"),
+    ]
+    assert acd.queue == () and acd.taker_of("c1") is None
+    assert acd.unstaffed() == []
+    acd.add_taker("t2")
+    acd.incoming("c3")
+    acd.incoming("c4")
+    assert acd.unstaffed() == []  # a taker is registered: the queue waits for it
+    assert acd.queue == ("c4",)
+
+
 def test_caller_abandons_while_ringing_and_while_queued():
     acd = make(1)
     acd.incoming("c1")

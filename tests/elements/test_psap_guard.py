@@ -245,3 +245,48 @@ async def test_calls_not_yet_answered_are_handed_back_503_when_psapd_stops():
             s.close()
         await taker.close()
         await psap.close()
+
+
+async def test_a_queued_call_is_refused_480_when_no_taker_comes_back():
+    """The only call taker turns out unreachable while a call rings: the call goes back to
+    the queue with nobody left to take it. After `unstaffed_wait` it gets 480 (the ESRP
+    tries the alternate PSAP). Before: 100 Trying, then nothing, for ever."""
+    psap = Psapd(
+        PsapConfig(
+            name="psap",
+            fqdn=FQDN,
+            domain=FQDN,
+            listeners=(ListenerConfig("udp", "127.0.0.1", 0),),
+            takers=(f"sip:taker1@{FQDN}",),
+            unstaffed_wait=0.2,
+        ),
+        log_keep=1000,
+    )
+    await psap.start()
+    port = psap.local("udp").port
+    taker = CallTaker(  # registers from a host psapd cannot resolve: every offer fails
+        CallTakerConfig(
+            name="taker",
+            fqdn="taker.example",
+            listeners=(ListenerConfig("udp", "127.0.0.1", 0),),
+            hosts=(HostEntry(FQDN), HostEntry("taker.example")),
+            aor=f"sip:taker1@{FQDN}",
+            psap=f"sip:{FQDN}:{port}",
+            keepalive=0,
+        )
+    )
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        await taker.start()
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(False)
+        s.sendto(_invite("127.0.0.1", s.getsockname()[1]), ("127.0.0.1", port))
+        got = await _answers(s, lambda g: any(r.status >= 200 for r in g))
+        assert [r.status for r in got if r.status >= 200] == [480]
+        assert got[-1].headers.get("Retry-After") is not None
+        assert psap.log.find("unstaffed")
+        assert [e.outcome for e in psap.call_log] == ["rejected 480"]
+    finally:
+        s.close()
+        await taker.close()
+        await psap.close()

@@ -17,6 +17,10 @@ Rules:
   the same: an emergency call never waits while someone could ring);
 - no call taker registered at all: 480 Temporarily Unavailable at once, nobody could
   ever answer a queued call (after a restart, say), while the ESRP's alternate PSAP can;
+- the last taker gone (unregistered, unreachable) with calls queued: they wait for one to
+  register again, but not for ever: psapd calls `unstaffed` after its `unstaffed_wait`,
+  and every call still queued with no taker registered is refused 480 (the ESRP, which
+  stopped its failover timer at our 182, then tries the alternate PSAP);
 - when every taker is busy and the queue is full the call is refused: 486 Busy Here with
   Retry-After (RFC 3261 §20.33); the ESRP fails over to the alternate PSAP on both;
 - a taker is freed as soon as its call ends, however it ends (BYE, CANCEL, the ACK for
@@ -211,6 +215,18 @@ class Acd:
         if c.taker is not None:
             self._free(c.taker)
         return actions + self._dispatch()
+
+    def unstaffed(self) -> list[AcdAction]:
+        """No call taker has registered again since the last one left: each queued call is
+        refused 480 with Retry-After (nothing once a taker is back, or with none queued)."""
+        if self._takers:
+            return []
+        actions: list[AcdAction] = []
+        while self._queue:
+            call = self._queue.popleft()
+            self._calls.pop(call, None)
+            actions.append(Reject(call, 480, self.retry_after, "no call taker registered"))
+        return actions
 
     # ------------------------------------------------------------- internals
 

@@ -644,6 +644,9 @@ class PsapConfig(ElementConfig):
     # an answered call whose ACK has not come in this time is hung up (BYE both ways) and its
     # taker freed: a spoofed INVITE never ACKed must not hold a taker for 64*T1
     ack_timeout: float = 4.0
+    # once no call taker is registered, queued calls wait this long for one to register
+    # again, then get 480 (the ESRP tries the alternate PSAP)
+    unstaffed_wait: float = 10.0
     # SQLite file keeping the call takers' registrations across a restart ("" = memory only)
     registrations: str = ""
     # call-taker AORs this psapd accepts REGISTERs for (empty = any AOR of its domain)

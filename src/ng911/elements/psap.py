@@ -173,6 +173,7 @@ class Psapd(Proxy):
         self._origin: dict[str, str] = {}  # AOR -> host its binding was registered from
         self._allowed = frozenset(self._aor_of(a) for a in config.takers)
         self.tests: dict[str, _TestCall] = {}  # test calls being answered or up, by Call-ID
+        self._unstaffed: asyncio.TimerHandle | None = None  # `_watch_unstaffed`
         self.test_calls_answered = 0
         self.store: BindingStore | None = None
         if config.registrations:
@@ -273,6 +274,9 @@ class Psapd(Proxy):
             self._end_test(test, "psapd closing", bye=False)
         self.going_down = True
         self._state_changed()
+        if self._unstaffed is not None:
+            self._unstaffed.cancel()
+            self._unstaffed = None
         self._hand_back_unanswered()
         for a in self._awaiting_ack.values():
             a.timer.cancel()
@@ -405,6 +409,27 @@ class Psapd(Proxy):
             return self._carry_out(actions)
         finally:
             self._state_changed()  # the queue or the takers may have moved
+            self._watch_unstaffed()
+
+    def _watch_unstaffed(self) -> None:
+        """Calls queued and no call taker registered: `unstaffed_wait` s for one to come
+        back, then the ACD refuses them 480 (`Acd.unstaffed`). Without this a queued call
+        (its 182 sent, so the ESRP's failover timer stopped) would wait for ever."""
+        waiting = not self.acd.takers and bool(self.acd.queue) and not self.going_down
+        if waiting and self._unstaffed is None:
+            self._unstaffed = self.call_later(
+                max(0.0, self.cfg.unstaffed_wait), self._unstaffed_expired
+            )
+        elif not waiting and self._unstaffed is not None:
+            self._unstaffed.cancel()
+            self._unstaffed = None
+
+    def _unstaffed_expired(self) -> None:
+        self._unstaffed = None
+        actions = self.acd.unstaffed()
+        if actions:
+            self.log("unstaffed", calls=len(actions), waited_s=self.cfg.unstaffed_wait)
+        self._act(actions)
 
     def _carry_out(self, actions: Sequence[AcdAction]) -> bool:
         alive = False
