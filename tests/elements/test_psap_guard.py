@@ -17,6 +17,35 @@ from ng911.sip.uri import parse_uri
 FQDN = "psap.example"
 
 
+def psapd(**kw) -> Psapd:
+    """A psapd for call taker taker1 on a UDP port of its own."""
+    cfg = PsapConfig(
+        name="psap",
+        fqdn=FQDN,
+        domain=FQDN,
+        listeners=(ListenerConfig("udp", "127.0.0.1", 0),),
+        takers=(f"sip:taker1@{FQDN}",),
+        **kw,
+    )
+    return Psapd(cfg, log_keep=1000)
+
+
+def taker1(psap_port: int, **kw) -> CallTaker:
+    """Call taker taker1, registering with the psapd on `psap_port`."""
+    return CallTaker(
+        CallTakerConfig(
+            name="taker",
+            fqdn="taker.example",
+            listeners=(ListenerConfig("udp", "127.0.0.1", 0),),
+            hosts=(HostEntry(FQDN), HostEntry("taker.example")),
+            aor=f"sip:taker1@{FQDN}",
+            psap=f"sip:{FQDN}:{psap_port}",
+            keepalive=0,
+            **kw,
+        )
+    )
+
+
 def register_from(host: str, port: int, aor: str, contact: str) -> Response:
     """One REGISTER from a UDP socket bound to `host` (127.0.0.x); its final answer."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -43,30 +72,10 @@ def register_from(host: str, port: int, aor: str, contact: str) -> Response:
 
 
 async def test_spoofed_registers_cannot_take_a_call_takers_aor(tmp_path):
-    psap = Psapd(
-        PsapConfig(
-            name="psap",
-            fqdn=FQDN,
-            domain=FQDN,
-            listeners=(ListenerConfig("udp", "127.0.0.1", 0),),
-            takers=(f"sip:taker1@{FQDN}",),
-            registrations=str(tmp_path / "reg.sqlite"),
-        ),
-        log_keep=1000,
-    )
+    psap = psapd(registrations=str(tmp_path / "reg.sqlite"))
     await psap.start()
     port = psap.local("udp").port
-    taker = CallTaker(
-        CallTakerConfig(
-            name="taker",
-            fqdn="taker.example",
-            listeners=(ListenerConfig("udp", "127.0.0.1", 0),),
-            hosts=(HostEntry(FQDN), HostEntry("taker.example")),
-            aor=f"sip:taker1@{FQDN}",
-            psap=f"sip:{FQDN}:{port}",
-            keepalive=0,
-        )
-    )
+    taker = taker1(port)
     try:
         await taker.start()
         loop = asyncio.get_running_loop()
@@ -189,32 +198,10 @@ async def test_calls_not_yet_answered_are_handed_back_503_when_psapd_stops():
     taker, or waiting in the queue) 503 with Retry-After, and CANCELs the ringing offer: the
     ESRP fails over to the alternate PSAP at once (503 is among its failover statuses) rather
     than waiting on a call that died with psapd's sockets."""
-    psap = Psapd(
-        PsapConfig(
-            name="psap",
-            fqdn=FQDN,
-            domain=FQDN,
-            listeners=(ListenerConfig("udp", "127.0.0.1", 0),),
-            takers=(f"sip:taker1@{FQDN}",),
-            hosts=(HostEntry("taker.example"),),
-            queue_size=5,
-        ),
-        log_keep=1000,
-    )
+    psap = psapd(hosts=(HostEntry("taker.example"),), queue_size=5)
     await psap.start()
     port = psap.local("udp").port
-    taker = CallTaker(  # rings, never answers
-        CallTakerConfig(
-            name="taker",
-            fqdn="taker.example",
-            listeners=(ListenerConfig("udp", "127.0.0.1", 0),),
-            hosts=(HostEntry(FQDN), HostEntry("taker.example")),
-            aor=f"sip:taker1@{FQDN}",
-            psap=f"sip:{FQDN}:{port}",
-            keepalive=0,
-            answer_delay=-1,
-        )
-    )
+    taker = taker1(port, answer_delay=-1)  # rings, never answers
     socks = []
     try:
         await taker.start()
@@ -251,36 +238,16 @@ async def test_a_queued_call_is_refused_480_when_no_taker_comes_back():
     """The only call taker turns out unreachable while a call rings: the call goes back to
     the queue with nobody left to take it. After `unstaffed_wait` it gets 480 (the ESRP
     tries the alternate PSAP). Before: 100 Trying, then nothing, for ever."""
-    psap = Psapd(
-        PsapConfig(
-            name="psap",
-            fqdn=FQDN,
-            domain=FQDN,
-            listeners=(ListenerConfig("udp", "127.0.0.1", 0),),
-            takers=(f"sip:taker1@{FQDN}",),
-            unstaffed_wait=0.2,
-        ),
-        log_keep=1000,
-    )
+    psap = psapd(unstaffed_wait=0.2)
     await psap.start()
-    port = psap.local("udp").port
-    taker = CallTaker(  # registers from a host psapd cannot resolve: every offer fails
-        CallTakerConfig(
-            name="taker",
-            fqdn="taker.example",
-            listeners=(ListenerConfig("udp", "127.0.0.1", 0),),
-            hosts=(HostEntry(FQDN), HostEntry("taker.example")),
-            aor=f"sip:taker1@{FQDN}",
-            psap=f"sip:{FQDN}:{port}",
-            keepalive=0,
-        )
-    )
+    # taker1 registers from a host psapd cannot resolve: every offer to it fails
+    taker = taker1(psap.local("udp").port)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         await taker.start()
         s.bind(("127.0.0.1", 0))
         s.setblocking(False)
-        s.sendto(_invite("127.0.0.1", s.getsockname()[1]), ("127.0.0.1", port))
+        s.sendto(_invite("127.0.0.1", s.getsockname()[1]), ("127.0.0.1", psap.local("udp").port))
         got = await _answers(s, lambda g: any(r.status >= 200 for r in g))
         assert [r.status for r in got if r.status >= 200] == [480]
         assert got[-1].headers.get("Retry-After") is not None
