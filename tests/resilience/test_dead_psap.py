@@ -130,3 +130,42 @@ async def test_a_ringing_call_fails_over_when_its_psapd_stops():
         errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
         await chain.close()
     assert not errors, errors
+
+
+async def test_a_call_taker_that_stops_hangs_up_its_call():
+    """A call taker that stops ends its answered call with a BYE: the caller hears the call
+    end instead of silence."""
+    chain = await open_chain(hangup_after=30, takers=2)
+    try:
+        rec = await chain.place_call(*MANHATTAN, wait=False)
+        assert await until(lambda: rec.status == 200, 10)
+        (busy,) = [t for t in chain.takers["psap-manhattan"] if t.calls]
+        await busy.close()
+        await asyncio.wait_for(rec.ended.wait(), 5)
+        assert rec.ended_by == "remote"
+    finally:
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
+        await chain.close()
+    assert not errors, errors
+
+
+async def test_a_call_taker_that_stops_gives_back_its_ringing_call():
+    """A call taker that stops while its phone rings declines the call (480): psapd offers it
+    to another call taker at once, not after `offer_timeout` (10 s)."""
+    chain = await open_chain(hangup_after=0.01, takers=2)
+    try:
+        takers = chain.takers["psap-manhattan"]
+        for t in takers:
+            t.cfg = dataclasses.replace(t.cfg, answer_delay=-1)  # rings, never answers
+        rec = await chain.place_call(*MANHATTAN, wait=False)
+        assert await until(lambda: any(t.calls for t in takers), 10)
+        (ringing,) = [t for t in takers if t.calls]
+        (other,) = [t for t in takers if t is not ringing]
+        await ringing.close()
+        assert await until(lambda: bool(other.calls), 3)
+        chain.caller.cancel(rec)
+        await asyncio.wait_for(rec.ended.wait(), 5)
+    finally:
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
+        await chain.close()
+    assert not errors, errors

@@ -318,6 +318,20 @@ class CallTaker(SipElement):
             self._keepalive.cancel()
             self._keepalive = None
         for call in list(self.calls.values()):
+            self._sign_off(call)
+        await super().close()
+
+    def _sign_off(self, call: TakerCall) -> None:
+        """A call this taker still holds when it stops: a ringing one is declined 480, so
+        psapd offers it to another taker at once (not after its `offer_timeout`); an
+        answered and ACKed one is hung up (BYE: the caller hears the call end, not
+        silence); one answered and not yet ACKed cannot take a BYE yet (RFC 3261 §15) and
+        is left to psapd's `ack_timeout`. `close` then waits for the BYE's answer."""
+        if call.state == "ringing":
+            call.server.reply(480, "Call Taker Signing Off")
+            self._end(call, "closing")
+        elif call.state == "confirmed":
+            self._send_bye(call)
+        else:
             call.cancel_timers()
             call.rtp.close()
-        await super().close()
