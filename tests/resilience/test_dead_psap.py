@@ -6,6 +6,7 @@ answering 486 (all takers busy) or 480 (none registered) ended the call there.
 """
 
 import asyncio
+import contextlib
 import dataclasses
 
 from failover_helpers import until
@@ -17,6 +18,18 @@ from ng911.testbed.topology import load_topology
 
 MANHATTAN = load_topology().point("Manhattan")
 FAILOVER_TIMEOUT = 3.0
+
+
+@contextlib.asynccontextmanager
+async def clean_chain(**kw):
+    """`open_chain(**kw)`, closed at the end; no element may have counted an error."""
+    chain = await open_chain(**kw)
+    try:
+        yield chain
+    finally:
+        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
+        await chain.close()
+    assert not errors, errors
 
 
 def _manhattan_peer(chain) -> str:
@@ -76,8 +89,7 @@ async def test_a_dead_psap_is_skipped_until_it_answers_again():
 
 
 async def test_a_psap_without_call_takers_480_fails_over():
-    chain = await open_chain(hangup_after=0.01)
-    try:
+    async with clean_chain(hangup_after=0.01) as chain:
         # Manhattan's only call taker logs off: psapd has nobody (as after a restart)
         assert await chain.takers["psap-manhattan"][0].register(expires=0) == 200
         rec = await asyncio.wait_for(chain.place_call(*MANHATTAN), 15)
@@ -86,15 +98,10 @@ async def test_a_psap_without_call_takers_480_fails_over():
         assert fo and fo[0]["status"] == 480
         # a busy PSAP is alive: not marked down
         assert chain.esrp.health.is_up(_manhattan_peer(chain))
-    finally:
-        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
-        await chain.close()
-    assert not errors, errors
 
 
 async def test_a_psap_with_every_taker_busy_486_fails_over():
-    chain = await open_chain(settings={"psap": {"queue_size": 0}}, hangup_after=0.01)
-    try:
+    async with clean_chain(settings={"psap": {"queue_size": 0}}, hangup_after=0.01) as chain:
         t = chain.takers["psap-manhattan"][0]
         t.cfg = dataclasses.replace(t.cfg, answer_delay=-1)  # rings, never answers
         first = await chain.place_call(*MANHATTAN, wait=False)
@@ -105,18 +112,13 @@ async def test_a_psap_with_every_taker_busy_486_fails_over():
         assert fo and fo[0]["status"] == 486
         chain.caller.cancel(first)
         await asyncio.wait_for(first.ended.wait(), 5)
-    finally:
-        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
-        await chain.close()
-    assert not errors, errors
 
 
 async def test_a_ringing_call_fails_over_when_its_psapd_stops():
     """psapd stopping with a call ringing at its taker hands the call back (503) and the ESRP
     puts it through to the alternate PSAP. Before: the call died with psapd's sockets while
     the ESRP, holding its 180, waited on it."""
-    chain = await open_chain(hangup_after=0.01)
-    try:
+    async with clean_chain(hangup_after=0.01) as chain:
         for t in chain.takers["psap-manhattan"]:
             t.cfg = dataclasses.replace(t.cfg, answer_delay=-1)  # rings, never answers
         rec = await chain.place_call(*MANHATTAN, wait=False)
@@ -126,34 +128,24 @@ async def test_a_ringing_call_fails_over_when_its_psapd_stops():
         assert rec.status == 200 and chain.psap_of(rec) == "psap-bronx"
         fo = chain.esrp.log.find("failover", call_id=rec.call_id)
         assert fo and fo[0]["status"] == 503
-    finally:
-        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
-        await chain.close()
-    assert not errors, errors
 
 
 async def test_a_call_taker_that_stops_hangs_up_its_call():
     """A call taker that stops ends its answered call with a BYE: the caller hears the call
     end instead of silence."""
-    chain = await open_chain(hangup_after=30, takers=2)
-    try:
+    async with clean_chain(hangup_after=30, takers=2) as chain:
         rec = await chain.place_call(*MANHATTAN, wait=False)
         assert await until(lambda: rec.status == 200, 10)
         (busy,) = [t for t in chain.takers["psap-manhattan"] if t.calls]
         await busy.close()
         await asyncio.wait_for(rec.ended.wait(), 5)
         assert rec.ended_by == "remote"
-    finally:
-        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
-        await chain.close()
-    assert not errors, errors
 
 
 async def test_a_call_taker_that_stops_gives_back_its_ringing_call():
     """A call taker that stops while its phone rings declines the call (480): psapd offers it
     to another call taker at once, not after `offer_timeout` (10 s)."""
-    chain = await open_chain(hangup_after=0.01, takers=2)
-    try:
+    async with clean_chain(hangup_after=0.01, takers=2) as chain:
         takers = chain.takers["psap-manhattan"]
         for t in takers:
             t.cfg = dataclasses.replace(t.cfg, answer_delay=-1)  # rings, never answers
@@ -165,7 +157,3 @@ async def test_a_call_taker_that_stops_gives_back_its_ringing_call():
         assert await until(lambda: bool(other.calls), 3)
         chain.caller.cancel(rec)
         await asyncio.wait_for(rec.ended.wait(), 5)
-    finally:
-        errors = {e.name: e.errors for e in chain.elements.values() if e.errors}
-        await chain.close()
-    assert not errors, errors
