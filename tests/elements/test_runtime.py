@@ -196,19 +196,21 @@ class SlowPeer:
         self.sock.close()
 
 
+def ping_peer(element, peer: SlowPeer) -> list:
+    """One OPTIONS from `element` to `peer`; the list its answer's status lands in."""
+    answers: list = []
+    uri = parse_uri(f"sip:127.0.0.1:{peer.port}")
+    ping(element, uri, timeout=3.0, done=lambda status, why: answers.append(status))
+    return answers
+
+
 async def test_close_waits_for_the_answer_to_a_request_just_sent():
     """A ping sent a moment before close gets its answer before the socket closes: else the
     peer's 200 meets a closed socket, and the peer's log holds a response no one received."""
     peer = SlowPeer(0.1)
     t = await start_taker()
-    answers = []
     try:
-        ping(
-            t,
-            parse_uri(f"sip:127.0.0.1:{peer.port}"),
-            timeout=3.0,
-            done=lambda s, w: answers.append(s),
-        )
+        answers = ping_peer(t, peer)
         await asyncio.sleep(0.02)  # the OPTIONS has left; its answer is 80 ms away
         assert peer.got == ["OPTIONS"]
         await asyncio.wait_for(t.close(), 5)
@@ -220,14 +222,8 @@ async def test_close_waits_for_the_answer_to_a_request_just_sent():
 async def test_close_is_bounded_when_a_request_gets_no_answer():
     peer = SlowPeer(None)  # a peer that never answers: close still ends (at most 0.5 s on)
     t = await start_taker()
-    answers = []
     try:
-        ping(
-            t,
-            parse_uri(f"sip:127.0.0.1:{peer.port}"),
-            timeout=3.0,
-            done=lambda s, w: answers.append(s),
-        )
+        answers = ping_peer(t, peer)
         await asyncio.sleep(0.02)
         assert peer.got == ["OPTIONS"]
         await asyncio.wait_for(t.close(), 5)
@@ -244,7 +240,7 @@ async def test_a_new_invite_while_the_element_stops_gets_503_not_silence():
     t = await start_taker()
     caller = Peer()
     try:
-        ping(t, parse_uri(f"sip:127.0.0.1:{silent.port}"), timeout=3.0, done=lambda s, w: None)
+        ping_peer(t, silent)
         await asyncio.sleep(0.02)
         closing = asyncio.get_running_loop().create_task(t.close())
         await asyncio.sleep(0.05)

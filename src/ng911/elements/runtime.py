@@ -578,28 +578,34 @@ class SipElement(Scheduler, Addressing):
         previous hop tries its alternate at once (the ESRP fails over on 503), rather than a
         call taken in and then dropped when the sockets close. In-dialog requests (BYE,
         re-INVITE), CANCEL, ACK and the stop's own SUBSCRIBE/NOTIFYs are still served."""
-        self.log(
-            "request_refused",
-            call_id=ctx.request.headers.get("Call-ID"),
-            hop=str(ctx.source.address),
-            method=ctx.request.method,
-            status=503,
-            error="element shutting down",
-        )
-        ctx.reply(503, "Shutting Down", extra=(("Retry-After", str(CLOSING_RETRY_AFTER)),))
+        retry = (("Retry-After", str(CLOSING_RETRY_AFTER)),)
+        self._refuse(ctx, 503, "element shutting down", phrase="Shutting Down", extra=retry)
 
     def _answer_error(self, ctx: ServerCtx, exc: BaseException) -> None:
         status, reason = status_of(exc)
+        self._refuse(ctx, status, reason)
+
+    def _refuse(
+        self,
+        ctx: ServerCtx,
+        status: int,
+        error: str,
+        *,
+        phrase: str | None = None,
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        """Log `request_refused` and answer `status` (reason phrase `phrase`, else `error`)
+        unless the request already has its final answer."""
         self.log(
             "request_refused",
             call_id=ctx.request.headers.get("Call-ID"),
             hop=str(ctx.source.address),
             method=ctx.request.method,
             status=status,
-            error=reason,
+            error=error,
         )
         if not ctx.final:
-            ctx.reply(status, reason)
+            ctx.reply(status, phrase or error, extra=extra)
 
     def _on_cancel(self, ctx: ServerCtx) -> None:
         """RFC 3261 §9.2: 200 to the CANCEL, then the element ends the INVITE (487)."""
