@@ -14,7 +14,9 @@ then reused, as in an ESInet):
   6076 Session Request Delay), p50/p99;
 - throughput: `--concurrency` calls in flight; calls per second completed, and CPU per call:
   whole process (getrusage) and per element (`time.thread_time` around each element's
-  handlers; LoST server/client CPU and the event loop's own work are only in the total).
+  handlers; LoST server/client CPU and the event loop's own work are only in the total);
+  and what the calls still hold at the end (`held`, kB of resident memory per call, and
+  GC-tracked objects per call in the JSON), while their transactions wait out 64*T1.
 
 `--processes`: the same chain with every element its own OS process (`ng911 run --bundle`,
 the testbed's `--processes` launcher, `ng911.testbed.processes`; like the one-process run,
@@ -60,6 +62,14 @@ IDLE_SECONDS = 5.0  # /proc counts CPU in 10 ms ticks: long enough for ~1 ms/s p
 def cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def rss_kb() -> int:
+    """This process's resident memory (kB, /proc): what the held calls cost, about."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
 
 
 def pct(values: list[float], p: float) -> float:
@@ -185,7 +195,14 @@ async def scenario(name: str, calls: int, latency_calls: int, concurrency: int) 
         gc.collect()
         gc.freeze()
         lat_res = await latency_run(chain, latency_calls, rng)
+        gc.collect()
+        rss0, objects0 = rss_kb(), len(gc.get_objects())
         thr = await throughput_run(chain, calls, concurrency, rng)
+        # what the calls still hold at the end: their transactions wait 64*T1 (32 s) after
+        # an answered INVITE, and the testbed keeps a call record per call
+        gc.collect()
+        thr["held_kb_per_call"] = round((rss_kb() - rss0) / max(calls, 1), 1)
+        thr["held_objects_per_call"] = round((len(gc.get_objects()) - objects0) / max(calls, 1))
     finally:
         await chain.close()
     return {
@@ -302,9 +319,10 @@ def table(results: list[dict[str, Any]]) -> str:
     roles = ["caller", "vsp", "esrp", "psapd", "calltaker"]
     lines = [
         f"{'scenario':<10} {'cps':>7} {'180 p50':>8} {'180 p99':>8} {'200 p50':>8} "
-        f"{'200 p99':>8} {'cpu/call':>9}  " + " ".join(f"{r:>9}" for r in roles),
+        f"{'200 p99':>8} {'cpu/call':>9}  " + " ".join(f"{r:>9}" for r in roles) + f" {'held':>7}",
         f"{'':<10} {'':>7} {'ms':>8} {'ms':>8} {'ms':>8} {'ms':>8} {'us':>9}  "
-        + " ".join(f"{'us':>9}" for _ in roles),
+        + " ".join(f"{'us':>9}" for _ in roles)
+        + f" {'kB/call':>7}",
     ]
     for r in results:
         lat, thr = r["latency"], r["throughput"]
@@ -314,6 +332,7 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{lat['invite_180_ms']['p99']:>8.2f} {lat['invite_200_ms']['p50']:>8.2f} "
             f"{lat['invite_200_ms']['p99']:>8.2f} {thr['process_cpu_us_per_call']:>9.0f}  "
             + " ".join(f"{el.get(x, 0.0):>9.0f}" for x in roles)
+            + f" {thr.get('held_kb_per_call', 0.0):>7.1f}"
         )
     return "\n".join(lines)
 

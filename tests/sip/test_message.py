@@ -414,3 +414,42 @@ def test_parsing_is_lazy():
     assert set(m.headers._cache) <= {"cseq"}
     m.top_via  # noqa: B018
     assert "top_via" in m.headers._cache and "from" not in m.headers._cache
+
+
+def test_essentials_keep_what_matching_and_answering_read() -> None:
+    """`Request.essentials`: what a finished transaction holds for 64*T1 (RFC 6026)."""
+    raw = (
+        b"INVITE sip:psap@example.net SIP/2.0\r\n"
+        b"v: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bKa1, SIP/2.0/TLS 192.0.2.9;branch=z9hG4bKb\r\n"
+        b"Record-Route: <sip:esrp.example;lr>\r\n"
+        b"Max-Forwards: 69\r\n"
+        b"f: <sip:alice@vsp.example>;tag=1\r\n"
+        b"t: <urn:service:sos>\r\n"
+        b"i: call-9\r\n"
+        b"CSeq: 7 INVITE\r\n"
+        b"m: <sip:alice@192.0.2.1:5061;transport=tls>\r\n"
+        b"Geolocation: <cid:loc@vsp.example>\r\n"
+        b"c: application/pidf+xml\r\n"
+        b"l: 11\r\n\r\n<presence/>"
+    )
+    req = parse_message(raw)
+    assert isinstance(req, Request)
+    top = req.top_via  # parsed before; the essentials parse it again if asked
+    slim = req.essentials()
+    assert not slim.headers._cache  # nothing parsed comes along
+    assert slim.body == b""
+    assert [n for n, _ in slim.headers] == ["Via", "From", "To", "Call-ID", "CSeq"]
+    assert (slim.method, slim.uri, slim.call_id, slim.cseq) == (
+        req.method,
+        req.uri,
+        "call-9",
+        req.cseq,
+    )
+    assert slim.headers.get_all("Via") == req.headers.get_all("Via")
+    assert slim.top_via == top
+    assert make_response(slim, 500).to_bytes() == make_response(req, 500).to_bytes()
+    assert req.body == b"<presence/>" and "Geolocation" in req.headers  # the original is intact
+    dialog = req.essentials(frozenset({"contact", "record-route"}))
+    assert dialog.headers.get("Contact") == "<sip:alice@192.0.2.1:5061;transport=tls>"
+    assert dialog.headers.get_all("Record-Route") == ["<sip:esrp.example;lr>"]
+    assert "Geolocation" not in dialog.headers and dialog.body == b""

@@ -24,6 +24,7 @@ from ng911.sip.transaction import (
     CancelTimer,
     ClientTransaction,
     Deliver,
+    Linger,
     Send,
     ServerTransaction,
     StartTimer,
@@ -116,8 +117,9 @@ def drive(tx: ClientTransaction | ServerTransaction, event: str) -> list[Action]
     if kind == "rx":  # a request retransmission or the ACK, at a server transaction
         assert isinstance(tx, ServerTransaction)
         if arg == "ACK":
-            last = tx.last_response
-            assert last is not None
+            # a wait state ("confirmed", "accepted") keeps no response (`Linger`): the ACK
+            # matches by its Via and method, any final answer's To does for it
+            last = tx.last_response or response_to(tx.request, 486)
             return tx.on_request(make_ack_for_non2xx(tx.request, last))
         return tx.on_request(tx.request.copy())
     if kind == "tx":
@@ -463,6 +465,97 @@ def test_bad_timer_config(kw: dict[str, float]) -> None:
         TimerConfig(**kw)
 
 
+def _lingers(actions: list[Action]) -> int:
+    return sum(isinstance(a, Linger) for a in actions)
+
+
+def _is_essential(req: Request) -> bool:
+    """Only the request line, Via, From, To, Call-ID and CSeq: no body, no other field."""
+    names = {n.lower() for n, _ in req.headers}
+    return req.body == b"" and names == {"via", "from", "to", "call-id", "cseq"}
+
+
+def _with_body(method: str) -> Request:
+    req = request(method)
+    req.headers.add("Content-Type", "application/pidf+xml")
+    req.body = b"<presence/>" * 100
+    return req
+
+
+@pytest.mark.parametrize(
+    ("method", "final", "state"),
+    [("INVITE", 200, "accepted"), ("INVITE", 486, "completed"), ("BYE", 200, "completed")],
+)
+def test_a_client_transaction_sheds_its_request_when_it_starts_waiting(
+    method: str, final: int, state: str
+) -> None:
+    """A finished transaction waits 64*T1 (RFC 6026 M), T4 (K) or 32 s (D) only to absorb
+    retransmissions: it keeps the request's essentials, no response, and says so once."""
+    tx = client_transaction(_with_body(method), reliable=False, timers=TimerConfig())
+    full = tx.request
+    assert _lingers(tx.start()) == 0
+    assert _lingers(tx.on_response(response_to(full, 180))) == 0
+    assert tx.request is full
+    resp = response_to(full, final)
+    assert _lingers(tx.on_response(resp)) == 1
+    assert tx.state == state
+    assert tx.request is not full and _is_essential(tx.request)
+    assert (tx.request.method, tx.request.uri, tx.request.call_id) == (
+        method,
+        full.uri,
+        full.call_id,
+    )
+    assert tx.last_response is None
+    again = tx.on_response(resp)  # a retransmission: no second Linger, still absorbed
+    assert _lingers(again) == 0
+    if final == 486:  # "completed" still ACKs the retransmitted final (§17.1.1.2)
+        assert summary(again) == ["send ACK"]
+        assert isinstance(tx, ClientTransaction) and tx.ack is not None
+        assert tx.ack.headers.get("Route") == full.headers.get("Route")
+
+
+@pytest.mark.parametrize(
+    ("method", "final", "state"),
+    [("INVITE", 200, "accepted"), ("INVITE", 486, "confirmed"), ("BYE", 200, "completed")],
+)
+def test_a_server_transaction_sheds_its_request_when_it_starts_waiting(
+    method: str, final: int, state: str
+) -> None:
+    tx = server_transaction(_with_body(method), reliable=False, timers=TimerConfig())
+    full = tx.request
+    tx.start()
+    resp = response_to(full, final)
+    actions = tx.send_response(resp)
+    if final == 486:  # "completed" resends the 486 until the ACK (Timer G): no waiting yet
+        assert _lingers(actions) == 0 and tx.request is full
+        actions = tx.on_request(make_ack_for_non2xx(full, resp))
+    assert _lingers(actions) == 1
+    assert tx.state == state
+    assert _is_essential(tx.request)
+    if method == "BYE":  # a retransmitted BYE gets the same 200 (§17.2.2)
+        assert tx.last_response is resp
+        assert summary(tx.on_request(full.copy())) == ["send 200"]
+    else:
+        assert tx.last_response is None
+    assert _lingers(tx.on_request(full.copy())) == 0
+    if state == "accepted":  # a proxy's 2xx retransmission still goes out (RFC 6026 §7.1)
+        assert summary(tx.send_response(resp)) == ["send 200"]
+        assert tx.last_response is None
+    # the essentials answer as the whole request did (§8.2.6.2)
+    late = response_to(tx.request, 500)
+    assert late.headers.get_all("Via") == full.headers.get_all("Via")
+    assert late.call_id == full.call_id and late.cseq == full.cseq
+
+
+@pytest.mark.parametrize("method", ["INVITE", "BYE"])
+def test_no_waiting_on_a_reliable_transport_means_no_linger(method: str) -> None:
+    """Over TCP/TLS D, I, J, K are zero: the machine ends at once, it never waits."""
+    tx = client_transaction(_with_body(method), reliable=True, timers=TimerConfig())
+    tx.start()
+    actions = tx.on_response(response_to(tx.request, 486 if method == "INVITE" else 200))
+    assert _lingers(actions) == 0 and tx.terminated
+
+
 def test_timeout_status() -> None:
     assert Timeout("timer B").status == 408
     assert Timeout("transport error").status == 503
@@ -496,7 +589,7 @@ def test_ack_for_non2xx_is_built_per_17_1_1_3() -> None:
     again = [a for a in tx.on_response(resp) if isinstance(a, Send)]
     assert again == [Send(ack)]
     assert tx.ack is ack
-    assert tx.last_response is resp
+    assert tx.last_response is None  # "completed" keeps the ACK, not the response (`Linger`)
 
 
 def test_make_cancel_per_9_1() -> None:

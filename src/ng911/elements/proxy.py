@@ -32,7 +32,7 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Final
 
 from ng911.elements.contexts import OnFailure, OnResponse
 from ng911.elements.dialogs import DialogTable, path_of, reroute
@@ -148,6 +148,11 @@ class ProxyCall:
     @property
     def pending(self) -> list[Branch]:
         return [b for b in self.branches if b.pending]
+
+
+# what a finished call's request keeps beyond `Request.essentials`: the dialog's fields
+# (the caller's Contact and the Record-Route set, RFC 3261 §12.1.1)
+_DIALOG_FIELDS: Final = frozenset({"contact", "record-route"})
 
 
 def _rank(status: int) -> int:
@@ -513,12 +518,13 @@ class Proxy(SipElement):
                 self._upstream(call, resp)
             return
         if status < 300:
+            retransmitted = branch.final != 0  # the dialog is remembered at its first 2xx
             branch.final = status
             if branch.timer is not None:
                 branch.timer.cancel()
                 branch.timer = None
             self.branch_response(branch, resp)
-            if call.initial and call.request.method == "INVITE":
+            if call.initial and call.request.method == "INVITE" and not retransmitted:
                 self._remember_dialog(branch, resp)
             first = not call.answered
             call.answered = True
@@ -589,6 +595,9 @@ class Proxy(SipElement):
         self.call_ended(call)
         # the transactions keep what 2xx retransmissions and late responses still need
         self.calls.pop(call.server.tx.key, None)
+        # and so does the call: what a late 2xx of another branch (§16.7 item 9) or a BYE
+        # on the callee's behalf (psapd's ACK timeout) reads, not the body (`essentials`)
+        call.request = call.request.essentials(_DIALOG_FIELDS)
 
     def server_released(self, ctx: ServerCtx) -> None:
         call = ctx.data.get("call")

@@ -57,6 +57,7 @@ from ng911.sip.message import Request, Response, make_response
 from ng911.sip.transaction import (
     CancelTimer,
     Deliver,
+    Linger,
     Send,
     StartTimer,
     State,
@@ -390,6 +391,15 @@ class SipElement(Scheduler, Addressing):
                 else:
                     self.log("server_timeout", call_id=ctx.call_id, cause=a.cause)
                     self.server_timeout(ctx)
+            elif isinstance(a, Linger):
+                # the transaction kept the request's essentials only: let the whole go too
+                # (the handlers that still read it later, logs and late answers, need no more)
+                req = ctx.tx.request
+                ctx.request = req
+                if isinstance(ctx, ServerCtx) and ctx.size:
+                    size = req.headers.text_size()
+                    self.held_bytes -= ctx.size - size
+                    ctx.size = size
             elif isinstance(a, Terminated):
                 self.table.remove(ctx.tx)
                 if self._ctxs.pop(ctx.tx.key, None) is not None and isinstance(ctx, ServerCtx):

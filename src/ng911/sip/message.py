@@ -86,6 +86,9 @@ CACHE_SLOTS: Final[dict[str, str]] = {
     "top_via_branch": "via",
 }
 
+# the header fields `Request.essentials` keeps (lookup keys)
+_ESSENTIAL: Final = frozenset({"via", "from", "to", "call-id", "cseq"})
+
 
 def header_key(name: str) -> tuple[str, str]:
     """(lookup key, output name) of a header name in any case or compact form."""
@@ -579,6 +582,26 @@ class Request(Message):
 
     def copy(self) -> Self:
         return type(self)(self.method, self.uri, self.headers.copy(), self.body)
+
+    def essentials(self, extra: frozenset[str] = frozenset()) -> Request:
+        """The request as a finished transaction still needs it: the request line and Via,
+        From, To, Call-ID and CSeq (what matches a retransmission, RFC 3261 §17.2.3, and
+        what a response copies, §8.2.6.2), and the fields of lookup keys `extra`; no body.
+
+        Why: a finished INVITE transaction waits 64*T1 on every transport (RFC 6026 Timer
+        L and M) and a non-INVITE one over UDP (Timer J, K). Holding the whole request that
+        long, its SDP and PIDF-LO and every header, was most of what an element kept per
+        call (`bench/chain.py`: ~100 KB a call across the chain before)."""
+        items = self.headers._items
+        keep: list[str] = []
+        for i in range(0, len(items), 3):
+            if items[i] in _ESSENTIAL or items[i] in extra:
+                keep.append(items[i])
+                keep.append(items[i + 1])
+                keep.append(items[i + 2])
+        # nothing parsed comes along: a waiting transaction seldom reads a field again, and
+        # the parsed Vias, addresses and their parameters are most of a message's objects
+        return Request(self.method, self.uri, Headers._from_parsed(keep))
 
     def _start(self) -> tuple[object, object]:
         return self.method, self.uri

@@ -12,6 +12,10 @@ returns the list of *actions* the caller must carry out, in order:
 - `Deliver(message)`: pass the message up to the transaction user (TU);
 - `Timeout(cause)`: Timer B, F or H fired, or the transport failed: the TU treats it as a
   408 (timer) or 503 (transport) response (RFC 3261 §8.1.3.1, §17.1.4, §17.2.4);
+- `Linger()`: the transaction entered a wait state ("completed", "confirmed", "accepted" where
+  it only absorbs retransmissions) and now holds only the request's essentials
+  (`Request.essentials`) and, where it may still resend it, the last response: the TU drops
+  the whole request it holds for it too;
 - `Terminated()`: the transaction is over; remove it from the `TransactionTable`.
 
 Each machine is a table `(state, event) -> (next state, steps)` (the `*_TABLE` constants below),
@@ -132,6 +136,19 @@ class Timeout(Value):
         return 503 if self.cause == "transport error" else 408
 
 
+class Linger(Value):
+    """The transaction entered a wait state: from now on it absorbs retransmissions (and, in
+    RFC 6026's "accepted", passes 2xx and ACKs on) and holds only `Request.essentials`; the
+    TU may let go of the whole request too. Why: a finished INVITE transaction waits 64*T1 on
+    every transport, and the whole request held that long was most of an element's memory
+    per call."""
+
+    __slots__ = ()
+
+    def _fields(self) -> tuple[object, ...]:
+        return ()
+
+
 class Terminated(Value):
     """The transaction reached "terminated": drop it from the table."""
 
@@ -141,7 +158,7 @@ class Terminated(Value):
         return ()
 
 
-Action = Send | StartTimer | CancelTimer | Deliver | Timeout | Terminated
+Action = Send | StartTimer | CancelTimer | Deliver | Timeout | Linger | Terminated
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,6 +416,10 @@ class _Machine:
     TABLE: ClassVar[Table]
     ENTRY: ClassVar[Steps]
     INITIAL: ClassVar[State]
+    # the wait states: entering one sheds the request to its essentials (`Linger`)
+    LINGER: ClassVar[frozenset[State]]
+    # whether "resend" can still happen in a wait state (the last response is kept then)
+    RESENDS_WHILE_LINGERING: ClassVar[bool] = False
 
     def __init__(self, request: Request, *, reliable: bool, timers: TimerConfig) -> None:
         self.request = request
@@ -448,12 +469,21 @@ class _Machine:
                     next_state = TERMINATED  # a zero-time wait timer: §17 table 4
             else:
                 self._step(step, message, event, out)
+        entered = next_state is not self.state
         self.state = next_state
-        if next_state is TERMINATED:
+        if entered and next_state in self.LINGER:
+            self._linger(out)
+        elif next_state is TERMINATED:
             out.extend(CancelTimer(name) for name in sorted(self._running))
             self._running.clear()
             out.append(Terminated())
         return out
+
+    def _linger(self, out: list[Action]) -> None:
+        self.request = self.request.essentials()
+        if not self.RESENDS_WHILE_LINGERING:
+            self.last_response = None
+        out.append(Linger())
 
     def _timer_step(self, verb: str, name: str, out: list[Action]) -> bool:
         """Apply a timer step; True when it means "terminate now" (a zero wait timer)."""
@@ -559,7 +589,11 @@ class ClientTransaction(_Machine):
             super()._message_step(step, message, out)
 
     def _event(self, event: str, message: Request | Response | None) -> list[Action]:
-        if isinstance(message, Response) and message.status >= 200 and self.state is not COMPLETED:
+        if (
+            isinstance(message, Response)
+            and message.status >= 200
+            and self.state not in self.LINGER
+        ):
             self.last_response = message
         return super()._event(event, message)
 
@@ -569,6 +603,7 @@ class InviteClientTransaction(ClientTransaction):
     TABLE = INVITE_CLIENT_TABLE
     ENTRY = ("send request", "start A", "start B")
     INITIAL = CALLING
+    LINGER = frozenset({COMPLETED, ACCEPTED})
 
 
 class NonInviteClientTransaction(ClientTransaction):
@@ -576,6 +611,7 @@ class NonInviteClientTransaction(ClientTransaction):
     TABLE = NON_INVITE_CLIENT_TABLE
     ENTRY = ("send request", "start E", "start F")
     INITIAL = TRYING
+    LINGER = frozenset({COMPLETED})
 
 
 class ServerTransaction(_Machine):
@@ -617,7 +653,8 @@ class ServerTransaction(_Machine):
         self, step: str, message: Request | Response | None, out: list[Action]
     ) -> None:
         if step == "send" and isinstance(message, Response):
-            self.last_response = message
+            if self.state not in self.LINGER:  # "accepted" resends nothing itself
+                self.last_response = message
             out.append(Send(message))
         elif step == "resend":
             if self.last_response is not None:
@@ -631,6 +668,8 @@ class InviteServerTransaction(ServerTransaction):
     TABLE = INVITE_SERVER_TABLE
     ENTRY = ("deliver",)
     INITIAL = PROCEEDING
+    # not "completed": it resends the final answer until the ACK (Timer G, H)
+    LINGER = frozenset({CONFIRMED, ACCEPTED})
 
 
 class NonInviteServerTransaction(ServerTransaction):
@@ -638,6 +677,8 @@ class NonInviteServerTransaction(ServerTransaction):
     TABLE = NON_INVITE_SERVER_TABLE
     ENTRY = ("deliver",)
     INITIAL = TRYING
+    LINGER = frozenset({COMPLETED})
+    RESENDS_WHILE_LINGERING = True  # a retransmitted request gets the final answer again
 
 
 def client_transaction(
