@@ -69,6 +69,7 @@ key = "psap.key"
         ({"listeners": {"transport": "udp"}}, "expected a list"),
         ({"tls": "yes"}, "expected a table"),
         ({"offer_timeout": "soon"}, "expected a number"),
+        ({"timer_c": 0}, "timer_c must be > 0"),
     ],
 )
 def test_bad_values_are_config_errors(data, match):

@@ -157,3 +157,27 @@ async def test_a_call_taker_that_stops_gives_back_its_ringing_call():
         assert await until(lambda: bool(other.calls), 3)
         chain.caller.cancel(rec)
         await asyncio.wait_for(rec.ended.wait(), 5)
+
+
+async def test_a_ringing_call_moves_to_the_alternate_when_its_psap_crashes():
+    """psapd dies (no hand-back, its sockets just gone) while a call rings there: the ESRP's
+    ping finds it down and moves the call to the alternate PSAP at once. Before: the ESRP
+    had the 180, its failover timer had stopped, and the call rang for ever."""
+    chain = await open_chain(hangup_after=0.01)
+    try:
+        esrp = chain.esrp
+        esrp.cfg = dataclasses.replace(esrp.cfg, ping_interval=0.2, ping_timeout=0.5)
+        for t in chain.takers["psap-manhattan"]:
+            t.cfg = dataclasses.replace(t.cfg, answer_delay=-1)  # rings, never answers
+        rec = await chain.place_call(*MANHATTAN, wait=False)
+        assert await until(lambda: rec.t_180 is not None, 10)
+        dead = chain.elements["psap-manhattan"]
+        dead.tx_timers.stop()  # a crash: no timer of it runs again, nothing is sent
+        await dead.transport.close()
+        await asyncio.wait_for(rec.ended.wait(), 15)
+        assert rec.status == 200 and chain.psap_of(rec) == "psap-bronx"
+        assert esrp.log.find("peer_down", peer=_manhattan_peer(chain))
+        assert esrp.log.find("moved_off_down_psap", call_id=rec.call_id)
+        assert esrp.errors == 0
+    finally:
+        await chain.close()

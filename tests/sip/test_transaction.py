@@ -863,3 +863,19 @@ def test_parsed_messages_round_trip_through_the_layer() -> None:
     assert isinstance(ack, Request) and isinstance(cancel, Request)
     assert table.match_request(ack) is tx
     assert table.cancel_target(cancel) is tx
+
+
+def test_abandon_destroys_an_invite_client_transaction_per_9_1() -> None:
+    """RFC 3261 §9.1: no final answer 64*T1 after the CANCEL, the TU destroys the INVITE
+    transaction: its timers stop, it terminates, a late response is absorbed."""
+    tx = client_transaction(request(), reliable=False, timers=TimerConfig())
+    tx.start()
+    tx.on_response(response_to(tx.request, 180))
+    assert tx.state == "proceeding"
+    assert summary(tx.abandon()) == ["terminated"]
+    assert tx.terminated
+    assert tx.abandon() == []  # once
+    assert tx.on_response(response_to(tx.request, 487)) == []
+    calling = client_transaction(request(), reliable=False, timers=TimerConfig())
+    calling.start()
+    assert summary(calling.abandon()) == ["cancel A", "cancel B", "terminated"]

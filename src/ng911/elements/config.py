@@ -242,6 +242,8 @@ class TlsProfile(_Plain):
 
 
 def _check_timeouts(cfg: ElementConfig) -> None:
+    if not cfg.timer_c > 0:
+        raise ConfigError(f"{cfg.name}: timer_c must be > 0 s (RFC 3261: > 180), not {cfg.timer_c}")
     for name in ("handshake_timeout", "first_message_timeout", "idle_timeout"):
         value = getattr(cfg, name)
         if value < 0:
@@ -405,6 +407,10 @@ class ElementConfig(_Plain):
     tls: TlsProfile = field(default_factory=TlsProfile)
     hosts: tuple[HostEntry, ...] = ()
     t1: float = 0.5  # RFC 3261 §17.1.1.1 T1; tests on loopback may shorten it
+    # RFC 3261 §16.6 item 11 Timer C (s): a proxy's INVITE branch with no final answer this
+    # long after its request or its last provisional answer is CANCELled (§16.8); the RFC
+    # wants more than 3 minutes, tests on loopback may shorten it
+    timer_c: float = 180.0
     # stream connections accepted by the listeners (seconds, counted from the accept; 0 = off):
     # a TLS handshake not finished, or no complete SIP message, in this time closes them
     handshake_timeout: float = 5.0

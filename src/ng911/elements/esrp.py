@@ -25,7 +25,9 @@ What NENA i3 (NENA-STA-010 §4.2) asks of the emergency services routing proxy, 
   and tried only after the routes that are up, until it answers an OPTIONS ping again
   (`elements/keepalive.py`; the ESRP pings the PSAPs LoST named, the alternates and the
   default route, as Kamailio's `dispatcher` does); when every route is down they are all
-  tried anyway, in plan order: a call is never dropped on a stale "down";
+  tried anyway, in plan order: a call is never dropped on a stale "down"; a PSAP found down
+  because its ping went unanswered gives up its ringing calls to their next route at once
+  (`_move_calls_off`), instead of their waiting Timer C;
 - before LoST, the OriginationRoutePolicy (`prf.originate`, rules of queue "origination"):
   a rule on service, call source or time may route the call (or send it to the default
   route) with no LoST query; "normal" or no match goes on to LoST;
@@ -257,7 +259,10 @@ class Esrp(Proxy):
         def done(status: int | None, why: str) -> None:
             now = time.monotonic()
             if status is None or status == 503:
-                self._health_changed(self.health.failed(peer, now, why))
+                t = self.health.failed(peer, now, why)
+                self._health_changed(t)
+                if status is None and t is not None and not t.up:
+                    self._move_calls_off(peer)
             else:
                 self._health_changed(self.health.answered(peer, now, why))
 
@@ -266,6 +271,25 @@ class Esrp(Proxy):
     def _health_changed(self, t: Transition | None) -> None:
         if t is not None:
             self.log("peer_up" if t.up else "peer_down", peer=t.peer, reason=t.reason)
+
+    def _move_calls_off(self, peer: str) -> None:
+        """A PSAP whose OPTIONS ping went unanswered (no response at all, or the transport
+        failed) is found down while calls ring there: each such call is CANCELled there and
+        goes on to its next route at once (alternate, then default route), as on its
+        `failover_timeout`. Why: the ringing call's 200 can never come from a dead PSAP, and
+        the failover timer stopped at its 180; only Timer C (3 minutes) would end it. A 503
+        does not move calls: a PSAP that answers is alive, and psapd hands back its own
+        unanswered calls when it stops."""
+        for call in list(self.calls.values()):
+            if call.server.final or "plan" not in call.data:
+                continue
+            for b in list(call.branches):
+                if not b.pending or b.target.label != peer:
+                    continue
+                self.log("moved_off_down_psap", call_id=call.call_id, psap=peer)
+                self.cancel_branch(b, f"PSAP {peer} down")
+                if not call.server.final and not self.branch_failed(b, None):
+                    self._maybe_finish(call)
 
     def _order_plan(self, call: ProxyCall, plan: list[RouteCandidate]) -> list[RouteCandidate]:
         """Routes marked down go after the ones that are up (each group in plan order); when

@@ -17,6 +17,11 @@ PSAP, next call taker). Everything else is RFC 3261 §16 and must be identical:
   them; other branches cancelled), 3xx–6xx collected until no branch is pending, then the
   best one forwarded (487 once cancelled);
 - §16.10 CANCEL: pending branches cancelled; the 487 they answer goes upstream;
+- §16.8 Timer C: an INVITE branch with no final answer `timer_c` s (180) after its request
+  or its last provisional answer is CANCELled and counts as a 408 (so the ESRP tries the
+  alternate PSAP); and, §9.1, a branch with no final answer 64*T1 after our CANCEL (a next
+  hop that died mid-call) is given up, its transaction destroyed, a 487 or 408 sent up:
+  without it the call would ring upstream, and be held here, for ever;
 - in-dialog requests (BYE, re-INVITE) and the ACK for a 2xx follow the Route headers
   (the ACK statelessly, it is not a transaction); one with no Route and a Request-URI we
   cannot route (`urn:service:sos`) is routed by the dialog it belongs to (`dialogs.py`),
@@ -46,7 +51,7 @@ from ng911.elements.runtime import (
     new_branch_with,
     via_matches,
 )
-from ng911.elements.scheduling import LoopTimer
+from ng911.elements.scheduling import LoopTimer, TimerHeap
 from ng911.errors import Ng911Error
 from ng911.net.address import Address, Source
 from ng911.net.sips import requires_tls
@@ -95,7 +100,16 @@ class Branch:
     dataclasses: the compiled build runs a written `__init__` natively)."""
 
     __slots__ = (
-        "abandoned", "call", "cancel_sent", "client", "final", "provisional", "target", "timer",
+        "abandoned",
+        "c_deadline",
+        "call",
+        "cancel_sent",
+        "client",
+        "final",
+        "provisional",
+        "target",
+        "timer",
+        "timer_c",
     )  # fmt: skip
 
     def __init__(self, call: ProxyCall, target: Target) -> None:
@@ -108,6 +122,11 @@ class Branch:
         self.abandoned = False
         self.timer: LoopTimer = None  # asyncio's or uvloop's TimerHandle, or None
         self.cancel_sent = False
+        # RFC 3261 §16.8 Timer C of an INVITE branch, then §9.1's wait for the answer to
+        # our CANCEL: its number in `Proxy.c_timers` (0: none), and the loop time it is due
+        # (a provisional answer moves the time on; the timer re-arms when it fires early)
+        self.timer_c = 0
+        self.c_deadline = 0.0
 
     @property
     def pending(self) -> bool:
@@ -195,6 +214,12 @@ class Proxy(SipElement):
         # no closure (function and cells) is made per branch
         self._branch_response_cb: OnResponse = self._branch_response
         self._branch_failure_cb: OnFailure = self._branch_failure
+        # the branches' Timer C: one heap behind one loop timer, forgotten at close
+        self.c_timers = TimerHeap(self._c_timer_due)
+
+    async def close(self) -> None:
+        await super().close()
+        self.c_timers.stop()
 
     # ------------------------------------------------------------------ receiving
 
@@ -418,9 +443,63 @@ class Proxy(SipElement):
             on_failure=self._branch_failure_cb,
             owner=branch,
         )
-        if target.timeout is not None and req.method == "INVITE":
-            branch.timer = self.call_later(target.timeout, self._branch_timeout, branch)
+        if req.method == "INVITE":
+            if target.timeout is not None:
+                branch.timer = self.call_later(target.timeout, self._branch_timeout, branch)
+            self._arm_timer_c(branch, self.config.timer_c)
         return branch
+
+    # ------------------------------------------------------------------ Timer C
+
+    def _arm_timer_c(self, branch: Branch, delay: float) -> None:
+        """(Re)start the branch's Timer C `delay` s from now. Why a proxy needs it: a next
+        hop that answered 180 and then died (a crashed PSAP, a lost TLS connection) would
+        leave the call ringing upstream for ever, its transactions held for ever."""
+        branch.c_deadline = self.loop.time() + delay
+        if branch.timer_c:
+            self.c_timers.cancel(branch.timer_c)
+        branch.timer_c = self.c_timers.start(self.loop, delay, branch, "C")
+
+    def _stop_timer_c(self, branch: Branch) -> None:
+        if branch.timer_c:
+            self.c_timers.cancel(branch.timer_c)
+            branch.timer_c = 0
+
+    def _c_timer_due(self, branch: Any, name: str) -> None:
+        self._guarded(self._timer_c, (branch,))
+
+    def _timer_c(self, branch: Branch) -> None:
+        branch.timer_c = 0
+        if branch.final:
+            return
+        left = branch.c_deadline - self.loop.time()
+        if left > 0.01:  # a provisional answer moved it on (§16.7 item 2)
+            branch.timer_c = self.c_timers.start(self.loop, left, branch, "C")
+            return
+        call = branch.call
+        client = branch.client
+        if branch.cancel_sent:
+            # §9.1: no final answer 64*T1 after our CANCEL: the next hop is gone. Destroy
+            # the transaction; a branch the call still waits on counts as a 408
+            self.log("branch_given_up", call_id=call.call_id, target=branch.target.label)
+            if client is not None:
+                self.abandon_client(client)
+            self._on_branch_failure(branch, 408, "no final answer to our CANCEL")
+            return
+        self.log("timer_c", call_id=call.call_id, target=branch.target.label)
+        if not branch.provisional:  # §16.8: as if the transaction had got a 408
+            self._on_branch_failure(branch, 408, "timer C")
+            return
+        self.cancel_branch(branch, "timer C: no final answer")  # §16.8: CANCEL it
+        if call.server.final:
+            return
+        if not self.branch_failed(branch, 408):
+            self._maybe_finish(call)
+
+    def _cancel_sent(self, branch: Branch) -> None:
+        """Our CANCEL for the branch went out: its INVITE gets 64*T1 to end (§9.1)."""
+        branch.cancel_sent = True
+        self._arm_timer_c(branch, 64 * self.timers.t1)
 
     def _add_record_route(self, req: Request, in_t: str, out_t: str) -> None:
         """Record-Route (§16.6 item 4); doubled when the interfaces differ (RFC 5658).
@@ -451,7 +530,7 @@ class Proxy(SipElement):
         client = branch.client
         if client is None or client.request.method != "INVITE" or branch.cancel_sent:
             return
-        branch.cancel_sent = True
+        self._cancel_sent(branch)
         cancel = make_cancel(client.request)
         self.log(
             "cancel_branch", call_id=branch.call.call_id, target=branch.target.label, reason=reason
@@ -509,6 +588,8 @@ class Proxy(SipElement):
         if status < 200:
             if branch.abandoned:
                 return
+            if not branch.cancel_sent:  # §16.7 item 2: a provisional answer resets Timer C
+                branch.c_deadline = self.loop.time() + self.config.timer_c
             branch.provisional = True
             if branch.timer is not None and branch.target.timer_until == "provisional":
                 branch.timer.cancel()
@@ -520,6 +601,7 @@ class Proxy(SipElement):
         if status < 300:
             retransmitted = branch.final != 0  # the dialog is remembered at its first 2xx
             branch.final = status
+            self._stop_timer_c(branch)
             if branch.timer is not None:
                 branch.timer.cancel()
                 branch.timer = None
@@ -542,6 +624,7 @@ class Proxy(SipElement):
         call = branch.call
         was_abandoned = branch.abandoned
         branch.final = resp.status
+        self._stop_timer_c(branch)
         if branch.timer is not None:
             branch.timer.cancel()
             branch.timer = None
@@ -606,6 +689,8 @@ class Proxy(SipElement):
                 if b.timer is not None:
                     b.timer.cancel()
                     b.timer = None
+                if b.final:  # an unfinished one keeps its Timer C: it ends the transaction
+                    self._stop_timer_c(b)
             call.branches.clear()  # Branch.call <-> ProxyCall.branches: the last cycle
             call.data.clear()
 
@@ -628,5 +713,5 @@ class Proxy(SipElement):
         client = branch.client
         if client is None or branch.cancel_sent or client.request.method != "INVITE":
             return
-        branch.cancel_sent = True
+        self._cancel_sent(branch)
         self.send_request(make_cancel(client.request), client.dest, server_name=client.server_name)

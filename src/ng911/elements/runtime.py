@@ -353,6 +353,12 @@ class SipElement(Scheduler, Addressing):
             # later, never inside the _run that is sending: no re-entrancy
             self.loop.call_soon(self._guarded, self._transport_failed, (ctx,))
 
+    def abandon_client(self, ctx: ClientCtx) -> None:
+        """Give up a client transaction whose peer will never end it (`abandon`): it
+        leaves the table at once, with its timers and the call state it holds."""
+        ctx.failed = True
+        self._run(ctx, ctx.tx.abandon())
+
     def _transport_failed(self, ctx: ClientCtx) -> None:
         if not ctx.failed:
             self._run(ctx, ctx.tx.on_transport_error())

@@ -570,6 +570,14 @@ class ClientTransaction(_Machine):
         """Send the request and start the timers: the first actions of every transaction."""
         return self._start()
 
+    def abandon(self) -> list[Action]:
+        """The TU gives the transaction up (RFC 3261 §9.1: an INVITE that got no final
+        answer 64*T1 after its CANCEL is destroyed): its timers stop and it terminates.
+        Nothing is sent; a response arriving later matches nothing."""
+        if self.state is TERMINATED:
+            return []
+        return self._run(TERMINATED, (), None, event="abandon")
+
     def on_response(self, response: Response) -> list[Action]:
         """A response matched this transaction (see `TransactionTable.match_response`)."""
         if response.status < 100:
