@@ -8,6 +8,7 @@ answering 486 (all takers busy) or 480 (none registered) ended the call there.
 import asyncio
 import contextlib
 import dataclasses
+import time
 
 from failover_helpers import until
 
@@ -174,8 +175,12 @@ async def test_a_ringing_call_moves_to_the_alternate_when_its_psap_crashes():
         dead = chain.elements["psap-manhattan"]
         dead.tx_timers.stop()  # a crash: no timer of it runs again, nothing is sent
         await dead.transport.close()
+        crashed = time.perf_counter()
         await asyncio.wait_for(rec.ended.wait(), 15)
         assert rec.status == 200 and chain.psap_of(rec) == "psap-bronx"
+        assert rec.t_200 is not None
+        print(f"answered at the alternate {rec.t_200 - crashed:.2f} s after the crash")
+        assert rec.t_200 - crashed < 5  # a ping period and its timeout, then the call
         assert esrp.log.find("peer_down", peer=_manhattan_peer(chain))
         assert esrp.log.find("moved_off_down_psap", call_id=rec.call_id)
         assert esrp.errors == 0
