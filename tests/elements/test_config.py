@@ -70,6 +70,7 @@ key = "psap.key"
         ({"tls": "yes"}, "expected a table"),
         ({"offer_timeout": "soon"}, "expected a number"),
         ({"timer_c": 0}, "timer_c must be > 0"),
+        ({"stop_drain": -1}, "stop_drain must be >= 0"),
     ],
 )
 def test_bad_values_are_config_errors(data, match):

@@ -186,3 +186,38 @@ async def test_a_ringing_call_moves_to_the_alternate_when_its_psap_crashes():
         assert esrp.errors == 0
     finally:
         await chain.close()
+
+
+async def test_a_stopping_esrp_hands_back_the_call_it_is_setting_up():
+    """The ESRP stops while a call rings at a PSAP: after `stop_drain` it CANCELs the call
+    there and answers 503 with Retry-After, so the caller (or a VSP with another ESRP) hears
+    at once. Before: the ESRP's sockets closed under the call, which rang on until the VSP's
+    Timer C (3 minutes) and at the PSAP until its offer timed out."""
+    async with clean_chain(hangup_after=0.01, settings={"esrp": {"stop_drain": 0.3}}) as chain:
+        takers = chain.takers["psap-manhattan"]
+        for t in takers:
+            t.cfg = dataclasses.replace(t.cfg, answer_delay=-1)  # rings, never answers
+        rec = await chain.place_call(*MANHATTAN, wait=False)
+        assert await until(lambda: rec.t_180 is not None, 10)
+        stopped = time.perf_counter()
+        await chain.esrp.close()
+        await asyncio.wait_for(rec.ended.wait(), 5)
+        assert rec.status == 503
+        assert rec.t_end is not None and rec.t_end - stopped < 2.0
+        assert chain.esrp.log.find("handed_back", call_id=rec.call_id)
+        assert await until(lambda: not any(t.calls for t in takers), 5)  # CANCELled there
+
+
+async def test_a_call_answered_while_the_esrp_drains_goes_through():
+    """A call the PSAP answers within `stop_drain` is not handed back: its 200 passes."""
+    async with clean_chain(hangup_after=30, settings={"esrp": {"stop_drain": 3.0}}) as chain:
+        for t in chain.takers["psap-manhattan"]:
+            t.cfg = dataclasses.replace(t.cfg, answer_delay=0.5)
+        rec = await chain.place_call(*MANHATTAN, wait=False)
+        assert await until(lambda: rec.t_180 is not None, 10)
+        closing = asyncio.ensure_future(chain.esrp.close())
+        assert await until(lambda: rec.status is not None, 5)
+        assert rec.status == 200 and chain.psap_of(rec) == "psap-manhattan"
+        await asyncio.wait_for(closing, 5)
+        assert not chain.esrp.log.find("handed_back")
+        chain.caller.cancel(rec)

@@ -242,6 +242,8 @@ class TlsProfile(_Plain):
 
 
 def _check_timeouts(cfg: ElementConfig) -> None:
+    if cfg.stop_drain < 0:
+        raise ConfigError(f"{cfg.name}: stop_drain must be >= 0 s, not {cfg.stop_drain}")
     if not cfg.timer_c > 0:
         raise ConfigError(f"{cfg.name}: timer_c must be > 0 s (RFC 3261: > 180), not {cfg.timer_c}")
     for name in ("handshake_timeout", "first_message_timeout", "idle_timeout"):
@@ -411,6 +413,9 @@ class ElementConfig(_Plain):
     # long after its request or its last provisional answer is CANCELled (§16.8); the RFC
     # wants more than 3 minutes, tests on loopback may shorten it
     timer_c: float = 180.0
+    # a proxy that stops gives the calls it is setting up this long (s) to be answered (new
+    # ones get 503 meanwhile), then hands the rest back: CANCEL on, 503 + Retry-After back
+    stop_drain: float = 2.0
     # stream connections accepted by the listeners (seconds, counted from the accept; 0 = off):
     # a TLS handshake not finished, or no complete SIP message, in this time closes them
     handshake_timeout: float = 5.0

@@ -34,6 +34,7 @@ failed (the ESRP's alternate-PSAP rule, psapd's re-offer rule). The subclass hoo
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 from collections.abc import Callable, Iterable
@@ -43,6 +44,7 @@ from ng911.elements.contexts import OnFailure, OnResponse
 from ng911.elements.dialogs import DialogTable, path_of, reroute
 from ng911.elements.native import mypyc_attr
 from ng911.elements.runtime import (
+    CLOSING_RETRY_AFTER,
     ClientCtx,
     ElementError,
     ServerCtx,
@@ -220,6 +222,33 @@ class Proxy(SipElement):
     async def close(self) -> None:
         await super().close()
         self.c_timers.stop()
+
+    async def drain(self) -> None:
+        """At stop, the calls being set up get `stop_drain` s to be answered (a new one gets
+        503 meanwhile); each one still unanswered then is handed back: its branches are
+        CANCELled and it gets 503 with Retry-After, so the previous hop tries another route
+        at once. Why: closed under them, such a call would ring on upstream until that hop's
+        Timer C (3 minutes), then fail, and the next hop would ring a phone no one can
+        answer through us."""
+        loop = self.loop
+        end = loop.time() + self.config.stop_drain
+        while self._in_setup() and loop.time() < end:
+            await asyncio.sleep(0.02)
+        retry = (("Retry-After", str(CLOSING_RETRY_AFTER)),)
+        for call in self._in_setup():
+            for b in call.branches:
+                if b.pending:
+                    self.cancel_branch(b, "closing")
+            self.log("handed_back", call_id=call.call_id, status=503, reason="closing")
+            self.reply(call, 503, "Service Unavailable", extra=retry)
+
+    def _in_setup(self) -> list[ProxyCall]:
+        """The new calls (INVITEs out of dialog) not answered yet."""
+        return [
+            c
+            for c in self.calls.values()
+            if c.initial and not c.server.final and c.request.method == "INVITE"
+        ]
 
     # ------------------------------------------------------------------ receiving
 

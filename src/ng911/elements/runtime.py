@@ -242,6 +242,7 @@ class SipElement(Scheduler, Addressing):
 
     async def close(self) -> None:
         self.going_down = True
+        await self.drain()
         had = len(self.events.notifier) + len(self.events.held)
         await self.events.close()  # unsubscribe; final NOTIFYs, saying GoingDown
         await self._await_answers(CLOSE_WAIT)
@@ -256,6 +257,10 @@ class SipElement(Scheduler, Addressing):
         if self._log_stream is not None:
             self._log_stream.close()
             self._log_stream = None
+
+    async def drain(self) -> None:
+        """Hook, at the start of `close` (new calls are refused from now on): finish or
+        hand back the calls in progress while the sockets are still open."""
 
     async def _await_answers(self, wait: float) -> None:
         """Wait, at most `wait` s, until no transaction is without an answer
