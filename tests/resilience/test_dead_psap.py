@@ -167,7 +167,9 @@ async def test_a_ringing_call_moves_to_the_alternate_when_its_psap_crashes():
     chain = await open_chain(hangup_after=0.01)
     try:
         esrp = chain.esrp
-        esrp.cfg = dataclasses.replace(esrp.cfg, ping_interval=0.2, ping_timeout=0.5)
+        esrp.cfg = dataclasses.replace(
+            esrp.cfg, ping_interval=0.2, ping_interval_down=0.2, ping_timeout=0.5
+        )
         for t in chain.takers["psap-manhattan"]:
             t.cfg = dataclasses.replace(t.cfg, answer_delay=-1)  # rings, never answers
         rec = await chain.place_call(*MANHATTAN, wait=False)
@@ -180,7 +182,7 @@ async def test_a_ringing_call_moves_to_the_alternate_when_its_psap_crashes():
         assert rec.status == 200 and chain.psap_of(rec) == "psap-bronx"
         assert rec.t_200 is not None
         print(f"answered at the alternate {rec.t_200 - crashed:.2f} s after the crash")
-        assert rec.t_200 - crashed < 5  # a ping period and its timeout, then the call
+        assert rec.t_200 - crashed < 5  # two failed pings (down, then still down), the call
         assert esrp.log.find("peer_down", peer=_manhattan_peer(chain))
         assert esrp.log.find("moved_off_down_psap", call_id=rec.call_id)
         assert esrp.errors == 0
@@ -221,3 +223,28 @@ async def test_a_call_answered_while_the_esrp_drains_goes_through():
         await asyncio.wait_for(closing, 5)
         assert not chain.esrp.log.find("handed_back")
         chain.caller.cancel(rec)
+
+
+async def test_one_unanswered_ping_does_not_move_a_ringing_call():
+    """A PSAP whose OPTIONS ping goes unanswered once, or again after it was heard from, keeps
+    the calls ringing there (`bench/load.py`'s SIPp callee answers no OPTIONS while its calls
+    flow; moving them failed them); only a second failed ping in a row, nothing heard from it
+    in between, moves them to the alternate."""
+    async with clean_chain(hangup_after=0.01) as chain:
+        esrp = chain.esrp
+        esrp.cfg = dataclasses.replace(esrp.cfg, ping_interval=0, ping_interval_down=0)
+        for t in chain.takers["psap-manhattan"]:
+            t.cfg = dataclasses.replace(t.cfg, answer_delay=-1)  # rings, never answers
+        rec = await chain.place_call(*MANHATTAN, wait=False)
+        assert await until(lambda: rec.t_180 is not None, 10)
+        peer = _manhattan_peer(chain)
+        esrp.ping_done(peer, None, "no answer (test)")  # down: the call stays
+        assert not esrp.health.is_up(peer)
+        esrp.ping_done(peer, 200, "answered (test)")  # heard from: up again
+        esrp.ping_done(peer, None, "no answer (test)")  # down again, the call still stays
+        await asyncio.sleep(0.3)
+        assert rec.status is None and not esrp.log.find("moved_off_down_psap")
+        esrp.ping_done(peer, None, "no answer (test)")  # still down: the call moves
+        await asyncio.wait_for(rec.ended.wait(), 10)
+        assert rec.status == 200 and chain.psap_of(rec) == "psap-bronx"
+        assert esrp.log.find("moved_off_down_psap", call_id=rec.call_id)

@@ -25,9 +25,9 @@ What NENA i3 (NENA-STA-010 §4.2) asks of the emergency services routing proxy, 
   and tried only after the routes that are up, until it answers an OPTIONS ping again
   (`elements/keepalive.py`; the ESRP pings the PSAPs LoST named, the alternates and the
   default route, as Kamailio's `dispatcher` does); when every route is down they are all
-  tried anyway, in plan order: a call is never dropped on a stale "down"; a PSAP found down
-  because its ping went unanswered gives up its ringing calls to their next route at once
-  (`_move_calls_off`), instead of their waiting Timer C;
+  tried anyway, in plan order: a call is never dropped on a stale "down"; a PSAP already down
+  that fails one more ping (nothing heard from it in between) gives up its ringing calls to
+  their next route at once (`_move_calls_off`), instead of their waiting Timer C;
 - before LoST, the OriginationRoutePolicy (`prf.originate`, rules of queue "origination"):
   a rule on service, call source or time may route the call (or send it to the default
   route) with no LoST query; "normal" or no match goes on to LoST;
@@ -257,29 +257,36 @@ class Esrp(Proxy):
             return
 
         def done(status: int | None, why: str) -> None:
-            now = time.monotonic()
-            if status is None or status == 503:
-                t = self.health.failed(peer, now, why)
-                self._health_changed(t)
-                if status is None and t is not None and not t.up:
-                    self._move_calls_off(peer)
-            else:
-                self._health_changed(self.health.answered(peer, now, why))
+            self.ping_done(peer, status, why)
 
         ping(self, uri, timeout=self.cfg.ping_timeout, done=done)
+
+    def ping_done(self, peer: str, status: int | None, why: str) -> None:
+        """What an OPTIONS ping to `peer` got: a status, or None (no answer, transport
+        failure). Health first; then the calls ringing at a PSAP that stays down move on."""
+        now = time.monotonic()
+        if status is None or status == 503:
+            was_down = not self.health.is_up(peer)
+            self._health_changed(self.health.failed(peer, now, why))
+            if status is None and was_down:
+                self._move_calls_off(peer)
+        else:
+            self._health_changed(self.health.answered(peer, now, why))
 
     def _health_changed(self, t: Transition | None) -> None:
         if t is not None:
             self.log("peer_up" if t.up else "peer_down", peer=t.peer, reason=t.reason)
 
     def _move_calls_off(self, peer: str) -> None:
-        """A PSAP whose OPTIONS ping went unanswered (no response at all, or the transport
-        failed) is found down while calls ring there: each such call is CANCELled there and
-        goes on to its next route at once (alternate, then default route), as on its
+        """A PSAP already down fails one more OPTIONS ping (no response at all, or the
+        transport failed), and nothing else came from it in between (an answer to a call
+        would have marked it up): each call ringing there is CANCELled there and goes on to
+        its next route at once (alternate, then default route), as on its
         `failover_timeout`. Why: the ringing call's 200 can never come from a dead PSAP, and
-        the failover timer stopped at its 180; only Timer C (3 minutes) would end it. A 503
-        does not move calls: a PSAP that answers is alive, and psapd hands back its own
-        unanswered calls when it stops."""
+        the failover timer stopped at its 180; only Timer C (3 minutes) would end it. Not at
+        the first failed ping: a PSAP that lets an OPTIONS go unanswered while its calls
+        flow (`bench/load.py`'s SIPp callee does) is alive. A 503 does not move calls: a PSAP
+        that answers is alive, and psapd hands back its own unanswered calls when it stops."""
         for call in list(self.calls.values()):
             if call.server.final or "plan" not in call.data:
                 continue
