@@ -37,9 +37,15 @@ class DeadAfterRinging(asyncio.DatagramProtocol):
         self.methods.append(msg.method)
         if msg.method == "INVITE" and self.methods.count("INVITE") == 1:
             assert self.transport is not None
-            for status in (100, 180):
-                tag = "dead1" if status > 100 else None
-                self.transport.sendto(make_response(msg, status, to_tag=tag).to_bytes(), addr)
+            self.answer(msg, self.transport, addr)
+
+    def answer(
+        self, invite: Request, transport: asyncio.DatagramTransport, addr: tuple[str, int]
+    ) -> None:
+        """The answers to the first INVITE: 100 and 180, then nothing."""
+        for status in (100, 180):
+            tag = "dead1" if status > 100 else None
+            transport.sendto(make_response(invite, status, to_tag=tag).to_bytes(), addr)
 
 
 async def _chain(
@@ -130,17 +136,13 @@ async def test_a_cancelled_call_whose_next_hop_died_still_gets_its_487():
 class RingsThenBusy(DeadAfterRinging):
     """A next hop that rings, a 180 every 0.1 s for 0.5 s, then answers 486."""
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        msg = parse_message(data)
-        if not isinstance(msg, Request):
-            return
-        self.methods.append(msg.method)
-        if msg.method == "INVITE" and self.methods.count("INVITE") == 1:
-            assert self.transport is not None
-            loop = asyncio.get_running_loop()
-            for i in range(6):
-                resp = make_response(msg, 180 if i < 5 else 486, to_tag="ring1")
-                loop.call_later(0.1 * i, self.transport.sendto, resp.to_bytes(), addr)
+    def answer(
+        self, invite: Request, transport: asyncio.DatagramTransport, addr: tuple[str, int]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        for i in range(6):
+            resp = make_response(invite, 180 if i < 5 else 486, to_tag="ring1")
+            loop.call_later(0.1 * i, transport.sendto, resp.to_bytes(), addr)
 
 
 async def test_a_provisional_answer_restarts_timer_c():

@@ -294,9 +294,7 @@ class Esrp(Proxy):
                 if not b.pending or b.target.label != peer:
                     continue
                 self.log("moved_off_down_psap", call_id=call.call_id, psap=peer)
-                self.cancel_branch(b, f"PSAP {peer} down")
-                if not call.server.final and not self.branch_failed(b, None):
-                    self._maybe_finish(call)
+                self.give_up_branch(b, f"PSAP {peer} down", None)
 
     def _order_plan(self, call: ProxyCall, plan: list[RouteCandidate]) -> list[RouteCandidate]:
         """Routes marked down go after the ones that are up (each group in plan order); when

@@ -234,13 +234,18 @@ class Proxy(SipElement):
         end = loop.time() + self.config.stop_drain
         while self._in_setup() and loop.time() < end:
             await asyncio.sleep(0.02)
-        retry = (("Retry-After", str(CLOSING_RETRY_AFTER)),)
         for call in self._in_setup():
-            for b in call.branches:
-                if b.pending:
-                    self.cancel_branch(b, "closing")
-            self.log("handed_back", call_id=call.call_id, status=503, reason="closing")
-            self.reply(call, 503, "Service Unavailable", extra=retry)
+            self.hand_back(call, "closing", CLOSING_RETRY_AFTER)
+
+    def hand_back(self, call: ProxyCall, reason: str, retry_after: int) -> None:
+        """Give an unanswered call back to the previous hop at stop: its pending branches
+        CANCELled, 503 with Retry-After upstream (the previous hop tries another route)."""
+        for b in call.branches:
+            if b.pending:
+                self.cancel_branch(b, reason)
+        self.log("handed_back", call_id=call.call_id, status=503, reason=reason)
+        retry = (("Retry-After", str(retry_after)),)
+        self.reply(call, 503, "Service Unavailable", extra=retry)
 
     def _in_setup(self) -> list[ProxyCall]:
         """The new calls (INVITEs out of dialog) not answered yet."""
@@ -503,7 +508,7 @@ class Proxy(SipElement):
             return
         left = branch.c_deadline - self.loop.time()
         if left > 0.01:  # a provisional answer moved it on (§16.7 item 2)
-            branch.timer_c = self.c_timers.start(self.loop, left, branch, "C")
+            self._arm_timer_c(branch, left)
             return
         call = branch.call
         client = branch.client
@@ -519,11 +524,7 @@ class Proxy(SipElement):
         if not branch.provisional:  # §16.8: as if the transaction had got a 408
             self._on_branch_failure(branch, 408, "timer C")
             return
-        self.cancel_branch(branch, "timer C: no final answer")  # §16.8: CANCEL it
-        if call.server.final:
-            return
-        if not self.branch_failed(branch, 408):
-            self._maybe_finish(call)
+        self.give_up_branch(branch, "timer C: no final answer", 408)  # §16.8: CANCEL it
 
     def _cancel_sent(self, branch: Branch) -> None:
         """Our CANCEL for the branch went out: its INVITE gets 64*T1 to end (§9.1)."""
@@ -586,10 +587,17 @@ class Proxy(SipElement):
             target=branch.target.label,
             timeout=branch.target.timeout,
         )
-        self.cancel_branch(branch, f"no answer in {branch.target.timeout} s")
+        self.give_up_branch(branch, f"no answer in {branch.target.timeout} s", None)
+
+    def give_up_branch(self, branch: Branch, reason: str, status: int | None) -> None:
+        """CANCEL a branch still waiting and let its call go on without it: to the next
+        target (`branch_failed`, given `status`; None: no answer in time), else the best
+        answer so far upstream."""
+        self.cancel_branch(branch, reason)
+        call = branch.call
         if call.server.final:
             return
-        if not self.branch_failed(branch, None):
+        if not self.branch_failed(branch, status):
             self._maybe_finish(call)
 
     def _on_branch_failure(self, branch: Branch, status: int, cause: str) -> None:

@@ -296,13 +296,8 @@ class Psapd(Proxy):
         for call_id, call in list(self.active.items()):
             if call.server.final:
                 continue  # answered: the caller and the taker talk on
-            for b in call.branches:
-                if b.pending:
-                    self.cancel_branch(b, "psapd closing")
-            self.log("handed_back", call_id=call_id, status=503, reason="psapd shutting down")
             self._close_entry(call_id, "handed back 503")
-            retry = (("Retry-After", str(self.acd.retry_after)),)
-            self.reply(call, 503, "Service Unavailable", extra=retry)
+            self.hand_back(call, "psapd closing", self.acd.retry_after)
 
     # ---------------------------------------------------------------- REGISTER
 
