@@ -120,6 +120,9 @@ class _Capture:
         self.sent: list[tuple[bytes, tuple[str, int]]] = []
         self.waiter: asyncio.Future[None] | None = None
 
+    def is_closing(self) -> bool:
+        return False
+
     def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
         self.sent.append((data, addr))
         w = self.waiter

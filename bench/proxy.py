@@ -261,6 +261,9 @@ class _Capture:
     def __init__(self) -> None:
         self.sent: list[tuple[bytes, tuple[str, int]]] = []
 
+    def is_closing(self) -> bool:
+        return False
+
     def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
         self.sent.append((data, addr))
 
@@ -281,6 +284,9 @@ class InProcPeers(Peers):
     def send(self, who: str, data: bytes) -> None:
         t0 = time.thread_time()
         self.ep.datagram_received(data, self.addrs[who])
+        # what the loop does at the end of this turn: the datagrams held in it leave
+        # (`SipTransportLayer.send_datagram`); its own call, scheduled, then finds none
+        self.ep.layer._release()
         self.proxy_cpu += time.thread_time() - t0
 
     def recv(self, who: str, want: str, n: int) -> tuple[bytes, tuple[str, int]]:

@@ -182,6 +182,50 @@ async def test_send_datagram_needs_an_open_socket_and_keeps_the_sips_rule():
         peer.sock.close()
 
 
+def _options(n: int) -> Request:
+    return Request(
+        "OPTIONS",
+        parse_uri("sip:x@127.0.0.1"),
+        [
+            ("Via", f"SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKheld{n};rport"),
+            ("From", "<sip:a@x>;tag=1"),
+            ("To", "<sip:x@127.0.0.1>"),
+            ("Call-ID", f"held{n}@x"),
+            ("CSeq", "1 OPTIONS"),
+        ],
+    )
+
+
+async def test_the_datagrams_of_one_loop_turn_leave_together_at_its_end():
+    """What one turn of the loop sends waits for the turn's end, then leaves in order (the
+    peers it wakes wake once for all of it); a layer that closes first sends what it held."""
+    layer = SipTransportLayer(element="t")
+    peer = Udp()
+    closed = False
+    try:
+        await layer.listen("udp", "127.0.0.1", 0)
+        dest = Address("udp", "127.0.0.1", peer.port)
+        reqs = [_options(n) for n in range(3)]
+        for req in reqs:
+            assert layer.send_datagram(req, dest) is True
+        # a loopback send is in the peer's queue when sendto returns: none was sent yet
+        with pytest.raises(BlockingIOError):
+            peer.sock.recvfrom(65535)
+        assert layer.stats.messages_out == 0
+        got = [(await peer.recv(b"OPTIONS"))[0] for _ in reqs]
+        assert got == [req.to_bytes() for req in reqs]
+        assert layer.stats.messages_out == 3
+        assert layer.send_datagram(reqs[0], dest) is True
+        await layer.close()  # before the turn ends
+        closed = True
+        data, _ = await peer.recv(b"OPTIONS")
+        assert data == reqs[0].to_bytes()
+    finally:
+        if not closed:
+            await layer.close()
+        peer.sock.close()
+
+
 def test_branches_are_rfc3261_and_unique():
     seen = {new_branch_with() for _ in range(10_000)}
     assert len(seen) == 10_000
