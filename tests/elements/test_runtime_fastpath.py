@@ -226,6 +226,58 @@ async def test_the_datagrams_of_one_loop_turn_leave_together_at_its_end():
         peer.sock.close()
 
 
+async def _read_until(sock: socket.socket, want: bytes, timeout: float = 2.0) -> bytes:
+    """What a TCP peer reads until `want` is in it, or the connection ends (bounded)."""
+    loop = asyncio.get_running_loop()
+    got, end = b"", loop.time() + timeout
+    while want not in got and loop.time() < end:
+        try:
+            chunk = sock.recv(65536)
+        except BlockingIOError:
+            await asyncio.sleep(0.002)
+            continue
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+async def test_the_writes_of_one_loop_turn_on_a_connection_leave_in_one_write():
+    """What one turn writes on a TCP connection waits for the turn's end, then leaves in
+    order; closing the layer writes what it held before the connection's FIN."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    dest = Address("tcp", "127.0.0.1", server.getsockname()[1])
+    layer = SipTransportLayer(element="t")
+    peer: socket.socket | None = None
+    closed = False
+    try:
+        reqs = [_options(n) for n in range(4)]
+        await layer.send(reqs[0], dest)  # opens the connection
+        peer, _ = server.accept()
+        peer.setblocking(False)
+        first = await _read_until(peer, b"\r\n\r\n")
+        assert first == reqs[0].to_bytes()
+        for req in reqs[1:3]:
+            assert layer.send_stream(req, dest) is True
+        with pytest.raises(BlockingIOError):  # a loopback write would be readable now
+            peer.recv(65536)
+        both = await _read_until(peer, b"held2@x")
+        assert both == reqs[1].to_bytes() + reqs[2].to_bytes()
+        assert layer.send_stream(reqs[3], dest) is True
+        await layer.close()  # before the turn ends
+        closed = True
+        rest = await _read_until(peer, b"never")
+        assert rest == reqs[3].to_bytes()  # then the connection ended
+    finally:
+        if not closed:
+            await layer.close()
+        if peer is not None:
+            peer.close()
+        server.close()
+
+
 def test_branches_are_rfc3261_and_unique():
     seen = {new_branch_with() for _ in range(10_000)}
     assert len(seen) == 10_000

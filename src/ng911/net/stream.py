@@ -83,6 +83,9 @@ class StreamConnection(asyncio.Protocol):
         self.aliases: set[tuple[str, str, int]] = set()  # RFC 5923 alias keys in the table
         self.messages_in = 0
         self.messages_out = 0
+        # bytes written in this turn of the loop, written to the socket at its end
+        # (`SipTransportLayer._release`): one write for all of them
+        self._unsent: list[bytes] = []
         self._t0 = time.perf_counter()
         # TLS state
         self._ssl_context = ssl_context
@@ -220,7 +223,10 @@ class StreamConnection(asyncio.Protocol):
         return len(out)
 
     def _send_raw(self, data: bytes) -> None:
-        """Write to the socket; with observers attached, report the bytes (`WireEvent`)."""
+        """Write to the socket at the end of this turn of the loop, with whatever else the
+        turn writes on this connection (`release`): one write, and the peer woken once, for
+        all of them (why: `SipTransportLayer.send_datagram`). With observers attached,
+        report the bytes now (`WireEvent`)."""
         assert self.transport is not None
         if self.layer.observers:
             self.layer._emit(
@@ -236,7 +242,20 @@ class StreamConnection(asyncio.Protocol):
                     data=bytes(data),
                 )
             )
-        self.transport.write(data)
+        unsent = self._unsent
+        if not unsent:
+            self.layer._hold_stream(self)
+        unsent.append(data)
+
+    def release(self) -> None:
+        """Write what this turn of the loop held for the socket, in one write."""
+        unsent = self._unsent
+        if not unsent:
+            return
+        self._unsent = []
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
 
     def _do_handshake(self) -> None:
         assert self._sslobj is not None and self._in_bio is not None
@@ -512,11 +531,13 @@ class StreamConnection(asyncio.Protocol):
                 self._flush()
             except Exception:
                 pass
+        self.release()  # what was written, then close_notify, then FIN
         if self.transport is not None:
             self.transport.close()
 
     def abort(self, reason: str) -> None:
         self.closed = True
+        self._unsent = []
         if self.transport is not None:
             self.transport.abort()
 
