@@ -8,6 +8,7 @@ answering 486 (all takers busy) or 480 (none registered) ended the call there.
 import asyncio
 import contextlib
 import dataclasses
+import socket
 import time
 
 from failover_helpers import until
@@ -223,6 +224,55 @@ async def test_a_call_answered_while_the_esrp_drains_goes_through():
         await asyncio.wait_for(closing, 5)
         assert not chain.esrp.log.find("handed_back")
         chain.caller.cancel(rec)
+
+
+async def test_a_stopping_element_answers_options_503_as_it_would_an_invite():
+    """RFC 3261 §11.2: OPTIONS gets the answer an INVITE would get. While the ESRP drains a
+    ringing call at stop, a new INVITE gets 503 with Retry-After, and so does a ping, so the
+    pinging VSP or ESRP marks it down before it sends a call there. Before: 200 until its
+    sockets closed."""
+    async with clean_chain(hangup_after=30, settings={"esrp": {"stop_drain": 3.0}}) as chain:
+        for t in chain.takers["psap-manhattan"]:
+            t.cfg = dataclasses.replace(t.cfg, answer_delay=-1)  # rings, never answers
+        rec = await chain.place_call(*MANHATTAN, wait=False)
+        assert await until(lambda: rec.t_180 is not None, 10)
+        esrp = chain.esrp.local("udp")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        port = sock.getsockname()[1]
+
+        async def ping(n: int) -> bytes:
+            sock.sendto(
+                (
+                    f"OPTIONS sip:{esrp.host}:{esrp.port} SIP/2.0\r\n"
+                    f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKping{n};rport\r\n"
+                    "Max-Forwards: 70\r\nFrom: <sip:pinger@127.0.0.1>;tag=p\r\n"
+                    f"To: <sip:{esrp.host}:{esrp.port}>\r\nCall-ID: ping{n}@127.0.0.1\r\n"
+                    "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+                ).encode(),
+                (esrp.host, esrp.port),
+            )
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 3
+            while loop.time() < end:  # bounded
+                try:
+                    return sock.recv(65535)
+                except BlockingIOError:
+                    await asyncio.sleep(0.01)
+            raise AssertionError("no answer to OPTIONS")
+
+        try:
+            assert (await ping(1)).startswith(b"SIP/2.0 200")
+            closing = asyncio.ensure_future(chain.esrp.close())
+            assert await until(lambda: chain.esrp.going_down, 2)
+            answer = await ping(2)
+            assert answer.startswith(b"SIP/2.0 503"), answer[:40]
+            assert b"\r\nRetry-After: " in answer
+            chain.caller.cancel(rec)
+            await asyncio.wait_for(closing, 10)
+        finally:
+            sock.close()
 
 
 async def test_one_unanswered_ping_does_not_move_a_ringing_call():

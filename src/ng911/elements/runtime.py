@@ -11,7 +11,9 @@ What it does for every element:
 - requests: retransmissions absorbed by their server transaction; `100 Trying` at once for
   an INVITE (RFC 3261 §16.2 / §17.2.1); CANCEL answered 200 (or 481) and passed on to the
   element, whose INVITE then ends with 487 (§9.2); OPTIONS answered 200 with Allow and
-  Accept (§11.2); an ACK for a 2xx goes to the element (§13.2.2.4: not a transaction);
+  Accept, or 503 with Retry-After once `close()` began, as a new INVITE then is (§11.2: an
+  ESRP's ping marks a stopping PSAP down before a call is sent there); an ACK for a 2xx goes
+  to the element (§13.2.2.4: not a transaction);
 - bad input: every `Ng911Error` a handler raises on hostile input is answered with the
   status the error carries (400 for a malformed header, 483, 416...), never a crash;
 - CPU accounting: `time.thread_time()` around every handler, per element (`cpu_seconds`).
@@ -578,6 +580,9 @@ class SipElement(Scheduler, Addressing):
                 self._on_cancel(ctx)
                 return
             if req.method == "OPTIONS" and self.answers_options and self.options_for_us(req):
+                if self.going_down:  # §11.2: what an INVITE would get, so pingers route around
+                    self._refuse_closing(ctx)
+                    return
                 events = ", ".join(self.state_packages())
                 ctx.reply(
                     200, extra=(("Allow", ALLOW), ("Accept", ACCEPT), ("Allow-Events", events))
