@@ -2,6 +2,8 @@
 
 import asyncio
 
+from callers import start_caller
+
 from ng911.elements.calltaker import CallTaker
 from ng911.elements.config import CallerConfig, CallTakerConfig, ListenerConfig, VspConfig
 from ng911.elements.ua import Caller
@@ -21,16 +23,7 @@ async def test_loop_is_detected_482():
     vsp = await start_vsp()
     port = vsp.local("udp").port
     vsp.esrp = parse_uri(f"sip:127.0.0.1:{port}")  # misconfigured: the ESRP is ourselves
-    caller = Caller(
-        CallerConfig(
-            listeners=(ListenerConfig("udp"),),
-            t1=0.05,
-            proxy=f"sip:127.0.0.1:{port}",
-            register=False,
-        ),
-        log_keep=100,
-    )
-    await caller.start()
+    caller = await start_caller(port)
     try:
         rec = await asyncio.wait_for(caller.place_call(timeout=5), 5)
         assert rec.status == 482

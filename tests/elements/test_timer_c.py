@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 
-from ng911.elements.config import CallerConfig, ListenerConfig, VspConfig
+from callers import start_caller
+
+from ng911.elements.config import ListenerConfig, VspConfig
 from ng911.elements.contexts import ClientCtx
 from ng911.elements.ua import Caller
 from ng911.elements.vsp import VspProxy
@@ -66,16 +68,7 @@ async def _chain(
         log_keep=500,
     )
     await vsp.start()
-    caller = Caller(
-        CallerConfig(
-            listeners=(ListenerConfig("udp"),),
-            t1=0.05,
-            proxy=f"sip:127.0.0.1:{vsp.local('udp').port}",
-            register=False,
-        ),
-        log_keep=100,
-    )
-    await caller.start()
+    caller = await start_caller(vsp.local("udp").port)
     return vsp, caller, dead, t
 
 

@@ -438,20 +438,20 @@ class SipTransportLayer:
             return False
         data = self._encode(message, dest)
         _fits_datagram(data, dest)
-        if not self._release_due:
-            self._release_soon()
+        self._release_soon()
         self._held.append((ep, data, message, dest))
         return True
 
     def _hold_stream(self, conn: StreamConnection) -> None:
         """`conn` has bytes to write at the end of this turn (`StreamConnection._send_raw`)."""
-        if not self._release_due:
-            self._release_soon()
+        self._release_soon()
         self._held_streams.append(conn)
 
     def _release_soon(self) -> None:
-        self._release_due = True
-        asyncio.get_running_loop().call_soon(self._release)
+        """Have `_release` run at the end of this turn (once, however much is held)."""
+        if not self._release_due:
+            self._release_due = True
+            asyncio.get_running_loop().call_soon(self._release)
 
     def _release(self) -> None:
         """Send what this turn of the loop held: each datagram in the order it was taken,
