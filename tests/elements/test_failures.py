@@ -5,12 +5,12 @@ import asyncio
 import dataclasses
 
 import pytest
-from udp_probe import udp_exchange
 
 from ng911.net.events import MessageEvent
 from ng911.sip.parse import parse_message
 from ng911.testbed.launcher import open_chain
 from ng911.testbed.topology import load_topology
+from udp_probe import udp_exchange
 
 MANHATTAN = load_topology().point("Manhattan")
 

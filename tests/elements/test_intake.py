@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 
 import pytest
-from udp_probe import udp_exchange
 
 from ng911.elements.emergency import DialPlan, service_of_urn
 from ng911.elements.intake import priority_correction, take_in, user_part_problem
@@ -15,6 +14,7 @@ from ng911.sip.parse import parse_message
 from ng911.sip.uri import parse_uri
 from ng911.testbed.launcher import open_chain
 from ng911.testbed.topology import load_topology
+from udp_probe import udp_exchange
 
 US = DialPlan.for_country("US")
 MANHATTAN = load_topology().point("Manhattan")
