@@ -5,7 +5,9 @@ element on its own loopback address (the testbed's NYC topology, `open_chain`) i
 and event loop (so the figures are the cost of the whole chain on one core, all five SIP
 elements plus the LoST server and client). A call is the full dialog: INVITE (multipart SDP +
 PIDF-LO) → 100/180/200 → ACK → BYE → 200, from a random point near a random one of the
-topology's caller locations (every call asks LoST: the chain's LoST cache is off).
+topology's caller locations (every call asks LoST: the chain's LoST cache is off). The
+cyclic collector is treated as `ng911 run` treats it: `gc.freeze()` after the warm-up and
+again every second (`ng911.node.memory.GcFreezer`).
 
 Two runs per scenario (`plain`: UDP everywhere, LoST http; `tls-all`: mutual TLS on every
 hop, LoST https with client certificates; TLS connections are set up by warm-up calls and
@@ -47,6 +49,7 @@ from typing import Any
 
 from goals import goal_row, print_table
 from ng911.interop.procs import cpu_seconds
+from ng911.node.memory import GcFreezer
 from ng911.testbed.launcher import RunningChain, open_chain
 from ng911.testbed.plan import ChainOptions
 from ng911.testbed.processes import ProcessChain, start_processes
@@ -70,6 +73,11 @@ def rss_kb() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def tracked_objects() -> int:
+    """Objects the cyclic collector tracks, the frozen ones (`gc.freeze()`) included."""
+    return len(gc.get_objects()) + gc.get_freeze_count()
 
 
 def pct(values: list[float], p: float) -> float:
@@ -186,6 +194,7 @@ async def scenario(name: str, calls: int, latency_calls: int, concurrency: int) 
         log_keep=0,
         keep_events=False,
     )
+    freezer = GcFreezer()
     try:
         for loc in chain.topology.locations:  # warm-up: TLS handshakes, first LoST query
             await chain.place_call(loc.lat, loc.lon, timeout=10)
@@ -194,16 +203,18 @@ async def scenario(name: str, calls: int, latency_calls: int, concurrency: int) 
         # lxml/shapely/aiohttp's module-level objects again and again (about 2x the CPU here)
         gc.collect()
         gc.freeze()
+        freezer.every(1.0)  # and again every second, as `ng911 run --gc-freeze 1` does
         lat_res = await latency_run(chain, latency_calls, rng)
         gc.collect()
-        rss0, objects0 = rss_kb(), len(gc.get_objects())
+        rss0, objects0 = rss_kb(), tracked_objects()
         thr = await throughput_run(chain, calls, concurrency, rng)
         # what the calls still hold at the end: their transactions wait 64*T1 (32 s) after
         # an answered INVITE, and the testbed keeps a call record per call
         gc.collect()
         thr["held_kb_per_call"] = round((rss_kb() - rss0) / max(calls, 1), 1)
-        thr["held_objects_per_call"] = round((len(gc.get_objects()) - objects0) / max(calls, 1))
+        thr["held_objects_per_call"] = round((tracked_objects() - objects0) / max(calls, 1))
     finally:
+        freezer.stop()
         await chain.close()
     return {
         "scenario": name,

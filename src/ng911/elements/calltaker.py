@@ -26,7 +26,7 @@ from typing import Any
 
 from ng911.elements.config import CallTakerConfig
 from ng911.elements.keepalive import ping
-from ng911.elements.media import RtpPort, sdp
+from ng911.elements.media import MediaPorts, RtpPort, sdp
 from ng911.elements.registration import Registration, registrar_uri, send_register
 from ng911.elements.runtime import ElementError, ServerCtx, SipElement
 from ng911.net.address import Source
@@ -70,6 +70,7 @@ class CallTaker(SipElement):
         self.offered = 0
         self.cancelled = 0
         self.history: list[TakerCall] = []
+        self.media = MediaPorts(config.rtp_host)
         self._refresh: asyncio.TimerHandle | None = None
         self._keepalive: asyncio.TimerHandle | None = None
         self._psap_lost = False  # a keep-alive went unanswered, or a REGISTER failed
@@ -193,8 +194,7 @@ class CallTaker(SipElement):
             ctx.reply(exc.status, exc.reason)
             return
         self.offered += 1
-        rtp = RtpPort()
-        await rtp.open(self.cfg.rtp_host)
+        rtp = await self.media.take()
         call = TakerCall(req.call_id, ctx, dialog, rtp, caller=str(req.from_addr.uri))
         call.location = req.headers.get("Geolocation")
         self.calls[req.call_id] = call
@@ -303,7 +303,7 @@ class CallTaker(SipElement):
         call.state = "ended"
         call.ended_by = by
         call.cancel_timers()
-        call.rtp.close()
+        self.media.give_back(call.rtp)
         self.calls.pop(call.call_id, None)
         self.history.append(call)
         if len(self.history) > 1000:
@@ -319,6 +319,7 @@ class CallTaker(SipElement):
             self._keepalive = None
         for call in list(self.calls.values()):
             self._sign_off(call)
+        self.media.close()
         await super().close()
 
     def _sign_off(self, call: TakerCall) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ng911.elements.config import CallerConfig
-from ng911.elements.media import RtpPort, sdp
+from ng911.elements.media import MediaPorts, RtpPort, sdp
 from ng911.elements.registration import Registration, registrar_uri, send_register
 from ng911.elements.runtime import ClientCtx, ServerCtx, SipElement
 from ng911.errors import Ng911Error
@@ -114,6 +114,7 @@ class Caller(SipElement):
         self.proxy: URI = parse_uri(config.proxy)
         self.calls: dict[str, _Call] = {}
         self.records: list[CallRecord] = []
+        self.media = MediaPorts(config.rtp_host)
         self._refresh: asyncio.TimerHandle | None = None
         self._registration = Registration.new(
             config.aor, self.fqdn, username=config.auth_user, password=config.auth_password
@@ -202,9 +203,8 @@ class Caller(SipElement):
         lat = self.cfg.lat if lat is None else lat
         lon = self.cfg.lon if lon is None else lon
         invite = self.build_invite(dial)
-        rtp = RtpPort()
-        port = await rtp.open(self.cfg.rtp_host)
-        offer = sdp(self.cfg.rtp_host, port, user=self.name)
+        rtp = await self.media.take()
+        offer = sdp(self.cfg.rtp_host, rtp.port, user=self.name)
         if with_location:
             cid = invite.headers.get("Geolocation") or ""
             content_id = cid.strip("<>")[4:]
@@ -372,7 +372,7 @@ class Caller(SipElement):
             call.timer.cancel()
             call.timer = None
         if call.rtp is not None:
-            call.rtp.close()
+            self.media.give_back(call.rtp)
         if self.calls.pop(rec.call_id, None) is not None:
             self.count_call(rec.status or 0)
         rec.done.set()
@@ -442,6 +442,7 @@ class Caller(SipElement):
                 call.rtp.close()
             if call.timer is not None:
                 call.timer.cancel()
+        self.media.close()
         await super().close()
 
 
