@@ -22,9 +22,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from ng911.sip.message import Request
-from ng911.sip.uri import URN, AbsoluteURI, SipURI, TelURI, parse_name_addr, parse_uri
+from ng911.sip.uri import URN, AbsoluteURI, SipURI, TelURI, Value, parse_name_addr, parse_uri
 
 __all__ = [
     "DIAL_STRINGS",
@@ -88,8 +89,7 @@ _SOS_FAMILY = re.compile(r"sos(?![a-z0-9-])")  # `sos`, then the end or a non-la
 _SERVICE = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceMatch:
+class ServiceMatch(Value):
     """What an emergency (or test) service URN is read as.
 
     `rule` names the correction made (None: the URN stands as written): "service-urn-case"
@@ -97,9 +97,16 @@ class ServiceMatch:
     "invalid-service-urn" (not an RFC 5031 service name at all: `sos;x`, `sos..`).
     """
 
-    service: str
-    rule: str | None = None
-    test: bool = False
+    __slots__ = ("rule", "service", "test")
+    _FIELDS = ("service", "rule", "test")
+
+    def __init__(self, service: str, rule: str | None = None, test: bool = False) -> None:
+        self.service: Final = service
+        self.rule: Final = rule
+        self.test: Final = test
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.service, self.rule, self.test)
 
 
 def _sos_family(nss: str, prefix: str) -> ServiceMatch | None:
@@ -233,13 +240,19 @@ def fix_resource_priority(values: Iterable[str]) -> tuple[str, str | None]:
     return new, None
 
 
-@dataclass(frozen=True, slots=True)
-class EmergencyRewrite:
+class EmergencyRewrite(Value):
     """The rewritten request and one log line per change."""
 
-    request: Request
-    service: str
-    changes: tuple[str, ...]
+    __slots__ = ("changes", "request", "service")
+    _FIELDS = ("request", "service", "changes")
+
+    def __init__(self, request: Request, service: str, changes: tuple[str, ...]) -> None:
+        self.request: Final = request
+        self.service: Final = service
+        self.changes: Final = changes
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.request, self.service, self.changes)
 
 
 def rewrite_emergency(

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
+from typing import Final
 
 from ng911.sip.message import Message, Request
+from ng911.sip.uri import Value
 
 __all__ = ["EmergencyIds", "add_missing_ids", "extract_ids", "new_id", "split_call_info"]
 
@@ -67,12 +68,18 @@ def _purpose(params: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class EmergencyIds:
+class EmergencyIds(Value):
     """The call and incident identifier URNs (None when absent)."""
 
-    call_id: str | None = None
-    incident_id: str | None = None
+    __slots__ = ("call_id", "incident_id")
+    _FIELDS = ("call_id", "incident_id")
+
+    def __init__(self, call_id: str | None = None, incident_id: str | None = None) -> None:
+        self.call_id: Final = call_id
+        self.incident_id: Final = incident_id
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.call_id, self.incident_id)
 
     @property
     def complete(self) -> bool:

@@ -25,7 +25,7 @@ routed as an emergency call), so whatever reaches it is one.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import Final
 
 from ng911.elements.emergency import (
     SOS,
@@ -36,31 +36,43 @@ from ng911.elements.emergency import (
     service_of_urn,
 )
 from ng911.sip.message import Request
-from ng911.sip.uri import URN, SipURI
+from ng911.sip.uri import URN, SipURI, Value
 
 __all__ = ["Correction", "Intake", "priority_correction", "take_in", "user_part_problem"]
 
 
-@dataclass(frozen=True, slots=True)
-class Correction:
+class Correction(Value):
     """One change an intake rule made: the `intake_corrected` event's fields."""
 
-    field: str  # "request-uri" | "resource-priority" | "service"
-    was: str
-    now: str
-    rule: str
+    __slots__ = ("field", "now", "rule", "was")
+    _FIELDS = ("field", "was", "now", "rule")
+
+    def __init__(self, field: str, was: str, now: str, rule: str) -> None:
+        self.field: Final = field  # "request-uri" | "resource-priority" | "service"
+        self.was: Final = was
+        self.now: Final = now
+        self.rule: Final = rule
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.field, self.was, self.now, self.rule)
 
     def fields(self) -> dict[str, str]:
         return {"field": self.field, "was": self.was, "now": self.now, "rule": self.rule}
 
 
-@dataclass(frozen=True, slots=True)
-class Intake:
+class Intake(Value):
     """How a new INVITE is taken in: the service to route it as, and what was corrected
     (the Request-URI's only; `priority_correction` is the Resource-Priority's)."""
 
-    service: str
-    corrections: tuple[Correction, ...] = ()
+    __slots__ = ("corrections", "service")
+    _FIELDS = ("service", "corrections")
+
+    def __init__(self, service: str, corrections: tuple[Correction, ...] = ()) -> None:
+        self.service: Final = service
+        self.corrections: Final = corrections
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.service, self.corrections)
 
     @property
     def test(self) -> bool:

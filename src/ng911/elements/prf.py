@@ -51,7 +51,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from ng911.elements.i3state import (
     QUEUE_STATES,
@@ -71,7 +71,7 @@ from ng911.elements.routing import (
     same_uri,
 )
 from ng911.errors import Ng911Error
-from ng911.sip.uri import SipURI, parse_uri
+from ng911.sip.uri import SipURI, Value, parse_uri
 
 __all__ = [
     "ACTIONS",
@@ -393,26 +393,49 @@ def _rule(
 # ---------------------------------------------------------------- evaluating
 
 
-@dataclass(frozen=True, slots=True)
-class CallFacts:
+class CallFacts(Value):
     """What the PRF knows of one call besides the board and the clock."""
 
-    outcome: LostOutcome
-    service: str  # the call's service URN (Request-URI), e.g. urn:service:sos.police
-    # the previous hop: its TLS identities, else its host-table names, and its IP address
-    sources: frozenset[str] = frozenset()
+    __slots__ = ("outcome", "service", "sources")
+    _FIELDS = ("outcome", "service", "sources")
+
+    def __init__(
+        self, outcome: LostOutcome, service: str, sources: frozenset[str] = frozenset()
+    ) -> None:
+        self.outcome: Final = outcome
+        self.service: Final = service  # the call's service URN (Request-URI), urn:service:sos...
+        # the previous hop: its TLS identities, else its host-table names, and its IP address
+        self.sources: Final = sources
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.outcome, self.service, self.sources)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(Value):
     """The ordered plan, the queue whose rules were evaluated and the rule that matched."""
 
-    plan: list[RouteCandidate]
-    queue: str
-    rule: str
-    owner: str
-    deferred: list[tuple[str, str]]  # (uri, state) put after the others
-    all_unavailable: bool = False  # every candidate's state said no: tried in plan order
+    __slots__ = ("all_unavailable", "deferred", "owner", "plan", "queue", "rule")
+    _FIELDS = ("plan", "queue", "rule", "owner", "deferred", "all_unavailable")
+
+    def __init__(
+        self,
+        plan: list[RouteCandidate],
+        queue: str,
+        rule: str,
+        owner: str,
+        deferred: list[tuple[str, str]],
+        all_unavailable: bool = False,
+    ) -> None:
+        self.plan: Final = plan
+        self.queue: Final = queue
+        self.rule: Final = rule
+        self.owner: Final = owner
+        self.deferred: Final = deferred  # (uri, state) put after the others
+        # every candidate's state said no: tried in plan order
+        self.all_unavailable: Final = all_unavailable
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.plan, self.queue, self.rule, self.owner, self.deferred, self.all_unavailable)
 
 
 def _states_of(
@@ -488,7 +511,7 @@ def _act(
     label = f"rule {rule.name}"
     if rule.action == "normal":  # the built-in plan, the queue's entries under this rule
         return [
-            replace(c, reason=f"{label}: {c.reason}", rule=rule.name, owner=owner)
+            c.replace(reason=f"{label}: {c.reason}", rule=rule.name, owner=owner)
             if c.rule == "normal"
             else c
             for c in plan_routes(outcome, prf.routing)
@@ -566,7 +589,7 @@ def originate(
     if rule is None or rule.action == "normal":
         return None
     plan = [
-        replace(c, policy_type=ORIGINATION_POLICY_TYPE) if c.rule == rule.name else c
+        c.replace(policy_type=ORIGINATION_POLICY_TYPE) if c.rule == rule.name else c
         for c in _act(prf, rule, rs.owner, ORIGINATION, facts.outcome)
     ]
     return _by_state(prf, plan, ORIGINATION, rule.name, rs.owner, board, mono)
@@ -591,7 +614,7 @@ def _by_state(
         if why is None:
             ready.append(c)
         else:
-            later.append(replace(c, reason=f"{c.reason}; deferred: {why}"))
+            later.append(c.replace(reason=f"{c.reason}; deferred: {why}"))
             deferred.append((c.uri, why))
     if not ready and later:
         return Decision(plan, queue, rule_name, owner, deferred, all_unavailable=True)

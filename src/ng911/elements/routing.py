@@ -24,7 +24,8 @@ from __future__ import annotations
 import functools
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Final
 
 from ng911.errors import Ng911Error
 from ng911.location.civic import CivicAddress
@@ -34,7 +35,7 @@ from ng911.location.pidf import PidfLo, build_pidf, parse_pidf, simple_pidf
 from ng911.lost.policy import SipsPolicyError, apply_sips_policy
 from ng911.sip.body import BodyPart, build_multipart, content_type_param, find_part, media_type
 from ng911.sip.message import Request
-from ng911.sip.uri import SipURI, parse_uri
+from ng911.sip.uri import SipURI, Value, parse_uri
 
 __all__ = [
     "ROUTE_POLICY_TYPE",
@@ -64,13 +65,19 @@ PIDF = "application/pidf+xml"
 # ---------------------------------------------------------------- location extraction
 
 
-@dataclass(frozen=True, slots=True)
-class CallLocation:
+class CallLocation(Value):
     """A usable location from the call: the PIDF-LO and its first location."""
 
-    pidf: PidfLo
-    location: Shape | CivicAddress
-    source: str  # the Geolocation URI it came from
+    __slots__ = ("location", "pidf", "source")
+    _FIELDS = ("pidf", "location", "source")
+
+    def __init__(self, pidf: PidfLo, location: Shape | CivicAddress, source: str) -> None:
+        self.pidf: Final = pidf
+        self.location: Final = location
+        self.source: Final = source  # the Geolocation URI it came from
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.pidf, self.location, self.source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,10 +265,16 @@ def add_default_location(request: Request, lat: float, lon: float, fqdn: str) ->
 # ---------------------------------------------------------------- LoST outcome → routes
 
 
-@dataclass(frozen=True, slots=True)
-class LostFound:
-    uris: tuple[str, ...]
-    source: str = ""
+class LostFound(Value):
+    __slots__ = ("source", "uris")
+    _FIELDS = ("uris", "source")
+
+    def __init__(self, uris: tuple[str, ...], source: str = "") -> None:
+        self.uris: Final = uris
+        self.source: Final = source
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.uris, self.source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,17 +321,49 @@ class RoutingPolicy:
         return ()
 
 
-@dataclass(frozen=True, slots=True)
-class RouteCandidate:
+class RouteCandidate(Value):
     """One next hop of a plan: why it is there, and the PRF rule (`elements/prf.py`) that put
     it there with that rule's i3 policyOwner / policyType and cause (for the log)."""
 
-    uri: str
-    reason: str
-    rule: str = ""
-    owner: str = ""
-    policy_type: str = ROUTE_POLICY_TYPE
-    cause: str = ""
+    __slots__ = ("cause", "owner", "policy_type", "reason", "rule", "uri")
+    _FIELDS = ("uri", "reason", "rule", "owner", "policy_type", "cause")
+
+    def __init__(
+        self,
+        uri: str,
+        reason: str,
+        rule: str = "",
+        owner: str = "",
+        policy_type: str = ROUTE_POLICY_TYPE,
+        cause: str = "",
+    ) -> None:
+        self.uri: Final = uri
+        self.reason: Final = reason
+        self.rule: Final = rule
+        self.owner: Final = owner
+        self.policy_type: Final = policy_type
+        self.cause: Final = cause
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.uri, self.reason, self.rule, self.owner, self.policy_type, self.cause)
+
+    def replace(
+        self,
+        *,
+        reason: str | None = None,
+        rule: str | None = None,
+        owner: str | None = None,
+        policy_type: str | None = None,
+    ) -> RouteCandidate:
+        """A copy with the given fields changed (None: kept; every field is a string)."""
+        return RouteCandidate(
+            self.uri,
+            self.reason if reason is None else reason,
+            self.rule if rule is None else rule,
+            self.owner if owner is None else owner,
+            self.policy_type if policy_type is None else policy_type,
+            self.cause,
+        )
 
 
 def same_uri(a: str, b: str) -> bool:
@@ -438,7 +483,7 @@ class PlanBuilder:
         out = list(self.out)
         if self.skipped and out:
             first = out[0]
-            out[0] = replace(first, reason=f"{first.reason}; {'; '.join(self.skipped)}")
+            out[0] = first.replace(reason=f"{first.reason}; {'; '.join(self.skipped)}")
         return out
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Final
+
+from ng911.sip.uri import Value
 
 TRANSPORTS: tuple[str, ...] = ("udp", "tcp", "tls")
 
@@ -47,17 +50,33 @@ class Address:
         return f"{self.transport}:{host}:{self.port}"
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
+class Source(Value):
     """Where a message came from: remote and local address, the connection it arrived on
     (None for UDP), and the SIP identities the peer proved with its certificate (TLS, mutual
     or not; empty when it presented none). Responses go back over `connection_id`
-    (RFC 3261 §18.2.2)."""
+    (RFC 3261 §18.2.2).
 
-    address: Address
-    local: Address
-    peer_identities: frozenset[str] = frozenset()
-    connection_id: int | None = None
+    A plain class on `Value` rather than a frozen dataclass: one is made per message read
+    from a stream, and a dataclass's generated `__init__` runs interpreted (~6 k instructions
+    each, 1.6 % of the one-process chain's instructions under callgrind)."""
+
+    __slots__ = ("address", "connection_id", "local", "peer_identities")
+    _FIELDS = ("address", "local", "peer_identities", "connection_id")
+
+    def __init__(
+        self,
+        address: Address,
+        local: Address,
+        peer_identities: frozenset[str] = frozenset(),
+        connection_id: int | None = None,
+    ) -> None:
+        self.address: Final = address
+        self.local: Final = local
+        self.peer_identities: Final = peer_identities
+        self.connection_id: Final = connection_id
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.address, self.local, self.peer_identities, self.connection_id)
 
     @property
     def transport(self) -> str:

@@ -10,23 +10,30 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final
 
 from ng911.sip.errors import SipParseError
 from ng911.sip.message import header_key
-from ng911.sip.uri import parse_header_params
+from ng911.sip.uri import Value, parse_header_params
 
 MAX_DEPTH: Final = 8  # nested multiparts deeper than this are refused (hostile input)
 
 
-@dataclass(frozen=True, slots=True)
-class BodyPart:
+class BodyPart(Value):
     """One body part: its type, bytes, and its other headers (Content-ID, -Disposition...)."""
 
-    content_type: str
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = ()
+    __slots__ = ("body", "content_type", "headers")
+    _FIELDS = ("content_type", "body", "headers")
+
+    def __init__(
+        self, content_type: str, body: bytes, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        self.content_type: Final = content_type
+        self.body: Final = body
+        self.headers: Final = headers
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.content_type, self.body, self.headers)
 
     def header(self, name: str) -> str | None:
         key = header_key(name)[0]

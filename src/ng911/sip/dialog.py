@@ -32,7 +32,7 @@ from ng911.sip.transaction import (
     Timeout,
     TimerConfig,
 )
-from ng911.sip.uri import URI, NameAddr, SipURI, parse_name_addr
+from ng911.sip.uri import URI, NameAddr, SipURI, Value, parse_name_addr
 
 #: Requests whose Contact replaces the remote target (RFC 3261 §12.2; UPDATE RFC 3311 §5.2;
 #: SUBSCRIBE/NOTIFY RFC 6665 §4.1.2.1; REFER RFC 3515).
@@ -62,23 +62,29 @@ class DialogState(StrEnum):
     TERMINATED = "terminated"
 
 
-@dataclass(frozen=True, slots=True)
-class DialogId:
+class DialogId(Value):
     """RFC 3261 §12: Call-ID, local tag, remote tag, seen from our side."""
 
-    call_id: str
-    local_tag: str
-    remote_tag: str
+    __slots__ = ("call_id", "local_tag", "remote_tag")
+    _FIELDS = ("call_id", "local_tag", "remote_tag")
+
+    def __init__(self, call_id: str, local_tag: str, remote_tag: str) -> None:
+        self.call_id: Final = call_id
+        self.local_tag: Final = local_tag
+        self.remote_tag: Final = remote_tag
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.call_id, self.local_tag, self.remote_tag)
 
     @classmethod
     def of_received_request(cls, request: Request) -> DialogId:
         """The id of the dialog an incoming request belongs to (our tag is in To, §12.2.2)."""
-        return cls(request.call_id, request.to_addr.tag or "", request.from_addr.tag or "")
+        return DialogId(request.call_id, request.to_addr.tag or "", request.from_addr.tag or "")
 
     @classmethod
     def of_received_response(cls, response: Response) -> DialogId:
         """The id of the dialog a response to our request belongs to (our tag is in From)."""
-        return cls(response.call_id, response.from_addr.tag or "", response.to_addr.tag or "")
+        return DialogId(response.call_id, response.from_addr.tag or "", response.to_addr.tag or "")
 
 
 def _contact(message: Request | Response) -> URI | None:
