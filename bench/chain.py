@@ -30,7 +30,16 @@ over the processes (/proc); and, before the calls, what the processes spend idle
 with no call: timers only, ms of CPU per second over all of them, /proc).
 
     .venv/bin/python bench/chain.py [--quick] [--calls N] [--concurrency C] [--processes]
-                                    [--loop auto|uvloop|asyncio]
+                                    [--loop auto|uvloop|asyncio] [--callgrind N1,N2]
+
+`--callgrind N1,N2`: instructions per call, a figure that stays put on a busy machine where
+CPU time moves 5-15 % between runs: each scenario run once more in one process under
+`valgrind --tool=callgrind` with N1 and with N2 throughput calls (no latency calls), the two
+totals differenced so that start-up, handshakes and warm-up cancel out (`rig.callgrind_per_call`,
+PYTHONHASHSEED=0 for repeatable hashing). Work driven by the clock (the overload sampler, the
+collector freeze every second) grows with valgrind's ~50x longer run and is counted too: read
+it as an A/B between builds, not as CPU time. ~1 minute per 100 calls per scenario; writes
+bench/results/chain-callgrind.json.
 
 Prints the runs, then a table of what | ng911 | goal (issue 16: one process tls-all >= 500
 cps; --processes >= 1,000), and writes bench/results/chain.json.
@@ -41,6 +50,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import random
 import resource
 import statistics
@@ -60,7 +70,7 @@ from ng911.testbed.plan import ChainOptions
 from ng911.testbed.processes import ProcessChain, start_processes
 from ng911.testbed.scenarios import get_scenario
 from ng911.testbed.topology import CallLocation, load_topology
-from rig import write_result
+from rig import callgrind_per_call, write_result
 
 # issue 16's goals for the whole chain, tls-all (calls per second)
 GOALS = {"one process": 500, "processes": 1000}
@@ -383,8 +393,17 @@ def main() -> int:
         help="the event loop of the one-process runs (default auto: uvloop when installed, "
         "as `ng911 run`); the --processes children take their own (auto)",
     )
+    ap.add_argument(
+        "--callgrind",
+        metavar="N1,N2",
+        help="instructions per call of each scenario in one process under callgrind, "
+        "N1 and N2 calls differenced (writes bench/results/chain-callgrind.json)",
+    )
+    ap.add_argument("--no-write", action="store_true", help="do not write the JSON result")
     args = ap.parse_args()
     loop = resolve_loop(args.loop)
+    if args.callgrind:
+        return callgrind(args.callgrind, args.scenarios.split(","), args.concurrency, loop, args)
     calls, lcalls = (60, 30) if args.quick else (args.calls, args.latency_calls)
     results = []
     for name in args.scenarios.split(","):
@@ -431,7 +450,44 @@ def main() -> int:
         "results": results,
         "processes": procs,
     }
-    write_result("chain", out)
+    if not args.no_write:
+        write_result("chain", out)
+    return 0
+
+
+def callgrind_argv(scenario_name: str, concurrency: int, loop: str) -> list[str]:
+    """This bench as `callgrind_per_call` runs it (it appends `--calls N`): one scenario in
+    one process, throughput calls only, nothing written."""
+    return [
+        __file__, "--scenarios", scenario_name, "--latency-calls", "0",
+        "--concurrency", str(concurrency), "--loop", loop, "--no-write",
+    ]  # fmt: skip
+
+
+def callgrind(
+    spec: str, scenarios: list[str], concurrency: int, loop: str, args: argparse.Namespace
+) -> int:
+    try:
+        a, b = (int(x) for x in spec.split(","))
+    except ValueError:
+        raise SystemExit(f"--callgrind wants two call counts, N1,N2 (got {spec!r})") from None
+    if not 0 < a < b:
+        raise SystemExit(f"--callgrind wants 0 < N1 < N2 (got {spec!r})")
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    per_call: dict[str, float] = {}
+    for name in scenarios:
+        per_call[name] = callgrind_per_call(callgrind_argv(name, concurrency, loop), (a, b))
+        print(f"callgrind {name}: {per_call[name]:,.0f} instructions per call (loop {loop})")
+    if not args.no_write:
+        out = {
+            "bench": "chain-callgrind",
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "loop": loop,
+            "calls": [a, b],
+            "concurrency": concurrency,
+            "instructions_per_call": {k: round(v) for k, v in per_call.items()},
+        }
+        write_result("chain-callgrind", out)
     return 0
 
 
