@@ -403,7 +403,9 @@ def main() -> int:
     args = ap.parse_args()
     loop = resolve_loop(args.loop)
     if args.callgrind:
-        return callgrind(args.callgrind, args.scenarios.split(","), args.concurrency, loop, args)
+        return callgrind(
+            args.callgrind, args.scenarios.split(","), args.concurrency, loop, not args.no_write
+        )
     calls, lcalls = (60, 30) if args.quick else (args.calls, args.latency_calls)
     results = []
     for name in args.scenarios.split(","):
@@ -464,9 +466,7 @@ def callgrind_argv(scenario_name: str, concurrency: int, loop: str) -> list[str]
     ]  # fmt: skip
 
 
-def callgrind(
-    spec: str, scenarios: list[str], concurrency: int, loop: str, args: argparse.Namespace
-) -> int:
+def callgrind(spec: str, scenarios: list[str], concurrency: int, loop: str, write: bool) -> int:
     try:
         a, b = (int(x) for x in spec.split(","))
     except ValueError:
@@ -478,7 +478,7 @@ def callgrind(
     for name in scenarios:
         per_call[name] = callgrind_per_call(callgrind_argv(name, concurrency, loop), (a, b))
         print(f"callgrind {name}: {per_call[name]:,.0f} instructions per call (loop {loop})")
-    if not args.no_write:
+    if write:
         out = {
             "bench": "chain-callgrind",
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -76,13 +76,13 @@ class DialogId(Value):
     def _fields(self) -> tuple[object, ...]:
         return (self.call_id, self.local_tag, self.remote_tag)
 
-    @classmethod
-    def of_received_request(cls, request: Request) -> DialogId:
+    @staticmethod
+    def of_received_request(request: Request) -> DialogId:
         """The id of the dialog an incoming request belongs to (our tag is in To, §12.2.2)."""
         return DialogId(request.call_id, request.to_addr.tag or "", request.from_addr.tag or "")
 
-    @classmethod
-    def of_received_response(cls, response: Response) -> DialogId:
+    @staticmethod
+    def of_received_response(response: Response) -> DialogId:
         """The id of the dialog a response to our request belongs to (our tag is in From)."""
         return DialogId(response.call_id, response.from_addr.tag or "", response.to_addr.tag or "")
 
