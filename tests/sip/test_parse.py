@@ -535,3 +535,37 @@ def test_rfc4475_unbalanced_quote_is_found_by_validate():
     with pytest.raises(SipParseError) as ei:
         m.validate()
     assert ei.value.status == 400 and ei.value.partial is m
+
+
+def test_a_folded_framing_header_is_read_whole() -> None:
+    """CSeq, Content-Length and Max-Forwards are gathered while the lines are read; a
+    continuation line that grows one of them afterwards is read as the whole value."""
+    data = replace_line(OPTIONS, b"CSeq", b"CSeq: 7\r\n OPTIONS")
+    data = replace_line(data, b"Content-Length", b"Content-Length:\r\n\t0")
+    data = replace_line(data, b"Max-Forwards", b"Max-Forwards:\r\n 69")
+    m = parse_message(data)
+    assert isinstance(m, Request)
+    assert m.cseq == CSeq(7, "OPTIONS") and m.max_forwards == 69 and m.body == b""
+    assert StreamParser().feed(data)[0].cseq == CSeq(7, "OPTIONS")
+    short = replace_line(OPTIONS, b"CSeq", b"CSeq: 7\r\n INVITE")  # folded into a mismatch
+    with pytest.raises(SipParseError, match="CSeq method INVITE does not match OPTIONS"):
+        parse_message(short)
+
+
+def test_the_first_bad_line_is_reported_before_a_duplicate() -> None:
+    """A duplicated single header is reported only when no line was bad in itself, as
+    before the checks moved into the line loop."""
+    dup = replace_line(OPTIONS, b"Call-ID", b"Call-ID: a\r\nCall-ID: b")
+    with pytest.raises(SipParseError, match="more than one Call-ID"):
+        parse_message(dup)
+    both = replace_line(dup, b"Max-Forwards", b"Max-Forwards: 70\r\nno colon here")
+    with pytest.raises(SipParseError, match="header line without a colon"):
+        parse_message(both)
+
+
+def test_a_bare_lf_anywhere_switches_to_lf_lines() -> None:
+    """One bare LF among CRLF line ends (RFC 3261 §7.5 tolerance): every line is split."""
+    mixed = replace_line(OPTIONS, b"Call-ID", b"Call-ID: mixed-1\nX-Bare: yes")
+    m = parse_message(mixed)
+    assert m.call_id == "mixed-1" and m.headers.get("X-Bare") == "yes"
+    assert m.headers.get("CSeq") == "1 OPTIONS"  # the CRLF lines around it still end right

@@ -43,3 +43,31 @@ def test_a_bad_text_raises_every_time_and_is_not_kept(bad: str) -> None:
     for _ in range(2):
         with pytest.raises(SipParseError):
             parse_via(f"SIP/2.0 {bad}")
+
+
+def test_sent_by_is_kept_by_its_text_and_bounded() -> None:
+    """Every Via of a hop carries the same sent-by: its host and port are kept by text, the
+    same values a fresh parse gives, and a flood of unique ones stays within the bound."""
+    via = "SIP/2.0/TLS PSAP.Example:5061;branch=z9hG4bKa"
+    assert (parse_via(via).host, parse_via(via).port) == ("psap.example", 5061)
+    assert uri._HOSTPORTS["PSAP.Example:5061"] == uri._parse_hostport("PSAP.Example:5061", via)
+    for i in range(3 * PARSE_CACHE_MAX):
+        parse_via(f"SIP/2.0/UDP 10.{i // 65536}.{i // 256 % 256}.{i % 256}:5060;branch=z9hG4bK")
+        assert len(uri._HOSTPORTS) <= PARSE_CACHE_MAX
+    for bad in ("10.0.0.1:99999", "ba%d:5060", "[::1"):
+        for _ in range(2):
+            with pytest.raises(SipParseError):
+                parse_via(f"SIP/2.0/UDP {bad};branch=z9hG4bKb")
+        assert bad not in uri._HOSTPORTS
+
+
+def test_the_usual_via_spelling_and_the_others_parse_alike() -> None:
+    """`SIP/2.0/` as every element writes it is read without the general split; LWS and
+    case inside the protocol give the same Via (RFC 3261 §7.3.1)."""
+    canonical = headers._parse_via("SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bKc;rport")
+    for other in (
+        "SIP / 2.0 / TLS 192.0.2.1:5061;branch=z9hG4bKc;rport",
+        "sip/2.0/tls 192.0.2.1:5061 ;branch=z9hG4bKc ; rport",
+        "SIP/2.0/ TLS 192.0.2.1:5061;branch=z9hG4bKc;rport",
+    ):
+        assert headers._parse_via(other) == canonical

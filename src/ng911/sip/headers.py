@@ -90,10 +90,13 @@ def parse_via(value: str) -> Via:
 def _parse_via(value: str) -> Via:
     s = value.strip()
     # sent-protocol = protocol-name SLASH protocol-version SLASH transport
-    parts = s.split("/", 2)
-    if len(parts) != 3 or parts[0].strip().upper() != "SIP":
-        raise SipParseError(f"bad Via: {value[:80]!r}", 400)
-    rest = parts[2].lstrip()
+    if s.startswith("SIP/2.0/"):  # as every element writes it: no split, strip or upper
+        rest = s[8:].lstrip()
+    else:
+        parts = s.split("/", 2)
+        if len(parts) != 3 or parts[0].strip().upper() != "SIP":
+            raise SipParseError(f"bad Via: {value[:80]!r}", 400)
+        rest = parts[2].lstrip()
     i = 0
     n = len(rest)
     while i < n and rest[i] not in " \t":

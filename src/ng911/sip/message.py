@@ -532,22 +532,29 @@ class Message:
 
     def to_bytes(self) -> bytes:
         """Wire form. Content-Length is set from the body (kept where it was, else last)."""
-        lines = [self.first_line]
+        # One flat list of pieces joined once: no intermediate string per header line.
+        parts = [self.first_line, "\r\n"]
         length = str(len(self.body))
         seen = False
         items = self.headers._items
         for i in range(0, len(items), 3):
             if items[i] == "content-length":
                 if not seen:
-                    lines.append("Content-Length: " + length)
+                    parts.append("Content-Length: ")
+                    parts.append(length)
+                    parts.append("\r\n")
                     seen = True
             else:
-                lines.append(f"{items[i + 1]}: {items[i + 2]}")
+                parts.append(items[i + 1])
+                parts.append(": ")
+                parts.append(items[i + 2])
+                parts.append("\r\n")
         if not seen:
-            lines.append("Content-Length: " + length)
-        lines.append("")
-        lines.append("")
-        head = "\r\n".join(lines).encode()
+            parts.append("Content-Length: ")
+            parts.append(length)
+            parts.append("\r\n")
+        parts.append("\r\n")
+        head = "".join(parts).encode()
         return head + self.body if self.body else head
 
     def __bytes__(self) -> bytes:

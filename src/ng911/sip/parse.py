@@ -18,7 +18,7 @@ from typing import Final
 from ng911.sip.errors import SipParseError
 from ng911.sip.headers import parse_cseq
 from ng911.sip.message import _NAMES, Headers, Request, Response
-from ng911.sip.uri import _TOKEN, URI, AbsoluteURI, bounded_int, parse_uri
+from ng911.sip.uri import URI, AbsoluteURI, _is_token, bounded_int, parse_uri
 
 DEFAULT_MAX_SIZE: Final = 65535
 # Longer Request-URIs get 414 (RFC 3261 §21.4.12). Real ones are < 300 bytes.
@@ -28,6 +28,8 @@ MAX_URI_LENGTH: Final = 4096
 _MANDATORY: Final = ("via", "from", "to", "call-id", "cseq")
 # Headers that may appear once only (RFC 3261 §7.3.1, RFC 4475 §3.1.2.11 "multi01").
 _SINGLE: Final = frozenset({"from", "to", "call-id", "cseq", "max-forwards"})
+# The header fields whose values the parse reads itself (framing, answering, the checks).
+_FRAMING: Final = frozenset({*_MANDATORY, "max-forwards", "content-length"})
 
 Message = Request | Response
 
@@ -78,8 +80,10 @@ def _parse_head(head: bytes, max_uri: int) -> _Head:
         text = head.decode(errors="replace")
         err = SipParseError("header section is not UTF-8", 400)
     lines = text.split("\r\n")
-    if len(lines) - 1 != text.count("\n"):  # a bare LF somewhere: split on LF instead
-        lines = [line.rstrip("\r") for line in text.split("\n")]
+    for line in lines:  # per line, not text.count("\n"): `in` is a memchr, count is not
+        if "\n" in line:  # a bare LF somewhere: split on LF instead
+            lines = [line.rstrip("\r") for line in text.split("\n")]
+            break
 
     # --- first line ---
     first = lines[0]
@@ -104,7 +108,7 @@ def _parse_head(head: bytes, max_uri: int) -> _Head:
     else:
         if len(parts) != 3:
             parts = first.split()
-        if len(parts) != 3 or not _TOKEN.issuperset(parts[0]) or not parts[0]:
+        if len(parts) != 3 or not _is_token(parts[0]):
             out.error = err or SipParseError(f"bad request line: {first[:80]!r}", 400)
             out.framing_error = True
             return out
@@ -120,8 +124,14 @@ def _parse_head(head: bytes, max_uri: int) -> _Head:
                 return out
 
     # --- header fields: (key, output name, raw value), flat (Headers._items) ---
+    # The values framing and answering need are gathered in the same pass (`have`: the first
+    # value of each `_FRAMING` key); a folded line redoes that from `items` afterwards.
     items: list[str] = []
     names = _NAMES
+    have: dict[str, str] = {}
+    cl_values: list[str] = []
+    dup: SipParseError | None = None  # reported after the lines' own errors, as before
+    folded = False
     for line in lines[1:]:
         if not line:
             continue
@@ -133,6 +143,7 @@ def _parse_head(head: bytes, max_uri: int) -> _Head:
             v = items[-1]
             cont = line.strip()
             items[-1] = f"{v} {cont}" if v else cont
+            folded = True
             continue
         colon = line.find(":")
         if colon < 0:
@@ -144,27 +155,35 @@ def _parse_head(head: bytes, max_uri: int) -> _Head:
             name = name.strip()
             hit = names.get(name) or names.get(name.lower())
             if hit is None:
-                if not name or not _TOKEN.issuperset(name):
+                if not _is_token(name):
                     err = err or SipParseError(f"bad header name: {name[:80]!r}", 400)
                     continue
                 hit = (name.lower(), name)
-        items.append(hit[0])
+        key = hit[0]
+        value = line[colon + 1 :].strip()
+        items.append(key)
         items.append(hit[1])
-        items.append(line[colon + 1 :].strip())
+        items.append(value)
+        if key in _FRAMING:
+            if key == "content-length":
+                cl_values.append(value)
+            elif key not in have:
+                have[key] = value
+            elif key in _SINGLE and dup is None:
+                dup = SipParseError(f"more than one {_NAMES[key][1]} header", 400)
+    err = err or dup
+    if folded:  # a value grew after it was gathered: gather again from the folded items
+        have.clear()
+        cl_values.clear()
+        for i in range(0, len(items), 3):
+            key = items[i]
+            if key == "content-length":
+                cl_values.append(items[i + 2])
+            elif key in _FRAMING and key not in have:
+                have[key] = items[i + 2]
     headers = Headers._from_parsed(items)
 
     # --- the values framing and answering need ---
-    have: dict[str, str] = {}
-    cl_values: list[str] = []
-    for i in range(0, len(items), 3):
-        k = items[i]
-        v = items[i + 2]
-        if k == "content-length":
-            cl_values.append(v)
-        elif k not in have:
-            have[k] = v
-        elif k in _SINGLE:
-            err = err or SipParseError(f"more than one {_NAMES[k][1]} header", 400)
     if cl_values:
         v0 = cl_values[0]
         cl = bounded_int(v0, 2**31 - 1)
