@@ -306,3 +306,21 @@ async def test_listen_errors(make_element):
         await el.layer.send(options(transport="TLS"), Address("tls", "127.0.0.1", 9))
     await el.layer.close()
     await el.layer.close()  # idempotent
+
+
+async def test_a_connection_checked_once_for_a_name_still_refuses_another(make_element, pki):
+    """A connection's identity is checked against the first request's name and the verdict
+    kept; a request for another name is still checked, and not sent on it."""
+    server, client, addr = await _tls_pair(make_element, pki)
+    client.answer = True
+    for _ in range(2):  # the second send takes the kept verdict
+        await client.layer.send(options(transport="TLS"), addr, server_name="esinet.example")
+        await server.next()
+        await client.next()
+    (conn,) = client.layer.connections()
+    with pytest.raises((TlsError, IdentityMismatch)):
+        await client.layer.send(options(transport="TLS"), addr, server_name="other.example")
+    await client.layer.send(options(transport="TLS"), addr, server_name="esinet.example")
+    got, _src = await server.next()
+    assert isinstance(got, Request)
+    assert [c["id"] for c in client.layer.connections()] == [conn["id"]]

@@ -418,3 +418,18 @@ def test_random_text_raises_only_typed_errors(text):
             fn(text)
         except SipParseError as e:
             assert e.status == 400
+
+
+def test_a_uri_is_written_once_and_its_text_is_no_field() -> None:
+    """str() keeps the wire form on the object: the same text every time, and equality,
+    hash and repr read the fields only (a written and an unwritten URI are equal)."""
+    written = parse_uri("sips:+12125550123@ESRP.example:5061;lr;transport=tls")
+    fresh = SipURI(
+        "sips", "+12125550123", None, "esrp.example", 5061, (("lr", None), ("transport", "tls"))
+    )
+    text = str(written)
+    assert str(written) is text and text == "sips:+12125550123@esrp.example:5061;lr;transport=tls"
+    assert written == fresh and hash(written) == hash(fresh) and repr(written) == repr(fresh)
+    assert "_text" not in repr(written)
+    assert str(fresh.with_params(lr=None, maddr="192.0.2.1")).endswith(";maddr=192.0.2.1")
+    assert str(SipURI("sip", "a b", None, "example.com")) == "sip:a%20b@example.com"

@@ -72,6 +72,8 @@ class StreamConnection(asyncio.Protocol):
         self.remote = Address(kind, "?", 0)
         self.local = Address(kind, "?", 0)
         self.identities: frozenset[str] = frozenset()
+        # the last identity a request for it was checked against and matched (`_identity_ok`)
+        self.matched_identity: str | None = None
         self.closed = False
         self.last_used = self.opened = time.monotonic()
         self.proven = False  # a complete SIP message arrived (ends the first-message timer)

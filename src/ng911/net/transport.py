@@ -560,10 +560,15 @@ class SipTransportLayer:
         return None
 
     def _identity_ok(self, conn: StreamConnection, server_name: str) -> bool:
+        want = self._expected_identity(server_name, conn.remote)
+        if want is None or want == conn.matched_identity:
+            return True  # the certificate cannot change on an open connection: checked once
         from ng911.pki.tls import matches_domain
 
-        want = self._expected_identity(server_name, conn.remote)
-        return want is None or matches_domain(conn.identities, want)
+        if not matches_domain(conn.identities, want):
+            return False
+        conn.matched_identity = want
+        return True
 
     def _expected_identity(self, server_name: str | None, dest: Address) -> str | None:
         if not self.verify_identity:

@@ -234,7 +234,10 @@ def format_host(host: str, port: int | None) -> str:
 class SipURI(Parameterised):
     """A `sip:` or `sips:` URI (RFC 3261 §19.1)."""
 
-    __slots__ = ("headers", "host", "params", "password", "port", "scheme", "user")
+    # `_text`: the wire form, made on the first str() (not a field: equality, hash and repr
+    # ignore it). The same URI objects are written again and again (the parse cache hands
+    # out one object per text; an element's own Record-Route and Contact URIs).
+    __slots__ = ("_text", "headers", "host", "params", "password", "port", "scheme", "user")
     _FIELDS = ("scheme", "user", "password", "host", "port", "params", "headers")
 
     def __init__(
@@ -254,6 +257,7 @@ class SipURI(Parameterised):
         self.port: Final = port
         self.params: Final = params
         self.headers: Final = headers
+        self._text: str | None = None
 
     def _fields(self) -> tuple[object, ...]:
         return (
@@ -307,10 +311,17 @@ class SipURI(Parameterised):
         return format_host(self.host, self.port)
 
     def __str__(self) -> str:
+        text = self._text
+        if text is None:
+            text = self._text = self._format()
+        return text
+
+    def _format(self) -> str:
         parts = [self.scheme, ":"]
         if self.user is not None:
             user = self.user
-            parts.append(user if _USER_AS_IS.issuperset(user) else quote(user, safe=_USER_SAFE))
+            as_is = (user.isalnum() and user.isascii()) or _USER_AS_IS.issuperset(user)
+            parts.append(user if as_is else quote(user, safe=_USER_SAFE))
             if self.password is not None:
                 parts.append(":" + quote(self.password, safe=_PASSWORD_SAFE))
             parts.append("@")
