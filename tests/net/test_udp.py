@@ -206,3 +206,32 @@ def test_queue_head_wait_reads_the_kernels_arrival_stamp_and_leaves_the_datagram
     finally:
         sock.close()
         out.close()
+
+
+async def test_the_stamped_via_is_the_one_written_from_scratch(make_element):
+    """RFC 3581 §4: rport filled in and received added. The usual Via (a bare rport last) is
+    stamped on its own text; every other form is written again from its parsed value. Either
+    way the parsed top Via the element sees is what its text says, and the text keeps the
+    Via as sent (the branch first, the parameters in order)."""
+    from ng911.sip.headers import parse_via
+
+    server = make_element("server", answer=False)
+    client = make_element("client", answer=False)
+    addr = await server.layer.listen("udp", "127.0.0.1", 0)
+    caddr = await client.layer.listen("udp", "127.0.0.1", 0)
+    port = str(caddr.port)
+    cases = {
+        ";rport": f";rport={port};received=127.0.0.1",
+        ";rport;x=1": f";rport={port};x=1;received=127.0.0.1",
+        ";rport ;x=1": f";rport={port};x=1;received=127.0.0.1",
+        ";received=10.9.9.9;rport": f";received=127.0.0.1;rport={port}",
+        ";x=1": ";x=1;received=127.0.0.1",
+    }
+    for params, stamped in cases.items():
+        req = options(via_params=params)
+        await client.layer.send(req, addr)
+        got, _src = await server.next()
+        text = got.headers.get("Via")
+        assert text is not None and text.endswith(stamped), (params, text)
+        assert got.top_via == parse_via(text) and got.top_via.branch == req.top_via.branch
+        assert got.top_via.rport == (port if "rport" in params else None)

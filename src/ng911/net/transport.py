@@ -30,7 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from ng911.net.address import Address, Source, is_ip_literal
 from ng911.net.admission import ListenerLimits, refusal
@@ -42,6 +42,7 @@ from ng911.net.stream import StreamConnection
 from ng911.net.udp import MAX_DATAGRAM, UdpEndpoint, make_udp_socket
 from ng911.pki.profile import TlsProfiles
 from ng911.sip.errors import SipParseError
+from ng911.sip.headers import Via
 from ng911.sip.message import Request, Response
 from ng911.sip.parse import DEFAULT_MAX_SIZE
 
@@ -59,6 +60,9 @@ def _fits_datagram(data: bytes, dest: Address) -> None:
 
 # methods counted by name; any other (a peer may send any token) is counted as "other", so
 # a hostile peer cannot grow the counters without bound
+# A Via's rport flag as RFC 3581 §3 clients send it: no value, for the server to fill in.
+_BARE_RPORT: Final = ("rport", None)
+
 METHODS = frozenset(
     ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "SUBSCRIBE", "NOTIFY", "REFER",
      "INFO", "UPDATE", "PRACK", "MESSAGE", "PUBLISH")
@@ -819,8 +823,19 @@ class SipTransportLayer:
             params["rport"] = str(remote.port)
             params["received"] = src_host
         if params:
-            new = via.with_param_map(params)
-            msg.headers.replace_first("Via", str(new))
+            ps = via.params
+            raw = msg.headers.get("Via") if ps and ps[-1] == _BARE_RPORT else None
+            if raw is not None and raw.endswith(";rport") and via.received is None:
+                # The usual Via (every RFC 3581 client puts a bare rport last): fill it in and
+                # append received to the text as it came, with no Via written from scratch.
+                port = params["rport"]
+                new = Via(via.transport, via.host, via.port,
+                          (*ps[:-1], ("rport", port), ("received", src_host)))  # fmt: skip
+                text = f"{raw}={port};received={src_host}"
+            else:
+                new = via.with_param_map(params)
+                text = str(new)
+            msg.headers.replace_first("Via", text)
             msg.headers.remember("top_via", new)  # written from it: no need to parse it back
         if conn is not None:
             if via.branch:

@@ -316,13 +316,15 @@ class TransactionKey(Value):
     folded into INVITE so that the ACK for a non-2xx response finds its INVITE transaction.
     """
 
-    __slots__ = ("branch", "method", "sent_by")
+    __slots__ = ("_hash", "branch", "method", "sent_by")
     _FIELDS = ("branch", "method", "sent_by")
 
     def __init__(self, branch: str, method: str, sent_by: str | None = None) -> None:
         self.branch: Final = branch
         self.method: Final = method
         self.sent_by: Final = sent_by
+        # hashed ~5 times per message (the table, the runtime's contexts): once is enough
+        self._hash: Final = hash((branch, method, sent_by))
 
     def _fields(self) -> tuple[object, ...]:
         return (self.branch, self.method, self.sent_by)
@@ -339,7 +341,7 @@ class TransactionKey(Value):
         )
 
     def __hash__(self) -> int:
-        return hash((self.branch, self.method, self.sent_by))
+        return self._hash
 
     @property
     def is_server(self) -> bool:
