@@ -63,6 +63,15 @@ def _fits_datagram(data: bytes, dest: Address) -> None:
 # A Via's rport flag as RFC 3581 §3 clients send it: no value, for the server to fill in.
 _BARE_RPORT: Final = ("rport", None)
 
+
+def _lone_bare_rport_last(params: tuple[tuple[str, str | None], ...]) -> bool:
+    """A bare rport is the last parameter and the only rport: the Via the stamp may fill in
+    on its text. With two, the first is the one that counts (`Via.rport`) and is stamped."""
+    if not params or params[-1] != _BARE_RPORT:
+        return False
+    return all(name != "rport" for name, _ in params[:-1])
+
+
 METHODS = frozenset(
     ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "SUBSCRIBE", "NOTIFY", "REFER",
      "INFO", "UPDATE", "PRACK", "MESSAGE", "PUBLISH")
@@ -824,7 +833,7 @@ class SipTransportLayer:
             params["received"] = src_host
         if params:
             ps = via.params
-            raw = msg.headers.get("Via") if ps and ps[-1] == _BARE_RPORT else None
+            raw = msg.headers.get("Via") if _lone_bare_rport_last(ps) else None
             if raw is not None and raw.endswith(";rport") and via.received is None:
                 # The usual Via (every RFC 3581 client puts a bare rport last): fill it in and
                 # append received to the text as it came, with no Via written from scratch.
