@@ -58,8 +58,6 @@ def _fits_datagram(data: bytes, dest: Address) -> None:
         raise MessageTooLarge(f"{len(data)} bytes do not fit a UDP datagram", peer=str(dest))
 
 
-# methods counted by name; any other (a peer may send any token) is counted as "other", so
-# a hostile peer cannot grow the counters without bound
 # A Via's rport flag as RFC 3581 §3 clients send it: no value, for the server to fill in.
 _BARE_RPORT: Final = ("rport", None)
 
@@ -72,6 +70,8 @@ def _lone_bare_rport_last(params: tuple[tuple[str, str | None], ...]) -> bool:
     return all(name != "rport" for name, _ in params[:-1])
 
 
+# methods counted by name; any other (a peer may send any token) is counted as "other", so
+# a hostile peer cannot grow the counters without bound
 METHODS = frozenset(
     ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "SUBSCRIBE", "NOTIFY", "REFER",
      "INFO", "UPDATE", "PRACK", "MESSAGE", "PUBLISH")

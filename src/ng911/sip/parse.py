@@ -125,13 +125,14 @@ def _parse_head(head: bytes, max_uri: int) -> _Head:
 
     # --- header fields: (key, output name, raw value), flat (Headers._items) ---
     # The values framing and answering need are gathered in the same pass (`have`: the first
-    # value of each `_FRAMING` key); a folded line redoes that from `items` afterwards.
+    # value of each `_FRAMING` key; `gathered`: the key the last field's value went to, which
+    # a continuation line then grows there too).
     items: list[str] = []
     names = _NAMES
     have: dict[str, str] = {}
     cl_values: list[str] = []
+    gathered: str | None = None
     dup: SipParseError | None = None  # reported after the lines' own errors, as before
-    folded = False
     for line in lines[1:]:
         if not line:
             continue
@@ -143,7 +144,10 @@ def _parse_head(head: bytes, max_uri: int) -> _Head:
             v = items[-1]
             cont = line.strip()
             items[-1] = f"{v} {cont}" if v else cont
-            folded = True
+            if gathered == "content-length":
+                cl_values[-1] = items[-1]
+            elif gathered is not None:
+                have[gathered] = items[-1]
             continue
         colon = line.find(":")
         if colon < 0:
@@ -164,23 +168,17 @@ def _parse_head(head: bytes, max_uri: int) -> _Head:
         items.append(key)
         items.append(hit[1])
         items.append(value)
+        gathered = None
         if key in _FRAMING:
             if key == "content-length":
                 cl_values.append(value)
+                gathered = key
             elif key not in have:
                 have[key] = value
+                gathered = key
             elif key in _SINGLE and dup is None:
                 dup = SipParseError(f"more than one {_NAMES[key][1]} header", 400)
     err = err or dup
-    if folded:  # a value grew after it was gathered: gather again from the folded items
-        have.clear()
-        cl_values.clear()
-        for i in range(0, len(items), 3):
-            key = items[i]
-            if key == "content-length":
-                cl_values.append(items[i + 2])
-            elif key in _FRAMING and key not in have:
-                have[key] = items[i + 2]
     headers = Headers._from_parsed(items)
 
     # --- the values framing and answering need ---
