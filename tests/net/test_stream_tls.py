@@ -324,3 +324,87 @@ async def test_a_connection_checked_once_for_a_name_still_refuses_another(make_e
     got, _src = await server.next()
     assert isinstance(got, Request)
     assert [c["id"] for c in client.layer.connections()] == [conn["id"]]
+
+
+def _memory_tls_pair(pki):
+    """A client and a server `SSLObject` over memory BIOs, handshake done in memory."""
+    import ssl
+
+    sctx = pki.server_context("esrp", require_client_cert=False)
+    cctx = pki.client_context(None)
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    client = cctx.wrap_bio(c_in, c_out, server_hostname="esrp.esinet.example")
+    server = sctx.wrap_bio(s_in, s_out, server_side=True)
+    for _ in range(10):
+        for obj in (client, server):
+            try:
+                obj.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+    client.do_handshake()
+    return client, c_out, server, s_in
+
+
+def test_openssl_takes_one_record_at_a_time_from_the_bio(pki):
+    """What `StreamConnection._read_app` stops on: with three records in the BIO, reading
+    one leaves the other two there (read-ahead off), and nothing is held inside OpenSSL
+    once the BIO is empty and `pending()` is 0. Were read-ahead on, records would wait in
+    OpenSSL's buffer unseen and the read loop must not stop early."""
+    import ssl
+
+    client, c_out, server, s_in = _memory_tls_pair(pki)
+    for part in (b"one", b"two", b"three"):
+        client.write(part)
+    s_in.write(c_out.read())
+    got = []
+    while s_in.pending or server.pending():
+        try:
+            got.append(server.read(65536))
+        except ssl.SSLWantReadError:  # a TLS 1.3 ticket-only record, say
+            break
+        if got[-1] != b"three":
+            assert s_in.pending > 0
+    assert got[-3:] == [b"one", b"two", b"three"]
+    assert s_in.pending == 0 and server.pending() == 0
+    with pytest.raises(ssl.SSLWantReadError):
+        server.read(65536)
+
+
+async def test_records_in_one_write_and_a_record_split_across_writes(make_element, pki):
+    """A peer writes six messages as six TLS records: the first three in one TCP write,
+    the fourth cut in two across writes, and two more whole. Every message arrives, in
+    order, however the records fall across reads (the read loop stops only when nothing
+    is left to decrypt)."""
+    import ssl
+
+    server = make_element("esrp", answer=False)
+    addr = await server.layer.listen(
+        "tls", "127.0.0.1", 0, tls=pki.server_context("esrp", require_client_cert=False)
+    )
+    r, w = await asyncio.open_connection("127.0.0.1", addr.port)
+    inb, outb = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = pki.client_context(None).wrap_bio(inb, outb, server_hostname="esrp.esinet.example")
+    for _ in range(20):
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            w.write(outb.read())
+            inb.write(await asyncio.wait_for(r.read(65536), 3))
+    w.write(outb.read())
+    msgs = [options(transport="TLS") for _ in range(6)]
+    records = []
+    for m in msgs:
+        tls.write(m.to_bytes())
+        records.append(outb.read())
+    fourth = records[3]
+    w.write(b"".join(records[:3]) + fourth[: len(fourth) // 2])
+    await w.drain()
+    await asyncio.sleep(0.05)
+    w.write(fourth[len(fourth) // 2 :] + b"".join(records[4:]))
+    await w.drain()
+    seen = [(await server.next())[0] for _ in range(6)]
+    assert [m.call_id for m in seen] == [m.call_id for m in msgs]
+    w.close()
