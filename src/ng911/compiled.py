@@ -82,6 +82,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "ng911.elements.identifiers",
         "ng911.elements.prf",
         "ng911.lost.client",
+        "ng911.elements.media",
+        "ng911.elements.ua",
+        "ng911.elements.calltaker",
     ),
     "ng911.net__mypyc": (
         "ng911.net.address",

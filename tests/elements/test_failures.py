@@ -252,17 +252,22 @@ async def test_malformed_and_odd_requests_get_answers_never_a_crash():
     assert not errors, errors
 
 
-async def test_garbled_pidf_routes_by_default(make_invite):
+def _garble_pidf(req) -> None:
+    """The INVITE's PIDF-LO part replaced by XML that never closes."""
+    start = req.body.index(b"<?xml")
+    end = req.body.index(b"</presence>") + len(b"</presence>")
+    req.body = req.body[:start] + b"<presence><unclosed>" + req.body[end:]
+
+
+async def test_garbled_pidf_routes_by_default():
     """The ESRP receives a garbled PIDF-LO: default route, call answered, reason logged."""
     chain = await open_chain(hangup_after=0.01)
     try:
-        caller = chain.caller
-        original = caller._pidf_of
-        caller._pidf_of = lambda lat, lon: b"<presence><unclosed>"
+        chain.caller.edit_invite = _garble_pidf
         try:
             rec = await asyncio.wait_for(chain.place_call(*MANHATTAN), 10)
         finally:
-            caller._pidf_of = original
+            chain.caller.edit_invite = None
         assert rec.status == 200
         assert chain.psap_of(rec) == "psap-default"
         why = chain.esrp.log.find("default_location", call_id=rec.call_id)[0]["reason"]

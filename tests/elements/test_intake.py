@@ -241,15 +241,9 @@ async def test_invalid_resource_priority_is_replaced_and_logged_at_the_esrp():
     chain = await open_chain(hangup_after=0.01)
     try:
         call_to_esrp(chain)
-        caller = chain.caller
-        build = caller.build_invite
-
-        def with_priority(dial=None):
-            req = build(dial)
-            req.headers.add("Resource-Priority", "esnet.9, wps.2")
-            return req
-
-        caller.build_invite = with_priority
+        chain.caller.edit_invite = lambda req: req.headers.add(
+            "Resource-Priority", "esnet.9, wps.2"
+        )
         rec = await asyncio.wait_for(chain.place_call(*MANHATTAN, dial="urn:service:sos"), 10)
         assert rec.status == 200
         fixes = chain.esrp.log.find("intake_corrected", call_id=rec.call_id)

@@ -65,21 +65,20 @@ class Peer:
         self.sock.close()
 
 
+class _UnregisteredTaker(CallTaker):
+    async def started(self) -> None:
+        return None  # no REGISTER: nobody listens at the psap address
+
+
 async def start_taker(**kw):
-    t = CallTaker(
+    t = _UnregisteredTaker(
         CallTakerConfig(
             name="t", listeners=(ListenerConfig("udp"),), t1=0.05, psap="sip:127.0.0.1:9", **kw
         ),
         log_keep=200,
     )
-    # no REGISTER: nobody listens at the psap address
-    t.started = _noop  # type: ignore[method-assign]
     await t.start()
     return t
-
-
-async def _noop():
-    return None
 
 
 async def test_uas_basics():

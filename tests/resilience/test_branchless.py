@@ -93,8 +93,9 @@ async def test_branchless_call_reaches_the_psap_once_and_ends() -> None:
         await chain.close()
 
 
-async def _noop() -> None:
-    return None
+class _UnregisteredTaker(CallTaker):
+    async def started(self) -> None:
+        return None  # no psapd to register with
 
 
 @pytest.mark.parametrize("branch", [None, "oldstyle-no-cookie", "z9hG4bKsame-as-invite"])
@@ -102,13 +103,12 @@ async def test_ack_matching_the_accepted_invite_goes_up_as_an_ack(branch: str | 
     """A UA (the call taker) facing the caller directly: the ACK matches the INVITE's server
     transaction in "accepted" (RFC 2543 matching, or a UA reusing the INVITE's branch for
     the 2xx's ACK); it confirms the call once, and the INVITE is never offered again."""
-    taker = CallTaker(
+    taker = _UnregisteredTaker(
         CallTakerConfig(
             name="t", listeners=(ListenerConfig("udp"),), t1=0.5, psap="sip:127.0.0.1:9"
         ),
         log_keep=200,
     )
-    taker.started = _noop  # type: ignore[method-assign]  # no psapd to register with
     await taker.start()
     ua = await RawUa().open()
     try:

@@ -20,13 +20,16 @@ ends an answered one (BYE).
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ng911.elements.config import CallTakerConfig
 from ng911.elements.keepalive import ping
 from ng911.elements.media import MediaPorts, RtpPort, sdp
+from ng911.elements.native import mypyc_attr
 from ng911.elements.registration import Registration, registrar_uri, send_register
 from ng911.elements.runtime import ElementError, ServerCtx, SipElement
 from ng911.net.address import Source
@@ -58,11 +61,27 @@ class TakerCall:
         self.timers.clear()
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class CallTaker(SipElement):
     role = "calltaker"
 
-    def __init__(self, config: CallTakerConfig, **kw: Any) -> None:
-        super().__init__(config, **kw)
+    def __init__(
+        self,
+        config: CallTakerConfig,
+        *,
+        log_keep: int = 0,
+        observers: Iterable[Callable[[Any], None]] = (),
+        client_tls: ssl.SSLContext | None = None,
+        server_tls: ssl.SSLContext | None = None,
+    ) -> None:
+        # the keywords spelt out: the compiled build cannot pass `**kw` on to them
+        super().__init__(
+            config,
+            log_keep=log_keep,
+            observers=observers,
+            client_tls=client_tls,
+            server_tls=server_tls,
+        )
         self.cfg = config
         self.calls: dict[str, TakerCall] = {}
         self.registered = asyncio.Event()

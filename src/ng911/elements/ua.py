@@ -16,13 +16,15 @@ delay is RFC 6076's Session Request Delay measured at the caller.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ng911.elements.config import CallerConfig
 from ng911.elements.media import MediaPorts, RtpPort, sdp
+from ng911.elements.native import mypyc_attr
 from ng911.elements.registration import Registration, registrar_uri, send_register
 from ng911.elements.runtime import ClientCtx, ServerCtx, SipElement
 from ng911.errors import Ng911Error
@@ -105,16 +107,36 @@ class _Call:
     timer: asyncio.TimerHandle | None = None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Caller(SipElement):
     role = "caller"
 
-    def __init__(self, config: CallerConfig, **kw: Any) -> None:
-        super().__init__(config, **kw)
+    def __init__(
+        self,
+        config: CallerConfig,
+        *,
+        log_keep: int = 0,
+        observers: Iterable[Callable[[Any], None]] = (),
+        client_tls: ssl.SSLContext | None = None,
+        server_tls: ssl.SSLContext | None = None,
+    ) -> None:
+        # the keywords spelt out: the compiled build cannot pass `**kw` on to them
+        super().__init__(
+            config,
+            log_keep=log_keep,
+            observers=observers,
+            client_tls=client_tls,
+            server_tls=server_tls,
+        )
         self.cfg = config
         self.proxy: URI = parse_uri(config.proxy)
         self.calls: dict[str, _Call] = {}
         self.records: list[CallRecord] = []
         self.media = MediaPorts(config.rtp_host)
+        # called with each emergency INVITE, body and all, just before it is sent: how a
+        # test sends an unusual or broken INVITE from the real caller (a wrong
+        # Resource-Priority, a garbled PIDF-LO), as a SIPp scenario would
+        self.edit_invite: Callable[[Request], None] | None = None
         self._refresh: asyncio.TimerHandle | None = None
         self._registration = Registration.new(
             config.aor, self.fqdn, username=config.auth_user, password=config.auth_password
@@ -221,6 +243,8 @@ class Caller(SipElement):
             ctype, body = "application/sdp", offer
         invite.headers.add("Content-Type", ctype)
         invite.body = body
+        if self.edit_invite is not None:
+            self.edit_invite(invite)
         record = CallRecord(invite.call_id, lat, lon, dial or self.cfg.dial)
         call = _Call(record, invite, rtp=rtp)
         call.hangup_after = self.cfg.hangup_after if hangup_after is None else hangup_after
