@@ -27,10 +27,10 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest
 
-# the sans-I/O core, the elements, LoST and the fuzz tests again on the pure-Python build (the
-# full suite ran on the compiled one): both builds stay working
+# the sans-I/O core, the location readers, the elements, LoST and the fuzz tests again on the
+# pure-Python build (the full suite ran on the compiled one): both builds stay working
 unit-pure: $(STAMP)
-	NG911_PURE=1 $(VENV)/bin/pytest tests/sip tests/elements tests/lost tests/net tests/resilience/test_fuzz_smoke.py \
+	NG911_PURE=1 $(VENV)/bin/pytest tests/sip tests/location tests/elements tests/lost tests/net tests/resilience/test_fuzz_smoke.py \
 	  tests/resilience/test_fuzz_regressions.py tests/test_compiled.py
 
 # the mypyc build of the sans-I/O core (README "Compiled build"): extension modules beside

@@ -87,7 +87,7 @@ def test_a_stale_build_runs_pure_all_together(tmp_path: Path) -> None:
     """A `.py` edited after `make compile`: its extension is old code, so its whole group
     runs pure (a compiled `parse` beside a pure `message` would make two Request classes),
     and stderr says why. The elements and the transports link to the SIP core natively: they
-    run pure with it; the LoST group links to nothing and stays compiled."""
+    run pure with it; the LoST group links only to the location group and stays compiled."""
     pkg = _copy_tree(tmp_path)
     later = time.time() + 10
     os.utime(pkg / "sip" / "uri.py", (later, later))
@@ -127,6 +127,21 @@ def test_a_linked_group_never_built_sets_its_users_aside(tmp_path: Path) -> None
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["py", "py", "py", "so", "VspProxy"]
     assert "a group they link to is not built (ng911.sip__mypyc)" in out.stderr
+
+
+@needs_compiled
+def test_a_stale_location_module_sets_aside_lost_and_the_elements(tmp_path: Path) -> None:
+    """The LoST path and the elements read PIDF-LO and shapes through the location group
+    natively: an edited location module sets aside all three; the SIP core and the
+    transports, which link to none of them, stay compiled."""
+    pkg = _copy_tree(tmp_path)
+    later = time.time() + 10
+    os.utime(pkg / "location" / "pidf.py", (later, later))
+    out = run(tmp_path, code=LINKED_PROBE)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["so", "py", "so", "py", "VspProxy"]
+    assert "(ng911.location.pidf)" in out.stderr
+    assert "ng911.lost__mypyc, ng911.elements__mypyc" in out.stderr
 
 
 def test_links_name_only_groups() -> None:

@@ -7,11 +7,12 @@ prefers an extension module over a `.py` in the same directory, so nothing else 
 `make pure` removes them. The `.py` files stay the source of truth and the pure build always
 works.
 
-Four groups: the sans-I/O SIP core (`ng911.sip__mypyc`), the LoST server's point path
-(`ng911.lost__mypyc`), the elements' hot path (`ng911.elements__mypyc`: the runtime, the
-proxies, their per-request policy and the ESRP's LoST client) and the transports'
-per-message path (`ng911.net__mypyc`: UDP, TCP/TLS streams, the transport layer, their
-events, the HTTP client an ESRP asks LoST with). One mypyc run
+Five groups: the sans-I/O SIP core (`ng911.sip__mypyc`), the PIDF-LO and shape readers
+(`ng911.location__mypyc`), the LoST server's point path (`ng911.lost__mypyc`), the elements'
+hot path (`ng911.elements__mypyc`: the runtime, the proxies, their per-request policy, the
+ESRP's LoST client and the user agents) and the transports' per-message path
+(`ng911.net__mypyc`: UDP, TCP/TLS streams, the transport layer, their events, the HTTP
+client an ESRP asks LoST with). One mypyc run
 builds them all, each its own library, and a group calls the groups it uses (`LINKS`)
 natively: the elements read a Request's fields and call the transaction layer as C, not
 through Python's attribute lookup. So a group runs compiled only beside the compiled build
@@ -59,6 +60,13 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "ng911.sip.priority",
         "ng911.sip.subscription",
     ),
+    "ng911.location__mypyc": (
+        "ng911.location.ns",
+        "ng911.location.xml",
+        "ng911.location.gml",
+        "ng911.location.pidf",
+        "ng911.location.conveyance",
+    ),
     "ng911.lost__mypyc": (
         "ng911.lost.fast_request",
         "ng911.lost.engine",
@@ -102,8 +110,9 @@ MODULES: tuple[str, ...] = tuple(m for mods in GROUPS.values() for m in mods)
 # checks this against what mypyc generated): a group runs pure when one of these does
 LINKS: dict[str, tuple[str, ...]] = {
     "ng911.sip__mypyc": (),
-    "ng911.lost__mypyc": (),
-    "ng911.elements__mypyc": ("ng911.sip__mypyc", "ng911.net__mypyc"),
+    "ng911.location__mypyc": (),
+    "ng911.lost__mypyc": ("ng911.location__mypyc",),
+    "ng911.elements__mypyc": ("ng911.sip__mypyc", "ng911.location__mypyc", "ng911.net__mypyc"),
     "ng911.net__mypyc": ("ng911.sip__mypyc",),
 }
 #: The SIP core's group (the first).

@@ -266,3 +266,34 @@ def test_polygon_document_roundtrip() -> None:
     ring = (Point(40.7, -74.0), Point(40.7, -73.9), Point(40.8, -73.9), Point(40.7, -74.0))
     p = simple_pidf("pres:x@y", Polygon(ring), kind="tuple", timestamp="2026-11-25T15:00:00Z")
     assert parse_pidf(build_pidf(p)) == p
+
+
+def _with_comments_everywhere(doc: bytes) -> bytes:
+    """`doc` with a comment and a processing instruction as the last children of every
+    element (last, so that no element's own text moves into a tail)."""
+    from lxml import etree
+
+    root = etree.fromstring(doc)
+    for el in list(root.iter()):
+        el.append(etree.Comment(" note "))
+        el.append(etree.ProcessingInstruction("app", "x=1"))
+    return etree.tostring(root)
+
+
+@pytest.mark.parametrize("kind", ["device", "tuple", "polygon", "civic"])
+def test_comments_and_processing_instructions_anywhere(kind: str) -> None:
+    """A comment's or PI's `.tag` is a function, not a string: every walk of the document
+    must pass over them, in the compiled build too (which checks what it reads against
+    lxml's stubs, where `.tag` is a str), and read the same location."""
+    ring = (Point(40.7, -74.0), Point(40.7, -73.9), Point(40.8, -73.9), Point(40.7, -74.0))
+    doc = {
+        "device": DEVICE_DOC,
+        "tuple": TUPLE_DOC,
+        "polygon": build_pidf(simple_pidf("pres:x@y", Polygon(ring), kind="tuple")),
+        "civic": build_pidf(
+            simple_pidf("pres:x@y", CivicAddress.of(country="US", A1="NY", RD="Broadway"))
+        ),
+    }[kind]
+    noisy = _with_comments_everywhere(doc)
+    assert noisy.count(b"<!-- note -->") > 5
+    assert parse_pidf(noisy) == parse_pidf(doc)

@@ -20,6 +20,7 @@ from lxml import etree
 
 from ng911.location.errors import LocationError
 from ng911.location.ns import CA, CAE, CL_4119, XML, q
+from ng911.location.xml import tag_of
 
 __all__ = ["CA_TYPES", "CivicAddress", "civic_to_element", "is_civic_element", "parse_civic"]
 
@@ -156,7 +157,7 @@ def _collapse(text: str | None) -> str:
 
 def is_civic_element(el: etree._Element) -> bool:
     """True for an RFC 5139 `ca:civicAddress` (or the RFC 4119 `cl:civicAddress`)."""
-    return el.tag in _CIVIC_TAGS
+    return tag_of(el) in _CIVIC_TAGS
 
 
 def parse_civic(el: etree._Element) -> CivicAddress:
@@ -165,13 +166,13 @@ def parse_civic(el: etree._Element) -> CivicAddress:
     The RFC 4119 civicLoc namespace is accepted too (older devices still send it); its
     elements map onto the same names.
     """
-    if el.tag not in _CIVIC_TAGS:
-        raise LocationError(f"not a civicAddress element: {el.tag!r}")
+    if tag_of(el) not in _CIVIC_TAGS:
+        raise LocationError(f"not a civicAddress element: {tag_of(el)!r}")
     fields: list[tuple[str, str]] = []
     langs: list[tuple[str, str]] = []
     for child in el:
-        tag = child.tag
-        if not isinstance(tag, str):
+        tag = tag_of(child)
+        if not tag:
             continue  # comment or processing instruction
         if tag.startswith(_CA_PREFIX):
             name = tag[len(_CA_PREFIX) :]

@@ -50,6 +50,7 @@ from ng911.location.ns import (
     q,
     uom_code,
 )
+from ng911.location.xml import tag_of
 
 __all__ = [
     "SHAPE_TAGS",
@@ -104,8 +105,7 @@ for _local in (
 
 
 def _tagname(el: etree._Element) -> str:
-    tag = el.tag
-    return tag if isinstance(tag, str) else "(comment or PI)"
+    return tag_of(el) or "(comment or PI)"
 
 
 def _crs_of(el: etree._Element, inherited: str | None) -> str | None:
@@ -128,7 +128,8 @@ def _child(el: etree._Element, tag: str, *, required: bool = True) -> etree._Ele
     """The first child named `tag`, in its RFC 5491 namespace or the other one."""
     twin = _TWIN[tag]
     for c in el:
-        if c.tag == tag or c.tag == twin:
+        ctag = tag_of(c)
+        if ctag in (tag, twin):
             return c
     if required:
         local = tag.rsplit("}", 1)[-1]
@@ -244,7 +245,8 @@ def _ring_points(ring: etree._Element, crs: str | None) -> list[Point]:
         ]
     points = []
     for c in ring:
-        if c.tag == _G_POS or c.tag == _S_POS:
+        ctag = tag_of(c)
+        if ctag in (_G_POS, _S_POS):
             points.append(_point(_numbers(c.text, "gml:pos"), _crs_of(c, crs), "gml:pos"))
     if not points:
         raise LocationError("gml:LinearRing has neither gml:pos nor gml:posList")
@@ -307,13 +309,12 @@ SHAPE_TAGS: frozenset[str] = frozenset(_PARSERS)
 
 def is_shape_element(el: etree._Element) -> bool:
     """True if `el` is one of the RFC 5491 shape elements."""
-    return el.tag in _PARSERS
+    return tag_of(el) in _PARSERS
 
 
 def parse_shape(el: etree._Element) -> Shape:
     """Parse a gml:/gs: shape element into a `Shape`; raises `LocationError`."""
-    tag = el.tag
-    parser = _PARSERS.get(tag) if isinstance(tag, str) else None
+    parser = _PARSERS.get(tag_of(el))
     if parser is None:
         raise LocationError(f"unsupported location shape {_tagname(el)}")
     return parser(el, _crs_of(el, None))

@@ -29,7 +29,7 @@ from ng911.location.errors import LocationError
 from ng911.location.geodetic import SHAPE_TYPES, Shape
 from ng911.location.gml import is_shape_element, parse_shape, shape_to_element
 from ng911.location.ns import DM, GBP, GP, NSMAP, PIDF, q
-from ng911.location.xml import DEFAULT_MAX_SIZE, parse_xml, to_bytes
+from ng911.location.xml import DEFAULT_MAX_SIZE, parse_xml, tag_of, to_bytes
 
 __all__ = [
     "PIDF_CONTENT_TYPE",
@@ -187,13 +187,13 @@ def parse_pidf_element(root: etree._Element) -> PidfLo:
     Each element's children are read in one pass (the first of each kind counts, as a
     search per kind would find it): lxml makes a Python object per child visited, and the
     ESRP reads a PIDF-LO per call."""
-    if root.tag != _PRESENCE:
-        raise LocationError(f"not a PIDF document: root element is {root.tag!r}")
+    if tag_of(root) != _PRESENCE:
+        raise LocationError(f"not a PIDF document: root element is {tag_of(root)!r}")
     entity = (root.get("entity") or "").strip()
     found: list[LocationInfo] = []
     seen: list[str] = []
     for el in root:
-        tag = el.tag
+        tag = tag_of(el)
         if tag == _DEVICE:
             kind: Kind = "device"
             ts_tag, id_tag, holder_tag = _DM_TIMESTAMP, _DEVICE_ID, None
@@ -208,7 +208,7 @@ def parse_pidf_element(root: etree._Element) -> PidfLo:
         ts_el = id_el = holder = None
         geoprivs: list[etree._Element] = []
         for c in el:
-            ctag = c.tag
+            ctag = tag_of(c)
             if ctag == ts_tag:
                 ts_el = c if ts_el is None else ts_el
             elif ctag == id_tag:
@@ -218,7 +218,7 @@ def parse_pidf_element(root: etree._Element) -> PidfLo:
             elif ctag == _GEOPRIV and holder_tag is None:
                 geoprivs.append(c)  # device and person carry their geopriv themselves
         if holder is not None:
-            geoprivs = [g for g in holder if g.tag == _GEOPRIV]
+            geoprivs = [g for g in holder if tag_of(g) == _GEOPRIV]
         elif holder_tag is not None:
             continue  # a tuple without status
         ts = _text(ts_el)
@@ -241,7 +241,7 @@ def _parse_geopriv(
 ) -> list[LocationInfo]:
     info = method_el = rules = None
     for c in geopriv:
-        tag = c.tag
+        tag = tag_of(c)
         if tag == _LOCATION_INFO:
             info = c if info is None else info
         elif tag == _METHOD:
@@ -256,7 +256,7 @@ def _parse_geopriv(
     if rules is not None:
         re_el = ret_el = None
         for c in rules:
-            tag = c.tag
+            tag = tag_of(c)
             if tag == _RETRANSMISSION:
                 re_el = c if re_el is None else re_el
             elif tag == _RETENTION:
@@ -272,8 +272,8 @@ def _parse_geopriv(
         elif is_civic_element(loc):
             location = parse_civic(loc)
         else:
-            if isinstance(loc.tag, str):
-                seen.append(loc.tag)
+            if tag := tag_of(loc):
+                seen.append(tag)
             continue
         out.append(
             LocationInfo(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import codecs
 import threading
+from typing import Any, cast
 
 from lxml import etree
 
@@ -39,6 +40,15 @@ _WIDE_BOMS: tuple[tuple[bytes, str], ...] = (
 
 # Encodings (as lxml reports them) in which the byte "<" is the character "<" and nothing else.
 _BYTE_SAFE = frozenset({"UTF-8", "utf-8", "ASCII", "US-ASCII", "us-ascii", "ascii"})
+
+
+def tag_of(el: etree._Element) -> str:
+    """The element's tag in Clark notation, or "" for a comment, processing instruction or
+    entity, whose `.tag` is lxml's factory function, not a string. The stubs say `str`, and
+    the compiled build checks what it reads against them, so a bare `.tag` on a comment
+    inside a hostile document would raise TypeError there instead of just not matching."""
+    tag = cast(Any, el).tag
+    return tag if isinstance(tag, str) else ""
 
 
 def _parser() -> etree.XMLParser:
