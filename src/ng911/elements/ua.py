@@ -303,7 +303,8 @@ class Caller(SipElement):
             call.timer = self.call_later(give_up, self.cancel, record)
         if wait:
             limit = timeout if timeout is not None else self.cfg.answer_timeout + 10
-            await asyncio.wait_for(record.ended.wait(), limit)
+            async with asyncio.timeout(limit):  # no second task, as wait_for makes in 3.11
+                await record.ended.wait()
         return record
 
     def _pidf_of(self, lat: float, lon: float) -> bytes:
