@@ -5,7 +5,8 @@ lies about its type (lxml's `.tag` of a comment, say) raises `TypeError` in the 
 build where the pure one just compares it unequal. Each build here reads the same corpus
 of mangled input in its own interpreter: SIP messages (parsed, validated, serialised, and
 for a request the caller's location taken out of it as the ESRP and a PSAP do), PIDF-LO
-documents and `Geolocation` values, every one a seeded mutation of a valid one. The
+documents, LoST `findService` requests (the embedded server's answer) and `Geolocation`
+values, every one a seeded mutation of a valid one. The
 outcome of each (the value read, or the error's type and text) must be the same in both.
 Skipped on a tree that was never compiled (`make compile`).
 """
@@ -26,6 +27,7 @@ from ng911 import compiled
 from ng911.location.civic import CivicAddress
 from ng911.location.geodetic import Circle, Point, Polygon
 from ng911.location.pidf import build_pidf, simple_pidf
+from ng911.lost.protocol import FindServiceRequest, LostLocation, build_request
 from ng911.sip import samples
 
 SRC = Path(compiled.__file__).resolve().parents[1]
@@ -41,6 +43,10 @@ from ng911.sip.message import Request
 from ng911.elements.routing import extract_location
 from ng911.location.pidf import parse_pidf
 from ng911.location.conveyance import parse_geolocation
+from ng911.lost.embedded import EmbeddedStore
+from ng911.lost.server import LostServer
+import re
+lost = LostServer(EmbeddedStore.from_geojson())
 
 def outcome(kind, data):
     try:
@@ -57,6 +63,9 @@ def outcome(kind, data):
             return ["ok", steps]
         if kind == "pidf":
             return ["ok", repr(parse_pidf(data.encode("latin-1")))]
+        if kind == "lost":  # the answer, without the times in it
+            answer = lost.decide(data.encode("latin-1")).decode("utf-8", "replace")
+            return ["ok", re.sub(r'(expires|lastUpdated)="[^"]*"', "", answer)]
         return ["ok", repr(parse_geolocation(data))]
     except Exception as exc:
         return ["error", type(exc).__name__, str(exc)]
@@ -83,6 +92,64 @@ def _mutate(rng: random.Random, data: bytes) -> bytes:
     return bytes(doc)
 
 
+_TEXTS = (
+    "",
+    " ",
+    "nan",
+    "inf",
+    "1e999",
+    "-91 0",
+    "40.7 -73.9",
+    "40.7, -73.9",
+    "abc",
+    "1 2 3",
+    "0",
+    "-5",
+    "360.5",
+    "yes",
+    "false",
+    "urn:ogc:def:uom:EPSG::9001",
+    "\u00e9",
+)
+_ATTRS = (
+    ("srsName", "urn:ogc:def:crs:EPSG::4326"),
+    ("srsName", "EPSG:4979"),
+    ("srsName", "bogus"),
+    ("uom", "urn:ogc:def:uom:EPSG::9102"),
+    ("uom", "furlong"),
+    ("srsDimension", "3"),
+    ("srsDimension", "x"),
+    ("profile", "civic"),
+    ("id", ""),
+)
+
+
+def _mutate_xml(rng: random.Random, data: bytes) -> bytes:
+    """1-3 changes that keep the document well formed, so that what reads it past the XML
+    parser sees them: an element's text, an attribute, a child dropped, repeated or given
+    another element's name, a comment or processing instruction put in."""
+    from lxml import etree
+
+    root = etree.fromstring(data)
+    for _ in range(rng.randint(1, 3)):
+        els = [e for e in root.iter() if isinstance(e.tag, str)]
+        el = rng.choice(els)
+        op = rng.choice(("text", "attr", "drop", "dup", "rename", "comment"))
+        if op == "text":
+            el.text = rng.choice(_TEXTS)
+        elif op == "attr":
+            el.set(*rng.choice(_ATTRS))
+        elif op == "drop" and el is not root:
+            el.getparent().remove(el)
+        elif op == "dup" and el is not root:
+            el.addnext(etree.fromstring(etree.tostring(el)))
+        elif op == "rename":
+            el.tag = rng.choice(els).tag
+        else:
+            el.insert(rng.randint(0, len(el)), etree.Comment("x"))
+    return etree.tostring(root)
+
+
 def _with_comments(doc: bytes) -> bytes:
     from lxml import etree
 
@@ -103,6 +170,17 @@ def _corpus(seed: int = 911) -> list[tuple[str, str]]:
     ]
     pidfs += [_with_comments(d) for d in pidfs]
     messages = [samples.emergency_invite(), samples.ringing(), samples.ok_with_sdp()]
+    lost = [
+        build_request(FindServiceRequest((LostLocation("l", "geodetic-2d", shape),)))
+        for shape in (Point(40.78, -73.97), Circle(Point(40.7, -74.0), 50.0), Polygon(ring))
+    ] + [
+        build_request(
+            FindServiceRequest(
+                (LostLocation("c", "civic", CivicAddress.of(country="US", A1="NY")),)
+            ),
+            template=False,
+        )
+    ]
     geos = [
         "<cid:abc@example.com>",
         '<cid:x@y>;inserted-by="vsp.example"',
@@ -111,11 +189,16 @@ def _corpus(seed: int = 911) -> list[tuple[str, str]]:
     out: list[tuple[str, bytes | str]] = []
     for _ in range(400):
         out.append(("sip", _mutate(rng, rng.choice(messages))))
-    for _ in range(400):
+    for _ in range(200):
         out.append(("pidf", _mutate(rng, rng.choice(pidfs))))
+        out.append(("pidf", _mutate_xml(rng, rng.choice(pidfs))))
+    for _ in range(150):
+        out.append(("lost", _mutate(rng, rng.choice(lost))))
+        out.append(("lost", _mutate_xml(rng, rng.choice(lost))))
     for _ in range(200):
         out.append(("geo", _mutate(rng, rng.choice(geos).encode()).decode("latin-1")))
     out += [("pidf", d) for d in pidfs] + [("sip", m) for m in messages]
+    out += [("lost", r) for r in lost]
     return [(k, d if isinstance(d, str) else d.decode("latin-1")) for k, d in out]
 
 
