@@ -15,7 +15,7 @@ call each other, and the groups they link to, natively, so they run all together
 all), and this says so: exit
 1, or 0 with `--optional` (the pure build works either way).
 
-    python scripts/compile.py [--optional]      # compile (about 30-60 s on 2 cores)
+    python scripts/compile.py [--optional]      # compile (about 85 s on 2 cores from scratch)
     python scripts/compile.py --clean           # back to pure Python
 """
 
