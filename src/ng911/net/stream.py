@@ -106,6 +106,9 @@ class StreamConnection(asyncio.Protocol):
         self._segments: deque[list[float]] = deque()
         self.other_wire_in = 0  # TLS records that carried no SIP (tickets, alerts, close_notify)
         self.session_saved = False
+        # below the write buffer's high-water mark: a bool that every send reads (an Event's
+        # is_set() is an interpreted call) and the Event that `drained()` waits on, kept in step
+        self._can_write = True
         self._writable = asyncio.Event()
         self._writable.set()
         self.tls_failure: str | None = None  # e.g. the peer's alert after a TLS 1.3 handshake
@@ -171,19 +174,21 @@ class StreamConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         # asyncio's write buffer passed its high-water mark: senders wait (back-pressure)
+        self._can_write = False
         self._writable.clear()
 
     def resume_writing(self) -> None:
+        self._can_write = True
         self._writable.set()
 
     @property
     def writable(self) -> bool:
         """Below the write buffer's high-water mark: a write now need not wait."""
-        return self._writable.is_set()
+        return self._can_write
 
     async def drained(self) -> None:
         """Wait until the transport's write buffer is below its low-water mark."""
-        if not self._writable.is_set():
+        if not self._can_write:
             await self._writable.wait()
 
     def eof_received(self) -> bool | None:
@@ -192,6 +197,7 @@ class StreamConnection(asyncio.Protocol):
         return None  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._can_write = True
         self._writable.set()  # release waiting senders; their next write fails cleanly
         was_closed = self.closed
         self.closed = True
