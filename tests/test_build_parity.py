@@ -29,6 +29,7 @@ from ng911.location.geodetic import Circle, Point, Polygon
 from ng911.location.pidf import build_pidf, simple_pidf
 from ng911.lost.protocol import FindServiceRequest, LostLocation, build_request
 from ng911.sip import samples
+from xml_noise import with_comments_everywhere
 
 SRC = Path(compiled.__file__).resolve().parents[1]
 IS_COMPILED = all(compiled.extension_paths(m) for m in (*compiled.MODULES, *compiled.GROUPS))
@@ -150,16 +151,6 @@ def _mutate_xml(rng: random.Random, data: bytes) -> bytes:
     return etree.tostring(root)
 
 
-def _with_comments(doc: bytes) -> bytes:
-    from lxml import etree
-
-    root = etree.fromstring(doc)
-    for el in list(root.iter()):
-        el.append(etree.Comment(" c "))
-        el.append(etree.ProcessingInstruction("pi", "x"))
-    return etree.tostring(root)
-
-
 def _corpus(seed: int = 911) -> list[tuple[str, str]]:
     rng = random.Random(seed)
     ring = (Point(40.7, -74.0), Point(40.7, -73.9), Point(40.8, -73.9), Point(40.7, -74.0))
@@ -168,7 +159,7 @@ def _corpus(seed: int = 911) -> list[tuple[str, str]]:
         build_pidf(simple_pidf("pres:a@b", Polygon(ring), kind="tuple")),
         build_pidf(simple_pidf("pres:a@b", CivicAddress.of(country="US", A1="NY", RD="Main"))),
     ]
-    pidfs += [_with_comments(d) for d in pidfs]
+    pidfs += [with_comments_everywhere(d) for d in pidfs]
     messages = [samples.emergency_invite(), samples.ringing(), samples.ok_with_sdp()]
     lost = [
         build_request(FindServiceRequest((LostLocation("l", "geodetic-2d", shape),)))

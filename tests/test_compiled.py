@@ -69,6 +69,13 @@ def _copy_tree(tmp_path: Path) -> Path:
     return tmp_path / "ng911"
 
 
+def _copy_tree_edited(tmp_path: Path, *parts: str) -> None:
+    """The compiled package copied, the `.py` at `parts` (under ng911/) then made newer than
+    its extension module, as an edit after `make compile` would."""
+    later = time.time() + 10
+    os.utime(_copy_tree(tmp_path).joinpath(*parts), (later, later))
+
+
 LINKED_PROBE = (
     "import ng911.compiled as c, ng911.sip.message as m, ng911.elements.runtime as r, "
     "ng911.net.transport as t, ng911.lost.engine as e\n"
@@ -88,9 +95,7 @@ def test_a_stale_build_runs_pure_all_together(tmp_path: Path) -> None:
     runs pure (a compiled `parse` beside a pure `message` would make two Request classes),
     and stderr says why. The elements and the transports link to the SIP core natively: they
     run pure with it; the LoST group links only to the location group and stays compiled."""
-    pkg = _copy_tree(tmp_path)
-    later = time.time() + 10
-    os.utime(pkg / "sip" / "uri.py", (later, later))
+    _copy_tree_edited(tmp_path, "sip", "uri.py")
     out = run(tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["mixed", "py", "so"]
@@ -105,9 +110,7 @@ def test_a_stale_build_runs_pure_all_together(tmp_path: Path) -> None:
 def test_a_stale_transport_sets_aside_the_elements_not_the_core(tmp_path: Path) -> None:
     """The elements link to the transports, the transports to the SIP core: an edited
     transport module sets aside its group and the elements; the core stays compiled."""
-    pkg = _copy_tree(tmp_path)
-    later = time.time() + 10
-    os.utime(pkg / "net" / "udp.py", (later, later))
+    _copy_tree_edited(tmp_path, "net", "udp.py")
     out = run(tmp_path, code=LINKED_PROBE)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["so", "py", "py", "so", "VspProxy"]
@@ -134,9 +137,7 @@ def test_a_stale_location_module_sets_aside_lost_and_the_elements(tmp_path: Path
     """The LoST path and the elements read PIDF-LO and shapes through the location group
     natively: an edited location module sets aside all three; the SIP core and the
     transports, which link to none of them, stay compiled."""
-    pkg = _copy_tree(tmp_path)
-    later = time.time() + 10
-    os.utime(pkg / "location" / "pidf.py", (later, later))
+    _copy_tree_edited(tmp_path, "location", "pidf.py")
     out = run(tmp_path, code=LINKED_PROBE)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["so", "py", "so", "py", "VspProxy"]
@@ -151,9 +152,7 @@ def test_links_name_only_groups() -> None:
 
 @needs_compiled
 def test_a_stale_lost_module_sets_only_its_group_aside(tmp_path: Path) -> None:
-    pkg = _copy_tree(tmp_path)
-    later = time.time() + 10
-    os.utime(pkg / "lost" / "embedded.py", (later, later))
+    _copy_tree_edited(tmp_path, "lost", "embedded.py")
     out = run(tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["mixed", "so", "py"]

@@ -18,6 +18,7 @@ from ng911.location.pidf import (
     parse_pidf,
     simple_pidf,
 )
+from xml_noise import with_comments_everywhere
 
 # RFC 5491 §3.4-style device location (the form an emergency caller sends).
 DEVICE_DOC = b"""<?xml version="1.0" encoding="UTF-8"?>
@@ -268,18 +269,6 @@ def test_polygon_document_roundtrip() -> None:
     assert parse_pidf(build_pidf(p)) == p
 
 
-def _with_comments_everywhere(doc: bytes) -> bytes:
-    """`doc` with a comment and a processing instruction as the last children of every
-    element (last, so that no element's own text moves into a tail)."""
-    from lxml import etree
-
-    root = etree.fromstring(doc)
-    for el in list(root.iter()):
-        el.append(etree.Comment(" note "))
-        el.append(etree.ProcessingInstruction("app", "x=1"))
-    return etree.tostring(root)
-
-
 @pytest.mark.parametrize("kind", ["device", "tuple", "polygon", "civic"])
 def test_comments_and_processing_instructions_anywhere(kind: str) -> None:
     """A comment's or PI's `.tag` is a function, not a string: every walk of the document
@@ -294,6 +283,6 @@ def test_comments_and_processing_instructions_anywhere(kind: str) -> None:
             simple_pidf("pres:x@y", CivicAddress.of(country="US", A1="NY", RD="Broadway"))
         ),
     }[kind]
-    noisy = _with_comments_everywhere(doc)
+    noisy = with_comments_everywhere(doc)
     assert noisy.count(b"<!-- note -->") > 5
     assert parse_pidf(noisy) == parse_pidf(doc)
