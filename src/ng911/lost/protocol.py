@@ -30,7 +30,7 @@ from ng911.location.civic import CivicAddress, civic_to_element, parse_civic
 from ng911.location.errors import LocationError, XmlError
 from ng911.location.geodetic import Circle, Point, Polygon, Shape
 from ng911.location.gml import parse_shape, pos_text, shape_to_element
-from ng911.location.xml import parse_xml
+from ng911.location.xml import parse_xml, tag_of
 from ng911.lost.errors import ERROR_KINDS, LostProtocolError
 
 NS_LOST = "urn:ietf:params:xml:ns:lost1"
@@ -320,8 +320,8 @@ def _as_of(el: etree._Element) -> tuple[str | None, str | None]:
     """
     value, tag = el.get("asOf"), None
     for child in el:
-        ctag = child.tag
-        if isinstance(ctag, str) and (ctag == "asOf" or ctag.endswith("}asOf")):
+        ctag = tag_of(child)
+        if ctag == "asOf" or ctag.endswith("}asOf"):
             value, tag = _text(child), ctag
     if value is None:
         return None, None
@@ -395,7 +395,7 @@ def _parse_locations(el: etree._Element) -> tuple[LostLocation, ...]:
         if loc_id is None or not loc_id.strip():
             raise _bad("<location> without id")
         profile = (loc.get("profile") or "").strip()
-        children = [c for c in loc if isinstance(c.tag, str)]
+        children = [c for c in loc if tag_of(c)]
         value: Shape | CivicAddress | None = None
         if profile == PROFILE_GEODETIC:
             if len(children) != 1:
@@ -438,7 +438,7 @@ def _root(data: bytes) -> etree._Element:
         root = parse_xml(data, max_size=MAX_DOCUMENT)
     except XmlError as exc:
         raise _bad(f"XML refused: {exc}") from exc
-    if not isinstance(root.tag, str):
+    if not tag_of(root):
         raise _bad("no root element")
     return root
 
@@ -465,7 +465,7 @@ def looks_like_lost(data: bytes) -> bool:
 def parse_request(data: bytes) -> LostRequest:
     """Parse a LoST request; raises `LostProtocolError` (kind = the error to answer)."""
     root = _root(data)
-    tag = str(root.tag)
+    tag = tag_of(root)
     if not tag.startswith(_LOST_PREFIX):
         raise _bad(f"root element {tag[:80]!r} is not in the LoST namespace")
     name = tag[len(_LOST_PREFIX) :]
@@ -835,7 +835,7 @@ def _parse_boundary(el: etree._Element) -> ServiceBoundary:
     items: list[Shape | CivicAddress] = []
     try:
         for child in el:
-            if not isinstance(child.tag, str):
+            if not tag_of(child):
                 continue
             if etree.QName(child).localname == "civicAddress":
                 items.append(parse_civic(child))
@@ -874,7 +874,7 @@ def _parse_mapping(el: etree._Element) -> Mapping:
     dn = svc = sb = sbr = num = None
     uris: list[str] = []
     for child in el:
-        tag = child.tag
+        tag = tag_of(child)
         if tag == _URI:
             uris.append(_text(child))
         elif tag == _SERVICE:
@@ -913,7 +913,7 @@ def _parse_warnings(root: etree._Element) -> tuple[tuple[LostWarning, ...], str 
     for w in root.iterchildren(_t("warnings")):
         source = w.get("source")
         for item in w:
-            if isinstance(item.tag, str):
+            if tag_of(item):
                 out.append(LostWarning(etree.QName(item).localname, item.get("message")))
     return tuple(out), source
 
@@ -937,7 +937,7 @@ def _find_service_response(root: etree._Element) -> FindServiceResponse:
     path_el = used_el = None
     has_warnings = has_as_of = False
     for child in root:
-        tag = child.tag
+        tag = tag_of(child)
         if tag == _MAPPING:
             mapping_els.append(child)
         elif tag == _PATH:
@@ -946,7 +946,7 @@ def _find_service_response(root: etree._Element) -> FindServiceResponse:
             used_el = child if used_el is None else used_el
         elif tag == _WARNINGS:
             has_warnings = True
-        elif isinstance(tag, str) and tag.endswith("asOf"):
+        elif tag.endswith("asOf"):
             has_as_of = True
     as_of, as_of_tag = (
         _lenient_as_of(root) if has_as_of or root.get("asOf") is not None else (None, None)
@@ -969,7 +969,7 @@ def _find_service_response(root: etree._Element) -> FindServiceResponse:
 def parse_response(data: bytes) -> LostResponse:
     """Parse a LoST response (client side); raises `LostProtocolError` on nonsense."""
     root = _root(data)
-    tag = root.tag
+    tag = tag_of(root)
     if tag.startswith(_LOST_PREFIX):
         name = tag[len(_LOST_PREFIX) :]
     else:
@@ -994,7 +994,7 @@ def parse_response(data: bytes) -> LostResponse:
             raise _bad("getServiceBoundaryResponse without serviceBoundary")
         return GetServiceBoundaryResponse(_parse_boundary(sb), _parse_path(root))
     if name == "errors":
-        items = [c for c in root if isinstance(c.tag, str)]
+        items = [c for c in root if tag_of(c)]
         if not items:
             raise _bad("<errors> without an error")
         first = items[0]
