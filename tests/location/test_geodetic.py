@@ -332,6 +332,9 @@ def _vincenty_direct(lat1: float, lon1: float, azimuth: float, s: float) -> tupl
          (-1.0, -73.9)],
         [(-1e-250, 5e-324), (5e-324, 1e-300), (1e-300, 0.0), (-1.0, -73.9), (-1e-250, 1.0),
          (-73.9, -73.9)],
+        # found by it on 2026-12-07: make_valid returns an invalid GEOMETRYCOLLECTION here
+        [(1.0, 1.0), (1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0),
+         (5.757868336096449e-202, 0.0), (-1.0, -1.0), (0.0, 0.0)],
     ],
 )  # fmt: skip
 def test_a_ring_geos_cannot_repair_becomes_its_hull_not_an_exception(

@@ -373,7 +373,7 @@ def to_shapely(shape: Shape, *, segments: int = 64) -> Any:
     horizontal footprint for the ellipsoid) sampled at `segments` parameter steps; ArcBand ->
     outer arc, then inner arc back (or the centre for a sector); a 360° band is an annulus.
     An invalid result (self-intersecting ring, degenerate shape) is repaired with shapely's
-    `make_valid`.
+    `make_valid`, or replaced by its convex hull where GEOS cannot repair it.
 
     Method and error: each vertex is placed by `destination` (an azimuthal-equidistant
     inverse about the centre on the Gaussian sphere, rescaled to WGS 84's radii of curvature),
@@ -424,16 +424,19 @@ def to_shapely(shape: Shape, *, segments: int = 64) -> Any:
     if geom.is_valid:
         return geom
     try:
-        return make_valid(geom)
+        repaired = make_valid(geom)
     except GEOSException:
-        # GEOS's overlay gives up on some rings mixing degrees with subnormal numbers
-        # ("Result area inconsistent with overlay operation"): the convex hull needs no
-        # overlay and covers every point the sender drew, so routing errs on the side of
-        # the whole area rather than losing the location
-        hull = geom.convex_hull
-        if hull.is_empty or not hull.is_valid:
-            raise LocationError("shape cannot be repaired (self-intersecting ring)") from None
-        return hull
+        repaired = None
+    if repaired is not None and repaired.is_valid:
+        return repaired
+    # GEOS's overlay gives up on some rings mixing degrees with subnormal numbers: it raises
+    # ("Result area inconsistent with overlay operation") or returns a collection that is
+    # itself invalid. The convex hull needs no overlay and covers every point the sender
+    # drew, so routing errs on the side of the whole area rather than losing the location
+    hull = geom.convex_hull
+    if hull.is_empty or not hull.is_valid:
+        raise LocationError("shape cannot be repaired (self-intersecting ring)")
+    return hull
 
 
 def reference_point(shape: Shape) -> Point:
